@@ -1,0 +1,20 @@
+//! redlight — electronic supervision (电子监察) of government work.
+//!
+//! # Layout
+//! - [`calendar`]: the PRC working calendar (holidays and make-up workdays, 调休) loaded from
+//!   `config/calendars/`, with O(1) workday arithmetic.
+//! - [`event`]: CloudEvents 1.0 structured JSON parsed into a typed [`event::Event`].
+//! - [`rules`]: rule packs (TOML under `config/rules/`) compiled into [`rules::RuleSet`].
+//! - [`clock`]: how time is counted (SPEC §3): hours, calendar days, workdays, pauses, deadlines.
+//! - [`engine`]: open cases, timers and lights; `apply(event)` and `advance(now)` return alerts.
+//! - [`alert`]: the alert of SPEC §4 and its deterministic id.
+//! - [`config`]: the daemon configuration file.
+//! - [`cli`]: the `check`, `replay` and `calendar` subcommands.
+pub mod alert;
+pub mod calendar;
+pub mod cli;
+pub mod clock;
+pub mod config;
+pub mod engine;
+pub mod event;
+pub mod rules;
