@@ -1,1 +1,1486 @@
-//! TODO
+//! The engine: open cases, their clocks and lights, and the timer index (SPEC §4).
+//!
+//! A functional core: events and the time come in, alerts come out. [`Engine::apply`] takes
+//! one event, [`Engine::advance`] moves the engine's clock and fires the timers that came
+//! due. `replay` and the daemon drive the same engine, so whatever a test proves offline
+//! holds live.
+//!
+//! Timers are not kept by hand: they are a function of each case's state (see
+//! [`Case::timers`]). After every change to a case the engine diffs that case's timers
+//! before and after, so the index is always exact and a case loaded from the store brings
+//! its timers back. The index is a `BTreeSet` ordered by due time, then case id, rule and
+//! kind, so advancing costs the alerts it fires plus a logarithm, never a scan, and ties
+//! break the same way in every run.
+
+use crate::alert::{Alert, Level, Reason, Status, alert_id, format_instant};
+use crate::calendar::{Calendar, CalendarError};
+use crate::clock::{Counting, DAY, Span, Zone, date_of_day, day_of_date, fixed_yellow};
+use crate::event::Event;
+use crate::rules::{
+    Condition, DeadlineRule, Handler, Limit, Matcher, Period, PeriodicRule, RuleKind, RuleSet,
+    Unit,
+};
+use chrono::{Datelike, NaiveDate};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+
+/// How long an inactive case (no running clock, no periodic duty) is kept for duplicate
+/// detection and late events, by default.
+pub const DEFAULT_RETENTION_DAYS: u32 = 30;
+
+/// The light of a clock or a case.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Light {
+    Green,
+    Yellow,
+    Red,
+}
+
+/// How a clock's deadline is set.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub enum Mode {
+    /// Counted time against a limit: pauses and extensions apply.
+    Span(SpanState),
+    /// A fixed instant (same workday, an absolute due time): pauses do not move it.
+    Fixed { deadline: i64, warn_at: i64 },
+}
+
+/// [`Span`] in a serialisable form.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct SpanState {
+    pub unit: Unit,
+    pub origin: i64,
+    pub limit: i64,
+    pub warn_share: Option<f64>,
+    pub warn_before: Option<(Unit, u32)>,
+}
+
+impl SpanState {
+    fn span(&self) -> Span {
+        Span {
+            unit: self.unit,
+            origin: self.origin,
+            limit: self.limit,
+            warn: match (self.warn_share, self.warn_before) {
+                (_, Some((unit, amount))) => crate::rules::Warn::Before { unit, amount },
+                (Some(s), None) => crate::rules::Warn::Share(s),
+                (None, None) => crate::rules::Warn::Share(crate::rules::DEFAULT_WARN_SHARE),
+            },
+        }
+    }
+}
+
+/// One legal clock of a case: one cycle of a deadline rule.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Clock {
+    pub rule: u16,
+    /// 1 for the first time the rule's clock started in this case, 2 for the next …
+    pub cycle: u32,
+    /// The start event's time `S`.
+    pub started: i64,
+    pub mode: Mode,
+    /// Units granted by extensions so far.
+    pub extended: u32,
+    /// Counted milliseconds accrued before `since` (span clocks).
+    pub counted: i64,
+    /// Running since this instant; `None` while paused or stopped.
+    pub since: Option<i64>,
+    /// When the current pause began.
+    pub paused_at: Option<i64>,
+    /// The current deadline and yellow instant; `None` while paused.
+    pub deadline: Option<i64>,
+    pub yellow_at: Option<i64>,
+    /// The deadline as last known (kept while paused and after the stop, for the record).
+    pub last_deadline: Option<i64>,
+    pub yellow_fired: bool,
+    pub red_fired: bool,
+    /// When the stop event happened.
+    pub stopped: Option<i64>,
+    /// Stopped after its deadline: the breach stays on record for scorecards.
+    pub late: bool,
+}
+
+impl Clock {
+    pub fn active(&self) -> bool {
+        self.stopped.is_none()
+    }
+    pub fn light(&self) -> Light {
+        if !self.active() {
+            Light::Green
+        } else if self.red_fired {
+            Light::Red
+        } else if self.yellow_fired {
+            Light::Yellow
+        } else {
+            Light::Green
+        }
+    }
+}
+
+/// A red raised at once by a check, a sequence, or a deadline rule's own condition.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Violation {
+    pub rule: u16,
+    /// The event (or period) it is about: the alert's occurrence key.
+    pub key: String,
+    pub at: i64,
+    pub detail: String,
+    pub resolved: bool,
+}
+
+/// The progress of a sequence rule: the index of the furthest stage reached.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Stages {
+    pub rule: u16,
+    pub last: i16,
+}
+
+/// A recurring duty (a quarterly report, a quarterly meeting).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Duty {
+    pub rule: u16,
+    /// The period now being watched (see [`period_index`]).
+    pub period: i32,
+    /// When that period's duty falls due.
+    pub due: i64,
+    /// Periods met (at or after `period`).
+    pub met: Vec<i32>,
+    /// Periods that went red and are still missing.
+    pub missing: Vec<i32>,
+}
+
+/// One case: everything the engine knows about a subject. Serialisable on its own, so the
+/// daemon can persist and move cases one by one.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Case {
+    pub id: Arc<str>,
+    /// The data of its events merged, later fields overwriting earlier ones; sorted by key.
+    pub data: Vec<(Arc<str>, Value)>,
+    /// Hashes of the event ids applied, for duplicate detection.
+    pub seen: Vec<u64>,
+    /// The known event types seen, as bits (see [`RuleSet::type_bit`]).
+    pub types: u128,
+    pub first_event: i64,
+    pub last_event: i64,
+    pub withdrawn: bool,
+    pub clocks: Vec<Clock>,
+    pub stages: Vec<Stages>,
+    pub violations: Vec<Violation>,
+    pub duties: Vec<Duty>,
+}
+
+impl Case {
+    fn new(id: Arc<str>, t: i64) -> Case {
+        Case {
+            id,
+            data: Vec::new(),
+            seen: Vec::new(),
+            types: 0,
+            first_event: t,
+            last_event: t,
+            withdrawn: false,
+            clocks: Vec::new(),
+            stages: Vec::new(),
+            violations: Vec::new(),
+            duties: Vec::new(),
+        }
+    }
+
+    pub fn get(&self, key: &str) -> Option<&Value> {
+        self.data
+            .binary_search_by(|(k, _)| (**k).cmp(key))
+            .ok()
+            .map(|i| &self.data[i].1)
+    }
+
+    fn get_str(&self, key: &str) -> Option<String> {
+        self.get(key).and_then(Value::as_str).map(str::to_string)
+    }
+
+    /// A case is active while a clock runs (or is paused) or a periodic duty is watched.
+    pub fn active(&self) -> bool {
+        !self.withdrawn && (self.clocks.iter().any(Clock::active) || !self.duties.is_empty())
+    }
+
+    /// The case's light: the worst of its clocks and unresolved violations.
+    pub fn light(&self) -> Light {
+        let clocks = self.clocks.iter().map(Clock::light).max();
+        let violated = self.violations.iter().any(|v| !v.resolved)
+            || self.duties.iter().any(|d| !d.missing.is_empty());
+        let v = if violated { Light::Red } else { Light::Green };
+        clocks.map_or(v, |c| c.max(v))
+    }
+
+    fn active_clock(&mut self, rule: u16) -> Option<&mut Clock> {
+        self.clocks
+            .iter_mut()
+            .rev()
+            .find(|c| c.rule == rule && c.active())
+    }
+
+    /// The timers this case needs now: a pure function of its state.
+    pub fn timers(&self, retention_ms: i64, out: &mut Vec<(i64, u16, TimerKind)>) {
+        out.clear();
+        if self.withdrawn {
+            out.push((self.last_event + retention_ms, u16::MAX, TimerKind::Purge));
+            return;
+        }
+        for c in self.clocks.iter().filter(|c| c.active()) {
+            if let (Some(y), false) = (c.yellow_at, c.yellow_fired) {
+                out.push((y, c.rule, TimerKind::Yellow));
+            }
+            if let (Some(d), false) = (c.deadline, c.red_fired) {
+                out.push((d, c.rule, TimerKind::Red));
+            }
+        }
+        for d in &self.duties {
+            out.push((d.due, d.rule, TimerKind::Period));
+        }
+        if !self.active() {
+            out.push((self.last_event + retention_ms, u16::MAX, TimerKind::Purge));
+        }
+    }
+}
+
+/// What a timer does when it comes due.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum TimerKind {
+    Yellow,
+    Red,
+    Period,
+    /// Forget an inactive case after the retention time.
+    Purge,
+}
+
+type Timer = (i64, Arc<str>, u16, TimerKind);
+
+/// What [`Engine::apply`] did with an event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Applied {
+    /// Applied to its case.
+    Applied,
+    /// The event id was already applied to this case: nothing changed.
+    Duplicate,
+    /// A type neither the catalogue nor a pack knows: counted, otherwise ignored.
+    UnknownType,
+    /// A known type with nothing to do and no case to record it in.
+    NoEffect,
+    /// The case was withdrawn: it has gone quiet.
+    CaseWithdrawn,
+}
+
+/// An event that could not be applied; the engine is left as it was before it.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("event {event} (case {case}): rule {rule}: {source}")]
+    Calendar {
+        event: String,
+        case: String,
+        rule: String,
+        #[source]
+        source: CalendarError,
+    },
+}
+
+/// Counters the daemon exports as metrics.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Stats {
+    pub applied: u64,
+    pub duplicates: u64,
+    pub unknown_types: u64,
+    pub calendar_errors: u64,
+    /// Fields the rules expected and did not find or could not use (a `due` that is not a
+    /// time, …), logged and counted.
+    pub data_problems: u64,
+}
+
+/// The engine. Not `Sync`: one owner drives it (a daemon partition worker, `replay`).
+pub struct Engine {
+    rules: Arc<RuleSet>,
+    cal: Arc<Calendar>,
+    zone: Zone,
+    cases: HashMap<Arc<str>, Box<Case>>,
+    timers: BTreeSet<Timer>,
+    /// The engine's clock: the latest of the event times applied and the times advanced to.
+    now: i64,
+    retention_ms: i64,
+    /// Interned data keys: a million cases share one copy of `"department"`.
+    keys: HashSet<Arc<str>>,
+    stats: Stats,
+    /// Scratch buffers reused across calls, so the hot path does not allocate.
+    scratch_old: Vec<(i64, u16, TimerKind)>,
+    scratch_new: Vec<(i64, u16, TimerKind)>,
+}
+
+/// Hash of an event id for duplicate detection (SipHash with fixed keys: the same in every
+/// run and on every machine, as persisted state requires).
+fn id_hash(id: &str) -> u64 {
+    #[allow(deprecated)]
+    let mut h = std::hash::SipHasher::new();
+    id.hash(&mut h);
+    h.finish()
+}
+
+impl Engine {
+    pub fn new(rules: Arc<RuleSet>, cal: Arc<Calendar>) -> Engine {
+        let zone = Zone::new(&cal);
+        Engine {
+            rules,
+            cal,
+            zone,
+            cases: HashMap::new(),
+            timers: BTreeSet::new(),
+            now: i64::MIN,
+            retention_ms: i64::from(DEFAULT_RETENTION_DAYS) * DAY,
+            keys: HashSet::new(),
+            stats: Stats::default(),
+            scratch_old: Vec::new(),
+            scratch_new: Vec::new(),
+        }
+    }
+
+    /// How long inactive cases are kept (for duplicate detection and late events).
+    pub fn set_retention_days(&mut self, days: u32) {
+        self.retention_ms = i64::from(days) * DAY;
+    }
+
+    pub fn rules(&self) -> &RuleSet {
+        &self.rules
+    }
+    pub fn calendar(&self) -> &Calendar {
+        &self.cal
+    }
+    pub fn zone(&self) -> &Zone {
+        &self.zone
+    }
+    pub fn now(&self) -> i64 {
+        self.now
+    }
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+    pub fn case(&self, id: &str) -> Option<&Case> {
+        self.cases.get(id).map(|b| &**b)
+    }
+    pub fn cases(&self) -> impl Iterator<Item = &Case> {
+        self.cases.values().map(|b| &**b)
+    }
+    pub fn case_count(&self) -> usize {
+        self.cases.len()
+    }
+    pub fn timer_count(&self) -> usize {
+        self.timers.len()
+    }
+    /// When the next timer falls due, for a daemon's sleeping timer task.
+    pub fn next_due(&self) -> Option<i64> {
+        self.timers.first().map(|t| t.0)
+    }
+
+    /// Puts a persisted case back (its timers with it).
+    pub fn restore(&mut self, case: Case) {
+        let id = case.id.clone();
+        let mut new = std::mem::take(&mut self.scratch_new);
+        case.timers(self.retention_ms, &mut new);
+        for (due, rule, kind) in &new {
+            self.timers.insert((*due, id.clone(), *rule, *kind));
+        }
+        self.scratch_new = new;
+        self.cases.insert(id, Box::new(case));
+    }
+
+    /// Moves the engine's clock to `now` (never back) and fires every timer due at or
+    /// before it, in due order.
+    pub fn advance(&mut self, now: i64, out: &mut Vec<Alert>) {
+        self.now = self.now.max(now);
+        self.fire(|due| due <= now, out);
+    }
+
+    /// Fires timers due strictly before `t`: what replay does before applying an event at
+    /// `t`, so that an event exactly at a deadline counts as in time.
+    pub fn advance_before(&mut self, t: i64, out: &mut Vec<Alert>) {
+        self.now = self.now.max(t - 1);
+        self.fire(|due| due < t, out);
+    }
+
+    fn fire(&mut self, due_now: impl Fn(i64) -> bool, out: &mut Vec<Alert>) {
+        while let Some(first) = self.timers.first() {
+            if !due_now(first.0) {
+                break;
+            }
+            let Some((due, case_id, rule, kind)) = self.timers.pop_first() else {
+                break;
+            };
+            let Some(mut case) = self.cases.remove(&case_id) else {
+                continue;
+            };
+            let mut old = std::mem::take(&mut self.scratch_old);
+            case.timers(self.retention_ms, &mut old);
+            let keep = self.on_timer(&mut case, due, rule, kind, out);
+            if keep {
+                self.sync_timers(&case, &old);
+                self.cases.insert(case_id, case);
+            } else {
+                for (d, r, k) in &old {
+                    self.timers.remove(&(*d, case.id.clone(), *r, *k));
+                }
+            }
+            self.scratch_old = old;
+        }
+    }
+
+    /// Replaces the case's timers `old` by the ones its state needs now.
+    fn sync_timers(&mut self, case: &Case, old: &[(i64, u16, TimerKind)]) {
+        let mut new = std::mem::take(&mut self.scratch_new);
+        case.timers(self.retention_ms, &mut new);
+        for t in old {
+            if !new.contains(t) {
+                self.timers.remove(&(t.0, case.id.clone(), t.1, t.2));
+            }
+        }
+        for t in &new {
+            if !old.contains(t) {
+                self.timers.insert((t.0, case.id.clone(), t.1, t.2));
+            }
+        }
+        self.scratch_new = new;
+    }
+
+    /// Handles one due timer; returns false when the case is to be forgotten.
+    fn on_timer(
+        &mut self,
+        case: &mut Case,
+        due: i64,
+        rule: u16,
+        kind: TimerKind,
+        out: &mut Vec<Alert>,
+    ) -> bool {
+        match kind {
+            TimerKind::Purge => case.active() && !case.withdrawn,
+            TimerKind::Yellow | TimerKind::Red => {
+                let rules = self.rules.clone();
+                let tz = self.zone.tz();
+                let Some(clock) = case.active_clock(rule) else {
+                    return true;
+                };
+                let (level, reason) = if kind == TimerKind::Yellow {
+                    if clock.yellow_fired || clock.yellow_at != Some(due) {
+                        return true;
+                    }
+                    clock.yellow_fired = true;
+                    (Level::Yellow, Reason::Approaching)
+                } else {
+                    if clock.red_fired || clock.deadline != Some(due) {
+                        return true;
+                    }
+                    clock.red_fired = true;
+                    (Level::Red, Reason::Overdue)
+                };
+                let (cycle, deadline) = (clock.cycle, clock.deadline);
+                out.push(make_alert(
+                    &rules,
+                    tz,
+                    case,
+                    rule,
+                    &cycle.to_string(),
+                    level,
+                    Status::Firing,
+                    reason,
+                    due,
+                    deadline,
+                    None,
+                ));
+                true
+            }
+            TimerKind::Period => {
+                self.on_period(case, due, rule, out);
+                true
+            }
+        }
+    }
+
+    fn on_period(&mut self, case: &mut Case, due: i64, rule: u16, out: &mut Vec<Alert>) {
+        let rules = self.rules.clone();
+        let RuleKind::Periodic(p) = &rules.rule(rule).kind else {
+            return;
+        };
+        let Some(pos) = case.duties.iter().position(|d| d.rule == rule) else {
+            return;
+        };
+        if case.duties[pos].due != due {
+            return;
+        }
+        let period = case.duties[pos].period;
+        if !case.duties[pos].met.contains(&period) {
+            case.duties[pos].missing.push(period);
+            let label = period_label(p.period, period);
+            out.push(make_alert(
+                &rules,
+                self.zone.tz(),
+                case,
+                rule,
+                &label,
+                Level::Red,
+                Status::Firing,
+                Reason::Missing,
+                due,
+                Some(due),
+                Some(format!("no `{}` for {label}", p.fulfil)),
+            ));
+        }
+        let next = period + 1;
+        let counting = Counting {
+            cal: &self.cal,
+            zone: &self.zone,
+        };
+        match period_due(&counting, p, next) {
+            Ok(next_due) => {
+                let d = &mut case.duties[pos];
+                d.period = next;
+                d.due = next_due;
+                d.met.retain(|m| *m >= next);
+            }
+            Err(e) => {
+                // The calendar has no data for the next period: the duty cannot be watched
+                // further. Counted and logged; the missing reds stay on record.
+                self.stats.calendar_errors += 1;
+                tracing::error!(case = %case.id, rule = %rules.rule(rule).id, error = %e,
+                    "periodic duty stopped: no calendar data for its next period");
+                let d = &mut case.duties[pos];
+                d.due = i64::MAX;
+            }
+        }
+    }
+
+    /// Applies one event to its case. Timers due before the event's time should have been
+    /// fired first (`advance_before`); timers that the event itself makes overdue (a late
+    /// event) fire at once. On error nothing changed.
+    pub fn apply(&mut self, ev: &Event, out: &mut Vec<Alert>) -> Result<Applied, EngineError> {
+        let rules = self.rules.clone();
+        let Some(info) = rules.type_info(&ev.kind) else {
+            self.stats.unknown_types += 1;
+            return Ok(Applied::UnknownType);
+        };
+        let t = ev.time_ms();
+        self.now = self.now.max(t);
+        let hash = id_hash(&ev.id);
+        let existing = self.cases.remove(ev.subject.as_str());
+        let is_new = existing.is_none();
+        if is_new && info.handlers.is_empty() {
+            return Ok(Applied::NoEffect);
+        }
+        let mut case = match existing {
+            Some(c) => c,
+            None => Box::new(Case::new(Arc::from(ev.subject.as_str()), t)),
+        };
+        if case.seen.contains(&hash) {
+            self.stats.duplicates += 1;
+            self.cases.insert(case.id.clone(), case);
+            return Ok(Applied::Duplicate);
+        }
+        if case.withdrawn {
+            case.seen.push(hash);
+            self.cases.insert(case.id.clone(), case);
+            return Ok(Applied::CaseWithdrawn);
+        }
+        let mut old = std::mem::take(&mut self.scratch_old);
+        if is_new {
+            old.clear();
+        } else {
+            case.timers(self.retention_ms, &mut old);
+        }
+        // Only handlers that compute calendar deadlines can fail; keep a copy to roll back.
+        let backup = if !is_new && info.handlers.iter().any(can_fail) {
+            Some(case.clone())
+        } else {
+            None
+        };
+        let mark = out.len();
+        case.seen.push(hash);
+        case.types |= 1u128 << info.bit;
+        case.last_event = case.last_event.max(t);
+        for (k, v) in &ev.data {
+            let key = match self.keys.get(k.as_str()) {
+                Some(k) => k.clone(),
+                None => {
+                    let k: Arc<str> = Arc::from(k.as_str());
+                    self.keys.insert(k.clone());
+                    k
+                }
+            };
+            match case.data.binary_search_by(|(x, _)| x.cmp(&key)) {
+                Ok(i) => case.data[i].1 = v.clone(),
+                Err(i) => case.data.insert(i, (key, v.clone())),
+            }
+        }
+        let types_before = case.types & !(1u128 << info.bit);
+        let mut result = Ok(());
+        for h in &info.handlers {
+            if let Err(e) = self.handle(&mut case, *h, ev, types_before, out) {
+                result = Err((e, *h));
+                break;
+            }
+        }
+        if let Err((source, h)) = result {
+            out.truncate(mark);
+            self.stats.calendar_errors += 1;
+            let rule = handler_rule(h)
+                .map(|r| rules.rule(r).id.to_string())
+                .unwrap_or_default();
+            if let Some(b) = backup {
+                self.cases.insert(b.id.clone(), b);
+            } else if !is_new {
+                // Unreachable: can_fail() covered every failing handler. Keep the case.
+                self.cases.insert(case.id.clone(), case);
+            }
+            self.scratch_old = old;
+            return Err(EngineError::Calendar {
+                event: ev.id.clone(),
+                case: ev.subject.clone(),
+                rule,
+                source,
+            });
+        }
+        self.stats.applied += 1;
+        self.sync_timers(&case, &old);
+        self.scratch_old = old;
+        self.cases.insert(case.id.clone(), case);
+        // A late event may have set deadlines that have already passed: fire them now.
+        let now = self.now;
+        self.fire(|due| due < now, out);
+        Ok(Applied::Applied)
+    }
+
+    fn handle(
+        &mut self,
+        case: &mut Case,
+        h: Handler,
+        ev: &Event,
+        types_before: u128,
+        out: &mut Vec<Alert>,
+    ) -> Result<(), CalendarError> {
+        let rules = self.rules.clone();
+        let t = ev.time_ms();
+        let tz = self.zone.tz();
+        match h {
+            Handler::Withdraw => {
+                self.withdraw(case, t, out);
+            }
+            Handler::Stop(r) => {
+                let Some(clock) = case.active_clock(r) else {
+                    return Ok(());
+                };
+                if t < clock.started {
+                    return Ok(());
+                }
+                let late = match (clock.deadline, clock.since) {
+                    (Some(d), Some(_)) => t > d,
+                    _ => clock.red_fired,
+                };
+                let yellow_at = clock.yellow_at;
+                clock.stopped = Some(t);
+                clock.late = late;
+                clock.since = None;
+                if clock.deadline.is_some() {
+                    clock.last_deadline = clock.deadline;
+                }
+                let (cycle, deadline, yf, rf) = (
+                    clock.cycle,
+                    clock.last_deadline,
+                    clock.yellow_fired,
+                    clock.red_fired,
+                );
+                let at = self.now;
+                let occ = cycle.to_string();
+                if yf {
+                    let reason = if late {
+                        Reason::CompletedLate
+                    } else if yellow_at.is_some_and(|y| t < y) {
+                        Reason::Retracted
+                    } else {
+                        Reason::Completed
+                    };
+                    out.push(make_alert(
+                        &rules,
+                        tz,
+                        case,
+                        r,
+                        &occ,
+                        Level::Yellow,
+                        Status::Resolved,
+                        reason,
+                        at,
+                        deadline,
+                        None,
+                    ));
+                }
+                if rf {
+                    let reason = if late {
+                        Reason::CompletedLate
+                    } else {
+                        Reason::Retracted
+                    };
+                    out.push(make_alert(
+                        &rules,
+                        tz,
+                        case,
+                        r,
+                        &occ,
+                        Level::Red,
+                        Status::Resolved,
+                        reason,
+                        at,
+                        deadline,
+                        None,
+                    ));
+                }
+            }
+            Handler::Pause(r) => {
+                let counting = Counting {
+                    cal: &self.cal,
+                    zone: &self.zone,
+                };
+                let Some(clock) = case.active_clock(r) else {
+                    return Ok(());
+                };
+                let (Mode::Span(s), Some(since)) = (clock.mode, clock.since) else {
+                    return Ok(());
+                };
+                let t = t.max(since);
+                let counted = counting.counted(s.unit, s.origin, since, t)?;
+                let (old_deadline, old_yellow) = (clock.deadline, clock.yellow_at);
+                clock.counted += counted;
+                clock.since = None;
+                clock.paused_at = Some(t);
+                clock.last_deadline = clock.deadline;
+                clock.deadline = None;
+                clock.yellow_at = None;
+                self.reconcile(case, r, t, old_deadline, old_yellow, out);
+            }
+            Handler::Resume(r) => {
+                let counting = Counting {
+                    cal: &self.cal,
+                    zone: &self.zone,
+                };
+                let Some(clock) = case.active_clock(r) else {
+                    return Ok(());
+                };
+                let (Mode::Span(s), None, Some(paused)) = (clock.mode, clock.since, clock.paused_at)
+                else {
+                    return Ok(());
+                };
+                let since = t.max(paused);
+                let (deadline, yellow) = counting.schedule_span(&s.span(), since, clock.counted)?;
+                clock.since = Some(since);
+                clock.paused_at = None;
+                clock.deadline = Some(deadline);
+                clock.yellow_at = Some(yellow);
+            }
+            Handler::Extend(r) => {
+                let RuleKind::Deadline(d) = &rules.rule(r).kind else {
+                    return Ok(());
+                };
+                let Some(ext) = &d.extend else {
+                    return Ok(());
+                };
+                let counting = Counting {
+                    cal: &self.cal,
+                    zone: &self.zone,
+                };
+                let cap = variant_for(d, case)
+                    .and_then(|v| v.extend_max)
+                    .or(ext.max)
+                    .unwrap_or(u32::MAX);
+                let requested = ev.data.get(&ext.field).and_then(as_count);
+                let Some(clock) = case.active_clock(r) else {
+                    return Ok(());
+                };
+                let Mode::Span(mut s) = clock.mode else {
+                    return Ok(());
+                };
+                let Some(requested) = requested else {
+                    self.stats.data_problems += 1;
+                    tracing::warn!(event = %ev.id, case = %ev.subject, field = %ext.field,
+                        "extension without a whole number of units; ignored");
+                    return Ok(());
+                };
+                let granted = requested.min(cap.saturating_sub(clock.extended));
+                let new_total = clock.extended.saturating_add(requested);
+                let schedule = match clock.since {
+                    Some(since) => {
+                        let mut s2 = s;
+                        s2.limit += i64::from(granted) * s.unit.ms();
+                        Some(counting.schedule_span(&s2.span(), since, clock.counted)?)
+                    }
+                    None => None,
+                };
+                s.limit += i64::from(granted) * s.unit.ms();
+                clock.mode = Mode::Span(s);
+                clock.extended += granted;
+                let (old_deadline, old_yellow) = (clock.deadline, clock.yellow_at);
+                if let Some((deadline, yellow)) = schedule {
+                    clock.deadline = Some(deadline);
+                    clock.yellow_at = Some(yellow);
+                }
+                let unit = s.unit;
+                if new_total > cap {
+                    self.violation(
+                        case,
+                        r,
+                        &ev.id,
+                        t,
+                        format!(
+                            "extensions total {new_total} {}, more than the {cap} allowed",
+                            unit.name()
+                        ),
+                        out,
+                    );
+                }
+                self.reconcile(case, r, t, old_deadline, old_yellow, out);
+            }
+            Handler::Start(r) => {
+                let RuleKind::Deadline(d) = &rules.rule(r).kind else {
+                    return Ok(());
+                };
+                if case.active_clock(r).is_some() || !self.applies(&d.when, &d.condition, case, ev)
+                {
+                    return Ok(());
+                }
+                self.start_clock(case, r, d, ev, out)?;
+            }
+            Handler::Stage(r, n) => {
+                let RuleKind::Sequence(s) = &rules.rule(r).kind else {
+                    return Ok(());
+                };
+                if !self.applies(&s.when, &None, case, ev) {
+                    return Ok(());
+                }
+                let pos = match case.stages.iter().position(|x| x.rule == r) {
+                    Some(p) => p,
+                    None => {
+                        case.stages.push(Stages { rule: r, last: -1 });
+                        case.stages.len() - 1
+                    }
+                };
+                let last = case.stages[pos].last;
+                let n = i16::from(n);
+                let detail = if n <= last {
+                    (n < last).then(|| {
+                        format!(
+                            "stage `{}` came after `{}`",
+                            s.stages[n as usize], s.stages[last as usize]
+                        )
+                    })
+                } else if n > last + 1 {
+                    let skipped: Vec<&str> = s.stages[(last + 1) as usize..n as usize]
+                        .iter()
+                        .map(String::as_str)
+                        .collect();
+                    Some(format!(
+                        "stage `{}` without {}",
+                        s.stages[n as usize],
+                        skipped
+                            .iter()
+                            .map(|x| format!("`{x}`"))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ))
+                } else {
+                    None
+                };
+                case.stages[pos].last = last.max(n);
+                if let Some(detail) = detail {
+                    self.violation(case, r, &ev.id, t, detail, out);
+                }
+            }
+            Handler::Check(r) => {
+                let RuleKind::Check(c) = &rules.rule(r).kind else {
+                    return Ok(());
+                };
+                if !c.when.matches(|k| case.get(k).cloned()) {
+                    return Ok(());
+                }
+                match self.eval(&c.condition, case, ev, types_before) {
+                    Ok(true) => {
+                        let detail = format!("condition holds: {}", c.condition.source);
+                        self.violation(case, r, &ev.id, t, detail, out);
+                    }
+                    Ok(false) => {}
+                    Err(msg) => {
+                        self.stats.data_problems += 1;
+                        tracing::warn!(event = %ev.id, case = %ev.subject,
+                            rule = %rules.rule(r).id, error = %msg, "check condition failed to evaluate");
+                    }
+                }
+            }
+            Handler::PeriodicStart(r) => {
+                let RuleKind::Periodic(p) = &rules.rule(r).kind else {
+                    return Ok(());
+                };
+                if case.duties.iter().any(|d| d.rule == r) || !self.applies(&p.when, &None, case, ev)
+                {
+                    return Ok(());
+                }
+                let counting = Counting {
+                    cal: &self.cal,
+                    zone: &self.zone,
+                };
+                let period = period_index(p.period, self.zone.date_of(t));
+                let due = period_due(&counting, p, period)?;
+                case.duties.push(Duty {
+                    rule: r,
+                    period,
+                    due,
+                    met: Vec::new(),
+                    missing: Vec::new(),
+                });
+            }
+            Handler::PeriodicFulfil(r) => {
+                let RuleKind::Periodic(p) = &rules.rule(r).kind else {
+                    return Ok(());
+                };
+                let Some(pos) = case.duties.iter().position(|d| d.rule == r) else {
+                    return Ok(());
+                };
+                let period = match &p.period_field {
+                    Some(f) => match ev.data.get(f).and_then(Value::as_str) {
+                        Some(label) => match parse_period(p.period, label) {
+                            Some(x) => x,
+                            None => {
+                                self.stats.data_problems += 1;
+                                tracing::warn!(event = %ev.id, case = %ev.subject, field = %f, value = %label,
+                                    "period label not understood; counted for the period the event happened in");
+                                period_index(p.period, self.zone.date_of(t))
+                            }
+                        },
+                        // Without a label the report is for the period that just ended if it
+                        // is still open, else for the current one.
+                        None => {
+                            let current = period_index(p.period, self.zone.date_of(t));
+                            let d = &case.duties[pos];
+                            if d.period < current { d.period } else { current }
+                        }
+                    },
+                    None => period_index(p.period, self.zone.date_of(t)),
+                };
+                let duty = &mut case.duties[pos];
+                if let Some(i) = duty.missing.iter().position(|m| *m == period) {
+                    duty.missing.remove(i);
+                    let label = period_label(p.period, period);
+                    out.push(make_alert(
+                        &rules,
+                        tz,
+                        case,
+                        r,
+                        &label,
+                        Level::Red,
+                        Status::Resolved,
+                        Reason::CompletedLate,
+                        self.now,
+                        None,
+                        Some(format!("`{}` for {label} came late", p.fulfil)),
+                    ));
+                } else if period >= duty.period && !duty.met.contains(&period) {
+                    duty.met.push(period);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether a rule applies to the case now: its `when` on the case's data and its CEL
+    /// condition, if any. A condition that fails to evaluate does not apply (and is logged).
+    fn applies(
+        &mut self,
+        when: &Matcher,
+        condition: &Option<Condition>,
+        case: &Case,
+        ev: &Event,
+    ) -> bool {
+        if !when.matches(|k| case.get(k).cloned()) {
+            return false;
+        }
+        match condition {
+            None => true,
+            Some(c) => match self.eval(c, case, ev, case.types) {
+                Ok(b) => b,
+                Err(msg) => {
+                    self.stats.data_problems += 1;
+                    tracing::warn!(event = %ev.id, case = %ev.subject, condition = %c.source,
+                        error = %msg, "condition failed to evaluate; rule not applied");
+                    false
+                }
+            },
+        }
+    }
+
+    /// Evaluates a CEL condition with `event`, `data` and `case` (its id, merged data and
+    /// the event types seen before this event).
+    fn eval(&self, c: &Condition, case: &Case, ev: &Event, types: u128) -> Result<bool, String> {
+        let data = Value::Object(ev.data.clone());
+        let event = serde_json::json!({
+            "id": ev.id, "type": ev.kind, "source": ev.source, "subject": ev.subject,
+            "time": ev.time.to_rfc3339(), "data": data,
+        });
+        let case_data: serde_json::Map<String, Value> = case
+            .data
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .collect();
+        let case_v = serde_json::json!({
+            "id": &*case.id, "data": case_data, "types": self.rules.types_of(types),
+        });
+        let mut cx = cel::Context::default();
+        for (name, v) in [("event", event), ("data", data), ("case", case_v)] {
+            let v = cel::to_value(v).map_err(|e| e.to_string())?;
+            cx.add_variable_from_value(name, v);
+        }
+        match c.program.execute(&cx) {
+            Ok(cel::Value::Bool(b)) => Ok(b),
+            Ok(other) => Err(format!("evaluated to {other:?}, not a boolean")),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    fn start_clock(
+        &mut self,
+        case: &mut Case,
+        r: u16,
+        d: &DeadlineRule,
+        ev: &Event,
+        out: &mut Vec<Alert>,
+    ) -> Result<(), CalendarError> {
+        let counting = Counting {
+            cal: &self.cal,
+            zone: &self.zone,
+        };
+        let s = ev.time_ms();
+        let limit = variant_for(d, case)
+            .and_then(|v| v.limit.clone())
+            .unwrap_or_else(|| d.limit.clone());
+        let (warn_share, warn_before) = match d.warn {
+            crate::rules::Warn::Share(x) => (Some(x), None),
+            crate::rules::Warn::Before { unit, amount } => (None, Some((unit, amount))),
+        };
+        let mut violation = None;
+        let mode = match &limit {
+            Limit::Span { unit, amount } => Mode::Span(SpanState {
+                unit: *unit,
+                origin: counting.origin(*unit, s),
+                limit: i64::from(*amount) * unit.ms(),
+                warn_share,
+                warn_before,
+            }),
+            Limit::SpanFrom { unit, field, max } => {
+                let given = ev.data.get(field).or_else(|| case.get(field));
+                let amount = match given.map(|v| (v, as_count(v))) {
+                    Some((_, Some(n))) if n >= 1 && n <= *max => n,
+                    Some((_, Some(n))) if n > *max => {
+                        violation = Some(format!(
+                            "`{field}` is {n} {}, more than the statutory {max}",
+                            unit.name()
+                        ));
+                        *max
+                    }
+                    Some((v, _)) => {
+                        violation = Some(format!(
+                            "`{field}` is {v}, not a whole number of {} from 1 to {max}",
+                            unit.name()
+                        ));
+                        *max
+                    }
+                    None => {
+                        violation = Some(format!("`{field}` is missing: no promised time limit"));
+                        *max
+                    }
+                };
+                Mode::Span(SpanState {
+                    unit: *unit,
+                    origin: counting.origin(*unit, s),
+                    limit: i64::from(amount) * unit.ms(),
+                    warn_share,
+                    warn_before,
+                })
+            }
+            Limit::SameWorkday => {
+                let deadline = counting.same_workday_end(s)?;
+                Mode::Fixed {
+                    deadline,
+                    warn_at: fixed_yellow(s, deadline, d.warn),
+                }
+            }
+            Limit::DueFrom { field } => {
+                let due = ev
+                    .data
+                    .get(field)
+                    .and_then(Value::as_str)
+                    .and_then(|x| chrono::DateTime::parse_from_rfc3339(x).ok());
+                let Some(due) = due else {
+                    self.stats.data_problems += 1;
+                    tracing::warn!(event = %ev.id, case = %ev.subject, field = %field,
+                        "no RFC 3339 due time in the event; the clock cannot start");
+                    return Ok(());
+                };
+                let deadline = due.timestamp_millis();
+                Mode::Fixed {
+                    deadline,
+                    warn_at: fixed_yellow(s, deadline, d.warn),
+                }
+            }
+        };
+        let (deadline, yellow) = match &mode {
+            Mode::Span(st) => counting.schedule_span(&st.span(), s, 0)?,
+            Mode::Fixed { deadline, warn_at } => (*deadline, *warn_at),
+        };
+        let cycle = case
+            .clocks
+            .iter()
+            .filter(|c| c.rule == r)
+            .map(|c| c.cycle)
+            .max()
+            .unwrap_or(0)
+            + 1;
+        case.clocks.push(Clock {
+            rule: r,
+            cycle,
+            started: s,
+            mode,
+            extended: 0,
+            counted: 0,
+            since: Some(s),
+            paused_at: None,
+            deadline: Some(deadline),
+            yellow_at: Some(yellow),
+            last_deadline: Some(deadline),
+            yellow_fired: false,
+            red_fired: false,
+            stopped: None,
+            late: false,
+        });
+        if let Some(detail) = violation {
+            self.violation(case, r, &ev.id, s, detail, out);
+        }
+        Ok(())
+    }
+
+    /// After a pause or an extension whose own time `t` is before the old deadline (or
+    /// yellow): a red or yellow that fired in the meantime was a false alarm caused by late
+    /// delivery, and is retracted (SPEC §4).
+    fn reconcile(
+        &mut self,
+        case: &mut Case,
+        r: u16,
+        t: i64,
+        old_deadline: Option<i64>,
+        old_yellow: Option<i64>,
+        out: &mut Vec<Alert>,
+    ) {
+        let now = self.now;
+        let tz = self.zone.tz();
+        let rules = self.rules.clone();
+        let Some(clock) = case.active_clock(r) else {
+            return;
+        };
+        let mut retract = Vec::new();
+        if clock.red_fired
+            && old_deadline.is_some_and(|d| t <= d)
+            && clock.deadline.is_none_or(|d| d > now)
+        {
+            clock.red_fired = false;
+            retract.push(Level::Red);
+        }
+        if clock.yellow_fired
+            && old_yellow.is_some_and(|y| t < y)
+            && clock.yellow_at.is_none_or(|y| y > now)
+        {
+            clock.yellow_fired = false;
+            retract.push(Level::Yellow);
+        }
+        let (cycle, deadline) = (clock.cycle, clock.deadline.or(clock.last_deadline));
+        for level in retract {
+            out.push(make_alert(
+                &rules,
+                tz,
+                case,
+                r,
+                &cycle.to_string(),
+                level,
+                Status::Resolved,
+                Reason::Retracted,
+                now,
+                deadline,
+                None,
+            ));
+        }
+    }
+
+    fn violation(
+        &mut self,
+        case: &mut Case,
+        r: u16,
+        key: &str,
+        t: i64,
+        detail: String,
+        out: &mut Vec<Alert>,
+    ) {
+        let at = self.now.max(t);
+        out.push(make_alert(
+            &self.rules,
+            self.zone.tz(),
+            case,
+            r,
+            key,
+            Level::Red,
+            Status::Firing,
+            Reason::Violation,
+            at,
+            None,
+            Some(detail.clone()),
+        ));
+        case.violations.push(Violation {
+            rule: r,
+            key: key.to_string(),
+            at,
+            detail,
+            resolved: false,
+        });
+    }
+
+    /// The applicant withdrew: every clock stops, lights that fired are resolved with
+    /// reason `withdrawn`, and the case goes quiet.
+    fn withdraw(&mut self, case: &mut Case, t: i64, out: &mut Vec<Alert>) {
+        let at = self.now;
+        let tz = self.zone.tz();
+        let rules = self.rules.clone();
+        let mut resolved = Vec::new();
+        for c in case.clocks.iter_mut().filter(|c| c.active()) {
+            c.stopped = Some(t);
+            c.since = None;
+            if c.deadline.is_some() {
+                c.last_deadline = c.deadline;
+            }
+            for (fired, level) in [(c.yellow_fired, Level::Yellow), (c.red_fired, Level::Red)] {
+                if fired {
+                    resolved.push((c.rule, c.cycle.to_string(), level, c.last_deadline));
+                }
+            }
+        }
+        for v in case.violations.iter_mut().filter(|v| !v.resolved) {
+            v.resolved = true;
+            resolved.push((v.rule, v.key.clone(), Level::Red, None));
+        }
+        for d in &case.duties {
+            if let RuleKind::Periodic(p) = &rules.rule(d.rule).kind {
+                for m in &d.missing {
+                    resolved.push((d.rule, period_label(p.period, *m), Level::Red, None));
+                }
+            }
+        }
+        case.duties.clear();
+        case.withdrawn = true;
+        for (rule, occ, level, deadline) in resolved {
+            out.push(make_alert(
+                &rules,
+                tz,
+                case,
+                rule,
+                &occ,
+                level,
+                Status::Resolved,
+                Reason::Withdrawn,
+                at,
+                deadline,
+                None,
+            ));
+        }
+    }
+}
+
+fn can_fail(h: &Handler) -> bool {
+    matches!(
+        h,
+        Handler::Start(_)
+            | Handler::Resume(_)
+            | Handler::Extend(_)
+            | Handler::Pause(_)
+            | Handler::PeriodicStart(_)
+    )
+}
+
+fn handler_rule(h: Handler) -> Option<u16> {
+    match h {
+        Handler::Withdraw => None,
+        Handler::Stop(r)
+        | Handler::Pause(r)
+        | Handler::Resume(r)
+        | Handler::Extend(r)
+        | Handler::Start(r)
+        | Handler::Stage(r, _)
+        | Handler::Check(r)
+        | Handler::PeriodicStart(r)
+        | Handler::PeriodicFulfil(r) => Some(r),
+    }
+}
+
+fn variant_for<'r>(d: &'r DeadlineRule, case: &Case) -> Option<&'r crate::rules::Variant> {
+    d.variants
+        .iter()
+        .find(|v| v.when.matches(|k| case.get(k).cloned()))
+}
+
+/// A whole, non-negative number of units from JSON (`15`, `15.0` or `"15"`).
+fn as_count(v: &Value) -> Option<u32> {
+    match v {
+        Value::Number(n) => n
+            .as_u64()
+            .or_else(|| n.as_f64().filter(|f| f.fract() == 0.0 && *f >= 0.0).map(|f| f as u64))
+            .and_then(|n| u32::try_from(n).ok()),
+        Value::String(s) => s.trim().parse().ok(),
+        _ => None,
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn make_alert(
+    rules: &RuleSet,
+    tz: chrono_tz::Tz,
+    case: &Case,
+    rule: u16,
+    occurrence: &str,
+    level: Level,
+    status: Status,
+    reason: Reason,
+    at: i64,
+    deadline: Option<i64>,
+    detail: Option<String>,
+) -> Alert {
+    let r = rules.rule(rule);
+    Alert {
+        id: alert_id(&case.id, &r.id, occurrence, level, status),
+        rule: r.id.clone(),
+        title: r.title.clone(),
+        basis: r.basis.clone(),
+        case: case.id.clone(),
+        level,
+        status,
+        reason,
+        at: format_instant(at, tz),
+        deadline: deadline.map(|d| format_instant(d, tz)),
+        detail,
+        department: case.get_str("department"),
+        item: case.get_str("item"),
+        handler: case.get_str("handler"),
+    }
+}
+
+/// Periods are numbered consecutively: months since year 0, quarters since year 0, years.
+pub fn period_index(p: Period, d: NaiveDate) -> i32 {
+    match p {
+        Period::Month => d.year() * 12 + d.month0() as i32,
+        Period::Quarter => d.year() * 4 + (d.month0() / 3) as i32,
+        Period::Year => d.year(),
+    }
+}
+
+/// The first and last day of a period.
+pub fn period_bounds(p: Period, idx: i32) -> (NaiveDate, NaiveDate) {
+    let (year, m0, months) = match p {
+        Period::Month => (idx.div_euclid(12), idx.rem_euclid(12) as u32, 1),
+        Period::Quarter => (idx.div_euclid(4), idx.rem_euclid(4) as u32 * 3, 3),
+        Period::Year => (idx, 0, 12),
+    };
+    let first = NaiveDate::from_ymd_opt(year, m0 + 1, 1).unwrap_or(NaiveDate::MIN);
+    let next = first
+        .checked_add_months(chrono::Months::new(months))
+        .unwrap_or(NaiveDate::MAX);
+    (first, next.pred_opt().unwrap_or(next))
+}
+
+/// `2026Q3`, `2026-07`, `2026`.
+pub fn period_label(p: Period, idx: i32) -> String {
+    match p {
+        Period::Month => format!("{}-{:02}", idx.div_euclid(12), idx.rem_euclid(12) + 1),
+        Period::Quarter => format!("{}Q{}", idx.div_euclid(4), idx.rem_euclid(4) + 1),
+        Period::Year => idx.to_string(),
+    }
+}
+
+/// Parses a label written by [`period_label`] (also `2026q3`).
+pub fn parse_period(p: Period, label: &str) -> Option<i32> {
+    let label = label.trim();
+    match p {
+        Period::Year => label.parse().ok(),
+        Period::Quarter => {
+            let (y, q) = label.split_once(['Q', 'q'])?;
+            let (y, q): (i32, i32) = (y.parse().ok()?, q.parse().ok()?);
+            (1..=4).contains(&q).then_some(y * 4 + q - 1)
+        }
+        Period::Month => {
+            let (y, m) = label.split_once('-')?;
+            let (y, m): (i32, i32) = (y.parse().ok()?, m.parse().ok()?);
+            (1..=12).contains(&m).then_some(y * 12 + m - 1)
+        }
+    }
+}
+
+/// When a period's duty falls due: its end (24:00 of its last day), or the grace counted
+/// like a deadline started on its last day.
+fn period_due(c: &Counting<'_>, p: &PeriodicRule, idx: i32) -> Result<i64, CalendarError> {
+    let (_, last) = period_bounds(p.period, idx);
+    let last_day = day_of_date(last);
+    let end = c.zone.to_utc((last_day + 1) * DAY);
+    match &p.grace {
+        Some(Limit::Span { unit, amount }) => {
+            // Counting starts at 00:00 of the day after the last day, as for a deadline
+            // started on the last day (Art. 201).
+            let s = c.zone.to_utc(last_day * DAY + DAY / 2);
+            let span = Span {
+                unit: *unit,
+                origin: c.origin(*unit, s),
+                limit: i64::from(*amount) * unit.ms(),
+                warn: crate::rules::Warn::Share(1.0),
+            };
+            let since = if unit.is_day_unit() { span.origin } else { end };
+            let reached = c.reach(*unit, span.origin, since, 0, span.limit)?;
+            c.day_end(*unit, reached)
+        }
+        _ => {
+            let _ = date_of_day(last_day);
+            Ok(end)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn period_labels_round_trip() {
+        let d = NaiveDate::from_ymd_opt(2026, 9, 30).expect("date");
+        let q = period_index(Period::Quarter, d);
+        assert_eq!(period_label(Period::Quarter, q), "2026Q3");
+        assert_eq!(parse_period(Period::Quarter, "2026Q3"), Some(q));
+        assert_eq!(parse_period(Period::Quarter, "2026Q5"), None);
+        let (first, last) = period_bounds(Period::Quarter, q);
+        assert_eq!(first.to_string(), "2026-07-01");
+        assert_eq!(last.to_string(), "2026-09-30");
+        let m = period_index(Period::Month, d);
+        assert_eq!(period_label(Period::Month, m), "2026-09");
+        assert_eq!(parse_period(Period::Month, "2026-09"), Some(m));
+        assert_eq!(period_bounds(Period::Year, 2026).1.to_string(), "2026-12-31");
+    }
+
+    #[test]
+    fn counts_accept_numbers_and_numeric_strings() {
+        assert_eq!(as_count(&Value::from(15)), Some(15));
+        assert_eq!(as_count(&Value::from(15.0)), Some(15));
+        assert_eq!(as_count(&Value::from("15")), Some(15));
+        assert_eq!(as_count(&Value::from(1.5)), None);
+        assert_eq!(as_count(&Value::from(-1)), None);
+        assert_eq!(as_count(&Value::Null), None);
+    }
+}

@@ -1,1 +1,275 @@
-//! TODO
+//! CloudEvents 1.0 in structured JSON mode (SPEC §1), parsed into a typed [`Event`].
+//!
+//! Parsing is strict about what the engine relies on and lenient about the rest: the
+//! required attributes (`specversion`, `id`, `source`, `type`, `subject`, `time`) must be
+//! present and well-formed, `data` must be an object when present, and any other attribute
+//! (CloudEvents extensions) is accepted and ignored. Every rejection names the attribute.
+
+use chrono::{DateTime, FixedOffset};
+use serde::Deserialize;
+use serde_json::{Map, Value};
+
+/// One case event, valid by construction: a value of this type has every attribute the
+/// engine needs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Event {
+    /// Unique per event; a repeated id within a case is a duplicate and changes nothing.
+    pub id: String,
+    /// Which system produced the event (kept for the record, not interpreted).
+    pub source: String,
+    /// The catalogue type, e.g. `approval.accepted`.
+    pub kind: String,
+    /// Event time, with the offset the producer gave. All deadline arithmetic uses it.
+    pub time: DateTime<FixedOffset>,
+    /// The case id: an approval case, a market, a hazard, an accident, a department.
+    pub subject: String,
+    /// The event's data object; fields beyond the catalogue's are kept for rule conditions.
+    pub data: Map<String, Value>,
+}
+
+/// Why a message is not an event. Each variant names the attribute at fault.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EventError {
+    #[error("not valid JSON: {0}")]
+    NotJson(String),
+    #[error("the message is not a JSON object")]
+    NotObject,
+    #[error("missing required attribute `{0}`")]
+    Missing(&'static str),
+    #[error("attribute `{attribute}` must be a non-empty string")]
+    NotString { attribute: &'static str },
+    #[error("attribute `specversion` is {0:?}, only \"1.0\" is supported")]
+    SpecVersion(String),
+    #[error("attribute `time` is {value:?}, not an RFC 3339 time with an offset: {reason}")]
+    BadTime { value: String, reason: String },
+    #[error("attribute `data` must be a JSON object, found {0}")]
+    DataNotObject(&'static str),
+    #[error("attribute `datacontenttype` is {0:?}; structured mode needs JSON data")]
+    ContentType(String),
+}
+
+impl EventError {
+    /// A short, stable label for metrics and dead-letter headers.
+    pub fn reason_code(&self) -> &'static str {
+        match self {
+            EventError::NotJson(_) => "not_json",
+            EventError::NotObject => "not_object",
+            EventError::Missing(_) => "missing_attribute",
+            EventError::NotString { .. } => "bad_attribute",
+            EventError::SpecVersion(_) => "bad_specversion",
+            EventError::BadTime { .. } => "bad_time",
+            EventError::DataNotObject(_) => "data_not_object",
+            EventError::ContentType(_) => "bad_datacontenttype",
+        }
+    }
+}
+
+/// The wire shape before validation: every attribute optional and untyped, so a wrong type
+/// becomes our own error naming the attribute rather than a serde message.
+#[derive(Deserialize)]
+struct Wire {
+    specversion: Option<Value>,
+    id: Option<Value>,
+    source: Option<Value>,
+    #[serde(rename = "type")]
+    kind: Option<Value>,
+    subject: Option<Value>,
+    time: Option<Value>,
+    datacontenttype: Option<Value>,
+    data: Option<Value>,
+}
+
+fn required(value: Option<Value>, attribute: &'static str) -> Result<String, EventError> {
+    match value {
+        None | Some(Value::Null) => Err(EventError::Missing(attribute)),
+        Some(Value::String(s)) if !s.is_empty() => Ok(s),
+        Some(_) => Err(EventError::NotString { attribute }),
+    }
+}
+
+fn json_kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+impl Event {
+    /// Parses one message (a Kafka value or a JSON Lines line).
+    pub fn parse(bytes: &[u8]) -> Result<Event, EventError> {
+        let wire: Wire = match serde_json::from_slice(bytes) {
+            Ok(w) => w,
+            Err(e) if e.is_data() => return Err(EventError::NotObject),
+            Err(e) => return Err(EventError::NotJson(e.to_string())),
+        };
+        let specversion = required(wire.specversion, "specversion")?;
+        if specversion != "1.0" {
+            return Err(EventError::SpecVersion(specversion));
+        }
+        let id = required(wire.id, "id")?;
+        let source = required(wire.source, "source")?;
+        let kind = required(wire.kind, "type")?;
+        let subject = required(wire.subject, "subject")?;
+        let time_text = required(wire.time, "time")?;
+        let time = DateTime::parse_from_rfc3339(&time_text).map_err(|e| EventError::BadTime {
+            value: time_text.clone(),
+            reason: e.to_string(),
+        })?;
+        match wire.datacontenttype {
+            None | Some(Value::Null) => {}
+            Some(Value::String(ct)) => {
+                let essence = ct.split(';').next().unwrap_or("").trim();
+                if !(essence == "application/json"
+                    || essence == "text/json"
+                    || essence.ends_with("+json"))
+                {
+                    return Err(EventError::ContentType(ct));
+                }
+            }
+            Some(_) => {
+                return Err(EventError::NotString {
+                    attribute: "datacontenttype",
+                });
+            }
+        }
+        let data = match wire.data {
+            None | Some(Value::Null) => Map::new(),
+            Some(Value::Object(m)) => m,
+            Some(other) => return Err(EventError::DataNotObject(json_kind(&other))),
+        };
+        Ok(Event {
+            id,
+            source,
+            kind,
+            time,
+            subject,
+            data,
+        })
+    }
+
+    /// Event time in milliseconds since the Unix epoch, the engine's unit of time.
+    pub fn time_ms(&self) -> i64 {
+        self.time.timestamp_millis()
+    }
+
+    /// A string field of `data`, if present and a string.
+    pub fn data_str(&self, field: &str) -> Option<&str> {
+        self.data.get(field).and_then(Value::as_str)
+    }
+}
+
+/// The event types of SPEC §1. Unknown types are counted and otherwise ignored; rule packs
+/// may declare further types of their own.
+pub const CATALOGUE: &[&str] = &[
+    "approval.submitted",
+    "approval.material_incomplete",
+    "approval.accepted",
+    "approval.reviewed",
+    "approval.suspended",
+    "approval.resumed",
+    "approval.extended",
+    "approval.decided",
+    "approval.certificate_issued",
+    "approval.completed",
+    "approval.withdrawn",
+    "approval.fee_charged",
+    "market.registration_accepted",
+    "market.registration_decided",
+    "market.change_decided",
+    "market.change_registered",
+    "market.report_submitted",
+    "market.reconsideration_requested",
+    "market.reconsideration_decided",
+    "safety.hazard_reported",
+    "safety.hazard_investigation_started",
+    "safety.rectification_ordered",
+    "safety.hazard_rectified",
+    "safety.accident_occurred",
+    "safety.accident_reported",
+    "safety.accident_relayed",
+    "safety.accident_discovered",
+    "safety.meeting_held",
+];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"{"specversion":"1.0","id":"evt-000123","source":"/xinzhou/approval-hall",
+ "type":"approval.accepted","time":"2026-09-28T10:00:00+08:00","subject":"XZ-2026-0001",
+ "datacontenttype":"application/json",
+ "data":{"department":"市住建局","item":"建筑工程施工许可","handler":"张三","kind":"promised","promised_workdays":15}}"#;
+
+    #[test]
+    fn parses_the_spec_example() {
+        let e = Event::parse(GOOD.as_bytes()).expect("valid");
+        assert_eq!(e.id, "evt-000123");
+        assert_eq!(e.kind, "approval.accepted");
+        assert_eq!(e.subject, "XZ-2026-0001");
+        assert_eq!(e.time.to_rfc3339(), "2026-09-28T10:00:00+08:00");
+        assert_eq!(e.data_str("handler"), Some("张三"));
+        assert_eq!(e.data["promised_workdays"], 15);
+    }
+
+    fn with(field: &str, value: Option<&str>) -> String {
+        let mut v: Value = serde_json::from_str(GOOD).expect("fixture");
+        let obj = v.as_object_mut().expect("object");
+        match value {
+            None => {
+                obj.remove(field);
+            }
+            Some(raw) => {
+                obj.insert(field.into(), serde_json::from_str(raw).expect("raw json"));
+            }
+        }
+        v.to_string()
+    }
+
+    #[test]
+    fn every_rejection_names_the_attribute() {
+        for attr in ["specversion", "id", "source", "type", "subject", "time"] {
+            let err = Event::parse(with(attr, None).as_bytes()).expect_err(attr);
+            assert_eq!(err, EventError::Missing(attr));
+            assert!(err.to_string().contains(attr));
+        }
+        let err = Event::parse(with("subject", Some("42")).as_bytes()).expect_err("number");
+        assert_eq!(err, EventError::NotString { attribute: "subject" });
+        let err = Event::parse(with("id", Some("\"\"")).as_bytes()).expect_err("empty");
+        assert_eq!(err, EventError::NotString { attribute: "id" });
+    }
+
+    #[test]
+    fn rejects_bad_time_bad_data_and_non_json() {
+        let err = Event::parse(with("time", Some("\"2026-09-28 10:00\"")).as_bytes())
+            .expect_err("time");
+        assert!(matches!(err, EventError::BadTime { .. }), "{err}");
+        assert!(err.to_string().contains("2026-09-28 10:00"));
+        // RFC 3339 requires an offset: a naive local time is ambiguous.
+        let err = Event::parse(with("time", Some("\"2026-09-28T10:00:00\"")).as_bytes())
+            .expect_err("no offset");
+        assert!(matches!(err, EventError::BadTime { .. }));
+        let err = Event::parse(with("data", Some("[1,2]")).as_bytes()).expect_err("data");
+        assert_eq!(err, EventError::DataNotObject("an array"));
+        let err = Event::parse(b"{not json").expect_err("json");
+        assert!(matches!(err, EventError::NotJson(_)));
+        assert_eq!(Event::parse(b"[1]").expect_err("array"), EventError::NotObject);
+        let err = Event::parse(with("specversion", Some("\"0.3\"")).as_bytes()).expect_err("v");
+        assert_eq!(err, EventError::SpecVersion("0.3".into()));
+        let err =
+            Event::parse(with("datacontenttype", Some("\"text/xml\"")).as_bytes()).expect_err("ct");
+        assert_eq!(err, EventError::ContentType("text/xml".into()));
+    }
+
+    #[test]
+    fn data_may_be_absent_and_extensions_are_ignored() {
+        let text = with("data", None);
+        let mut v: Value = serde_json::from_str(&text).expect("json");
+        v["traceparent"] = Value::from("00-abc");
+        let e = Event::parse(v.to_string().as_bytes()).expect("valid");
+        assert!(e.data.is_empty());
+    }
+}

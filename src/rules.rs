@@ -1,1 +1,1251 @@
-//! TODO
+//! Rule packs: TOML files under `config/rules/`, compiled into a [`RuleSet`] (SPEC §2).
+//!
+//! A pack is `[pack]` (its name, title, the event types it adds to the catalogue, the
+//! events that withdraw a case) and a list of `[[rule]]` tables. Each rule has an `id`, a
+//! human `title`, a legal `basis` and a `kind`:
+//! - `deadline` — a clock: `start` → `stop`, optional `pause`/`resume`, `extend`, `limit`,
+//!   `warn`, `variant`s chosen by case data;
+//! - `sequence` — `stages` that must happen in order;
+//! - `check` — a CEL `condition` evaluated `on` some event types; true means a violation;
+//! - `periodic` — a duty that recurs every `period` after `start`, met by a `fulfil` event.
+//!
+//! Loading never stops at the first mistake: every problem is collected with its file, rule
+//! and field, so `redlight check` can print them all.
+
+use crate::event::CATALOGUE;
+use serde::Deserialize;
+use serde_json::Value;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// Default share of the limit at which a clock turns yellow: several cities' systems turn
+/// yellow at 90% of the time limit.
+pub const DEFAULT_WARN_SHARE: f64 = 0.9;
+
+/// One mistake in a pack, located as precisely as the loader can.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub file: PathBuf,
+    pub rule: Option<String>,
+    pub field: Option<String>,
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file.display())?;
+        if let Some(rule) = &self.rule {
+            write!(f, ": rule `{rule}`")?;
+        }
+        if let Some(field) = &self.field {
+            write!(f, ": field `{field}`")?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+/// The unit a span is counted in (SPEC §3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Unit {
+    /// Counted from the start instant itself, every minute counts.
+    Minutes,
+    Hours,
+    /// 民法典 Art. 201: counted from 00:00 of the day after the start; every day counts.
+    Days,
+    /// As days, but only time inside workdays counts.
+    Workdays,
+}
+
+impl Unit {
+    /// Milliseconds of counted time in one unit.
+    pub fn ms(self) -> i64 {
+        match self {
+            Unit::Minutes => 60_000,
+            Unit::Hours => 3_600_000,
+            Unit::Days | Unit::Workdays => 86_400_000,
+        }
+    }
+    pub fn is_day_unit(self) -> bool {
+        matches!(self, Unit::Days | Unit::Workdays)
+    }
+    pub fn name(self) -> &'static str {
+        match self {
+            Unit::Minutes => "minutes",
+            Unit::Hours => "hours",
+            Unit::Days => "days",
+            Unit::Workdays => "workdays",
+        }
+    }
+}
+
+/// A time limit.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Limit {
+    /// A fixed span in a unit.
+    Span { unit: Unit, amount: u32 },
+    /// A per-case span taken from a field of the start event (承诺时限); missing, not a
+    /// whole number, or above `max` is a violation, and the clock then runs with `max`.
+    SpanFrom {
+        unit: Unit,
+        field: String,
+        max: u32,
+    },
+    /// 24:00 of the start day when it is a workday, else of the next workday (即办件).
+    SameWorkday,
+    /// An absolute due time (RFC 3339) taken from a field of the start event.
+    DueFrom { field: String },
+}
+
+impl Limit {
+    /// The unit of counted time, for the limits that count time.
+    pub fn unit(&self) -> Option<Unit> {
+        match self {
+            Limit::Span { unit, .. } | Limit::SpanFrom { unit, .. } => Some(*unit),
+            Limit::SameWorkday | Limit::DueFrom { .. } => None,
+        }
+    }
+}
+
+/// When a clock turns yellow.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Warn {
+    /// At this share of the limit (plus extensions) of counted time.
+    Share(f64),
+    /// This many units of counted time before the limit runs out (in the limit's unit), or
+    /// for fixed-instant limits, this span of wall time before the deadline.
+    Before { unit: Unit, amount: u32 },
+}
+
+/// Extensions (行政许可法 Art. 42): an event that adds a number of units to the limit.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Extend {
+    pub on: String,
+    pub field: String,
+    /// The most that may be added in total; more is a violation and is not granted.
+    pub max: Option<u32>,
+}
+
+/// A variant of a deadline rule chosen by the case's data (e.g. `joint = true`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Variant {
+    pub when: Matcher,
+    pub limit: Option<Limit>,
+    pub extend_max: Option<u32>,
+}
+
+/// Equality tests on the case's data: every listed field must equal its value.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Matcher(pub Vec<(String, Value)>);
+
+impl Matcher {
+    pub fn matches(&self, get: impl Fn(&str) -> Option<Value>) -> bool {
+        self.0.iter().all(|(k, want)| match get(k) {
+            Some(have) => json_eq(&have, want),
+            None => false,
+        })
+    }
+}
+
+fn json_eq(a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::Number(x), Value::Number(y)) => x.as_f64() == y.as_f64(),
+        _ => a == b,
+    }
+}
+
+/// A compiled CEL condition with its source (for messages).
+#[derive(Clone)]
+pub struct Condition {
+    pub source: String,
+    pub program: Arc<cel::Program>,
+}
+
+impl fmt::Debug for Condition {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Condition({:?})", self.source)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct DeadlineRule {
+    pub start: Vec<String>,
+    pub stop: Vec<String>,
+    pub pause: Vec<String>,
+    pub resume: Vec<String>,
+    pub when: Matcher,
+    pub condition: Option<Condition>,
+    pub limit: Limit,
+    pub variants: Vec<Variant>,
+    pub extend: Option<Extend>,
+    pub warn: Warn,
+}
+
+#[derive(Debug, Clone)]
+pub struct SequenceRule {
+    pub stages: Vec<String>,
+    pub when: Matcher,
+}
+
+#[derive(Debug, Clone)]
+pub struct CheckRule {
+    pub on: Vec<String>,
+    pub when: Matcher,
+    pub condition: Condition,
+}
+
+/// How long a periodic duty's period is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Period {
+    Month,
+    Quarter,
+    Year,
+}
+
+#[derive(Debug, Clone)]
+pub struct PeriodicRule {
+    pub start: Vec<String>,
+    pub when: Matcher,
+    pub fulfil: String,
+    pub period: Period,
+    /// The data field of the fulfilling event naming the period it is for (`2026Q3`);
+    /// without it, an event counts for the period it happens in.
+    pub period_field: Option<String>,
+    /// Time allowed after a period ends (counted like a deadline from the period's last day).
+    pub grace: Option<Limit>,
+}
+
+#[derive(Debug, Clone)]
+pub enum RuleKind {
+    Deadline(DeadlineRule),
+    Sequence(SequenceRule),
+    Check(CheckRule),
+    Periodic(PeriodicRule),
+}
+
+#[derive(Debug, Clone)]
+pub struct Rule {
+    pub id: Arc<str>,
+    pub title: Arc<str>,
+    pub basis: Arc<str>,
+    pub pack: String,
+    pub kind: RuleKind,
+}
+
+/// What an event type does to one rule. The engine runs them in this order (the derive
+/// orders by phase): a withdrawal first, then stops, pauses, resumes and extensions of
+/// running clocks, and only then starts, so that one event may stop one clock and start
+/// the next (`approval.accepted` stops `xk.notify_incomplete` and starts `xk.decision`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Handler {
+    Withdraw,
+    Stop(u16),
+    Pause(u16),
+    Resume(u16),
+    Extend(u16),
+    Start(u16),
+    Stage(u16, u8),
+    Check(u16),
+    // A periodic duty starts before the same event counts towards it: the first
+    // `safety.meeting_held` both starts the quarterly duty and meets the current quarter.
+    PeriodicStart(u16),
+    PeriodicFulfil(u16),
+}
+
+#[derive(Debug, Clone)]
+pub struct PackInfo {
+    pub name: String,
+    pub title: String,
+    pub file: PathBuf,
+}
+
+/// Every loaded rule and, per event type, what it does.
+#[derive(Debug, Clone, Default)]
+pub struct RuleSet {
+    pub rules: Vec<Rule>,
+    pub packs: Vec<PackInfo>,
+    by_type: HashMap<String, TypeInfo>,
+    known_types: HashSet<String>,
+    /// Known types sorted; a type's position is its bit in a case's seen-types set.
+    type_bits: Vec<String>,
+}
+
+/// What the engine needs to know about one known event type, found with one lookup.
+#[derive(Debug, Clone, Default)]
+pub struct TypeInfo {
+    /// A small number per known type, so a case can record the types it has seen in a
+    /// bit set (CEL conditions ask `"safety.accident_reported" in case.types`).
+    pub bit: u8,
+    /// What the type does, in engine order.
+    pub handlers: Vec<Handler>,
+}
+
+impl RuleSet {
+    /// What `kind` does, in engine order; empty for a type no rule uses.
+    pub fn handlers(&self, kind: &str) -> &[Handler] {
+        self.by_type
+            .get(kind)
+            .map(|t| t.handlers.as_slice())
+            .unwrap_or(&[])
+    }
+    /// The type's bit and handlers; `None` for a type neither the catalogue nor a pack knows.
+    pub fn type_info(&self, kind: &str) -> Option<&TypeInfo> {
+        self.by_type.get(kind)
+    }
+    /// Whether the type is in the catalogue or declared by a pack.
+    pub fn is_known_type(&self, kind: &str) -> bool {
+        self.known_types.contains(kind)
+    }
+    /// The bit of a known type in a case's seen-types set (at most 128 types).
+    pub fn type_bit(&self, kind: &str) -> Option<u8> {
+        self.by_type.get(kind).map(|t| t.bit)
+    }
+    /// The types whose bits are set.
+    pub fn types_of(&self, bits: u128) -> Vec<&str> {
+        (0..self.type_bits.len().min(128))
+            .filter(|i| bits & (1u128 << i) != 0)
+            .map(|i| self.type_bits[i].as_str())
+            .collect()
+    }
+    pub fn rule(&self, idx: u16) -> &Rule {
+        &self.rules[idx as usize]
+    }
+    pub fn index_of(&self, id: &str) -> Option<u16> {
+        self.rules
+            .iter()
+            .position(|r| &*r.id == id)
+            .and_then(|i| u16::try_from(i).ok())
+    }
+
+    /// Loads and compiles the packs, collecting every problem.
+    pub fn load(paths: &[PathBuf]) -> Result<RuleSet, Vec<Problem>> {
+        let mut sources = Vec::new();
+        let mut problems = Vec::new();
+        for p in paths {
+            match std::fs::read_to_string(p) {
+                Ok(text) => sources.push((p.clone(), text)),
+                Err(e) => problems.push(Problem {
+                    file: p.clone(),
+                    rule: None,
+                    field: None,
+                    message: format!("cannot read the pack: {e}"),
+                }),
+            }
+        }
+        match Self::from_sources(&sources) {
+            Ok(set) if problems.is_empty() => Ok(set),
+            Ok(_) => Err(problems),
+            Err(mut more) => {
+                problems.append(&mut more);
+                Err(problems)
+            }
+        }
+    }
+
+    /// Compiles packs given as (path, text); the path is used in messages only.
+    pub fn from_sources(sources: &[(PathBuf, String)]) -> Result<RuleSet, Vec<Problem>> {
+        let mut problems = Vec::new();
+        let mut set = RuleSet {
+            known_types: CATALOGUE.iter().map(|s| s.to_string()).collect(),
+            ..RuleSet::default()
+        };
+        let mut withdraw: Vec<String> = Vec::new();
+        let mut parsed = Vec::new();
+        for (file, text) in sources {
+            match parse_pack(file, text) {
+                Ok(p) => {
+                    set.known_types.extend(p.meta.types.iter().cloned());
+                    withdraw.extend(p.meta.withdraw.iter().cloned());
+                    set.packs.push(PackInfo {
+                        name: p.meta.name.clone(),
+                        title: p.meta.title.clone(),
+                        file: file.clone(),
+                    });
+                    parsed.push((file.clone(), p));
+                }
+                Err(mut e) => problems.append(&mut e),
+            }
+        }
+        let mut seen_ids: BTreeMap<String, PathBuf> = BTreeMap::new();
+        for (file, pack) in parsed {
+            for (i, raw) in pack.rules.into_iter().enumerate() {
+                let mut cx = Cx {
+                    file: &file,
+                    rule: raw
+                        .get("id")
+                        .and_then(|v| v.as_str())
+                        .map(str::to_string)
+                        .unwrap_or_else(|| format!("#{}", i + 1)),
+                    problems: &mut problems,
+                    known: &set.known_types,
+                };
+                let Some(rule) = compile_rule(&mut cx, raw, &pack.meta) else {
+                    continue;
+                };
+                if let Some(first) = seen_ids.get(&*rule.id) {
+                    cx.problem(
+                        Some("id"),
+                        format!("duplicate rule id, first defined in {}", first.display()),
+                    );
+                    continue;
+                }
+                seen_ids.insert(rule.id.to_string(), file.clone());
+                set.rules.push(rule);
+            }
+        }
+        for w in &withdraw {
+            if !set.known_types.contains(w) {
+                problems.push(Problem {
+                    file: PathBuf::new(),
+                    rule: None,
+                    field: Some("pack.withdraw".into()),
+                    message: format!("event type `{w}` is not in the catalogue"),
+                });
+            }
+        }
+        if set.rules.len() > usize::from(u16::MAX) {
+            problems.push(Problem {
+                file: PathBuf::new(),
+                rule: None,
+                field: None,
+                message: "more than 65535 rules".into(),
+            });
+        }
+        if set.known_types.len() > 128 {
+            problems.push(Problem {
+                file: PathBuf::new(),
+                rule: None,
+                field: Some("pack.types".into()),
+                message: format!("{} event types in all; at most 128", set.known_types.len()),
+            });
+        }
+        if !problems.is_empty() {
+            return Err(problems);
+        }
+        let mut bits: Vec<String> = set.known_types.iter().cloned().collect();
+        bits.sort();
+        set.type_bits = bits;
+        set.index(&withdraw);
+        Ok(set)
+    }
+
+    fn index(&mut self, withdraw: &[String]) {
+        let mut by_type: HashMap<String, TypeInfo> = self
+            .type_bits
+            .iter()
+            .enumerate()
+            .map(|(i, t)| {
+                (
+                    t.clone(),
+                    TypeInfo {
+                        bit: i as u8,
+                        handlers: Vec::new(),
+                    },
+                )
+            })
+            .collect();
+        let mut add = |t: &str, h: Handler| {
+            if let Some(info) = by_type.get_mut(t) {
+                info.handlers.push(h);
+            }
+        };
+        for w in withdraw {
+            add(w, Handler::Withdraw);
+        }
+        for (i, rule) in self.rules.iter().enumerate() {
+            let i = i as u16;
+            match &rule.kind {
+                RuleKind::Deadline(d) => {
+                    d.start.iter().for_each(|t| add(t, Handler::Start(i)));
+                    d.stop.iter().for_each(|t| add(t, Handler::Stop(i)));
+                    d.pause.iter().for_each(|t| add(t, Handler::Pause(i)));
+                    d.resume.iter().for_each(|t| add(t, Handler::Resume(i)));
+                    if let Some(e) = &d.extend {
+                        add(&e.on, Handler::Extend(i));
+                    }
+                }
+                RuleKind::Sequence(s) => {
+                    for (n, t) in s.stages.iter().enumerate() {
+                        add(t, Handler::Stage(i, n as u8));
+                    }
+                }
+                RuleKind::Check(c) => c.on.iter().for_each(|t| add(t, Handler::Check(i))),
+                RuleKind::Periodic(p) => {
+                    p.start.iter().for_each(|t| add(t, Handler::PeriodicStart(i)));
+                    add(&p.fulfil, Handler::PeriodicFulfil(i));
+                }
+            }
+        }
+        for info in by_type.values_mut() {
+            info.handlers.sort();
+            info.handlers.dedup();
+        }
+        self.by_type = by_type;
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The file format.
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PackMeta {
+    name: String,
+    title: String,
+    /// Event types this pack adds to the catalogue of SPEC §1.
+    #[serde(default)]
+    types: Vec<String>,
+    /// Event types that withdraw a case: every clock stops, no alert (`approval.withdrawn`).
+    #[serde(default)]
+    withdraw: Vec<String>,
+    /// The pack's default warning share.
+    #[serde(default)]
+    warn_share: Option<f64>,
+}
+
+struct RawPack {
+    meta: PackMeta,
+    rules: Vec<toml::Table>,
+}
+
+fn parse_pack(file: &Path, text: &str) -> Result<RawPack, Vec<Problem>> {
+    let problem = |field: Option<&str>, message: String| Problem {
+        file: file.to_path_buf(),
+        rule: None,
+        field: field.map(str::to_string),
+        message,
+    };
+    let mut table: toml::Table = toml::from_str(text).map_err(|e| {
+        vec![problem(
+            None,
+            format!("not valid TOML: {}", e.to_string().trim_end()),
+        )]
+    })?;
+    let mut problems = Vec::new();
+    let meta = match table.remove("pack") {
+        None => {
+            problems.push(problem(Some("pack"), "missing the [pack] table".into()));
+            None
+        }
+        Some(v) => match PackMeta::deserialize(v) {
+            Ok(m) => Some(m),
+            Err(e) => {
+                problems.push(problem(Some("pack"), e.message().to_string()));
+                None
+            }
+        },
+    };
+    let rules = match table.remove("rule") {
+        None => Vec::new(),
+        Some(toml::Value::Array(items)) => {
+            let mut rules = Vec::new();
+            for (i, item) in items.into_iter().enumerate() {
+                match item {
+                    toml::Value::Table(t) => rules.push(t),
+                    _ => problems.push(problem(
+                        Some("rule"),
+                        format!("rule #{} is not a table", i + 1),
+                    )),
+                }
+            }
+            rules
+        }
+        Some(_) => {
+            problems.push(problem(
+                Some("rule"),
+                "`rule` must be an array of tables ([[rule]])".into(),
+            ));
+            Vec::new()
+        }
+    };
+    for key in table.keys() {
+        problems.push(problem(
+            Some(key),
+            "unknown top-level key; a pack has [pack] and [[rule]] only".into(),
+        ));
+    }
+    match meta {
+        Some(meta) if problems.is_empty() => Ok(RawPack { meta, rules }),
+        _ => Err(problems),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum KindName {
+    Deadline,
+    Sequence,
+    Check,
+    Periodic,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl OneOrMany {
+    fn into_vec(self) -> Vec<String> {
+        match self {
+            OneOrMany::One(s) => vec![s],
+            OneOrMany::Many(v) => v,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RuleDef {
+    id: String,
+    title: String,
+    basis: String,
+    kind: KindName,
+    #[serde(default)]
+    enabled: Option<bool>,
+    start: Option<OneOrMany>,
+    stop: Option<OneOrMany>,
+    pause: Option<OneOrMany>,
+    resume: Option<OneOrMany>,
+    when: Option<toml::Table>,
+    condition: Option<String>,
+    limit: Option<LimitDef>,
+    variant: Option<Vec<VariantDef>>,
+    extend: Option<ExtendDef>,
+    warn: Option<WarnDef>,
+    stages: Option<Vec<String>>,
+    on: Option<OneOrMany>,
+    fulfil: Option<String>,
+    period: Option<Period>,
+    period_field: Option<String>,
+    grace: Option<LimitDef>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct LimitDef {
+    minutes: Option<u32>,
+    hours: Option<u32>,
+    days: Option<u32>,
+    workdays: Option<u32>,
+    same_workday: Option<bool>,
+    due_from: Option<String>,
+    minutes_from: Option<String>,
+    hours_from: Option<String>,
+    days_from: Option<String>,
+    workdays_from: Option<String>,
+    max: Option<u32>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct VariantDef {
+    when: toml::Table,
+    limit: Option<LimitDef>,
+    extend_max: Option<u32>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ExtendDef {
+    on: String,
+    field: String,
+    max: Option<u32>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WarnDef {
+    share: Option<f64>,
+    before: Option<LimitDef>,
+}
+
+struct Cx<'a> {
+    file: &'a Path,
+    rule: String,
+    problems: &'a mut Vec<Problem>,
+    known: &'a HashSet<String>,
+}
+
+impl Cx<'_> {
+    fn problem(&mut self, field: Option<&str>, message: String) {
+        self.problems.push(Problem {
+            file: self.file.to_path_buf(),
+            rule: Some(self.rule.clone()),
+            field: field.map(str::to_string),
+            message,
+        });
+    }
+
+    fn types(&mut self, field: &str, v: Option<OneOrMany>, required: bool) -> Vec<String> {
+        let v = match v {
+            Some(v) => v.into_vec(),
+            None => {
+                if required {
+                    self.problem(Some(field), "required for this kind of rule".into());
+                }
+                return Vec::new();
+            }
+        };
+        if required && v.is_empty() {
+            self.problem(Some(field), "must name at least one event type".into());
+        }
+        for t in &v {
+            self.check_type(field, t);
+        }
+        v
+    }
+
+    fn check_type(&mut self, field: &str, t: &str) {
+        if !self.known.contains(t) {
+            self.problem(
+                Some(field),
+                format!(
+                    "event type `{t}` is not in the catalogue (SPEC §1) nor in the pack's `types`"
+                ),
+            );
+        }
+    }
+
+    fn matcher(&mut self, field: &str, t: Option<toml::Table>) -> Matcher {
+        let Some(t) = t else {
+            return Matcher::default();
+        };
+        let mut out = Vec::new();
+        for (k, v) in t {
+            match toml_to_json(&v) {
+                Some(j) => out.push((k, j)),
+                None => self.problem(
+                    Some(&format!("{field}.{k}")),
+                    "must be a string, number or boolean".into(),
+                ),
+            }
+        }
+        Matcher(out)
+    }
+
+    fn condition(&mut self, field: &str, src: Option<String>) -> Option<Condition> {
+        let src = src?;
+        match cel::Program::compile(&src) {
+            Ok(program) => {
+                let refs = program.references();
+                let mut vars = refs.variables();
+                vars.sort_unstable();
+                for var in vars {
+                    if !["event", "data", "case"].contains(&var) {
+                        self.problem(
+                            Some(field),
+                            format!(
+                                "unknown variable `{var}` in CEL; use `event`, `data` or `case`"
+                            ),
+                        );
+                    }
+                }
+                Some(Condition {
+                    source: src,
+                    program: Arc::new(program),
+                })
+            }
+            Err(e) => {
+                self.problem(Some(field), format!("not valid CEL: {e}"));
+                None
+            }
+        }
+    }
+
+    fn limit(&mut self, field: &str, def: LimitDef, allow_from: bool) -> Option<Limit> {
+        let mut found: Vec<Limit> = Vec::new();
+        let span = |unit, amount| Limit::Span { unit, amount };
+        let spans = [
+            (def.minutes, Unit::Minutes),
+            (def.hours, Unit::Hours),
+            (def.days, Unit::Days),
+            (def.workdays, Unit::Workdays),
+        ];
+        for (v, unit) in spans {
+            if let Some(amount) = v {
+                found.push(span(unit, amount));
+            }
+        }
+        let froms = [
+            (def.minutes_from, Unit::Minutes),
+            (def.hours_from, Unit::Hours),
+            (def.days_from, Unit::Days),
+            (def.workdays_from, Unit::Workdays),
+        ];
+        for (v, unit) in froms {
+            if let Some(f) = v {
+                match def.max {
+                    Some(max) => found.push(Limit::SpanFrom {
+                        unit,
+                        field: f,
+                        max,
+                    }),
+                    None => self.problem(
+                        Some(&format!("{field}.max")),
+                        "a limit taken from the event needs `max`, the statutory limit".into(),
+                    ),
+                }
+            }
+        }
+        if def.same_workday == Some(true) {
+            found.push(Limit::SameWorkday);
+        }
+        if let Some(f) = def.due_from {
+            found.push(Limit::DueFrom { field: f });
+        }
+        if found.len() != 1 {
+            self.problem(
+                Some(field),
+                format!(
+                    "give exactly one of minutes, hours, days, workdays, same_workday, due_from, \
+                     or a *_from field (found {})",
+                    found.len()
+                ),
+            );
+            return None;
+        }
+        let limit = found.pop()?;
+        if !allow_from && matches!(limit, Limit::SpanFrom { .. } | Limit::DueFrom { .. }) {
+            self.problem(Some(field), "cannot be taken from an event here".into());
+            return None;
+        }
+        if def.max.is_some() && !matches!(limit, Limit::SpanFrom { .. }) {
+            self.problem(
+                Some(&format!("{field}.max")),
+                "only applies to a limit taken from the event".into(),
+            );
+        }
+        if let Limit::Span { amount: 0, .. } = limit {
+            self.problem(Some(field), "must be greater than zero".into());
+        }
+        Some(limit)
+    }
+
+    fn forbid(&mut self, kind: &str, fields: &[(&str, bool)]) {
+        for (name, present) in fields {
+            if *present {
+                self.problem(Some(name), format!("does not apply to a {kind} rule"));
+            }
+        }
+    }
+}
+
+fn toml_to_json(v: &toml::Value) -> Option<Value> {
+    Some(match v {
+        toml::Value::String(s) => Value::String(s.clone()),
+        toml::Value::Integer(i) => Value::from(*i),
+        toml::Value::Float(f) => Value::from(*f),
+        toml::Value::Boolean(b) => Value::Bool(*b),
+        _ => return None,
+    })
+}
+
+fn compile_rule(cx: &mut Cx<'_>, raw: toml::Table, meta: &PackMeta) -> Option<Rule> {
+    let def = match RuleDef::deserialize(toml::Value::Table(raw)) {
+        Ok(d) => d,
+        Err(e) => {
+            let msg = e.message().to_string();
+            // serde names the offending field in its message ("unknown field `strat`").
+            let field = msg
+                .split('`')
+                .nth(1)
+                .filter(|_| msg.contains("field"))
+                .map(str::to_string);
+            cx.problem(field.as_deref(), msg);
+            return None;
+        }
+    };
+    if def.enabled == Some(false) {
+        return None;
+    }
+    let before = cx.problems.len();
+    if def.id.trim().is_empty() || def.id.contains(char::is_whitespace) {
+        cx.problem(Some("id"), "must be a non-empty word like `xk.decision`".into());
+    }
+    if def.title.trim().is_empty() {
+        cx.problem(Some("title"), "must not be empty".into());
+    }
+    if def.basis.trim().is_empty() {
+        cx.problem(
+            Some("basis"),
+            "must cite the article the rule enforces".into(),
+        );
+    }
+    let pack_share = meta.warn_share.unwrap_or(DEFAULT_WARN_SHARE);
+    let kind = match def.kind {
+        KindName::Deadline => {
+            cx.forbid(
+                "deadline",
+                &[
+                    ("stages", def.stages.is_some()),
+                    ("on", def.on.is_some()),
+                    ("fulfil", def.fulfil.is_some()),
+                    ("period", def.period.is_some()),
+                    ("period_field", def.period_field.is_some()),
+                    ("grace", def.grace.is_some()),
+                ],
+            );
+            let start = cx.types("start", def.start, true);
+            let stop = cx.types("stop", def.stop, true);
+            let pause = cx.types("pause", def.pause, false);
+            let resume = cx.types("resume", def.resume, false);
+            if pause.is_empty() != resume.is_empty() {
+                cx.problem(
+                    Some(if pause.is_empty() { "pause" } else { "resume" }),
+                    "pause and resume go together".into(),
+                );
+            }
+            let when = cx.matcher("when", def.when);
+            let condition = cx.condition("condition", def.condition);
+            let limit = match def.limit {
+                Some(l) => cx.limit("limit", l, true),
+                None => {
+                    cx.problem(Some("limit"), "required for a deadline rule".into());
+                    None
+                }
+            };
+            let mut variants = Vec::new();
+            for (n, v) in def.variant.unwrap_or_default().into_iter().enumerate() {
+                let field = format!("variant[{n}]");
+                let when = cx.matcher(&format!("{field}.when"), Some(v.when));
+                if when.0.is_empty() {
+                    cx.problem(Some(&format!("{field}.when")), "must not be empty".into());
+                }
+                let limit = v
+                    .limit
+                    .and_then(|l| cx.limit(&format!("{field}.limit"), l, true));
+                variants.push(Variant {
+                    when,
+                    limit,
+                    extend_max: v.extend_max,
+                });
+            }
+            let extend = def.extend.map(|e| {
+                cx.check_type("extend.on", &e.on);
+                Extend {
+                    on: e.on,
+                    field: e.field,
+                    max: e.max,
+                }
+            });
+            if let Some(limit) = &limit {
+                if extend.is_some() && limit.unit().is_none() {
+                    cx.problem(
+                        Some("extend"),
+                        "a fixed-instant limit (same_workday, due_from) cannot be extended".into(),
+                    );
+                }
+                for v in &variants {
+                    if let Some(vl) = &v.limit
+                        && vl.unit() != limit.unit()
+                    {
+                        cx.problem(
+                            Some("variant.limit"),
+                            "a variant's limit must count in the rule's unit".into(),
+                        );
+                    }
+                }
+            }
+            let warn = match def.warn {
+                None => Warn::Share(pack_share),
+                Some(w) => match (w.share, w.before) {
+                    (Some(s), None) => {
+                        if !(s > 0.0 && s < 1.0) {
+                            cx.problem(Some("warn.share"), "must be between 0 and 1".into());
+                        }
+                        Warn::Share(s)
+                    }
+                    (None, Some(b)) => match cx.limit("warn.before", b, false) {
+                        Some(Limit::Span { unit, amount }) => {
+                            if let Some(lu) = limit.as_ref().and_then(Limit::unit)
+                                && lu != unit
+                            {
+                                cx.problem(
+                                    Some("warn.before"),
+                                    format!("must count in the limit's unit ({})", lu.name()),
+                                );
+                            }
+                            Warn::Before { unit, amount }
+                        }
+                        _ => Warn::Share(pack_share),
+                    },
+                    _ => {
+                        cx.problem(Some("warn"), "give exactly one of share, before".into());
+                        Warn::Share(pack_share)
+                    }
+                },
+            };
+            RuleKind::Deadline(DeadlineRule {
+                start,
+                stop,
+                pause,
+                resume,
+                when,
+                condition,
+                limit: limit.unwrap_or(Limit::SameWorkday),
+                variants,
+                extend,
+                warn,
+            })
+        }
+        KindName::Sequence => {
+            cx.forbid(
+                "sequence",
+                &[
+                    ("start", def.start.is_some()),
+                    ("stop", def.stop.is_some()),
+                    ("pause", def.pause.is_some()),
+                    ("resume", def.resume.is_some()),
+                    ("limit", def.limit.is_some()),
+                    ("variant", def.variant.is_some()),
+                    ("extend", def.extend.is_some()),
+                    ("warn", def.warn.is_some()),
+                    ("on", def.on.is_some()),
+                    ("condition", def.condition.is_some()),
+                    ("fulfil", def.fulfil.is_some()),
+                    ("period", def.period.is_some()),
+                    ("period_field", def.period_field.is_some()),
+                    ("grace", def.grace.is_some()),
+                ],
+            );
+            let stages = def.stages.unwrap_or_default();
+            if stages.len() < 2 || stages.len() > 64 {
+                cx.problem(Some("stages"), "list between 2 and 64 event types".into());
+            }
+            let mut uniq = HashSet::new();
+            for s in &stages {
+                cx.check_type("stages", s);
+                if !uniq.insert(s) {
+                    cx.problem(Some("stages"), format!("`{s}` is listed twice"));
+                }
+            }
+            RuleKind::Sequence(SequenceRule {
+                stages,
+                when: cx.matcher("when", def.when),
+            })
+        }
+        KindName::Check => {
+            cx.forbid(
+                "check",
+                &[
+                    ("start", def.start.is_some()),
+                    ("stop", def.stop.is_some()),
+                    ("pause", def.pause.is_some()),
+                    ("resume", def.resume.is_some()),
+                    ("limit", def.limit.is_some()),
+                    ("variant", def.variant.is_some()),
+                    ("extend", def.extend.is_some()),
+                    ("warn", def.warn.is_some()),
+                    ("stages", def.stages.is_some()),
+                    ("fulfil", def.fulfil.is_some()),
+                    ("period", def.period.is_some()),
+                    ("period_field", def.period_field.is_some()),
+                    ("grace", def.grace.is_some()),
+                ],
+            );
+            let on = cx.types("on", def.on, true);
+            let when = cx.matcher("when", def.when);
+            let condition = match def.condition {
+                Some(c) => cx.condition("condition", Some(c)),
+                None => {
+                    cx.problem(Some("condition"), "required for a check rule".into());
+                    None
+                }
+            };
+            RuleKind::Check(CheckRule {
+                on,
+                when,
+                condition: condition.unwrap_or_else(|| Condition {
+                    source: "false".into(),
+                    program: Arc::new(cel::Program::compile("false").expect("literal")),
+                }),
+            })
+        }
+        KindName::Periodic => {
+            cx.forbid(
+                "periodic",
+                &[
+                    ("stop", def.stop.is_some()),
+                    ("pause", def.pause.is_some()),
+                    ("resume", def.resume.is_some()),
+                    ("limit", def.limit.is_some()),
+                    ("variant", def.variant.is_some()),
+                    ("extend", def.extend.is_some()),
+                    ("warn", def.warn.is_some()),
+                    ("stages", def.stages.is_some()),
+                    ("on", def.on.is_some()),
+                    ("condition", def.condition.is_some()),
+                ],
+            );
+            let start = cx.types("start", def.start, true);
+            let fulfil = match def.fulfil {
+                Some(f) => {
+                    cx.check_type("fulfil", &f);
+                    f
+                }
+                None => {
+                    cx.problem(Some("fulfil"), "required for a periodic rule".into());
+                    String::new()
+                }
+            };
+            let period = def.period.unwrap_or_else(|| {
+                cx.problem(
+                    Some("period"),
+                    "required: month, quarter or year".into(),
+                );
+                Period::Quarter
+            });
+            let grace = def.grace.and_then(|g| cx.limit("grace", g, false));
+            if let Some(g) = &grace
+                && g.unit().is_none()
+            {
+                cx.problem(Some("grace"), "must be a span (hours, days, workdays)".into());
+            }
+            RuleKind::Periodic(PeriodicRule {
+                start,
+                when: cx.matcher("when", def.when),
+                fulfil,
+                period,
+                period_field: def.period_field,
+                grace,
+            })
+        }
+    };
+    if cx.problems.len() > before {
+        return None;
+    }
+    Some(Rule {
+        id: def.id.into(),
+        title: def.title.into(),
+        basis: def.basis.into(),
+        pack: meta.name.clone(),
+        kind,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(text: &str) -> Result<RuleSet, Vec<Problem>> {
+        RuleSet::from_sources(&[(PathBuf::from("rules/test.toml"), text.to_string())])
+    }
+
+    const HEAD: &str = "[pack]\nname = \"t\"\ntitle = \"test\"\n";
+
+    #[test]
+    fn a_deadline_rule_compiles_and_is_indexed_by_event_type() {
+        let set = load(&format!(
+            "{HEAD}
+[[rule]]
+id = \"t.decision\"
+kind = \"deadline\"
+title = \"决定期限\"
+basis = \"第四十二条\"
+start = \"approval.accepted\"
+stop = [\"approval.decided\"]
+pause = \"approval.suspended\"
+resume = \"approval.resumed\"
+limit = {{ workdays = 20 }}
+extend = {{ on = \"approval.extended\", field = \"extra_workdays\", max = 10 }}
+[[rule.variant]]
+when = {{ joint = true }}
+limit = {{ workdays = 45 }}
+extend_max = 15
+"
+        ))
+        .expect("compiles");
+        assert_eq!(set.handlers("approval.accepted"), &[Handler::Start(0)]);
+        assert_eq!(set.handlers("approval.decided"), &[Handler::Stop(0)]);
+        assert_eq!(set.handlers("approval.extended"), &[Handler::Extend(0)]);
+        let RuleKind::Deadline(d) = &set.rules[0].kind else {
+            panic!("deadline")
+        };
+        assert_eq!(d.warn, Warn::Share(DEFAULT_WARN_SHARE));
+        assert_eq!(d.variants[0].extend_max, Some(15));
+    }
+
+    #[test]
+    fn every_problem_names_file_rule_and_field() {
+        let errs = load(&format!(
+            "{HEAD}
+[[rule]]
+id = \"t.a\"
+kind = \"deadline\"
+title = \"a\"
+basis = \"b\"
+start = \"approval.acepted\"
+stop = \"approval.decided\"
+limit = {{ workdays = 20, hours = 3 }}
+
+[[rule]]
+id = \"t.b\"
+kind = \"check\"
+title = \"b\"
+basis = \"b\"
+on = \"safety.accident_discovered\"
+condition = \"data.x ==\"
+
+[[rule]]
+id = \"t.c\"
+kind = \"deadline\"
+title = \"c\"
+basis = \"b\"
+strat = \"approval.accepted\"
+"
+        ))
+        .expect_err("bad");
+        let text: Vec<String> = errs.iter().map(|p| p.to_string()).collect();
+        let joined = text.join("\n");
+        assert!(
+            joined.contains(
+                "rules/test.toml: rule `t.a`: field `start`: event type `approval.acepted`"
+            ),
+            "{joined}"
+        );
+        assert!(
+            joined.contains("rule `t.a`: field `limit`: give exactly one"),
+            "{joined}"
+        );
+        assert!(
+            joined.contains("rule `t.b`: field `condition`: not valid CEL"),
+            "{joined}"
+        );
+        assert!(
+            joined.contains("rule `t.c`: field `strat`: unknown field `strat`"),
+            "{joined}"
+        );
+    }
+
+    #[test]
+    fn duplicate_ids_and_unknown_cel_variables_are_reported() {
+        let rule = "
+[[rule]]
+id = \"t.x\"
+kind = \"check\"
+title = \"x\"
+basis = \"b\"
+on = \"approval.fee_charged\"
+condition = \"dat.amount_yuan > 0\"
+";
+        let errs = load(&format!("{HEAD}{rule}{rule}")).expect_err("bad");
+        let joined: Vec<String> = errs.iter().map(|p| p.to_string()).collect();
+        assert!(joined.iter().any(|l| l.contains("unknown variable `dat`")));
+        let dup = load(&format!("{HEAD}{}{}", rule, rule).replace("dat.", "data."))
+            .expect_err("dup");
+        assert!(dup[0].to_string().contains("duplicate rule id"), "{:?}", dup);
+    }
+
+    #[test]
+    fn matcher_compares_numbers_by_value() {
+        let m = Matcher(vec![("n".into(), Value::from(15))]);
+        assert!(m.matches(|_| Some(Value::from(15.0))));
+        assert!(!m.matches(|_| Some(Value::from("15"))));
+        assert!(!m.matches(|_| None));
+    }
+}
