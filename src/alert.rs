@@ -122,7 +122,10 @@ mod tests {
     #[test]
     fn ids_are_deterministic_and_distinguish_every_part() {
         let a = alert_id("XZ-1", "xk.decision", "c1", Level::Red, Status::Firing);
-        assert_eq!(a, alert_id("XZ-1", "xk.decision", "c1", Level::Red, Status::Firing));
+        assert_eq!(
+            a,
+            alert_id("XZ-1", "xk.decision", "c1", Level::Red, Status::Firing)
+        );
         assert_eq!(a.len(), 32);
         for other in [
             alert_id("XZ-2", "xk.decision", "c1", Level::Red, Status::Firing),

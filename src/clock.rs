@@ -179,7 +179,13 @@ impl Counting<'_> {
     }
 
     /// Time counted over `[from, to)` for a clock whose counting starts at `origin`.
-    pub fn counted(&self, unit: Unit, origin: i64, from: i64, to: i64) -> Result<i64, CalendarError> {
+    pub fn counted(
+        &self,
+        unit: Unit,
+        origin: i64,
+        from: i64,
+        to: i64,
+    ) -> Result<i64, CalendarError> {
         let a = from.max(origin);
         if to <= a {
             return Ok(0);
@@ -291,7 +297,9 @@ mod tests {
     }
 
     fn t(s: &str) -> i64 {
-        DateTime::parse_from_rfc3339(s).expect("time").timestamp_millis()
+        DateTime::parse_from_rfc3339(s)
+            .expect("time")
+            .timestamp_millis()
     }
 
     fn show(ms: i64, zone: &Zone) -> String {
@@ -373,12 +381,22 @@ mod tests {
         let u = Unit::Workdays;
         // 2026-10-01 .. 10-07 holiday: no workday time passes.
         let gap = c
-            .counted(u, 0, t("2026-10-01T00:00:00+08:00"), t("2026-10-08T00:00:00+08:00"))
+            .counted(
+                u,
+                0,
+                t("2026-10-01T00:00:00+08:00"),
+                t("2026-10-08T00:00:00+08:00"),
+            )
             .expect("data");
         assert_eq!(gap, 0);
         // 2026-10-10 is a Saturday make-up workday: a whole day counts.
         let sat = c
-            .counted(u, 0, t("2026-10-10T00:00:00+08:00"), t("2026-10-11T00:00:00+08:00"))
+            .counted(
+                u,
+                0,
+                t("2026-10-10T00:00:00+08:00"),
+                t("2026-10-11T00:00:00+08:00"),
+            )
             .expect("data");
         assert_eq!(sat, DAY);
     }

@@ -17,8 +17,7 @@ use crate::calendar::{Calendar, CalendarError};
 use crate::clock::{Counting, DAY, Span, Zone, date_of_day, day_of_date, fixed_yellow};
 use crate::event::Event;
 use crate::rules::{
-    Condition, DeadlineRule, Handler, Limit, Matcher, Period, PeriodicRule, RuleKind, RuleSet,
-    Unit,
+    Condition, DeadlineRule, Handler, Limit, Matcher, Period, PeriodicRule, RuleKind, RuleSet, Unit,
 };
 use chrono::{Datelike, NaiveDate};
 use serde::{Deserialize, Serialize};
@@ -282,7 +281,7 @@ pub enum EngineError {
         case: String,
         rule: String,
         #[source]
-        source: CalendarError,
+        source: Box<CalendarError>,
     },
 }
 
@@ -641,7 +640,7 @@ impl Engine {
                 event: ev.id.clone(),
                 case: ev.subject.clone(),
                 rule,
-                source,
+                source: Box::new(source),
             });
         }
         self.stats.applied += 1;
@@ -768,7 +767,8 @@ impl Engine {
                 let Some(clock) = case.active_clock(r) else {
                     return Ok(());
                 };
-                let (Mode::Span(s), None, Some(paused)) = (clock.mode, clock.since, clock.paused_at)
+                let (Mode::Span(s), None, Some(paused)) =
+                    (clock.mode, clock.since, clock.paused_at)
                 else {
                     return Ok(());
                 };
@@ -920,7 +920,8 @@ impl Engine {
                 let RuleKind::Periodic(p) = &rules.rule(r).kind else {
                     return Ok(());
                 };
-                if case.duties.iter().any(|d| d.rule == r) || !self.applies(&p.when, &None, case, ev)
+                if case.duties.iter().any(|d| d.rule == r)
+                    || !self.applies(&p.when, &None, case, ev)
                 {
                     return Ok(());
                 }
@@ -949,11 +950,12 @@ impl Engine {
                     Some(f) => match ev.data.get(f).and_then(Value::as_str) {
                         Some(label) => match parse_period(p.period, label) {
                             Some(x) => x,
+                            // Another kind of period (an annual report `2026` for a
+                            // quarterly duty): not this duty's report.
                             None => {
-                                self.stats.data_problems += 1;
-                                tracing::warn!(event = %ev.id, case = %ev.subject, field = %f, value = %label,
-                                    "period label not understood; counted for the period the event happened in");
-                                period_index(p.period, self.zone.date_of(t))
+                                tracing::debug!(event = %ev.id, case = %ev.subject, field = %f,
+                                    value = %label, "report for another kind of period");
+                                return Ok(());
                             }
                         },
                         // Without a label the report is for the period that just ended if it
@@ -961,7 +963,11 @@ impl Engine {
                         None => {
                             let current = period_index(p.period, self.zone.date_of(t));
                             let d = &case.duties[pos];
-                            if d.period < current { d.period } else { current }
+                            if d.period < current {
+                                d.period
+                            } else {
+                                current
+                            }
                         }
                     },
                     None => period_index(p.period, self.zone.date_of(t)),
@@ -1336,7 +1342,11 @@ fn as_count(v: &Value) -> Option<u32> {
     match v {
         Value::Number(n) => n
             .as_u64()
-            .or_else(|| n.as_f64().filter(|f| f.fract() == 0.0 && *f >= 0.0).map(|f| f as u64))
+            .or_else(|| {
+                n.as_f64()
+                    .filter(|f| f.fract() == 0.0 && *f >= 0.0)
+                    .map(|f| f as u64)
+            })
             .and_then(|n| u32::try_from(n).ok()),
         Value::String(s) => s.trim().parse().ok(),
         _ => None,
@@ -1471,7 +1481,10 @@ mod tests {
         let m = period_index(Period::Month, d);
         assert_eq!(period_label(Period::Month, m), "2026-09");
         assert_eq!(parse_period(Period::Month, "2026-09"), Some(m));
-        assert_eq!(period_bounds(Period::Year, 2026).1.to_string(), "2026-12-31");
+        assert_eq!(
+            period_bounds(Period::Year, 2026).1.to_string(),
+            "2026-12-31"
+        );
     }
 
     #[test]

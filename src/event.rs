@@ -237,15 +237,20 @@ mod tests {
             assert!(err.to_string().contains(attr));
         }
         let err = Event::parse(with("subject", Some("42")).as_bytes()).expect_err("number");
-        assert_eq!(err, EventError::NotString { attribute: "subject" });
+        assert_eq!(
+            err,
+            EventError::NotString {
+                attribute: "subject"
+            }
+        );
         let err = Event::parse(with("id", Some("\"\"")).as_bytes()).expect_err("empty");
         assert_eq!(err, EventError::NotString { attribute: "id" });
     }
 
     #[test]
     fn rejects_bad_time_bad_data_and_non_json() {
-        let err = Event::parse(with("time", Some("\"2026-09-28 10:00\"")).as_bytes())
-            .expect_err("time");
+        let err =
+            Event::parse(with("time", Some("\"2026-09-28 10:00\"")).as_bytes()).expect_err("time");
         assert!(matches!(err, EventError::BadTime { .. }), "{err}");
         assert!(err.to_string().contains("2026-09-28 10:00"));
         // RFC 3339 requires an offset: a naive local time is ambiguous.
@@ -256,7 +261,10 @@ mod tests {
         assert_eq!(err, EventError::DataNotObject("an array"));
         let err = Event::parse(b"{not json").expect_err("json");
         assert!(matches!(err, EventError::NotJson(_)));
-        assert_eq!(Event::parse(b"[1]").expect_err("array"), EventError::NotObject);
+        assert_eq!(
+            Event::parse(b"[1]").expect_err("array"),
+            EventError::NotObject
+        );
         let err = Event::parse(with("specversion", Some("\"0.3\"")).as_bytes()).expect_err("v");
         assert_eq!(err, EventError::SpecVersion("0.3".into()));
         let err =

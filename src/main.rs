@@ -1,1 +1,168 @@
-fn main(){}
+//! The `redlight` command: parse arguments, call the library.
+
+use anyhow::Context;
+use chrono::{DateTime, NaiveDate};
+use clap::{Parser, Subcommand};
+use redlight::calendar::Calendar;
+use redlight::cli;
+use redlight::config::Config;
+use std::io::{self, BufReader, BufWriter};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// Electronic supervision (电子监察) of government work: legal clocks, red and yellow lights.
+#[derive(Parser)]
+#[command(name = "redlight", version, about)]
+struct Args {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Validate the configuration, rule packs and calendars; exit 0, or print every problem
+    /// and exit 2.
+    Check {
+        #[arg(long, default_value = "config/redlight.toml")]
+        config: PathBuf,
+        /// Judge the calendar's coverage as of this date instead of today (YYYY-MM-DD).
+        #[arg(long)]
+        today: Option<NaiveDate>,
+    },
+    /// Run the engine offline over a JSON Lines file of CloudEvents (`-` for stdin) and print
+    /// every alert as one JSON line.
+    Replay {
+        #[arg(long, default_value = "config/redlight.toml")]
+        config: PathBuf,
+        /// After the last event, advance the clock to this instant (RFC 3339).
+        #[arg(long)]
+        until: Option<String>,
+        /// The events, one CloudEvent per line; `-` reads standard input.
+        file: PathBuf,
+    },
+    /// Ask the working calendar.
+    Calendar {
+        #[arg(long, default_value = "config/redlight.toml")]
+        config: PathBuf,
+        #[command(subcommand)]
+        query: CalendarQuery,
+    },
+}
+
+#[derive(Subcommand)]
+enum CalendarQuery {
+    /// Is DATE a workday? Prints the kind of day (workday, weekend, holiday, makeup); exit 0
+    /// for a workday, 1 otherwise.
+    IsWorkday { date: NaiveDate },
+    /// The N-th workday after DATE (the first day is not counted, 民法典 Art. 201).
+    Add { date: NaiveDate, n: u32 },
+    /// Every date in a range with its kind, one per line.
+    List {
+        #[arg(long)]
+        from: NaiveDate,
+        #[arg(long)]
+        to: NaiveDate,
+    },
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_writer(io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .init();
+    match run(args) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("redlight: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run(args: Args) -> anyhow::Result<ExitCode> {
+    match args.command {
+        Command::Check { config, today } => {
+            let today = today.unwrap_or_else(|| chrono::Local::now().date_naive());
+            let report = cli::check(&config, today);
+            for w in &report.warnings {
+                eprintln!("warning: {w}");
+            }
+            if report.problems.is_empty() {
+                println!("{}", report.summary);
+                Ok(ExitCode::SUCCESS)
+            } else {
+                for p in &report.problems {
+                    println!("{p}");
+                }
+                println!("{} problem(s)", report.problems.len());
+                Ok(ExitCode::from(2))
+            }
+        }
+        Command::Replay {
+            config,
+            until,
+            file,
+        } => {
+            let config = Config::load(&config)?;
+            let mut engine = config.build_engine()?;
+            let until = until
+                .map(|u| {
+                    DateTime::parse_from_rfc3339(&u)
+                        .map(|t| t.timestamp_millis())
+                        .with_context(|| format!("--until {u:?} is not an RFC 3339 time"))
+                })
+                .transpose()?;
+            let out = BufWriter::with_capacity(1 << 16, io::stdout().lock());
+            let err = io::stderr().lock();
+            let summary = if file.as_os_str() == "-" {
+                cli::replay(&mut engine, io::stdin().lock(), until, out, err)?
+            } else {
+                let f = std::fs::File::open(&file)
+                    .with_context(|| format!("cannot open {}", file.display()))?;
+                cli::replay(
+                    &mut engine,
+                    BufReader::with_capacity(1 << 16, f),
+                    until,
+                    out,
+                    err,
+                )?
+            };
+            tracing::info!(
+                lines = summary.lines,
+                events = summary.events,
+                rejected = summary.rejected,
+                alerts = summary.alerts,
+                "replay done"
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Calendar { config, query } => {
+            let config = Config::load(&config)?;
+            let cal: Calendar = config.load_calendar()?;
+            let stdout = io::stdout();
+            match query {
+                CalendarQuery::IsWorkday { date } => {
+                    let kind = cal.day_kind(date)?;
+                    println!("{date}\t{kind}");
+                    Ok(if kind.is_workday() {
+                        ExitCode::SUCCESS
+                    } else {
+                        ExitCode::from(1)
+                    })
+                }
+                CalendarQuery::Add { date, n } => {
+                    println!("{}", cal.add_workdays(date, n)?);
+                    Ok(ExitCode::SUCCESS)
+                }
+                CalendarQuery::List { from, to } => {
+                    cli::calendar_list(&cal, from, to, BufWriter::new(stdout.lock()))?;
+                    Ok(ExitCode::SUCCESS)
+                }
+            }
+        }
+    }
+}

@@ -88,11 +88,7 @@ pub enum Limit {
     Span { unit: Unit, amount: u32 },
     /// A per-case span taken from a field of the start event (承诺时限); missing, not a
     /// whole number, or above `max` is a violation, and the clock then runs with `max`.
-    SpanFrom {
-        unit: Unit,
-        field: String,
-        max: u32,
-    },
+    SpanFrom { unit: Unit, field: String, max: u32 },
     /// 24:00 of the start day when it is a workday, else of the next workday (即办件).
     SameWorkday,
     /// An absolute due time (RFC 3339) taken from a field of the start event.
@@ -474,7 +470,9 @@ impl RuleSet {
                 }
                 RuleKind::Check(c) => c.on.iter().for_each(|t| add(t, Handler::Check(i))),
                 RuleKind::Periodic(p) => {
-                    p.start.iter().for_each(|t| add(t, Handler::PeriodicStart(i)));
+                    p.start
+                        .iter()
+                        .for_each(|t| add(t, Handler::PeriodicStart(i)));
                     add(&p.fulfil, Handler::PeriodicFulfil(i));
                 }
             }
@@ -865,7 +863,10 @@ fn compile_rule(cx: &mut Cx<'_>, raw: toml::Table, meta: &PackMeta) -> Option<Ru
     }
     let before = cx.problems.len();
     if def.id.trim().is_empty() || def.id.contains(char::is_whitespace) {
-        cx.problem(Some("id"), "must be a non-empty word like `xk.decision`".into());
+        cx.problem(
+            Some("id"),
+            "must be a non-empty word like `xk.decision`".into(),
+        );
     }
     if def.title.trim().is_empty() {
         cx.problem(Some("title"), "must not be empty".into());
@@ -1094,17 +1095,17 @@ fn compile_rule(cx: &mut Cx<'_>, raw: toml::Table, meta: &PackMeta) -> Option<Ru
                 }
             };
             let period = def.period.unwrap_or_else(|| {
-                cx.problem(
-                    Some("period"),
-                    "required: month, quarter or year".into(),
-                );
+                cx.problem(Some("period"), "required: month, quarter or year".into());
                 Period::Quarter
             });
             let grace = def.grace.and_then(|g| cx.limit("grace", g, false));
             if let Some(g) = &grace
                 && g.unit().is_none()
             {
-                cx.problem(Some("grace"), "must be a span (hours, days, workdays)".into());
+                cx.problem(
+                    Some("grace"),
+                    "must be a span (hours, days, workdays)".into(),
+                );
             }
             RuleKind::Periodic(PeriodicRule {
                 start,
@@ -1236,9 +1237,13 @@ condition = \"dat.amount_yuan > 0\"
         let errs = load(&format!("{HEAD}{rule}{rule}")).expect_err("bad");
         let joined: Vec<String> = errs.iter().map(|p| p.to_string()).collect();
         assert!(joined.iter().any(|l| l.contains("unknown variable `dat`")));
-        let dup = load(&format!("{HEAD}{}{}", rule, rule).replace("dat.", "data."))
-            .expect_err("dup");
-        assert!(dup[0].to_string().contains("duplicate rule id"), "{:?}", dup);
+        let dup =
+            load(&format!("{HEAD}{}{}", rule, rule).replace("dat.", "data.")).expect_err("dup");
+        assert!(
+            dup[0].to_string().contains("duplicate rule id"),
+            "{:?}",
+            dup
+        );
     }
 
     #[test]
