@@ -101,9 +101,25 @@ pub struct Clock {
     pub stopped: Option<i64>,
     /// Stopped after its deadline: the breach stays on record for scorecards.
     pub late: bool,
+    /// How many times a late-arriving event retracted this clock's lights.
+    #[serde(default)]
+    pub retractions: u32,
 }
 
 impl Clock {
+    /// The clock cycle as it enters alert ids: the cycle number and the start instant, so
+    /// that a case forgotten after its retention time and started again by a later event
+    /// cannot reuse the ids of its first life.
+    /// After a retraction the lights may fire again; `retractions` then makes those new
+    /// alerts with ids of their own, so receivers that drop duplicates do not drop them.
+    pub fn occurrence(&self) -> String {
+        if self.retractions == 0 {
+            format!("{}@{}", self.cycle, self.started)
+        } else {
+            format!("{}@{}#{}", self.cycle, self.started, self.retractions)
+        }
+    }
+
     pub fn active(&self) -> bool {
         self.stopped.is_none()
     }
@@ -150,6 +166,9 @@ pub struct Duty {
     pub met: Vec<i32>,
     /// Periods that went red and are still missing.
     pub missing: Vec<i32>,
+    /// `due` is only a retry time: the calendar lacked the data to compute the real one.
+    #[serde(default)]
+    pub pending: bool,
 }
 
 /// One case: everything the engine knows about a subject. Serialisable on its own, so the
@@ -478,13 +497,13 @@ impl Engine {
                     clock.red_fired = true;
                     (Level::Red, Reason::Overdue)
                 };
-                let (cycle, deadline) = (clock.cycle, clock.deadline);
+                let (occ, deadline) = (clock.occurrence(), clock.deadline);
                 out.push(make_alert(
                     &rules,
                     tz,
                     case,
                     rule,
-                    &cycle.to_string(),
+                    &occ,
                     level,
                     Status::Firing,
                     reason,
@@ -513,6 +532,11 @@ impl Engine {
             return;
         }
         let period = case.duties[pos].period;
+        if case.duties[pos].pending {
+            // The due time of `period` could not be computed before: try again.
+            self.schedule_duty(case, pos, p, period);
+            return;
+        }
         if !case.duties[pos].met.contains(&period) {
             case.duties[pos].missing.push(period);
             let label = period_label(p.period, period);
@@ -530,26 +554,35 @@ impl Engine {
                 Some(format!("no `{}` for {label}", p.fulfil)),
             ));
         }
-        let next = period + 1;
+        self.schedule_duty(case, pos, p, period + 1);
+    }
+
+    /// Sets a duty to watch `period`. When the calendar has no data for its due time yet
+    /// (next year's holiday notice is not out), the duty stays, marked pending, and tries
+    /// again when the data runs out or a day later: counted and logged meanwhile, never
+    /// guessed, and never a reason to reject the event that started the duty.
+    fn schedule_duty(&mut self, case: &mut Case, pos: usize, p: &PeriodicRule, period: i32) {
         let counting = Counting {
             cal: &self.cal,
             zone: &self.zone,
         };
-        match period_due(&counting, p, next) {
-            Ok(next_due) => {
-                let d = &mut case.duties[pos];
-                d.period = next;
-                d.due = next_due;
-                d.met.retain(|m| *m >= next);
+        let result = period_due(&counting, p, period);
+        let data_end = self.zone.to_utc((self.cal.last_day_idx() + 1) * DAY);
+        let rule_id = self.rules.rule(case.duties[pos].rule).id.clone();
+        let d = &mut case.duties[pos];
+        d.period = period;
+        d.met.retain(|m| *m >= period);
+        match result {
+            Ok(due) => {
+                d.due = due;
+                d.pending = false;
             }
             Err(e) => {
-                // The calendar has no data for the next period: the duty cannot be watched
-                // further. Counted and logged; the missing reds stay on record.
                 self.stats.calendar_errors += 1;
-                tracing::error!(case = %case.id, rule = %rules.rule(rule).id, error = %e,
-                    "periodic duty stopped: no calendar data for its next period");
-                let d = &mut case.duties[pos];
-                d.due = i64::MAX;
+                tracing::error!(case = %case.id, rule = %rule_id, period = %period_label(p.period, period),
+                    error = %e, "periodic duty pending: no calendar data for its due time");
+                d.due = data_end.max(self.now.saturating_add(DAY));
+                d.pending = true;
             }
         }
     }
@@ -686,14 +719,13 @@ impl Engine {
                 if clock.deadline.is_some() {
                     clock.last_deadline = clock.deadline;
                 }
-                let (cycle, deadline, yf, rf) = (
-                    clock.cycle,
+                let (occ, deadline, yf, rf) = (
+                    clock.occurrence(),
                     clock.last_deadline,
                     clock.yellow_fired,
                     clock.red_fired,
                 );
                 let at = self.now;
-                let occ = cycle.to_string();
                 if yf {
                     let reason = if late {
                         Reason::CompletedLate
@@ -925,19 +957,17 @@ impl Engine {
                 {
                     return Ok(());
                 }
-                let counting = Counting {
-                    cal: &self.cal,
-                    zone: &self.zone,
-                };
                 let period = period_index(p.period, self.zone.date_of(t));
-                let due = period_due(&counting, p, period)?;
                 case.duties.push(Duty {
                     rule: r,
                     period,
-                    due,
+                    due: i64::MAX,
                     met: Vec::new(),
                     missing: Vec::new(),
+                    pending: false,
                 });
+                let pos = case.duties.len() - 1;
+                self.schedule_duty(case, pos, p, period);
             }
             Handler::PeriodicFulfil(r) => {
                 let RuleKind::Periodic(p) = &rules.rule(r).kind else {
@@ -1165,6 +1195,7 @@ impl Engine {
             red_fired: false,
             stopped: None,
             late: false,
+            retractions: 0,
         });
         if let Some(detail) = violation {
             self.violation(case, r, &ev.id, s, detail, out);
@@ -1205,14 +1236,17 @@ impl Engine {
             clock.yellow_fired = false;
             retract.push(Level::Yellow);
         }
-        let (cycle, deadline) = (clock.cycle, clock.deadline.or(clock.last_deadline));
+        let (occ, deadline) = (clock.occurrence(), clock.deadline.or(clock.last_deadline));
+        if !retract.is_empty() {
+            clock.retractions += 1;
+        }
         for level in retract {
             out.push(make_alert(
                 &rules,
                 tz,
                 case,
                 r,
-                &cycle.to_string(),
+                &occ,
                 level,
                 Status::Resolved,
                 Reason::Retracted,
@@ -1270,7 +1304,7 @@ impl Engine {
             }
             for (fired, level) in [(c.yellow_fired, Level::Yellow), (c.red_fired, Level::Red)] {
                 if fired {
-                    resolved.push((c.rule, c.cycle.to_string(), level, c.last_deadline));
+                    resolved.push((c.rule, c.occurrence(), level, c.last_deadline));
                 }
             }
         }
@@ -1308,11 +1342,7 @@ impl Engine {
 fn can_fail(h: &Handler) -> bool {
     matches!(
         h,
-        Handler::Start(_)
-            | Handler::Resume(_)
-            | Handler::Extend(_)
-            | Handler::Pause(_)
-            | Handler::PeriodicStart(_)
+        Handler::Start(_) | Handler::Resume(_) | Handler::Extend(_) | Handler::Pause(_)
     )
 }
 

@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# The project's test command (README "Run the tests"): formatting, lints, every Rust test,
+# the calendar cross-check against an independent source, and a quick benchmark smoke run.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n==> %s\n' "$*" >&2; }
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo clippy --all-targets -- -D warnings"
+cargo clippy --all-targets --quiet -- -D warnings
+
+step "cargo test"
+cargo test --quiet 2>&1 | tee target/test-output.txt
+
+step "cargo build --release"
+cargo build --release --quiet
+
+step "redlight check"
+target/release/redlight check --config config/redlight.toml
+
+step "calendar cross-check against the chinesecalendar package"
+python3 -c 'import chinese_calendar' 2>/dev/null \
+  || python3 -m pip install --quiet --disable-pip-version-check 'chinesecalendar==1.11.0'
+target/release/redlight calendar --config config/redlight.toml list --from 2020-01-01 --to 2026-12-31 \
+  | python3 tests/calendar_crosscheck.py -
+
+step "benchmark smoke run (figures only; the full run is: cargo bench --bench engine)"
+cargo bench --quiet --bench engine -- --quick
+
+# The closing line CI reads: the totals of every `cargo test` binary above.
+passed=$(grep -Eo '[0-9]+ passed' target/test-output.txt | awk '{s+=$1} END {print s+0}')
+failed=$(grep -Eo '[0-9]+ failed' target/test-output.txt | awk '{s+=$1} END {print s+0}')
+printf '\ntests: %s passed, %s failed\n' "$passed" "$failed"

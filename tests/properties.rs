@@ -1,0 +1,253 @@
+//! Property tests for the legal clock (SPEC §3) and the engine's determinism.
+
+use chrono::{DateTime, Duration, FixedOffset, Timelike};
+use proptest::prelude::*;
+use redlight::alert::Alert;
+use redlight::config::Config;
+use redlight::engine::Engine;
+use redlight::event::Event;
+use serde_json::json;
+use std::path::Path;
+
+fn engine() -> Engine {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/redlight.toml");
+    Config::load(&path)
+        .expect("config")
+        .build_engine()
+        .expect("engine")
+}
+
+fn beijing() -> FixedOffset {
+    FixedOffset::east_opt(8 * 3600).expect("offset")
+}
+
+/// An instant between 2020-01-01 and 2026-09-30 (so that 60 workdays stay inside the data),
+/// to the minute.
+fn instant() -> impl Strategy<Value = DateTime<FixedOffset>> {
+    let start = DateTime::parse_from_rfc3339("2020-01-01T00:00:00+08:00").expect("start");
+    let minutes = (DateTime::parse_from_rfc3339("2026-09-30T00:00:00+08:00").expect("end") - start)
+        .num_minutes();
+    (0..minutes).prop_map(move |m| start + Duration::minutes(m))
+}
+
+fn event(
+    id: &str,
+    kind: &str,
+    time: DateTime<FixedOffset>,
+    case: &str,
+    data: serde_json::Value,
+) -> Event {
+    let text = json!({
+        "specversion": "1.0", "id": id, "source": "/test", "type": kind,
+        "time": time.to_rfc3339(), "subject": case, "data": data,
+    })
+    .to_string();
+    Event::parse(text.as_bytes()).expect("valid event")
+}
+
+/// The current deadline of the case's clock for `rule` (as an instant in Beijing time).
+fn deadline(engine: &Engine, case: &str, rule: &str) -> Option<DateTime<FixedOffset>> {
+    let r = engine.rules().index_of(rule)?;
+    let c = engine.case(case)?;
+    let clock = c.clocks.iter().rev().find(|c| c.rule == r)?;
+    let ms = clock.deadline.or(clock.last_deadline)?;
+    DateTime::from_timestamp_millis(ms).map(|t| t.with_timezone(&beijing()))
+}
+
+/// Applies events in time order the way replay does, collecting alerts.
+fn run(engine: &mut Engine, events: &[Event]) -> Vec<Alert> {
+    let mut out = Vec::new();
+    for e in events {
+        engine.advance_before(e.time_ms(), &mut out);
+        engine
+            .apply(e, &mut out)
+            .expect("calendar covers the test range");
+    }
+    out
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
+
+    /// Workday limits end at 24:00 of a workday (民法典 Art. 203 with Art. 82 of the
+    /// administrative licensing law): the deadline is local midnight and the day it closes
+    /// is a workday.
+    #[test]
+    fn a_workday_deadline_is_always_midnight_ending_a_workday(s in instant()) {
+        let mut e = engine();
+        run(&mut e, &[event("a", "approval.accepted", s, "C", json!({"kind": "promised", "promised_workdays": 20}))]);
+        let d = deadline(&e, "C", "xk.decision").expect("clock started");
+        prop_assert_eq!((d.hour(), d.minute(), d.second()), (0, 0, 0));
+        let last_day = (d - Duration::days(1)).date_naive();
+        prop_assert!(e.calendar().is_workday(last_day).expect("in data"), "deadline {} closes {}", d, last_day);
+        // Counting starts the day after S: at least 20 workdays lie strictly between.
+        let first = s.date_naive().succ_opt().expect("date");
+        let mut workdays = 0;
+        let mut day = first;
+        while day <= last_day {
+            if e.calendar().is_workday(day).expect("in data") { workdays += 1; }
+            day = day.succ_opt().expect("date");
+        }
+        prop_assert_eq!(workdays, 20);
+    }
+
+    /// Calendar-day limits end at 24:00, moved off weekends and holidays (Art. 203).
+    #[test]
+    fn a_calendar_day_deadline_is_midnight_ending_a_workday(s in instant()) {
+        let mut e = engine();
+        run(&mut e, &[event("a", "market.registration_accepted", s, "M", json!({"market": "x"}))]);
+        let d = deadline(&e, "M", "nx.registration_decision").expect("clock started");
+        prop_assert_eq!((d.hour(), d.minute(), d.second()), (0, 0, 0));
+        let last_day = (d - Duration::days(1)).date_naive();
+        prop_assert!(e.calendar().is_workday(last_day).expect("in data"));
+        let thirtieth = s.date_naive() + Duration::days(30);
+        prop_assert!(last_day >= thirtieth);
+        // Moved only across days that are not workdays.
+        let mut day = thirtieth;
+        while day < last_day {
+            prop_assert!(!e.calendar().is_workday(day).expect("in data"));
+            day = day.succ_opt().expect("date");
+        }
+    }
+
+    /// A pause never brings a deadline earlier.
+    #[test]
+    fn a_pause_never_brings_a_deadline_earlier(
+        s in instant(),
+        pause_after in 0i64..(20 * 24 * 60),
+        pause_for in 0i64..(15 * 24 * 60),
+    ) {
+        let mut plain = engine();
+        let accepted = event("a", "approval.accepted", s, "C", json!({"kind": "promised", "promised_workdays": 10}));
+        run(&mut plain, std::slice::from_ref(&accepted));
+        let before = deadline(&plain, "C", "xk.decision").expect("clock");
+
+        let mut paused = engine();
+        let p = s + Duration::minutes(pause_after);
+        let r = p + Duration::minutes(pause_for);
+        run(&mut paused, &[
+            accepted,
+            event("p", "approval.suspended", p, "C", json!({"procedure": "expert_review"})),
+            event("r", "approval.resumed", r, "C", json!({})),
+        ]);
+        let after = deadline(&paused, "C", "xk.decision").expect("clock");
+        prop_assert!(after >= before, "pause {}..{} moved {} to {}", p, r, before, after);
+        let promised_before = deadline(&plain, "C", "xz.promised").expect("clock");
+        let promised_after = deadline(&paused, "C", "xz.promised").expect("clock");
+        prop_assert!(promised_after >= promised_before);
+    }
+
+    /// An extension never brings a deadline earlier, and within the cap moves it by at least
+    /// the granted workdays' worth of days.
+    #[test]
+    fn an_extension_never_brings_a_deadline_earlier(
+        s in instant(),
+        at in 0i64..(10 * 24 * 60),
+        extra in 0u32..20,
+        joint in any::<bool>(),
+    ) {
+        let accepted = event("a", "approval.accepted", s, "C", json!({"joint": joint}));
+        let mut plain = engine();
+        run(&mut plain, std::slice::from_ref(&accepted));
+        let before = deadline(&plain, "C", "xk.decision").expect("clock");
+        let mut extended = engine();
+        let alerts = run(&mut extended, &[
+            accepted,
+            event("x", "approval.extended", s + Duration::minutes(at), "C", json!({"extra_workdays": extra, "approved_by": "局长"})),
+        ]);
+        let after = deadline(&extended, "C", "xk.decision").expect("clock");
+        prop_assert!(after >= before);
+        let cap = if joint { 15 } else { 10 };
+        prop_assert!(after >= before + Duration::days(i64::from(extra.min(cap))));
+        let violations = alerts.iter().filter(|a| &*a.rule == "xk.decision" && a.reason == redlight::alert::Reason::Violation).count();
+        prop_assert_eq!(violations, usize::from(extra > cap));
+    }
+}
+
+/// A random stream of approval events over a few cases, in time order.
+fn stream() -> impl Strategy<Value = Vec<Event>> {
+    let kinds = prop::sample::select(vec![
+        "approval.submitted",
+        "approval.accepted",
+        "approval.reviewed",
+        "approval.suspended",
+        "approval.resumed",
+        "approval.extended",
+        "approval.decided",
+        "approval.certificate_issued",
+        "approval.completed",
+        "approval.withdrawn",
+        "market.registration_accepted",
+        "market.registration_decided",
+        "market.report_submitted",
+        "safety.accident_occurred",
+        "safety.accident_discovered",
+        "safety.accident_reported",
+        "safety.meeting_held",
+    ]);
+    let step = (
+        kinds,
+        0u8..4,
+        0i64..(3 * 24 * 60),
+        any::<bool>(),
+        0u8..30,
+        0u8..6,
+    );
+    prop::collection::vec(step, 1..80).prop_map(|steps| {
+        let mut t = DateTime::parse_from_rfc3339("2026-01-05T09:00:00+08:00").expect("t");
+        steps
+            .into_iter()
+            .enumerate()
+            .map(|(i, (kind, case, gap, flag, n, dup))| {
+                t += Duration::minutes(gap);
+                // Reuse an earlier id now and then: duplicates must change nothing.
+                let id = if dup == 0 && i > 0 {
+                    format!("e{}", i - 1)
+                } else {
+                    format!("e{i}")
+                };
+                let data = json!({
+                    "department": "市市场监管局", "handler": "李四", "item": "登记",
+                    "kind": if flag { "promised" } else { "immediate" },
+                    "promised_workdays": n, "extra_workdays": n % 12, "joint": n % 5 == 0,
+                    "outcome": if n % 3 == 0 { "denied" } else { "approved" },
+                    "period": "2026Q1", "major": flag,
+                });
+                event(&id, kind, t, &format!("CASE-{case}"), data)
+            })
+            .collect()
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 100, ..ProptestConfig::default() })]
+
+    /// Replay is deterministic: two fresh engines fed the same events print the same bytes.
+    #[test]
+    fn replay_is_deterministic(events in stream()) {
+        let mut lines = String::new();
+        for e in &events {
+            lines.push_str(&json!({
+                "specversion": "1.0", "id": e.id, "source": e.source, "type": e.kind,
+                "time": e.time.to_rfc3339(), "subject": e.subject, "data": e.data,
+            }).to_string());
+            lines.push('\n');
+        }
+        let until = Some(DateTime::parse_from_rfc3339("2026-12-31T00:00:00+08:00").expect("t").timestamp_millis());
+        let mut outputs = Vec::new();
+        for _ in 0..2 {
+            let mut e = engine();
+            let mut out = Vec::new();
+            redlight::cli::replay(&mut e, lines.as_bytes(), until, &mut out, std::io::sink()).expect("replay");
+            outputs.push(out);
+        }
+        prop_assert_eq!(&outputs[0], &outputs[1]);
+        // Every alert id appears at most once: one light change is reported once.
+        let text = String::from_utf8(outputs[0].clone()).expect("utf8");
+        let mut ids: Vec<String> = text.lines().map(|l| serde_json::from_str::<serde_json::Value>(l).expect("json")["id"].as_str().expect("id").to_string()).collect();
+        let n = ids.len();
+        ids.sort();
+        ids.dedup();
+        prop_assert_eq!(ids.len(), n, "an alert id repeated");
+    }
+}
