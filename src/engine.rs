@@ -329,6 +329,8 @@ pub struct Engine {
     /// Interned data keys: a million cases share one copy of `"department"`.
     keys: HashSet<Arc<str>>,
     stats: Stats,
+    /// Cases changed since the last [`Engine::take_changed`], when the owner persists them.
+    changed: Option<HashSet<Arc<str>>>,
     /// Scratch buffers reused across calls, so the hot path does not allocate.
     scratch_old: Vec<(i64, u16, TimerKind)>,
     scratch_new: Vec<(i64, u16, TimerKind)>,
@@ -356,6 +358,7 @@ impl Engine {
             retention_ms: i64::from(DEFAULT_RETENTION_DAYS) * DAY,
             keys: HashSet::new(),
             stats: Stats::default(),
+            changed: None,
             scratch_old: Vec::new(),
             scratch_new: Vec::new(),
         }
@@ -364,6 +367,28 @@ impl Engine {
     /// How long inactive cases are kept (for duplicate detection and late events).
     pub fn set_retention_days(&mut self, days: u32) {
         self.retention_ms = i64::from(days) * DAY;
+    }
+
+    /// Starts recording which cases change, for an owner that persists them.
+    pub fn track_changes(&mut self) {
+        self.changed.get_or_insert_with(HashSet::new);
+    }
+
+    /// The ids of the cases changed (or forgotten) since the last call, sorted.
+    pub fn take_changed(&mut self) -> Vec<Arc<str>> {
+        let mut v: Vec<Arc<str>> = self
+            .changed
+            .as_mut()
+            .map(|c| c.drain().collect())
+            .unwrap_or_default();
+        v.sort_unstable();
+        v
+    }
+
+    fn mark_changed(&mut self, id: &Arc<str>) {
+        if let Some(c) = &mut self.changed {
+            c.insert(id.clone());
+        }
     }
 
     pub fn rules(&self) -> &RuleSet {
@@ -438,6 +463,7 @@ impl Engine {
             let mut old = std::mem::take(&mut self.scratch_old);
             case.timers(self.retention_ms, &mut old);
             let keep = self.on_timer(&mut case, due, rule, kind, out);
+            self.mark_changed(&case_id);
             if keep {
                 self.sync_timers(&case, &old);
                 self.cases.insert(case_id, case);
@@ -615,6 +641,7 @@ impl Engine {
         }
         if case.withdrawn {
             case.seen.push(hash);
+            self.mark_changed(&case.id);
             self.cases.insert(case.id.clone(), case);
             return Ok(Applied::CaseWithdrawn);
         }
@@ -677,6 +704,7 @@ impl Engine {
             });
         }
         self.stats.applied += 1;
+        self.mark_changed(&case.id);
         self.sync_timers(&case, &old);
         self.scratch_old = old;
         self.cases.insert(case.id.clone(), case);

@@ -10,11 +10,19 @@
 //! - [`alert`]: the alert of SPEC §4 and its deterministic id.
 //! - [`config`]: the daemon configuration file.
 //! - [`cli`]: the `check`, `replay` and `calendar` subcommands.
+//! - [`store`]: the embedded store (redb): cases, offsets and alerts per partition.
+//! - [`daemon`]: `redlight run` — the Kafka consumer loop around the engine.
+//! - [`http`]: `/metrics`, `/healthz`, `/readyz` and the read-only API.
+//! - [`metrics`]: the Prometheus metrics.
 pub mod alert;
 pub mod calendar;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod daemon;
 pub mod engine;
 pub mod event;
+pub mod http;
+pub mod metrics;
 pub mod rules;
+pub mod store;

@@ -20,6 +20,17 @@ struct Args {
 
 #[derive(Subcommand)]
 enum Command {
+    /// The daemon: consume CloudEvents from Kafka, keep every case's clocks durable, raise
+    /// alerts. Stops gracefully on SIGTERM or SIGINT.
+    Run {
+        #[arg(long, default_value = "config/redlight.toml")]
+        config: PathBuf,
+    },
+    /// Print every case in the store as JSON lines, sorted (the daemon must be stopped).
+    Dump {
+        #[arg(long, default_value = "config/redlight.toml")]
+        config: PathBuf,
+    },
     /// Validate the configuration, rule packs and calendars; exit 0, or print every problem
     /// and exit 2.
     Check {
@@ -67,12 +78,17 @@ enum CalendarQuery {
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    let default_level = if matches!(args.command, Command::Run { .. }) {
+        "info"
+    } else {
+        "warn"
+    };
     tracing_subscriber::fmt()
         .with_writer(io::stderr)
         .with_ansi(io::IsTerminal::is_terminal(&io::stderr()))
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level)),
         )
         .init();
     match run(args) {
@@ -84,8 +100,56 @@ fn main() -> ExitCode {
     }
 }
 
+/// Resolves on SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::error!(error = %e, "cannot listen for SIGINT");
+            std::future::pending::<()>().await;
+        }
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        _ = ctrl_c => tracing::info!("SIGINT received"),
+        _ = term => tracing::info!("SIGTERM received"),
+    }
+}
+
 fn run(args: Args) -> anyhow::Result<ExitCode> {
     match args.command {
+        Command::Run { config } => {
+            let config = Config::load(&config)?;
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .context("starting the async runtime")?;
+            runtime.block_on(redlight::daemon::run(config, shutdown_signal()))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Dump { config } => {
+            let config = Config::load(&config)?;
+            let store = redlight::store::Store::open(&config.data_dir())?;
+            let mut out = BufWriter::new(io::stdout().lock());
+            let mut cases = store.all_cases()?;
+            cases.sort_by(|a, b| a.2.id.cmp(&b.2.id));
+            for (_, _, case) in cases {
+                serde_json::to_writer(&mut out, &case)?;
+                std::io::Write::write_all(&mut out, b"\n")?;
+            }
+            std::io::Write::flush(&mut out)?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Check { config, today } => {
             let today = today.unwrap_or_else(|| chrono::Local::now().date_naive());
             let report = cli::check(&config, today);

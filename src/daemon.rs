@@ -1,0 +1,599 @@
+//! `redlight run`: the engine as a service — Kafka in, durable state, alerts out.
+//!
+//! One loop owns everything mutable: it receives a batch of messages, applies each to the
+//! engine of its partition, then writes the changed cases, the alerts and the partitions'
+//! next offsets in one store transaction, and only then commits the offsets to Kafka. Input
+//! is at-least-once; effects are exactly-once, because on (re)assignment the consumer starts
+//! from the offsets in the store and skips anything below them.
+//!
+//! Each partition has its own [`Engine`], whose clock is its own events' time while it
+//! catches up and the wall clock once it has (the batch closed before filling up), so a
+//! backlog replays exactly as `redlight replay` would, and a live stream fires timers on time.
+//! Messages that cannot be applied are copied to the dead-letter topic (reason in headers)
+//! before their offset is committed; nothing on the input can stop the loop.
+
+use crate::alert::Alert;
+use crate::config::Config;
+use crate::engine::{Applied, Engine};
+use crate::event::Event;
+use crate::metrics::Metrics;
+use crate::store::{Store, WriteBatch};
+use anyhow::Context as _;
+use rdkafka::ClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{
+    BaseConsumer, CommitMode, Consumer, ConsumerContext, StreamConsumer,
+};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{Header, Message, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use rdkafka::types::RDKafkaRespErr;
+use std::collections::{BTreeMap, HashSet};
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::Notify;
+
+/// A partition of an input topic.
+type Slot = (String, u32);
+
+/// What the HTTP side can see of the daemon.
+pub struct Shared {
+    pub store: Arc<Store>,
+    pub metrics: Metrics,
+    /// Store restored and the consumer running.
+    pub started: AtomicBool,
+    /// Partitions assigned to this instance.
+    pub assigned: Mutex<Vec<Slot>>,
+    /// The last day of calendar data and today's date, for /readyz.
+    pub calendar_last_day: chrono::NaiveDate,
+    pub tz: chrono_tz::Tz,
+}
+
+/// The consumer's context: applies stored offsets on assignment and tells the loop.
+struct Ctx {
+    store: Arc<Store>,
+    changes: Mutex<Vec<Change>>,
+    notify: Arc<Notify>,
+    metrics: Metrics,
+}
+
+enum Change {
+    Assigned(Vec<Slot>),
+    Revoked(Vec<Slot>),
+}
+
+impl ClientContext for Ctx {
+    fn error(&self, error: KafkaError, reason: &str) {
+        self.metrics.kafka_errors.inc();
+        tracing::warn!(%error, reason, "kafka client error; retrying");
+    }
+}
+
+impl ConsumerContext for Ctx {
+    /// The default rebalance, except that assigned partitions start at the offsets in our
+    /// store: the store, not Kafka, knows what is durable.
+    fn rebalance(
+        &self,
+        base: &BaseConsumer<Self>,
+        err: RDKafkaRespErr,
+        tpl: &mut TopicPartitionList,
+    ) {
+        let slots: Vec<Slot> = tpl
+            .elements()
+            .iter()
+            .filter_map(|e| Some((e.topic().to_string(), u32::try_from(e.partition()).ok()?)))
+            .collect();
+        match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                for (topic, partition) in &slots {
+                    match self.store.offset(topic, *partition) {
+                        Ok(Some(next)) => {
+                            let offset = Offset::Offset(i64::try_from(next).unwrap_or(i64::MAX));
+                            if let Err(e) = tpl.set_partition_offset(topic, *partition as i32, offset)
+                            {
+                                tracing::error!(%topic, partition, error = %e, "cannot seek to the stored offset");
+                            }
+                        }
+                        Ok(None) => {}
+                        Err(e) => tracing::error!(%topic, partition, error = %e, "reading the stored offset"),
+                    }
+                }
+                if let Err(e) = base.assign(tpl) {
+                    tracing::error!(error = %e, "assigning partitions");
+                }
+                tracing::info!(partitions = ?slots, "partitions assigned");
+                self.push(Change::Assigned(slots));
+            }
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
+                // Every batch is durable before the loop polls again, so nothing is pending.
+                if let Err(e) = base.unassign() {
+                    tracing::error!(error = %e, "unassigning partitions");
+                }
+                tracing::info!(partitions = ?slots, "partitions revoked");
+                self.push(Change::Revoked(slots));
+            }
+            other => {
+                tracing::error!(error = ?other, "rebalance error");
+                if let Err(e) = base.unassign() {
+                    tracing::error!(error = %e, "unassigning partitions");
+                }
+                self.push(Change::Revoked(slots));
+            }
+        }
+    }
+}
+
+impl Ctx {
+    fn push(&self, c: Change) {
+        if let Ok(mut v) = self.changes.lock() {
+            v.push(c);
+        }
+        self.notify.notify_one();
+    }
+}
+
+/// One partition's engine and the next offset to consume.
+struct PartitionState {
+    engine: Engine,
+    next_offset: Option<u64>,
+}
+
+/// The daemon. `shutdown` resolves when it should stop (SIGTERM/SIGINT in `main`).
+pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    let data_dir = config.data_dir();
+    let store = Arc::new(Store::open(&data_dir)?);
+    // Build one engine up front: a broken pack or calendar fails here, before consuming.
+    let template = config.build_engine()?;
+    let metrics = Metrics::new();
+    let cal_last = template.calendar().last_day();
+    metrics.calendar_last_day.set(
+        cal_last
+            .and_hms_opt(0, 0, 0)
+            .map_or(0, |d| d.and_utc().timestamp()),
+    );
+    let shared = Arc::new(Shared {
+        store: store.clone(),
+        metrics: metrics.clone(),
+        started: AtomicBool::new(false),
+        assigned: Mutex::new(Vec::new()),
+        calendar_last_day: cal_last,
+        tz: template.zone().tz(),
+    });
+    drop(template);
+
+    let listener = tokio::net::TcpListener::bind(&config.http.listen)
+        .await
+        .with_context(|| format!("http.listen {}: cannot bind", config.http.listen))?;
+    tracing::info!(address = %config.http.listen, "http listening");
+    let (http_stop_tx, http_stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let http = tokio::spawn(crate::http::serve(listener, shared.clone(), async {
+        let _ = http_stop_rx.await;
+    }));
+
+    let notify = Arc::new(Notify::new());
+    let ctx = Ctx {
+        store: store.clone(),
+        changes: Mutex::new(Vec::new()),
+        notify: notify.clone(),
+        metrics: metrics.clone(),
+    };
+    let k = &config.kafka;
+    let mut cc = ClientConfig::new();
+    cc.set("bootstrap.servers", &k.brokers)
+        .set("group.id", &k.group_id)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("enable.partition.eof", "false")
+        .set("session.timeout.ms", "10000")
+        .set("client.id", "redlight");
+    for (key, value) in &k.librdkafka {
+        cc.set(key, value);
+    }
+    let consumer: StreamConsumer<Ctx> = cc
+        .create_with_context(ctx)
+        .context("creating the Kafka consumer")?;
+    let topics: Vec<&str> = k.topics.iter().map(String::as_str).collect();
+    consumer
+        .subscribe(&topics)
+        .with_context(|| format!("subscribing to {topics:?}"))?;
+    let mut pc = ClientConfig::new();
+    pc.set("bootstrap.servers", &k.brokers)
+        .set("message.timeout.ms", "30000")
+        .set("acks", "all")
+        .set("client.id", "redlight-dead-letter");
+    for (key, value) in &k.librdkafka {
+        pc.set(key, value);
+    }
+    let producer: FutureProducer = pc.create().context("creating the Kafka producer")?;
+    shared.started.store(true, Ordering::SeqCst);
+    tracing::info!(topics = ?k.topics, group = %k.group_id, data = %data_dir.display(), "redlight running");
+
+    let mut lp = Loop {
+        config: &config,
+        store,
+        consumer,
+        producer,
+        shared: shared.clone(),
+        metrics,
+        partitions: BTreeMap::new(),
+    };
+    let result = lp.run(shutdown, notify).await;
+    lp.finish();
+    let _ = http_stop_tx.send(());
+    let _ = http.await;
+    result
+}
+
+struct Loop<'c> {
+    config: &'c Config,
+    store: Arc<Store>,
+    consumer: StreamConsumer<Ctx>,
+    producer: FutureProducer,
+    shared: Arc<Shared>,
+    metrics: Metrics,
+    partitions: BTreeMap<Slot, PartitionState>,
+}
+
+/// A message that cannot be applied, on its way to the dead-letter topic.
+struct DeadLetter {
+    key: Option<Vec<u8>>,
+    payload: Option<Vec<u8>>,
+    reason: String,
+    code: &'static str,
+    slot: Slot,
+    offset: i64,
+}
+
+fn wall_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+impl Loop<'_> {
+    async fn run(
+        &mut self,
+        shutdown: impl Future<Output = ()>,
+        notify: Arc<Notify>,
+    ) -> anyhow::Result<()> {
+        tokio::pin!(shutdown);
+        loop {
+            self.apply_changes()?;
+            let sleep = self.time_to_next_due();
+            tokio::select! {
+                biased;
+                _ = &mut shutdown => {
+                    tracing::info!("shutting down");
+                    return Ok(());
+                }
+                _ = notify.notified() => {}
+                first = self.consumer.recv() => {
+                    let first = first.map(|m| m.detach());
+                    self.batch(first).await?;
+                }
+                _ = tokio::time::sleep(sleep) => {
+                    self.fire_timers()?;
+                }
+            }
+        }
+    }
+
+    /// Commits the final offsets to Kafka synchronously on the way out.
+    fn finish(&mut self) {
+        let mut tpl = TopicPartitionList::new();
+        for ((topic, partition), p) in &self.partitions {
+            if let Some(next) = p.next_offset {
+                let _ = tpl.add_partition_offset(
+                    topic,
+                    *partition as i32,
+                    Offset::Offset(next as i64),
+                );
+            }
+        }
+        if tpl.count() > 0
+            && let Err(e) = self.consumer.commit(&tpl, CommitMode::Sync)
+        {
+            tracing::warn!(error = %e, "final offset commit to Kafka failed; the store has them");
+        }
+        self.consumer.unsubscribe();
+    }
+
+    fn time_to_next_due(&self) -> Duration {
+        let next = self
+            .partitions
+            .values()
+            .filter_map(|p| p.engine.next_due())
+            .min();
+        match next {
+            Some(due) => Duration::from_millis(due.saturating_sub(wall_ms()).clamp(0, 60_000) as u64),
+            None => Duration::from_secs(60),
+        }
+    }
+
+    /// Loads the state of newly assigned partitions (firing what fell due while we were
+    /// down) and drops revoked ones (already durable).
+    fn apply_changes(&mut self) -> anyhow::Result<()> {
+        let changes: Vec<Change> = match self.consumer.context().changes.lock() {
+            Ok(mut v) => std::mem::take(&mut *v),
+            Err(_) => Vec::new(),
+        };
+        if changes.is_empty() {
+            return Ok(());
+        }
+        for change in changes {
+            match change {
+                Change::Assigned(slots) => {
+                    for slot in slots {
+                        self.load(&slot)?;
+                    }
+                }
+                Change::Revoked(slots) => {
+                    for slot in slots {
+                        self.partitions.remove(&slot);
+                    }
+                }
+            }
+        }
+        if let Ok(mut a) = self.shared.assigned.lock() {
+            *a = self.partitions.keys().cloned().collect();
+        }
+        self.metrics.partitions.set(self.partitions.len() as i64);
+        self.fire_timers()
+    }
+
+    fn load(&mut self, slot: &Slot) -> anyhow::Result<()> {
+        if self.partitions.contains_key(slot) {
+            return Ok(());
+        }
+        let started = Instant::now();
+        let mut engine = self.config.build_engine()?;
+        engine.track_changes();
+        let cases = self.store.load_partition(&slot.0, slot.1)?;
+        let n = cases.len();
+        for case in cases {
+            engine.restore(case);
+        }
+        engine.take_changed();
+        let next_offset = self.store.offset(&slot.0, slot.1)?;
+        tracing::info!(topic = %slot.0, partition = slot.1, cases = n, next_offset,
+            elapsed_ms = started.elapsed().as_millis() as u64, "partition restored");
+        self.partitions.insert(
+            slot.clone(),
+            PartitionState {
+                engine,
+                next_offset,
+            },
+        );
+        Ok(())
+    }
+
+    /// Receives up to `batch_max` messages (waiting at most `batch_wait_ms` for more), applies
+    /// them, and makes the batch durable.
+    async fn batch(
+        &mut self,
+        first: Result<rdkafka::message::OwnedMessage, KafkaError>,
+    ) -> anyhow::Result<()> {
+        let max = self.config.kafka.batch_max;
+        let deadline = tokio::time::Instant::now()
+            + Duration::from_millis(self.config.kafka.batch_wait_ms);
+        let mut messages = Vec::with_capacity(max.min(4096));
+        match first {
+            Ok(m) => messages.push(m),
+            Err(e) => {
+                self.metrics.kafka_errors.inc();
+                tracing::warn!(error = %e, "kafka error while consuming; retrying");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                return Ok(());
+            }
+        }
+        let mut full = false;
+        while messages.len() < max {
+            match tokio::time::timeout_at(deadline, self.consumer.recv()).await {
+                Ok(Ok(m)) => messages.push(m.detach()),
+                Ok(Err(e)) => {
+                    self.metrics.kafka_errors.inc();
+                    tracing::warn!(error = %e, "kafka error while consuming; retrying");
+                    break;
+                }
+                Err(_) => break,
+            }
+            if messages.len() == max {
+                full = true;
+            }
+        }
+        // Assignments that arrived while receiving: load them before applying.
+        self.apply_changes()?;
+        let mut alerts = Vec::new();
+        let mut dead = Vec::new();
+        let mut touched: HashSet<Slot> = HashSet::new();
+        for m in &messages {
+            let Ok(partition) = u32::try_from(m.partition()) else {
+                continue;
+            };
+            let slot: Slot = (m.topic().to_string(), partition);
+            if !self.partitions.contains_key(&slot) {
+                self.load(&slot)?;
+            }
+            let Some(p) = self.partitions.get_mut(&slot) else {
+                continue;
+            };
+            let offset = m.offset();
+            let Ok(offset_u) = u64::try_from(offset) else {
+                continue;
+            };
+            if p.next_offset.is_some_and(|next| offset_u < next) {
+                continue; // already durable: a redelivery
+            }
+            p.next_offset = Some(offset_u + 1);
+            touched.insert(slot.clone());
+            let payload = m.payload().unwrap_or(&[]);
+            let dead_letter = |reason: String, code: &'static str| DeadLetter {
+                key: m.key().map(<[u8]>::to_vec),
+                payload: m.payload().map(<[u8]>::to_vec),
+                reason,
+                code,
+                slot: slot.clone(),
+                offset,
+            };
+            let ev = match Event::parse(payload) {
+                Ok(ev) => ev,
+                Err(e) => {
+                    self.metrics.events_rejected.with_label_values(&[e.reason_code()]).inc();
+                    tracing::warn!(topic = %slot.0, partition = slot.1, offset, reason = %e,
+                        "rejected message; copied to the dead-letter topic");
+                    dead.push(dead_letter(e.to_string(), e.reason_code()));
+                    continue;
+                }
+            };
+            if let Some(key) = m.key()
+                && key != ev.subject.as_bytes()
+            {
+                tracing::debug!(event = %ev.id, subject = %ev.subject, "message key differs from the subject; the subject is the case id");
+            }
+            p.engine.advance_before(ev.time_ms(), &mut alerts);
+            match p.engine.apply(&ev, &mut alerts) {
+                Ok(applied) => {
+                    self.metrics
+                        .events_consumed
+                        .with_label_values(&[slot.0.as_str(), ev.kind.as_str()])
+                        .inc();
+                    if applied == Applied::Duplicate {
+                        self.metrics.events_duplicate.inc();
+                    }
+                }
+                Err(e) => {
+                    // apply() rolled its own alerts back; the timers fired before it stay.
+                    self.metrics.calendar_errors.inc();
+                    self.metrics.events_rejected.with_label_values(&["no_calendar_data"]).inc();
+                    tracing::error!(topic = %slot.0, partition = slot.1, offset, error = %e,
+                        "event needs calendar data that is missing; copied to the dead-letter topic");
+                    dead.push(dead_letter(e.to_string(), "no_calendar_data"));
+                }
+            }
+        }
+        drop(messages);
+        if !full {
+            // Caught up: the wall clock drives the timers again.
+            let now = wall_ms();
+            for p in self.partitions.values_mut() {
+                p.engine.advance(now, &mut alerts);
+            }
+        }
+        self.send_dead_letters(dead).await?;
+        self.persist(alerts, &touched)
+    }
+
+    /// Copies rejected messages to the dead-letter topic and waits until the broker has
+    /// them: their offsets are committed with the batch, so they must not be lost.
+    async fn send_dead_letters(&mut self, dead: Vec<DeadLetter>) -> anyhow::Result<()> {
+        let topic = self.config.kafka.dead_letter_topic.clone();
+        for d in dead {
+            loop {
+                let offset = d.offset.to_string();
+                let partition = d.slot.1.to_string();
+                let headers = OwnedHeaders::new()
+                    .insert(Header { key: "redlight-reason", value: Some(d.reason.as_str()) })
+                    .insert(Header { key: "redlight-reason-code", value: Some(d.code) })
+                    .insert(Header { key: "redlight-source-topic", value: Some(d.slot.0.as_str()) })
+                    .insert(Header { key: "redlight-source-partition", value: Some(partition.as_str()) })
+                    .insert(Header { key: "redlight-source-offset", value: Some(offset.as_str()) });
+                let mut record: FutureRecord<'_, [u8], [u8]> =
+                    FutureRecord::to(&topic).headers(headers);
+                if let Some(k) = &d.key {
+                    record = record.key(k.as_slice());
+                }
+                if let Some(p) = &d.payload {
+                    record = record.payload(p.as_slice());
+                }
+                match self.producer.send(record, Duration::from_secs(30)).await {
+                    Ok(_) => {
+                        self.metrics.dead_letters.inc();
+                        break;
+                    }
+                    Err((e, _)) => {
+                        self.metrics.kafka_errors.inc();
+                        tracing::warn!(error = %e, topic = %topic, "dead-letter send failed; retrying");
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Fires the timers due by the wall clock in every partition and persists the result.
+    fn fire_timers(&mut self) -> anyhow::Result<()> {
+        let now = wall_ms();
+        let mut alerts = Vec::new();
+        for p in self.partitions.values_mut() {
+            p.engine.advance(now, &mut alerts);
+        }
+        self.persist(alerts, &HashSet::new())
+    }
+
+    /// One store transaction: changed cases, alerts, and the offsets of `touched`
+    /// partitions; then the offsets go to Kafka.
+    fn persist(&mut self, alerts: Vec<Alert>, touched: &HashSet<Slot>) -> anyhow::Result<()> {
+        let mut batch = WriteBatch::default();
+        let mut cases = 0usize;
+        for ((topic, partition), p) in self.partitions.iter_mut() {
+            for id in p.engine.take_changed() {
+                let value = match p.engine.case(&id) {
+                    Some(case) => Some(serde_json::to_vec(case)?),
+                    None => None,
+                };
+                batch.cases.push((topic.clone(), *partition, id.to_string(), value));
+            }
+            cases += p.engine.case_count();
+            if touched.contains(&(topic.clone(), *partition))
+                && let Some(next) = p.next_offset
+            {
+                batch.offsets.push((topic.clone(), *partition, next));
+            }
+        }
+        self.metrics.cases.set(cases as i64);
+        if batch.cases.is_empty() && alerts.is_empty() && batch.offsets.is_empty() {
+            return Ok(());
+        }
+        for a in &alerts {
+            self.metrics
+                .alerts
+                .with_label_values(&[level_str(a), status_str(a), &a.rule])
+                .inc();
+            tracing::info!(id = %a.id, rule = %a.rule, case = %a.case, level = level_str(a),
+                status = status_str(a), reason = ?a.reason, at = %a.at, "alert");
+        }
+        batch.alerts = alerts;
+        let started = Instant::now();
+        self.store.commit(&batch)?;
+        self.metrics
+            .commit_seconds
+            .observe(started.elapsed().as_secs_f64());
+        if !batch.offsets.is_empty() {
+            let mut tpl = TopicPartitionList::new();
+            for (topic, partition, next) in &batch.offsets {
+                tpl.add_partition_offset(topic, *partition as i32, Offset::Offset(*next as i64))?;
+            }
+            if let Err(e) = self.consumer.commit(&tpl, CommitMode::Async) {
+                tracing::debug!(error = %e, "offset commit to Kafka failed; the store has them");
+            }
+        }
+        Ok(())
+    }
+}
+
+fn level_str(a: &Alert) -> &'static str {
+    match a.level {
+        crate::alert::Level::Yellow => "yellow",
+        crate::alert::Level::Red => "red",
+    }
+}
+
+fn status_str(a: &Alert) -> &'static str {
+    match a.status {
+        crate::alert::Status::Firing => "firing",
+        crate::alert::Status::Resolved => "resolved",
+    }
+}
