@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The project's test command (README "Run the tests"): formatting, lints, every Rust test,
-# the calendar cross-check against an independent source, and a quick benchmark smoke run.
+# The project's test command (README "Run the tests"): formatting, lints, every Rust test
+# (the end-to-end ones against a real Kafka broker this script starts), the calendar
+# cross-check against an independent source, and a quick benchmark smoke run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -11,6 +12,13 @@ cargo fmt --all -- --check
 
 step "cargo clippy --all-targets -- -D warnings"
 cargo clippy --all-targets --quiet -- -D warnings
+
+step "start a local Kafka broker for the end-to-end tests (scripts/kafka.sh)"
+export KAFKA_PORT="${KAFKA_PORT:-19092}"
+scripts/kafka.sh start
+trap 'scripts/kafka.sh stop || true' EXIT
+REDLIGHT_TEST_KAFKA="$(scripts/kafka.sh bootstrap)"
+export REDLIGHT_TEST_KAFKA
 
 step "cargo test"
 cargo test --quiet 2>&1 | tee target/test-output.txt

@@ -71,6 +71,10 @@ pub struct KafkaConfig {
     /// How long to wait for more messages before closing a batch.
     #[serde(default = "default_batch_wait_ms")]
     pub batch_wait_ms: u64,
+    /// A caught-up partition follows the wall clock (fires its timers) once no message
+    /// came for this long; until then its clock is its events' time, like `replay`.
+    #[serde(default = "default_idle_ms")]
+    pub idle_ms: u64,
     /// Raw librdkafka settings, applied last (the escape hatch: security, timeouts, …).
     #[serde(default)]
     pub librdkafka: BTreeMap<String, String>,
@@ -85,6 +89,7 @@ impl Default for KafkaConfig {
             dead_letter_topic: default_dead_letter_topic(),
             batch_max: default_batch_max(),
             batch_wait_ms: default_batch_wait_ms(),
+            idle_ms: default_idle_ms(),
             librdkafka: BTreeMap::new(),
         }
     }
@@ -107,6 +112,9 @@ const fn default_batch_max() -> usize {
 }
 const fn default_batch_wait_ms() -> u64 {
     20
+}
+const fn default_idle_ms() -> u64 {
+    1000
 }
 
 /// `[store]`: the embedded store.

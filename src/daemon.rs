@@ -6,9 +6,13 @@
 //! is at-least-once; effects are exactly-once, because on (re)assignment the consumer starts
 //! from the offsets in the store and skips anything below them.
 //!
-//! Each partition has its own [`Engine`], whose clock is its own events' time while it
-//! catches up and the wall clock once it has (the batch closed before filling up), so a
-//! backlog replays exactly as `redlight replay` would, and a live stream fires timers on time.
+//! Each partition has its own [`Engine`]. Its clock is its own events' time (timers due
+//! before an event fire before it, as in `redlight replay`), and it follows the wall clock
+//! only once the partition is caught up (its next offset has reached the high watermark)
+//! and no message came for `kafka.idle_ms`. So a backlog — after a restart, or from a
+//! producer feeding history — gives exactly the alerts `redlight replay` gives, with no
+//! false red for a case whose stop event is still in the backlog, while a quiet live stream
+//! fires its timers on time.
 //! Messages that cannot be applied are copied to the dead-letter topic (reason in headers)
 //! before their offset is committed; nothing on the input can stop the loop.
 
@@ -21,9 +25,7 @@ use crate::store::{Store, WriteBatch};
 use anyhow::Context as _;
 use rdkafka::ClientContext;
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{
-    BaseConsumer, CommitMode, Consumer, ConsumerContext, StreamConsumer,
-};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, StreamConsumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -55,6 +57,8 @@ pub struct Shared {
 /// The consumer's context: applies stored offsets on assignment and tells the loop.
 struct Ctx {
     store: Arc<Store>,
+    /// High watermarks from the latest statistics.
+    highs: Mutex<BTreeMap<Slot, u64>>,
     changes: Mutex<Vec<Change>>,
     notify: Arc<Notify>,
     metrics: Metrics,
@@ -69,6 +73,31 @@ impl ClientContext for Ctx {
     fn error(&self, error: KafkaError, reason: &str) {
         self.metrics.kafka_errors.inc();
         tracing::warn!(%error, reason, "kafka client error; retrying");
+    }
+
+    /// librdkafka's periodic statistics: consumer lag per partition for the metric, and the
+    /// high watermarks for the catch-up rule.
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        let mut highs = Vec::new();
+        for (topic, t) in &statistics.topics {
+            for (partition, p) in &t.partitions {
+                let Ok(partition) = u32::try_from(*partition) else {
+                    continue; // the internal "-1" partition
+                };
+                if p.hi_offset >= 0 {
+                    highs.push(((topic.clone(), partition), p.hi_offset as u64));
+                }
+                if p.consumer_lag >= 0 {
+                    self.metrics
+                        .lag
+                        .with_label_values(&[topic.as_str(), partition.to_string().as_str()])
+                        .set(p.consumer_lag);
+                }
+            }
+        }
+        if let Ok(mut h) = self.highs.lock() {
+            h.extend(highs);
+        }
     }
 }
 
@@ -92,13 +121,16 @@ impl ConsumerContext for Ctx {
                     match self.store.offset(topic, *partition) {
                         Ok(Some(next)) => {
                             let offset = Offset::Offset(i64::try_from(next).unwrap_or(i64::MAX));
-                            if let Err(e) = tpl.set_partition_offset(topic, *partition as i32, offset)
+                            if let Err(e) =
+                                tpl.set_partition_offset(topic, *partition as i32, offset)
                             {
                                 tracing::error!(%topic, partition, error = %e, "cannot seek to the stored offset");
                             }
                         }
                         Ok(None) => {}
-                        Err(e) => tracing::error!(%topic, partition, error = %e, "reading the stored offset"),
+                        Err(e) => {
+                            tracing::error!(%topic, partition, error = %e, "reading the stored offset")
+                        }
                     }
                 }
                 if let Err(e) = base.assign(tpl) {
@@ -135,10 +167,28 @@ impl Ctx {
     }
 }
 
-/// One partition's engine and the next offset to consume.
+/// One partition's engine and where it stands in the log.
 struct PartitionState {
     engine: Engine,
+    /// The next offset to consume (all below are durable).
     next_offset: Option<u64>,
+    /// The partition's high watermark as last seen; `None` when unknown.
+    high_watermark: Option<u64>,
+    /// When the last message of this partition arrived.
+    last_message: Instant,
+    /// When the high watermark was last asked of the broker.
+    watermark_checked: Instant,
+}
+
+impl PartitionState {
+    /// Caught up: every message the broker had when we last looked has been applied.
+    fn caught_up(&self) -> bool {
+        match (self.high_watermark, self.next_offset) {
+            (None, _) => true,
+            (Some(high), Some(next)) => next >= high,
+            (Some(high), None) => high == 0,
+        }
+    }
 }
 
 /// The daemon. `shutdown` resolves when it should stop (SIGTERM/SIGINT in `main`).
@@ -176,6 +226,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     let notify = Arc::new(Notify::new());
     let ctx = Ctx {
         store: store.clone(),
+        highs: Mutex::new(BTreeMap::new()),
         changes: Mutex::new(Vec::new()),
         notify: notify.clone(),
         metrics: metrics.clone(),
@@ -189,6 +240,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         .set("auto.offset.reset", "earliest")
         .set("enable.partition.eof", "false")
         .set("session.timeout.ms", "10000")
+        .set("statistics.interval.ms", "1000")
         .set("client.id", "redlight");
     for (key, value) in &k.librdkafka {
         cc.set(key, value);
@@ -285,11 +337,8 @@ impl Loop<'_> {
         let mut tpl = TopicPartitionList::new();
         for ((topic, partition), p) in &self.partitions {
             if let Some(next) = p.next_offset {
-                let _ = tpl.add_partition_offset(
-                    topic,
-                    *partition as i32,
-                    Offset::Offset(next as i64),
-                );
+                let _ =
+                    tpl.add_partition_offset(topic, *partition as i32, Offset::Offset(next as i64));
             }
         }
         if tpl.count() > 0
@@ -306,10 +355,14 @@ impl Loop<'_> {
             .values()
             .filter_map(|p| p.engine.next_due())
             .min();
-        match next {
-            Some(due) => Duration::from_millis(due.saturating_sub(wall_ms()).clamp(0, 60_000) as u64),
-            None => Duration::from_secs(60),
-        }
+        // Wake at the next due time, and at least every `idle_ms` to let quiet partitions
+        // follow the wall clock.
+        let idle = self.config.kafka.idle_ms.max(10) as i64;
+        let ms = match next {
+            Some(due) => due.saturating_sub(wall_ms()).clamp(0, idle),
+            None => idle,
+        };
+        Duration::from_millis(ms as u64)
     }
 
     /// Loads the state of newly assigned partitions (firing what fell due while we were
@@ -357,13 +410,24 @@ impl Loop<'_> {
         }
         engine.take_changed();
         let next_offset = self.store.offset(&slot.0, slot.1)?;
-        tracing::info!(topic = %slot.0, partition = slot.1, cases = n, next_offset,
+        // Ask the broker how far the partition goes, so that a backlog is consumed before
+        // the wall clock fires anything.
+        let high_watermark = tokio::task::block_in_place(|| {
+            self.consumer
+                .fetch_watermarks(&slot.0, slot.1 as i32, Duration::from_secs(5))
+        })
+        .ok()
+        .and_then(|(_, high)| u64::try_from(high).ok());
+        tracing::info!(topic = %slot.0, partition = slot.1, cases = n, next_offset, high_watermark,
             elapsed_ms = started.elapsed().as_millis() as u64, "partition restored");
         self.partitions.insert(
             slot.clone(),
             PartitionState {
                 engine,
                 next_offset,
+                high_watermark,
+                last_message: Instant::now(),
+                watermark_checked: Instant::now(),
             },
         );
         Ok(())
@@ -376,8 +440,8 @@ impl Loop<'_> {
         first: Result<rdkafka::message::OwnedMessage, KafkaError>,
     ) -> anyhow::Result<()> {
         let max = self.config.kafka.batch_max;
-        let deadline = tokio::time::Instant::now()
-            + Duration::from_millis(self.config.kafka.batch_wait_ms);
+        let deadline =
+            tokio::time::Instant::now() + Duration::from_millis(self.config.kafka.batch_wait_ms);
         let mut messages = Vec::with_capacity(max.min(4096));
         match first {
             Ok(m) => messages.push(m),
@@ -388,7 +452,6 @@ impl Loop<'_> {
                 return Ok(());
             }
         }
-        let mut full = false;
         while messages.len() < max {
             match tokio::time::timeout_at(deadline, self.consumer.recv()).await {
                 Ok(Ok(m)) => messages.push(m.detach()),
@@ -398,9 +461,6 @@ impl Loop<'_> {
                     break;
                 }
                 Err(_) => break,
-            }
-            if messages.len() == max {
-                full = true;
             }
         }
         // Assignments that arrived while receiving: load them before applying.
@@ -427,6 +487,7 @@ impl Loop<'_> {
                 continue; // already durable: a redelivery
             }
             p.next_offset = Some(offset_u + 1);
+            p.last_message = Instant::now();
             touched.insert(slot.clone());
             let payload = m.payload().unwrap_or(&[]);
             let dead_letter = |reason: String, code: &'static str| DeadLetter {
@@ -440,7 +501,10 @@ impl Loop<'_> {
             let ev = match Event::parse(payload) {
                 Ok(ev) => ev,
                 Err(e) => {
-                    self.metrics.events_rejected.with_label_values(&[e.reason_code()]).inc();
+                    self.metrics
+                        .events_rejected
+                        .with_label_values(&[e.reason_code()])
+                        .inc();
                     tracing::warn!(topic = %slot.0, partition = slot.1, offset, reason = %e,
                         "rejected message; copied to the dead-letter topic");
                     dead.push(dead_letter(e.to_string(), e.reason_code()));
@@ -466,7 +530,10 @@ impl Loop<'_> {
                 Err(e) => {
                     // apply() rolled its own alerts back; the timers fired before it stay.
                     self.metrics.calendar_errors.inc();
-                    self.metrics.events_rejected.with_label_values(&["no_calendar_data"]).inc();
+                    self.metrics
+                        .events_rejected
+                        .with_label_values(&["no_calendar_data"])
+                        .inc();
                     tracing::error!(topic = %slot.0, partition = slot.1, offset, error = %e,
                         "event needs calendar data that is missing; copied to the dead-letter topic");
                     dead.push(dead_letter(e.to_string(), "no_calendar_data"));
@@ -474,13 +541,7 @@ impl Loop<'_> {
             }
         }
         drop(messages);
-        if !full {
-            // Caught up: the wall clock drives the timers again.
-            let now = wall_ms();
-            for p in self.partitions.values_mut() {
-                p.engine.advance(now, &mut alerts);
-            }
-        }
+        self.advance_idle(&mut alerts);
         self.send_dead_letters(dead).await?;
         self.persist(alerts, &touched)
     }
@@ -494,11 +555,26 @@ impl Loop<'_> {
                 let offset = d.offset.to_string();
                 let partition = d.slot.1.to_string();
                 let headers = OwnedHeaders::new()
-                    .insert(Header { key: "redlight-reason", value: Some(d.reason.as_str()) })
-                    .insert(Header { key: "redlight-reason-code", value: Some(d.code) })
-                    .insert(Header { key: "redlight-source-topic", value: Some(d.slot.0.as_str()) })
-                    .insert(Header { key: "redlight-source-partition", value: Some(partition.as_str()) })
-                    .insert(Header { key: "redlight-source-offset", value: Some(offset.as_str()) });
+                    .insert(Header {
+                        key: "redlight-reason",
+                        value: Some(d.reason.as_str()),
+                    })
+                    .insert(Header {
+                        key: "redlight-reason-code",
+                        value: Some(d.code),
+                    })
+                    .insert(Header {
+                        key: "redlight-source-topic",
+                        value: Some(d.slot.0.as_str()),
+                    })
+                    .insert(Header {
+                        key: "redlight-source-partition",
+                        value: Some(partition.as_str()),
+                    })
+                    .insert(Header {
+                        key: "redlight-source-offset",
+                        value: Some(offset.as_str()),
+                    });
                 let mut record: FutureRecord<'_, [u8], [u8]> =
                     FutureRecord::to(&topic).headers(headers);
                 if let Some(k) = &d.key {
@@ -523,13 +599,42 @@ impl Loop<'_> {
         Ok(())
     }
 
-    /// Fires the timers due by the wall clock in every partition and persists the result.
-    fn fire_timers(&mut self) -> anyhow::Result<()> {
+    /// Lets the wall clock drive the partitions that are caught up and quiet. A quiet
+    /// partition that looked behind asks the broker again (at most once per `idle_ms`).
+    fn advance_idle(&mut self, alerts: &mut Vec<Alert>) {
         let now = wall_ms();
-        let mut alerts = Vec::new();
-        for p in self.partitions.values_mut() {
-            p.engine.advance(now, &mut alerts);
+        let idle = Duration::from_millis(self.config.kafka.idle_ms);
+        let highs: BTreeMap<Slot, u64> = match self.consumer.context().highs.lock() {
+            Ok(mut h) => std::mem::take(&mut *h),
+            Err(_) => BTreeMap::new(),
+        };
+        for ((topic, partition), p) in self.partitions.iter_mut() {
+            if let Some(high) = highs.get(&(topic.clone(), *partition)) {
+                p.high_watermark = Some(p.high_watermark.map_or(*high, |h| h.max(*high)));
+            }
+            if p.last_message.elapsed() < idle {
+                continue;
+            }
+            if !p.caught_up() && p.watermark_checked.elapsed() >= idle {
+                p.watermark_checked = Instant::now();
+                let fetched = tokio::task::block_in_place(|| {
+                    self.consumer
+                        .fetch_watermarks(topic, *partition as i32, Duration::from_secs(2))
+                });
+                if let Ok((_, high)) = fetched {
+                    p.high_watermark = u64::try_from(high).ok();
+                }
+            }
+            if p.caught_up() {
+                p.engine.advance(now, alerts);
+            }
         }
+    }
+
+    /// Fires the timers due by the wall clock in the caught-up partitions and persists.
+    fn fire_timers(&mut self) -> anyhow::Result<()> {
+        let mut alerts = Vec::new();
+        self.advance_idle(&mut alerts);
         self.persist(alerts, &HashSet::new())
     }
 
@@ -544,7 +649,9 @@ impl Loop<'_> {
                     Some(case) => Some(serde_json::to_vec(case)?),
                     None => None,
                 };
-                batch.cases.push((topic.clone(), *partition, id.to_string(), value));
+                batch
+                    .cases
+                    .push((topic.clone(), *partition, id.to_string(), value));
             }
             cases += p.engine.case_count();
             if touched.contains(&(topic.clone(), *partition))
@@ -574,6 +681,11 @@ impl Loop<'_> {
         if !batch.offsets.is_empty() {
             let mut tpl = TopicPartitionList::new();
             for (topic, partition, next) in &batch.offsets {
+                let p = partition.to_string();
+                self.metrics
+                    .durable_offset
+                    .with_label_values(&[topic.as_str(), p.as_str()])
+                    .set(*next as i64);
                 tpl.add_partition_offset(topic, *partition as i32, Offset::Offset(*next as i64))?;
             }
             if let Err(e) = self.consumer.commit(&tpl, CommitMode::Async) {

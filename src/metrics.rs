@@ -31,6 +31,8 @@ pub struct Metrics {
     pub partitions: IntGauge,
     /// Consumer lag by partition (high watermark minus next offset).
     pub lag: IntGaugeVec,
+    /// The next offset to consume, per partition, as durable in the store.
+    pub durable_offset: IntGaugeVec,
     /// The last day the calendar data covers, as a Unix timestamp.
     pub calendar_last_day: IntGauge,
     /// Constant 1 with the version as a label.
@@ -42,7 +44,10 @@ impl Metrics {
         let registry = Registry::new();
         let m = Metrics {
             events_consumed: IntCounterVec::new(
-                Opts::new("redlight_events_consumed_total", "Events consumed, by topic and type."),
+                Opts::new(
+                    "redlight_events_consumed_total",
+                    "Events consumed, by topic and type.",
+                ),
                 &["topic", "type"],
             )
             .expect("valid metric"),
@@ -60,7 +65,10 @@ impl Metrics {
             )
             .expect("valid metric"),
             alerts: IntCounterVec::new(
-                Opts::new("redlight_alerts_total", "Alerts raised, by level, status and rule."),
+                Opts::new(
+                    "redlight_alerts_total",
+                    "Alerts raised, by level, status and rule.",
+                ),
                 &["level", "status", "rule"],
             )
             .expect("valid metric"),
@@ -94,7 +102,18 @@ impl Metrics {
             )
             .expect("valid metric"),
             lag: IntGaugeVec::new(
-                Opts::new("redlight_consumer_lag", "Consumer lag in messages, by partition."),
+                Opts::new(
+                    "redlight_consumer_lag",
+                    "Consumer lag in messages, by partition.",
+                ),
+                &["topic", "partition"],
+            )
+            .expect("valid metric"),
+            durable_offset: IntGaugeVec::new(
+                Opts::new(
+                    "redlight_durable_offset",
+                    "Next offset to consume per partition, durable in the store.",
+                ),
                 &["topic", "partition"],
             )
             .expect("valid metric"),
@@ -122,6 +141,7 @@ impl Metrics {
             Box::new(m.cases.clone()),
             Box::new(m.partitions.clone()),
             Box::new(m.lag.clone()),
+            Box::new(m.durable_offset.clone()),
             Box::new(m.calendar_last_day.clone()),
             Box::new(m.build_info.clone()),
         ] {
