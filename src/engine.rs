@@ -164,8 +164,8 @@ pub struct Duty {
     pub due: i64,
     /// Periods met (at or after `period`).
     pub met: Vec<i32>,
-    /// Periods that went red and are still missing.
-    pub missing: Vec<i32>,
+    /// Periods that went red and are still missing, with the due time each missed.
+    pub missing: Vec<(i32, i64)>,
     /// `due` is only a retry time: the calendar lacked the data to compute the real one.
     #[serde(default)]
     pub pending: bool,
@@ -564,7 +564,7 @@ impl Engine {
             return;
         }
         if !case.duties[pos].met.contains(&period) {
-            case.duties[pos].missing.push(period);
+            case.duties[pos].missing.push((period, due));
             let label = period_label(p.period, period);
             out.push(make_alert(
                 &rules,
@@ -1016,23 +1016,18 @@ impl Engine {
                                 return Ok(());
                             }
                         },
-                        // Without a label the report is for the period that just ended if it
-                        // is still open, else for the current one.
+                        // Without a label the report is for the oldest period still open:
+                        // a missing one if any, else the one being watched.
                         None => {
-                            let current = period_index(p.period, self.zone.date_of(t));
                             let d = &case.duties[pos];
-                            if d.period < current {
-                                d.period
-                            } else {
-                                current
-                            }
+                            d.missing.iter().map(|m| m.0).min().unwrap_or(d.period)
                         }
                     },
                     None => period_index(p.period, self.zone.date_of(t)),
                 };
                 let duty = &mut case.duties[pos];
-                if let Some(i) = duty.missing.iter().position(|m| *m == period) {
-                    duty.missing.remove(i);
+                if let Some(i) = duty.missing.iter().position(|m| m.0 == period) {
+                    let (_, missed_due) = duty.missing.remove(i);
                     let label = period_label(p.period, period);
                     out.push(make_alert(
                         &rules,
@@ -1044,7 +1039,7 @@ impl Engine {
                         Status::Resolved,
                         Reason::CompletedLate,
                         self.now,
-                        None,
+                        Some(missed_due),
                         Some(format!("`{}` for {label} came late", p.fulfil)),
                     ));
                 } else if period >= duty.period && !duty.met.contains(&period) {
@@ -1342,8 +1337,8 @@ impl Engine {
         }
         for d in &case.duties {
             if let RuleKind::Periodic(p) = &rules.rule(d.rule).kind {
-                for m in &d.missing {
-                    resolved.push((d.rule, period_label(p.period, *m), Level::Red, None));
+                for (m, due) in &d.missing {
+                    resolved.push((d.rule, period_label(p.period, *m), Level::Red, Some(*due)));
                 }
             }
         }

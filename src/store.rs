@@ -168,17 +168,16 @@ impl Store {
                 }
             }
             let mut alerts = tx.open_table(ALERTS).map_err(|e| self.err(e))?;
-            let mut next = alerts
+            let first = alerts
                 .last()
                 .map_err(|e| self.err(e))?
                 .map_or(1, |(k, _)| k.value() + 1);
-            for a in &batch.alerts {
+            for (seq, a) in (first..).zip(&batch.alerts) {
                 let json = serde_json::to_vec(a).map_err(|e| self.err(e))?;
                 alerts
-                    .insert(next, json.as_slice())
+                    .insert(seq, json.as_slice())
                     .map_err(|e| self.err(e))?;
-                seqs.push(next);
-                next += 1;
+                seqs.push(seq);
             }
             let mut offsets = tx.open_table(OFFSETS).map_err(|e| self.err(e))?;
             for (topic, partition, offset) in &batch.offsets {
