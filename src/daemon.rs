@@ -393,6 +393,12 @@ impl Loop<'_> {
             *a = self.partitions.keys().cloned().collect();
         }
         self.metrics.partitions.set(self.partitions.len() as i64);
+        self.metrics.cases.set(
+            self.partitions
+                .values()
+                .map(|p| p.engine.case_count() as i64)
+                .sum(),
+        );
         self.fire_timers()
     }
 

@@ -1,0 +1,330 @@
+//! Daemon benchmark against the real local Kafka broker (SPEC issue: the daemon).
+//!
+//! `cargo bench --bench daemon` (add `-- --quick` for a small run). Needs a broker: it uses
+//! `REDLIGHT_TEST_KAFKA` if set, else starts one with `scripts/kafka.sh start`.
+//!
+//! 1. Produces N CloudEvents (`approval.accepted`, one new case each, so N open cases) to
+//!    a fresh 4-partition topic.
+//! 2. Reads the topic with a bare rdkafka consumer: the raw read rate.
+//! 3. Runs `redlight run` (release) on it and measures the rate from the first durable
+//!    offset to all N offsets durable, polling `/metrics`.
+//! 4. Stops it (SIGTERM), starts it again and measures the time until `/readyz` says ready
+//!    with every case restored.
+//!
+//! Prints figures; asserts nothing about speed.
+
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const PARTITIONS: i32 = 4;
+
+fn main() {
+    let quick = std::env::args().any(|a| a == "--quick");
+    let n: u64 = if quick { 20_000 } else { 1_000_000 };
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let brokers = broker(&root);
+    let stamp = std::process::id();
+    let topic = format!("bench-{stamp}-{n}");
+    create_topic(&root, &topic);
+
+    // 1. Produce.
+    let t = Instant::now();
+    produce(&brokers, &topic, n);
+    let produce_s = t.elapsed().as_secs_f64();
+
+    // 2. Raw read.
+    let t = Instant::now();
+    let bytes = raw_read(&brokers, &topic, n);
+    let raw_s = t.elapsed().as_secs_f64();
+
+    // 3. The daemon.
+    let dir = std::env::temp_dir().join(format!("redlight-bench-{stamp}"));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let port = free_port();
+    let config = write_config(&root, &dir, &brokers, &topic, port);
+    let mut daemon = start(&config, &dir.join("daemon-1.log"));
+    let (first, done) = wait_durable(port, n, &mut daemon);
+    let daemon_s = (done - first).as_secs_f64();
+    let rss = rss_bytes(daemon.id());
+    stop(&mut daemon);
+
+    // 4. Restart with N open cases.
+    let t = Instant::now();
+    let mut daemon = start(&config, &dir.join("daemon-2.log"));
+    wait_ready(port, n, &mut daemon);
+    let restart_s = t.elapsed().as_secs_f64();
+    stop(&mut daemon);
+
+    let raw_rate = n as f64 / raw_s;
+    let daemon_rate = n as f64 / daemon_s;
+    println!();
+    println!("daemon benchmark ({n} events, {n} open cases, topic of {PARTITIONS} partitions)");
+    println!(
+        "produce:  {:>10.0} events/s ({produce_s:.2} s)",
+        n as f64 / produce_s
+    );
+    println!(
+        "raw read: {raw_rate:>10.0} events/s ({raw_s:.2} s, {:.1} MiB)",
+        bytes as f64 / 1048576.0
+    );
+    println!(
+        "daemon:   {daemon_rate:>10.0} events/s, first fetch to all offsets durable ({daemon_s:.2} s)"
+    );
+    println!(
+        "ratio:    {:.2} of the raw read rate",
+        daemon_rate / raw_rate
+    );
+    println!(
+        "memory:   {:.0} bytes of daemon RSS per open case ({:.0} MiB)",
+        rss as f64 / n as f64,
+        rss as f64 / 1048576.0
+    );
+    println!(
+        "restart:  ready with {n} open cases in {restart_s:.2} s (process start to /readyz 200)"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn broker(root: &Path) -> String {
+    if let Ok(b) = std::env::var("REDLIGHT_TEST_KAFKA") {
+        return b;
+    }
+    let script = root.join("scripts/kafka.sh");
+    let status = Command::new(&script)
+        .arg("start")
+        .status()
+        .expect("kafka.sh");
+    assert!(status.success(), "scripts/kafka.sh start failed");
+    let out = Command::new(&script)
+        .arg("bootstrap")
+        .output()
+        .expect("kafka.sh");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+fn create_topic(root: &Path, topic: &str) {
+    let status = Command::new(root.join("scripts/kafka.sh"))
+        .args(["topic", topic, &PARTITIONS.to_string()])
+        .stdout(Stdio::null())
+        .status()
+        .expect("kafka.sh topic");
+    assert!(status.success(), "creating topic {topic}");
+}
+
+fn produce(brokers: &str, topic: &str, n: u64) {
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("linger.ms", "20")
+        .set("batch.num.messages", "10000")
+        .set("queue.buffering.max.messages", "1000000")
+        .set("queue.buffering.max.kbytes", "1048576")
+        .create()
+        .expect("producer");
+    let departments = [
+        "市住建局",
+        "市市场监管局",
+        "市自然资源局",
+        "市交通局",
+        "市卫健委",
+    ];
+    let start = chrono::DateTime::parse_from_rfc3339("2026-01-05T09:00:00+08:00").expect("t");
+    for i in 0..n {
+        // Times spread over the first half of 2026, one new case per event.
+        let time = start + chrono::Duration::seconds((i as i64 * 15_000_000) / n as i64);
+        let subject = format!("BENCH-{i:08}");
+        let payload = format!(
+            concat!(
+                r#"{{"specversion":"1.0","id":"b-{}","source":"/bench","type":"approval.accepted","#,
+                r#""time":"{}","subject":"{}","datacontenttype":"application/json","#,
+                r#""data":{{"department":"{}","item":"建筑工程施工许可","handler":"张{}","kind":"promised","promised_workdays":{}}}}}"#
+            ),
+            i,
+            time.to_rfc3339(),
+            subject,
+            departments[(i % 5) as usize],
+            i % 97,
+            5 + i % 15
+        );
+        let mut record = BaseRecord::to(topic).key(&subject).payload(&payload);
+        loop {
+            match producer.send(record) {
+                Ok(()) => break,
+                Err((e, r)) => {
+                    record = r;
+                    if !matches!(
+                        e.rdkafka_error_code(),
+                        Some(rdkafka::types::RDKafkaErrorCode::QueueFull)
+                    ) {
+                        panic!("produce: {e}");
+                    }
+                    producer.poll(Duration::from_millis(10));
+                }
+            }
+        }
+        if i % 10_000 == 0 {
+            producer.poll(Duration::ZERO);
+        }
+    }
+    producer.flush(Duration::from_secs(120)).expect("flush");
+}
+
+fn raw_read(brokers: &str, topic: &str, n: u64) -> u64 {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", format!("raw-{topic}"))
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("consumer");
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..PARTITIONS {
+        tpl.add_partition_offset(topic, p, Offset::Beginning)
+            .expect("tpl");
+    }
+    consumer.assign(&tpl).expect("assign");
+    let (mut count, mut bytes) = (0u64, 0u64);
+    let deadline = Instant::now() + Duration::from_secs(600);
+    while count < n && Instant::now() < deadline {
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
+            count += 1;
+            bytes += rdkafka::Message::payload(&m).map_or(0, |p| p.len() as u64);
+        }
+    }
+    assert_eq!(count, n, "raw consumer read everything");
+    bytes
+}
+
+fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("addr").port()
+}
+
+fn write_config(root: &Path, dir: &Path, brokers: &str, topic: &str, port: u16) -> PathBuf {
+    let cfg = root.join("config");
+    let text = format!(
+        r#"[engine]
+timezone = "Asia/Shanghai"
+calendars = "{cal}"
+rule_packs = [{packs}]
+
+[kafka]
+brokers = "{brokers}"
+group_id = "bench-{topic}"
+topics = ["{topic}"]
+dead_letter_topic = "{topic}.dead-letter"
+
+[store]
+data_dir = "{data}"
+
+[http]
+listen = "127.0.0.1:{port}"
+"#,
+        cal = cfg.join("calendars").display(),
+        packs = ["xk", "xz", "nx", "aq", "hz"]
+            .iter()
+            .map(|p| format!("\"{}\"", cfg.join(format!("rules/{p}.toml")).display()))
+            .collect::<Vec<_>>()
+            .join(", "),
+        data = dir.join("data").display(),
+    );
+    let path = dir.join("redlight.toml");
+    std::fs::write(&path, text).expect("config");
+    path
+}
+
+fn start(config: &Path, log: &Path) -> Child {
+    let log = std::fs::File::create(log).expect("log");
+    Command::new(env!("CARGO_BIN_EXE_redlight"))
+        .args(["run", "--config"])
+        .arg(config)
+        .env("RUST_LOG", "warn,redlight::daemon=info")
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("start redlight")
+}
+
+fn stop(child: &mut Child) {
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let _ = child.wait();
+}
+
+fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).ok()?;
+    let status = buf.split_whitespace().nth(1)?.parse().ok()?;
+    let body = buf.split_once("\r\n\r\n").map(|x| x.1.to_string())?;
+    Some((status, body))
+}
+
+fn metric_sum(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(name) && !l.starts_with('#'))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+fn wait_durable(port: u16, n: u64, child: &mut Child) -> (Instant, Instant) {
+    let mut first = None;
+    let deadline = Instant::now() + Duration::from_secs(1800);
+    while Instant::now() < deadline {
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("redlight exited early: {status}");
+        }
+        if let Some((200, body)) = http_get(port, "/metrics") {
+            let durable = metric_sum(&body, "redlight_durable_offset");
+            if durable > 0.0 && first.is_none() {
+                first = Some(Instant::now());
+            }
+            if durable as u64 >= n {
+                return (first.unwrap_or_else(Instant::now), Instant::now());
+            }
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("the daemon did not make {n} offsets durable in time");
+}
+
+fn wait_ready(port: u16, n: u64, child: &mut Child) {
+    let deadline = Instant::now() + Duration::from_secs(600);
+    while Instant::now() < deadline {
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("redlight exited early: {status}");
+        }
+        if let Some((200, _)) = http_get(port, "/readyz")
+            && let Some((200, body)) = http_get(port, "/metrics")
+            && metric_sum(&body, "redlight_cases ") as u64 >= n
+        {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("the daemon was not ready in time");
+}
+
+fn rss_bytes(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+        })
+        .map_or(0, |kb| kb * 1024)
+}
