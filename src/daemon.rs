@@ -479,9 +479,8 @@ impl Loop<'_> {
                 continue;
             };
             let slot: Slot = (m.topic().to_string(), partition);
-            if !self.partitions.contains_key(&slot) {
-                self.load(&slot)?;
-            }
+            // Not (or no longer) ours: revoked while this batch was being received. Its
+            // new owner starts from the offsets in the store; nothing is applied here.
             let Some(p) = self.partitions.get_mut(&slot) else {
                 continue;
             };
