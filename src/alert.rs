@@ -95,10 +95,11 @@ pub fn alert_id(case: &str, rule: &str, occurrence: &str, level: Level, status: 
         h.update(part.as_bytes());
     }
     let digest = h.finalize();
+    const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut out = String::with_capacity(32);
     for b in &digest[..16] {
-        use std::fmt::Write;
-        let _ = write!(out, "{b:02x}");
+        out.push(HEX[usize::from(b >> 4)] as char);
+        out.push(HEX[usize::from(b & 0xf)] as char);
     }
     out
 }

@@ -6,11 +6,14 @@
 //! holds live.
 //!
 //! Timers are not kept by hand: they are a function of each case's state (see
-//! [`Case::timers`]). After every change to a case the engine diffs that case's timers
-//! before and after, so the index is always exact and a case loaded from the store brings
-//! its timers back. The index is a `BTreeSet` ordered by due time, then case id, rule and
-//! kind, so advancing costs the alerts it fires plus a logarithm, never a scan, and ties
-//! break the same way in every run.
+//! [`Case::timers`]). After every change to a case the engine pushes the timers the case
+//! needs now that it did not need before, so a case loaded from the store brings its timers
+//! back. The index maps each due instant to the timers due then (most deadlines fall at
+//! midnight, so there are few distinct instants and many timers share one); a bucket is
+//! sorted by case id hash, case id, rule and kind when it comes due, so advancing costs
+//! the alerts it fires plus a logarithm, never a scan, and ties break the same way in every
+//! run. Timers that a change made obsolete are not searched for and removed: when one comes
+//! due it is checked against its case's current timers and dropped.
 
 use crate::alert::{Alert, Level, Reason, Status, alert_id, format_instant};
 use crate::calendar::{Calendar, CalendarError};
@@ -22,7 +25,8 @@ use crate::rules::{
 use chrono::{Datelike, NaiveDate};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use std::collections::{BTreeSet, HashMap, HashSet};
+use rustc_hash::{FxHashMap, FxHashSet};
+use std::collections::BTreeMap;
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
@@ -274,7 +278,10 @@ pub enum TimerKind {
     Purge,
 }
 
-type Timer = (i64, Arc<str>, u16, TimerKind);
+/// `(hash of the case id, case id, rule, kind)`, kept under its due instant. The hash orders
+/// a bucket without comparing strings; the id after it keeps the order total (and the same
+/// on every machine: see [`id_hash`]).
+type Timer = (u64, Arc<str>, u16, TimerKind);
 
 /// What [`Engine::apply`] did with an event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -321,16 +328,23 @@ pub struct Engine {
     rules: Arc<RuleSet>,
     cal: Arc<Calendar>,
     zone: Zone,
-    cases: HashMap<Arc<str>, Box<Case>>,
-    timers: BTreeSet<Timer>,
+    cases: FxHashMap<Arc<str>, Box<Case>>,
+    /// Min-heap of timers; may hold obsolete entries, dropped when they come due.
+    timers: BTreeMap<i64, Vec<Timer>>,
+    /// Entries in `timers`, obsolete ones included.
+    timer_entries: usize,
     /// The engine's clock: the latest of the event times applied and the times advanced to.
     now: i64,
     retention_ms: i64,
     /// Interned data keys: a million cases share one copy of `"department"`.
-    keys: HashSet<Arc<str>>,
+    keys: FxHashSet<Arc<str>>,
     stats: Stats,
     /// Cases changed since the last [`Engine::take_changed`], when the owner persists them.
-    changed: Option<HashSet<Arc<str>>>,
+    changed: Option<FxHashSet<Arc<str>>>,
+    /// How many days past an event a clock computation can reach (see [`horizon_days`]):
+    /// events further than this from the calendar's edges cannot fail, so `apply` needs no
+    /// copy of the case to roll back.
+    horizon_days: i64,
     /// Scratch buffers reused across calls, so the hot path does not allocate.
     scratch_old: Vec<(i64, u16, TimerKind)>,
     scratch_new: Vec<(i64, u16, TimerKind)>,
@@ -348,17 +362,20 @@ fn id_hash(id: &str) -> u64 {
 impl Engine {
     pub fn new(rules: Arc<RuleSet>, cal: Arc<Calendar>) -> Engine {
         let zone = Zone::new(&cal);
+        let horizon_days = horizon_days(&rules);
         Engine {
             rules,
             cal,
             zone,
-            cases: HashMap::new(),
-            timers: BTreeSet::new(),
+            cases: FxHashMap::default(),
+            timers: BTreeMap::new(),
+            timer_entries: 0,
             now: i64::MIN,
             retention_ms: i64::from(DEFAULT_RETENTION_DAYS) * DAY,
-            keys: HashSet::new(),
+            keys: FxHashSet::default(),
             stats: Stats::default(),
             changed: None,
+            horizon_days,
             scratch_old: Vec::new(),
             scratch_new: Vec::new(),
         }
@@ -371,7 +388,7 @@ impl Engine {
 
     /// Starts recording which cases change, for an owner that persists them.
     pub fn track_changes(&mut self) {
-        self.changed.get_or_insert_with(HashSet::new);
+        self.changed.get_or_insert_with(FxHashSet::default);
     }
 
     /// The ids of the cases changed (or forgotten) since the last call, sorted.
@@ -416,11 +433,12 @@ impl Engine {
         self.cases.len()
     }
     pub fn timer_count(&self) -> usize {
-        self.timers.len()
+        self.timer_entries
     }
-    /// When the next timer falls due, for a daemon's sleeping timer task.
+    /// When the next timer falls due, for a daemon's sleeping timer task (it may turn out
+    /// to be obsolete: waking for it is harmless).
     pub fn next_due(&self) -> Option<i64> {
-        self.timers.first().map(|t| t.0)
+        self.timers.first_key_value().map(|(due, _)| *due)
     }
 
     /// Puts a persisted case back (its timers with it).
@@ -429,7 +447,11 @@ impl Engine {
         let mut new = std::mem::take(&mut self.scratch_new);
         case.timers(self.retention_ms, &mut new);
         for (due, rule, kind) in &new {
-            self.timers.insert((*due, id.clone(), *rule, *kind));
+            self.timers
+                .entry(*due)
+                .or_default()
+                .push((id_hash(&id), id.clone(), *rule, *kind));
+            self.timer_entries += 1;
         }
         self.scratch_new = new;
         self.cases.insert(id, Box::new(case));
@@ -450,44 +472,64 @@ impl Engine {
     }
 
     fn fire(&mut self, due_now: impl Fn(i64) -> bool, out: &mut Vec<Alert>) {
-        while let Some(first) = self.timers.first() {
-            if !due_now(first.0) {
+        while let Some(entry) = self.timers.first_entry() {
+            if !due_now(*entry.key()) {
                 break;
             }
-            let Some((due, case_id, rule, kind)) = self.timers.pop_first() else {
-                break;
-            };
-            let Some(mut case) = self.cases.remove(&case_id) else {
-                continue;
-            };
-            let mut old = std::mem::take(&mut self.scratch_old);
-            case.timers(self.retention_ms, &mut old);
-            let keep = self.on_timer(&mut case, due, rule, kind, out);
-            self.mark_changed(&case_id);
-            if keep {
-                self.sync_timers(&case, &old);
-                self.cases.insert(case_id, case);
-            } else {
-                for (d, r, k) in &old {
-                    self.timers.remove(&(*d, case.id.clone(), *r, *k));
-                }
+            let due = *entry.key();
+            let mut bucket = entry.remove();
+            self.timer_entries -= bucket.len();
+            bucket.sort_unstable();
+            bucket.dedup();
+            for (_, case_id, rule, kind) in bucket {
+                self.fire_one(due, case_id, rule, kind, out);
             }
-            self.scratch_old = old;
         }
     }
 
-    /// Replaces the case's timers `old` by the ones its state needs now.
+    fn fire_one(
+        &mut self,
+        due: i64,
+        case_id: Arc<str>,
+        rule: u16,
+        kind: TimerKind,
+        out: &mut Vec<Alert>,
+    ) {
+        let Some(mut case) = self.cases.remove(&case_id) else {
+            return; // the case was forgotten
+        };
+        let mut old = std::mem::take(&mut self.scratch_old);
+        case.timers(self.retention_ms, &mut old);
+        let Some(i) = old.iter().position(|t| *t == (due, rule, kind)) else {
+            // Obsolete: the case changed since this timer was set.
+            self.cases.insert(case_id, case);
+            self.scratch_old = old;
+            return;
+        };
+        // Taken out: if the case still needs it after firing, sync sets it again.
+        old.swap_remove(i);
+        let keep = self.on_timer(&mut case, due, rule, kind, out);
+        self.mark_changed(&case_id);
+        if keep {
+            self.sync_timers(&case, &old);
+            self.cases.insert(case_id, case);
+        }
+        self.scratch_old = old;
+    }
+
+    /// Pushes the timers the case needs now that were not among `old`.
     fn sync_timers(&mut self, case: &Case, old: &[(i64, u16, TimerKind)]) {
         let mut new = std::mem::take(&mut self.scratch_new);
         case.timers(self.retention_ms, &mut new);
-        for t in old {
-            if !new.contains(t) {
-                self.timers.remove(&(t.0, case.id.clone(), t.1, t.2));
-            }
-        }
+        let mut hash = None;
         for t in &new {
             if !old.contains(t) {
-                self.timers.insert((t.0, case.id.clone(), t.1, t.2));
+                let h = *hash.get_or_insert_with(|| id_hash(&case.id));
+                self.timers
+                    .entry(t.0)
+                    .or_default()
+                    .push((h, case.id.clone(), t.1, t.2));
+                self.timer_entries += 1;
             }
         }
         self.scratch_new = new;
@@ -605,8 +647,15 @@ impl Engine {
             }
             Err(e) => {
                 self.stats.calendar_errors += 1;
-                tracing::error!(case = %case.id, rule = %rule_id, period = %period_label(p.period, period),
-                    error = %e, "periodic duty pending: no calendar data for its due time");
+                // Every market registered this quarter hits the same missing year: say it
+                // once loudly, then per case only at debug level (the metric counts all).
+                if self.stats.calendar_errors == 1 {
+                    tracing::error!(case = %case.id, rule = %rule_id, period = %period_label(p.period, period),
+                        error = %e, "periodic duties pending: no calendar data for their due time (further cases at debug level)");
+                } else {
+                    tracing::debug!(case = %case.id, rule = %rule_id, period = %period_label(p.period, period),
+                        error = %e, "periodic duty pending: no calendar data for its due time");
+                }
                 d.due = data_end.max(self.now.saturating_add(DAY));
                 d.pending = true;
             }
@@ -651,8 +700,12 @@ impl Engine {
         } else {
             case.timers(self.retention_ms, &mut old);
         }
-        // Only handlers that compute calendar deadlines can fail; keep a copy to roll back.
-        let backup = if !is_new && info.handlers.iter().any(can_fail) {
+        // Only handlers that compute calendar deadlines can fail, and only near the edges
+        // of the calendar data; there, keep a copy to roll back.
+        let day = self.zone.to_local(t).div_euclid(DAY);
+        let near_edge = day < self.cal.first_day_idx() + 2
+            || day.saturating_add(self.horizon_days) > self.cal.last_day_idx();
+        let backup = if !is_new && near_edge && info.handlers.iter().any(can_fail) {
             Some(case.clone())
         } else {
             None
@@ -1360,6 +1413,54 @@ impl Engine {
             ));
         }
     }
+}
+
+/// A bound on how many days past an event any clock computation of these rules can reach:
+/// `n` workdays span at most `2n + 30` days (weekends and the longest holidays), `n` days at
+/// most `n + 30` (Art. 203 moves), plus extensions. Unbounded extensions give `i64::MAX`.
+fn horizon_days(rules: &RuleSet) -> i64 {
+    fn days(unit: Unit, n: u32) -> i64 {
+        let n = i64::from(n);
+        match unit {
+            Unit::Workdays => 2 * n + 30,
+            Unit::Days => n + 30,
+            Unit::Hours => n / 24 + 2,
+            Unit::Minutes => n / 1440 + 2,
+        }
+    }
+    fn limit_days(l: &Limit) -> i64 {
+        match l {
+            Limit::Span { unit, amount } => days(*unit, *amount),
+            Limit::SpanFrom { unit, max, .. } => days(*unit, *max),
+            Limit::SameWorkday => 30,
+            Limit::DueFrom { .. } => 0,
+        }
+    }
+    let mut horizon = 31;
+    for rule in &rules.rules {
+        if let RuleKind::Deadline(d) = &rule.kind {
+            let unit = d.limit.unit().unwrap_or(Unit::Days);
+            // Without a cap on the rule itself, an unmatched case could be extended without
+            // bound: no horizon.
+            let ext = match &d.extend {
+                None => 0,
+                Some(e) => match e.max {
+                    None => return i64::MAX,
+                    Some(m) => {
+                        let most = d.variants.iter().filter_map(|v| v.extend_max).fold(m, u32::max);
+                        days(unit, most)
+                    }
+                },
+            };
+            let base = std::iter::once(&d.limit)
+                .chain(d.variants.iter().filter_map(|v| v.limit.as_ref()))
+                .map(limit_days)
+                .max()
+                .unwrap_or(0);
+            horizon = horizon.max(base.saturating_add(ext));
+        }
+    }
+    horizon
 }
 
 fn can_fail(h: &Handler) -> bool {
