@@ -27,6 +27,22 @@ pub struct Config {
     pub store: StoreConfig,
     #[serde(default)]
     pub http: HttpConfig,
+    #[serde(default)]
+    pub board: BoardConfig,
+    #[serde(default)]
+    pub scorecard: ScorecardConfig,
+    /// `[delivery]`: retries, timeouts and links of alert delivery (see docs/webhooks.md).
+    #[serde(default)]
+    pub delivery: DeliveryConfig,
+    /// `[[receiver]]`: where alerts are delivered. None by default.
+    #[serde(default, rename = "receiver")]
+    pub receivers: Vec<ReceiverConfig>,
+    /// `[[route]]`: which alerts go to which receivers (every matching route applies).
+    #[serde(default, rename = "route")]
+    pub routes: Vec<RouteConfig>,
+    /// `[[escalation]]`: a red still open after a time goes to further receivers.
+    #[serde(default, rename = "escalation")]
+    pub escalations: Vec<EscalationConfig>,
     /// The folder of the configuration file, for resolving relative paths.
     #[serde(skip)]
     pub base: PathBuf,
@@ -145,14 +161,254 @@ pub struct HttpConfig {
     /// Address to listen on; loopback by default.
     #[serde(default = "default_listen")]
     pub listen: String,
+    /// Bearer token the API and the board require (`Authorization: Bearer …`). Required when
+    /// `listen` is not a loopback address; usually given as `REDLIGHT_HTTP__TOKEN`.
+    #[serde(default)]
+    pub token: Option<Secret>,
+    /// A file whose first line is the token (a mounted Kubernetes or systemd secret); read
+    /// at start-up, relative to the configuration file's folder.
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
 }
 
 impl Default for HttpConfig {
     fn default() -> Self {
         HttpConfig {
             listen: default_listen(),
+            token: None,
+            token_file: None,
         }
     }
+}
+
+impl HttpConfig {
+    /// Whether `listen` is a loopback address (only this machine can connect).
+    pub fn is_loopback(&self) -> bool {
+        self.listen
+            .parse::<SocketAddr>()
+            .is_ok_and(|a| a.ip().is_loopback())
+    }
+}
+
+/// A secret from the configuration: never printed, not even by `{:?}`.
+#[derive(Clone, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Secret {
+        Secret(s.into())
+    }
+    /// The secret itself, for comparing or signing; never log it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+/// `[board]`: the red-light board at `/`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BoardConfig {
+    /// The page reloads itself this often (seconds).
+    #[serde(default = "default_board_refresh")]
+    pub refresh_seconds: u32,
+    /// The counts behind the board and the `redlight_open_cases` metrics are recomputed from
+    /// the store at most this often (seconds; with a large store, at most every ten times
+    /// the last recomputation took).
+    #[serde(default = "default_board_cache")]
+    pub cache_seconds: u32,
+    /// At most this many red and this many yellow cases are listed (most urgent first).
+    #[serde(default = "default_board_list_max")]
+    pub list_max: usize,
+    /// The page's heading.
+    #[serde(default = "default_board_title")]
+    pub title: String,
+}
+
+impl Default for BoardConfig {
+    fn default() -> Self {
+        BoardConfig {
+            refresh_seconds: default_board_refresh(),
+            cache_seconds: default_board_cache(),
+            list_max: default_board_list_max(),
+            title: default_board_title(),
+        }
+    }
+}
+
+const fn default_board_refresh() -> u32 {
+    30
+}
+const fn default_board_cache() -> u32 {
+    5
+}
+const fn default_board_list_max() -> usize {
+    40
+}
+fn default_board_title() -> String {
+    "电子监察 · 红绿灯".to_string()
+}
+
+/// `[scorecard]`: the grades of `/api/v1/scorecard` (杭州 Art. 24: 优秀 / 合格 / 不合格).
+/// A department is 优秀 when its on-time rate and violations meet the `excellent_` limits,
+/// 合格 when they meet the `qualified_` ones, else 不合格.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScorecardConfig {
+    #[serde(default = "default_excellent_rate")]
+    pub excellent_on_time_rate: f64,
+    #[serde(default)]
+    pub excellent_max_violations: u64,
+    #[serde(default = "default_qualified_rate")]
+    pub qualified_on_time_rate: f64,
+    #[serde(default = "default_qualified_violations")]
+    pub qualified_max_violations: u64,
+}
+
+impl Default for ScorecardConfig {
+    fn default() -> Self {
+        ScorecardConfig {
+            excellent_on_time_rate: default_excellent_rate(),
+            excellent_max_violations: 0,
+            qualified_on_time_rate: default_qualified_rate(),
+            qualified_max_violations: default_qualified_violations(),
+        }
+    }
+}
+
+const fn default_excellent_rate() -> f64 {
+    0.95
+}
+const fn default_qualified_rate() -> f64 {
+    0.8
+}
+const fn default_qualified_violations() -> u64 {
+    3
+}
+
+/// A string or a list of strings (`levels = "red"` or `levels = ["yellow", "red"]`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StringList(pub Vec<String>);
+
+impl<'de> Deserialize<'de> for StringList {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum OneOrMany {
+            One(String),
+            Many(Vec<String>),
+        }
+        Ok(match OneOrMany::deserialize(d)? {
+            OneOrMany::One(s) => StringList(vec![s]),
+            OneOrMany::Many(v) => StringList(v),
+        })
+    }
+}
+
+/// `[delivery]`: how alerts reach receivers (validated by `delivery::Settings`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeliveryConfig {
+    /// The wait before each retry (`["1s", "5s", "1m"]`); after the last, a dead letter.
+    /// Default: 1s doubling to 10m, then every 10m until 24h have passed.
+    #[serde(default)]
+    pub retry: Option<Vec<String>>,
+    /// Each wait is varied by up to this share either way (default 0.2).
+    #[serde(default)]
+    pub jitter: Option<f64>,
+    /// One attempt's time limit, connect to answer (default `10s`).
+    #[serde(default)]
+    pub timeout: Option<String>,
+    /// Parallel requests per `json`/`alertmanager` receiver (default 16; chat robots: 1).
+    #[serde(default)]
+    pub concurrency: Option<usize>,
+    /// This daemon's address as receivers should link to it (`http://redlight.example:9464`).
+    #[serde(default)]
+    pub external_url: Option<String>,
+}
+
+/// `[[receiver]]`: one webhook endpoint.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReceiverConfig {
+    /// Unique; routes name it.
+    pub name: String,
+    /// `json`, `alertmanager`, `dingtalk`, `wecom` or `feishu`.
+    pub format: String,
+    /// The endpoint; `env:VAR` or `file:/path` keep tokens out of this file.
+    pub url: Secret,
+    /// `dingtalk`/`feishu`: the robot's signing secret; `json`: one Standard Webhooks
+    /// secret (`whsec_…`). `env:VAR` or `file:/path`.
+    #[serde(default)]
+    pub secret: Option<Secret>,
+    /// `json`: several Standard Webhooks secrets at once (rotation); each one signs.
+    #[serde(default)]
+    pub secrets: Vec<Secret>,
+    /// Also send resolved notices (a light cleared).
+    #[serde(default)]
+    pub send_resolved: bool,
+    /// At most this many messages a minute, the rest queue (dingtalk/wecom default 20,
+    /// feishu 100, others unlimited; 0 = unlimited).
+    #[serde(default)]
+    pub rate_limit_per_minute: Option<u32>,
+    /// Overrides `delivery.timeout`.
+    #[serde(default)]
+    pub timeout: Option<String>,
+    /// Overrides `delivery.retry`.
+    #[serde(default)]
+    pub retry: Option<Vec<String>>,
+    /// Overrides `delivery.concurrency`.
+    #[serde(default)]
+    pub concurrency: Option<usize>,
+    /// Extra request headers (`Authorization = "env:TOKEN"`).
+    #[serde(default)]
+    pub headers: BTreeMap<String, Secret>,
+}
+
+/// `[[route]]`: alerts matching every field given (an empty field matches all) go to the
+/// receivers listed.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    #[serde(default)]
+    pub name: Option<String>,
+    /// `yellow`, `red`.
+    #[serde(default)]
+    pub levels: StringList,
+    /// Rule id prefixes: `xk.` or `aq.accident_report`.
+    #[serde(default)]
+    pub rule_prefix: StringList,
+    /// Departments, exactly.
+    #[serde(default)]
+    pub departments: StringList,
+    /// Alert labels (`rule`, `case`, `level`, `severity`, `department`, `item`, `handler`,
+    /// `pack`) and the values accepted.
+    #[serde(default)]
+    pub labels: BTreeMap<String, StringList>,
+    pub receivers: StringList,
+}
+
+/// `[[escalation]]`: a red alert matching and still open after `after` is sent, as an
+/// alert of its own, to the receivers listed. The steps form the chain in their order.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EscalationConfig {
+    pub name: String,
+    /// `30m`, `4h`, `2 workdays` (counted on the working calendar).
+    pub after: String,
+    #[serde(default)]
+    pub rule_prefix: StringList,
+    #[serde(default)]
+    pub departments: StringList,
+    #[serde(default)]
+    pub labels: BTreeMap<String, StringList>,
+    pub receivers: StringList,
 }
 
 fn default_listen() -> String {
@@ -249,6 +505,67 @@ impl Config {
                 config.http.listen
             )));
         }
+        if let Some(file) = config.http.token_file.clone() {
+            let file = config.resolve(&file);
+            let text = std::fs::read_to_string(&file).map_err(|e| {
+                invalid(format!(
+                    "`http.token_file`: cannot read {}: {e}",
+                    file.display()
+                ))
+            })?;
+            let token = text.lines().next().unwrap_or("").trim().to_string();
+            if token.is_empty() {
+                return Err(invalid(format!(
+                    "`http.token_file`: {} is empty",
+                    file.display()
+                )));
+            }
+            config.http.token = Some(Secret::new(token));
+        }
+        if config
+            .http
+            .token
+            .as_ref()
+            .is_some_and(|t| t.expose().trim().is_empty())
+        {
+            return Err(invalid(
+                "`http.token` is empty; set a long random token or leave it out".into(),
+            ));
+        }
+        if config.http.token.is_none() && !config.http.is_loopback() {
+            return Err(invalid(format!(
+                "`http.listen` {:?} is reachable from other machines, so the API and the board \
+                 need a bearer token: set `http.token` (or REDLIGHT_HTTP__TOKEN, or \
+                 `http.token_file`)",
+                config.http.listen
+            )));
+        }
+        let sc = &config.scorecard;
+        for (key, rate) in [
+            ("excellent_on_time_rate", sc.excellent_on_time_rate),
+            ("qualified_on_time_rate", sc.qualified_on_time_rate),
+        ] {
+            if !(0.0..=1.0).contains(&rate) {
+                return Err(invalid(format!(
+                    "`scorecard.{key}` is {rate}, not a share from 0 to 1"
+                )));
+            }
+        }
+        if sc.excellent_on_time_rate < sc.qualified_on_time_rate
+            || sc.excellent_max_violations > sc.qualified_max_violations
+        {
+            return Err(invalid(
+                "`scorecard`: the `excellent_` limits must be at least as strict as the \
+                 `qualified_` ones"
+                    .into(),
+            ));
+        }
+        if config.board.cache_seconds == 0 || config.board.refresh_seconds == 0 {
+            return Err(invalid(
+                "`board.cache_seconds` and `board.refresh_seconds` must be at least 1".into(),
+            ));
+        }
+        crate::delivery::Settings::from_config(&config).map_err(invalid)?;
         Ok(config)
     }
 

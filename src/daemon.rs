@@ -52,6 +52,8 @@ pub struct Shared {
     /// The last day of calendar data and today's date, for /readyz.
     pub calendar_last_day: chrono::NaiveDate,
     pub tz: chrono_tz::Tz,
+    /// The rules, calendar and settings the API and the board read the store with.
+    pub view: crate::api::View,
 }
 
 /// The consumer's context: applies stored offsets on assignment and tells the loop.
@@ -211,8 +213,24 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         assigned: Mutex::new(Vec::new()),
         calendar_last_day: cal_last,
         tz: template.zone().tz(),
+        view: crate::api::View::new(
+            &config,
+            Arc::new(template.rules().clone()),
+            Arc::new(template.calendar().clone()),
+        ),
     });
     drop(template);
+    // Alert delivery: the outbox is written with each batch (the store's commit hook), the
+    // worker sends it; secrets are read here, and a missing one stops the start.
+    let delivery = crate::delivery::Delivery::start(
+        &config,
+        store.clone(),
+        metrics.clone(),
+        crate::delivery::Options {
+            gate_on_engine_time: true,
+            ..Default::default()
+        },
+    )?;
 
     let listener = tokio::net::TcpListener::bind(&config.http.listen)
         .await
@@ -272,9 +290,20 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         shared: shared.clone(),
         metrics,
         partitions: BTreeMap::new(),
+        delivery: delivery.clone(),
+        ledger: Vec::new(),
     };
     let result = lp.run(shutdown, notify).await;
     lp.finish();
+    // Requests in flight finish (or time out) and their outcomes are recorded.
+    if tokio::time::timeout(Duration::from_secs(20), delivery.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            "alert delivery did not stop within 20s; the outbox keeps what was not confirmed"
+        );
+    }
     let _ = http_stop_tx.send(());
     let _ = http.await;
     result
@@ -288,6 +317,9 @@ struct Loop<'c> {
     shared: Arc<Shared>,
     metrics: Metrics,
     partitions: BTreeMap<Slot, PartitionState>,
+    delivery: Arc<crate::delivery::Delivery>,
+    /// Scorecard rows of the events applied since the last persist (see `src/scorecard.rs`).
+    ledger: Vec<(i64, String, String, Vec<u8>)>,
 }
 
 /// A message that cannot be applied, on its way to the dead-letter topic.
@@ -521,9 +553,22 @@ impl Loop<'_> {
             {
                 tracing::debug!(event = %ev.id, subject = %ev.subject, "message key differs from the subject; the subject is the case id");
             }
+            let t0 = Instant::now();
             p.engine.advance_before(ev.time_ms(), &mut alerts);
-            match p.engine.apply(&ev, &mut alerts) {
+            let t1 = Instant::now();
+            let applied = p.engine.apply(&ev, &mut alerts);
+            self.metrics
+                .engine_advance_seconds
+                .observe((t1 - t0).as_secs_f64());
+            self.metrics
+                .engine_apply_seconds
+                .observe(t1.elapsed().as_secs_f64());
+            match applied {
                 Ok(applied) => {
+                    // Recorded now: a backlog may forget the case before the batch is written.
+                    if let Some(case) = p.engine.case(&ev.subject) {
+                        crate::scorecard::ledger_rows(case, p.engine.rules(), &mut self.ledger);
+                    }
                     self.metrics
                         .events_consumed
                         .with_label_values(&[slot.0.as_str(), ev.kind.as_str()])
@@ -631,7 +676,11 @@ impl Loop<'_> {
                 }
             }
             if p.caught_up() {
+                let t0 = Instant::now();
                 p.engine.advance(now, alerts);
+                self.metrics
+                    .engine_advance_seconds
+                    .observe(t0.elapsed().as_secs_f64());
             }
         }
     }
@@ -643,15 +692,31 @@ impl Loop<'_> {
         self.persist(alerts, &HashSet::new())
     }
 
+    /// Tells alert delivery how far every partition's engine clock has got (all its alerts
+    /// up to there are durable): an escalation step fires only once the red it escalates is
+    /// known to have stayed open that long.
+    fn publish_engine_time(&self) {
+        if let Some(min) = self.partitions.values().map(|p| p.engine.now()).min() {
+            self.delivery.set_engine_time(min);
+        }
+    }
+
     /// One store transaction: changed cases, alerts, and the offsets of `touched`
     /// partitions; then the offsets go to Kafka.
     fn persist(&mut self, alerts: Vec<Alert>, touched: &HashSet<Slot>) -> anyhow::Result<()> {
-        let mut batch = WriteBatch::default();
+        let mut batch = WriteBatch {
+            ledger: std::mem::take(&mut self.ledger),
+            ..WriteBatch::default()
+        };
         let mut cases = 0usize;
         for ((topic, partition), p) in self.partitions.iter_mut() {
             for id in p.engine.take_changed() {
                 let value = match p.engine.case(&id) {
-                    Some(case) => Some(serde_json::to_vec(case)?),
+                    Some(case) => {
+                        // What the scorecard counts, kept after the case is forgotten.
+                        crate::scorecard::ledger_rows(case, p.engine.rules(), &mut batch.ledger);
+                        Some(serde_json::to_vec(case)?)
+                    }
                     None => None,
                 };
                 batch
@@ -667,6 +732,7 @@ impl Loop<'_> {
         }
         self.metrics.cases.set(cases as i64);
         if batch.cases.is_empty() && alerts.is_empty() && batch.offsets.is_empty() {
+            self.publish_engine_time();
             return Ok(());
         }
         for a in &alerts {
@@ -683,6 +749,7 @@ impl Loop<'_> {
         self.metrics
             .commit_seconds
             .observe(started.elapsed().as_secs_f64());
+        self.publish_engine_time();
         if !batch.offsets.is_empty() {
             let mut tpl = TopicPartitionList::new();
             for (topic, partition, next) in &batch.offsets {

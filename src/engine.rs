@@ -23,9 +23,9 @@ use crate::rules::{
     Condition, DeadlineRule, Handler, Limit, Matcher, Period, PeriodicRule, RuleKind, RuleSet, Unit,
 };
 use chrono::{Datelike, NaiveDate};
+use rustc_hash::{FxHashMap, FxHashSet};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use rustc_hash::{FxHashMap, FxHashSet};
 use std::collections::BTreeMap;
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
@@ -1447,7 +1447,11 @@ fn horizon_days(rules: &RuleSet) -> i64 {
                 Some(e) => match e.max {
                     None => return i64::MAX,
                     Some(m) => {
-                        let most = d.variants.iter().filter_map(|v| v.extend_max).fold(m, u32::max);
+                        let most = d
+                            .variants
+                            .iter()
+                            .filter_map(|v| v.extend_max)
+                            .fold(m, u32::max);
                         days(unit, most)
                     }
                 },

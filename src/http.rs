@@ -1,12 +1,14 @@
-//! The daemon's HTTP side: `/metrics`, `/healthz`, `/readyz` and the read-only API.
+//! The daemon's HTTP side: `/metrics`, `/healthz`, `/readyz`, the read-only API and the
+//! board (the API and the board live in `src/api.rs` and `src/board.rs`). Every route but
+//! `/metrics`, `/healthz` and `/readyz` needs the bearer token when one is configured
+//! ([`crate::api::guard`]).
 
 use crate::daemon::Shared;
 use axum::Router;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use serde::Deserialize;
+use axum::routing::{get, post};
 use serde_json::json;
 use std::future::Future;
 use std::sync::Arc;
@@ -22,7 +24,19 @@ pub async fn serve(
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
-        .route("/api/v1/alerts", get(alerts))
+        .route("/", get(crate::api::board))
+        .route("/api/v1/cases", get(crate::api::cases))
+        .route("/api/v1/cases/{id}", get(crate::api::case))
+        .route("/api/v1/alerts", get(crate::api::alerts))
+        .route("/api/v1/scorecard", get(crate::api::scorecard))
+        .route("/api/v1/deliveries", get(deliveries))
+        .route("/api/v1/deliveries/waiting", get(waiting))
+        .route("/api/v1/deliveries/dead", get(dead_letters))
+        .route("/api/v1/deliveries/dead/resend", post(resend_dead))
+        .layer(axum::middleware::from_fn_with_state(
+            shared.clone(),
+            crate::api::guard,
+        ))
         .with_state(shared);
     if let Err(e) = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
@@ -38,6 +52,23 @@ async fn healthz() -> impl IntoResponse {
 
 /// Ready when the store is restored, partitions are assigned and the calendar covers today.
 async fn readyz(State(s): State<Arc<Shared>>) -> Response {
+    let (reasons, assigned) = readiness(&s);
+    let body = json!({
+        "ready": reasons.is_empty(),
+        "reasons": reasons,
+        "partitions": assigned,
+        "calendar_last_day": s.calendar_last_day.to_string(),
+    });
+    let code = if reasons.is_empty() {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (code, axum::Json(body)).into_response()
+}
+
+/// Why the daemon is not ready (empty when it is), and the partitions assigned.
+fn readiness(s: &Shared) -> (Vec<String>, usize) {
     let mut reasons = Vec::new();
     if !s.started.load(Ordering::SeqCst) {
         reasons.push("store not restored yet".to_string());
@@ -53,21 +84,12 @@ async fn readyz(State(s): State<Arc<Shared>>) -> Response {
             s.calendar_last_day
         ));
     }
-    let body = json!({
-        "ready": reasons.is_empty(),
-        "reasons": reasons,
-        "partitions": assigned,
-        "calendar_last_day": s.calendar_last_day.to_string(),
-    });
-    let code = if reasons.is_empty() {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
-    (code, axum::Json(body)).into_response()
+    (reasons, assigned)
 }
 
 async fn metrics(State(s): State<Arc<Shared>>) -> Response {
+    s.metrics.ready.set(i64::from(readiness(&s).0.is_empty()));
+    crate::api::refresh_gauges(&s).await;
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         s.metrics.render(),
@@ -75,43 +97,120 @@ async fn metrics(State(s): State<Arc<Shared>>) -> Response {
         .into_response()
 }
 
-#[derive(Deserialize)]
-struct AlertsQuery {
-    /// Only alerts with a sequence number above this.
+/// `/api/v1/deliveries`: per receiver, deliveries waiting in the outbox and dead letters;
+/// escalation steps waiting.
+async fn deliveries(State(s): State<Arc<Shared>>) -> Response {
+    let store = s.store.clone();
+    let result = tokio::task::spawn_blocking(move || {
+        Ok::<_, crate::store::StoreError>((
+            crate::delivery::stats(&store)?,
+            crate::delivery::pending_escalations(&store)?,
+        ))
+    })
+    .await;
+    match result {
+        Ok(Ok((receivers, escalations))) => axum::Json(json!({
+            "receivers": receivers,
+            "escalations_pending": escalations,
+        }))
+        .into_response(),
+        Ok(Err(e)) => delivery_error(e.to_string()),
+        Err(e) => delivery_error(e.to_string()),
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct DeadQuery {
     #[serde(default)]
     after: u64,
-    #[serde(default = "default_limit")]
-    limit: usize,
+    #[serde(default)]
+    limit: Option<usize>,
+    #[serde(default)]
+    receiver: Option<String>,
 }
 
-fn default_limit() -> usize {
-    1000
-}
-
-/// `/api/v1/alerts?after=SEQ&limit=N`: alerts in the order they happened, with their
-/// sequence numbers, for paging.
-async fn alerts(State(s): State<Arc<Shared>>, Query(q): Query<AlertsQuery>) -> Response {
+/// `/api/v1/deliveries/dead?after=SEQ&limit=N&receiver=NAME`: deliveries refused or out of
+/// retries, with the reason (secrets removed), oldest first.
+async fn dead_letters(
+    State(s): State<Arc<Shared>>,
+    axum::extract::Query(q): axum::extract::Query<DeadQuery>,
+) -> Response {
     let store = s.store.clone();
-    let limit = q.limit.clamp(1, 10_000);
-    let result = tokio::task::spawn_blocking(move || store.alerts(q.after, limit)).await;
+    let limit = q.limit.unwrap_or(1000).clamp(1, 10_000);
+    let result = tokio::task::spawn_blocking(move || {
+        crate::delivery::dead_letters(&store, q.after, limit, q.receiver.as_deref())
+    })
+    .await;
     match result {
         Ok(Ok(rows)) => {
-            let next = rows.last().map_or(q.after, |(seq, _)| *seq);
-            let items: Vec<serde_json::Value> = rows
-                .into_iter()
-                .map(|(seq, a)| json!({"seq": seq, "alert": a}))
-                .collect();
-            axum::Json(json!({"alerts": items, "next": next})).into_response()
+            let next = rows.last().map_or(q.after, |r| r.seq);
+            axum::Json(json!({"dead_letters": rows, "next": next})).into_response()
         }
-        Ok(Err(e)) => (
-            StatusCode::INTERNAL_SERVER_ERROR,
-            axum::Json(json!({"error": e.to_string()})),
-        )
-            .into_response(),
-        Err(e) => (
-            StatusCode::INTERNAL_SERVER_ERROR,
-            axum::Json(json!({"error": e.to_string()})),
-        )
-            .into_response(),
+        Ok(Err(e)) => delivery_error(e.to_string()),
+        Err(e) => delivery_error(e.to_string()),
     }
+}
+
+/// `/api/v1/deliveries/waiting?after=SEQ&limit=N&receiver=NAME`: deliveries in the outbox
+/// (not yet delivered, or retrying), with the next attempt and the last error.
+async fn waiting(
+    State(s): State<Arc<Shared>>,
+    axum::extract::Query(q): axum::extract::Query<DeadQuery>,
+) -> Response {
+    let store = s.store.clone();
+    let limit = q.limit.unwrap_or(1000).clamp(1, 10_000);
+    let result = tokio::task::spawn_blocking(move || {
+        crate::delivery::waiting(&store, q.after, limit, q.receiver.as_deref())
+    })
+    .await;
+    match result {
+        Ok(Ok(rows)) => {
+            let next = rows.last().map_or(q.after, |r| r.seq);
+            axum::Json(json!({"waiting": rows, "next": next})).into_response()
+        }
+        Ok(Err(e)) => delivery_error(e.to_string()),
+        Err(e) => delivery_error(e.to_string()),
+    }
+}
+
+/// `POST /api/v1/deliveries/dead/resend` with `{"receiver": "…"}`, `{"seqs": [3, 4]}` or an
+/// empty body (all): moves dead letters back into the outbox with a fresh retry schedule.
+async fn resend_dead(State(s): State<Arc<Shared>>, body: axum::body::Bytes) -> Response {
+    let selection: crate::delivery::Selection = if body.iter().all(u8::is_ascii_whitespace) {
+        crate::delivery::Selection::default()
+    } else {
+        match serde_json::from_slice(&body) {
+            Ok(sel) => sel,
+            Err(e) => {
+                return (
+                    StatusCode::BAD_REQUEST,
+                    axum::Json(json!({"error": format!(
+                        "the body must be {{\"receiver\": \"name\"}} or {{\"seqs\": [1, 2]}}: {e}"
+                    )})),
+                )
+                    .into_response();
+            }
+        }
+    };
+    let store = s.store.clone();
+    let metrics = s.metrics.clone();
+    let result = tokio::task::spawn_blocking(move || {
+        let now = chrono::Utc::now().timestamp_millis();
+        crate::delivery::resend_dead(&store, Some(&metrics), &selection, now)
+    })
+    .await;
+    match result {
+        Ok(Ok(n)) => axum::Json(json!({"resent": n})).into_response(),
+        Ok(Err(e)) => delivery_error(e.to_string()),
+        Err(e) => delivery_error(e.to_string()),
+    }
+}
+
+fn delivery_error(message: String) -> Response {
+    tracing::error!(error = %message, "delivery API");
+    (
+        StatusCode::INTERNAL_SERVER_ERROR,
+        axum::Json(json!({"error": message})),
+    )
+        .into_response()
 }

@@ -13,16 +13,28 @@
 //! - [`store`]: the embedded store (redb): cases, offsets and alerts per partition.
 //! - [`daemon`]: `redlight run` — the Kafka consumer loop around the engine.
 //! - [`http`]: `/metrics`, `/healthz`, `/readyz` and the read-only API.
+//! - [`api`]: the JSON API (`/api/v1/…`), the board's counts, the bearer-token check.
+//! - [`board`]: the red-light board at `/` (server-rendered HTML, in Chinese).
+//! - [`scorecard`]: department scorecards (杭州 Arts. 20–26) from the store's ledger.
 //! - [`metrics`]: the Prometheus metrics.
+//! - [`delivery`]: alert delivery — receivers, routing, escalation, the durable outbox, retries,
+//!   dead letters.
+//! - [`formats`]: what receivers are sent (SPEC §4 JSON signed per Standard Webhooks,
+//!   Alertmanager, DingTalk, WeCom, Feishu) and the Chinese message text.
 pub mod alert;
+pub mod api;
+pub mod board;
 pub mod calendar;
 pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod daemon;
+pub mod delivery;
 pub mod engine;
 pub mod event;
+pub mod formats;
 pub mod http;
 pub mod metrics;
 pub mod rules;
+pub mod scorecard;
 pub mod store;

@@ -51,12 +51,43 @@ enum Command {
         /// The events, one CloudEvent per line; `-` reads standard input.
         file: PathBuf,
     },
+    /// Alert deliveries: what waits in the outbox, the dead letters, re-sending them once the
+    /// receiver is fixed. Talks to the running daemon's HTTP port (`http.listen`); with no
+    /// daemon running it uses the store directly.
+    Deliveries {
+        #[arg(long, default_value = "config/redlight.toml")]
+        config: PathBuf,
+        #[command(subcommand)]
+        action: DeliveriesAction,
+    },
     /// Ask the working calendar.
     Calendar {
         #[arg(long, default_value = "config/redlight.toml")]
         config: PathBuf,
         #[command(subcommand)]
         query: CalendarQuery,
+    },
+}
+
+#[derive(Subcommand)]
+enum DeliveriesAction {
+    /// Per receiver: deliveries waiting and dead letters.
+    Status,
+    /// The dead letters (refused, or out of retries) as JSON lines, with the reason.
+    Dead {
+        /// Only this receiver's.
+        #[arg(long)]
+        receiver: Option<String>,
+        #[arg(long, default_value_t = 1000)]
+        limit: usize,
+    },
+    /// Re-send dead letters with a fresh retry schedule: all of them, a receiver's
+    /// (`--receiver`), or the given ones (`--seq N`, repeatable).
+    Resend {
+        #[arg(long)]
+        receiver: Option<String>,
+        #[arg(long = "seq")]
+        seqs: Vec<u64>,
     },
 }
 
@@ -203,6 +234,28 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
                 alerts = summary.alerts,
                 "replay done"
             );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Deliveries { config, action } => {
+            let config = Config::load(&config)?;
+            let cmd = match action {
+                DeliveriesAction::Status => redlight::delivery::Command::Status,
+                DeliveriesAction::Dead { receiver, limit } => {
+                    redlight::delivery::Command::Dead { receiver, limit }
+                }
+                DeliveriesAction::Resend { receiver, seqs } => {
+                    redlight::delivery::Command::Resend(redlight::delivery::Selection {
+                        receiver,
+                        seqs,
+                    })
+                }
+            };
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("starting the async runtime")?;
+            let mut out = io::stdout();
+            runtime.block_on(redlight::delivery::command(&config, cmd, &mut out))?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Calendar { config, query } => {

@@ -1,8 +1,8 @@
 //! Prometheus metrics: prefix `redlight_`, `_total` counters, `_seconds` histograms.
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 /// Every metric the daemon exports, registered in one registry.
@@ -37,6 +37,35 @@ pub struct Metrics {
     pub calendar_last_day: IntGauge,
     /// Constant 1 with the version as a label.
     pub build_info: IntGaugeVec,
+    /// Time of one `Engine::apply` (one event).
+    pub engine_apply_seconds: Histogram,
+    /// Time of one `Engine::advance` or `advance_before` (firing the timers that fell due).
+    pub engine_advance_seconds: Histogram,
+    /// Open cases by light, department and rule: a case counts once for every rule with a
+    /// running clock, a watched duty or an unresolved violation in it, under that rule's
+    /// light. Recomputed from the store with the board (see `src/api.rs`).
+    pub open_cases: IntGaugeVec,
+    /// Open cases by department and their overall light (each case once).
+    pub case_lights: IntGaugeVec,
+    /// 1 when `/readyz` would answer 200, else 0 (updated on every scrape).
+    pub ready: IntGauge,
+    /// Time to recompute the board's counts from the store.
+    pub view_refresh_seconds: Histogram,
+    /// HTTP requests by route and status code (401s show token problems).
+    pub http_requests: IntCounterVec,
+    /// Delivery attempts by receiver and outcome (`delivered`, `retry`, `throttled`,
+    /// `refused`) and deliveries that became dead letters (`dead`).
+    pub deliveries: IntCounterVec,
+    /// From an alert being stored to its delivery being acknowledged, by receiver.
+    pub delivery_latency: HistogramVec,
+    /// Deliveries waiting in the outbox, by receiver.
+    pub outbox_depth: IntGaugeVec,
+    /// Deliveries in the dead letters (refused or out of retries), by receiver.
+    pub delivery_dead_letters: IntGaugeVec,
+    /// Escalation steps waiting for their time (cancelled if the red is resolved first).
+    pub escalations_pending: IntGauge,
+    /// Reds escalated, by escalation step.
+    pub escalations: IntCounterVec,
 }
 
 impl Metrics {
@@ -127,6 +156,108 @@ impl Metrics {
                 &["version"],
             )
             .expect("valid metric"),
+            engine_apply_seconds: Histogram::with_opts(
+                HistogramOpts::new(
+                    "redlight_engine_apply_seconds",
+                    "Time the engine took to apply one event.",
+                )
+                .buckets(prometheus::exponential_buckets(1e-6, 4.0, 11).expect("buckets")),
+            )
+            .expect("valid metric"),
+            engine_advance_seconds: Histogram::with_opts(
+                HistogramOpts::new(
+                    "redlight_engine_advance_seconds",
+                    "Time the engine took to advance its clock and fire the timers due.",
+                )
+                .buckets(prometheus::exponential_buckets(1e-6, 4.0, 11).expect("buckets")),
+            )
+            .expect("valid metric"),
+            open_cases: IntGaugeVec::new(
+                Opts::new(
+                    "redlight_open_cases",
+                    "Open cases by light, department and rule (a case counts once per rule open in it).",
+                ),
+                &["light", "department", "rule"],
+            )
+            .expect("valid metric"),
+            case_lights: IntGaugeVec::new(
+                Opts::new(
+                    "redlight_case_lights",
+                    "Open cases by department and overall light (each case once).",
+                ),
+                &["light", "department"],
+            )
+            .expect("valid metric"),
+            ready: IntGauge::new(
+                "redlight_ready",
+                "1 when /readyz answers 200 (store restored, partitions assigned, calendar covers today).",
+            )
+            .expect("valid metric"),
+            view_refresh_seconds: Histogram::with_opts(
+                HistogramOpts::new(
+                    "redlight_view_refresh_seconds",
+                    "Time to recompute the board's counts from the store.",
+                )
+                .buckets(prometheus::exponential_buckets(0.001, 4.0, 9).expect("buckets")),
+            )
+            .expect("valid metric"),
+            http_requests: IntCounterVec::new(
+                Opts::new(
+                    "redlight_http_requests_total",
+                    "HTTP requests by route and status code.",
+                ),
+                &["route", "code"],
+            )
+            .expect("valid metric"),
+            deliveries: IntCounterVec::new(
+                Opts::new(
+                    "redlight_deliveries_total",
+                    "Alert delivery attempts by receiver and outcome (delivered, retry, throttled, refused), and dead letters (dead).",
+                ),
+                &["receiver", "outcome"],
+            )
+            .expect("valid metric"),
+            delivery_latency: HistogramVec::new(
+                HistogramOpts::new(
+                    "redlight_delivery_latency_seconds",
+                    "From an alert being stored to its delivery being acknowledged by the receiver.",
+                )
+                .buckets(vec![
+                    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+                    300.0, 900.0, 3600.0, 14400.0,
+                ]),
+                &["receiver"],
+            )
+            .expect("valid metric"),
+            outbox_depth: IntGaugeVec::new(
+                Opts::new(
+                    "redlight_outbox_depth",
+                    "Alert deliveries waiting in the outbox, by receiver.",
+                ),
+                &["receiver"],
+            )
+            .expect("valid metric"),
+            delivery_dead_letters: IntGaugeVec::new(
+                Opts::new(
+                    "redlight_delivery_dead_letters",
+                    "Alert deliveries in the dead letters (refused or out of retries), by receiver.",
+                ),
+                &["receiver"],
+            )
+            .expect("valid metric"),
+            escalations_pending: IntGauge::new(
+                "redlight_escalations_pending",
+                "Escalation steps waiting for their time.",
+            )
+            .expect("valid metric"),
+            escalations: IntCounterVec::new(
+                Opts::new(
+                    "redlight_escalations_total",
+                    "Red alerts escalated, by escalation step.",
+                ),
+                &["step"],
+            )
+            .expect("valid metric"),
             registry,
         };
         for c in [
@@ -144,6 +275,19 @@ impl Metrics {
             Box::new(m.durable_offset.clone()),
             Box::new(m.calendar_last_day.clone()),
             Box::new(m.build_info.clone()),
+            Box::new(m.engine_apply_seconds.clone()),
+            Box::new(m.engine_advance_seconds.clone()),
+            Box::new(m.open_cases.clone()),
+            Box::new(m.case_lights.clone()),
+            Box::new(m.ready.clone()),
+            Box::new(m.view_refresh_seconds.clone()),
+            Box::new(m.http_requests.clone()),
+            Box::new(m.deliveries.clone()),
+            Box::new(m.delivery_latency.clone()),
+            Box::new(m.outbox_depth.clone()),
+            Box::new(m.delivery_dead_letters.clone()),
+            Box::new(m.escalations_pending.clone()),
+            Box::new(m.escalations.clone()),
         ] {
             m.registry.register(c).expect("unique metric names");
         }

@@ -13,6 +13,13 @@
 //! - `offsets`: `(topic, partition)` → the next offset to consume;
 //! - `alerts`: sequence number → alert JSON, every alert in the order it happened (the
 //!   source for delivery and the API).
+//! - `case_alerts`: `(case id, sequence number)` → `()`, an index of `alerts` by case for
+//!   `/api/v1/cases/{id}` (built once from `alerts` when missing).
+//! - `ledger`: `(instant, case id, record key)` → JSON: what the scorecard counts (a case
+//!   closed on time or late, a violation), kept after the case itself is forgotten; written
+//!   with the case in the same transaction (see `src/scorecard.rs`).
+//! - the alert-delivery outbox, dead letters and escalation steps: written by
+//!   [`CommitHook`] in the same transaction as the alerts (see `src/delivery.rs`).
 
 use crate::alert::Alert;
 use crate::engine::Case;
@@ -26,6 +33,8 @@ const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 const CASES: TableDefinition<(&str, u32, &str), &[u8]> = TableDefinition::new("cases");
 const OFFSETS: TableDefinition<(&str, u32), u64> = TableDefinition::new("offsets");
 const ALERTS: TableDefinition<u64, &[u8]> = TableDefinition::new("alerts");
+const CASE_ALERTS: TableDefinition<(&str, u64), ()> = TableDefinition::new("case_alerts");
+const LEDGER: TableDefinition<(i64, &str, &str), &[u8]> = TableDefinition::new("ledger");
 
 /// The format version of the store. A store written by another version is refused with a
 /// clear error rather than misread.
@@ -65,18 +74,37 @@ pub struct WriteBatch {
     pub alerts: Vec<Alert>,
     /// `(topic, partition, next offset to consume)`.
     pub offsets: Vec<(String, u32, u64)>,
+    /// Scorecard records `(instant, case id, record key, JSON)`, written idempotently.
+    pub ledger: Vec<(i64, String, String, Vec<u8>)>,
 }
 
 impl WriteBatch {
     pub fn is_empty(&self) -> bool {
-        self.cases.is_empty() && self.alerts.is_empty() && self.offsets.is_empty()
+        self.cases.is_empty()
+            && self.alerts.is_empty()
+            && self.offsets.is_empty()
+            && self.ledger.is_empty()
     }
+}
+
+/// Extra rows written in a batch's transaction: [`Store::commit`] calls `write` with the
+/// alerts just written (and their sequence numbers) before committing, and `committed` once
+/// the transaction is durable. An error from `write` aborts the whole batch.
+pub trait CommitHook: Send + Sync {
+    fn write(
+        &self,
+        tx: &redb::WriteTransaction,
+        alerts: &[(u64, &Alert)],
+    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>>;
+    fn committed(&self);
 }
 
 /// The store. Cheap to share: redb allows concurrent readers alongside the one writer.
 pub struct Store {
     db: Database,
     file: PathBuf,
+    /// Writes more rows in each batch's transaction (the delivery outbox, `src/delivery.rs`).
+    hook: std::sync::RwLock<Option<std::sync::Arc<dyn CommitHook>>>,
 }
 
 impl Store {
@@ -97,9 +125,33 @@ impl Store {
                 });
             }
         };
-        let store = Store { db, file };
+        let store = Store {
+            db,
+            file,
+            hook: std::sync::RwLock::new(None),
+        };
         store.check_schema()?;
+        store.index_case_alerts()?;
         Ok(store)
+    }
+
+    /// Attaches a hook that writes more rows in the transaction of every batch with alerts
+    /// (the delivery outbox: an alert is never durable without its deliveries).
+    pub fn set_commit_hook(&self, hook: std::sync::Arc<dyn CommitHook>) {
+        if let Ok(mut h) = self.hook.write() {
+            *h = Some(hook);
+        }
+    }
+
+    pub fn clear_commit_hook(&self) {
+        if let Ok(mut h) = self.hook.write() {
+            *h = None;
+        }
+    }
+
+    /// The database, for modules that keep tables of their own in it (`src/delivery.rs`).
+    pub fn database(&self) -> &Database {
+        &self.db
     }
 
     pub fn file(&self) -> &Path {
@@ -146,6 +198,35 @@ impl Store {
             tx.open_table(CASES).map_err(|e| self.err(e))?;
             tx.open_table(OFFSETS).map_err(|e| self.err(e))?;
             tx.open_table(ALERTS).map_err(|e| self.err(e))?;
+            tx.open_table(CASE_ALERTS).map_err(|e| self.err(e))?;
+            tx.open_table(LEDGER).map_err(|e| self.err(e))?;
+        }
+        tx.commit().map_err(|e| self.err(e))
+    }
+
+    /// Builds the `case_alerts` index from `alerts` when a store written before the index
+    /// existed has alerts and no index yet (once).
+    fn index_case_alerts(&self) -> Result<(), StoreError> {
+        let tx = self.db.begin_write().map_err(|e| self.err(e))?;
+        {
+            let alerts = tx.open_table(ALERTS).map_err(|e| self.err(e))?;
+            let mut index = tx.open_table(CASE_ALERTS).map_err(|e| self.err(e))?;
+            if index.len().map_err(|e| self.err(e))? > 0
+                || alerts.len().map_err(|e| self.err(e))? == 0
+            {
+                return Ok(());
+            }
+            for row in alerts.iter().map_err(|e| self.err(e))? {
+                let (k, v) = row.map_err(|e| self.err(e))?;
+                let alert: Alert =
+                    serde_json::from_slice(v.value()).map_err(|e| StoreError::Corrupt {
+                        file: self.file.clone(),
+                        message: format!("alert {}: {e}", k.value()),
+                    })?;
+                index
+                    .insert((&*alert.case, k.value()), ())
+                    .map_err(|e| self.err(e))?;
+            }
         }
         tx.commit().map_err(|e| self.err(e))
     }
@@ -172,12 +253,24 @@ impl Store {
                 .last()
                 .map_err(|e| self.err(e))?
                 .map_or(1, |(k, _)| k.value() + 1);
+            let mut by_case = tx.open_table(CASE_ALERTS).map_err(|e| self.err(e))?;
             for (seq, a) in (first..).zip(&batch.alerts) {
                 let json = serde_json::to_vec(a).map_err(|e| self.err(e))?;
                 alerts
                     .insert(seq, json.as_slice())
                     .map_err(|e| self.err(e))?;
+                by_case
+                    .insert((&*a.case, seq), ())
+                    .map_err(|e| self.err(e))?;
                 seqs.push(seq);
+            }
+            if !batch.ledger.is_empty() {
+                let mut ledger = tx.open_table(LEDGER).map_err(|e| self.err(e))?;
+                for (at, case, key, value) in &batch.ledger {
+                    ledger
+                        .insert((*at, case.as_str(), key.as_str()), value.as_slice())
+                        .map_err(|e| self.err(e))?;
+                }
             }
             let mut offsets = tx.open_table(OFFSETS).map_err(|e| self.err(e))?;
             for (topic, partition, offset) in &batch.offsets {
@@ -186,7 +279,19 @@ impl Store {
                     .map_err(|e| self.err(e))?;
             }
         }
+        let hook = self.hook.read().ok().and_then(|h| h.clone());
+        if let Some(hook) = &hook
+            && !batch.alerts.is_empty()
+        {
+            let written: Vec<(u64, &Alert)> = seqs.iter().copied().zip(&batch.alerts).collect();
+            hook.write(&tx, &written).map_err(|e| self.err(e))?;
+        }
         tx.commit().map_err(|e| self.err(e))?;
+        if let Some(hook) = &hook
+            && !batch.alerts.is_empty()
+        {
+            hook.committed();
+        }
         Ok(seqs)
     }
 
@@ -271,6 +376,120 @@ impl Store {
             out.push((k.value(), alert));
         }
         Ok(out)
+    }
+
+    /// Visits the stored cases as raw JSON in key order (topic, partition, case id), starting
+    /// after `after` when given, until `visit` returns false. One read transaction: the
+    /// daemon keeps writing meanwhile, and the visit sees one consistent state.
+    pub fn scan_cases(
+        &self,
+        after: Option<(&str, u32, &str)>,
+        mut visit: impl FnMut(&str, u32, &str, &[u8]) -> bool,
+    ) -> Result<(), StoreError> {
+        let tx = self.db.begin_read().map_err(|e| self.err(e))?;
+        let t = tx.open_table(CASES).map_err(|e| self.err(e))?;
+        let range = match after {
+            Some(k) => t.range(k..),
+            None => t.range::<(&str, u32, &str)>(..),
+        }
+        .map_err(|e| self.err(e))?;
+        for row in range {
+            let (k, v) = row.map_err(|e| self.err(e))?;
+            let (topic, partition, id) = k.value();
+            if after == Some((topic, partition, id)) {
+                continue;
+            }
+            if !visit(topic, partition, id, v.value()) {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// One case by id, with its partition: a point lookup in every partition the store has
+    /// offsets for (the message key is the case id, so a case lives in one partition).
+    pub fn find_case(&self, id: &str) -> Result<Option<(String, u32, Case)>, StoreError> {
+        let tx = self.db.begin_read().map_err(|e| self.err(e))?;
+        let offsets = tx.open_table(OFFSETS).map_err(|e| self.err(e))?;
+        let cases = tx.open_table(CASES).map_err(|e| self.err(e))?;
+        for row in offsets.iter().map_err(|e| self.err(e))? {
+            let (k, _) = row.map_err(|e| self.err(e))?;
+            let (topic, partition) = k.value();
+            if let Some(v) = cases.get((topic, partition, id)).map_err(|e| self.err(e))? {
+                let case: Case =
+                    serde_json::from_slice(v.value()).map_err(|e| StoreError::Corrupt {
+                        file: self.file.clone(),
+                        message: format!("case {id:?}: {e}"),
+                    })?;
+                return Ok(Some((topic.to_string(), partition, case)));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Every alert of one case, in the order they happened, with their sequence numbers.
+    pub fn case_alerts(&self, case: &str) -> Result<Vec<(u64, Alert)>, StoreError> {
+        let tx = self.db.begin_read().map_err(|e| self.err(e))?;
+        let index = tx.open_table(CASE_ALERTS).map_err(|e| self.err(e))?;
+        let alerts = tx.open_table(ALERTS).map_err(|e| self.err(e))?;
+        let mut out = Vec::new();
+        for row in index
+            .range((case, 0)..=(case, u64::MAX))
+            .map_err(|e| self.err(e))?
+        {
+            let (k, _) = row.map_err(|e| self.err(e))?;
+            let seq = k.value().1;
+            if let Some(v) = alerts.get(seq).map_err(|e| self.err(e))? {
+                let alert: Alert =
+                    serde_json::from_slice(v.value()).map_err(|e| StoreError::Corrupt {
+                        file: self.file.clone(),
+                        message: format!("alert {seq}: {e}"),
+                    })?;
+                out.push((seq, alert));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Visits alerts with a sequence number above `after` as raw JSON, in order, until
+    /// `visit` returns false.
+    pub fn scan_alerts(
+        &self,
+        after: u64,
+        mut visit: impl FnMut(u64, &[u8]) -> bool,
+    ) -> Result<(), StoreError> {
+        let tx = self.db.begin_read().map_err(|e| self.err(e))?;
+        let t = tx.open_table(ALERTS).map_err(|e| self.err(e))?;
+        for row in t
+            .range(after.saturating_add(1)..)
+            .map_err(|e| self.err(e))?
+        {
+            let (k, v) = row.map_err(|e| self.err(e))?;
+            if !visit(k.value(), v.value()) {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// Visits the scorecard records with an instant in `[from, to)`.
+    pub fn scan_ledger(
+        &self,
+        from: i64,
+        to: i64,
+        mut visit: impl FnMut(i64, &str, &str, &[u8]),
+    ) -> Result<(), StoreError> {
+        let tx = self.db.begin_read().map_err(|e| self.err(e))?;
+        let t = tx.open_table(LEDGER).map_err(|e| self.err(e))?;
+        for row in t
+            .range((from, "", "")..(to, "", ""))
+            .map_err(|e| self.err(e))?
+        {
+            let (k, v) = row.map_err(|e| self.err(e))?;
+            let (at, case, key) = k.value();
+            visit(at, case, key, v.value());
+        }
+        Ok(())
     }
 
     /// How many alerts the store holds.

@@ -1,0 +1,1452 @@
+//! The read-only JSON API (`/api/v1/…`), the counts behind the board and the open-case
+//! metrics, and the bearer-token check in front of both.
+//!
+//! Everything here reads the store (one redb read transaction per request, alongside the
+//! daemon's writes); nothing touches the consumer loop. Stored cases are parsed into a
+//! slim [`CaseLite`] that skips what the views do not need (the event-id hashes, the merged
+//! data but for department, item and handler), filtered while iterating, and paged with an
+//! opaque cursor, so the cost of a page is the rows scanned to fill it. The board and the
+//! `redlight_open_cases` gauges share one [`Snapshot`] of the whole store, recomputed at
+//! most every `board.cache_seconds` (and, for a large store, at most every ten times the
+//! last recomputation took), one recomputation at a time.
+
+use crate::alert::{Alert, format_instant};
+use crate::calendar::Calendar;
+use crate::clock::{Counting, Zone};
+use crate::config::{BoardConfig, Config, ScorecardConfig, Secret};
+use crate::daemon::Shared;
+use crate::engine::{Case, Clock, Duty, Light, Mode, Violation, period_label};
+use crate::rules::{Limit, RuleKind, RuleSet, Unit};
+use crate::scorecard::{NO_DEPARTMENT, ScorePeriod};
+use axum::extract::{MatchedPath, Path, Query, Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Deserializer};
+use serde_json::{Value, json};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// What the API and the board need besides the store: the rules (cases name them by
+/// index), the calendar (to count time), the token and the view settings.
+pub struct View {
+    pub rules: Arc<RuleSet>,
+    pub calendar: Arc<Calendar>,
+    pub zone: Zone,
+    /// The bearer token; `None` only when listening on loopback without one.
+    token: Option<Secret>,
+    pub board: BoardConfig,
+    pub scorecard: ScorecardConfig,
+    /// The latest snapshot of the whole store.
+    snapshot: std::sync::Mutex<Option<Arc<Snapshot>>>,
+    /// Held while a snapshot is recomputed: one at a time, the others wait for its result.
+    refresh: tokio::sync::Mutex<()>,
+}
+
+impl View {
+    pub fn new(config: &Config, rules: Arc<RuleSet>, calendar: Arc<Calendar>) -> View {
+        let zone = Zone::new(&calendar);
+        View {
+            rules,
+            calendar,
+            zone,
+            token: config.http.token.clone(),
+            board: config.board.clone(),
+            scorecard: config.scorecard.clone(),
+            snapshot: std::sync::Mutex::new(None),
+            refresh: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    fn counting(&self) -> Counting<'_> {
+        Counting {
+            cal: &self.calendar,
+            zone: &self.zone,
+        }
+    }
+
+    fn fmt(&self, ms: i64) -> String {
+        format_instant(ms, self.zone.tz())
+    }
+
+    fn rule_id(&self, idx: u16) -> String {
+        self.rules
+            .rules
+            .get(idx as usize)
+            .map_or_else(|| format!("#{idx}"), |r| r.id.to_string())
+    }
+
+    /// Whether a request may see the API and the board.
+    fn authorized(&self, headers: &HeaderMap) -> bool {
+        let Some(token) = &self.token else {
+            return true;
+        };
+        let bearer = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| {
+                v.strip_prefix("Bearer ")
+                    .or_else(|| v.strip_prefix("bearer "))
+            })
+            .map(str::trim);
+        if bearer.is_some_and(|b| constant_time_eq(b.as_bytes(), token.expose().as_bytes())) {
+            return true;
+        }
+        let expected = cookie_value(token);
+        headers
+            .get_all(header::COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(';'))
+            .filter_map(|c| c.trim().strip_prefix(COOKIE_NAME))
+            .filter_map(|c| c.strip_prefix('='))
+            .any(|c| constant_time_eq(c.as_bytes(), expected.as_bytes()))
+    }
+}
+
+const COOKIE_NAME: &str = "redlight_board";
+
+/// The board's cookie: derived from the token, so the token itself never travels back.
+fn cookie_value(token: &Secret) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update(b"redlight-board-cookie\0");
+    h.update(token.expose().as_bytes());
+    hex(&h.finalize())
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn hex(bytes: &[u8]) -> String {
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        use std::fmt::Write;
+        let _ = write!(s, "{b:02x}");
+    }
+    s
+}
+
+fn unhex(s: &str) -> Option<Vec<u8>> {
+    if !s.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
+/// The middleware in front of every route: the bearer token for everything but
+/// `/metrics`, `/healthz` and `/readyz` (Prometheus and probes), and the request counter.
+pub async fn guard(State(s): State<Arc<Shared>>, req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("unmatched", |m| m.as_str())
+        .to_string();
+    let open = matches!(req.uri().path(), "/metrics" | "/healthz" | "/readyz");
+    let response = if open || s.view.authorized(req.headers()) {
+        next.run(req).await
+    } else if req.uri().path() == "/" && board_login(&s.view, req.uri().query()) {
+        // `/?token=…` from a wall screen's browser: remember it in a cookie and drop it from
+        // the address bar.
+        let cookie = s.view.token.as_ref().map(cookie_value).unwrap_or_default();
+        (
+            StatusCode::SEE_OTHER,
+            [
+                (header::LOCATION, "/".to_string()),
+                (
+                    header::SET_COOKIE,
+                    format!("{COOKIE_NAME}={cookie}; Path=/; HttpOnly; SameSite=Strict"),
+                ),
+            ],
+        )
+            .into_response()
+    } else {
+        tracing::warn!(route = %route, "request without a valid bearer token refused");
+        let mut r = ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "this endpoint needs `Authorization: Bearer <http.token>`",
+        )
+        .into_response();
+        r.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            header::HeaderValue::from_static("Bearer realm=\"redlight\""),
+        );
+        r
+    };
+    s.metrics
+        .http_requests
+        .with_label_values(&[route.as_str(), response.status().as_str()])
+        .inc();
+    response
+}
+
+fn board_login(view: &View, query: Option<&str>) -> bool {
+    let Some(token) = &view.token else {
+        return false;
+    };
+    query
+        .unwrap_or("")
+        .split('&')
+        .filter_map(|kv| kv.strip_prefix("token="))
+        .any(|t| {
+            let t = percent_encoding::percent_decode_str(t).decode_utf8_lossy();
+            constant_time_eq(t.as_bytes(), token.expose().as_bytes())
+        })
+}
+
+/// An error answer: `{"error": "…"}` with a status.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    message: String,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            message: message.into(),
+        }
+    }
+    fn bad(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, message)
+    }
+    fn internal(e: impl std::fmt::Display) -> ApiError {
+        tracing::error!(error = %e, "api request failed");
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.status, axum::Json(json!({"error": self.message}))).into_response()
+    }
+}
+
+/// Runs blocking store work off the async threads.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(ApiError::internal)?
+}
+
+// ---------------------------------------------------------------------------------------
+// The slim case
+
+/// A stored case as the views read it: what lights, lists and filters need.
+#[derive(Debug, Deserialize)]
+pub struct CaseLite {
+    pub id: String,
+    #[serde(default)]
+    pub data: LiteData,
+    #[serde(default)]
+    pub withdrawn: bool,
+    #[serde(default)]
+    pub first_event: i64,
+    #[serde(default)]
+    pub last_event: i64,
+    #[serde(default)]
+    pub clocks: Vec<LiteClock>,
+    #[serde(default)]
+    pub violations: Vec<LiteViolation>,
+    #[serde(default)]
+    pub duties: Vec<LiteDuty>,
+}
+
+/// The fields of a [`Clock`] the views use; the rest is skipped unread.
+#[derive(Debug, Clone, Deserialize)]
+pub struct LiteClock {
+    pub rule: u16,
+    pub started: i64,
+    #[serde(default)]
+    pub mode: Option<LiteMode>,
+    #[serde(default)]
+    pub since: Option<i64>,
+    #[serde(default)]
+    pub deadline: Option<i64>,
+    #[serde(default)]
+    pub last_deadline: Option<i64>,
+    #[serde(default)]
+    pub yellow_fired: bool,
+    #[serde(default)]
+    pub red_fired: bool,
+    #[serde(default)]
+    pub stopped: Option<i64>,
+}
+
+/// The unit of a span clock (the rest of [`Mode`] skipped).
+#[derive(Debug, Clone, Copy, Deserialize)]
+pub enum LiteMode {
+    Span { unit: Unit },
+    Fixed {},
+}
+
+impl LiteClock {
+    fn active(&self) -> bool {
+        self.stopped.is_none()
+    }
+    fn light(&self) -> Light {
+        if !self.active() {
+            Light::Green
+        } else if self.red_fired {
+            Light::Red
+        } else if self.yellow_fired {
+            Light::Yellow
+        } else {
+            Light::Green
+        }
+    }
+}
+
+impl From<&Clock> for LiteClock {
+    fn from(c: &Clock) -> LiteClock {
+        LiteClock {
+            rule: c.rule,
+            started: c.started,
+            mode: Some(match c.mode {
+                Mode::Span(s) => LiteMode::Span { unit: s.unit },
+                Mode::Fixed { .. } => LiteMode::Fixed {},
+            }),
+            since: c.since,
+            deadline: c.deadline,
+            last_deadline: c.last_deadline,
+            yellow_fired: c.yellow_fired,
+            red_fired: c.red_fired,
+            stopped: c.stopped,
+        }
+    }
+}
+
+/// The fields of a [`Violation`] the views use.
+#[derive(Debug, Clone, Deserialize)]
+pub struct LiteViolation {
+    pub rule: u16,
+    pub at: i64,
+    #[serde(default)]
+    pub detail: String,
+    #[serde(default)]
+    pub resolved: bool,
+}
+
+impl From<&Violation> for LiteViolation {
+    fn from(v: &Violation) -> LiteViolation {
+        LiteViolation {
+            rule: v.rule,
+            at: v.at,
+            detail: v.detail.clone(),
+            resolved: v.resolved,
+        }
+    }
+}
+
+/// The fields of a [`Duty`] the views use: the periods missed and their due times.
+#[derive(Debug, Clone, Deserialize)]
+pub struct LiteDuty {
+    pub rule: u16,
+    #[serde(default)]
+    pub missing: Vec<(i32, i64)>,
+}
+
+impl From<&Duty> for LiteDuty {
+    fn from(d: &Duty) -> LiteDuty {
+        LiteDuty {
+            rule: d.rule,
+            missing: d.missing.clone(),
+        }
+    }
+}
+
+/// The three data fields the views show; the rest of the merged data is skipped unread.
+#[derive(Debug, Default)]
+pub struct LiteData {
+    pub department: Option<String>,
+    pub item: Option<String>,
+    pub handler: Option<String>,
+}
+
+impl<'de> Deserialize<'de> for LiteData {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = LiteData;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a list of [key, value] pairs")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<LiteData, A::Error> {
+                let mut out = LiteData::default();
+                while let Some(pair) = seq.next_element::<Pair>()? {
+                    match pair {
+                        Pair::Department(v) => out.department = v,
+                        Pair::Item(v) => out.item = v,
+                        Pair::Handler(v) => out.handler = v,
+                        Pair::Other => {}
+                    }
+                }
+                Ok(out)
+            }
+        }
+        d.deserialize_seq(V)
+    }
+}
+
+enum Pair {
+    Department(Option<String>),
+    Item(Option<String>),
+    Handler(Option<String>),
+    Other,
+}
+
+impl<'de> Deserialize<'de> for Pair {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Pair;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a [key, value] pair")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Pair, A::Error> {
+                let key: std::borrow::Cow<'de, str> = match seq.next_element()? {
+                    Some(k) => k,
+                    None => return Ok(Pair::Other),
+                };
+                let text = |v: Option<Value>| match v {
+                    Some(Value::String(s)) => Some(s),
+                    Some(Value::Null) | None => None,
+                    Some(other) => Some(other.to_string()),
+                };
+                let pair = match &*key {
+                    "department" => Pair::Department(text(seq.next_element()?)),
+                    "item" => Pair::Item(text(seq.next_element()?)),
+                    "handler" => Pair::Handler(text(seq.next_element()?)),
+                    _ => {
+                        seq.next_element::<serde::de::IgnoredAny>()?;
+                        Pair::Other
+                    }
+                };
+                while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+                Ok(pair)
+            }
+        }
+        d.deserialize_seq(V)
+    }
+}
+
+/// Why a case is red or yellow: its most urgent open item.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cause {
+    /// A clock ran out (red) or reached its warning share (yellow); the instant is its
+    /// deadline.
+    Clock,
+    /// A violation; the instant is when it fired.
+    Violation,
+    /// A periodic duty not met; the instant is its due time.
+    Missing,
+}
+
+/// A case's open items, judged.
+#[derive(Debug, Clone)]
+pub struct Judged {
+    /// Not withdrawn, and a clock running or paused, a duty watched, or a violation open.
+    pub open: bool,
+    pub light: Light,
+    /// Per rule index, the light of that rule's open items, sorted by rule.
+    pub rules: Vec<(u16, Light)>,
+    /// The most urgent item of the case's colour: `(cause, rule, instant, detail index)`.
+    pub urgent: Option<(Cause, u16, i64)>,
+    /// The earliest deadline of a running clock.
+    pub next_deadline: Option<i64>,
+}
+
+impl CaseLite {
+    pub fn department(&self) -> &str {
+        self.data.department.as_deref().unwrap_or(NO_DEPARTMENT)
+    }
+
+    pub fn judge(&self) -> Judged {
+        judge(self.withdrawn, &self.clocks, &self.violations, &self.duties)
+    }
+}
+
+fn judge(
+    withdrawn: bool,
+    clocks: &[LiteClock],
+    violations: &[LiteViolation],
+    duties: &[LiteDuty],
+) -> Judged {
+    let mut rules: Vec<(u16, Light)> = Vec::new();
+    let mut mark = |rule: u16, light: Light| match rules.iter_mut().find(|(r, _)| *r == rule) {
+        Some((_, l)) => *l = (*l).max(light),
+        None => rules.push((rule, light)),
+    };
+    let mut red: Option<(Cause, u16, i64)> = None;
+    let mut yellow: Option<(Cause, u16, i64)> = None;
+    let earlier = |slot: &mut Option<(Cause, u16, i64)>, c: (Cause, u16, i64)| {
+        if slot.is_none_or(|s| c.2 < s.2) {
+            *slot = Some(c);
+        }
+    };
+    let mut next_deadline: Option<i64> = None;
+    if !withdrawn {
+        for c in clocks.iter().filter(|c| c.active()) {
+            let light = c.light();
+            mark(c.rule, light);
+            let deadline = c.deadline.or(c.last_deadline).unwrap_or(c.started);
+            if c.since.is_some() {
+                next_deadline = Some(next_deadline.map_or(deadline, |d| d.min(deadline)));
+            }
+            match light {
+                Light::Red => earlier(&mut red, (Cause::Clock, c.rule, deadline)),
+                Light::Yellow => earlier(&mut yellow, (Cause::Clock, c.rule, deadline)),
+                Light::Green => {}
+            }
+        }
+        for v in violations.iter().filter(|v| !v.resolved) {
+            mark(v.rule, Light::Red);
+            earlier(&mut red, (Cause::Violation, v.rule, v.at));
+        }
+        for d in duties {
+            let mut light = Light::Green;
+            for (_, due) in &d.missing {
+                light = Light::Red;
+                earlier(&mut red, (Cause::Missing, d.rule, *due));
+            }
+            mark(d.rule, light);
+        }
+    }
+    rules.sort_unstable_by_key(|r| r.0);
+    let light = rules.iter().map(|r| r.1).max().unwrap_or(Light::Green);
+    let urgent = match light {
+        Light::Red => red,
+        Light::Yellow => yellow,
+        Light::Green => None,
+    };
+    Judged {
+        open: !rules.is_empty(),
+        light,
+        rules,
+        urgent,
+        next_deadline,
+    }
+}
+
+/// Byte patterns a stored case must contain to possibly match a query: checked with a
+/// substring search before the case is parsed (most of a full scan's cost), never trusted
+/// alone — a case that passes is parsed and judged.
+struct Prefilter {
+    /// Every group must have at least one pattern present.
+    groups: Vec<Vec<memchr::memmem::Finder<'static>>>,
+}
+
+impl Prefilter {
+    fn new() -> Prefilter {
+        Prefilter { groups: Vec::new() }
+    }
+    fn require_any(&mut self, patterns: &[&str]) {
+        self.groups.push(
+            patterns
+                .iter()
+                .map(|p| memchr::memmem::Finder::new(p.as_bytes()).into_owned())
+                .collect(),
+        );
+    }
+    /// The patterns a case (or a rule's items in it) of this light, or an open case, must
+    /// contain.
+    fn light(&mut self, light: Option<Light>, open: Option<bool>) {
+        match light {
+            Some(Light::Red) => {
+                self.require_any(&["\"red_fired\":true", "\"resolved\":false", "\"missing\":[["])
+            }
+            Some(Light::Yellow) => self.require_any(&["\"yellow_fired\":true"]),
+            _ => {}
+        }
+        if open == Some(true) {
+            self.require_any(&["\"stopped\":null", "\"resolved\":false", "\"duties\":[{"]);
+        }
+    }
+    fn pass(&self, bytes: &[u8]) -> bool {
+        self.groups
+            .iter()
+            .all(|g| g.iter().any(|f| f.find(bytes).is_some()))
+    }
+}
+
+fn light_str(l: Light) -> &'static str {
+    match l {
+        Light::Green => "green",
+        Light::Yellow => "yellow",
+        Light::Red => "red",
+    }
+}
+
+fn parse_light(s: &str) -> Result<Light, ApiError> {
+    match s {
+        "red" => Ok(Light::Red),
+        "yellow" => Ok(Light::Yellow),
+        "green" => Ok(Light::Green),
+        other => Err(ApiError::bad(format!(
+            "query parameter `light` is {other:?}; expected red, yellow or green"
+        ))),
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The snapshot behind the board and the gauges
+
+/// A red or yellow case on the board.
+#[derive(Debug, Clone)]
+pub struct Listed {
+    pub id: String,
+    pub department: String,
+    pub item: Option<String>,
+    pub handler: Option<String>,
+    pub light: Light,
+    pub cause: Cause,
+    /// Rule index of the most urgent item.
+    pub rule: u16,
+    /// Its deadline, firing time or due time.
+    pub at: i64,
+    /// For violations and missing periods: what broke.
+    pub detail: Option<String>,
+    /// The clock's unit, when a span clock.
+    pub unit: Option<Unit>,
+}
+
+/// Counts of one department.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counts {
+    pub red: u64,
+    pub yellow: u64,
+    pub green: u64,
+}
+
+impl Counts {
+    fn add(&mut self, l: Light) {
+        match l {
+            Light::Red => self.red += 1,
+            Light::Yellow => self.yellow += 1,
+            Light::Green => self.green += 1,
+        }
+    }
+    pub fn total(&self) -> u64 {
+        self.red + self.yellow + self.green
+    }
+}
+
+/// The whole store, counted.
+#[derive(Debug)]
+pub struct Snapshot {
+    pub taken: Instant,
+    /// Wall-clock time of the scan (ms since the epoch).
+    pub taken_ms: i64,
+    pub took: Duration,
+    /// Cases in the store (open or not).
+    pub scanned: u64,
+    /// Rows that could not be read (logged).
+    pub unreadable: u64,
+    pub totals: Counts,
+    /// Open cases per department by overall light.
+    pub departments: BTreeMap<String, Counts>,
+    /// Open cases per (light, department, rule index).
+    pub by_rule: HashMap<(Light, String, u16), i64>,
+    /// The most overdue red cases (earliest instant first), at most `board.list_max`.
+    pub red: Vec<Listed>,
+    /// The yellow cases with the least time left, at most `board.list_max`.
+    pub yellow: Vec<Listed>,
+}
+
+/// Keeps the `n` entries with the smallest key, cheaply: sorts and cuts when twice full.
+struct Smallest {
+    n: usize,
+    items: Vec<Listed>,
+}
+
+impl Smallest {
+    fn push(&mut self, l: Listed) {
+        if self.n == 0 {
+            return;
+        }
+        self.items.push(l);
+        if self.items.len() >= self.n * 2 {
+            self.cut();
+        }
+    }
+    fn cut(&mut self) {
+        self.items
+            .sort_by(|a, b| a.at.cmp(&b.at).then_with(|| a.id.cmp(&b.id)));
+        self.items.truncate(self.n);
+    }
+    fn done(mut self) -> Vec<Listed> {
+        self.cut();
+        self.items
+    }
+}
+
+fn scan_snapshot(store: &crate::store::Store, view: &View) -> Result<Snapshot, ApiError> {
+    let started = Instant::now();
+    let mut totals = Counts::default();
+    let mut departments: BTreeMap<String, Counts> = BTreeMap::new();
+    let mut by_rule: HashMap<(Light, String, u16), i64> = HashMap::new();
+    let (mut scanned, mut unreadable) = (0u64, 0u64);
+    let max = view.board.list_max;
+    let mut red = Smallest {
+        n: max,
+        items: Vec::new(),
+    };
+    let mut yellow = Smallest {
+        n: max,
+        items: Vec::new(),
+    };
+    let mut prefilter = Prefilter::new();
+    prefilter.light(None, Some(true));
+    store
+        .scan_cases(None, |topic, partition, id, bytes| {
+            scanned += 1;
+            if !prefilter.pass(bytes) {
+                return true; // nothing open in it
+            }
+            let case: CaseLite = match serde_json::from_slice(bytes) {
+                Ok(c) => c,
+                Err(e) => {
+                    unreadable += 1;
+                    tracing::warn!(topic, partition, case = id, error = %e, "unreadable case skipped by the board");
+                    return true;
+                }
+            };
+            let j = case.judge();
+            if !j.open {
+                return true;
+            }
+            let dept = case.department();
+            totals.add(j.light);
+            match departments.get_mut(dept) {
+                Some(c) => c.add(j.light),
+                None => {
+                    let mut c = Counts::default();
+                    c.add(j.light);
+                    departments.insert(dept.to_string(), c);
+                }
+            }
+            for (rule, light) in &j.rules {
+                *by_rule.entry((*light, dept.to_string(), *rule)).or_insert(0) += 1;
+            }
+            if let Some((cause, rule, at)) = j.urgent {
+                let listed = || listed(view, &case, j.light, cause, rule, at);
+                match j.light {
+                    Light::Red => red.push(listed()),
+                    Light::Yellow => yellow.push(listed()),
+                    Light::Green => {}
+                }
+            }
+            true
+        })
+        .map_err(ApiError::internal)?;
+    Ok(Snapshot {
+        taken: Instant::now(),
+        taken_ms: chrono::Utc::now().timestamp_millis(),
+        took: started.elapsed(),
+        scanned,
+        unreadable,
+        totals,
+        departments,
+        by_rule,
+        red: red.done(),
+        yellow: yellow.done(),
+    })
+}
+
+fn listed(view: &View, case: &CaseLite, light: Light, cause: Cause, rule: u16, at: i64) -> Listed {
+    let detail = match cause {
+        Cause::Clock => None,
+        Cause::Violation => case
+            .violations
+            .iter()
+            .find(|v| v.rule == rule && v.at == at && !v.resolved)
+            .map(|v| v.detail.clone()),
+        Cause::Missing => case
+            .duties
+            .iter()
+            .find(|d| d.rule == rule)
+            .and_then(|d| d.missing.iter().find(|m| m.1 == at))
+            .and_then(
+                |(period, _)| match view.rules.rules.get(rule as usize).map(|r| &r.kind) {
+                    Some(RuleKind::Periodic(p)) => Some(period_label(p.period, *period)),
+                    _ => None,
+                },
+            ),
+    };
+    let unit = match cause {
+        Cause::Clock => case
+            .clocks
+            .iter()
+            .find(|c| c.rule == rule && c.active())
+            .and_then(|c| match c.mode {
+                Some(LiteMode::Span { unit }) => Some(unit),
+                _ => None,
+            }),
+        _ => None,
+    };
+    Listed {
+        id: case.id.clone(),
+        department: case.department().to_string(),
+        item: case.data.item.clone(),
+        handler: case.data.handler.clone(),
+        light,
+        cause,
+        rule,
+        at,
+        detail,
+        unit,
+    }
+}
+
+/// The current snapshot, recomputed when older than its allowed age.
+pub async fn snapshot(shared: &Arc<Shared>) -> Result<Arc<Snapshot>, ApiError> {
+    let view = &shared.view;
+    let fresh = |s: &Snapshot| {
+        let age = Duration::from_secs(u64::from(view.board.cache_seconds)).max(s.took * 10);
+        s.taken.elapsed() < age
+    };
+    let current = || view.snapshot.lock().ok().and_then(|s| s.clone());
+    if let Some(s) = current()
+        && fresh(&s)
+    {
+        return Ok(s);
+    }
+    let _one_at_a_time = view.refresh.lock().await;
+    if let Some(s) = current()
+        && fresh(&s)
+    {
+        return Ok(s);
+    }
+    let s2 = shared.clone();
+    let snap = Arc::new(blocking(move || scan_snapshot(&s2.store, &s2.view)).await?);
+    let m = &shared.metrics;
+    m.view_refresh_seconds.observe(snap.took.as_secs_f64());
+    m.open_cases.reset();
+    for ((light, dept, rule), n) in &snap.by_rule {
+        let rule = view.rule_id(*rule);
+        m.open_cases
+            .with_label_values(&[light_str(*light), dept.as_str(), rule.as_str()])
+            .set(*n);
+    }
+    m.case_lights.reset();
+    for (dept, c) in &snap.departments {
+        for (light, n) in [("red", c.red), ("yellow", c.yellow), ("green", c.green)] {
+            m.case_lights
+                .with_label_values(&[light, dept.as_str()])
+                .set(n as i64);
+        }
+    }
+    tracing::debug!(
+        cases = snap.scanned,
+        open = snap.totals.total(),
+        took_ms = snap.took.as_millis() as u64,
+        "board snapshot recomputed"
+    );
+    if let Ok(mut slot) = view.snapshot.lock() {
+        *slot = Some(snap.clone());
+    }
+    Ok(snap)
+}
+
+// ---------------------------------------------------------------------------------------
+// /api/v1/cases
+
+#[derive(Debug, Deserialize)]
+pub struct CasesQuery {
+    light: Option<String>,
+    department: Option<String>,
+    rule: Option<String>,
+    /// `true`: only open cases; `false`: only cases with nothing open.
+    open: Option<String>,
+    limit: Option<String>,
+    cursor: Option<String>,
+}
+
+/// One case in a list.
+fn summary(view: &View, topic: &str, partition: u32, c: &CaseLite, j: &Judged) -> Value {
+    json!({
+        "id": c.id,
+        "light": light_str(j.light),
+        "open": j.open,
+        "withdrawn": c.withdrawn,
+        "department": c.data.department,
+        "item": c.data.item,
+        "handler": c.data.handler,
+        "rules": j.rules.iter().map(|(r, l)| json!({"rule": view.rule_id(*r), "light": light_str(*l)})).collect::<Vec<_>>(),
+        "next_deadline": j.next_deadline.map(|d| view.fmt(d)),
+        "first_event": view.fmt(c.first_event),
+        "last_event": view.fmt(c.last_event),
+        "topic": topic,
+        "partition": partition,
+    })
+}
+
+fn encode_cursor(topic: &str, partition: u32, id: &str) -> String {
+    hex(json!([topic, partition, id]).to_string().as_bytes())
+}
+
+fn decode_cursor(s: &str) -> Result<(String, u32, String), ApiError> {
+    unhex(s)
+        .and_then(|b| serde_json::from_slice::<(String, u32, String)>(&b).ok())
+        .ok_or_else(|| ApiError::bad("query parameter `cursor` is not a cursor this API gave"))
+}
+
+fn parse_limit(s: Option<&str>, default: usize, max: usize) -> Result<usize, ApiError> {
+    match s {
+        None => Ok(default),
+        Some(x) => match x.parse::<usize>() {
+            Ok(n) if (1..=max).contains(&n) => Ok(n),
+            _ => Err(ApiError::bad(format!(
+                "query parameter `limit` is {x:?}; expected a number from 1 to {max}"
+            ))),
+        },
+    }
+}
+
+/// `/api/v1/cases?light=red&department=…&rule=…&open=true&limit=100&cursor=…`
+pub async fn cases(
+    State(s): State<Arc<Shared>>,
+    Query(q): Query<CasesQuery>,
+) -> Result<Response, ApiError> {
+    let light = q.light.as_deref().map(parse_light).transpose()?;
+    let rule = match q.rule.as_deref() {
+        None => None,
+        Some(r) => Some(s.view.rules.index_of(r).ok_or_else(|| {
+            ApiError::bad(format!(
+                "query parameter `rule`: no loaded rule has the id {r:?}"
+            ))
+        })?),
+    };
+    let open = match q.open.as_deref() {
+        None => None,
+        Some("true") | Some("1") => Some(true),
+        Some("false") | Some("0") => Some(false),
+        Some(x) => {
+            return Err(ApiError::bad(format!(
+                "query parameter `open` is {x:?}; expected true or false"
+            )));
+        }
+    };
+    let limit = parse_limit(q.limit.as_deref(), 100, 1000)?;
+    let cursor = q.cursor.as_deref().map(decode_cursor).transpose()?;
+    let department = q.department.clone();
+    // A department is stored as the pair ["department","…"] in the case's data, a rule as
+    // `{"rule":N,` in its clocks, violations or duties: byte searches rule out most other
+    // cases before any parsing.
+    let mut prefilter = Prefilter::new();
+    if let Some(d) = &department {
+        prefilter.require_any(&[&format!("[\"department\",{}]", Value::String(d.clone()))]);
+    }
+    if let Some(r) = rule {
+        prefilter.require_any(&[&format!("{{\"rule\":{r},")]);
+    }
+    prefilter.light(light.filter(|l| *l != Light::Green), open);
+    let s2 = s.clone();
+    let (items, next, scanned) = blocking(move || {
+        let view = &s2.view;
+        let mut items = Vec::new();
+        let mut next = None;
+        let mut last_key: Option<(String, u32, String)> = None;
+        let mut scanned = 0u64;
+        let mut failure = None;
+        let after = cursor
+            .as_ref()
+            .map(|(t, p, i)| (t.as_str(), *p, i.as_str()));
+        s2.store
+            .scan_cases(after, |topic, partition, id, bytes| {
+                scanned += 1;
+                if !prefilter.pass(bytes) {
+                    return true;
+                }
+                let c: CaseLite = match serde_json::from_slice(bytes) {
+                    Ok(c) => c,
+                    Err(e) => {
+                        tracing::warn!(topic, partition, case = id, error = %e, "unreadable case skipped");
+                        return true;
+                    }
+                };
+                if department.as_deref().is_some_and(|d| c.department() != d) {
+                    return true;
+                }
+                let j = c.judge();
+                if open.is_some_and(|o| o != j.open) {
+                    return true;
+                }
+                if let Some(r) = rule {
+                    let in_case = c.clocks.iter().any(|x| x.rule == r)
+                        || c.violations.iter().any(|x| x.rule == r)
+                        || c.duties.iter().any(|x| x.rule == r);
+                    if !in_case {
+                        return true;
+                    }
+                    if let Some(l) = light {
+                        let rule_light = j
+                            .rules
+                            .iter()
+                            .find(|x| x.0 == r)
+                            .map_or(Light::Green, |x| x.1);
+                        if rule_light != l {
+                            return true;
+                        }
+                    }
+                } else if light.is_some_and(|l| l != j.light) {
+                    return true;
+                }
+                if items.len() == limit {
+                    next = last_key
+                        .as_ref()
+                        .map(|(t, p, i): &(String, u32, String)| encode_cursor(t, *p, i));
+                    return false;
+                }
+                items.push(summary(view, topic, partition, &c, &j));
+                last_key = Some((topic.to_string(), partition, id.to_string()));
+                true
+            })
+            .map_err(|e| failure = Some(e))
+            .ok();
+        if let Some(e) = failure {
+            return Err(ApiError::internal(e));
+        }
+        Ok((items, next, scanned))
+    })
+    .await?;
+    Ok(axum::Json(json!({"cases": items, "next": next, "scanned": scanned})).into_response())
+}
+
+// ---------------------------------------------------------------------------------------
+// /api/v1/cases/{id}
+
+fn limit_json(view: &View, c: &Clock) -> Value {
+    match c.mode {
+        Mode::Span(s) => json!({
+            "amount": s.limit as f64 / s.unit.ms() as f64,
+            "unit": s.unit.name(),
+            "extended": c.extended,
+        }),
+        Mode::Fixed { deadline, .. } => {
+            let rule = view.rules.rules.get(c.rule as usize);
+            let what = match rule.map(|r| &r.kind) {
+                Some(RuleKind::Deadline(d)) => match d.limit {
+                    Limit::SameWorkday => "same_workday",
+                    Limit::DueFrom { .. } => "due",
+                    _ => "fixed",
+                },
+                _ => "fixed",
+            };
+            json!({"fixed": what, "deadline": view.fmt(deadline)})
+        }
+    }
+}
+
+/// A clock with its deadline and the time it has counted, as of `now`.
+fn clock_json(view: &View, c: &Clock, now: i64) -> Value {
+    let rule = view.rules.rules.get(c.rule as usize);
+    let state = if c.stopped.is_some() {
+        "stopped"
+    } else if c.since.is_some() {
+        "running"
+    } else {
+        "paused"
+    };
+    let deadline = c.deadline.or(c.last_deadline);
+    let counted = match c.mode {
+        Mode::Span(s) => {
+            let counting = view.counting();
+            let total = match (c.since, c.stopped) {
+                (Some(since), None) => counting
+                    .counted(s.unit, s.origin, since, now)
+                    .map(|x| c.counted + x),
+                (None, None) => Ok(c.counted),
+                // Never paused: counted from the start to the stop.
+                (_, Some(stop)) if c.counted == 0 => {
+                    counting.counted(s.unit, s.origin, c.started, stop)
+                }
+                // Paused on the way (the last resume is not kept): the limit less what was
+                // left between the stop and the deadline.
+                (_, Some(stop)) => match deadline {
+                    Some(d) if d > stop => counting
+                        .counted(s.unit, s.origin, stop, d)
+                        .map(|left| (s.limit - left).max(c.counted)),
+                    Some(d) => counting
+                        .counted(s.unit, s.origin, d, stop)
+                        .map(|over| s.limit + over),
+                    None => Ok(c.counted),
+                },
+            };
+            match total {
+                Ok(ms) => {
+                    json!({"value": round2(ms as f64 / s.unit.ms() as f64), "unit": s.unit.name(), "ms": ms})
+                }
+                Err(e) => json!({"error": e.to_string()}),
+            }
+        }
+        Mode::Fixed { .. } => {
+            let until = c.stopped.unwrap_or(now);
+            let ms = (until - c.started).max(0);
+            json!({"value": round2(ms as f64 / 3_600_000.0), "unit": "hours", "ms": ms})
+        }
+    };
+    let (overdue, remaining) = match (state, deadline) {
+        ("stopped", _) | (_, None) => (None, None),
+        (_, Some(d)) if now > d => (Some((now - d) / 1000), None),
+        (_, Some(d)) => (None, Some((d - now) / 1000)),
+    };
+    json!({
+        "rule": rule.map(|r| r.id.to_string()),
+        "title": rule.map(|r| r.title.to_string()),
+        "basis": rule.map(|r| r.basis.to_string()),
+        "cycle": c.cycle,
+        "light": light_str(c.light()),
+        "state": state,
+        "started": view.fmt(c.started),
+        "limit": limit_json(view, c),
+        "deadline": deadline.map(|d| view.fmt(d)),
+        "yellow_at": c.yellow_at.map(|d| view.fmt(d)),
+        "paused_at": c.paused_at.map(|d| view.fmt(d)),
+        "stopped": c.stopped.map(|d| view.fmt(d)),
+        "late": c.late,
+        "counted": counted,
+        "overdue_seconds": overdue,
+        "remaining_seconds": remaining,
+        "yellow_fired": c.yellow_fired,
+        "red_fired": c.red_fired,
+    })
+}
+
+fn round2(x: f64) -> f64 {
+    (x * 100.0).round() / 100.0
+}
+
+fn case_json(
+    view: &View,
+    topic: &str,
+    partition: u32,
+    c: &Case,
+    alerts: Vec<(u64, Alert)>,
+) -> Value {
+    let now = chrono::Utc::now().timestamp_millis();
+    let j = judge(
+        c.withdrawn,
+        &c.clocks.iter().map(LiteClock::from).collect::<Vec<_>>(),
+        &c.violations
+            .iter()
+            .map(LiteViolation::from)
+            .collect::<Vec<_>>(),
+        &c.duties.iter().map(LiteDuty::from).collect::<Vec<_>>(),
+    );
+    let rule_of = |idx: u16| view.rules.rules.get(idx as usize);
+    let data: serde_json::Map<String, Value> = c
+        .data
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.clone()))
+        .collect();
+    let str_of = |k: &str| c.get(k).and_then(Value::as_str);
+    json!({
+        "id": &*c.id,
+        "light": light_str(j.light),
+        "open": j.open,
+        "withdrawn": c.withdrawn,
+        "department": str_of("department"),
+        "item": str_of("item"),
+        "handler": str_of("handler"),
+        "topic": topic,
+        "partition": partition,
+        "first_event": view.fmt(c.first_event),
+        "last_event": view.fmt(c.last_event),
+        // The engine keeps each event only as a hash of its id (for duplicates) and the set
+        // of types seen: the events themselves are in Kafka.
+        "events": {"count": c.seen.len(), "types": view.rules.types_of(c.types)},
+        "data": data,
+        "rules": j.rules.iter().map(|(r, l)| json!({"rule": view.rule_id(*r), "light": light_str(*l)})).collect::<Vec<_>>(),
+        "clocks": c.clocks.iter().map(|x| clock_json(view, x, now)).collect::<Vec<_>>(),
+        "stages": c.stages.iter().map(|st| {
+            let r = rule_of(st.rule);
+            let reached = match r.map(|r| &r.kind) {
+                Some(RuleKind::Sequence(s)) if st.last >= 0 => s.stages.get(st.last as usize).cloned(),
+                _ => None,
+            };
+            json!({"rule": view.rule_id(st.rule), "reached": reached})
+        }).collect::<Vec<_>>(),
+        "violations": c.violations.iter().map(|v| {
+            let r = rule_of(v.rule);
+            json!({
+                "rule": view.rule_id(v.rule),
+                "title": r.map(|r| r.title.to_string()),
+                "basis": r.map(|r| r.basis.to_string()),
+                "at": view.fmt(v.at),
+                "detail": v.detail,
+                "event": v.key,
+                "resolved": v.resolved,
+            })
+        }).collect::<Vec<_>>(),
+        "duties": c.duties.iter().map(|d| {
+            let r = rule_of(d.rule);
+            let period = match r.map(|r| &r.kind) {
+                Some(RuleKind::Periodic(p)) => Some(p.period),
+                _ => None,
+            };
+            let label = |i: i32| period.map_or_else(|| i.to_string(), |p| period_label(p, i));
+            json!({
+                "rule": view.rule_id(d.rule),
+                "title": r.map(|r| r.title.to_string()),
+                "period": label(d.period),
+                "due": view.fmt(d.due),
+                "pending": d.pending,
+                "met": d.met.iter().map(|m| label(*m)).collect::<Vec<_>>(),
+                "missing": d.missing.iter().map(|(m, due)| json!({"period": label(*m), "due": view.fmt(*due)})).collect::<Vec<_>>(),
+            })
+        }).collect::<Vec<_>>(),
+        "alerts": alerts.into_iter().map(|(seq, a)| json!({"seq": seq, "alert": a})).collect::<Vec<_>>(),
+    })
+}
+
+/// `/api/v1/cases/{id}`: the case with its clocks (deadline, time counted), stages,
+/// violations, duties and every alert it raised.
+pub async fn case(
+    State(s): State<Arc<Shared>>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let s2 = s.clone();
+    let found = blocking(move || {
+        let found = s2.store.find_case(&id).map_err(ApiError::internal)?;
+        let alerts = s2.store.case_alerts(&id).map_err(ApiError::internal)?;
+        Ok(match found {
+            Some((topic, partition, case)) => Some(case_json(&s2.view, &topic, partition, &case, alerts)),
+            None if !alerts.is_empty() => {
+                // Forgotten after its retention time, but its alerts are kept.
+                Some(json!({"id": id, "forgotten": true, "alerts": alerts.into_iter().map(|(seq, a)| json!({"seq": seq, "alert": a})).collect::<Vec<_>>()}))
+            }
+            None => None,
+        })
+    })
+    .await?;
+    match found {
+        Some(v) => Ok(axum::Json(v).into_response()),
+        None => Err(ApiError::new(StatusCode::NOT_FOUND, "no case with this id")),
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// /api/v1/alerts
+
+#[derive(Debug, Deserialize)]
+pub struct AlertsQuery {
+    after: Option<String>,
+    limit: Option<String>,
+    case: Option<String>,
+    rule: Option<String>,
+    level: Option<String>,
+    status: Option<String>,
+    reason: Option<String>,
+    department: Option<String>,
+}
+
+/// At most this many alerts are looked at per request; `next` continues from there.
+const ALERT_SCAN_MAX: u64 = 200_000;
+
+/// `/api/v1/alerts?after=SEQ&limit=N&case=&rule=&level=&status=&reason=&department=`:
+/// alerts in the order they happened with their sequence numbers; `next` is the sequence
+/// number to pass as `after` for the next page (it moves on even when a page of a filtered
+/// query comes back short, after scanning its share of the table).
+pub async fn alerts(
+    State(s): State<Arc<Shared>>,
+    Query(q): Query<AlertsQuery>,
+) -> Result<Response, ApiError> {
+    let after = match q.after.as_deref() {
+        None => 0,
+        Some(x) => x.parse::<u64>().map_err(|_| {
+            ApiError::bad(format!(
+                "query parameter `after` is {x:?}; expected a sequence number"
+            ))
+        })?,
+    };
+    let limit = parse_limit(q.limit.as_deref(), 1000, 10_000)?;
+    let check = |name: &str, v: &Option<String>, allowed: &[&str]| -> Result<(), ApiError> {
+        match v {
+            Some(x) if !allowed.contains(&x.as_str()) => Err(ApiError::bad(format!(
+                "query parameter `{name}` is {x:?}; expected one of {}",
+                allowed.join(", ")
+            ))),
+            _ => Ok(()),
+        }
+    };
+    check("level", &q.level, &["yellow", "red"])?;
+    check("status", &q.status, &["firing", "resolved"])?;
+    check(
+        "reason",
+        &q.reason,
+        &[
+            "approaching",
+            "overdue",
+            "violation",
+            "missing",
+            "completed",
+            "completed_late",
+            "retracted",
+            "withdrawn",
+        ],
+    )?;
+    let s2 = s.clone();
+    let (items, next) = blocking(move || {
+        let keep = |a: &Alert| -> bool {
+            let v = serde_json::to_value(a).unwrap_or(Value::Null);
+            let is = |field: &str, want: &Option<String>| {
+                want.as_ref()
+                    .is_none_or(|w| v.get(field).and_then(Value::as_str) == Some(w.as_str()))
+            };
+            is("rule", &q.rule)
+                && is("level", &q.level)
+                && is("status", &q.status)
+                && is("reason", &q.reason)
+                && is("department", &q.department)
+        };
+        let mut items = Vec::new();
+        let mut next = after;
+        if let Some(case) = &q.case {
+            for (seq, a) in s2.store.case_alerts(case).map_err(ApiError::internal)? {
+                if seq <= after {
+                    continue;
+                }
+                if items.len() >= limit {
+                    break;
+                }
+                next = seq;
+                if keep(&a) {
+                    items.push(json!({"seq": seq, "alert": a}));
+                }
+            }
+            return Ok((items, next));
+        }
+        let mut scanned = 0u64;
+        let mut bad = None;
+        s2.store
+            .scan_alerts(after, |seq, bytes| {
+                scanned += 1;
+                next = seq;
+                match serde_json::from_slice::<Alert>(bytes) {
+                    Ok(a) => {
+                        if keep(&a) {
+                            items.push(json!({"seq": seq, "alert": a}));
+                        }
+                    }
+                    Err(e) => {
+                        bad = Some(format!("alert {seq}: {e}"));
+                        return false;
+                    }
+                }
+                items.len() < limit && scanned < ALERT_SCAN_MAX
+            })
+            .map_err(ApiError::internal)?;
+        if let Some(b) = bad {
+            return Err(ApiError::internal(b));
+        }
+        Ok((items, next))
+    })
+    .await?;
+    Ok(axum::Json(json!({"alerts": items, "next": next})).into_response())
+}
+
+// ---------------------------------------------------------------------------------------
+// /api/v1/scorecard
+
+#[derive(Debug, Deserialize)]
+pub struct ScorecardQuery {
+    period: Option<String>,
+}
+
+/// `/api/v1/scorecard?period=2026Q3` (also `2026`, `2026-07`; default: the current quarter).
+pub async fn scorecard(
+    State(s): State<Arc<Shared>>,
+    Query(q): Query<ScorecardQuery>,
+) -> Result<Response, ApiError> {
+    let period = match q.period.as_deref() {
+        None => ScorePeriod::containing(
+            crate::rules::Period::Quarter,
+            chrono::Utc::now().with_timezone(&s.view.zone.tz()).date_naive(),
+        ),
+        Some(p) => ScorePeriod::parse(p).ok_or_else(|| {
+            ApiError::bad(format!(
+                "query parameter `period` is {p:?}; expected a year (2026), a quarter (2026Q3) or a month (2026-07)"
+            ))
+        })?,
+    };
+    let s2 = s.clone();
+    let card = blocking(move || {
+        crate::scorecard::scorecard(&s2.store, &s2.view.zone, &s2.view.scorecard, period)
+            .map_err(ApiError::internal)
+    })
+    .await?;
+    Ok(axum::Json(card).into_response())
+}
+
+// ---------------------------------------------------------------------------------------
+// The board
+
+/// `/`: the red-light board (see `src/board.rs`).
+pub async fn board(State(s): State<Arc<Shared>>) -> Result<Response, ApiError> {
+    let snap = snapshot(&s).await?;
+    let now = chrono::Utc::now().timestamp_millis();
+    let html = crate::board::render(&s.view, &snap, now);
+    Ok((
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        html,
+    )
+        .into_response())
+}
+
+/// Refreshes the open-case gauges (when the snapshot is stale) before `/metrics` renders.
+pub async fn refresh_gauges(s: &Arc<Shared>) {
+    if let Err(e) = snapshot(s).await {
+        tracing::warn!(error = %e.message, "open-case gauges not refreshed");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lite_data_keeps_three_fields_and_skips_the_rest() {
+        let json = r#"{"id":"A","data":[["big",{"x":[1,2,3]}],["department","市住建局"],["handler","张三"],["item",7]],"seen":[1,2,3],"types":5}"#;
+        let c: CaseLite = serde_json::from_str(json).expect("parse");
+        assert_eq!(c.data.department.as_deref(), Some("市住建局"));
+        assert_eq!(c.data.handler.as_deref(), Some("张三"));
+        assert_eq!(c.data.item.as_deref(), Some("7"));
+        assert!(!c.judge().open);
+    }
+
+    #[test]
+    fn cursors_round_trip_and_garbage_is_refused() {
+        let c = encode_cursor("t", 3, "案件-1");
+        assert_eq!(
+            decode_cursor(&c).expect("cursor"),
+            ("t".to_string(), 3, "案件-1".to_string())
+        );
+        assert!(decode_cursor("zz").is_err());
+        assert!(decode_cursor("abc").is_err());
+    }
+
+    #[test]
+    fn constant_time_compare() {
+        assert!(constant_time_eq(b"abc", b"abc"));
+        assert!(!constant_time_eq(b"abc", b"abd"));
+        assert!(!constant_time_eq(b"abc", b"ab"));
+    }
+}

@@ -1,0 +1,325 @@
+//! The red-light board at `/` (红绿灯看板): one server-rendered page for a wall screen, in
+//! Chinese, with no script. Per department its red, yellow and green open cases; the red
+//! cases, most overdue first, with how long overdue; the yellow cases, least time left
+//! first, with how much is left. The page reloads itself every `board.refresh_seconds`.
+//!
+//! The counts come from the shared [`Snapshot`] (at most a few seconds old); the times
+//! overdue and left are computed at render time against the wall clock. Every text that
+//! comes from events is escaped.
+
+use crate::api::{Cause, Counts, Listed, Snapshot, View};
+use crate::clock::DAY;
+use crate::engine::Light;
+use crate::rules::Unit;
+use std::fmt::Write;
+
+/// Escapes text for HTML element content and attribute values.
+pub fn esc(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// A span of wall time in Chinese: `3天4小时`, `5小时20分`, `12分钟`.
+pub fn human(ms: i64) -> String {
+    let m = ms.max(0) / 60_000;
+    let (d, h, mi) = (m / 1440, (m % 1440) / 60, m % 60);
+    match (d, h, mi) {
+        (0, 0, 0) => "不到1分钟".to_string(),
+        (0, 0, mi) => format!("{mi}分钟"),
+        (0, h, 0) => format!("{h}小时"),
+        (0, h, mi) => format!("{h}小时{mi}分"),
+        (d, 0, _) => format!("{d}天"),
+        (d, h, _) => format!("{d}天{h}小时"),
+    }
+}
+
+const STYLE: &str = r#"
+:root { --red:#ff4d4f; --yellow:#fadb14; --green:#52c41a; --bg:#0b1220; --panel:#131c2e; --line:#24324d; --text:#e8eef8; --muted:#93a4c3; }
+* { box-sizing: border-box; }
+html, body { margin:0; background:var(--bg); color:var(--text);
+  font-family:"Noto Sans CJK SC","Source Han Sans SC","PingFang SC","Microsoft YaHei","WenQuanYi Zen Hei",sans-serif;
+  font-size:20px; line-height:1.35; }
+header { display:flex; align-items:center; gap:32px; padding:16px 28px; background:var(--panel); border-bottom:2px solid var(--line); }
+h1 { font-size:34px; margin:0; letter-spacing:2px; white-space:nowrap; }
+.totals { display:flex; gap:28px; flex:1; justify-content:center; }
+.total { display:flex; align-items:center; gap:12px; padding:6px 20px; border-radius:12px; background:#0e1626; }
+.total .label { font-size:24px; color:var(--muted); }
+.total .n { font-size:52px; font-weight:700; font-variant-numeric:tabular-nums; }
+.dot { width:30px; height:30px; border-radius:50%; display:inline-block; box-shadow:0 0 12px currentColor; background:currentColor; }
+.red { color:var(--red); } .yellow { color:var(--yellow); } .green { color:var(--green); }
+.meta { color:var(--muted); font-size:17px; text-align:right; white-space:nowrap; }
+.stale { color:var(--yellow); }
+main { display:grid; grid-template-columns:minmax(0,1fr) minmax(0,1.15fr) minmax(0,1.15fr); gap:18px; padding:18px 28px; }
+section { background:var(--panel); border:1px solid var(--line); border-radius:12px; padding:12px 16px; min-width:0; }
+h2 { margin:0 0 10px; font-size:26px; display:flex; align-items:baseline; gap:12px; }
+h2 small { font-size:17px; color:var(--muted); font-weight:normal; }
+table { width:100%; border-collapse:collapse; }
+th { text-align:right; color:var(--muted); font-weight:normal; font-size:18px; padding:4px 8px; border-bottom:1px solid var(--line); }
+th:first-child, td:first-child { text-align:left; }
+td { padding:7px 8px; border-bottom:1px solid var(--line); font-size:22px; }
+td.n { text-align:right; font-weight:700; font-size:28px; font-variant-numeric:tabular-nums; }
+td.n.zero { color:#3d4b66; }
+td.all { color:var(--muted); }
+ol { list-style:none; margin:0; padding:0; }
+li { padding:8px 4px 8px 14px; border-bottom:1px solid var(--line); border-left:6px solid; margin-bottom:2px; }
+li.red { border-left-color:var(--red); } li.yellow { border-left-color:var(--yellow); }
+.l1 { display:flex; justify-content:space-between; gap:12px; align-items:baseline; }
+.case-id { flex:1 1 auto; min-width:0; font-weight:700; color:var(--text); font-size:22px; overflow:hidden; text-overflow:ellipsis; white-space:nowrap; }
+.time { flex:0 0 auto; font-weight:700; font-size:22px; white-space:nowrap; }
+.time .wd { font-size:16px; font-weight:normal; }
+.note { color:var(--text); }
+li.red .time { color:var(--red); } li.yellow .time { color:var(--yellow); }
+.l2 { color:var(--muted); font-size:18px; overflow:hidden; text-overflow:ellipsis; white-space:nowrap; }
+.more, .none { color:var(--muted); padding:10px 4px; font-size:18px; }
+footer { color:#5d6d8c; font-size:15px; padding:0 28px 14px; }
+"#;
+
+/// Renders the board.
+pub fn render(view: &View, snap: &Snapshot, now: i64) -> String {
+    let tz = view.zone.tz();
+    let local = |ms: i64| {
+        chrono::DateTime::from_timestamp_millis(ms)
+            .map(|t| t.with_timezone(&tz).format("%Y-%m-%d %H:%M:%S").to_string())
+            .unwrap_or_default()
+    };
+    let title = esc(&view.board.title);
+    let mut h = String::with_capacity(32 * 1024);
+    let t = &snap.totals;
+    let _ = write!(
+        h,
+        r#"<!doctype html>
+<html lang="zh-CN"><head><meta charset="utf-8">
+<meta http-equiv="refresh" content="{refresh}">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{title}</title>
+<style>{STYLE}</style></head>
+<body>
+<header>
+<h1>{title}</h1>
+<div class="totals">
+<div class="total red" id="total-red"><span class="dot"></span><span class="label">红灯</span><span class="n">{r}</span></div>
+<div class="total yellow" id="total-yellow"><span class="dot"></span><span class="label">黄灯</span><span class="n">{y}</span></div>
+<div class="total green" id="total-green"><span class="dot"></span><span class="label">绿灯</span><span class="n">{g}</span></div>
+</div>
+<div class="meta">在办 <b id="total-open">{open}</b> 件<br>更新于 {updated}{stale}<br>每 {refresh} 秒自动刷新</div>
+</header>
+<main>
+"#,
+        refresh = view.board.refresh_seconds,
+        r = t.red,
+        y = t.yellow,
+        g = t.green,
+        open = t.total(),
+        updated = local(snap.taken_ms),
+        stale = if now - snap.taken_ms > 120_000 {
+            r#"<span class="stale">（数据较旧）</span>"#
+        } else {
+            ""
+        },
+    );
+    departments(&mut h, snap);
+    cases(&mut h, view, snap, Light::Red, &snap.red, t.red, now);
+    cases(
+        &mut h,
+        view,
+        snap,
+        Light::Yellow,
+        &snap.yellow,
+        t.yellow,
+        now,
+    );
+    let _ = write!(
+        h,
+        r#"</main>
+<footer>红灯：已超期或违规；黄灯：临近期限；绿灯：在期限内。时限按法定工作日历计算（民法典第二百零一条、第二百零三条）。redlight {version} · 共 {scanned} 件案件记录</footer>
+</body></html>
+"#,
+        version = env!("CARGO_PKG_VERSION"),
+        scanned = snap.scanned,
+    );
+    h
+}
+
+fn departments(h: &mut String, snap: &Snapshot) {
+    let mut rows: Vec<(&String, &Counts)> = snap.departments.iter().collect();
+    rows.sort_by(|a, b| {
+        (b.1.red, b.1.yellow, b.1.total())
+            .cmp(&(a.1.red, a.1.yellow, a.1.total()))
+            .then_with(|| a.0.cmp(b.0))
+    });
+    let _ = write!(
+        h,
+        r#"<section class="departments"><h2>各部门 <small>{n} 个部门</small></h2>
+<table><thead><tr><th>部门</th><th>红灯</th><th>黄灯</th><th>绿灯</th><th>在办</th></tr></thead><tbody>
+"#,
+        n = rows.len()
+    );
+    let cell = |light: &str, n: u64| {
+        let zero = if n == 0 { " zero" } else { "" };
+        format!(r#"<td class="n {light}{zero}" data-light="{light}">{n}</td>"#)
+    };
+    for (dept, c) in rows {
+        let d = esc(dept);
+        let _ = writeln!(
+            h,
+            r#"<tr data-department="{d}"><td class="dept">{d}</td>{}{}{}<td class="n all">{}</td></tr>"#,
+            cell("red", c.red),
+            cell("yellow", c.yellow),
+            cell("green", c.green),
+            c.total()
+        );
+    }
+    if snap.departments.is_empty() {
+        h.push_str(r#"<tr><td class="none" colspan="5">暂无在办案件</td></tr>"#);
+    }
+    h.push_str("</tbody></table></section>\n");
+}
+
+fn cases(
+    h: &mut String,
+    view: &View,
+    _snap: &Snapshot,
+    light: Light,
+    list: &[Listed],
+    total: u64,
+    now: i64,
+) {
+    let (class, name, order) = match light {
+        Light::Red => ("red", "红灯案件", "超期最久的在前"),
+        _ => ("yellow", "黄灯案件", "剩余时间最少的在前"),
+    };
+    let _ = writeln!(
+        h,
+        r#"<section class="cases-{class}"><h2 class="{class}">{name} <small>共 {total} 件 · {order}</small></h2><ol class="cases {class}" id="list-{class}">"#
+    );
+    for l in list {
+        let rule = view.rules.rules.get(l.rule as usize);
+        let rule_title = rule.map_or_else(String::new, |r| r.title.to_string());
+        let basis = rule.map_or_else(String::new, |r| r.basis.to_string());
+        let (time, workdays, note) = time_text(view, l, now);
+        let note = note.map_or(String::new(), |n| {
+            format!(r#"<span class="note">{}</span> · "#, esc(&n))
+        });
+        let workdays = workdays.map_or(String::new(), |n| {
+            format!(r#"<span class="wd">（{n}个工作日）</span>"#)
+        });
+        let who: Vec<&str> = [
+            Some(l.department.as_str()),
+            l.item.as_deref(),
+            l.handler.as_deref(),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        let tip = match &l.detail {
+            Some(d) => format!("{basis} · {d}"),
+            None => basis,
+        };
+        let _ = writeln!(
+            h,
+            r#"<li class="{class}" data-case="{id}" data-light="{class}" title="{tip}"><div class="l1"><span class="case-id">{id}</span><span class="time">{time}{workdays}</span></div><div class="l2">{note}{rule_title} · {who}</div></li>"#,
+            id = esc(&l.id),
+            tip = esc(&tip),
+            time = esc(&time),
+            rule_title = esc(&rule_title),
+            who = esc(&who.join(" · ")),
+        );
+    }
+    h.push_str("</ol>");
+    if list.is_empty() {
+        let _ = write!(h, r#"<div class="none">暂无{name}</div>"#);
+    } else if total > list.len() as u64 {
+        let _ = write!(
+            h,
+            r#"<div class="more">另有 {} 件未列出（见 /api/v1/cases?light={class}）</div>"#,
+            total - list.len() as u64
+        );
+    }
+    h.push_str("</section>\n");
+}
+
+/// How far overdue, or how much time is left, in Chinese; for workday clocks also the
+/// whole workdays; and a note on what broke (a period not met).
+fn time_text(view: &View, l: &Listed, now: i64) -> (String, Option<i64>, Option<String>) {
+    let workdays = |from: i64, to: i64| -> Option<i64> {
+        if l.unit != Some(Unit::Workdays) || to <= from {
+            return None;
+        }
+        let c = crate::clock::Counting {
+            cal: &view.calendar,
+            zone: &view.zone,
+        };
+        let m = |t| c.measure(Unit::Workdays, t).ok();
+        let n = (m(to)? - m(from)?) / DAY;
+        (n >= 1).then_some(n)
+    };
+    match (l.cause, l.light) {
+        (Cause::Clock, Light::Red) => (
+            format!("超期 {}", human(now - l.at)),
+            workdays(l.at, now),
+            None,
+        ),
+        (Cause::Clock, _) if l.at <= now => ("已到期".to_string(), None, None),
+        (Cause::Clock, _) => (
+            format!("剩余 {}", human(l.at - now)),
+            workdays(now, l.at),
+            None,
+        ),
+        (Cause::Violation, _) => (format!("违规 · {}前", coarse(now - l.at)), None, None),
+        (Cause::Missing, _) => (
+            format!("逾期 {}", human(now - l.at)),
+            None,
+            Some(match &l.detail {
+                Some(period) => format!("{period} 未履行"),
+                None => "未履行".to_string(),
+            }),
+        ),
+    }
+}
+
+/// A span in its largest unit: `37天`, `5小时`, `12分钟`.
+fn coarse(ms: i64) -> String {
+    let m = ms.max(0) / 60_000;
+    if m >= 1440 {
+        format!("{}天", m / 1440)
+    } else if m >= 60 {
+        format!("{}小时", m / 60)
+    } else {
+        format!("{}分钟", m.max(1))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escapes_markup() {
+        assert_eq!(
+            esc(r#"<a href="x">&'</a>"#),
+            "&lt;a href=&quot;x&quot;&gt;&amp;&#39;&lt;/a&gt;"
+        );
+    }
+
+    #[test]
+    fn spans_read_in_chinese() {
+        let m = 60_000;
+        assert_eq!(human(0), "不到1分钟");
+        assert_eq!(human(35 * m), "35分钟");
+        assert_eq!(human(120 * m), "2小时");
+        assert_eq!(human(125 * m), "2小时5分");
+        assert_eq!(human(3 * 1440 * m), "3天");
+        assert_eq!(human((3 * 1440 + 4 * 60 + 9) * m), "3天4小时");
+        assert_eq!(human(-5), "不到1分钟");
+    }
+}

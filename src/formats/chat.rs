@@ -1,0 +1,325 @@
+//! The chat robots: DingTalk custom robot, WeCom group robot, Feishu custom bot.
+//!
+//! - DingTalk: `{"msgtype":"markdown","markdown":{"title":…,"text":…}}`; signed robots get
+//!   `&timestamp=<ms>&sign=<urlencode(base64(HMAC-SHA256(key = secret,
+//!   message = "<timestamp>\n<secret>")))>` on the URL. Answers `{"errcode":0,"errmsg":"ok"}`.
+//! - WeCom: `{"msgtype":"markdown","markdown":{"content":…}}` (at most 4096 bytes), the key
+//!   is in the URL. Answers `{"errcode":0,"errmsg":"ok"}`.
+//! - Feishu: `{"msg_type":"interactive","card":{…}}` with a header in the light's colour and
+//!   a markdown element; signed bots get `"timestamp":"<s>","sign":<base64(HMAC-SHA256(key =
+//!   "<timestamp>\n<secret>", message = empty))>` in the body. Answers `{"code":0,…}`.
+//!
+//! All three answer HTTP 200 even when they refuse a message; [`check_reply`] reads the code.
+
+use super::Format;
+use super::text::{Color, Message};
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
+use hmac::{Hmac, Mac};
+use serde_json::{Value, json};
+use sha2::Sha256;
+
+type HmacSha256 = Hmac<Sha256>;
+
+fn hmac_b64(key: &[u8], message: &[u8]) -> String {
+    match HmacSha256::new_from_slice(key) {
+        Ok(mut mac) => {
+            mac.update(message);
+            B64.encode(mac.finalize().into_bytes())
+        }
+        Err(_) => String::new(),
+    }
+}
+
+/// DingTalk's `sign` (before URL encoding).
+pub fn dingtalk_sign(secret: &str, timestamp_ms: i64) -> String {
+    hmac_b64(
+        secret.as_bytes(),
+        format!("{timestamp_ms}\n{secret}").as_bytes(),
+    )
+}
+
+/// The robot's URL with `timestamp` and `sign` appended.
+pub fn dingtalk_signed_url(url: &str, secret: &str, timestamp_ms: i64) -> String {
+    let sign = dingtalk_sign(secret, timestamp_ms);
+    let sep = if url.contains('?') { '&' } else { '?' };
+    format!(
+        "{url}{sep}timestamp={timestamp_ms}&sign={}",
+        percent_encoding::utf8_percent_encode(&sign, percent_encoding::NON_ALPHANUMERIC)
+    )
+}
+
+/// Feishu's `sign`: the key is "timestamp\nsecret", the message empty.
+pub fn feishu_sign(secret: &str, timestamp_s: i64) -> String {
+    hmac_b64(format!("{timestamp_s}\n{secret}").as_bytes(), b"")
+}
+
+fn markdown_lines(msg: &Message, bullet: &str) -> String {
+    let mut out = String::with_capacity(512);
+    for (label, value) in &msg.fields {
+        out.push_str(bullet);
+        out.push_str("**");
+        out.push_str(label);
+        out.push_str("**：");
+        out.push_str(&escape_md(value));
+        out.push('\n');
+    }
+    out
+}
+
+/// Keeps values from turning into markup: case ids and details are data, not markdown. The
+/// robots' markdown is a small dialect where a backslash escape may show as a backslash, so
+/// the characters that could open markup become their full-width forms.
+fn escape_md(s: &str) -> String {
+    s.chars()
+        .map(|c| match c {
+            '*' => '＊',
+            '[' => '［',
+            ']' => '］',
+            '<' => '＜',
+            '>' => '＞',
+            '\n' | '\r' => ' ',
+            c => c,
+        })
+        .collect()
+}
+
+/// The DingTalk custom robot markdown message.
+pub fn dingtalk_body(msg: &Message) -> Value {
+    let mut text = format!(
+        "#### {}\n\n**{}**\n\n{}",
+        msg.title,
+        escape_md(&msg.headline),
+        markdown_lines(msg, "- ")
+    );
+    if let Some(link) = &msg.link {
+        text.push_str(&format!("\n[查看案件]({link})\n"));
+    }
+    text.push_str(&format!("\n> 告警编号 {}\n", msg.id));
+    json!({
+        "msgtype": "markdown",
+        "markdown": { "title": msg.title, "text": text },
+    })
+}
+
+/// WeCom's markdown is at most 4096 bytes (UTF-8).
+pub const WECOM_MAX_BYTES: usize = 4096;
+
+/// The WeCom group robot markdown message. Colours are WeCom's three: `warning` (red-orange),
+/// `info` (green), `comment` (grey).
+pub fn wecom_body(msg: &Message) -> Value {
+    let color = match msg.color {
+        Color::Red | Color::Yellow => "warning",
+        Color::Green => "info",
+    };
+    let mut content = format!(
+        "## {}\n<font color=\"{color}\">{}</font>\n",
+        msg.title,
+        escape_md(&msg.headline)
+    );
+    for (label, value) in &msg.fields {
+        content.push_str(&format!(
+            "> {label}：<font color=\"comment\">{}</font>\n",
+            escape_md(value)
+        ));
+    }
+    if let Some(link) = &msg.link {
+        content.push_str(&format!("[查看案件]({link})\n"));
+    }
+    content.push_str(&format!("告警编号 {}", msg.id));
+    json!({
+        "msgtype": "markdown",
+        "markdown": { "content": truncate_utf8(&content, WECOM_MAX_BYTES) },
+    })
+}
+
+/// Cuts `s` to at most `max` bytes on a character boundary, marking the cut.
+pub fn truncate_utf8(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_string();
+    }
+    let mark = "…";
+    let mut end = max.saturating_sub(mark.len());
+    while end > 0 && !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}{mark}", &s[..end])
+}
+
+/// The Feishu custom bot card; `sign` is `(timestamp in seconds, sign)` for signed bots.
+pub fn feishu_body(msg: &Message, sign: Option<(i64, String)>) -> Value {
+    let template = match msg.color {
+        Color::Red => "red",
+        Color::Yellow => "yellow",
+        Color::Green => "green",
+    };
+    let mut md = format!("**{}**\n", escape_md(&msg.headline));
+    md.push_str(&markdown_lines(msg, ""));
+    if let Some(link) = &msg.link {
+        md.push_str(&format!("[查看案件]({link})\n"));
+    }
+    let mut body = json!({
+        "msg_type": "interactive",
+        "card": {
+            "config": { "wide_screen_mode": true },
+            "header": {
+                "title": { "tag": "plain_text", "content": msg.title },
+                "template": template,
+            },
+            "elements": [
+                { "tag": "markdown", "content": md },
+                { "tag": "hr" },
+                { "tag": "note", "elements": [
+                    { "tag": "plain_text", "content": format!("告警编号 {}", msg.id) }
+                ] },
+            ],
+        },
+    });
+    if let (Some((ts, sign)), Some(obj)) = (sign, body.as_object_mut()) {
+        obj.insert("timestamp".into(), Value::String(ts.to_string()));
+        obj.insert("sign".into(), Value::String(sign));
+    }
+    body
+}
+
+/// What a chat platform's answer to an HTTP 2xx says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reply {
+    Ok,
+    /// Over the robot's send limit: try again later, not an error of the message.
+    Throttled(String),
+    /// A passing fault on the platform's side: retry on the schedule.
+    Transient(String),
+    /// The platform refused the message (bad signature, keyword, token…): a dead letter
+    /// until the configuration is fixed and it is re-sent.
+    Refused(String),
+}
+
+/// Reads the error code in a chat platform's answer. A body that is not JSON (a proxy) is
+/// taken as success: the HTTP status said so.
+pub fn check_reply(format: Format, body: &[u8]) -> Reply {
+    if !format.is_chat() {
+        return Reply::Ok;
+    }
+    let Ok(v) = serde_json::from_slice::<Value>(body) else {
+        return Reply::Ok;
+    };
+    let (code, msg) = match format {
+        Format::Feishu => (
+            v.get("code").or_else(|| v.get("StatusCode")),
+            v.get("msg").or_else(|| v.get("StatusMessage")),
+        ),
+        _ => (v.get("errcode"), v.get("errmsg")),
+    };
+    let Some(code) = code.and_then(Value::as_i64) else {
+        return Reply::Ok;
+    };
+    if code == 0 {
+        return Reply::Ok;
+    }
+    let msg = msg.and_then(Value::as_str).unwrap_or("");
+    let what = format!("{} error {code}: {msg}", format.as_str());
+    let lower = msg.to_ascii_lowercase();
+    let throttled = match format {
+        // 130101: "send too fast, exceed 20 times per minute".
+        Format::Dingtalk => code == 130101 || code == 130102,
+        // 45009: "api freq out of limit".
+        Format::Wecom => code == 45009 || code == 45033,
+        // 11232: message rate limit (100 a minute, 5 a second); 230020: per-chat limit.
+        Format::Feishu => code == 11232 || code == 230020,
+        _ => false,
+    } || lower.contains("too fast")
+        || lower.contains("freq")
+        || lower.contains("rate limit");
+    if throttled {
+        Reply::Throttled(what)
+    } else if code == -1 || lower.contains("busy") {
+        Reply::Transient(what)
+    } else {
+        Reply::Refused(what)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dingtalk_signs_timestamp_newline_secret_with_the_secret() {
+        // Recomputed independently: HMAC-SHA256(key = "SECabc", "1700000000000\nSECabc").
+        let sign = dingtalk_sign("SECabc", 1_700_000_000_000);
+        let mut mac = HmacSha256::new_from_slice(b"SECabc").expect("key");
+        mac.update(b"1700000000000\nSECabc");
+        assert_eq!(sign, B64.encode(mac.finalize().into_bytes()));
+        let url = dingtalk_signed_url("http://x/robot/send?access_token=t", "SECabc", 1);
+        let (head, sign) = url.split_once("&sign=").expect("sign");
+        assert_eq!(head, "http://x/robot/send?access_token=t&timestamp=1");
+        let decoded = percent_encoding::percent_decode_str(sign)
+            .decode_utf8()
+            .expect("utf8");
+        assert_eq!(decoded, dingtalk_sign("SECabc", 1));
+        assert!(!sign.contains(['+', '/', '=']), "{sign}");
+    }
+
+    #[test]
+    fn feishu_signs_with_the_string_as_key_and_an_empty_message() {
+        let sign = feishu_sign("s3cret", 1_700_000_000);
+        let mut mac = HmacSha256::new_from_slice(b"1700000000\ns3cret").expect("key");
+        mac.update(b"");
+        assert_eq!(sign, B64.encode(mac.finalize().into_bytes()));
+    }
+
+    #[test]
+    fn replies_are_classified() {
+        assert_eq!(
+            check_reply(Format::Dingtalk, br#"{"errcode":0,"errmsg":"ok"}"#),
+            Reply::Ok
+        );
+        assert!(matches!(
+            check_reply(
+                Format::Dingtalk,
+                br#"{"errcode":130101,"errmsg":"send too fast, exceed 20 times per minute"}"#
+            ),
+            Reply::Throttled(_)
+        ));
+        assert!(matches!(
+            check_reply(
+                Format::Dingtalk,
+                br#"{"errcode":310000,"errmsg":"sign not match"}"#
+            ),
+            Reply::Refused(_)
+        ));
+        assert!(matches!(
+            check_reply(
+                Format::Wecom,
+                br#"{"errcode":45009,"errmsg":"api freq out of limit"}"#
+            ),
+            Reply::Throttled(_)
+        ));
+        assert!(matches!(
+            check_reply(Format::Wecom, br#"{"errcode":-1,"errmsg":"system busy"}"#),
+            Reply::Transient(_)
+        ));
+        assert_eq!(
+            check_reply(Format::Feishu, br#"{"code":0,"msg":"success","data":{}}"#),
+            Reply::Ok
+        );
+        assert!(matches!(
+            check_reply(
+                Format::Feishu,
+                br#"{"code":19021,"msg":"sign match fail or timestamp is not within one hour from current time"}"#
+            ),
+            Reply::Refused(_)
+        ));
+        assert_eq!(check_reply(Format::Feishu, b"not json"), Reply::Ok);
+        assert_eq!(check_reply(Format::Json, b"{\"errcode\":5}"), Reply::Ok);
+    }
+
+    #[test]
+    fn truncation_keeps_characters_whole() {
+        let s = "红".repeat(2000); // 6000 bytes
+        let t = truncate_utf8(&s, WECOM_MAX_BYTES);
+        assert!(t.len() <= WECOM_MAX_BYTES);
+        assert!(t.ends_with('…'));
+    }
+}
