@@ -592,7 +592,7 @@ impl Receiver {
         if url.starts_with("https://") && !cfg!(feature = "https") {
             return Err(format!(
                 "`{key}.url` (receiver {:?}) is https, and this redlight was built without TLS: \
-                 build it with `cargo build --release --features https`",
+                 build it with the default features (`cargo build --release`)",
                 spec.name
             ));
         }

@@ -1018,7 +1018,9 @@ impl Engine {
                 }
                 match self.eval(&c.condition, case, ev, types_before) {
                     Ok(true) => {
-                        let detail = format!("condition holds: {}", c.condition.source);
+                        let detail = c.message.clone().unwrap_or_else(|| {
+                            format!("condition holds: {}", c.condition.source)
+                        });
                         self.violation(case, r, &ev.id, t, detail, out);
                     }
                     Ok(false) => {}

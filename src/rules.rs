@@ -190,6 +190,9 @@ pub struct CheckRule {
     pub on: Vec<String>,
     pub when: Matcher,
     pub condition: Condition,
+    /// What the violation means, for people (the alert's `detail`); the condition's source
+    /// when absent.
+    pub message: Option<String>,
 }
 
 /// How long a periodic duty's period is.
@@ -617,6 +620,7 @@ struct RuleDef {
     warn: Option<WarnDef>,
     stages: Option<Vec<String>>,
     on: Option<OneOrMany>,
+    message: Option<String>,
     fulfil: Option<String>,
     period: Option<Period>,
     period_field: Option<String>,
@@ -883,6 +887,7 @@ fn compile_rule(cx: &mut Cx<'_>, raw: toml::Table, meta: &PackMeta) -> Option<Ru
             cx.forbid(
                 "deadline",
                 &[
+                    ("message", def.message.is_some()),
                     ("stages", def.stages.is_some()),
                     ("on", def.on.is_some()),
                     ("fulfil", def.fulfil.is_some()),
@@ -998,6 +1003,7 @@ fn compile_rule(cx: &mut Cx<'_>, raw: toml::Table, meta: &PackMeta) -> Option<Ru
             cx.forbid(
                 "sequence",
                 &[
+                    ("message", def.message.is_some()),
                     ("start", def.start.is_some()),
                     ("stop", def.stop.is_some()),
                     ("pause", def.pause.is_some()),
@@ -1061,6 +1067,7 @@ fn compile_rule(cx: &mut Cx<'_>, raw: toml::Table, meta: &PackMeta) -> Option<Ru
             RuleKind::Check(CheckRule {
                 on,
                 when,
+                message: def.message,
                 condition: condition.unwrap_or_else(|| Condition {
                     source: "false".into(),
                     program: Arc::new(cel::Program::compile("false").expect("literal")),
@@ -1071,6 +1078,7 @@ fn compile_rule(cx: &mut Cx<'_>, raw: toml::Table, meta: &PackMeta) -> Option<Ru
             cx.forbid(
                 "periodic",
                 &[
+                    ("message", def.message.is_some()),
                     ("stop", def.stop.is_some()),
                     ("pause", def.pause.is_some()),
                     ("resume", def.resume.is_some()),
