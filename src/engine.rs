@@ -283,6 +283,12 @@ pub enum TimerKind {
 /// on every machine: see [`id_hash`]).
 type Timer = (u64, Arc<str>, u16, TimerKind);
 
+/// The timers due at one instant, in chunks of at most [`CHUNK`]: a million 20-workday
+/// deadlines set on the same day share one midnight, and one growing `Vec` would copy
+/// itself over and over.
+type Bucket = Vec<Vec<Timer>>;
+const CHUNK: usize = 4096;
+
 /// What [`Engine::apply`] did with an event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Applied {
@@ -330,7 +336,7 @@ pub struct Engine {
     zone: Zone,
     cases: FxHashMap<Arc<str>, Box<Case>>,
     /// Min-heap of timers; may hold obsolete entries, dropped when they come due.
-    timers: BTreeMap<i64, Vec<Timer>>,
+    timers: BTreeMap<i64, Bucket>,
     /// Entries in `timers`, obsolete ones included.
     timer_entries: usize,
     /// The engine's clock: the latest of the event times applied and the times advanced to.
@@ -446,12 +452,9 @@ impl Engine {
         let id = case.id.clone();
         let mut new = std::mem::take(&mut self.scratch_new);
         case.timers(self.retention_ms, &mut new);
+        let hash = id_hash(&id);
         for (due, rule, kind) in &new {
-            self.timers
-                .entry(*due)
-                .or_default()
-                .push((id_hash(&id), id.clone(), *rule, *kind));
-            self.timer_entries += 1;
+            self.set_timer(*due, (hash, id.clone(), *rule, *kind));
         }
         self.scratch_new = new;
         self.cases.insert(id, Box::new(case));
@@ -477,7 +480,7 @@ impl Engine {
                 break;
             }
             let due = *entry.key();
-            let mut bucket = entry.remove();
+            let mut bucket: Vec<Timer> = entry.remove().into_iter().flatten().collect();
             self.timer_entries -= bucket.len();
             bucket.sort_unstable();
             bucket.dedup();
@@ -525,14 +528,23 @@ impl Engine {
         for t in &new {
             if !old.contains(t) {
                 let h = *hash.get_or_insert_with(|| id_hash(&case.id));
-                self.timers
-                    .entry(t.0)
-                    .or_default()
-                    .push((h, case.id.clone(), t.1, t.2));
-                self.timer_entries += 1;
+                self.set_timer(t.0, (h, case.id.clone(), t.1, t.2));
             }
         }
         self.scratch_new = new;
+    }
+
+    fn set_timer(&mut self, due: i64, timer: Timer) {
+        let bucket = self.timers.entry(due).or_default();
+        match bucket.last_mut() {
+            Some(chunk) if chunk.len() < CHUNK => chunk.push(timer),
+            _ => {
+                let mut chunk = Vec::with_capacity(if bucket.is_empty() { 1 } else { CHUNK });
+                chunk.push(timer);
+                bucket.push(chunk);
+            }
+        }
+        self.timer_entries += 1;
     }
 
     /// Handles one due timer; returns false when the case is to be forgotten.
@@ -727,6 +739,10 @@ impl Engine {
                 Ok(i) => case.data[i].1 = v.clone(),
                 Err(i) => case.data.insert(i, (key, v.clone())),
             }
+        }
+        // A million open cases: no room to spare in each one's data.
+        if case.data.capacity() > case.data.len() {
+            case.data.shrink_to_fit();
         }
         let types_before = case.types & !(1u128 << info.bit);
         let mut result = Ok(());
@@ -1018,9 +1034,10 @@ impl Engine {
                 }
                 match self.eval(&c.condition, case, ev, types_before) {
                     Ok(true) => {
-                        let detail = c.message.clone().unwrap_or_else(|| {
-                            format!("condition holds: {}", c.condition.source)
-                        });
+                        let detail = c
+                            .message
+                            .clone()
+                            .unwrap_or_else(|| format!("condition holds: {}", c.condition.source));
                         self.violation(case, r, &ev.id, t, detail, out);
                     }
                     Ok(false) => {}
@@ -1257,6 +1274,7 @@ impl Engine {
             .max()
             .unwrap_or(0)
             + 1;
+        case.clocks.reserve_exact(1);
         case.clocks.push(Clock {
             rule: r,
             cycle,
