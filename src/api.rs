@@ -660,7 +660,7 @@ pub struct Snapshot {
     /// Open cases per department by overall light.
     pub departments: BTreeMap<String, Counts>,
     /// Open cases per (light, department, rule index).
-    pub by_rule: HashMap<(Light, String, u16), i64>,
+    pub by_rule: HashMap<(Light, Arc<str>, u16), i64>,
     /// The most overdue red cases (earliest instant first), at most `board.list_max`.
     pub red: Vec<Listed>,
     /// The yellow cases with the least time left, at most `board.list_max`.
@@ -671,14 +671,24 @@ pub struct Snapshot {
 struct Smallest {
     n: usize,
     items: Vec<Listed>,
+    /// Once `n` are kept, an entry with a key above this cannot make the list.
+    bar: Option<i64>,
 }
 
 impl Smallest {
-    fn push(&mut self, l: Listed) {
-        if self.n == 0 {
+    fn new(n: usize) -> Smallest {
+        Smallest {
+            n,
+            items: Vec::new(),
+            bar: None,
+        }
+    }
+    /// Offers an entry with key `at`, built only when it may make the list.
+    fn offer(&mut self, at: i64, build: impl FnOnce() -> Listed) {
+        if self.n == 0 || self.bar.is_some_and(|b| at > b) {
             return;
         }
-        self.items.push(l);
+        self.items.push(build());
         if self.items.len() >= self.n * 2 {
             self.cut();
         }
@@ -687,6 +697,9 @@ impl Smallest {
         self.items
             .sort_by(|a, b| a.at.cmp(&b.at).then_with(|| a.id.cmp(&b.id)));
         self.items.truncate(self.n);
+        if self.items.len() == self.n {
+            self.bar = self.items.last().map(|l| l.at);
+        }
     }
     fn done(mut self) -> Vec<Listed> {
         self.cut();
@@ -698,17 +711,13 @@ fn scan_snapshot(store: &crate::store::Store, view: &View) -> Result<Snapshot, A
     let started = Instant::now();
     let mut totals = Counts::default();
     let mut departments: BTreeMap<String, Counts> = BTreeMap::new();
-    let mut by_rule: HashMap<(Light, String, u16), i64> = HashMap::new();
+    let mut by_rule: HashMap<(Light, Arc<str>, u16), i64> = HashMap::new();
+    // Departments interned: a million cases share a few dozen names.
+    let mut names: HashMap<String, Arc<str>> = HashMap::new();
     let (mut scanned, mut unreadable) = (0u64, 0u64);
     let max = view.board.list_max;
-    let mut red = Smallest {
-        n: max,
-        items: Vec::new(),
-    };
-    let mut yellow = Smallest {
-        n: max,
-        items: Vec::new(),
-    };
+    let mut red = Smallest::new(max);
+    let mut yellow = Smallest::new(max);
     let mut prefilter = Prefilter::new();
     prefilter.light(None, Some(true));
     store
@@ -739,14 +748,22 @@ fn scan_snapshot(store: &crate::store::Store, view: &View) -> Result<Snapshot, A
                     departments.insert(dept.to_string(), c);
                 }
             }
+            let name = match names.get(dept) {
+                Some(n) => n.clone(),
+                None => {
+                    let n: Arc<str> = Arc::from(dept);
+                    names.insert(dept.to_string(), n.clone());
+                    n
+                }
+            };
             for (rule, light) in &j.rules {
-                *by_rule.entry((*light, dept.to_string(), *rule)).or_insert(0) += 1;
+                *by_rule.entry((*light, name.clone(), *rule)).or_insert(0) += 1;
             }
             if let Some((cause, rule, at)) = j.urgent {
-                let listed = || listed(view, &case, j.light, cause, rule, at);
+                let build = || listed(view, &case, j.light, cause, rule, at);
                 match j.light {
-                    Light::Red => red.push(listed()),
-                    Light::Yellow => yellow.push(listed()),
+                    Light::Red => red.offer(at, build),
+                    Light::Yellow => yellow.offer(at, build),
                     Light::Green => {}
                 }
             }
@@ -820,10 +837,24 @@ pub async fn snapshot(shared: &Arc<Shared>) -> Result<Arc<Snapshot>, ApiError> {
         s.taken.elapsed() < age
     };
     let current = || view.snapshot.lock().ok().and_then(|s| s.clone());
-    if let Some(s) = current()
-        && fresh(&s)
-    {
-        return Ok(s);
+    if let Some(s) = current() {
+        if fresh(&s) {
+            return Ok(s);
+        }
+        // A large store takes seconds to recount: answer with the previous counts (the board
+        // shows their time) while one refresh runs in the background.
+        if s.took >= SLOW_RECOUNT {
+            let shared = shared.clone();
+            tokio::spawn(async move {
+                let Ok(_one_at_a_time) = shared.view.refresh.try_lock() else {
+                    return; // one is running
+                };
+                if let Err(e) = recount(&shared).await {
+                    tracing::warn!(error = %e.message, "board recount failed");
+                }
+            });
+            return Ok(s);
+        }
     }
     let _one_at_a_time = view.refresh.lock().await;
     if let Some(s) = current()
@@ -831,6 +862,15 @@ pub async fn snapshot(shared: &Arc<Shared>) -> Result<Arc<Snapshot>, ApiError> {
     {
         return Ok(s);
     }
+    recount(shared).await
+}
+
+/// A recount slower than this is done in the background, the previous one served meanwhile.
+const SLOW_RECOUNT: Duration = Duration::from_secs(1);
+
+/// Recounts the store, publishes the gauges and keeps the snapshot.
+async fn recount(shared: &Arc<Shared>) -> Result<Arc<Snapshot>, ApiError> {
+    let view = &shared.view;
     let s2 = shared.clone();
     let snap = Arc::new(blocking(move || scan_snapshot(&s2.store, &s2.view)).await?);
     let m = &shared.metrics;
@@ -839,7 +879,7 @@ pub async fn snapshot(shared: &Arc<Shared>) -> Result<Arc<Snapshot>, ApiError> {
     for ((light, dept, rule), n) in &snap.by_rule {
         let rule = view.rule_id(*rule);
         m.open_cases
-            .with_label_values(&[light_str(*light), dept.as_str(), rule.as_str()])
+            .with_label_values(&[light_str(*light), dept, rule.as_str()])
             .set(*n);
     }
     m.case_lights.reset();
@@ -1302,17 +1342,19 @@ pub async fn alerts(
     )?;
     let s2 = s.clone();
     let (items, next) = blocking(move || {
+        // Enum fields compare by their wire names (`red`, `completed_late`, …).
+        fn named<T: serde::Serialize>(x: &T, want: &Option<String>) -> bool {
+            want.as_deref()
+                .is_none_or(|w| matches!(serde_json::to_value(x), Ok(Value::String(s)) if s == w))
+        }
         let keep = |a: &Alert| -> bool {
-            let v = serde_json::to_value(a).unwrap_or(Value::Null);
-            let is = |field: &str, want: &Option<String>| {
-                want.as_ref()
-                    .is_none_or(|w| v.get(field).and_then(Value::as_str) == Some(w.as_str()))
-            };
-            is("rule", &q.rule)
-                && is("level", &q.level)
-                && is("status", &q.status)
-                && is("reason", &q.reason)
-                && is("department", &q.department)
+            q.rule.as_deref().is_none_or(|w| &*a.rule == w)
+                && q.department
+                    .as_deref()
+                    .is_none_or(|w| a.department.as_deref() == Some(w))
+                && named(&a.level, &q.level)
+                && named(&a.status, &q.status)
+                && named(&a.reason, &q.reason)
         };
         let mut items = Vec::new();
         let mut next = after;
@@ -1430,6 +1472,33 @@ mod tests {
         assert_eq!(c.data.handler.as_deref(), Some("张三"));
         assert_eq!(c.data.item.as_deref(), Some("7"));
         assert!(!c.judge().open);
+    }
+
+    #[test]
+    fn the_most_urgent_are_kept_and_only_they_are_built() {
+        let mut s = Smallest::new(5);
+        let mut built = 0;
+        for i in 0..1000i64 {
+            let at = (i * 7919) % 1000;
+            s.offer(at, || {
+                built += 1;
+                Listed {
+                    id: format!("C{at}"),
+                    department: String::new(),
+                    item: None,
+                    handler: None,
+                    light: Light::Red,
+                    cause: Cause::Clock,
+                    rule: 0,
+                    at,
+                    detail: None,
+                    unit: None,
+                }
+            });
+        }
+        let kept: Vec<i64> = s.done().iter().map(|l| l.at).collect();
+        assert_eq!(kept, vec![0, 1, 2, 3, 4]);
+        assert!(built < 200, "built {built}");
     }
 
     #[test]

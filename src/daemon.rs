@@ -219,6 +219,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
             Arc::new(template.calendar().clone()),
         ),
     });
+    let rules = Arc::new(template.rules().clone());
+    let calendar = Arc::new(template.calendar().clone());
     drop(template);
     // Alert delivery: the outbox is written with each batch (the store's commit hook), the
     // worker sends it; secrets are read here, and a missing one stops the start.
@@ -292,6 +294,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         partitions: BTreeMap::new(),
         delivery: delivery.clone(),
         ledger: Vec::new(),
+        rules,
+        calendar,
     };
     let result = lp.run(shutdown, notify).await;
     lp.finish();
@@ -320,6 +324,10 @@ struct Loop<'c> {
     delivery: Arc<crate::delivery::Delivery>,
     /// Scorecard rows of the events applied since the last persist (see `src/scorecard.rs`).
     ledger: Vec<(i64, String, String, Vec<u8>)>,
+    /// The rules and calendar, loaded once at start: a pack edited on disk while the daemon
+    /// runs must not reach some partitions and not others (or stop it at a rebalance).
+    rules: Arc<crate::rules::RuleSet>,
+    calendar: Arc<crate::calendar::Calendar>,
 }
 
 /// A message that cannot be applied, on its way to the dead-letter topic.
@@ -439,7 +447,8 @@ impl Loop<'_> {
             return Ok(());
         }
         let started = Instant::now();
-        let mut engine = self.config.build_engine()?;
+        let mut engine = Engine::new(self.rules.clone(), self.calendar.clone());
+        engine.set_retention_days(self.config.engine.retention_days);
         engine.track_changes();
         let cases = self.store.load_partition(&slot.0, slot.1)?;
         let n = cases.len();
@@ -447,6 +456,9 @@ impl Loop<'_> {
             engine.restore(case);
         }
         engine.take_changed();
+        if let Some(now) = self.store.engine_clock(&slot.0, slot.1)? {
+            engine.restore_clock(now);
+        }
         let next_offset = self.store.offset(&slot.0, slot.1)?;
         // Ask the broker how far the partition goes, so that a backlog is consumed before
         // the wall clock fires anything.
@@ -744,6 +756,12 @@ impl Loop<'_> {
                 status = status_str(a), reason = ?a.reason, at = %a.at, "alert");
         }
         batch.alerts = alerts;
+        for ((topic, partition), p) in &self.partitions {
+            let now = p.engine.now();
+            if now != i64::MIN {
+                batch.clocks.push((topic.clone(), *partition, now));
+            }
+        }
         let started = Instant::now();
         self.store.commit(&batch)?;
         self.metrics

@@ -447,6 +447,11 @@ impl Engine {
         self.timers.first_key_value().map(|(due, _)| *due)
     }
 
+    /// Sets the engine's clock back to where a persisted engine had it (never backwards).
+    pub fn restore_clock(&mut self, now: i64) {
+        self.now = self.now.max(now);
+    }
+
     /// Puts a persisted case back (its timers with it).
     pub fn restore(&mut self, case: Case) {
         let id = case.id.clone();

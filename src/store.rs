@@ -32,6 +32,10 @@ use std::path::{Path, PathBuf};
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 const CASES: TableDefinition<(&str, u32, &str), &[u8]> = TableDefinition::new("cases");
 const OFFSETS: TableDefinition<(&str, u32), u64> = TableDefinition::new("offsets");
+/// Each partition's engine clock, written with its offset, so that a restart resumes the
+/// clock where it was (an event delivered late right after a restart gets the same `at` as
+/// it would have without the restart).
+const CLOCKS: TableDefinition<(&str, u32), i64> = TableDefinition::new("engine_clocks");
 const ALERTS: TableDefinition<u64, &[u8]> = TableDefinition::new("alerts");
 const CASE_ALERTS: TableDefinition<(&str, u64), ()> = TableDefinition::new("case_alerts");
 const LEDGER: TableDefinition<(i64, &str, &str), &[u8]> = TableDefinition::new("ledger");
@@ -74,6 +78,8 @@ pub struct WriteBatch {
     pub alerts: Vec<Alert>,
     /// `(topic, partition, next offset to consume)`.
     pub offsets: Vec<(String, u32, u64)>,
+    /// `(topic, partition, the engine's clock in ms)`.
+    pub clocks: Vec<(String, u32, i64)>,
     /// Scorecard records `(instant, case id, record key, JSON)`, written idempotently.
     pub ledger: Vec<(i64, String, String, Vec<u8>)>,
 }
@@ -197,6 +203,7 @@ impl Store {
             }
             tx.open_table(CASES).map_err(|e| self.err(e))?;
             tx.open_table(OFFSETS).map_err(|e| self.err(e))?;
+            tx.open_table(CLOCKS).map_err(|e| self.err(e))?;
             tx.open_table(ALERTS).map_err(|e| self.err(e))?;
             tx.open_table(CASE_ALERTS).map_err(|e| self.err(e))?;
             tx.open_table(LEDGER).map_err(|e| self.err(e))?;
@@ -278,6 +285,12 @@ impl Store {
                     .insert((topic.as_str(), *partition), *offset)
                     .map_err(|e| self.err(e))?;
             }
+            let mut clocks = tx.open_table(CLOCKS).map_err(|e| self.err(e))?;
+            for (topic, partition, now) in &batch.clocks {
+                clocks
+                    .insert((topic.as_str(), *partition), *now)
+                    .map_err(|e| self.err(e))?;
+            }
         }
         let hook = self.hook.read().ok().and_then(|h| h.clone());
         if let Some(hook) = &hook
@@ -299,6 +312,15 @@ impl Store {
     pub fn offset(&self, topic: &str, partition: u32) -> Result<Option<u64>, StoreError> {
         let tx = self.db.begin_read().map_err(|e| self.err(e))?;
         let t = tx.open_table(OFFSETS).map_err(|e| self.err(e))?;
+        Ok(t.get((topic, partition))
+            .map_err(|e| self.err(e))?
+            .map(|v| v.value()))
+    }
+
+    /// A partition's engine clock as last made durable.
+    pub fn engine_clock(&self, topic: &str, partition: u32) -> Result<Option<i64>, StoreError> {
+        let tx = self.db.begin_read().map_err(|e| self.err(e))?;
+        let t = tx.open_table(CLOCKS).map_err(|e| self.err(e))?;
         Ok(t.get((topic, partition))
             .map_err(|e| self.err(e))?
             .map(|v| v.value()))
