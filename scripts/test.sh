@@ -15,10 +15,27 @@ cargo clippy --all-targets --quiet -- -D warnings
 
 step "start a local Kafka broker for the end-to-end tests (scripts/kafka.sh)"
 export KAFKA_PORT="${KAFKA_PORT:-19092}"
-scripts/kafka.sh start
-trap 'scripts/kafka.sh stop || true' EXIT
+# Stop the broker on exit only if this run started it (a developer's broker stays up).
+if scripts/kafka.sh status >/dev/null 2>&1; then
+  scripts/kafka.sh start
+else
+  scripts/kafka.sh start
+  trap 'scripts/kafka.sh stop || true' EXIT
+fi
 REDLIGHT_TEST_KAFKA="$(scripts/kafka.sh bootstrap)"
 export REDLIGHT_TEST_KAFKA
+
+step "headless Chromium and a CJK font for the board test (Debian's chromium)"
+as_root() { if [[ $(id -u) -eq 0 ]]; then "$@"; else sudo "$@"; fi; }
+if ! command -v chromium >/dev/null 2>&1; then
+  as_root apt-get update -qq
+  as_root apt-get install -y -qq chromium >/dev/null
+fi
+if ! fc-list :lang=zh 2>/dev/null | grep -q .; then
+  as_root apt-get install -y -qq fonts-wqy-zenhei >/dev/null \
+    || { as_root apt-get update -qq && as_root apt-get install -y -qq fonts-wqy-zenhei >/dev/null; }
+fi
+chromium --version
 
 step "cargo test"
 cargo test --quiet 2>&1 | tee target/test-output.txt
@@ -28,6 +45,9 @@ cargo build --release --quiet
 
 step "redlight check"
 target/release/redlight check --config config/redlight.toml
+
+step "deploy/: JSON and YAML parse, the systemd unit, the Docker and Kubernetes configs"
+deploy/validate.sh target/release/redlight
 
 step "calendar cross-check against the chinesecalendar package"
 python3 -c 'import chinese_calendar' 2>/dev/null \

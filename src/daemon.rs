@@ -752,7 +752,9 @@ impl Loop<'_> {
                 .alerts
                 .with_label_values(&[level_str(a), status_str(a), &a.rule])
                 .inc();
-            tracing::info!(id = %a.id, rule = %a.rule, case = %a.case, level = level_str(a),
+            // Alerts are in the store, the API and the webhooks; a catch-up can raise
+            // millions, so the log carries them only at debug level.
+            tracing::debug!(id = %a.id, rule = %a.rule, case = %a.case, level = level_str(a),
                 status = status_str(a), reason = ?a.reason, at = %a.at, "alert");
         }
         batch.alerts = alerts;

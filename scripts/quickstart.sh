@@ -1,0 +1,224 @@
+#!/usr/bin/env bash
+# The quick start: a local Kafka, redlight with the shipped config, sample events of all
+# three domains (approvals, market registration, work safety), and the red-light board.
+#
+#   scripts/quickstart.sh            build, start Kafka and redlight, feed the samples, print the board's address
+#   scripts/quickstart.sh events     print the relative samples (config/samples/relative.jsonl) timed for now
+#   scripts/quickstart.sh stop       stop the redlight the quick start started (Kafka: scripts/kafka.sh stop)
+#
+# The samples are config/samples/events.jsonl (fixed dates, mostly red by now) and
+# config/samples/relative.jsonl, a template whose times are written relative to now
+# (@{now-22h}, @{now+12h}, @{workdays-19 10:00} = 10:00 on the day 19 workdays before today,
+# @{stamp} = a per-run tag), expanded at start so that yellow and green show too.
+#
+# Needs: cargo (Rust >= 1.90), java 17+ and mvn (for the local Kafka), curl.
+# Environment: REDLIGHT_PORT (9464, must match http.listen), QUICKSTART_STAMP (the run tag),
+# QUICKSTART_TZ (Asia/Shanghai), REDLIGHT_BIN (a redlight binary to use instead of building).
+set -euo pipefail
+
+ROOT="$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd -P)"
+cd "$ROOT"
+CONFIG="config/redlight.toml"
+DATA="data"                      # the shipped config's store.data_dir (../data from config/)
+PORT="${REDLIGHT_PORT:-9464}"
+TZ_NAME="${QUICKSTART_TZ:-Asia/Shanghai}"
+TOPIC="redlight.events"
+DEAD_LETTER="redlight.dead-letter"
+PID_FILE="$DATA/redlight.pid"
+LOG_FILE="$DATA/redlight.log"
+
+say() { printf '\033[1mquickstart:\033[0m %s\n' "$*" >&2; }
+die() { printf 'quickstart: error: %s\n' "$*" >&2; exit 1; }
+
+redlight_bin() {
+  if [[ -n "${REDLIGHT_BIN:-}" ]]; then printf '%s' "$REDLIGHT_BIN"; return; fi
+  local b
+  for b in target/debug/redlight target/release/redlight; do
+    if [[ -x "$b" ]]; then printf '%s' "$b"; return; fi
+  done
+  die "no redlight binary: run cargo build (or set REDLIGHT_BIN)"
+}
+
+# ---------------------------------------------------------------------------------------
+# events: expand the relative template
+
+NOW_EPOCH="${QUICKSTART_NOW:-$(date +%s)}"
+STAMP="${QUICKSTART_STAMP:-$(TZ="$TZ_NAME" date -d "@$NOW_EPOCH" +%m%d-%H%M)}"
+
+rfc3339() { TZ="$TZ_NAME" date -d "@$1" +%Y-%m-%dT%H:%M:%S%:z; }
+
+# The date D (YYYY-MM-DD) with exactly N workdays in (D, today]: today is then the N-th
+# workday after D, or past it on a rest day.
+WORKDAYS_CACHE=""
+workdays_back() {
+  local n="$1" today from line date kind count=0 prev=""
+  today="$(TZ="$TZ_NAME" date -d "@$NOW_EPOCH" +%Y-%m-%d)"
+  from="$(TZ="$TZ_NAME" date -d "$today - $((n * 2 + 40)) days" +%Y-%m-%d)"
+  if [[ -z "$WORKDAYS_CACHE" ]]; then
+    WORKDAYS_CACHE="$("$(redlight_bin)" calendar --config "$CONFIG" list --from "$from" --to "$today" | tac)" \
+      || die "redlight calendar list failed (does the calendar cover $from..$today?)"
+  fi
+  while IFS=$'\t' read -r date kind; do
+    if (( count == n )); then printf '%s' "$date"; return; fi
+    case "$kind" in workday|makeup) count=$((count + 1)) ;; esac
+    prev="$date"
+  done <<<"$WORKDAYS_CACHE"
+  die "not enough calendar data before $today for @{workdays-$n}"
+}
+
+expand_token() {
+  local tok="$1" n unit secs
+  case "$tok" in
+    stamp) printf '%s' "$STAMP" ;;
+    now) rfc3339 "$NOW_EPOCH" ;;
+    now[-+]*)
+      [[ "$tok" =~ ^now([-+])([0-9]+)([smhd])$ ]] || die "bad template token @{$tok}"
+      n="${BASH_REMATCH[2]}"; unit="${BASH_REMATCH[3]}"
+      case "$unit" in s) secs=$n ;; m) secs=$((n * 60)) ;; h) secs=$((n * 3600)) ;; d) secs=$((n * 86400)) ;; esac
+      if [[ "${BASH_REMATCH[1]}" == "-" ]]; then secs=$((-secs)); fi
+      rfc3339 $((NOW_EPOCH + secs)) ;;
+    workdays-*)
+      [[ "$tok" =~ ^workdays-([0-9]+)\ ([0-9]{2}:[0-9]{2})$ ]] || die "bad template token @{$tok}"
+      local d; d="$(workdays_back "${BASH_REMATCH[1]}")"
+      TZ="$TZ_NAME" date -d "$d ${BASH_REMATCH[2]}" +%Y-%m-%dT%H:%M:%S%:z ;;
+    *) die "unknown template token @{$tok}" ;;
+  esac
+}
+
+cmd_events() {
+  local line tok rep
+  while IFS= read -r line || [[ -n "$line" ]]; do
+    [[ -z "$line" ]] && continue
+    while [[ "$line" =~ @\{([^}]*)\} ]]; do
+      tok="${BASH_REMATCH[1]}"
+      rep="$(expand_token "$tok")"
+      line="${line//"@{$tok}"/$rep}"
+    done
+    printf '%s\n' "$line"
+  done <config/samples/relative.jsonl
+}
+
+# ---------------------------------------------------------------------------------------
+# the quick start
+
+http_code() { curl -s -o /dev/null -w '%{http_code}' --max-time 3 "http://127.0.0.1:$PORT$1" 2>/dev/null || true; }
+
+stop_redlight() {
+  local pid
+  [[ -f "$PID_FILE" ]] || return 0
+  pid="$(tr -dc '0-9' <"$PID_FILE")"
+  if [[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null && grep -q redlight "/proc/$pid/cmdline" 2>/dev/null; then
+    say "stopping the redlight started earlier (pid $pid)"
+    kill -TERM "$pid"
+    for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  fi
+  rm -f -- "$PID_FILE"
+}
+
+# Kafka console producer lines "key<TAB>event": the key is the case id (the subject).
+keyed() {
+  local line subject
+  while IFS= read -r line || [[ -n "$line" ]]; do
+    [[ -z "$line" ]] && continue
+    [[ "$line" =~ \"subject\":\ ?\"([^\"]*)\" ]] || die "sample without a subject: $line"
+    subject="${BASH_REMATCH[1]}"
+    printf '%s\t%s\n' "$subject" "$line"
+  done
+}
+
+cmd_start() {
+  local t0=$SECONDS
+  command -v curl >/dev/null || die "curl not found"
+  if [[ -z "${REDLIGHT_BIN:-}" ]]; then
+    command -v cargo >/dev/null || die "cargo not found (install Rust >= 1.90)"
+  fi
+  say "starting a local Kafka (scripts/kafka.sh start) while redlight builds"
+  local kafka_log; kafka_log="$(mktemp)"
+  scripts/kafka.sh start >"$kafka_log" 2>&1 &
+  local kafka_pid=$!
+  if [[ -z "${REDLIGHT_BIN:-}" ]]; then
+    # The dev profile: it compiles in about half the time of a release build, and the demo
+    # needs no speed.
+    say "building redlight (cargo build; the first build takes a few minutes)"
+    cargo build --quiet --bin redlight
+  fi
+  if ! wait "$kafka_pid"; then
+    cat "$kafka_log" >&2
+    die "the local Kafka did not start (see above)"
+  fi
+  rm -f -- "$kafka_log"
+  local bin; bin="$(redlight_bin)"
+  "$bin" check --config "$CONFIG" >/dev/null || die "redlight check --config $CONFIG failed"
+
+  say "creating the topics $TOPIC and $DEAD_LETTER"
+  scripts/kafka.sh topic "$TOPIC" 4 2>/dev/null
+  scripts/kafka.sh topic "$DEAD_LETTER" 1 2>/dev/null
+
+  stop_redlight
+  if [[ "$(http_code /healthz)" == 200 ]]; then
+    die "something already answers on 127.0.0.1:$PORT; stop it (or set http.listen and REDLIGHT_PORT)"
+  fi
+  if [[ -f "$DATA/.quickstart" ]]; then
+    rm -rf -- "$DATA"               # our own earlier run: start from a clean store
+  elif [[ -e "$DATA/redlight.redb" ]]; then
+    say "keeping the existing store in $DATA/ (not made by the quick start)"
+  fi
+  mkdir -p "$DATA"
+  touch "$DATA/.quickstart"
+
+  say "starting redlight run --config $CONFIG (log: $LOG_FILE)"
+  nohup "$bin" run --config "$CONFIG" </dev/null >>"$LOG_FILE" 2>&1 &
+  echo $! >"$PID_FILE"
+  local i
+  for i in $(seq 1 120); do
+    [[ "$(http_code /readyz)" == 200 ]] && break
+    kill -0 "$(cat "$PID_FILE")" 2>/dev/null || { tail -20 "$LOG_FILE" >&2; die "redlight exited"; }
+    sleep 0.5
+  done
+  [[ "$(http_code /readyz)" == 200 ]] || { curl -s "http://127.0.0.1:$PORT/readyz" >&2; die "redlight is not ready"; }
+
+  say "feeding config/samples/events.jsonl and config/samples/relative.jsonl (timed for now)"
+  { keyed <config/samples/events.jsonl; cmd_events | keyed; } \
+    | scripts/kafka.sh produce "$TOPIC" --property parse.key=true --property key.separator=$'\t' 2>/dev/null
+
+  # Wait until everything fed is applied (no lag, durable offsets steady), then for the wall
+  # clock to fire what fell due (kafka.idle_ms) and the board to recount (board.cache_seconds).
+  local metrics="" lag cur prev=""
+  for i in $(seq 1 90); do
+    metrics="$(curl -s --max-time 5 "http://127.0.0.1:$PORT/metrics" || true)"
+    lag="$(awk '/^redlight_consumer_lag[{]/ {s += $NF; n++} END {print (n ? s : -1)}' <<<"$metrics")"
+    cur="$(awk '/^redlight_durable_offset[{]/ {s += $NF} END {print s + 0}' <<<"$metrics")"
+    if [[ "$lag" == 0 && "$cur" != 0 && "$cur" == "$prev" ]]; then break; fi
+    prev="$cur"
+    sleep 1
+  done
+  sleep 7
+  metrics="$(curl -s --max-time 30 "http://127.0.0.1:$PORT/metrics" || true)"
+  local sum
+  sum() { awk -v l="$1" '$0 ~ "^redlight_case_lights\\{.*light=\"" l "\"" {s += $NF} END {print s + 0}' <<<"$metrics"; }
+  local light
+  for light in red yellow green; do
+    (( $(sum "$light") > 0 )) || say "warning: no $light case on the board yet (see $LOG_FILE)"
+  done
+  cat <<EOF
+
+  红绿灯看板 (the red-light board):  http://127.0.0.1:$PORT/
+      红灯 $(sum red) · 黄灯 $(sum yellow) · 绿灯 $(sum green)      (ready in $((SECONDS - t0)) s)
+
+  JSON API:   curl -s 'http://127.0.0.1:$PORT/api/v1/cases?light=red'
+              curl -s 'http://127.0.0.1:$PORT/api/v1/cases/XZ-$STAMP-02'
+              curl -s 'http://127.0.0.1:$PORT/api/v1/alerts?level=red'
+              curl -s 'http://127.0.0.1:$PORT/api/v1/scorecard?period=$(TZ="$TZ_NAME" date +%Y)'
+  Metrics:    curl -s http://127.0.0.1:$PORT/metrics | grep ^redlight_
+  Log:        $LOG_FILE
+  Stop:       scripts/quickstart.sh stop && scripts/kafka.sh stop
+EOF
+}
+
+case "${1:-start}" in
+  start) cmd_start ;;
+  events) cmd_events ;;
+  stop) stop_redlight; say "redlight stopped (Kafka keeps running: scripts/kafka.sh stop)" ;;
+  -h|--help|help) sed -n '2,16p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' ;;
+  *) die "unknown command ${1}; try: start, events, stop" ;;
+esac

@@ -1,0 +1,729 @@
+//! The JSON API against the real daemon binary and the real broker: `REDLIGHT_TEST_KAFKA`
+//! if set, else the local broker of `scripts/kafka.sh`. Every test starts its own daemon
+//! with its own topic, consumer group, data directory and port.
+
+mod view_support;
+
+use serde_json::Value;
+use std::collections::{BTreeMap, BTreeSet};
+use view_support::*;
+
+fn ids(v: &Value) -> Vec<String> {
+    v["cases"]
+        .as_array()
+        .expect("cases array")
+        .iter()
+        .map(|c| c["id"].as_str().expect("id").to_string())
+        .collect()
+}
+
+/// Every page of `/api/v1/cases?<query>`, following `next`.
+fn all_pages(d: &Daemon, query: &str, limit: usize) -> Vec<Value> {
+    let mut out = Vec::new();
+    let mut cursor: Option<String> = None;
+    for _ in 0..1000 {
+        let path = match &cursor {
+            Some(c) => format!("/api/v1/cases?{query}&limit={limit}&cursor={c}"),
+            None => format!("/api/v1/cases?{query}&limit={limit}"),
+        };
+        let page = d.json(&path);
+        let cases = page["cases"].as_array().expect("cases").clone();
+        assert!(cases.len() <= limit, "a page holds at most `limit` cases");
+        out.extend(cases);
+        match page["next"].as_str() {
+            Some(n) => cursor = Some(n.to_string()),
+            None => return out,
+        }
+    }
+    panic!("paging did not end");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cases_are_listed_filtered_and_paged() {
+    let stamp = "T1";
+    let d = fed_daemon("api-cases", stamp).await;
+
+    let all = d.json("/api/v1/cases?limit=1000");
+    assert!(all["next"].is_null());
+    let by_id: BTreeMap<String, Value> = all["cases"]
+        .as_array()
+        .expect("cases")
+        .iter()
+        .map(|c| (c["id"].as_str().expect("id").to_string(), c.clone()))
+        .collect();
+    for (pattern, light, dept) in RELATIVE_LIGHTS {
+        let id = pattern.replace("{}", stamp);
+        let c = by_id.get(&id).unwrap_or_else(|| panic!("{id} listed"));
+        assert_eq!(c["light"], *light, "{id}: {c}");
+        assert_eq!(c["department"], *dept, "{id}");
+        assert_eq!(c["open"], true, "{id}");
+    }
+    // A withdrawn sample is stored but not open.
+    assert!(
+        by_id
+            .values()
+            .any(|c| c["withdrawn"] == true && c["open"] == false)
+    );
+
+    // light=…: exactly the cases of that colour.
+    for light in ["red", "yellow", "green"] {
+        let got: BTreeSet<String> =
+            ids(&d.json(&format!("/api/v1/cases?light={light}&limit=1000")))
+                .into_iter()
+                .collect();
+        let want: BTreeSet<String> = by_id
+            .iter()
+            .filter(|(_, c)| c["light"] == light)
+            .map(|(k, _)| k.clone())
+            .collect();
+        assert_eq!(got, want, "light={light}");
+    }
+    let red = d.json("/api/v1/cases?light=red&limit=1000");
+    assert!(ids(&red).contains(&format!("XZ-{stamp}-03")));
+
+    // department=… (the byte pre-filter must not lose or add cases).
+    let dept = d.json(&format!(
+        "/api/v1/cases?department={}&limit=1000",
+        q("杭州市应急管理局")
+    ));
+    let got: BTreeSet<String> = ids(&dept).into_iter().collect();
+    let want: BTreeSet<String> = by_id
+        .iter()
+        .filter(|(_, c)| c["department"] == "杭州市应急管理局")
+        .map(|(k, _)| k.clone())
+        .collect();
+    assert_eq!(got, want);
+    assert!(got.len() >= 5);
+
+    // rule=… with light: the rule's own light in the case.
+    let r = d.json("/api/v1/cases?rule=hz.hazard_investigation&light=yellow&limit=1000");
+    assert!(ids(&r).contains(&format!("HZ-H-{stamp}-2")));
+    assert!(!ids(&r).contains(&format!("HZ-H-{stamp}-1")));
+    let r = d.json("/api/v1/cases?rule=xz.immediate&open=true&limit=1000");
+    assert!(ids(&r).contains(&format!("XZ-{stamp}-03")));
+    for c in r["cases"].as_array().expect("cases") {
+        assert!(
+            c["rules"]
+                .as_array()
+                .expect("rules")
+                .iter()
+                .any(|x| x["rule"] == "xz.immediate"),
+            "{c}"
+        );
+    }
+
+    // Paging: pages of 3 give every case once, in the same order as one big page.
+    let paged: Vec<String> = all_pages(&d, "open=true", 3)
+        .iter()
+        .map(|c| c["id"].as_str().expect("id").to_string())
+        .collect();
+    let whole = ids(&d.json("/api/v1/cases?open=true&limit=1000"));
+    assert_eq!(paged, whole);
+    assert!(whole.len() > 6);
+
+    // Bad parameters are refused with the parameter named.
+    for (path, word) in [
+        ("/api/v1/cases?light=purple", "light"),
+        ("/api/v1/cases?rule=xk.nonsense", "rule"),
+        ("/api/v1/cases?limit=0", "limit"),
+        ("/api/v1/cases?limit=abc", "limit"),
+        ("/api/v1/cases?cursor=zzzz", "cursor"),
+        ("/api/v1/cases?open=maybe", "open"),
+    ] {
+        let r = d.get(path);
+        assert_eq!(r.status, 400, "{path}: {}", r.body);
+        assert!(r.body.contains(word), "{path}: {}", r.body);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_case_shows_its_clocks_deadlines_time_counted_and_alerts() {
+    let stamp = "T2";
+    let d = fed_daemon("api-case", stamp).await;
+
+    let id = format!("XZ-{stamp}-02");
+    let c = d.json(&format!("/api/v1/cases/{id}"));
+    assert_eq!(c["id"], id.as_str());
+    assert_eq!(c["light"], "yellow");
+    assert_eq!(c["department"], "市住建局");
+    assert_eq!(c["events"]["count"], 2, "{c}");
+    let types = c["events"]["types"].as_array().expect("types");
+    assert!(types.iter().any(|t| t == "approval.accepted"));
+    let clocks = c["clocks"].as_array().expect("clocks");
+    let decision = clocks
+        .iter()
+        .find(|k| k["rule"] == "xk.decision")
+        .expect("xk.decision clock");
+    assert_eq!(decision["state"], "running");
+    assert_eq!(decision["light"], "yellow");
+    assert_eq!(decision["limit"]["amount"], 20.0);
+    assert_eq!(decision["limit"]["unit"], "workdays");
+    assert!(
+        decision["deadline"]
+            .as_str()
+            .is_some_and(|s| s.ends_with("T00:00:00+08:00"))
+    );
+    let counted = decision["counted"]["value"].as_f64().expect("counted");
+    assert!((18.0..20.0).contains(&counted), "counted {counted}");
+    assert!(
+        decision["remaining_seconds"]
+            .as_i64()
+            .is_some_and(|s| s > 0)
+    );
+    assert_eq!(decision["title"], "行政许可决定期限");
+    let alerts = c["alerts"].as_array().expect("alerts");
+    assert!(
+        alerts.iter().any(|a| a["alert"]["rule"] == "xk.decision"
+            && a["alert"]["level"] == "yellow"
+            && a["alert"]["status"] == "firing"),
+        "{c}"
+    );
+    assert!(alerts.iter().all(|a| a["alert"]["case"] == id.as_str()));
+
+    // A stopped clock keeps its deadline and the time it counted.
+    let c = d.json("/api/v1/cases/XZ-2026-0001");
+    let notify = c["clocks"]
+        .as_array()
+        .expect("clocks")
+        .iter()
+        .find(|k| k["rule"] == "xk.notify_incomplete")
+        .expect("xk.notify_incomplete");
+    assert_eq!(notify["state"], "stopped");
+    assert!(
+        notify["counted"]["value"].as_f64().is_some_and(|v| v > 0.0),
+        "{notify}"
+    );
+    assert!(notify["stopped"].is_string());
+
+    // Violations are listed with their rule and what broke.
+    let c = d.json("/api/v1/cases/XZ-2026-0003");
+    let v = c["violations"].as_array().expect("violations");
+    assert!(!v.is_empty(), "{c}");
+    assert_eq!(v[0]["rule"], "xz.stages");
+    assert!(v[0]["detail"].as_str().is_some_and(|s| s.contains("stage")));
+    assert_eq!(c["light"], "red");
+
+    // Periodic duties show the period watched and the ones missed.
+    let c = d.json(&format!("/api/v1/cases/{}", q("dept:杭州市建委")));
+    let duty = &c["duties"][0];
+    assert_eq!(duty["rule"], "hz.safety_meeting");
+    assert!(
+        duty["missing"].as_array().is_some_and(|m| !m.is_empty()),
+        "{c}"
+    );
+
+    let r = d.get("/api/v1/cases/NO-SUCH-CASE");
+    assert_eq!(r.status, 404);
+    assert!(r.body.contains("error"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alerts_are_filtered_by_case_rule_level_status_and_department() {
+    let stamp = "T3";
+    let d = fed_daemon("api-alerts", stamp).await;
+
+    let all = d.json("/api/v1/alerts?limit=10000");
+    let all_items = all["alerts"].as_array().expect("alerts").clone();
+    assert!(all_items.len() > 10);
+    let seqs: Vec<u64> = all_items
+        .iter()
+        .map(|a| a["seq"].as_u64().expect("seq"))
+        .collect();
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "in order");
+
+    let count = |f: &dyn Fn(&Value) -> bool| all_items.iter().filter(|a| f(&a["alert"])).count();
+    let red = d.json("/api/v1/alerts?level=red&limit=10000");
+    assert_eq!(
+        red["alerts"].as_array().expect("alerts").len(),
+        count(&|a| a["level"] == "red")
+    );
+    let resolved = d.json("/api/v1/alerts?status=resolved&limit=10000");
+    assert_eq!(
+        resolved["alerts"].as_array().expect("alerts").len(),
+        count(&|a| a["status"] == "resolved")
+    );
+    let rule = d.json("/api/v1/alerts?rule=xk.decision&level=red&status=firing&limit=10000");
+    for a in rule["alerts"].as_array().expect("alerts") {
+        assert_eq!(a["alert"]["rule"], "xk.decision");
+        assert_eq!(a["alert"]["level"], "red");
+    }
+    let dept = d.json(&format!(
+        "/api/v1/alerts?department={}&limit=10000",
+        q("杭州市应急管理局")
+    ));
+    assert_eq!(
+        dept["alerts"].as_array().expect("alerts").len(),
+        count(&|a| a["department"] == "杭州市应急管理局")
+    );
+    let case = format!("HZ-A-{stamp}-1");
+    let by_case = d.json(&format!("/api/v1/alerts?case={case}"));
+    let items = by_case["alerts"].as_array().expect("alerts");
+    assert_eq!(items.len(), count(&|a| a["case"] == case.as_str()));
+    assert!(items.iter().any(|a| a["alert"]["level"] == "red"));
+
+    // Paging with `after` and `next`.
+    let first = d.json("/api/v1/alerts?limit=5");
+    let next = first["next"].as_u64().expect("next");
+    assert_eq!(next, seqs[4]);
+    let second = d.json(&format!("/api/v1/alerts?limit=5&after={next}"));
+    assert_eq!(second["alerts"][0]["seq"].as_u64(), Some(seqs[5]));
+
+    for (path, word) in [
+        ("/api/v1/alerts?level=orange", "level"),
+        ("/api/v1/alerts?status=open", "status"),
+        ("/api/v1/alerts?after=x", "after"),
+        ("/api/v1/alerts?reason=late", "reason"),
+    ] {
+        let r = d.get(path);
+        assert_eq!(r.status, 400, "{path}");
+        assert!(r.body.contains(word), "{path}: {}", r.body);
+    }
+}
+
+/// A hazard report and its investigation `hours` later (24-hour limit: late beyond it).
+fn hazard(case: &str, dept: &str, at: &str, hours: i64) -> Vec<String> {
+    let t = chrono::DateTime::parse_from_rfc3339(at).expect("time");
+    let stop = t + chrono::Duration::hours(hours);
+    vec![
+        format!(
+            r#"{{"specversion":"1.0","id":"{case}-r","source":"/t","type":"safety.hazard_reported","time":"{}","subject":"{case}","data":{{"department":"{dept}","major":true,"location":"x"}}}}"#,
+            t.to_rfc3339()
+        ),
+        format!(
+            r#"{{"specversion":"1.0","id":"{case}-i","source":"/t","type":"safety.hazard_investigation_started","time":"{}","subject":"{case}","data":{{}}}}"#,
+            stop.to_rfc3339()
+        ),
+    ]
+}
+
+fn concealed(case: &str, dept: &str, at: &str) -> String {
+    format!(
+        r#"{{"specversion":"1.0","id":"{case}-d","source":"/t","type":"safety.accident_discovered","time":"{at}","subject":"{case}","data":{{"department":"{dept}","by":"媒体"}}}}"#
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_scorecard_grades_departments_and_flags_two_unqualified_years() {
+    let d = Daemon::start("api-score", 2, "").await;
+    let mut lines = Vec::new();
+    // 2025: 乙局 late once (不合格).
+    lines.extend(hazard("Y25-1", "乙局", "2025-05-06T09:00:00+08:00", 30));
+    // 2026Q3: 甲局 five on time (优秀); 乙局 one on time, two late, a violation (不合格);
+    // 丙局 nine on time and one late (90%: 合格).
+    for i in 0..5 {
+        lines.extend(hazard(
+            &format!("J-{i}"),
+            "甲局",
+            "2026-07-06T09:00:00+08:00",
+            2,
+        ));
+    }
+    lines.extend(hazard("Y-1", "乙局", "2026-08-03T09:00:00+08:00", 3));
+    lines.extend(hazard("Y-2", "乙局", "2026-08-03T09:00:00+08:00", 26));
+    lines.extend(hazard("Y-3", "乙局", "2026-08-10T09:00:00+08:00", 48));
+    lines.push(concealed("Y-4", "乙局", "2026-09-01T10:00:00+08:00"));
+    for i in 0..9 {
+        lines.extend(hazard(
+            &format!("B-{i}"),
+            "丙局",
+            "2026-09-07T09:00:00+08:00",
+            5,
+        ));
+    }
+    lines.extend(hazard("B-9", "丙局", "2026-09-07T09:00:00+08:00", 25));
+    // A withdrawn approval is not a closed case.
+    lines.push(r#"{"specversion":"1.0","id":"W-a","source":"/t","type":"approval.accepted","time":"2026-07-07T10:00:00+08:00","subject":"W-1","data":{"department":"甲局","item":"x","kind":"promised","promised_workdays":5}}"#.to_string());
+    lines.push(r#"{"specversion":"1.0","id":"W-w","source":"/t","type":"approval.withdrawn","time":"2026-07-08T10:00:00+08:00","subject":"W-1","data":{}}"#.to_string());
+    let n = lines.len() as u64;
+    produce(&broker(), &d.topic, &lines).await;
+    let mut d = d;
+    d.wait_consumed(n);
+
+    let card = d.json("/api/v1/scorecard?period=2026Q3");
+    assert_eq!(card["period"], "2026Q3");
+    assert_eq!(card["from"], "2026-07-01T00:00:00+08:00");
+    assert_eq!(card["to"], "2026-10-01T00:00:00+08:00");
+    let line = |dept: &str| -> Value {
+        card["departments"]
+            .as_array()
+            .expect("departments")
+            .iter()
+            .find(|l| l["department"] == dept)
+            .unwrap_or_else(|| panic!("{dept} in {card}"))
+            .clone()
+    };
+    let j = line("甲局");
+    assert_eq!(
+        (
+            j["closed"].as_u64(),
+            j["on_time"].as_u64(),
+            j["late"].as_u64()
+        ),
+        (Some(5), Some(5), Some(0))
+    );
+    assert_eq!(j["violations"], 0);
+    assert_eq!(j["on_time_rate"], 1.0);
+    assert_eq!(j["grade"], "优秀");
+    let y = line("乙局");
+    assert_eq!(
+        (
+            y["closed"].as_u64(),
+            y["on_time"].as_u64(),
+            y["late"].as_u64()
+        ),
+        (Some(3), Some(1), Some(2))
+    );
+    assert_eq!(y["violations"], 1);
+    assert_eq!(y["grade"], "不合格");
+    assert_eq!(y["year_grades"]["2025"], "不合格");
+    assert_eq!(y["year_grades"]["2026"], "不合格");
+    assert_eq!(y["unqualified_two_years"], true);
+    let b = line("丙局");
+    assert_eq!(
+        (b["closed"].as_u64(), b["late"].as_u64()),
+        (Some(10), Some(1))
+    );
+    assert_eq!(b["on_time_rate"], 0.9);
+    assert_eq!(b["grade"], "合格");
+    assert!(b["year_grades"]["2025"].is_null());
+    assert_eq!(b["unqualified_two_years"], false);
+
+    // The year, and a quarter with nothing in it.
+    let year = d.json("/api/v1/scorecard?period=2025");
+    let y25 = year["departments"]
+        .as_array()
+        .expect("departments")
+        .iter()
+        .find(|l| l["department"] == "乙局")
+        .expect("乙局 2025")
+        .clone();
+    assert_eq!(y25["late"], 1);
+    let q1 = d.json("/api/v1/scorecard?period=2026Q1");
+    assert!(
+        q1["departments"]
+            .as_array()
+            .expect("departments")
+            .iter()
+            .all(|l| l["closed"] == 0)
+    );
+    let r = d.get("/api/v1/scorecard?period=2026Q5");
+    assert_eq!(r.status, 400);
+    assert!(r.body.contains("period"));
+
+    // The ledger outlives the daemon: after a restart the same card.
+    d.stop();
+    let config = d.dir.join("redlight.toml");
+    let log = d.dir.join("redlight-2.log");
+    d.child = std::process::Command::new(env!("CARGO_BIN_EXE_redlight"))
+        .args(["run", "--config"])
+        .arg(&config)
+        .stderr(std::fs::File::create(&log).expect("log"))
+        .spawn()
+        .expect("restart");
+    d.wait_ready();
+    assert_eq!(
+        d.json("/api/v1/scorecard?period=2026Q3")["departments"],
+        card["departments"]
+    );
+}
+
+const TOKEN: &str = "tok-3f9a7c21e5b84d06a1c2";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_configured_token_guards_the_api_and_the_board_and_is_never_shown() {
+    let mut d = Daemon::start("api-token", 1, &format!("token = \"{TOKEN}\"")).await;
+    let line = fixed_samples().remove(0);
+    produce(&broker(), &d.topic, &[line]).await;
+    d.wait_consumed(1);
+
+    let bearer = format!("Bearer {TOKEN}");
+    for path in [
+        "/",
+        "/api/v1/cases",
+        "/api/v1/alerts",
+        "/api/v1/scorecard",
+        "/api/v1/cases/x",
+    ] {
+        let r = get(d.port, path, &[]).expect("GET");
+        assert_eq!(r.status, 401, "{path} without a token");
+        assert!(
+            r.header("www-authenticate")
+                .is_some_and(|h| h.starts_with("Bearer"))
+        );
+        let r = get(d.port, path, &[("Authorization", "Bearer wrong-token")]).expect("GET");
+        assert_eq!(r.status, 401, "{path} with a wrong token");
+        let r = get(d.port, path, &[("Authorization", &bearer)]).expect("GET");
+        assert!(
+            r.status == 200 || r.status == 404,
+            "{path} with the token: {}",
+            r.status
+        );
+        assert!(!r.body.contains(TOKEN), "{path} shows the token");
+    }
+    // Prometheus and the probes need no token.
+    for path in ["/metrics", "/healthz", "/readyz"] {
+        let r = get(d.port, path, &[]).expect("GET");
+        assert_eq!(r.status, 200, "{path}");
+        assert!(!r.body.contains(TOKEN), "{path} shows the token");
+    }
+    let metrics = d.get("/metrics").body;
+    assert!(
+        metrics.contains(r#"redlight_http_requests_total{code="401",route="/api/v1/cases"}"#),
+        "{metrics}"
+    );
+
+    // A wall screen logs in once with ?token=, then its cookie (not the token) carries on.
+    let r = get(d.port, &format!("/?token={TOKEN}"), &[]).expect("GET");
+    assert_eq!(r.status, 303);
+    assert_eq!(r.header("location"), Some("/"));
+    let cookie = r.header("set-cookie").expect("cookie").to_string();
+    assert!(!cookie.contains(TOKEN), "the cookie is not the token");
+    let pair = cookie.split(';').next().expect("pair").to_string();
+    let r = get(d.port, "/", &[("Cookie", &pair)]).expect("GET");
+    assert_eq!(r.status, 200);
+    assert!(r.body.contains("红灯"));
+    let r = get(d.port, "/?token=wrong", &[]).expect("GET");
+    assert_eq!(r.status, 401);
+
+    d.stop();
+    let log = d.log_text();
+    assert!(!log.contains(TOKEN), "the log shows the token");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listening_beyond_loopback_needs_a_token() {
+    let brokers = broker();
+    let topic = unique("api-bind");
+    let dir = std::env::temp_dir().join(&topic);
+    std::fs::create_dir_all(&dir).expect("dir");
+    let port = free_port();
+    let config = write_config(&dir, &brokers, &topic, &format!("0.0.0.0:{port}"), "", "");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_redlight"))
+        .args(["run", "--config"])
+        .arg(&config)
+        .output()
+        .expect("redlight run");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("http.token") && err.contains("0.0.0.0"),
+        "{err}"
+    );
+
+    // With the token from the environment it starts, and guards the API.
+    create_topic(&brokers, &topic, 1).await;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_redlight"))
+        .args(["run", "--config"])
+        .arg(&config)
+        .env("REDLIGHT_HTTP__TOKEN", TOKEN)
+        .stderr(std::fs::File::create(dir.join("log")).expect("log"))
+        .spawn()
+        .expect("start");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let mut ok = false;
+    while std::time::Instant::now() < deadline {
+        if let Some(r) = get(port, "/healthz", &[]) {
+            assert_eq!(r.status, 200);
+            let api = get(port, "/api/v1/cases", &[]).expect("GET");
+            assert_eq!(api.status, 401);
+            let api = get(
+                port,
+                "/api/v1/cases",
+                &[("Authorization", &format!("Bearer {TOKEN}"))],
+            )
+            .expect("GET");
+            assert_eq!(api.status, 200);
+            ok = true;
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let _ = child.wait();
+    let log = std::fs::read_to_string(dir.join("log")).unwrap_or_default();
+    assert!(ok, "did not start with REDLIGHT_HTTP__TOKEN: {log}");
+    assert!(!log.contains(TOKEN));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Figures, not a check: `cargo test --release --test api -- --ignored --nocapture many_cases`
+/// (`REDLIGHT_VIEW_CASES`, default 1,000,000). Builds that many approval cases with the real
+/// engine (a third of them closed, the rest running: red, yellow and green by now), writes
+/// them straight into a store, starts the daemon on it and times the API, the board and
+/// /metrics.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
+async fn many_cases_latency_figures() {
+    use redlight::store::{Store, WriteBatch};
+    use std::time::Instant;
+    let n: usize = std::env::var("REDLIGHT_VIEW_CASES")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1_000_000);
+    let brokers = broker();
+    let topic = unique("api-many");
+    create_topic(&brokers, &topic, 1).await;
+    let dir = std::env::temp_dir().join(&topic);
+    std::fs::create_dir_all(&dir).expect("dir");
+    let port = free_port();
+    let config = write_config(&dir, &brokers, &topic, &format!("127.0.0.1:{port}"), "", "");
+
+    let t = Instant::now();
+    let cfg = redlight::config::Config::load(&config).expect("config");
+    let mut engine = cfg.build_engine().expect("engine");
+    engine.track_changes();
+    let depts: Vec<String> = (0..20).map(|i| format!("第{i:02}局")).collect();
+    let now = chrono::Utc::now();
+    let mut alerts = Vec::new();
+    let mut events = Vec::with_capacity(n * 2);
+    for i in 0..n {
+        // Accepted over the last 40 days; a third decided and completed within 3 days.
+        let at = now - chrono::Duration::seconds(((i as i64) * 3_456_000) / n as i64 + 60);
+        let case = format!("BIG-{i:08}");
+        events.push((at, format!(
+            r#"{{"specversion":"1.0","id":"a{i}","source":"/f","type":"approval.accepted","time":"{}","subject":"{case}","data":{{"department":"{}","item":"事项{}","handler":"经办人{}","kind":"promised","promised_workdays":{}}}}}"#,
+            at.to_rfc3339(), depts[i % 20], i % 50, i % 300, 5 + i % 16)));
+        if i % 3 == 0 {
+            let done = at + chrono::Duration::days(3);
+            if done < now {
+                for (k, ty) in [("d", "approval.decided"), ("c", "approval.completed")] {
+                    events.push((done, format!(
+                        r#"{{"specversion":"1.0","id":"{k}{i}","source":"/f","type":"{ty}","time":"{}","subject":"{case}","data":{{"outcome":"denied"}}}}"#,
+                        done.to_rfc3339())));
+                }
+            }
+        }
+    }
+    events.sort_by_key(|e| e.0);
+    for (_, line) in &events {
+        let ev = redlight::event::Event::parse(line.as_bytes()).expect("event");
+        engine.advance_before(ev.time_ms(), &mut alerts);
+        engine.apply(&ev, &mut alerts).expect("apply");
+        alerts.clear();
+    }
+    engine.advance(now.timestamp_millis(), &mut alerts);
+    let built = t.elapsed();
+    let store = Store::open(&dir.join("data")).expect("store");
+    let mut batch = WriteBatch::default();
+    for c in engine.cases() {
+        redlight::scorecard::ledger_rows(c, engine.rules(), &mut batch.ledger);
+        batch.cases.push((
+            topic.clone(),
+            0,
+            c.id.to_string(),
+            Some(serde_json::to_vec(c).expect("json")),
+        ));
+        if batch.cases.len() >= 50_000 {
+            store.commit(&batch).expect("commit");
+            batch = WriteBatch::default();
+        }
+    }
+    batch.offsets.push((topic.clone(), 0, 0));
+    store.commit(&batch).expect("commit");
+    drop(store);
+    let bytes = std::fs::metadata(dir.join("data/redlight.redb")).map_or(0, |m| m.len());
+    println!(
+        "\n{n} cases built with the engine in {:.1} s and stored ({:.0} MiB, {} alerts meanwhile)",
+        built.as_secs_f64(),
+        bytes as f64 / 1048576.0,
+        engine.stats().applied
+    );
+    drop(engine);
+
+    let log = dir.join("redlight.log");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_redlight"))
+        .args(["run", "--config"])
+        .arg(&config)
+        .stderr(std::fs::File::create(&log).expect("log"))
+        .spawn()
+        .expect("start");
+    let t = Instant::now();
+    loop {
+        if let Some(r) = get(port, "/readyz", &[])
+            && r.status == 200
+        {
+            break;
+        }
+        assert!(t.elapsed().as_secs() < 300, "not ready");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    println!(
+        "daemon ready on the store in {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
+    let cpu = || {
+        std::fs::read_to_string(format!("/proc/{}/stat", child.id()))
+            .ok()
+            .and_then(|s| {
+                let f: Vec<u64> = s
+                    .rsplit(')')
+                    .next()?
+                    .split_whitespace()
+                    .filter_map(|x| x.parse().ok())
+                    .collect();
+                Some((f.get(10)? + f.get(11)?) as f64 / 100.0)
+            })
+            .unwrap_or(0.0)
+    };
+    // Let the restore settle (timers due since the store was written fire and persist).
+    let settle = Instant::now();
+    let mut last = cpu();
+    loop {
+        std::thread::sleep(std::time::Duration::from_secs(1));
+        let c = cpu();
+        if c - last < 0.05 || settle.elapsed().as_secs() > 120 {
+            break;
+        }
+        last = c;
+    }
+    println!(
+        "daemon settled {:.1} s later ({:.1} s of CPU so far)",
+        settle.elapsed().as_secs_f64(),
+        cpu()
+    );
+    let time = |path: &str| -> (f64, usize) {
+        let t = Instant::now();
+        let r = get(port, path, &[]).expect("GET");
+        assert_eq!(r.status, 200, "{path}: {}", r.body);
+        (t.elapsed().as_secs_f64() * 1000.0, r.body.len())
+    };
+    for (what, path) in [
+        ("board, first view (recount of the store)", "/"),
+        ("board, cached", "/"),
+        ("/metrics (gauges cached)", "/metrics"),
+        ("cases, first page of 100", "/api/v1/cases"),
+        ("cases, light=red, 100", "/api/v1/cases?light=red"),
+        (
+            "cases, department + light=yellow, 100",
+            "/api/v1/cases?department=%E7%AC%AC07%E5%B1%80&light=yellow",
+        ),
+        (
+            "cases, rule=xk.decision&light=red, 100",
+            "/api/v1/cases?rule=xk.decision&light=red",
+        ),
+        (
+            "cases, a department with no case (full scan)",
+            "/api/v1/cases?department=%E6%97%A0",
+        ),
+        (
+            "cases, light=green&open=false (full scan)",
+            "/api/v1/cases?open=false&light=red",
+        ),
+        ("one case", "/api/v1/cases/BIG-00000042"),
+        ("alerts, first 1000", "/api/v1/alerts"),
+        ("scorecard of the year", "/api/v1/scorecard?period=2026"),
+    ] {
+        let (ms, len) = time(path);
+        println!("{what:<48} {ms:>9.1} ms  ({len} bytes)");
+    }
+    std::thread::sleep(std::time::Duration::from_millis(5500));
+    let (ms, _) = time("/");
+    println!("{:<48} {ms:>9.1} ms", "board after the cache expired");
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let _ = child.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -1,0 +1,238 @@
+//! The red-light board in a real headless Chromium (Debian's `chromium`; scripts/test.sh
+//! installs it when missing) against a daemon fed with the sample events: the rendered DOM
+//! shows the counts the API gives, every red and yellow sample case where it belongs, no
+//! script and no unescaped event text; and a screenshot is taken for people to look at
+//! (target/redlight-board.png).
+
+mod view_support;
+
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::Command;
+use view_support::*;
+
+/// Runs headless Chromium with a fresh profile; returns its standard output.
+fn chromium(args: &[&str], profile: &Path) -> String {
+    let bin = ["chromium", "chromium-browser"]
+        .into_iter()
+        .find(|b| {
+            Command::new(b)
+                .arg("--version")
+                .output()
+                .is_ok_and(|o| o.status.success())
+        })
+        .expect("headless Chromium is needed: apt-get install -y chromium (scripts/test.sh does)");
+    let out = Command::new("timeout")
+        .arg("120")
+        .arg(bin)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--hide-scrollbars",
+            "--lang=zh-CN",
+        ])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .args(args)
+        .output()
+        .expect("running chromium");
+    assert!(
+        out.status.success(),
+        "chromium {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The text of the first element after `from` that carries `marker`, up to the next `<`.
+fn text_after<'a>(dom: &'a str, marker: &str) -> Option<&'a str> {
+    let i = dom.find(marker)?;
+    let rest = &dom[i + marker.len()..];
+    let rest = &rest[rest.find('>')? + 1..];
+    Some(rest[..rest.find('<')?].trim())
+}
+
+/// The department rows of the board: department → (red, yellow, green).
+fn department_rows(dom: &str) -> BTreeMap<String, (u64, u64, u64)> {
+    let mut out = BTreeMap::new();
+    for row in dom.split("<tr data-department=\"").skip(1) {
+        let Some((dept, rest)) = row.split_once('"') else {
+            continue;
+        };
+        let row_end = rest.find("</tr>").unwrap_or(rest.len());
+        let row = &rest[..row_end];
+        let cell = |light: &str| -> u64 {
+            text_after(row, &format!("data-light=\"{light}\""))
+                .and_then(|t| t.parse().ok())
+                .unwrap_or_else(|| panic!("{dept}: no {light} cell in {row}"))
+        };
+        out.insert(
+            dept.to_string(),
+            (cell("red"), cell("yellow"), cell("green")),
+        );
+    }
+    out
+}
+
+/// The case ids listed in `<ol id="list-{light}">`.
+fn listed(dom: &str, light: &str) -> Vec<String> {
+    let Some(i) = dom.find(&format!("id=\"list-{light}\"")) else {
+        return Vec::new();
+    };
+    let list = &dom[i..];
+    let list = &list[..list.find("</ol>").unwrap_or(list.len())];
+    list.split("data-case=\"")
+        .skip(1)
+        .filter_map(|s| s.split_once('"').map(|(id, _)| id.to_string()))
+        .collect()
+}
+
+fn unescape(s: &str) -> String {
+    s.replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&quot;", "\"")
+        .replace("&#39;", "'")
+        .replace("&amp;", "&")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_board_shows_every_colour_with_the_expected_counts() {
+    let stamp = "B1";
+    let mut d = Daemon::start("board", 2, "").await;
+    let mut lines = fixed_samples();
+    lines.extend(relative_samples(stamp));
+    // Event text that looks like markup must show as text.
+    lines.push(format!(
+        r#"{{"specversion":"1.0","id":"esc-1","source":"/t","type":"approval.accepted","time":"2026-01-05T09:00:00+08:00","subject":"ESC-{stamp}","data":{{"department":"市住建局","item":"<script>alert(1)</script>","handler":"<i>赵</i>","kind":"immediate"}}}}"#
+    ));
+    let n = lines.len() as u64;
+    produce(&broker(), &d.topic, &lines).await;
+    d.wait_consumed(n);
+
+    // What the API says, to compare with what the browser shows.
+    let cases = d.json("/api/v1/cases?open=true&limit=1000");
+    let mut want: BTreeMap<String, (u64, u64, u64)> = BTreeMap::new();
+    let mut totals = (0u64, 0u64, 0u64);
+    for c in cases["cases"].as_array().expect("cases") {
+        let dept = c["department"]
+            .as_str()
+            .unwrap_or("（未注明部门）")
+            .to_string();
+        let e = want.entry(dept).or_default();
+        match c["light"].as_str() {
+            Some("red") => {
+                e.0 += 1;
+                totals.0 += 1;
+            }
+            Some("yellow") => {
+                e.1 += 1;
+                totals.1 += 1;
+            }
+            Some("green") => {
+                e.2 += 1;
+                totals.2 += 1;
+            }
+            other => panic!("light {other:?}"),
+        }
+    }
+    assert!(
+        totals.0 > 0 && totals.1 > 0 && totals.2 > 0,
+        "every colour: {totals:?}"
+    );
+    // Let the board's counts (cached for a second in the test config) catch up.
+    std::thread::sleep(std::time::Duration::from_millis(1200));
+
+    let profile = d.dir.join("chromium-profile");
+    let url = format!("http://127.0.0.1:{}/", d.port);
+    let dom = chromium(&["--dump-dom", &url], &profile);
+
+    assert!(dom.contains("lang=\"zh-CN\""), "{dom}");
+    assert!(dom.contains("红灯案件") && dom.contains("黄灯案件") && dom.contains("各部门"));
+    assert!(
+        dom.contains("http-equiv=\"refresh\""),
+        "the board refreshes itself"
+    );
+    assert!(
+        !dom.contains("<script"),
+        "no script, and event text is escaped"
+    );
+    assert!(!dom.contains("<i>赵</i>"));
+    assert!(dom.contains("&lt;i&gt;赵&lt;/i&gt;"), "escaped text shows");
+
+    // The totals and every department's red, yellow and green counts.
+    let total = |light: &str| -> u64 {
+        let i = dom
+            .find(&format!("id=\"total-{light}\""))
+            .unwrap_or_else(|| panic!("total-{light}"));
+        text_after(&dom[i..], "class=\"n\"")
+            .and_then(|t| t.parse().ok())
+            .unwrap_or_else(|| panic!("total-{light} count"))
+    };
+    assert_eq!((total("red"), total("yellow"), total("green")), totals);
+    let rows: BTreeMap<String, (u64, u64, u64)> = department_rows(&dom)
+        .into_iter()
+        .map(|(k, v)| (unescape(&k), v))
+        .collect();
+    assert_eq!(rows, want, "department rows");
+
+    // The relative samples: every red and yellow one listed under its colour, no green one.
+    let reds = listed(&dom, "red");
+    let yellows = listed(&dom, "yellow");
+    for (pattern, light, _) in RELATIVE_LIGHTS {
+        let id = pattern.replace("{}", stamp);
+        match *light {
+            "red" => assert!(reds.contains(&id), "{id} in the red list: {reds:?}"),
+            "yellow" => assert!(
+                yellows.contains(&id),
+                "{id} in the yellow list: {yellows:?}"
+            ),
+            _ => assert!(
+                !reds.contains(&id) && !yellows.contains(&id),
+                "{id} is green"
+            ),
+        }
+    }
+    // Red: most overdue first, with how far overdue; yellow: with the time left.
+    assert!(dom.contains("超期 "), "overdue times shown");
+    assert!(dom.contains("剩余 "), "time left shown");
+    let hz = format!("HZ-H-{stamp}-2");
+    let i = dom
+        .find(&format!("data-case=\"{hz}\""))
+        .expect("HZ-H yellow listed");
+    let item = &dom[i..i + dom[i..].find("</li>").expect("li end")];
+    assert!(
+        item.contains("剩余 1小时") || item.contains("剩余 2小时"),
+        "{item}"
+    );
+    assert!(item.contains("重大事故隐患立即组织查处"), "{item}");
+
+    // The screenshot, for people (and the reviewer) to look at.
+    let shot = root().join("target/redlight-board.png");
+    let _ = std::fs::remove_file(&shot);
+    chromium(
+        &[
+            &format!("--screenshot={}", shot.display()),
+            "--window-size=1600,1000",
+            &url,
+        ],
+        &profile,
+    );
+    let png = std::fs::read(&shot).expect("screenshot written");
+    assert_eq!(&png[1..4], b"PNG");
+    let width = u32::from_be_bytes([png[16], png[17], png[18], png[19]]);
+    let height = u32::from_be_bytes([png[20], png[21], png[22], png[23]]);
+    assert_eq!((width, height), (1600, 1000));
+    assert!(png.len() > 50_000, "a board, not a blank page");
+
+    // The same page is served to a wall screen without a token on loopback only.
+    let r = d.get("/");
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("content-type"), Some("text/html; charset=utf-8"));
+    let _: Value = d.json("/readyz");
+}

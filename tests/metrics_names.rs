@@ -1,0 +1,179 @@
+//! Every metric the Grafana dashboard (deploy/grafana/redlight-dashboard.json) and the
+//! Prometheus alerting rules (deploy/prometheus/alerts.yml) query exists on a running
+//! daemon's `/metrics` — fed with sample events, one malformed message and a webhook
+//! receiver (one that accepts and one that refuses), so every labelled series is present.
+
+mod view_support;
+
+use std::collections::BTreeSet;
+use std::io::{Read, Write};
+use view_support::*;
+
+/// The `redlight_…` metric names in a text (PromQL or a whole rules file).
+fn metric_names(text: &str) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    let mut rest = text;
+    while let Some(i) = rest.find("redlight_") {
+        let before = rest[..i].chars().last();
+        let tail = &rest[i..];
+        let end = tail
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .unwrap_or(tail.len());
+        if end > "redlight_".len() && !before.is_some_and(|c| c.is_ascii_alphanumeric() || c == '_')
+        {
+            out.insert(tail[..end].to_string());
+        }
+        rest = &tail[end..];
+    }
+    out
+}
+
+fn exprs(v: &serde_json::Value, out: &mut Vec<String>) {
+    match v {
+        serde_json::Value::Object(m) => {
+            for (k, x) in m {
+                if k == "expr"
+                    && let Some(s) = x.as_str()
+                {
+                    out.push(s.to_string());
+                }
+                exprs(x, out);
+            }
+        }
+        serde_json::Value::Array(a) => a.iter().for_each(|x| exprs(x, out)),
+        _ => {}
+    }
+}
+
+/// A webhook receiver on a free port: `/ok` answers 200, anything else 400.
+fn receiver() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind receiver");
+    let port = listener.local_addr().expect("addr").port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut s) = stream else { continue };
+            std::thread::spawn(move || {
+                let _ = s.set_read_timeout(Some(std::time::Duration::from_secs(5)));
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 8192];
+                // Read the head, then the body by Content-Length.
+                loop {
+                    let Ok(n) = s.read(&mut chunk) else { return };
+                    if n == 0 {
+                        return;
+                    }
+                    buf.extend_from_slice(&chunk[..n]);
+                    let Some(h) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+                        continue;
+                    };
+                    let head = String::from_utf8_lossy(&buf[..h]).to_lowercase();
+                    let len: usize = head
+                        .lines()
+                        .find_map(|l| l.strip_prefix("content-length:"))
+                        .and_then(|v| v.trim().parse().ok())
+                        .unwrap_or(0);
+                    if buf.len() < h + 4 + len {
+                        continue;
+                    }
+                    let ok = head.starts_with("post /ok");
+                    let status = if ok { "200 OK" } else { "400 Bad Request" };
+                    let _ = s.write_all(
+                        format!("HTTP/1.1 {status}\r\nContent-Length: 0\r\n\r\n").as_bytes(),
+                    );
+                    buf.drain(..h + 4 + len);
+                }
+            });
+        }
+    });
+    port
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_metric_the_dashboard_and_the_alert_rules_query_exists() {
+    let root = root();
+    let dashboard: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(root.join("deploy/grafana/redlight-dashboard.json"))
+            .expect("deploy/grafana/redlight-dashboard.json"),
+    )
+    .expect("the dashboard is JSON");
+    let mut queries = Vec::new();
+    exprs(&dashboard, &mut queries);
+    assert!(queries.len() >= 15, "the dashboard has its queries");
+    let mut wanted: BTreeSet<(String, &str)> = BTreeSet::new();
+    for q in &queries {
+        for m in metric_names(q) {
+            wanted.insert((m, "dashboard"));
+        }
+    }
+    let rules = std::fs::read_to_string(root.join("deploy/prometheus/alerts.yml"))
+        .expect("deploy/prometheus/alerts.yml");
+    for m in metric_names(&rules) {
+        wanted.insert((m, "alert rules"));
+    }
+    assert!(wanted.len() >= 15, "{wanted:?}");
+
+    let rport = receiver();
+    let extra = format!(
+        r#"
+[[receiver]]
+name = "accepts"
+format = "json"
+url = "http://127.0.0.1:{rport}/ok"
+retry = ["1s"]
+
+[[receiver]]
+name = "refuses"
+format = "json"
+url = "http://127.0.0.1:{rport}/refuse"
+retry = ["1s"]
+
+[[route]]
+receivers = ["accepts", "refuses"]
+"#
+    );
+    let mut d = Daemon::start_with("metrics-names", 2, "", &extra, &[]).await;
+    let mut lines = fixed_samples();
+    lines.extend(relative_samples("M1"));
+    lines.push("this is not a CloudEvent".to_string());
+    let n = lines.len() as u64;
+    produce(&broker(), &d.topic, &lines).await;
+    d.wait_consumed(n);
+    // A request of each kind, so the request counter has series.
+    let _ = d.get("/api/v1/cases?limit=1");
+    let _ = d.get("/");
+
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let mut missing: Vec<String>;
+    let mut text;
+    loop {
+        text = d.get("/metrics").body;
+        let present: BTreeSet<&str> = text
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .filter_map(|l| l.split(['{', ' ']).next())
+            .collect();
+        missing = wanted
+            .iter()
+            .filter(|(m, _)| !present.contains(m.as_str()))
+            .map(|(m, from)| format!("{m} (queried by the {from})"))
+            .collect();
+        if missing.is_empty() || std::time::Instant::now() > deadline {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+    assert!(
+        missing.is_empty(),
+        "metrics queried but not exported: {missing:#?}\n--- /metrics:\n{text}"
+    );
+    // Exposition hygiene: names follow the conventions the dashboards rely on.
+    for line in text.lines().filter(|l| l.starts_with("# TYPE redlight_")) {
+        let mut parts = line.split_whitespace().skip(2);
+        let (name, kind) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+        match kind {
+            "counter" => assert!(name.ends_with("_total"), "{name}: counters end in _total"),
+            "histogram" => assert!(name.ends_with("_seconds"), "{name}: histograms in seconds"),
+            _ => {}
+        }
+    }
+}
