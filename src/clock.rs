@@ -16,9 +16,9 @@
 //! (Art. 203), and for calendar days, when that day is not a workday, to 24:00 of the next
 //! workday (Art. 203: a period ending on a holiday ends the day after the holiday).
 
-use crate::calendar::{Calendar, CalendarError};
+use crate::calendar::{Calendar, CalendarError, date_from_index, day_index};
 use crate::rules::{Unit, Warn};
-use chrono::{Datelike, NaiveDate, Offset, TimeZone};
+use chrono::{NaiveDate, Offset, TimeZone};
 use chrono_tz::Tz;
 
 /// One day in milliseconds.
@@ -40,20 +40,14 @@ impl Zone {
             let dt = tz.from_local_datetime(&naive).earliest()?;
             Some(i64::from(dt.offset().fix().local_minus_utc()) * 1000)
         };
-        let mut fixed = offset_at(cal.first_day());
-        let mut d = cal.first_day();
-        while fixed.is_some() && d <= cal.last_day() {
-            if offset_at(d) != fixed {
-                fixed = None;
-            }
-            d = d.succ_opt().unwrap_or(d);
-            if d == cal.last_day() {
-                if offset_at(d) != fixed {
-                    fixed = None;
-                }
-                break;
-            }
-        }
+        let first = offset_at(cal.first_day());
+        let fixed = cal
+            .first_day()
+            .iter_days()
+            .take_while(|d| *d <= cal.last_day())
+            .all(|d| offset_at(d) == first)
+            .then_some(first)
+            .flatten();
         Zone {
             tz,
             fixed_offset_ms: fixed,
@@ -104,18 +98,8 @@ impl Zone {
 
     /// The local calendar date of an instant.
     pub fn date_of(&self, t: i64) -> NaiveDate {
-        date_of_day(self.to_local(t).div_euclid(DAY))
+        date_from_index(self.to_local(t).div_euclid(DAY)).unwrap_or(NaiveDate::MIN)
     }
-}
-
-/// Day index (days since 1970-01-01) → date.
-pub fn date_of_day(day: i64) -> NaiveDate {
-    NaiveDate::from_num_days_from_ce_opt(719_163 + day as i32).unwrap_or(NaiveDate::MIN)
-}
-
-/// Date → day index.
-pub fn day_of_date(d: NaiveDate) -> i64 {
-    i64::from(d.num_days_from_ce()) - 719_163
 }
 
 /// Counting context: the calendar and its zone.
@@ -206,7 +190,7 @@ impl Counting<'_> {
         let a = since.max(origin);
         let need = target - counted;
         if need <= 0 {
-            return Ok(a.min(since.max(origin)));
+            return Ok(a);
         }
         self.instant_at(unit, self.measure(unit, a)? + need)
     }
@@ -223,7 +207,8 @@ impl Counting<'_> {
         // previous day (24:00 of it), it does not open the next one.
         let mut day = (local - 1).div_euclid(DAY);
         if unit == Unit::Days && !self.cal.is_workday_idx(day)? {
-            day = day_of_date(self.cal.workday_on_or_after(date_of_day(day))?);
+            let date = date_from_index(day).unwrap_or(NaiveDate::MIN);
+            day = day_index(self.cal.workday_on_or_after(date)?);
         }
         Ok(self.zone.to_utc((day + 1) * DAY))
     }
@@ -232,7 +217,7 @@ impl Counting<'_> {
     pub fn same_workday_end(&self, s: i64) -> Result<i64, CalendarError> {
         let date = self.zone.date_of(s);
         let d = self.cal.workday_on_or_after(date)?;
-        Ok(self.zone.to_utc((day_of_date(d) + 1) * DAY))
+        Ok(self.zone.to_utc((day_index(d) + 1) * DAY))
     }
 
     /// The deadline and yellow instant of a running span clock.

@@ -16,8 +16,9 @@
 //! due it is checked against its case's current timers and dropped.
 
 use crate::alert::{Alert, Level, Reason, Status, alert_id, format_instant};
+use crate::calendar::day_index;
 use crate::calendar::{Calendar, CalendarError};
-use crate::clock::{Counting, DAY, Span, Zone, date_of_day, day_of_date, fixed_yellow};
+use crate::clock::{Counting, DAY, Span, Zone, fixed_yellow};
 use crate::event::Event;
 use crate::rules::{
     Condition, DeadlineRule, Handler, Limit, Matcher, Period, PeriodicRule, RuleKind, RuleSet, Unit,
@@ -1623,7 +1624,7 @@ pub fn parse_period(p: Period, label: &str) -> Option<i32> {
 /// like a deadline started on its last day.
 fn period_due(c: &Counting<'_>, p: &PeriodicRule, idx: i32) -> Result<i64, CalendarError> {
     let (_, last) = period_bounds(p.period, idx);
-    let last_day = day_of_date(last);
+    let last_day = day_index(last);
     let end = c.zone.to_utc((last_day + 1) * DAY);
     match &p.grace {
         Some(Limit::Span { unit, amount }) => {
@@ -1640,10 +1641,7 @@ fn period_due(c: &Counting<'_>, p: &PeriodicRule, idx: i32) -> Result<i64, Calen
             let reached = c.reach(*unit, span.origin, since, 0, span.limit)?;
             c.day_end(*unit, reached)
         }
-        _ => {
-            let _ = date_of_day(last_day);
-            Ok(end)
-        }
+        _ => Ok(end),
     }
 }
 

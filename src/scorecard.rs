@@ -177,7 +177,7 @@ impl ScorePeriod {
     /// `[start, end)` in engine instants (00:00 of the first day to 24:00 of the last, local).
     pub fn instants(&self, zone: &Zone) -> (i64, i64) {
         let (first, last) = self.days();
-        let day = |d: NaiveDate| crate::clock::day_of_date(d) * crate::clock::DAY;
+        let day = |d: NaiveDate| crate::calendar::day_index(d) * crate::clock::DAY;
         (
             zone.to_utc(day(first)),
             zone.to_utc(day(last) + crate::clock::DAY),
