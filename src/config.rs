@@ -140,14 +140,24 @@ pub struct StoreConfig {
     /// The data directory (relative to the configuration file's folder).
     #[serde(default = "default_data_dir")]
     pub data_dir: PathBuf,
+    /// At most this many timers fire between two store transactions. A daemon back after
+    /// days down can have millions of deadlines due at once; they are written slice by
+    /// slice, each slice a consistent state (see `Engine::advance_bounded`).
+    #[serde(default = "default_timers_per_commit")]
+    pub timers_per_commit: usize,
 }
 
 impl Default for StoreConfig {
     fn default() -> Self {
         StoreConfig {
             data_dir: default_data_dir(),
+            timers_per_commit: default_timers_per_commit(),
         }
     }
+}
+
+const fn default_timers_per_commit() -> usize {
+    20_000
 }
 
 fn default_data_dir() -> PathBuf {
@@ -498,6 +508,11 @@ impl Config {
         }
         if k.batch_max == 0 {
             return Err(invalid("`kafka.batch_max` must be at least 1".into()));
+        }
+        if config.store.timers_per_commit == 0 {
+            return Err(invalid(
+                "`store.timers_per_commit` must be at least 1".into(),
+            ));
         }
         if config.http.listen.parse::<SocketAddr>().is_err() {
             return Err(invalid(format!(

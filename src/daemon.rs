@@ -389,20 +389,27 @@ impl Loop<'_> {
         self.consumer.unsubscribe();
     }
 
+    /// How long the main loop may sleep: until the earliest timer of a partition the wall
+    /// clock drives (caught up and quiet), or until a busy partition turns quiet, and at
+    /// least every `idle_ms`. A partition that is not eligible never makes the loop spin on
+    /// a timer it would not fire.
     fn time_to_next_due(&self) -> Duration {
-        let next = self
-            .partitions
-            .values()
-            .filter_map(|p| p.engine.next_due())
-            .min();
-        // Wake at the next due time, and at least every `idle_ms` to let quiet partitions
-        // follow the wall clock.
-        let idle = self.config.kafka.idle_ms.max(10) as i64;
-        let ms = match next {
-            Some(due) => due.saturating_sub(wall_ms()).clamp(0, idle),
-            None => idle,
-        };
-        Duration::from_millis(ms as u64)
+        let idle = Duration::from_millis(self.config.kafka.idle_ms.max(10));
+        let now = wall_ms();
+        let mut wait = idle;
+        for p in self.partitions.values() {
+            let quiet_in = idle.saturating_sub(p.last_message.elapsed());
+            if !quiet_in.is_zero() {
+                wait = wait.min(quiet_in);
+            } else if !p.caught_up() {
+                wait = wait.min(idle.saturating_sub(p.watermark_checked.elapsed()));
+            } else if let Some(due) = p.engine.next_due() {
+                let ms = u64::try_from(due.saturating_sub(now)).unwrap_or(0);
+                wait = wait.min(Duration::from_millis(ms));
+            }
+        }
+        // Never a zero sleep for a partition that is waiting on the broker: at least 1 ms.
+        wait.max(Duration::from_millis(1))
     }
 
     /// Loads the state of newly assigned partitions (firing what fell due while we were
@@ -417,11 +424,7 @@ impl Loop<'_> {
         }
         for change in changes {
             match change {
-                Change::Assigned(slots) => {
-                    for slot in slots {
-                        self.load(&slot)?;
-                    }
-                }
+                Change::Assigned(slots) => self.load(slots)?,
                 Change::Revoked(slots) => {
                     for slot in slots {
                         self.partitions.remove(&slot);
@@ -442,44 +445,83 @@ impl Loop<'_> {
         self.fire_timers()
     }
 
-    fn load(&mut self, slot: &Slot) -> anyhow::Result<()> {
-        if self.partitions.contains_key(slot) {
+    /// Restores newly assigned partitions from the store, several at once (one thread per
+    /// partition, as many as there are cores): a restart with a million open cases is ready
+    /// in the time of its largest partition rather than the sum of all.
+    fn load(&mut self, slots: Vec<Slot>) -> anyhow::Result<()> {
+        let slots: Vec<Slot> = slots
+            .into_iter()
+            .filter(|s| !self.partitions.contains_key(s))
+            .collect();
+        if slots.is_empty() {
             return Ok(());
         }
-        let started = Instant::now();
-        let mut engine = Engine::new(self.rules.clone(), self.calendar.clone());
-        engine.set_retention_days(self.config.engine.retention_days);
-        engine.track_changes();
-        let cases = self.store.load_partition(&slot.0, slot.1)?;
-        let n = cases.len();
-        for case in cases {
-            engine.restore(case);
+        let threads = std::thread::available_parallelism()
+            .map_or(1, usize::from)
+            .min(slots.len());
+        let (store, rules, calendar) = (&self.store, &self.rules, &self.calendar);
+        let retention = self.config.engine.retention_days;
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        let restored = std::thread::scope(|scope| {
+            let workers: Vec<_> = (0..threads)
+                .map(|_| {
+                    scope.spawn(|| {
+                        let mut done = Vec::new();
+                        loop {
+                            let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            let Some(slot) = slots.get(i) else {
+                                return Ok::<_, anyhow::Error>(done);
+                            };
+                            let started = Instant::now();
+                            let mut engine = Engine::new(rules.clone(), calendar.clone());
+                            engine.set_retention_days(retention);
+                            engine.track_changes();
+                            let cases = store.load_partition(&slot.0, slot.1)?;
+                            let n = cases.len();
+                            for case in cases {
+                                engine.restore(case);
+                            }
+                            engine.take_changed();
+                            if let Some(now) = store.engine_clock(&slot.0, slot.1)? {
+                                engine.restore_clock(now);
+                            }
+                            let next_offset = store.offset(&slot.0, slot.1)?;
+                            done.push((slot.clone(), engine, n, next_offset, started.elapsed()));
+                        }
+                    })
+                })
+                .collect();
+            let mut all = Vec::new();
+            for w in workers {
+                match w.join() {
+                    Ok(r) => all.extend(r?),
+                    Err(_) => anyhow::bail!("a thread restoring partitions panicked"),
+                }
+            }
+            Ok(all)
+        })?;
+        for (slot, engine, n, next_offset, elapsed) in restored {
+            // Ask the broker how far the partition goes, so that a backlog is consumed
+            // before the wall clock fires anything.
+            let high_watermark = tokio::task::block_in_place(|| {
+                self.consumer
+                    .fetch_watermarks(&slot.0, slot.1 as i32, Duration::from_secs(5))
+            })
+            .ok()
+            .and_then(|(_, high)| u64::try_from(high).ok());
+            tracing::info!(topic = %slot.0, partition = slot.1, cases = n, next_offset, high_watermark,
+                elapsed_ms = elapsed.as_millis() as u64, "partition restored");
+            self.partitions.insert(
+                slot,
+                PartitionState {
+                    engine,
+                    next_offset,
+                    high_watermark,
+                    last_message: Instant::now(),
+                    watermark_checked: Instant::now(),
+                },
+            );
         }
-        engine.take_changed();
-        if let Some(now) = self.store.engine_clock(&slot.0, slot.1)? {
-            engine.restore_clock(now);
-        }
-        let next_offset = self.store.offset(&slot.0, slot.1)?;
-        // Ask the broker how far the partition goes, so that a backlog is consumed before
-        // the wall clock fires anything.
-        let high_watermark = tokio::task::block_in_place(|| {
-            self.consumer
-                .fetch_watermarks(&slot.0, slot.1 as i32, Duration::from_secs(5))
-        })
-        .ok()
-        .and_then(|(_, high)| u64::try_from(high).ok());
-        tracing::info!(topic = %slot.0, partition = slot.1, cases = n, next_offset, high_watermark,
-            elapsed_ms = started.elapsed().as_millis() as u64, "partition restored");
-        self.partitions.insert(
-            slot.clone(),
-            PartitionState {
-                engine,
-                next_offset,
-                high_watermark,
-                last_message: Instant::now(),
-                watermark_checked: Instant::now(),
-            },
-        );
         Ok(())
     }
 
@@ -525,7 +567,7 @@ impl Loop<'_> {
             let slot: Slot = (m.topic().to_string(), partition);
             // Not (or no longer) ours: revoked while this batch was being received. Its
             // new owner starts from the offsets in the store; nothing is applied here.
-            let Some(p) = self.partitions.get_mut(&slot) else {
+            let Some(p) = self.partitions.get(&slot) else {
                 continue;
             };
             let offset = m.offset();
@@ -535,9 +577,6 @@ impl Loop<'_> {
             if p.next_offset.is_some_and(|next| offset_u < next) {
                 continue; // already durable: a redelivery
             }
-            p.next_offset = Some(offset_u + 1);
-            p.last_message = Instant::now();
-            touched.insert(slot.clone());
             let payload = m.payload().unwrap_or(&[]);
             let dead_letter = |reason: String, code: &'static str| DeadLetter {
                 key: m.key().map(<[u8]>::to_vec),
@@ -557,6 +596,7 @@ impl Loop<'_> {
                     tracing::warn!(topic = %slot.0, partition = slot.1, offset, reason = %e,
                         "rejected message; copied to the dead-letter topic");
                     dead.push(dead_letter(e.to_string(), e.reason_code()));
+                    self.handled(&slot, offset_u, &mut touched);
                     continue;
                 }
             };
@@ -565,8 +605,22 @@ impl Loop<'_> {
             {
                 tracing::debug!(event = %ev.id, subject = %ev.subject, "message key differs from the subject; the subject is the case id");
             }
+            // The timers due before the event fire first (as in replay). After days without
+            // events that can be millions: each slice is made durable on its own, with the
+            // offsets of the messages handled before this one.
             let t0 = Instant::now();
-            p.engine.advance_before(ev.time_ms(), &mut alerts);
+            let slice = self.config.store.timers_per_commit;
+            while let Some(p) = self.partitions.get_mut(&slot)
+                && !p
+                    .engine
+                    .advance_before_bounded(ev.time_ms(), slice, &mut alerts)
+            {
+                self.send_dead_letters(std::mem::take(&mut dead)).await?;
+                self.persist(std::mem::take(&mut alerts), &touched)?;
+            }
+            let Some(p) = self.partitions.get_mut(&slot) else {
+                continue;
+            };
             let t1 = Instant::now();
             let applied = p.engine.apply(&ev, &mut alerts);
             self.metrics
@@ -601,11 +655,26 @@ impl Loop<'_> {
                     dead.push(dead_letter(e.to_string(), "no_calendar_data"));
                 }
             }
+            self.handled(&slot, offset_u, &mut touched);
         }
         drop(messages);
-        self.advance_idle(&mut alerts);
+        let done = self.advance_idle(&mut alerts);
         self.send_dead_letters(dead).await?;
-        self.persist(alerts, &touched)
+        self.persist(alerts, &touched)?;
+        if !done {
+            // More fell due than one slice: the main loop's timer wakes at once for the rest.
+            tracing::debug!("catch-up continues in the next slice");
+        }
+        Ok(())
+    }
+
+    /// Marks a message as handled: the partition's next offset moves past it.
+    fn handled(&mut self, slot: &Slot, offset: u64, touched: &mut HashSet<Slot>) {
+        if let Some(p) = self.partitions.get_mut(slot) {
+            p.next_offset = Some(offset + 1);
+            p.last_message = Instant::now();
+            touched.insert(slot.clone());
+        }
     }
 
     /// Copies rejected messages to the dead-letter topic and waits until the broker has
@@ -661,15 +730,21 @@ impl Loop<'_> {
         Ok(())
     }
 
-    /// Lets the wall clock drive the partitions that are caught up and quiet. A quiet
-    /// partition that looked behind asks the broker again (at most once per `idle_ms`).
-    fn advance_idle(&mut self, alerts: &mut Vec<Alert>) {
+    /// Lets the wall clock drive the partitions that are caught up and quiet, one slice of
+    /// at most `store.timers_per_commit` timers each (one transaction for millions of
+    /// catch-up alerts took minutes and held everything else up); returns `false` when timers that are due remain (the
+    /// main loop's timer then wakes at once, so a long catch-up is written slice by slice
+    /// and a shutdown is heard between slices). A quiet partition that looked behind asks
+    /// the broker again (at most once per `idle_ms`).
+    fn advance_idle(&mut self, alerts: &mut Vec<Alert>) -> bool {
         let now = wall_ms();
+        let slice = self.config.store.timers_per_commit;
         let idle = Duration::from_millis(self.config.kafka.idle_ms);
         let highs: BTreeMap<Slot, u64> = match self.consumer.context().highs.lock() {
             Ok(mut h) => std::mem::take(&mut *h),
             Err(_) => BTreeMap::new(),
         };
+        let mut done = true;
         for ((topic, partition), p) in self.partitions.iter_mut() {
             if let Some(high) = highs.get(&(topic.clone(), *partition)) {
                 p.high_watermark = Some(p.high_watermark.map_or(*high, |h| h.max(*high)));
@@ -689,15 +764,17 @@ impl Loop<'_> {
             }
             if p.caught_up() {
                 let t0 = Instant::now();
-                p.engine.advance(now, alerts);
+                done &= p.engine.advance_bounded(now, slice, alerts);
                 self.metrics
                     .engine_advance_seconds
                     .observe(t0.elapsed().as_secs_f64());
             }
         }
+        done
     }
 
-    /// Fires the timers due by the wall clock in the caught-up partitions and persists.
+    /// Fires (one slice of) the timers due by the wall clock in the caught-up partitions
+    /// and persists.
     fn fire_timers(&mut self) -> anyhow::Result<()> {
         let mut alerts = Vec::new();
         self.advance_idle(&mut alerts);

@@ -469,31 +469,62 @@ impl Engine {
     /// Moves the engine's clock to `now` (never back) and fires every timer due at or
     /// before it, in due order.
     pub fn advance(&mut self, now: i64, out: &mut Vec<Alert>) {
-        self.now = self.now.max(now);
-        self.fire(|due| due <= now, out);
+        self.advance_bounded(now, usize::MAX, out);
     }
 
     /// Fires timers due strictly before `t`: what replay does before applying an event at
     /// `t`, so that an event exactly at a deadline counts as in time.
     pub fn advance_before(&mut self, t: i64, out: &mut Vec<Alert>) {
-        self.now = self.now.max(t - 1);
-        self.fire(|due| due < t, out);
+        self.advance_before_bounded(t, usize::MAX, out);
     }
 
-    fn fire(&mut self, due_now: impl Fn(i64) -> bool, out: &mut Vec<Alert>) {
+    /// [`Engine::advance`] in slices: fires at most `max` timers and returns `true` once
+    /// nothing due at or before `now` is left. The clock moves to `now` at once, as in an
+    /// unbounded advance; the caller finishes the slices before it applies another event,
+    /// so the alerts and states are exactly those of one advance. (A daemon catching up
+    /// after days down writes one store transaction per slice instead of millions of
+    /// alerts in one; a restart between two slices fires the rest, since timers are
+    /// derived from the stored cases.)
+    pub fn advance_bounded(&mut self, now: i64, max: usize, out: &mut Vec<Alert>) -> bool {
+        self.now = self.now.max(now);
+        self.fire(|due| due <= now, max, out)
+    }
+
+    /// [`Engine::advance_before`] in slices, as [`Engine::advance_bounded`].
+    pub fn advance_before_bounded(&mut self, t: i64, max: usize, out: &mut Vec<Alert>) -> bool {
+        self.now = self.now.max(t - 1);
+        self.fire(|due| due < t, max, out)
+    }
+
+    /// Fires due timers in due order, at most `max`; returns `true` when no due timer is
+    /// left.
+    fn fire(&mut self, due_now: impl Fn(i64) -> bool, max: usize, out: &mut Vec<Alert>) -> bool {
+        let mut left = max;
         while let Some(entry) = self.timers.first_entry() {
-            if !due_now(*entry.key()) {
+            let due = *entry.key();
+            if !due_now(due) {
                 break;
             }
-            let due = *entry.key();
+            if left == 0 {
+                return false;
+            }
             let mut bucket: Vec<Timer> = entry.remove().into_iter().flatten().collect();
             self.timer_entries -= bucket.len();
             bucket.sort_unstable();
             bucket.dedup();
+            if bucket.len() > left {
+                // The rest of this instant's timers wait for the next slice, in order.
+                let rest = bucket.split_off(left);
+                self.timer_entries += rest.len();
+                self.timers
+                    .insert(due, rest.chunks(CHUNK).map(<[Timer]>::to_vec).collect());
+            }
+            left -= bucket.len();
             for (_, case_id, rule, kind) in bucket {
                 self.fire_one(due, case_id, rule, kind, out);
             }
         }
+        true
     }
 
     fn fire_one(
@@ -785,7 +816,7 @@ impl Engine {
         self.cases.insert(case.id.clone(), case);
         // A late event may have set deadlines that have already passed: fire them now.
         let now = self.now;
-        self.fire(|due| due < now, out);
+        self.fire(|due| due < now, usize::MAX, out);
         Ok(Applied::Applied)
     }
 

@@ -2,6 +2,9 @@
 //! as a test tells it, a configuration in a temporary folder, alerts as the engine makes them.
 #![allow(dead_code)]
 
+#[path = "../common/calendar.rs"]
+mod calendar;
+
 use axum::Router;
 use axum::body::Bytes;
 use axum::http::{HeaderMap, StatusCode, Uri};
@@ -245,7 +248,8 @@ pub fn tmp(name: &str) -> PathBuf {
     dir
 }
 
-/// The configuration file text: the shipped rule packs and calendar, `data` in `dir`, and
+/// The configuration file text: the shipped rule packs, the calendar (shipped data plus
+/// test placeholders for years not yet published, see tests/common/calendar.rs), `data` in `dir`, and
 /// `extra` (receivers, routes, …) appended.
 pub fn config_text(dir: &Path, extra: &str) -> String {
     let repo = env!("CARGO_MANIFEST_DIR");
@@ -253,7 +257,7 @@ pub fn config_text(dir: &Path, extra: &str) -> String {
         r#"
 [engine]
 timezone = "Asia/Shanghai"
-calendars = "{repo}/config/calendars"
+calendars = "{cal}"
 rule_packs = ["{repo}/config/rules/xk.toml", "{repo}/config/rules/xz.toml", "{repo}/config/rules/nx.toml", "{repo}/config/rules/aq.toml", "{repo}/config/rules/hz.toml"]
 
 [store]
@@ -261,7 +265,8 @@ data_dir = "{data}"
 
 {extra}
 "#,
-        data = dir.join("data").display()
+        data = dir.join("data").display(),
+        cal = calendar::calendars_for_now(dir).display(),
     )
 }
 

@@ -416,6 +416,9 @@ pub fn write_config(dir: &Path, bootstrap: &str, names: &Names, port: u16) -> Pa
         "data_dir",
         dir.join("data").display().to_string().into(),
     );
+    // Small catch-up slices, so that the tests go through many slice boundaries (and the
+    // kill -9 test kills between them): the default of 20,000 would never split here.
+    set("store", "timers_per_commit", toml::Value::Integer(100));
     set("http", "listen", format!("127.0.0.1:{port}").into());
     let path = dir.join("redlight.toml");
     std::fs::write(&path, toml::to_string(&doc).expect("config TOML")).expect("writing config");

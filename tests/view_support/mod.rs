@@ -3,6 +3,9 @@
 //! events, and a small HTTP client.
 #![allow(dead_code)]
 
+#[path = "../common/calendar.rs"]
+mod calendar;
+
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
@@ -180,7 +183,7 @@ cache_seconds = 1
 
 {extra}
 "#,
-        cal = cfg.join("calendars").display(),
+        cal = calendar::calendars_for_now(dir).display(),
         packs = ["xk", "xz", "nx", "aq", "hz"]
             .iter()
             .map(|p| format!("\"{}\"", cfg.join(format!("rules/{p}.toml")).display()))
