@@ -844,15 +844,7 @@ pub async fn snapshot(shared: &Arc<Shared>) -> Result<Arc<Snapshot>, ApiError> {
         // A large store takes seconds to recount: answer with the previous counts (the board
         // shows their time) while one refresh runs in the background.
         if s.took >= SLOW_RECOUNT {
-            let shared = shared.clone();
-            tokio::spawn(async move {
-                let Ok(_one_at_a_time) = shared.view.refresh.try_lock() else {
-                    return; // one is running
-                };
-                if let Err(e) = recount(&shared).await {
-                    tracing::warn!(error = %e.message, "board recount failed");
-                }
-            });
+            recount_in_background(shared);
             return Ok(s);
         }
     }
@@ -875,20 +867,49 @@ async fn recount(shared: &Arc<Shared>) -> Result<Arc<Snapshot>, ApiError> {
     let snap = Arc::new(blocking(move || scan_snapshot(&s2.store, &s2.view)).await?);
     let m = &shared.metrics;
     m.view_refresh_seconds.observe(snap.took.as_secs_f64());
-    m.open_cases.reset();
+    // The departments with the most open cases keep their own label; the rest are summed
+    // under OTHER_DEPARTMENT (`board.metric_departments`).
+    let mut ranked: Vec<(&String, u64)> = snap
+        .departments
+        .iter()
+        .map(|(d, c)| (d, c.total()))
+        .collect();
+    ranked.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(b.0)));
+    let labelled: std::collections::HashSet<&str> = ranked
+        .iter()
+        .take(view.board.metric_departments)
+        .map(|(d, _)| d.as_str())
+        .collect();
+    let label = |dept: &str| -> String {
+        if labelled.contains(dept) {
+            dept.to_string()
+        } else {
+            OTHER_DEPARTMENT.to_string()
+        }
+    };
+    let mut by_rule: BTreeMap<(&'static str, String, String), i64> = BTreeMap::new();
     for ((light, dept, rule), n) in &snap.by_rule {
-        let rule = view.rule_id(*rule);
+        *by_rule
+            .entry((light_str(*light), label(dept), view.rule_id(*rule)))
+            .or_insert(0) += *n;
+    }
+    let mut lights: BTreeMap<(&'static str, String), i64> = BTreeMap::new();
+    for (dept, c) in &snap.departments {
+        for (light, n) in [("red", c.red), ("yellow", c.yellow), ("green", c.green)] {
+            *lights.entry((light, label(dept))).or_insert(0) += n as i64;
+        }
+    }
+    m.open_cases.reset();
+    for ((light, dept, rule), n) in &by_rule {
         m.open_cases
-            .with_label_values(&[light_str(*light), dept, rule.as_str()])
+            .with_label_values(&[light, dept.as_str(), rule.as_str()])
             .set(*n);
     }
     m.case_lights.reset();
-    for (dept, c) in &snap.departments {
-        for (light, n) in [("red", c.red), ("yellow", c.yellow), ("green", c.green)] {
-            m.case_lights
-                .with_label_values(&[light, dept.as_str()])
-                .set(n as i64);
-        }
+    for ((light, dept), n) in &lights {
+        m.case_lights
+            .with_label_values(&[light, dept.as_str()])
+            .set(*n);
     }
     tracing::debug!(
         cases = snap.scanned,
@@ -1453,10 +1474,39 @@ pub async fn board(State(s): State<Arc<Shared>>) -> Result<Response, ApiError> {
         .into_response())
 }
 
-/// Refreshes the open-case gauges (when the snapshot is stale) before `/metrics` renders.
+/// The `department` label of the open-case metrics for departments beyond
+/// `board.metric_departments`.
+pub const OTHER_DEPARTMENT: &str = "其他";
+
+/// Starts a recount unless one is running.
+fn recount_in_background(shared: &Arc<Shared>) {
+    let shared = shared.clone();
+    tokio::spawn(async move {
+        let Ok(_one_at_a_time) = shared.view.refresh.try_lock() else {
+            return; // one is running
+        };
+        if let Err(e) = recount(&shared).await {
+            tracing::warn!(error = %e.message, "board recount failed");
+        }
+    });
+}
+
+/// Before `/metrics` renders: when the open-case gauges are stale (or not counted yet),
+/// starts a recount in the background and returns at once. A scrape never waits for a
+/// recount: over a million cases it takes seconds, longer than Prometheus waits, and
+/// right after a restart the first one would hold `/metrics` up until it is done. The
+/// gauges are those of the last recount (absent until the first one after start).
 pub async fn refresh_gauges(s: &Arc<Shared>) {
-    if let Err(e) = snapshot(s).await {
-        tracing::warn!(error = %e.message, "open-case gauges not refreshed");
+    let view = &s.view;
+    let stale = match view.snapshot.lock().ok().and_then(|g| g.clone()) {
+        Some(snap) => {
+            let age = Duration::from_secs(u64::from(view.board.cache_seconds)).max(snap.took * 10);
+            snap.taken.elapsed() >= age
+        }
+        None => true,
+    };
+    if stale {
+        recount_in_background(s);
     }
 }
 

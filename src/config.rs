@@ -239,6 +239,13 @@ pub struct BoardConfig {
     /// The page's heading.
     #[serde(default = "default_board_title")]
     pub title: String,
+    /// At most this many departments get a `department` label of their own on the
+    /// open-case metrics (those with the most open cases); the others are summed under
+    /// `department="其他"`. Departments come from event data, and every new label value is
+    /// a new time series in Prometheus: the cap keeps a typo-ridden feed from flooding it.
+    /// The board and the API are not capped.
+    #[serde(default = "default_metric_departments")]
+    pub metric_departments: usize,
 }
 
 impl Default for BoardConfig {
@@ -248,8 +255,13 @@ impl Default for BoardConfig {
             cache_seconds: default_board_cache(),
             list_max: default_board_list_max(),
             title: default_board_title(),
+            metric_departments: default_metric_departments(),
         }
     }
+}
+
+const fn default_metric_departments() -> usize {
+    100
 }
 
 const fn default_board_refresh() -> u32 {

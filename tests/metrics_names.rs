@@ -177,3 +177,83 @@ receivers = ["accepts", "refuses"]
         }
     }
 }
+
+/// The `department` label of the open-case metrics is capped (`board.metric_departments`):
+/// the departments with the most open cases keep their names, the rest are summed under
+/// "其他", and no open case is lost from the totals.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn department_labels_are_capped_and_nothing_is_lost() {
+    let mut d = Daemon::start_with(
+        "metrics-departments",
+        2,
+        "",
+        "",
+        &[("REDLIGHT_BOARD__METRIC_DEPARTMENTS", "2")],
+    )
+    .await;
+    let mut lines = fixed_samples();
+    lines.extend(relative_samples("D1"));
+    let n = lines.len() as u64;
+    produce(&broker(), &d.topic, &lines).await;
+    d.wait_consumed(n);
+
+    // Open cases per department, as the API lists them (uncapped).
+    let mut open: std::collections::BTreeMap<String, u64> = Default::default();
+    let page = d.json("/api/v1/cases?open=true&limit=1000");
+    let cases = page["cases"].as_array().expect("cases");
+    assert!(page["next"].is_null(), "the samples fit in one page");
+    for c in cases {
+        let dept = c["department"].as_str().unwrap_or("").to_string();
+        *open.entry(dept).or_insert(0) += 1;
+    }
+    assert!(
+        open.len() > 3,
+        "the samples span more than three departments: {open:?}"
+    );
+    let mut ranked: Vec<(&String, &u64)> = open.iter().collect();
+    ranked.sort_by(|a, b| b.1.cmp(a.1).then_with(|| a.0.cmp(b.0)));
+    let top: BTreeSet<String> = ranked.iter().take(2).map(|(d, _)| (*d).clone()).collect();
+
+    // The gauge, once counted: per department label, summed over lights.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let per_label = loop {
+        let text = d.get("/metrics").body;
+        let mut per: std::collections::BTreeMap<String, u64> = Default::default();
+        for line in text
+            .lines()
+            .filter(|l| l.starts_with("redlight_case_lights{"))
+        {
+            let dept = line
+                .split("department=\"")
+                .nth(1)
+                .and_then(|r| r.split('"').next())
+                .expect("a department label")
+                .to_string();
+            let v: f64 = line
+                .rsplit(' ')
+                .next()
+                .and_then(|v| v.parse().ok())
+                .expect("a value");
+            *per.entry(dept).or_insert(0) += v as u64;
+        }
+        if per.values().sum::<u64>() == cases.len() as u64 || std::time::Instant::now() > deadline {
+            break per;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(300));
+    };
+    let labels: BTreeSet<String> = per_label.keys().cloned().collect();
+    let mut expected = top.clone();
+    expected.insert("其他".to_string());
+    assert_eq!(
+        labels, expected,
+        "two departments by name, the rest as 其他"
+    );
+    assert_eq!(
+        per_label.values().sum::<u64>(),
+        cases.len() as u64,
+        "every open case counted once"
+    );
+    for dept in &top {
+        assert_eq!(per_label[dept], open[dept], "{dept} keeps its own count");
+    }
+}
