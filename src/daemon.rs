@@ -64,6 +64,9 @@ struct Ctx {
     changes: Mutex<Vec<Change>>,
     notify: Arc<Notify>,
     metrics: Metrics,
+    /// Batches handed to the store writer and not yet durable: the rebalance waits for
+    /// them, so that a seek reads the offsets of everything applied.
+    pending: Arc<crate::writer::Pending>,
 }
 
 enum Change {
@@ -119,6 +122,9 @@ impl ConsumerContext for Ctx {
             .collect();
         match err {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                if let Err(e) = self.pending.wait_idle() {
+                    tracing::error!(error = %e, "the store writer failed; seeking to what is durable");
+                }
                 for (topic, partition) in &slots {
                     match self.store.offset(topic, *partition) {
                         Ok(Some(next)) => {
@@ -142,7 +148,10 @@ impl ConsumerContext for Ctx {
                 self.push(Change::Assigned(slots));
             }
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
-                // Every batch is durable before the loop polls again, so nothing is pending.
+                // Every batch handed over becomes durable before the partitions go.
+                if let Err(e) = self.pending.wait_idle() {
+                    tracing::error!(error = %e, "the store writer failed before a revocation");
+                }
                 if let Err(e) = base.unassign() {
                     tracing::error!(error = %e, "unassigning partitions");
                 }
@@ -244,12 +253,25 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     }));
 
     let notify = Arc::new(Notify::new());
+    let pending = Arc::new(crate::writer::Pending::default());
+    let consumer_cell = Arc::new(std::sync::OnceLock::new());
+    let writer = crate::writer::Writer::start(
+        crate::writer::Sinks {
+            store: store.clone(),
+            metrics: metrics.clone(),
+            delivery: delivery.clone(),
+            consumer: consumer_cell.clone(),
+        },
+        pending.clone(),
+    )
+    .context("starting the store writer thread")?;
     let ctx = Ctx {
         store: store.clone(),
         highs: Mutex::new(BTreeMap::new()),
         changes: Mutex::new(Vec::new()),
         notify: notify.clone(),
         metrics: metrics.clone(),
+        pending,
     };
     let k = &config.kafka;
     let mut cc = ClientConfig::new();
@@ -265,9 +287,11 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     for (key, value) in &k.librdkafka {
         cc.set(key, value);
     }
-    let consumer: StreamConsumer<Ctx> = cc
-        .create_with_context(ctx)
-        .context("creating the Kafka consumer")?;
+    let consumer: Arc<StreamConsumer<Ctx>> = Arc::new(
+        cc.create_with_context(ctx)
+            .context("creating the Kafka consumer")?,
+    );
+    let _ = consumer_cell.set(consumer.clone());
     let topics: Vec<&str> = k.topics.iter().map(String::as_str).collect();
     consumer
         .subscribe(&topics)
@@ -292,13 +316,14 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         shared: shared.clone(),
         metrics,
         partitions: BTreeMap::new(),
-        delivery: delivery.clone(),
         ledger: Vec::new(),
         rules,
         calendar,
+        writer,
     };
     let result = lp.run(shutdown, notify).await;
     lp.finish();
+    drop(lp);
     // Requests in flight finish (or time out) and their outcomes are recorded.
     if tokio::time::timeout(Duration::from_secs(20), delivery.shutdown())
         .await
@@ -316,18 +341,19 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
 struct Loop<'c> {
     config: &'c Config,
     store: Arc<Store>,
-    consumer: StreamConsumer<Ctx>,
+    consumer: Arc<StreamConsumer<Ctx>>,
     producer: FutureProducer,
     shared: Arc<Shared>,
     metrics: Metrics,
     partitions: BTreeMap<Slot, PartitionState>,
-    delivery: Arc<crate::delivery::Delivery>,
     /// Scorecard rows of the events applied since the last persist (see `src/scorecard.rs`).
     ledger: Vec<(i64, String, String, Vec<u8>)>,
     /// The rules and calendar, loaded once at start: a pack edited on disk while the daemon
     /// runs must not reach some partitions and not others (or stop it at a rebalance).
     rules: Arc<crate::rules::RuleSet>,
     calendar: Arc<crate::calendar::Calendar>,
+    /// Makes batches durable on its own thread (`src/writer.rs`).
+    writer: crate::writer::Writer,
 }
 
 /// A message that cannot be applied, on its way to the dead-letter topic.
@@ -372,8 +398,15 @@ impl Loop<'_> {
         }
     }
 
-    /// Commits the final offsets to Kafka synchronously on the way out.
+    /// Commits the final offsets to Kafka synchronously on the way out, once every batch
+    /// handed to the writer is durable (after a failed commit, only the store's offsets
+    /// count: nothing more is committed to Kafka).
     fn finish(&mut self) {
+        if let Err(e) = self.writer.drain() {
+            tracing::error!(error = %e, "the last batches are not durable; they will be consumed again");
+            self.consumer.unsubscribe();
+            return;
+        }
         let mut tpl = TopicPartitionList::new();
         for ((topic, partition), p) in &self.partitions {
             if let Some(next) = p.next_offset {
@@ -422,6 +455,8 @@ impl Loop<'_> {
         if changes.is_empty() {
             return Ok(());
         }
+        // Partitions are loaded from the store: everything handed over must be in it.
+        self.writer.drain()?;
         for change in changes {
             match change {
                 Change::Assigned(slots) => self.load(slots)?,
@@ -781,17 +816,16 @@ impl Loop<'_> {
         self.persist(alerts, &HashSet::new())
     }
 
-    /// Tells alert delivery how far every partition's engine clock has got (all its alerts
-    /// up to there are durable): an escalation step fires only once the red it escalates is
-    /// known to have stayed open that long.
-    fn publish_engine_time(&self) {
-        if let Some(min) = self.partitions.values().map(|p| p.engine.now()).min() {
-            self.delivery.set_engine_time(min);
-        }
+    /// How far every partition's engine clock has got, for alert delivery (published by
+    /// the writer once the batch is durable, so that all alerts up to there are): an
+    /// escalation step fires only once the red it escalates is known to have stayed open
+    /// that long.
+    fn engine_time(&self) -> Option<i64> {
+        self.partitions.values().map(|p| p.engine.now()).min()
     }
 
-    /// One store transaction: changed cases, alerts, and the offsets of `touched`
-    /// partitions; then the offsets go to Kafka.
+    /// One store transaction, handed to the writer: changed cases, alerts, and the offsets
+    /// of `touched` partitions; the offsets go to Kafka once it is durable.
     fn persist(&mut self, alerts: Vec<Alert>, touched: &HashSet<Slot>) -> anyhow::Result<()> {
         let mut batch = WriteBatch {
             ledger: std::mem::take(&mut self.ledger),
@@ -820,9 +854,10 @@ impl Loop<'_> {
             }
         }
         self.metrics.cases.set(cases as i64);
+        let engine_time = self.engine_time();
         if batch.cases.is_empty() && alerts.is_empty() && batch.offsets.is_empty() {
-            self.publish_engine_time();
-            return Ok(());
+            // Nothing to write; the engine time is published after what is pending.
+            return self.writer.submit(WriteBatch::default(), engine_time);
         }
         for a in &alerts {
             self.metrics
@@ -841,27 +876,9 @@ impl Loop<'_> {
                 batch.clocks.push((topic.clone(), *partition, now));
             }
         }
-        let started = Instant::now();
-        self.store.commit(&batch)?;
-        self.metrics
-            .commit_seconds
-            .observe(started.elapsed().as_secs_f64());
-        self.publish_engine_time();
-        if !batch.offsets.is_empty() {
-            let mut tpl = TopicPartitionList::new();
-            for (topic, partition, next) in &batch.offsets {
-                let p = partition.to_string();
-                self.metrics
-                    .durable_offset
-                    .with_label_values(&[topic.as_str(), p.as_str()])
-                    .set(*next as i64);
-                tpl.add_partition_offset(topic, *partition as i32, Offset::Offset(*next as i64))?;
-            }
-            if let Err(e) = self.consumer.commit(&tpl, CommitMode::Async) {
-                tracing::debug!(error = %e, "offset commit to Kafka failed; the store has them");
-            }
-        }
-        Ok(())
+        // Durable on the writer thread while the next batch is applied; the offsets go to
+        // Kafka from there, after the commit.
+        self.writer.submit(batch, engine_time)
     }
 }
 

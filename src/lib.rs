@@ -38,3 +38,4 @@ pub mod metrics;
 pub mod rules;
 pub mod scorecard;
 pub mod store;
+pub mod writer;
