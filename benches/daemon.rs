@@ -1,6 +1,6 @@
 //! Daemon benchmark against the real local Kafka broker (SPEC issue: the daemon).
 //!
-//! `cargo bench --bench daemon` (add `-- --quick` for a small run). Needs a broker: it uses
+//! `cargo bench --bench daemon` (add `-- --quick` for a small run, `-- --events N` for N). Needs a broker: it uses
 //! `REDLIGHT_TEST_KAFKA` if set, else starts one with `scripts/kafka.sh start`.
 //!
 //! 1. Produces N CloudEvents (`approval.accepted`, one new case each, so N open cases,
@@ -31,8 +31,15 @@ use std::time::{Duration, Instant};
 const PARTITIONS: i32 = 4;
 
 fn main() {
-    let quick = std::env::args().any(|a| a == "--quick");
-    let n: u64 = if quick { 20_000 } else { 1_000_000 };
+    let args: Vec<String> = std::env::args().collect();
+    let quick = args.iter().any(|a| a == "--quick");
+    // `--events N` for a run of another size.
+    let n: u64 = args
+        .iter()
+        .position(|a| a == "--events")
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(if quick { 20_000 } else { 1_000_000 });
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let brokers = broker(&root);
     let stamp = std::process::id();

@@ -1491,22 +1491,19 @@ fn recount_in_background(shared: &Arc<Shared>) {
     });
 }
 
-/// Before `/metrics` renders: when the open-case gauges are stale (or not counted yet),
-/// starts a recount in the background and returns at once. A scrape never waits for a
-/// recount: over a million cases it takes seconds, longer than Prometheus waits, and
-/// right after a restart the first one would hold `/metrics` up until it is done. The
-/// gauges are those of the last recount (absent until the first one after start).
+/// Before `/metrics` renders: refreshes the open-case gauges when they are stale, the way
+/// the board does (a quick recount inline; one slower than a second in the background while
+/// the last counts are served). The first recount after start runs in the background: its
+/// cost is not known yet, and over a million cases it takes longer than Prometheus waits
+/// for a scrape. So right after a start the gauges are absent for a moment.
 pub async fn refresh_gauges(s: &Arc<Shared>) {
-    let view = &s.view;
-    let stale = match view.snapshot.lock().ok().and_then(|g| g.clone()) {
-        Some(snap) => {
-            let age = Duration::from_secs(u64::from(view.board.cache_seconds)).max(snap.took * 10);
-            snap.taken.elapsed() >= age
-        }
-        None => true,
-    };
-    if stale {
+    let counted = s.view.snapshot.lock().ok().is_some_and(|g| g.is_some());
+    if !counted {
         recount_in_background(s);
+        return;
+    }
+    if let Err(e) = snapshot(s).await {
+        tracing::warn!(error = %e.message, "open-case gauges not refreshed");
     }
 }
 
