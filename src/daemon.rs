@@ -366,6 +366,55 @@ struct DeadLetter {
     offset: i64,
 }
 
+/// One partition as restored from the store.
+struct Restored {
+    slot: Slot,
+    engine: Engine,
+    cases: usize,
+    next_offset: Option<u64>,
+    high_watermark: Option<u64>,
+    elapsed: Duration,
+}
+
+/// Restores one partition: its cases (their timers with them), its engine clock, its next
+/// offset, and how far the broker's log goes (so that a backlog is consumed before the wall
+/// clock fires anything).
+fn restore_partition(
+    store: &Store,
+    consumer: &StreamConsumer<Ctx>,
+    rules: &Arc<crate::rules::RuleSet>,
+    calendar: &Arc<crate::calendar::Calendar>,
+    retention_days: u32,
+    slot: &Slot,
+) -> anyhow::Result<Restored> {
+    let started = Instant::now();
+    let mut engine = Engine::new(rules.clone(), calendar.clone());
+    engine.set_retention_days(retention_days);
+    engine.track_changes();
+    let cases = store.load_partition(&slot.0, slot.1)?;
+    let n = cases.len();
+    for case in cases {
+        engine.restore(case);
+    }
+    engine.take_changed();
+    if let Some(now) = store.engine_clock(&slot.0, slot.1)? {
+        engine.restore_clock(now);
+    }
+    let next_offset = store.offset(&slot.0, slot.1)?;
+    let high_watermark = consumer
+        .fetch_watermarks(&slot.0, slot.1 as i32, Duration::from_secs(5))
+        .ok()
+        .and_then(|(_, high)| u64::try_from(high).ok());
+    Ok(Restored {
+        slot: slot.clone(),
+        engine,
+        cases: n,
+        next_offset,
+        high_watermark,
+        elapsed: started.elapsed(),
+    })
+}
+
 fn wall_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
@@ -480,9 +529,9 @@ impl Loop<'_> {
         self.fire_timers()
     }
 
-    /// Restores newly assigned partitions from the store, several at once (one thread per
-    /// partition, as many as there are cores): a restart with a million open cases is ready
-    /// in the time of its largest partition rather than the sum of all.
+    /// Restores newly assigned partitions from the store, several at once: a restart with a
+    /// million open cases is ready in about the time of its largest partition rather than
+    /// the sum of all.
     fn load(&mut self, slots: Vec<Slot>) -> anyhow::Result<()> {
         let slots: Vec<Slot> = slots
             .into_iter()
@@ -491,67 +540,55 @@ impl Loop<'_> {
         if slots.is_empty() {
             return Ok(());
         }
+        // More threads than cores: a partition's restore also waits on the broker (its
+        // high watermark, hundreds of milliseconds), and that wait overlaps the others.
         let threads = std::thread::available_parallelism()
             .map_or(1, usize::from)
+            .max(8)
             .min(slots.len());
         let (store, rules, calendar) = (&self.store, &self.rules, &self.calendar);
+        let consumer = &self.consumer;
         let retention = self.config.engine.retention_days;
         let next = std::sync::atomic::AtomicUsize::new(0);
-        let restored = std::thread::scope(|scope| {
-            let workers: Vec<_> = (0..threads)
-                .map(|_| {
-                    scope.spawn(|| {
-                        let mut done = Vec::new();
-                        loop {
-                            let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                            let Some(slot) = slots.get(i) else {
-                                return Ok::<_, anyhow::Error>(done);
-                            };
-                            let started = Instant::now();
-                            let mut engine = Engine::new(rules.clone(), calendar.clone());
-                            engine.set_retention_days(retention);
-                            engine.track_changes();
-                            let cases = store.load_partition(&slot.0, slot.1)?;
-                            let n = cases.len();
-                            for case in cases {
-                                engine.restore(case);
+        let restore = || {
+            std::thread::scope(|scope| {
+                let workers: Vec<_> = (0..threads)
+                    .map(|_| {
+                        scope.spawn(|| {
+                            let mut done = Vec::new();
+                            loop {
+                                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                                let Some(slot) = slots.get(i) else {
+                                    return Ok::<_, anyhow::Error>(done);
+                                };
+                                done.push(restore_partition(
+                                    store, consumer, rules, calendar, retention, slot,
+                                )?);
                             }
-                            engine.take_changed();
-                            if let Some(now) = store.engine_clock(&slot.0, slot.1)? {
-                                engine.restore_clock(now);
-                            }
-                            let next_offset = store.offset(&slot.0, slot.1)?;
-                            done.push((slot.clone(), engine, n, next_offset, started.elapsed()));
-                        }
+                        })
                     })
-                })
-                .collect();
-            let mut all = Vec::new();
-            for w in workers {
-                match w.join() {
-                    Ok(r) => all.extend(r?),
-                    Err(_) => anyhow::bail!("a thread restoring partitions panicked"),
+                    .collect();
+                let mut all = Vec::new();
+                for w in workers {
+                    match w.join() {
+                        Ok(r) => all.extend(r?),
+                        Err(_) => anyhow::bail!("a thread restoring partitions panicked"),
+                    }
                 }
-            }
-            Ok(all)
-        })?;
-        for (slot, engine, n, next_offset, elapsed) in restored {
-            // Ask the broker how far the partition goes, so that a backlog is consumed
-            // before the wall clock fires anything.
-            let high_watermark = tokio::task::block_in_place(|| {
-                self.consumer
-                    .fetch_watermarks(&slot.0, slot.1 as i32, Duration::from_secs(5))
+                Ok(all)
             })
-            .ok()
-            .and_then(|(_, high)| u64::try_from(high).ok());
-            tracing::info!(topic = %slot.0, partition = slot.1, cases = n, next_offset, high_watermark,
-                elapsed_ms = elapsed.as_millis() as u64, "partition restored");
+        };
+        let restored = tokio::task::block_in_place(restore)?;
+        for r in restored {
+            tracing::info!(topic = %r.slot.0, partition = r.slot.1, cases = r.cases,
+                next_offset = r.next_offset, high_watermark = r.high_watermark,
+                elapsed_ms = r.elapsed.as_millis() as u64, "partition restored");
             self.partitions.insert(
-                slot,
+                r.slot,
                 PartitionState {
-                    engine,
-                    next_offset,
-                    high_watermark,
+                    engine: r.engine,
+                    next_offset: r.next_offset,
+                    high_watermark: r.high_watermark,
                     last_message: Instant::now(),
                     watermark_checked: Instant::now(),
                 },
