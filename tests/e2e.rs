@@ -14,15 +14,16 @@
 //!
 //! Run: `cargo test --test e2e -- --nocapture --test-threads=1`.
 
+#[path = "common/calendar.rs"]
+mod calendar;
 #[path = "e2e/harness.rs"]
 mod harness;
 #[path = "e2e/workload.rs"]
 mod workload;
 
 use harness::{
-    Daemon, Landed, Msg, Names, Producer, TestDir, Topics, alert_census,
-    assert_wall_clock_in_range, broker, end_offsets, free_port, kafka_sh, multiset_diff, now_ms,
-    poll_until, replay, serial, write_config,
+    Daemon, Landed, Msg, Names, Producer, TestDir, Topics, alert_census, broker, end_offsets,
+    free_port, kafka_sh, multiset_diff, now_ms, poll_until, replay, serial, write_config,
 };
 use rdkafka::Message as _;
 use rdkafka::config::ClientConfig;
@@ -144,7 +145,6 @@ fn out_of_order_resumes(d: &Daemon, lines: &[Line], landed: &[Landed]) -> String
 #[test]
 fn daemon_matches_replay() {
     let _serial = serial();
-    assert_wall_clock_in_range();
     let t0 = Instant::now();
     let b = broker();
     let dir = TestDir::new("a");
@@ -220,7 +220,6 @@ fn daemon_matches_replay() {
 #[test]
 fn kill_minus_nine_loses_nothing() {
     let _serial = serial();
-    assert_wall_clock_in_range();
     let t0 = Instant::now();
     let b = broker();
     let dir = TestDir::new("b");
@@ -504,7 +503,6 @@ impl Drop for BrokerBack {
 #[test]
 fn broker_outage_recovers() {
     let _serial = serial();
-    assert_wall_clock_in_range();
     let t0 = Instant::now();
     let b = broker();
     let status = kafka_sh(Some(b.port), &["status"]);
@@ -644,7 +642,7 @@ struct Bad {
     msg: Msg,
     code: &'static str,
     /// The reason header names the problem.
-    names: &'static str,
+    names: String,
 }
 
 fn event_json(id: &str, kind: &str, time: &str, subject: &str, data: Value) -> Value {
@@ -657,7 +655,6 @@ fn event_json(id: &str, kind: &str, time: &str, subject: &str, data: Value) -> V
 #[test]
 fn bad_messages_go_to_dead_letters() {
     let _serial = serial();
-    assert_wall_clock_in_range();
     let t0 = Instant::now();
     let b = broker();
     let dir = TestDir::new("d");
@@ -668,8 +665,11 @@ fn bad_messages_go_to_dead_letters() {
     workload.full_cases(600);
     let good = workload.finish();
 
-    // A case whose clock is paused in June and resumed on 2026-12-24: the resumed clock
-    // needs 2027, which has no calendar data.
+    // A case whose clock is paused in June and resumed on December 24 of the last year the
+    // test calendar covers (next year: the shipped data, then placeholders): the resumed
+    // clock needs the year after, which has no calendar data.
+    let last_year = chrono::Datelike::year(&chrono::Utc::now()) + 1;
+    let beyond = (last_year + 1).to_string();
     let accepted = event_json(
         "D-cal-1",
         "approval.accepted",
@@ -755,7 +755,7 @@ fn bad_messages_go_to_dead_letters() {
                     payload: Some(payload.into_bytes()),
                 },
                 code,
-                names,
+                names: names.to_string(),
             });
         }
     }
@@ -765,7 +765,7 @@ fn bad_messages_go_to_dead_letters() {
             payload: Some(b"[1,2,3]".to_vec()),
         },
         code: "not_object",
-        names: "object",
+        names: "object".to_string(),
     });
     bads.push(Bad {
         msg: Msg {
@@ -773,39 +773,46 @@ fn bad_messages_go_to_dead_letters() {
             payload: None,
         },
         code: "not_json",
-        names: "JSON",
+        names: "JSON".to_string(),
     });
     let mut rng = workload::Rng::new(0xBAD);
     for (i, bad) in bads.iter().enumerate() {
         let pos = rng.range(1, stream.len() as i64 - 1) as usize;
         stream.insert(pos, (bad.msg.clone(), Some(i)));
     }
-    // After every good event: two that need calendar data for 2027 — a new case accepted
-    // on 2026-12-20 (20 workdays run into 2027) and the resumption above — then more good
-    // events, new cases that only start clocks (their alerts do not depend on how far the
-    // rejected events moved the engine's clock).
-    let calendar = [
-        event_json(
-            "D-cal-3",
+    // After every good event: events that need calendar data for the year after the last
+    // one covered — the resumption above, and new cases accepted on December 24 at the same
+    // instant (15 workdays run into the next year) under 40 keys, so that every partition
+    // gets one — then more good events, new cases that only start clocks (their alerts do
+    // not depend on how far the rejected events moved the engine's clock).
+    //
+    // Every partition's clock thus moves to the same instant as replay's one clock does
+    // (a rejected event still lets the timers before it fire): when the tests run early in
+    // a year, that instant is months ahead, and the market duties due meanwhile fire in
+    // every partition as they do in replay.
+    let at = format!("{last_year}-12-24T09:00:00+08:00");
+    let mut calendar = vec![event_json(
+        "D-cal-4",
+        "approval.resumed",
+        &at,
+        "D-CAL-RESUMED",
+        json!({}),
+    )];
+    for i in 0..40 {
+        calendar.push(event_json(
+            &format!("D-cal-new-{i:02}"),
             "approval.accepted",
-            "2026-12-20T10:00:00+08:00",
-            "D-CAL-NEW",
+            &at,
+            &format!("D-CAL-NEW-{i:02}"),
             json!({"department": "市住建局", "item": "排污许可", "handler": "王五",
                 "kind": "promised", "promised_workdays": 15}),
-        ),
-        event_json(
-            "D-cal-4",
-            "approval.resumed",
-            "2026-12-24T09:00:00+08:00",
-            "D-CAL-RESUMED",
-            json!({}),
-        ),
-    ];
+        ));
+    }
     for e in &calendar {
         bads.push(Bad {
             msg: Msg::event(e["subject"].as_str().expect("subject"), &e.to_string()),
             code: "no_calendar_data",
-            names: "2027",
+            names: beyond.clone(),
         });
         stream.push((bads[bads.len() - 1].msg.clone(), Some(bads.len() - 1)));
     }
@@ -912,7 +919,7 @@ fn bad_messages_go_to_dead_letters() {
         *seen.entry(i).or_default() += 1;
         let bad = &bads[i];
         let reason = h.get("redlight-reason").cloned().unwrap_or_default();
-        if !reason.contains(bad.names) {
+        if !reason.contains(bad.names.as_str()) {
             problems.push(format!(
                 "{:?}: reason {reason:?} does not name {:?}",
                 bad.msg.key, bad.names
@@ -975,10 +982,11 @@ fn bad_messages_go_to_dead_letters() {
         "reason",
         "no_calendar_data",
     );
-    if consumed != good_count || dead != bads.len() || calendar_rejected as usize != 2 {
+    let calendar_bads = bads.iter().filter(|b| b.code == "no_calendar_data").count();
+    if consumed != good_count || dead != bads.len() || calendar_rejected as usize != calendar_bads {
         d.fail(&format!(
             "metrics: consumed {consumed} (expected {good_count}), dead letters {dead} \
-             (expected {}), calendar rejections {calendar_rejected} (expected 2)",
+             (expected {}), calendar rejections {calendar_rejected} (expected {calendar_bads})",
             bads.len()
         ));
     }
