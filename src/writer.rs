@@ -114,7 +114,12 @@ impl Writer {
             .name("redlight-store-writer".into())
             .spawn(move || {
                 for job in rx {
-                    let result = write(&sinks, &job);
+                    // A panic must not leave `pending` counting a batch forever (the loop
+                    // would wait on it at the next rebalance or at shutdown).
+                    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        write(&sinks, &job)
+                    }))
+                    .unwrap_or_else(|_| Err("the store writer panicked".to_string()));
                     let failed = result.err();
                     if let Some(e) = &failed {
                         tracing::error!(error = %e, "store commit failed; the daemon stops");
