@@ -432,10 +432,10 @@ pub enum TimerKind {
     Purge,
 }
 
-/// `(hash of the case id, case id, rule, kind)`, kept under its due instant. The hash orders
-/// a bucket without comparing strings; the id after it keeps the order total (and the same
-/// on every machine: see [`id_hash`]).
-type Timer = (u64, Arc<str>, u16, TimerKind);
+/// `(hash of the case id, case id)`, kept under the case's earliest due instant: one entry
+/// per case, not one per timer. The hash orders a bucket without comparing strings; the id
+/// after it keeps the order total (and the same on every machine: see [`id_hash`]).
+type Timer = (u64, Arc<str>);
 
 /// The timers due at one instant, in chunks of at most [`CHUNK`]: a million 20-workday
 /// deadlines set on the same day share one midnight, and one growing `Vec` would copy
@@ -519,8 +519,7 @@ struct Core {
     /// copy of the case to roll back.
     horizon_days: i64,
     /// Scratch buffers reused across calls, so the hot path does not allocate.
-    scratch_old: Vec<(i64, u16, TimerKind)>,
-    scratch_new: Vec<(i64, u16, TimerKind)>,
+    scratch: Vec<(i64, u16, TimerKind)>,
 }
 
 /// One shared copy of each string: a set of `Arc<str>`. Strings no case holds any more are
@@ -574,8 +573,7 @@ impl Engine {
                 stats: Stats::default(),
                 changed: None,
                 horizon_days,
-                scratch_old: Vec::new(),
-                scratch_new: Vec::new(),
+                scratch: Vec::new(),
             },
             cases: CaseMap::default(),
         }
@@ -646,13 +644,9 @@ impl Engine {
         let core = &mut self.core;
         core.share_data(&mut case);
         let id = case.id.clone();
-        let mut new = std::mem::take(&mut core.scratch_new);
-        case.timers(core.retention_ms, &mut new);
-        let hash = id_hash(&id);
-        for (due, rule, kind) in &new {
-            core.set_timer(*due, (hash, id.clone(), *rule, *kind));
+        if let Some(first) = core.earliest(&case) {
+            core.set_timer(first, (id_hash(&id), id.clone()));
         }
-        core.scratch_new = new;
         self.cases.insert(id, Box::new(case));
     }
 
@@ -680,11 +674,11 @@ impl Engine {
             self.core.timer_entries -= bucket.len();
             bucket.sort_unstable();
             bucket.dedup();
-            for (_, case_id, rule, kind) in bucket {
+            for (hash, case_id) in bucket {
                 let Some(case) = self.cases.get_mut(&*case_id) else {
                     continue; // the case was forgotten
                 };
-                if !self.core.fire_one(case, due, rule, kind, out) {
+                if !self.core.fire_due(case, hash, due, out) {
                     self.cases.remove(&*case_id);
                 }
             }
@@ -742,31 +736,48 @@ impl Core {
         }
     }
 
-    /// Handles one due timer of a case; returns false when the case is to be forgotten.
-    fn fire_one(
-        &mut self,
-        case: &mut Case,
-        due: i64,
-        rule: u16,
-        kind: TimerKind,
-        out: &mut Vec<Alert>,
-    ) -> bool {
-        let mut old = std::mem::take(&mut self.scratch_old);
-        case.timers(self.retention_ms, &mut old);
-        let Some(i) = old.iter().position(|t| *t == (due, rule, kind)) else {
-            // Obsolete: the case changed since this timer was set.
-            self.scratch_old = old;
-            return true;
-        };
-        // Taken out: if the case still needs it after firing, sync sets it again.
-        old.swap_remove(i);
-        let keep = self.on_timer(case, due, rule, kind, out);
-        self.mark_changed(&case.id);
-        if keep {
-            self.sync_timers(case, &old);
+    /// The instant of the case's earliest timer, the one the index keeps it under.
+    fn earliest(&mut self, case: &Case) -> Option<i64> {
+        case.timers(self.retention_ms, &mut self.scratch);
+        self.scratch.iter().map(|t| t.0).min()
+    }
+
+    /// Fires the case's timers due at `due`, in rule and kind order (as a bucket of one
+    /// entry per timer, sorted, would), then files the case under its next due instant.
+    /// An entry left by an earlier state of the case (its earliest timer is not at `due`
+    /// any more) is obsolete and does nothing. Returns false when the case is to be
+    /// forgotten.
+    fn fire_due(&mut self, case: &mut Case, hash: u64, due: i64, out: &mut Vec<Alert>) -> bool {
+        case.timers(self.retention_ms, &mut self.scratch);
+        if self.scratch.iter().map(|t| t.0).min() != Some(due) {
+            return true; // obsolete
         }
-        self.scratch_old = old;
-        keep
+        let mut group: SmallVec<[(u16, TimerKind); 4]> = self
+            .scratch
+            .iter()
+            .filter(|t| t.0 == due)
+            .map(|t| (t.1, t.2))
+            .collect();
+        group.sort_unstable();
+        group.dedup();
+        for (i, &(rule, kind)) in group.iter().enumerate() {
+            if i > 0 {
+                // Firing one timer may have made another one obsolete.
+                case.timers(self.retention_ms, &mut self.scratch);
+                if !self.scratch.contains(&(due, rule, kind)) {
+                    continue;
+                }
+            }
+            let keep = self.on_timer(case, due, rule, kind, out);
+            self.mark_changed(&case.id);
+            if !keep {
+                return false;
+            }
+        }
+        if let Some(next) = self.earliest(case) {
+            self.set_timer(next, (hash, case.id.clone()));
+        }
+        true
     }
 
     /// [`Engine::apply`] on the case found or created for the event. On error, the case is
@@ -790,12 +801,7 @@ impl Core {
             self.mark_changed(&case.id);
             return Ok(Applied::CaseWithdrawn);
         }
-        let mut old = std::mem::take(&mut self.scratch_old);
-        if is_new {
-            old.clear();
-        } else {
-            case.timers(self.retention_ms, &mut old);
-        }
+        let old_first = if is_new { None } else { self.earliest(case) };
         // Only handlers that compute calendar deadlines can fail, and only near the edges
         // of the calendar data; there, keep a copy to roll back.
         let day = self.zone.to_local(t).div_euclid(DAY);
@@ -830,7 +836,6 @@ impl Core {
             }
             // Without a backup an existing case is kept as it is: unreachable, since
             // can_fail() covers every failing handler.
-            self.scratch_old = old;
             return Err((
                 EngineError::Calendar {
                     event: ev.id.clone(),
@@ -843,8 +848,14 @@ impl Core {
         }
         self.stats.applied += 1;
         self.mark_changed(&case.id);
-        self.sync_timers(case, &old);
-        self.scratch_old = old;
+        // The index has an entry for the case's earliest timer (see `fire_due`): file it
+        // anew when that changed. An entry for the old one is left, and found obsolete.
+        let first = self.earliest(case);
+        if first != old_first
+            && let Some(first) = first
+        {
+            self.set_timer(first, (id_hash(&case.id), case.id.clone()));
+        }
         Ok(Applied::Applied)
     }
 
@@ -883,20 +894,6 @@ impl Core {
                 *s = self.strings.share(s);
             }
         }
-    }
-
-    /// Pushes the timers the case needs now that were not among `old`.
-    fn sync_timers(&mut self, case: &Case, old: &[(i64, u16, TimerKind)]) {
-        let mut new = std::mem::take(&mut self.scratch_new);
-        case.timers(self.retention_ms, &mut new);
-        let mut hash = None;
-        for t in &new {
-            if !old.contains(t) {
-                let h = *hash.get_or_insert_with(|| id_hash(&case.id));
-                self.set_timer(t.0, (h, case.id.clone(), t.1, t.2));
-            }
-        }
-        self.scratch_new = new;
     }
 
     fn set_timer(&mut self, due: i64, timer: Timer) {
