@@ -559,7 +559,12 @@ fn memory_breakdown(engine: &Engine, grown: u64) {
         clock_len += c.clocks.len();
         clock_cap += c.clocks.capacity();
         clocks += chunk(c.clocks.capacity() * size_of::<Clock>());
-        other += chunk(c.stages.capacity() * size_of::<redlight::engine::Stages>())
+        let stages_heap = if c.stages.spilled() {
+            c.stages.capacity() * size_of::<redlight::engine::Stages>()
+        } else {
+            0
+        };
+        other += chunk(stages_heap)
             + chunk(c.violations.capacity() * size_of::<redlight::engine::Violation>())
             + c.violations
                 .iter()
@@ -569,7 +574,8 @@ fn memory_breakdown(engine: &Engine, grown: u64) {
     }
     // hashbrown: buckets are a power of two at most 7/8 full; one control byte per bucket.
     let buckets = (engine.case_count() * 8 / 7 + 1).next_power_of_two();
-    let map = buckets * (size_of::<(std::sync::Arc<str>, Box<Case>)>() + 1);
+    // The key is the case id inline (a 24-byte CompactString).
+    let map = buckets * (size_of::<([u8; 24], Box<Case>)>() + 1);
     let accounted = boxes + ids + data_vec + data_values + seen + clocks + other + map;
     let timers = (grown as usize).saturating_sub(accounted);
     let per = |x: usize| x as f64 / n as f64;
@@ -578,7 +584,7 @@ fn memory_breakdown(engine: &Engine, grown: u64) {
         size_of::<Case>(),
         size_of::<Clock>(),
         size_of::<(std::sync::Arc<str>, Datum)>(),
-        size_of::<(i64, std::sync::Arc<str>, u16, redlight::engine::TimerKind)>()
+        size_of::<(u64, [u8; 24])>()
     );
     for (name, bytes) in [
         ("Box<Case>", boxes),

@@ -25,6 +25,7 @@ use crate::rules::{
     TypeInfo, Unit,
 };
 use chrono::{Datelike, NaiveDate};
+use compact_str::CompactString;
 use rustc_hash::FxHashSet;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -344,7 +345,8 @@ pub struct Case {
     pub last_event: i64,
     pub withdrawn: bool,
     pub clocks: Vec<Clock>,
-    pub stages: Vec<Stages>,
+    /// Sequence progress, inline (a `Stages` is 4 bytes): no allocation, no cache miss.
+    pub stages: SmallVec<[Stages; 4]>,
     pub violations: Vec<Violation>,
     pub duties: Vec<Duty>,
 }
@@ -360,7 +362,7 @@ impl Case {
             last_event: t,
             withdrawn: false,
             clocks: Vec::new(),
-            stages: Vec::new(),
+            stages: SmallVec::new(),
             violations: Vec::new(),
             duties: Vec::new(),
         }
@@ -434,8 +436,9 @@ pub enum TimerKind {
 
 /// `(hash of the case id, case id)`, kept under the case's earliest due instant: one entry
 /// per case, not one per timer. The hash orders a bucket without comparing strings; the id
-/// after it keeps the order total (and the same on every machine: see [`id_hash`]).
-type Timer = (u64, Arc<str>);
+/// after it keeps the order total (and the same on every machine: see [`id_hash`]). The id
+/// is an inline copy, like the case map's key: finding the case reads no other memory.
+type Timer = (u64, CompactString);
 
 /// The timers due at one instant, in chunks of at most [`CHUNK`]: a million 20-workday
 /// deadlines set on the same day share one midnight, and one growing `Vec` would copy
@@ -493,7 +496,9 @@ pub struct Engine {
     cases: CaseMap,
 }
 
-type CaseMap = hashbrown::HashMap<Arc<str>, Box<Case>, rustc_hash::FxBuildHasher>;
+/// Keyed by a copy of the case id kept inline (up to 24 bytes): comparing keys while probing
+/// reads no other memory, where an `Arc<str>` key costs a cache miss on every lookup.
+type CaseMap = hashbrown::HashMap<CompactString, Box<Case>, rustc_hash::FxBuildHasher>;
 
 /// Everything of the engine but its cases.
 struct Core {
@@ -645,9 +650,9 @@ impl Engine {
         core.share_data(&mut case);
         let id = case.id.clone();
         if let Some(first) = core.earliest(&case) {
-            core.set_timer(first, (id_hash(&id), id.clone()));
+            core.set_timer(first, (id_hash(&id), CompactString::from(&*id)));
         }
-        self.cases.insert(id, Box::new(case));
+        self.cases.insert(CompactString::from(&*id), Box::new(case));
     }
 
     /// Moves the engine's clock to `now` (never back) and fires every timer due at or
@@ -675,11 +680,11 @@ impl Engine {
             bucket.sort_unstable();
             bucket.dedup();
             for (hash, case_id) in bucket {
-                let Some(case) = self.cases.get_mut(&*case_id) else {
+                let Some(case) = self.cases.get_mut(case_id.as_str()) else {
                     continue; // the case was forgotten
                 };
                 if !self.core.fire_due(case, hash, due, out) {
-                    self.cases.remove(&*case_id);
+                    self.cases.remove(case_id.as_str());
                 }
             }
         }
@@ -705,7 +710,7 @@ impl Engine {
                 }
                 let id: Arc<str> = Arc::from(ev.subject.as_str());
                 let case = Box::new(Case::new(id.clone(), t));
-                (true, v.insert_with_key(id, case))
+                (true, v.insert_with_key(CompactString::from(&*id), case))
             }
         };
         let result = self.core.apply(case, is_new, info, hash, ev, out);
@@ -775,7 +780,7 @@ impl Core {
             }
         }
         if let Some(next) = self.earliest(case) {
-            self.set_timer(next, (hash, case.id.clone()));
+            self.set_timer(next, (hash, CompactString::from(&*case.id)));
         }
         true
     }
@@ -854,7 +859,7 @@ impl Core {
         if first != old_first
             && let Some(first) = first
         {
-            self.set_timer(first, (id_hash(&case.id), case.id.clone()));
+            self.set_timer(first, (id_hash(&case.id), CompactString::from(&*case.id)));
         }
         Ok(Applied::Applied)
     }
