@@ -679,12 +679,12 @@ impl Engine {
             self.core.timer_entries -= bucket.len();
             bucket.sort_unstable();
             bucket.dedup();
-            for (hash, case_id) in bucket {
-                let Some(case) = self.cases.get_mut(case_id.as_str()) else {
+            for timer in bucket {
+                let Some(case) = self.cases.get_mut(timer.1.as_str()) else {
                     continue; // the case was forgotten
                 };
-                if !self.core.fire_due(case, hash, due, out) {
-                    self.cases.remove(case_id.as_str());
+                if let Some(timer) = self.core.fire_due(case, timer, due, out) {
+                    self.cases.remove(timer.1.as_str());
                 }
             }
         }
@@ -751,11 +751,17 @@ impl Core {
     /// entry per timer, sorted, would), then files the case under its next due instant.
     /// An entry left by an earlier state of the case (its earliest timer is not at `due`
     /// any more) is obsolete and does nothing. Returns false when the case is to be
-    /// forgotten.
-    fn fire_due(&mut self, case: &mut Case, hash: u64, due: i64, out: &mut Vec<Alert>) -> bool {
+    /// forgotten: the entry is then handed back.
+    fn fire_due(
+        &mut self,
+        case: &mut Case,
+        timer: Timer,
+        due: i64,
+        out: &mut Vec<Alert>,
+    ) -> Option<Timer> {
         case.timers(self.retention_ms, &mut self.scratch);
         if self.scratch.iter().map(|t| t.0).min() != Some(due) {
-            return true; // obsolete
+            return None; // obsolete
         }
         let mut group: SmallVec<[(u16, TimerKind); 4]> = self
             .scratch
@@ -776,13 +782,14 @@ impl Core {
             let keep = self.on_timer(case, due, rule, kind, out);
             self.mark_changed(&case.id);
             if !keep {
-                return false;
+                return Some(timer);
             }
         }
         if let Some(next) = self.earliest(case) {
-            self.set_timer(next, (hash, CompactString::from(&*case.id)));
+            // The entry moves on: no need to read the case's id again.
+            self.set_timer(next, timer);
         }
-        true
+        None
     }
 
     /// [`Engine::apply`] on the case found or created for the event. On error, the case is
@@ -859,7 +866,15 @@ impl Core {
         if first != old_first
             && let Some(first) = first
         {
-            self.set_timer(first, (id_hash(&case.id), CompactString::from(&*case.id)));
+            // From the event's subject (the case id, in cache) rather than the case's own
+            // copy of it, one more cache line away.
+            self.set_timer(
+                first,
+                (
+                    id_hash(&ev.subject),
+                    CompactString::from(ev.subject.as_str()),
+                ),
+            );
         }
         Ok(Applied::Applied)
     }
