@@ -525,11 +525,21 @@ fn value_heap(v: &Value) -> usize {
     }
 }
 
+/// Heap bytes a case datum owns; a shared string counts for its share.
+fn datum_heap(d: &redlight::engine::Datum) -> usize {
+    use redlight::engine::Datum;
+    match d {
+        Datum::Str(s) => chunk(16 + s.len()) / std::sync::Arc::strong_count(s).max(1),
+        Datum::Other(v) => chunk(std::mem::size_of::<Value>()) + value_heap(v),
+        _ => 0,
+    }
+}
+
 /// Where the resident bytes of the loaded engine go, by walking the open cases: what each
 /// case owns on the heap (rounded as glibc rounds), the case map, and the timer index as
 /// the remainder of the RSS growth.
 fn memory_breakdown(engine: &Engine, grown: u64) {
-    use redlight::engine::{Case, Clock};
+    use redlight::engine::{Case, Clock, Datum};
     use std::mem::size_of;
     let n = engine.case_count().max(1);
     let (mut boxes, mut ids, mut data_vec, mut data_values, mut seen, mut clocks) =
@@ -541,13 +551,20 @@ fn memory_breakdown(engine: &Engine, grown: u64) {
         ids += chunk(16 + c.id.len());
         data_len += c.data.len();
         data_cap += c.data.capacity();
-        data_vec += chunk(c.data.capacity() * size_of::<(std::sync::Arc<str>, Value)>());
-        data_values += c.data.iter().map(|(_, v)| value_heap(v)).sum::<usize>();
-        seen += chunk(c.seen.capacity() * 8);
+        data_vec += chunk(c.data.capacity() * size_of::<(std::sync::Arc<str>, Datum)>());
+        data_values += c.data.iter().map(|(_, v)| datum_heap(v)).sum::<usize>();
+        if c.seen.spilled() {
+            seen += chunk(c.seen.capacity() * 8);
+        }
         clock_len += c.clocks.len();
         clock_cap += c.clocks.capacity();
         clocks += chunk(c.clocks.capacity() * size_of::<Clock>());
-        other += chunk(c.stages.capacity() * size_of::<redlight::engine::Stages>())
+        let stages_heap = if c.stages.spilled() {
+            c.stages.capacity() * size_of::<redlight::engine::Stages>()
+        } else {
+            0
+        };
+        other += chunk(stages_heap)
             + chunk(c.violations.capacity() * size_of::<redlight::engine::Violation>())
             + c.violations
                 .iter()
@@ -557,7 +574,8 @@ fn memory_breakdown(engine: &Engine, grown: u64) {
     }
     // hashbrown: buckets are a power of two at most 7/8 full; one control byte per bucket.
     let buckets = (engine.case_count() * 8 / 7 + 1).next_power_of_two();
-    let map = buckets * (size_of::<(std::sync::Arc<str>, Box<Case>)>() + 1);
+    // The key is the case id inline (a 24-byte CompactString).
+    let map = buckets * (size_of::<([u8; 24], Box<Case>)>() + 1);
     let accounted = boxes + ids + data_vec + data_values + seen + clocks + other + map;
     let timers = (grown as usize).saturating_sub(accounted);
     let per = |x: usize| x as f64 / n as f64;
@@ -565,8 +583,8 @@ fn memory_breakdown(engine: &Engine, grown: u64) {
         "  memory per case, by owner (sizes: Case {} B, Clock {} B, data entry {} B, timer {} B):",
         size_of::<Case>(),
         size_of::<Clock>(),
-        size_of::<(std::sync::Arc<str>, Value)>(),
-        size_of::<(i64, std::sync::Arc<str>, u16, redlight::engine::TimerKind)>()
+        size_of::<(std::sync::Arc<str>, Datum)>(),
+        size_of::<(u64, [u8; 24])>()
     );
     for (name, bytes) in [
         ("Box<Case>", boxes),
@@ -579,7 +597,10 @@ fn memory_breakdown(engine: &Engine, grown: u64) {
             ),
             data_vec,
         ),
-        ("data values (String heap of Value::String)", data_values),
+        (
+            "data values (strings, each shared one's share of it)",
+            data_values,
+        ),
         ("seen Vec<u64>", seen),
         (
             &*format!(

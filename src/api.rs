@@ -317,12 +317,12 @@ impl From<&Clock> for LiteClock {
                 Mode::Span(s) => LiteMode::Span { unit: s.unit },
                 Mode::Fixed { .. } => LiteMode::Fixed {},
             }),
-            since: c.since,
-            deadline: c.deadline,
-            last_deadline: c.last_deadline,
+            since: c.since.get(),
+            deadline: c.deadline.get(),
+            last_deadline: c.last_deadline.get(),
             yellow_fired: c.yellow_fired,
             red_fired: c.red_fired,
-            stopped: c.stopped,
+            stopped: c.stopped.get(),
         }
     }
 }
@@ -1116,18 +1116,18 @@ fn limit_json(view: &View, c: &Clock) -> Value {
 /// A clock with its deadline and the time it has counted, as of `now`.
 fn clock_json(view: &View, c: &Clock, now: i64) -> Value {
     let rule = view.rules.rules.get(c.rule as usize);
-    let state = if c.stopped.is_some() {
+    let state = if c.stopped.get().is_some() {
         "stopped"
-    } else if c.since.is_some() {
+    } else if c.since.get().is_some() {
         "running"
     } else {
         "paused"
     };
-    let deadline = c.deadline.or(c.last_deadline);
+    let deadline = c.deadline.get().or(c.last_deadline.get());
     let counted = match c.mode {
         Mode::Span(s) => {
             let counting = view.counting();
-            let total = match (c.since, c.stopped) {
+            let total = match (c.since.get(), c.stopped.get()) {
                 (Some(since), None) => counting
                     .counted(s.unit, s.origin, since, now)
                     .map(|x| c.counted + x),
@@ -1156,7 +1156,7 @@ fn clock_json(view: &View, c: &Clock, now: i64) -> Value {
             }
         }
         Mode::Fixed { .. } => {
-            let until = c.stopped.unwrap_or(now);
+            let until = c.stopped.get().unwrap_or(now);
             let ms = (until - c.started).max(0);
             json!({"value": round2(ms as f64 / 3_600_000.0), "unit": "hours", "ms": ms})
         }
@@ -1176,9 +1176,9 @@ fn clock_json(view: &View, c: &Clock, now: i64) -> Value {
         "started": view.fmt(c.started),
         "limit": limit_json(view, c),
         "deadline": deadline.map(|d| view.fmt(d)),
-        "yellow_at": c.yellow_at.map(|d| view.fmt(d)),
-        "paused_at": c.paused_at.map(|d| view.fmt(d)),
-        "stopped": c.stopped.map(|d| view.fmt(d)),
+        "yellow_at": c.yellow_at.get().map(|d| view.fmt(d)),
+        "paused_at": c.paused_at.get().map(|d| view.fmt(d)),
+        "stopped": c.stopped.get().map(|d| view.fmt(d)),
         "late": c.late,
         "counted": counted,
         "overdue_seconds": overdue,
@@ -1213,9 +1213,9 @@ fn case_json(
     let data: serde_json::Map<String, Value> = c
         .data
         .iter()
-        .map(|(k, v)| (k.to_string(), v.clone()))
+        .map(|(k, v)| (k.to_string(), v.to_value()))
         .collect();
-    let str_of = |k: &str| c.get(k).and_then(Value::as_str);
+    let str_of = |k: &str| c.get(k).and_then(crate::engine::Datum::as_str);
     json!({
         "id": &*c.id,
         "light": light_str(j.light),

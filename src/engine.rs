@@ -21,12 +21,15 @@ use crate::calendar::{Calendar, CalendarError};
 use crate::clock::{Counting, DAY, Span, Zone, fixed_yellow};
 use crate::event::Event;
 use crate::rules::{
-    Condition, DeadlineRule, Handler, Limit, Matcher, Period, PeriodicRule, RuleKind, RuleSet, Unit,
+    Condition, DeadlineRule, Handler, Limit, Matcher, Period, PeriodicRule, RuleKind, RuleSet,
+    TypeInfo, Unit,
 };
 use chrono::{Datelike, NaiveDate};
-use rustc_hash::{FxHashMap, FxHashSet};
+use compact_str::CompactString;
+use rustc_hash::FxHashSet;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use smallvec::SmallVec;
 use std::collections::BTreeMap;
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
@@ -78,6 +81,62 @@ impl SpanState {
     }
 }
 
+/// An optional instant (ms since the epoch) in 8 bytes, where `Option<i64>` takes 16: a
+/// clock has six of them and a million cases have two million clocks. Serialised as the
+/// `Option<i64>` it stands for (`null` or a number), so stored cases read the same.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct OptMs(i64);
+
+impl OptMs {
+    /// No instant. `i64::MIN` ms is before any time an event can carry (RFC 3339 years
+    /// start at 0000), so it cannot stand for a real instant.
+    pub const NONE: OptMs = OptMs(i64::MIN);
+
+    pub fn some(t: i64) -> OptMs {
+        debug_assert!(t != i64::MIN);
+        OptMs(t)
+    }
+    pub fn get(self) -> Option<i64> {
+        (self.0 != i64::MIN).then_some(self.0)
+    }
+    pub fn is_some(self) -> bool {
+        self.0 != i64::MIN
+    }
+    pub fn is_none(self) -> bool {
+        self.0 == i64::MIN
+    }
+}
+
+impl Default for OptMs {
+    fn default() -> OptMs {
+        OptMs::NONE
+    }
+}
+
+impl From<Option<i64>> for OptMs {
+    fn from(t: Option<i64>) -> OptMs {
+        t.map_or(OptMs::NONE, OptMs::some)
+    }
+}
+
+impl std::fmt::Debug for OptMs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.get().fmt(f)
+    }
+}
+
+impl Serialize for OptMs {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.get().serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for OptMs {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<OptMs, D::Error> {
+        Option::<i64>::deserialize(d).map(OptMs::from)
+    }
+}
+
 /// One legal clock of a case: one cycle of a deadline rule.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Clock {
@@ -92,18 +151,24 @@ pub struct Clock {
     /// Counted milliseconds accrued before `since` (span clocks).
     pub counted: i64,
     /// Running since this instant; `None` while paused or stopped.
-    pub since: Option<i64>,
+    #[serde(default)]
+    pub since: OptMs,
     /// When the current pause began.
-    pub paused_at: Option<i64>,
+    #[serde(default)]
+    pub paused_at: OptMs,
     /// The current deadline and yellow instant; `None` while paused.
-    pub deadline: Option<i64>,
-    pub yellow_at: Option<i64>,
+    #[serde(default)]
+    pub deadline: OptMs,
+    #[serde(default)]
+    pub yellow_at: OptMs,
     /// The deadline as last known (kept while paused and after the stop, for the record).
-    pub last_deadline: Option<i64>,
+    #[serde(default)]
+    pub last_deadline: OptMs,
     pub yellow_fired: bool,
     pub red_fired: bool,
     /// When the stop event happened.
-    pub stopped: Option<i64>,
+    #[serde(default)]
+    pub stopped: OptMs,
     /// Stopped after its deadline: the breach stays on record for scorecards.
     pub late: bool,
     /// How many times a late-arriving event retracted this clock's lights.
@@ -176,22 +241,112 @@ pub struct Duty {
     pub pending: bool,
 }
 
+/// A value of a case's merged data: what the JSON value was, with strings shared (a million
+/// cases name fifty departments) and in 24 bytes where a `serde_json::Value` takes 32 and
+/// owns its string. Serialised as the JSON value it stands for.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Datum {
+    Null,
+    Bool(bool),
+    Number(serde_json::Number),
+    Str(Arc<str>),
+    /// Arrays and objects, kept as they came.
+    Other(Box<Value>),
+}
+
+impl Datum {
+    /// The datum of a JSON value, its string (if any) made by `share`.
+    pub fn from_value(v: &Value, share: impl FnOnce(&str) -> Arc<str>) -> Datum {
+        match v {
+            Value::Null => Datum::Null,
+            Value::Bool(b) => Datum::Bool(*b),
+            Value::Number(n) => Datum::Number(n.clone()),
+            Value::String(s) => Datum::Str(share(s)),
+            other => Datum::Other(Box::new(other.clone())),
+        }
+    }
+
+    /// The JSON value it stands for.
+    pub fn to_value(&self) -> Value {
+        match self {
+            Datum::Null => Value::Null,
+            Datum::Bool(b) => Value::Bool(*b),
+            Datum::Number(n) => Value::Number(n.clone()),
+            Datum::Str(s) => Value::String(s.to_string()),
+            Datum::Other(v) => (**v).clone(),
+        }
+    }
+
+    pub fn as_str(&self) -> Option<&str> {
+        match self {
+            Datum::Str(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// Whether it equals the JSON value: exactly as `v == self.to_value()`, without
+    /// building the value.
+    pub fn eq_value(&self, v: &Value) -> bool {
+        match (self, v) {
+            (Datum::Null, Value::Null) => true,
+            (Datum::Bool(a), Value::Bool(b)) => a == b,
+            (Datum::Number(a), Value::Number(b)) => a == b,
+            (Datum::Str(a), Value::String(b)) => **a == **b,
+            (Datum::Other(a), b) => **a == *b,
+            _ => false,
+        }
+    }
+
+    /// A rule's `when` test on the datum (numbers compare by value: `15` equals `15.0`).
+    pub fn matches_json(&self, want: &Value) -> bool {
+        match (self, want) {
+            (Datum::Number(a), Value::Number(b)) => a.as_f64() == b.as_f64(),
+            (Datum::Other(a), b) => crate::rules::json_eq(a, b),
+            (a, b) => a.eq_value(b),
+        }
+    }
+}
+
+impl Serialize for Datum {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Datum::Null => s.serialize_unit(),
+            Datum::Bool(b) => s.serialize_bool(*b),
+            Datum::Number(n) => n.serialize(s),
+            Datum::Str(x) => s.serialize_str(x),
+            Datum::Other(v) => v.serialize(s),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Datum {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Datum, D::Error> {
+        let v = Value::deserialize(d)?;
+        Ok(match v {
+            Value::String(s) => Datum::Str(Arc::from(s)),
+            other => Datum::from_value(&other, |s| Arc::from(s)),
+        })
+    }
+}
+
 /// One case: everything the engine knows about a subject. Serialisable on its own, so the
 /// daemon can persist and move cases one by one.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Case {
     pub id: Arc<str>,
     /// The data of its events merged, later fields overwriting earlier ones; sorted by key.
-    pub data: Vec<(Arc<str>, Value)>,
-    /// Hashes of the event ids applied, for duplicate detection.
-    pub seen: Vec<u64>,
+    pub data: Vec<(Arc<str>, Datum)>,
+    /// Hashes of the event ids applied, for duplicate detection (the first two inline: a
+    /// case that has seen one event needs no allocation for it).
+    pub seen: SmallVec<[u64; 2]>,
     /// The known event types seen, as bits (see [`RuleSet::type_bit`]).
     pub types: u128,
     pub first_event: i64,
     pub last_event: i64,
     pub withdrawn: bool,
     pub clocks: Vec<Clock>,
-    pub stages: Vec<Stages>,
+    /// Sequence progress, inline (a `Stages` is 4 bytes): no allocation, no cache miss.
+    pub stages: SmallVec<[Stages; 4]>,
     pub violations: Vec<Violation>,
     pub duties: Vec<Duty>,
 }
@@ -201,19 +356,19 @@ impl Case {
         Case {
             id,
             data: Vec::new(),
-            seen: Vec::new(),
+            seen: SmallVec::new(),
             types: 0,
             first_event: t,
             last_event: t,
             withdrawn: false,
             clocks: Vec::new(),
-            stages: Vec::new(),
+            stages: SmallVec::new(),
             violations: Vec::new(),
             duties: Vec::new(),
         }
     }
 
-    pub fn get(&self, key: &str) -> Option<&Value> {
+    pub fn get(&self, key: &str) -> Option<&Datum> {
         self.data
             .binary_search_by(|(k, _)| (**k).cmp(key))
             .ok()
@@ -221,7 +376,7 @@ impl Case {
     }
 
     fn get_str(&self, key: &str) -> Option<String> {
-        self.get(key).and_then(Value::as_str).map(str::to_string)
+        self.get(key).and_then(Datum::as_str).map(str::to_string)
     }
 
     /// A case is active while a clock runs (or is paused) or a periodic duty is watched.
@@ -253,10 +408,10 @@ impl Case {
             return;
         }
         for c in self.clocks.iter().filter(|c| c.active()) {
-            if let (Some(y), false) = (c.yellow_at, c.yellow_fired) {
+            if let (Some(y), false) = (c.yellow_at.get(), c.yellow_fired) {
                 out.push((y, c.rule, TimerKind::Yellow));
             }
-            if let (Some(d), false) = (c.deadline, c.red_fired) {
+            if let (Some(d), false) = (c.deadline.get(), c.red_fired) {
                 out.push((d, c.rule, TimerKind::Red));
             }
         }
@@ -279,10 +434,11 @@ pub enum TimerKind {
     Purge,
 }
 
-/// `(hash of the case id, case id, rule, kind)`, kept under its due instant. The hash orders
-/// a bucket without comparing strings; the id after it keeps the order total (and the same
-/// on every machine: see [`id_hash`]).
-type Timer = (u64, Arc<str>, u16, TimerKind);
+/// `(hash of the case id, case id)`, kept under the case's earliest due instant: one entry
+/// per case, not one per timer. The hash orders a bucket without comparing strings; the id
+/// after it keeps the order total (and the same on every machine: see [`id_hash`]). The id
+/// is an inline copy, like the case map's key: finding the case reads no other memory.
+type Timer = (u64, CompactString);
 
 /// The timers due at one instant, in chunks of at most [`CHUNK`]: a million 20-workday
 /// deadlines set on the same day share one midnight, and one growing `Vec` would copy
@@ -331,11 +487,24 @@ pub struct Stats {
 }
 
 /// The engine. Not `Sync`: one owner drives it (a daemon partition worker, `replay`).
+///
+/// Split in two so that a handler can work on a case in place (`get_mut` on the map) while
+/// it borrows everything else mutably: the cases, and the [`Core`] (rules, calendar, timers,
+/// counters).
 pub struct Engine {
+    core: Core,
+    cases: CaseMap,
+}
+
+/// Keyed by a copy of the case id kept inline (up to 24 bytes): comparing keys while probing
+/// reads no other memory, where an `Arc<str>` key costs a cache miss on every lookup.
+type CaseMap = hashbrown::HashMap<CompactString, Box<Case>, rustc_hash::FxBuildHasher>;
+
+/// Everything of the engine but its cases.
+struct Core {
     rules: Arc<RuleSet>,
     cal: Arc<Calendar>,
     zone: Zone,
-    cases: FxHashMap<Arc<str>, Box<Case>>,
     /// Min-heap of timers; may hold obsolete entries, dropped when they come due.
     timers: BTreeMap<i64, Bucket>,
     /// Entries in `timers`, obsolete ones included.
@@ -344,7 +513,9 @@ pub struct Engine {
     now: i64,
     retention_ms: i64,
     /// Interned data keys: a million cases share one copy of `"department"`.
-    keys: FxHashSet<Arc<str>>,
+    keys: Interner,
+    /// Interned string values of case data: departments, items, handlers.
+    strings: Interner,
     stats: Stats,
     /// Cases changed since the last [`Engine::take_changed`], when the owner persists them.
     changed: Option<FxHashSet<Arc<str>>>,
@@ -353,8 +524,31 @@ pub struct Engine {
     /// copy of the case to roll back.
     horizon_days: i64,
     /// Scratch buffers reused across calls, so the hot path does not allocate.
-    scratch_old: Vec<(i64, u16, TimerKind)>,
-    scratch_new: Vec<(i64, u16, TimerKind)>,
+    scratch: Vec<(i64, u16, TimerKind)>,
+}
+
+/// One shared copy of each string: a set of `Arc<str>`. Strings no case holds any more are
+/// dropped whenever the set has doubled since the last sweep, so a stream of unique values
+/// (certificate numbers) does not grow it without bound.
+#[derive(Default)]
+struct Interner {
+    set: FxHashSet<Arc<str>>,
+    sweep_at: usize,
+}
+
+impl Interner {
+    fn share(&mut self, s: &str) -> Arc<str> {
+        if let Some(a) = self.set.get(s) {
+            return a.clone();
+        }
+        if self.set.len() >= self.sweep_at {
+            self.set.retain(|a| Arc::strong_count(a) > 1);
+            self.sweep_at = (self.set.len() * 2).max(4096);
+        }
+        let a: Arc<str> = Arc::from(s);
+        self.set.insert(a.clone());
+        a
+    }
 }
 
 /// Hash of an event id for duplicate detection (SipHash with fixed keys: the same in every
@@ -371,36 +565,39 @@ impl Engine {
         let zone = Zone::new(&cal);
         let horizon_days = horizon_days(&rules);
         Engine {
-            rules,
-            cal,
-            zone,
-            cases: FxHashMap::default(),
-            timers: BTreeMap::new(),
-            timer_entries: 0,
-            now: i64::MIN,
-            retention_ms: i64::from(DEFAULT_RETENTION_DAYS) * DAY,
-            keys: FxHashSet::default(),
-            stats: Stats::default(),
-            changed: None,
-            horizon_days,
-            scratch_old: Vec::new(),
-            scratch_new: Vec::new(),
+            core: Core {
+                rules,
+                cal,
+                zone,
+                timers: BTreeMap::new(),
+                timer_entries: 0,
+                now: i64::MIN,
+                retention_ms: i64::from(DEFAULT_RETENTION_DAYS) * DAY,
+                keys: Interner::default(),
+                strings: Interner::default(),
+                stats: Stats::default(),
+                changed: None,
+                horizon_days,
+                scratch: Vec::new(),
+            },
+            cases: CaseMap::default(),
         }
     }
 
     /// How long inactive cases are kept (for duplicate detection and late events).
     pub fn set_retention_days(&mut self, days: u32) {
-        self.retention_ms = i64::from(days) * DAY;
+        self.core.retention_ms = i64::from(days) * DAY;
     }
 
     /// Starts recording which cases change, for an owner that persists them.
     pub fn track_changes(&mut self) {
-        self.changed.get_or_insert_with(FxHashSet::default);
+        self.core.changed.get_or_insert_with(FxHashSet::default);
     }
 
     /// The ids of the cases changed (or forgotten) since the last call, sorted.
     pub fn take_changed(&mut self) -> Vec<Arc<str>> {
         let mut v: Vec<Arc<str>> = self
+            .core
             .changed
             .as_mut()
             .map(|c| c.drain().collect())
@@ -409,26 +606,20 @@ impl Engine {
         v
     }
 
-    fn mark_changed(&mut self, id: &Arc<str>) {
-        if let Some(c) = &mut self.changed {
-            c.insert(id.clone());
-        }
-    }
-
     pub fn rules(&self) -> &RuleSet {
-        &self.rules
+        &self.core.rules
     }
     pub fn calendar(&self) -> &Calendar {
-        &self.cal
+        &self.core.cal
     }
     pub fn zone(&self) -> &Zone {
-        &self.zone
+        &self.core.zone
     }
     pub fn now(&self) -> i64 {
-        self.now
+        self.core.now
     }
     pub fn stats(&self) -> &Stats {
-        &self.stats
+        &self.core.stats
     }
     pub fn case(&self, id: &str) -> Option<&Case> {
         self.cases.get(id).map(|b| &**b)
@@ -440,30 +631,28 @@ impl Engine {
         self.cases.len()
     }
     pub fn timer_count(&self) -> usize {
-        self.timer_entries
+        self.core.timer_entries
     }
     /// When the next timer falls due, for a daemon's sleeping timer task (it may turn out
     /// to be obsolete: waking for it is harmless).
     pub fn next_due(&self) -> Option<i64> {
-        self.timers.first_key_value().map(|(due, _)| *due)
+        self.core.timers.first_key_value().map(|(due, _)| *due)
     }
 
     /// Sets the engine's clock back to where a persisted engine had it (never backwards).
     pub fn restore_clock(&mut self, now: i64) {
-        self.now = self.now.max(now);
+        self.core.now = self.core.now.max(now);
     }
 
     /// Puts a persisted case back (its timers with it).
-    pub fn restore(&mut self, case: Case) {
+    pub fn restore(&mut self, mut case: Case) {
+        let core = &mut self.core;
+        core.share_data(&mut case);
         let id = case.id.clone();
-        let mut new = std::mem::take(&mut self.scratch_new);
-        case.timers(self.retention_ms, &mut new);
-        let hash = id_hash(&id);
-        for (due, rule, kind) in &new {
-            self.set_timer(*due, (hash, id.clone(), *rule, *kind));
+        if let Some(first) = core.earliest(&case) {
+            core.set_timer(first, (id_hash(&id), CompactString::from(&*id)));
         }
-        self.scratch_new = new;
-        self.cases.insert(id, Box::new(case));
+        self.cases.insert(CompactString::from(&*id), Box::new(case));
     }
 
     /// Moves the engine's clock to `now` (never back) and fires every timer due at or
@@ -486,13 +675,13 @@ impl Engine {
     /// alerts in one; a restart between two slices fires the rest, since timers are
     /// derived from the stored cases.)
     pub fn advance_bounded(&mut self, now: i64, max: usize, out: &mut Vec<Alert>) -> bool {
-        self.now = self.now.max(now);
+        self.core.now = self.core.now.max(now);
         self.fire(|due| due <= now, max, out)
     }
 
     /// [`Engine::advance_before`] in slices, as [`Engine::advance_bounded`].
     pub fn advance_before_bounded(&mut self, t: i64, max: usize, out: &mut Vec<Alert>) -> bool {
-        self.now = self.now.max(t - 1);
+        self.core.now = self.core.now.max(t - 1);
         self.fire(|due| due < t, max, out)
     }
 
@@ -500,7 +689,7 @@ impl Engine {
     /// left.
     fn fire(&mut self, due_now: impl Fn(i64) -> bool, max: usize, out: &mut Vec<Alert>) -> bool {
         let mut left = max;
-        while let Some(entry) = self.timers.first_entry() {
+        while let Some(entry) = self.core.timers.first_entry() {
             let due = *entry.key();
             if !due_now(due) {
                 break;
@@ -509,66 +698,254 @@ impl Engine {
                 return false;
             }
             let mut bucket: Vec<Timer> = entry.remove().into_iter().flatten().collect();
-            self.timer_entries -= bucket.len();
+            self.core.timer_entries -= bucket.len();
             bucket.sort_unstable();
             bucket.dedup();
             if bucket.len() > left {
                 // The rest of this instant's timers wait for the next slice, in order.
                 let rest = bucket.split_off(left);
-                self.timer_entries += rest.len();
-                self.timers
+                self.core.timer_entries += rest.len();
+                self.core
+                    .timers
                     .insert(due, rest.chunks(CHUNK).map(<[Timer]>::to_vec).collect());
             }
             left -= bucket.len();
-            for (_, case_id, rule, kind) in bucket {
-                self.fire_one(due, case_id, rule, kind, out);
+            for timer in bucket {
+                let Some(case) = self.cases.get_mut(timer.1.as_str()) else {
+                    continue; // the case was forgotten
+                };
+                if let Some(timer) = self.core.fire_due(case, timer, due, out) {
+                    self.cases.remove(timer.1.as_str());
+                }
             }
         }
         true
     }
 
-    fn fire_one(
-        &mut self,
-        due: i64,
-        case_id: Arc<str>,
-        rule: u16,
-        kind: TimerKind,
-        out: &mut Vec<Alert>,
-    ) {
-        let Some(mut case) = self.cases.remove(&case_id) else {
-            return; // the case was forgotten
+    /// Applies one event to its case. Timers due before the event's time should have been
+    /// fired first (`advance_before`); timers that the event itself makes overdue (a late
+    /// event) fire at once. On error nothing changed.
+    pub fn apply(&mut self, ev: &Event, out: &mut Vec<Alert>) -> Result<Applied, EngineError> {
+        let rules = self.core.rules.clone();
+        let Some(info) = rules.type_info(&ev.kind) else {
+            self.core.stats.unknown_types += 1;
+            return Ok(Applied::UnknownType);
         };
-        let mut old = std::mem::take(&mut self.scratch_old);
-        case.timers(self.retention_ms, &mut old);
-        let Some(i) = old.iter().position(|t| *t == (due, rule, kind)) else {
-            // Obsolete: the case changed since this timer was set.
-            self.cases.insert(case_id, case);
-            self.scratch_old = old;
-            return;
+        let t = ev.time_ms();
+        self.core.now = self.core.now.max(t);
+        let hash = id_hash(&ev.id);
+        let (is_new, case) = match self.cases.entry_ref(ev.subject.as_str()) {
+            hashbrown::hash_map::EntryRef::Occupied(o) => (false, o.into_mut()),
+            hashbrown::hash_map::EntryRef::Vacant(v) => {
+                if info.handlers.is_empty() {
+                    return Ok(Applied::NoEffect);
+                }
+                let id: Arc<str> = Arc::from(ev.subject.as_str());
+                let case = Box::new(Case::new(id.clone(), t));
+                (true, v.insert_with_key(CompactString::from(&*id), case))
+            }
         };
-        // Taken out: if the case still needs it after firing, sync sets it again.
-        old.swap_remove(i);
-        let keep = self.on_timer(&mut case, due, rule, kind, out);
-        self.mark_changed(&case_id);
-        if keep {
-            self.sync_timers(&case, &old);
-            self.cases.insert(case_id, case);
-        }
-        self.scratch_old = old;
-    }
-
-    /// Pushes the timers the case needs now that were not among `old`.
-    fn sync_timers(&mut self, case: &Case, old: &[(i64, u16, TimerKind)]) {
-        let mut new = std::mem::take(&mut self.scratch_new);
-        case.timers(self.retention_ms, &mut new);
-        let mut hash = None;
-        for t in &new {
-            if !old.contains(t) {
-                let h = *hash.get_or_insert_with(|| id_hash(&case.id));
-                self.set_timer(t.0, (h, case.id.clone(), t.1, t.2));
+        let result = self.core.apply(case, is_new, info, hash, ev, out);
+        match result {
+            Ok(applied) => {
+                if applied == Applied::Applied {
+                    // A late event may have set deadlines that have already passed: fire
+                    // them now.
+                    let now = self.core.now;
+                    self.fire(|due| due < now, usize::MAX, out);
+                }
+                Ok(applied)
+            }
+            Err((e, drop_case)) => {
+                if drop_case {
+                    self.cases.remove(ev.subject.as_str());
+                }
+                Err(e)
             }
         }
-        self.scratch_new = new;
+    }
+}
+
+impl Core {
+    fn mark_changed(&mut self, id: &Arc<str>) {
+        if let Some(c) = &mut self.changed {
+            c.insert(id.clone());
+        }
+    }
+
+    /// The instant of the case's earliest timer, the one the index keeps it under.
+    fn earliest(&mut self, case: &Case) -> Option<i64> {
+        case.timers(self.retention_ms, &mut self.scratch);
+        self.scratch.iter().map(|t| t.0).min()
+    }
+
+    /// Fires the case's timers due at `due`, in rule and kind order (as a bucket of one
+    /// entry per timer, sorted, would), then files the case under its next due instant.
+    /// An entry left by an earlier state of the case (its earliest timer is not at `due`
+    /// any more) is obsolete and does nothing. Returns false when the case is to be
+    /// forgotten: the entry is then handed back.
+    fn fire_due(
+        &mut self,
+        case: &mut Case,
+        timer: Timer,
+        due: i64,
+        out: &mut Vec<Alert>,
+    ) -> Option<Timer> {
+        case.timers(self.retention_ms, &mut self.scratch);
+        if self.scratch.iter().map(|t| t.0).min() != Some(due) {
+            return None; // obsolete
+        }
+        let mut group: SmallVec<[(u16, TimerKind); 4]> = self
+            .scratch
+            .iter()
+            .filter(|t| t.0 == due)
+            .map(|t| (t.1, t.2))
+            .collect();
+        group.sort_unstable();
+        group.dedup();
+        for (i, &(rule, kind)) in group.iter().enumerate() {
+            if i > 0 {
+                // Firing one timer may have made another one obsolete.
+                case.timers(self.retention_ms, &mut self.scratch);
+                if !self.scratch.contains(&(due, rule, kind)) {
+                    continue;
+                }
+            }
+            let keep = self.on_timer(case, due, rule, kind, out);
+            self.mark_changed(&case.id);
+            if !keep {
+                return Some(timer);
+            }
+        }
+        if let Some(next) = self.earliest(case) {
+            // The entry moves on: no need to read the case's id again.
+            self.set_timer(next, timer);
+        }
+        None
+    }
+
+    /// [`Engine::apply`] on the case found or created for the event. On error, the case is
+    /// as it was, and the flag says whether it is new and to be removed.
+    fn apply(
+        &mut self,
+        case: &mut Box<Case>,
+        is_new: bool,
+        info: &TypeInfo,
+        hash: u64,
+        ev: &Event,
+        out: &mut Vec<Alert>,
+    ) -> Result<Applied, (EngineError, bool)> {
+        let t = ev.time_ms();
+        if case.seen.contains(&hash) {
+            self.stats.duplicates += 1;
+            return Ok(Applied::Duplicate);
+        }
+        if case.withdrawn {
+            case.seen.push(hash);
+            self.mark_changed(&case.id);
+            return Ok(Applied::CaseWithdrawn);
+        }
+        let old_first = if is_new { None } else { self.earliest(case) };
+        // Only handlers that compute calendar deadlines can fail, and only near the edges
+        // of the calendar data; there, keep a copy to roll back.
+        let day = self.zone.to_local(t).div_euclid(DAY);
+        let near_edge = day < self.cal.first_day_idx() + 2
+            || day.saturating_add(self.horizon_days) > self.cal.last_day_idx();
+        let backup = if !is_new && near_edge && info.handlers.iter().any(can_fail) {
+            Some(case.clone())
+        } else {
+            None
+        };
+        let mark = out.len();
+        case.seen.push(hash);
+        case.types |= 1u128 << info.bit;
+        case.last_event = case.last_event.max(t);
+        self.merge_data(case, ev);
+        let types_before = case.types & !(1u128 << info.bit);
+        let mut result = Ok(());
+        for h in &info.handlers {
+            if let Err(e) = self.handle(case, *h, ev, types_before, out) {
+                result = Err((e, *h));
+                break;
+            }
+        }
+        if let Err((source, h)) = result {
+            out.truncate(mark);
+            self.stats.calendar_errors += 1;
+            let rule = handler_rule(h)
+                .map(|r| self.rules.rule(r).id.to_string())
+                .unwrap_or_default();
+            if let Some(b) = backup {
+                *case = b;
+            }
+            // Without a backup an existing case is kept as it is: unreachable, since
+            // can_fail() covers every failing handler.
+            return Err((
+                EngineError::Calendar {
+                    event: ev.id.clone(),
+                    case: ev.subject.clone(),
+                    rule,
+                    source: Box::new(source),
+                },
+                is_new,
+            ));
+        }
+        self.stats.applied += 1;
+        self.mark_changed(&case.id);
+        // The index has an entry for the case's earliest timer (see `fire_due`): file it
+        // anew when that changed. An entry for the old one is left, and found obsolete.
+        let first = self.earliest(case);
+        if first != old_first
+            && let Some(first) = first
+        {
+            // From the event's subject (the case id, in cache) rather than the case's own
+            // copy of it, one more cache line away.
+            self.set_timer(
+                first,
+                (
+                    id_hash(&ev.subject),
+                    CompactString::from(ev.subject.as_str()),
+                ),
+            );
+        }
+        Ok(Applied::Applied)
+    }
+
+    /// Merges the event's data into the case's, later fields overwriting earlier ones.
+    fn merge_data(&mut self, case: &mut Case, ev: &Event) {
+        let mut grown = false;
+        for (k, v) in &ev.data {
+            match case.data.binary_search_by(|(x, _)| (**x).cmp(k.as_str())) {
+                Ok(i) => {
+                    if !case.data[i].1.eq_value(v) {
+                        case.data[i].1 = Datum::from_value(v, |s| self.strings.share(s));
+                    }
+                }
+                Err(i) => {
+                    let key = self.keys.share(k);
+                    if !grown {
+                        // A million open cases: no room to spare in each one's data.
+                        case.data.reserve_exact(ev.data.len());
+                        grown = true;
+                    }
+                    let value = Datum::from_value(v, |s| self.strings.share(s));
+                    case.data.insert(i, (key, value));
+                }
+            }
+        }
+        if grown && case.data.capacity() > case.data.len() {
+            case.data.shrink_to_fit();
+        }
+    }
+
+    /// Shares the strings of a restored case's data with the other cases.
+    fn share_data(&mut self, case: &mut Case) {
+        for (k, v) in &mut case.data {
+            *k = self.keys.share(k);
+            if let Datum::Str(s) = v {
+                *s = self.strings.share(s);
+            }
+        }
     }
 
     fn set_timer(&mut self, due: i64, timer: Timer) {
@@ -602,19 +979,19 @@ impl Engine {
                     return true;
                 };
                 let (level, reason) = if kind == TimerKind::Yellow {
-                    if clock.yellow_fired || clock.yellow_at != Some(due) {
+                    if clock.yellow_fired || clock.yellow_at.get() != Some(due) {
                         return true;
                     }
                     clock.yellow_fired = true;
                     (Level::Yellow, Reason::Approaching)
                 } else {
-                    if clock.red_fired || clock.deadline != Some(due) {
+                    if clock.red_fired || clock.deadline.get() != Some(due) {
                         return true;
                     }
                     clock.red_fired = true;
                     (Level::Red, Reason::Overdue)
                 };
-                let (occ, deadline) = (clock.occurrence(), clock.deadline);
+                let (occ, deadline) = (clock.occurrence(), clock.deadline.get());
                 out.push(make_alert(
                     &rules,
                     tz,
@@ -711,115 +1088,6 @@ impl Engine {
         }
     }
 
-    /// Applies one event to its case. Timers due before the event's time should have been
-    /// fired first (`advance_before`); timers that the event itself makes overdue (a late
-    /// event) fire at once. On error nothing changed.
-    pub fn apply(&mut self, ev: &Event, out: &mut Vec<Alert>) -> Result<Applied, EngineError> {
-        let rules = self.rules.clone();
-        let Some(info) = rules.type_info(&ev.kind) else {
-            self.stats.unknown_types += 1;
-            return Ok(Applied::UnknownType);
-        };
-        let t = ev.time_ms();
-        self.now = self.now.max(t);
-        let hash = id_hash(&ev.id);
-        let existing = self.cases.remove(ev.subject.as_str());
-        let is_new = existing.is_none();
-        if is_new && info.handlers.is_empty() {
-            return Ok(Applied::NoEffect);
-        }
-        let mut case = match existing {
-            Some(c) => c,
-            None => Box::new(Case::new(Arc::from(ev.subject.as_str()), t)),
-        };
-        if case.seen.contains(&hash) {
-            self.stats.duplicates += 1;
-            self.cases.insert(case.id.clone(), case);
-            return Ok(Applied::Duplicate);
-        }
-        if case.withdrawn {
-            case.seen.push(hash);
-            self.mark_changed(&case.id);
-            self.cases.insert(case.id.clone(), case);
-            return Ok(Applied::CaseWithdrawn);
-        }
-        let mut old = std::mem::take(&mut self.scratch_old);
-        if is_new {
-            old.clear();
-        } else {
-            case.timers(self.retention_ms, &mut old);
-        }
-        // Only handlers that compute calendar deadlines can fail, and only near the edges
-        // of the calendar data; there, keep a copy to roll back.
-        let day = self.zone.to_local(t).div_euclid(DAY);
-        let near_edge = day < self.cal.first_day_idx() + 2
-            || day.saturating_add(self.horizon_days) > self.cal.last_day_idx();
-        let backup = if !is_new && near_edge && info.handlers.iter().any(can_fail) {
-            Some(case.clone())
-        } else {
-            None
-        };
-        let mark = out.len();
-        case.seen.push(hash);
-        case.types |= 1u128 << info.bit;
-        case.last_event = case.last_event.max(t);
-        for (k, v) in &ev.data {
-            let key = match self.keys.get(k.as_str()) {
-                Some(k) => k.clone(),
-                None => {
-                    let k: Arc<str> = Arc::from(k.as_str());
-                    self.keys.insert(k.clone());
-                    k
-                }
-            };
-            match case.data.binary_search_by(|(x, _)| x.cmp(&key)) {
-                Ok(i) => case.data[i].1 = v.clone(),
-                Err(i) => case.data.insert(i, (key, v.clone())),
-            }
-        }
-        // A million open cases: no room to spare in each one's data.
-        if case.data.capacity() > case.data.len() {
-            case.data.shrink_to_fit();
-        }
-        let types_before = case.types & !(1u128 << info.bit);
-        let mut result = Ok(());
-        for h in &info.handlers {
-            if let Err(e) = self.handle(&mut case, *h, ev, types_before, out) {
-                result = Err((e, *h));
-                break;
-            }
-        }
-        if let Err((source, h)) = result {
-            out.truncate(mark);
-            self.stats.calendar_errors += 1;
-            let rule = handler_rule(h)
-                .map(|r| rules.rule(r).id.to_string())
-                .unwrap_or_default();
-            if let Some(b) = backup {
-                self.cases.insert(b.id.clone(), b);
-            } else if !is_new {
-                // Unreachable: can_fail() covered every failing handler. Keep the case.
-                self.cases.insert(case.id.clone(), case);
-            }
-            self.scratch_old = old;
-            return Err(EngineError::Calendar {
-                event: ev.id.clone(),
-                case: ev.subject.clone(),
-                rule,
-                source: Box::new(source),
-            });
-        }
-        self.stats.applied += 1;
-        self.mark_changed(&case.id);
-        self.sync_timers(&case, &old);
-        self.scratch_old = old;
-        self.cases.insert(case.id.clone(), case);
-        // A late event may have set deadlines that have already passed: fire them now.
-        let now = self.now;
-        self.fire(|due| due < now, usize::MAX, out);
-        Ok(Applied::Applied)
-    }
-
     fn handle(
         &mut self,
         case: &mut Case,
@@ -842,20 +1110,20 @@ impl Engine {
                 if t < clock.started {
                     return Ok(());
                 }
-                let late = match (clock.deadline, clock.since) {
+                let late = match (clock.deadline.get(), clock.since.get()) {
                     (Some(d), Some(_)) => t > d,
                     _ => clock.red_fired,
                 };
-                let yellow_at = clock.yellow_at;
-                clock.stopped = Some(t);
+                let yellow_at = clock.yellow_at.get();
+                clock.stopped = Some(t).into();
                 clock.late = late;
-                clock.since = None;
-                if clock.deadline.is_some() {
-                    clock.last_deadline = clock.deadline;
+                clock.since = None.into();
+                if clock.deadline.get().is_some() {
+                    clock.last_deadline = clock.deadline.get().into();
                 }
                 let (occ, deadline, yf, rf) = (
                     clock.occurrence(),
-                    clock.last_deadline,
+                    clock.last_deadline.get(),
                     clock.yellow_fired,
                     clock.red_fired,
                 );
@@ -911,18 +1179,18 @@ impl Engine {
                 let Some(clock) = case.active_clock(r) else {
                     return Ok(());
                 };
-                let (Mode::Span(s), Some(since)) = (clock.mode, clock.since) else {
+                let (Mode::Span(s), Some(since)) = (clock.mode, clock.since.get()) else {
                     return Ok(());
                 };
                 let t = t.max(since);
                 let counted = counting.counted(s.unit, s.origin, since, t)?;
-                let (old_deadline, old_yellow) = (clock.deadline, clock.yellow_at);
+                let (old_deadline, old_yellow) = (clock.deadline.get(), clock.yellow_at.get());
                 clock.counted += counted;
-                clock.since = None;
-                clock.paused_at = Some(t);
-                clock.last_deadline = clock.deadline;
-                clock.deadline = None;
-                clock.yellow_at = None;
+                clock.since = None.into();
+                clock.paused_at = Some(t).into();
+                clock.last_deadline = clock.deadline.get().into();
+                clock.deadline = None.into();
+                clock.yellow_at = None.into();
                 self.reconcile(case, r, t, old_deadline, old_yellow, out);
             }
             Handler::Resume(r) => {
@@ -934,16 +1202,16 @@ impl Engine {
                     return Ok(());
                 };
                 let (Mode::Span(s), None, Some(paused)) =
-                    (clock.mode, clock.since, clock.paused_at)
+                    (clock.mode, clock.since.get(), clock.paused_at.get())
                 else {
                     return Ok(());
                 };
                 let since = t.max(paused);
                 let (deadline, yellow) = counting.schedule_span(&s.span(), since, clock.counted)?;
-                clock.since = Some(since);
-                clock.paused_at = None;
-                clock.deadline = Some(deadline);
-                clock.yellow_at = Some(yellow);
+                clock.since = Some(since).into();
+                clock.paused_at = None.into();
+                clock.deadline = Some(deadline).into();
+                clock.yellow_at = Some(yellow).into();
             }
             Handler::Extend(r) => {
                 let RuleKind::Deadline(d) = &rules.rule(r).kind else {
@@ -975,7 +1243,7 @@ impl Engine {
                 };
                 let granted = requested.min(cap.saturating_sub(clock.extended));
                 let new_total = clock.extended.saturating_add(requested);
-                let schedule = match clock.since {
+                let schedule = match clock.since.get() {
                     Some(since) => {
                         let mut s2 = s;
                         s2.limit += i64::from(granted) * s.unit.ms();
@@ -986,10 +1254,10 @@ impl Engine {
                 s.limit += i64::from(granted) * s.unit.ms();
                 clock.mode = Mode::Span(s);
                 clock.extended += granted;
-                let (old_deadline, old_yellow) = (clock.deadline, clock.yellow_at);
+                let (old_deadline, old_yellow) = (clock.deadline.get(), clock.yellow_at.get());
                 if let Some((deadline, yellow)) = schedule {
-                    clock.deadline = Some(deadline);
-                    clock.yellow_at = Some(yellow);
+                    clock.deadline = Some(deadline).into();
+                    clock.yellow_at = Some(yellow).into();
                 }
                 let unit = s.unit;
                 if new_total > cap {
@@ -1066,7 +1334,10 @@ impl Engine {
                 let RuleKind::Check(c) = &rules.rule(r).kind else {
                     return Ok(());
                 };
-                if !c.when.matches(|k| case.get(k).cloned()) {
+                if !c
+                    .when
+                    .matches(|k, want| case.get(k).is_some_and(|have| have.matches_json(want)))
+                {
                     return Ok(());
                 }
                 match self.eval(&c.condition, case, ev, types_before) {
@@ -1168,7 +1439,7 @@ impl Engine {
         case: &Case,
         ev: &Event,
     ) -> bool {
-        if !when.matches(|k| case.get(k).cloned()) {
+        if !when.matches(|k, want| case.get(k).is_some_and(|have| have.matches_json(want))) {
             return false;
         }
         match condition {
@@ -1196,7 +1467,7 @@ impl Engine {
         let case_data: serde_json::Map<String, Value> = case
             .data
             .iter()
-            .map(|(k, v)| (k.to_string(), v.clone()))
+            .map(|(k, v)| (k.to_string(), v.to_value()))
             .collect();
         let case_v = serde_json::json!({
             "id": &*case.id, "data": case_data, "types": self.rules.types_of(types),
@@ -1227,14 +1498,14 @@ impl Engine {
         };
         let s = ev.time_ms();
         let limit = variant_for(d, case)
-            .and_then(|v| v.limit.clone())
-            .unwrap_or_else(|| d.limit.clone());
+            .and_then(|v| v.limit.as_ref())
+            .unwrap_or(&d.limit);
         let (warn_share, warn_before) = match d.warn {
             crate::rules::Warn::Share(x) => (Some(x), None),
             crate::rules::Warn::Before { unit, amount } => (None, Some((unit, amount))),
         };
         let mut violation = None;
-        let mode = match &limit {
+        let mode = match limit {
             Limit::Span { unit, amount } => Mode::Span(SpanState {
                 unit: *unit,
                 origin: counting.origin(*unit, s),
@@ -1243,8 +1514,13 @@ impl Engine {
                 warn_before,
             }),
             Limit::SpanFrom { unit, field, max } => {
-                let given = ev.data.get(field).or_else(|| case.get(field));
-                let amount = match given.map(|v| (v, as_count(v))) {
+                let given: Option<std::borrow::Cow<'_, Value>> = match ev.data.get(field) {
+                    Some(v) => Some(std::borrow::Cow::Borrowed(v)),
+                    None => case
+                        .get(field)
+                        .map(|d| std::borrow::Cow::Owned(d.to_value())),
+                };
+                let amount = match given.as_deref().map(|v| (v, as_count(v))) {
                     Some((_, Some(n))) if n >= 1 && n <= *max => n,
                     Some((_, Some(n))) if n > *max => {
                         violation = Some(format!(
@@ -1319,14 +1595,14 @@ impl Engine {
             mode,
             extended: 0,
             counted: 0,
-            since: Some(s),
-            paused_at: None,
-            deadline: Some(deadline),
-            yellow_at: Some(yellow),
-            last_deadline: Some(deadline),
+            since: OptMs::some(s),
+            paused_at: OptMs::NONE,
+            deadline: OptMs::some(deadline),
+            yellow_at: OptMs::some(yellow),
+            last_deadline: OptMs::some(deadline),
             yellow_fired: false,
             red_fired: false,
-            stopped: None,
+            stopped: OptMs::NONE,
             late: false,
             retractions: 0,
         });
@@ -1357,19 +1633,22 @@ impl Engine {
         let mut retract = Vec::new();
         if clock.red_fired
             && old_deadline.is_some_and(|d| t <= d)
-            && clock.deadline.is_none_or(|d| d > now)
+            && clock.deadline.get().is_none_or(|d| d > now)
         {
             clock.red_fired = false;
             retract.push(Level::Red);
         }
         if clock.yellow_fired
             && old_yellow.is_some_and(|y| t < y)
-            && clock.yellow_at.is_none_or(|y| y > now)
+            && clock.yellow_at.get().is_none_or(|y| y > now)
         {
             clock.yellow_fired = false;
             retract.push(Level::Yellow);
         }
-        let (occ, deadline) = (clock.occurrence(), clock.deadline.or(clock.last_deadline));
+        let (occ, deadline) = (
+            clock.occurrence(),
+            clock.deadline.get().or(clock.last_deadline.get()),
+        );
         if !retract.is_empty() {
             clock.retractions += 1;
         }
@@ -1430,14 +1709,14 @@ impl Engine {
         let rules = self.rules.clone();
         let mut resolved = Vec::new();
         for c in case.clocks.iter_mut().filter(|c| c.active()) {
-            c.stopped = Some(t);
-            c.since = None;
-            if c.deadline.is_some() {
-                c.last_deadline = c.deadline;
+            c.stopped = Some(t).into();
+            c.since = None.into();
+            if c.deadline.get().is_some() {
+                c.last_deadline = c.deadline.get().into();
             }
             for (fired, level) in [(c.yellow_fired, Level::Yellow), (c.red_fired, Level::Red)] {
                 if fired {
-                    resolved.push((c.rule, c.occurrence(), level, c.last_deadline));
+                    resolved.push((c.rule, c.occurrence(), level, c.last_deadline.get()));
                 }
             }
         }
@@ -1547,9 +1826,10 @@ fn handler_rule(h: Handler) -> Option<u16> {
 }
 
 fn variant_for<'r>(d: &'r DeadlineRule, case: &Case) -> Option<&'r crate::rules::Variant> {
-    d.variants
-        .iter()
-        .find(|v| v.when.matches(|k| case.get(k).cloned()))
+    d.variants.iter().find(|v| {
+        v.when
+            .matches(|k, want| case.get(k).is_some_and(|have| have.matches_json(want)))
+    })
 }
 
 /// A whole, non-negative number of units from JSON (`15`, `15.0` or `"15"`).

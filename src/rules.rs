@@ -13,9 +13,10 @@
 //! and field, so `redlight check` can print them all.
 
 use crate::event::CATALOGUE;
+use rustc_hash::{FxHashMap, FxHashSet};
 use serde::Deserialize;
 use serde_json::Value;
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -137,15 +138,15 @@ pub struct Variant {
 pub struct Matcher(pub Vec<(String, Value)>);
 
 impl Matcher {
-    pub fn matches(&self, get: impl Fn(&str) -> Option<Value>) -> bool {
-        self.0.iter().all(|(k, want)| match get(k) {
-            Some(have) => json_eq(&have, want),
-            None => false,
-        })
+    /// Whether every field matches: `test(field, wanted value)` compares the case's value
+    /// (with [`json_eq`]) and is false when the case has none.
+    pub fn matches(&self, test: impl Fn(&str, &Value) -> bool) -> bool {
+        self.0.iter().all(|(k, want)| test(k, want))
     }
 }
 
-fn json_eq(a: &Value, b: &Value) -> bool {
+/// Equality of JSON values for `when`: numbers by value (`15` equals `15.0`).
+pub fn json_eq(a: &Value, b: &Value) -> bool {
     match (a, b) {
         (Value::Number(x), Value::Number(y)) => x.as_f64() == y.as_f64(),
         _ => a == b,
@@ -266,8 +267,8 @@ pub struct PackInfo {
 pub struct RuleSet {
     pub rules: Vec<Rule>,
     pub packs: Vec<PackInfo>,
-    by_type: HashMap<String, TypeInfo>,
-    known_types: HashSet<String>,
+    by_type: FxHashMap<String, TypeInfo>,
+    known_types: FxHashSet<String>,
     /// Known types sorted; a type's position is its bit in a case's seen-types set.
     type_bits: Vec<String>,
 }
@@ -432,7 +433,7 @@ impl RuleSet {
     }
 
     fn index(&mut self, withdraw: &[String]) {
-        let mut by_type: HashMap<String, TypeInfo> = self
+        let mut by_type: FxHashMap<String, TypeInfo> = self
             .type_bits
             .iter()
             .enumerate()
@@ -670,7 +671,7 @@ struct Cx<'a> {
     file: &'a Path,
     rule: String,
     problems: &'a mut Vec<Problem>,
-    known: &'a HashSet<String>,
+    known: &'a FxHashSet<String>,
 }
 
 impl Cx<'_> {
@@ -1257,8 +1258,8 @@ condition = \"dat.amount_yuan > 0\"
     #[test]
     fn matcher_compares_numbers_by_value() {
         let m = Matcher(vec![("n".into(), Value::from(15))]);
-        assert!(m.matches(|_| Some(Value::from(15.0))));
-        assert!(!m.matches(|_| Some(Value::from("15"))));
-        assert!(!m.matches(|_| None));
+        assert!(m.matches(|_, want| json_eq(&Value::from(15.0), want)));
+        assert!(!m.matches(|_, want| json_eq(&Value::from("15"), want)));
+        assert!(!m.matches(|_, _| false));
     }
 }

@@ -52,7 +52,7 @@ pub fn ledger_rows(case: &Case, rules: &RuleSet, out: &mut Vec<(i64, String, Str
     }
     let department = case
         .get("department")
-        .and_then(serde_json::Value::as_str)
+        .and_then(crate::engine::Datum::as_str)
         .unwrap_or(NO_DEPARTMENT)
         .to_string();
     let mut push = |at: i64, key: String, record: Record| {
@@ -66,7 +66,14 @@ pub fn ledger_rows(case: &Case, rules: &RuleSet, out: &mut Vec<(i64, String, Str
         let mut spans: Vec<(i64, i64, bool, u16)> = case
             .clocks
             .iter()
-            .map(|c| (c.started, c.stopped.unwrap_or(c.started), c.late, c.rule))
+            .map(|c| {
+                (
+                    c.started,
+                    c.stopped.get().unwrap_or(c.started),
+                    c.late,
+                    c.rule,
+                )
+            })
             .collect();
         spans.sort_by_key(|s| std::cmp::Reverse(s.1));
         let closed_at = spans[0].1;

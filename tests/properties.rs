@@ -50,7 +50,7 @@ fn deadline(engine: &Engine, case: &str, rule: &str) -> Option<DateTime<FixedOff
     let r = engine.rules().index_of(rule)?;
     let c = engine.case(case)?;
     let clock = c.clocks.iter().rev().find(|c| c.rule == r)?;
-    let ms = clock.deadline.or(clock.last_deadline)?;
+    let ms = clock.deadline.get().or(clock.last_deadline.get())?;
     DateTime::from_timestamp_millis(ms).map(|t| t.with_timezone(&beijing()))
 }
 
