@@ -252,6 +252,27 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         let _ = http_stop_rx.await;
     }));
 
+    // Restore the partitions this store holds while the consumer joins its group (a
+    // second or two): a restart with a million open cases is then ready about as soon as
+    // the assignment arrives. Partitions assigned that the store did not hold, or held
+    // under another topic list, are restored at assignment.
+    let preload = {
+        let (store, rules, calendar) = (store.clone(), rules.clone(), calendar.clone());
+        let topics = config.kafka.topics.clone();
+        let retention = config.engine.retention_days;
+        std::thread::Builder::new()
+            .name("redlight-preload".into())
+            .spawn(move || {
+                let slots: Vec<Slot> = store
+                    .offsets()?
+                    .into_iter()
+                    .filter(|(topic, _, _)| topics.contains(topic))
+                    .map(|(topic, partition, _)| (topic, partition))
+                    .collect();
+                restore_partitions(&store, &rules, &calendar, retention, &slots)
+            })
+            .context("starting the partition preload")?
+    };
     let notify = Arc::new(Notify::new());
     let pending = Arc::new(crate::writer::Pending::default());
     let consumer_cell = Arc::new(std::sync::OnceLock::new());
@@ -320,6 +341,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         rules,
         calendar,
         writer,
+        preload: Some(preload),
+        preloaded: BTreeMap::new(),
     };
     let result = lp.run(shutdown, notify).await;
     lp.finish();
@@ -354,6 +377,11 @@ struct Loop<'c> {
     calendar: Arc<crate::calendar::Calendar>,
     /// Makes batches durable on its own thread (`src/writer.rs`).
     writer: crate::writer::Writer,
+    /// The partitions this store held, being restored while the consumer joins its group;
+    /// taken at the first assignment.
+    preload: Option<std::thread::JoinHandle<anyhow::Result<Vec<Restored>>>>,
+    /// The preload's partitions, until the first assignment takes what it needs.
+    preloaded: BTreeMap<Slot, Restored>,
 }
 
 /// A message that cannot be applied, on its way to the dead-letter topic.
@@ -372,16 +400,60 @@ struct Restored {
     engine: Engine,
     cases: usize,
     next_offset: Option<u64>,
-    high_watermark: Option<u64>,
     elapsed: Duration,
 }
 
-/// Restores one partition: its cases (their timers with them), its engine clock, its next
-/// offset, and how far the broker's log goes (so that a backlog is consumed before the wall
-/// clock fires anything).
+/// Restores partitions from the store on up to as many threads as there are cores.
+fn restore_partitions(
+    store: &Store,
+    rules: &Arc<crate::rules::RuleSet>,
+    calendar: &Arc<crate::calendar::Calendar>,
+    retention_days: u32,
+    slots: &[Slot],
+) -> anyhow::Result<Vec<Restored>> {
+    if slots.is_empty() {
+        return Ok(Vec::new());
+    }
+    let threads = std::thread::available_parallelism()
+        .map_or(1, usize::from)
+        .min(slots.len());
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..threads)
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut done = Vec::new();
+                    loop {
+                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let Some(slot) = slots.get(i) else {
+                            return Ok::<_, anyhow::Error>(done);
+                        };
+                        done.push(restore_partition(
+                            store,
+                            rules,
+                            calendar,
+                            retention_days,
+                            slot,
+                        )?);
+                    }
+                })
+            })
+            .collect();
+        let mut all = Vec::new();
+        for w in workers {
+            match w.join() {
+                Ok(r) => all.extend(r?),
+                Err(_) => anyhow::bail!("a thread restoring partitions panicked"),
+            }
+        }
+        Ok(all)
+    })
+}
+
+/// Restores one partition: its cases (their timers with them), its engine clock and its
+/// next offset.
 fn restore_partition(
     store: &Store,
-    consumer: &StreamConsumer<Ctx>,
     rules: &Arc<crate::rules::RuleSet>,
     calendar: &Arc<crate::calendar::Calendar>,
     retention_days: u32,
@@ -401,16 +473,11 @@ fn restore_partition(
         engine.restore_clock(now);
     }
     let next_offset = store.offset(&slot.0, slot.1)?;
-    let high_watermark = consumer
-        .fetch_watermarks(&slot.0, slot.1 as i32, Duration::from_secs(5))
-        .ok()
-        .and_then(|(_, high)| u64::try_from(high).ok());
     Ok(Restored {
         slot: slot.clone(),
         engine,
         cases: n,
         next_offset,
-        high_watermark,
         elapsed: started.elapsed(),
     })
 }
@@ -529,9 +596,10 @@ impl Loop<'_> {
         self.fire_timers()
     }
 
-    /// Restores newly assigned partitions from the store, several at once: a restart with a
-    /// million open cases is ready in about the time of its largest partition rather than
-    /// the sum of all.
+    /// Restores newly assigned partitions: from the preload (the partitions this store
+    /// held, restored while the consumer was joining its group) when there, else from the
+    /// store, several at once; then asks the broker how far each partition's log goes (so
+    /// that a backlog is consumed before the wall clock fires anything), also at once.
     fn load(&mut self, slots: Vec<Slot>) -> anyhow::Result<()> {
         let slots: Vec<Slot> = slots
             .into_iter()
@@ -540,55 +608,65 @@ impl Loop<'_> {
         if slots.is_empty() {
             return Ok(());
         }
-        // More threads than cores: a partition's restore also waits on the broker (its
-        // high watermark, hundreds of milliseconds), and that wait overlaps the others.
-        let threads = std::thread::available_parallelism()
-            .map_or(1, usize::from)
-            .max(8)
-            .min(slots.len());
-        let (store, rules, calendar) = (&self.store, &self.rules, &self.calendar);
-        let consumer = &self.consumer;
+        if let Some(preload) = self.preload.take() {
+            match tokio::task::block_in_place(|| preload.join()) {
+                Ok(Ok(restored)) => {
+                    self.preloaded = restored.into_iter().map(|r| (r.slot.clone(), r)).collect();
+                }
+                Ok(Err(e)) => return Err(e.context("restoring the stored partitions")),
+                Err(_) => anyhow::bail!("the thread restoring the stored partitions panicked"),
+            }
+        }
+        let mut restored = Vec::new();
+        let mut missing = Vec::new();
+        for slot in slots {
+            match self.preloaded.remove(&slot) {
+                Some(r) => restored.push(r),
+                None => missing.push(slot),
+            }
+        }
+        // Only the first assignment uses the preload: later ones read the store as it is.
+        self.preloaded.clear();
+        let (store, rules, calendar) = (
+            self.store.clone(),
+            self.rules.clone(),
+            self.calendar.clone(),
+        );
         let retention = self.config.engine.retention_days;
-        let next = std::sync::atomic::AtomicUsize::new(0);
-        let restore = || {
+        restored.extend(tokio::task::block_in_place(|| {
+            restore_partitions(&store, &rules, &calendar, retention, &missing)
+        })?);
+        let consumer = &self.consumer;
+        let highs: Vec<Option<u64>> = tokio::task::block_in_place(|| {
             std::thread::scope(|scope| {
-                let workers: Vec<_> = (0..threads)
-                    .map(|_| {
+                let asks: Vec<_> = restored
+                    .iter()
+                    .map(|r| {
                         scope.spawn(|| {
-                            let mut done = Vec::new();
-                            loop {
-                                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                                let Some(slot) = slots.get(i) else {
-                                    return Ok::<_, anyhow::Error>(done);
-                                };
-                                done.push(restore_partition(
-                                    store, consumer, rules, calendar, retention, slot,
-                                )?);
-                            }
+                            consumer
+                                .fetch_watermarks(
+                                    &r.slot.0,
+                                    r.slot.1 as i32,
+                                    Duration::from_secs(5),
+                                )
+                                .ok()
+                                .and_then(|(_, high)| u64::try_from(high).ok())
                         })
                     })
                     .collect();
-                let mut all = Vec::new();
-                for w in workers {
-                    match w.join() {
-                        Ok(r) => all.extend(r?),
-                        Err(_) => anyhow::bail!("a thread restoring partitions panicked"),
-                    }
-                }
-                Ok(all)
+                asks.into_iter().map(|a| a.join().ok().flatten()).collect()
             })
-        };
-        let restored = tokio::task::block_in_place(restore)?;
-        for r in restored {
+        });
+        for (r, high_watermark) in restored.into_iter().zip(highs) {
             tracing::info!(topic = %r.slot.0, partition = r.slot.1, cases = r.cases,
-                next_offset = r.next_offset, high_watermark = r.high_watermark,
-                elapsed_ms = r.elapsed.as_millis() as u64, "partition restored");
+                next_offset = r.next_offset, high_watermark,
+                restore_ms = r.elapsed.as_millis() as u64, "partition restored");
             self.partitions.insert(
                 r.slot,
                 PartitionState {
                     engine: r.engine,
                     next_offset: r.next_offset,
-                    high_watermark: r.high_watermark,
+                    high_watermark,
                     last_message: Instant::now(),
                     watermark_checked: Instant::now(),
                 },
