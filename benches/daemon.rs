@@ -13,7 +13,8 @@
 //! 4. Stops it (SIGTERM), starts it again and measures the time until `/readyz` says ready
 //!    with every case restored.
 //!
-//! Prints figures; asserts nothing about speed.
+//! Prints figures; asserts nothing about speed. `REDLIGHT_BENCH_KEEP=1` keeps the data
+//! directory and the daemon's logs.
 
 #[path = "../tests/common/calendar.rs"]
 mod calendar;
@@ -102,7 +103,14 @@ fn main() {
     println!(
         "restart:  ready with {n} open cases in {restart_s:.2} s (process start to /readyz 200)"
     );
-    let _ = std::fs::remove_dir_all(&dir);
+    if std::env::var_os("REDLIGHT_BENCH_KEEP").is_some() {
+        println!(
+            "kept:     {} (logs daemon-1.log, daemon-2.log)",
+            dir.display()
+        );
+    } else {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }
 
 fn broker(root: &Path) -> String {

@@ -1495,8 +1495,15 @@ fn recount_in_background(shared: &Arc<Shared>) {
 /// the board does (a quick recount inline; one slower than a second in the background while
 /// the last counts are served). The first recount after start runs in the background: its
 /// cost is not known yet, and over a million cases it takes longer than Prometheus waits
-/// for a scrape. So right after a start the gauges are absent for a moment.
+/// for a scrape. So right after a start the gauges are absent for a moment, and until the
+/// partitions are restored.
 pub async fn refresh_gauges(s: &Arc<Shared>) {
+    // Not before partitions are restored: a recount of a large store would compete with
+    // the restore for the cores and delay readiness (an instance without partitions has
+    // nothing of its own to count).
+    if s.assigned.lock().map(|a| a.is_empty()).unwrap_or(true) {
+        return;
+    }
     let counted = s.view.snapshot.lock().ok().is_some_and(|g| g.is_some());
     if !counted {
         recount_in_background(s);

@@ -463,11 +463,7 @@ fn restore_partition(
     let mut engine = Engine::new(rules.clone(), calendar.clone());
     engine.set_retention_days(retention_days);
     engine.track_changes();
-    let cases = store.load_partition(&slot.0, slot.1)?;
-    let n = cases.len();
-    for case in cases {
-        engine.restore(case);
-    }
+    let n = store.load_partition(&slot.0, slot.1, |case| engine.restore(case))?;
     engine.take_changed();
     if let Some(now) = store.engine_clock(&slot.0, slot.1)? {
         engine.restore_clock(now);

@@ -339,14 +339,20 @@ impl Store {
         Ok(out)
     }
 
-    /// The cases of one partition.
-    pub fn load_partition(&self, topic: &str, partition: u32) -> Result<Vec<Case>, StoreError> {
+    /// Visits the cases of one partition in case-id order, each parsed as it is read (a
+    /// partition of a million cases is never held twice in memory); returns how many.
+    pub fn load_partition(
+        &self,
+        topic: &str,
+        partition: u32,
+        mut visit: impl FnMut(Case),
+    ) -> Result<usize, StoreError> {
         let tx = self.db.begin_read().map_err(|e| self.err(e))?;
         let t = tx.open_table(CASES).map_err(|e| self.err(e))?;
-        let mut out = Vec::new();
         let range = t
             .range((topic, partition, "")..(topic, partition + 1, ""))
             .map_err(|e| self.err(e))?;
+        let mut n = 0;
         for row in range {
             let (k, v) = row.map_err(|e| self.err(e))?;
             let case: Case =
@@ -354,9 +360,10 @@ impl Store {
                     file: self.file.clone(),
                     message: format!("case {:?}: {e}", k.value().2),
                 })?;
-            out.push(case);
+            visit(case);
+            n += 1;
         }
-        Ok(out)
+        Ok(n)
     }
 
     /// Every stored case with its partition, ordered by topic, partition and case id.
