@@ -135,20 +135,7 @@ async fn dead_letters(
     State(s): State<Arc<Shared>>,
     axum::extract::Query(q): axum::extract::Query<DeadQuery>,
 ) -> Response {
-    let store = s.store.clone();
-    let limit = q.limit.unwrap_or(1000).clamp(1, 10_000);
-    let result = tokio::task::spawn_blocking(move || {
-        crate::delivery::dead_letters(&store, q.after, limit, q.receiver.as_deref())
-    })
-    .await;
-    match result {
-        Ok(Ok(rows)) => {
-            let next = rows.last().map_or(q.after, |r| r.seq);
-            axum::Json(json!({"dead_letters": rows, "next": next})).into_response()
-        }
-        Ok(Err(e)) => delivery_error(e.to_string()),
-        Err(e) => delivery_error(e.to_string()),
-    }
+    delivery_page(&s, q, "dead_letters", crate::delivery::dead_letters).await
 }
 
 /// `/api/v1/deliveries/waiting?after=SEQ&limit=N&receiver=NAME`: deliveries in the outbox
@@ -157,16 +144,33 @@ async fn waiting(
     State(s): State<Arc<Shared>>,
     axum::extract::Query(q): axum::extract::Query<DeadQuery>,
 ) -> Response {
+    delivery_page(&s, q, "waiting", crate::delivery::waiting).await
+}
+
+/// `delivery::dead_letters` or `delivery::waiting`: `(store, after, limit, receiver)`.
+type ListDeliveries = fn(
+    &crate::store::Store,
+    u64,
+    usize,
+    Option<&str>,
+) -> Result<Vec<crate::delivery::DeliveryView>, crate::store::StoreError>;
+
+/// A page of deliveries read by `list` off the async threads, as `{key: rows, "next": seq}`.
+async fn delivery_page(
+    s: &Arc<Shared>,
+    q: DeadQuery,
+    key: &'static str,
+    list: ListDeliveries,
+) -> Response {
     let store = s.store.clone();
     let limit = q.limit.unwrap_or(1000).clamp(1, 10_000);
-    let result = tokio::task::spawn_blocking(move || {
-        crate::delivery::waiting(&store, q.after, limit, q.receiver.as_deref())
-    })
-    .await;
+    let result =
+        tokio::task::spawn_blocking(move || list(&store, q.after, limit, q.receiver.as_deref()))
+            .await;
     match result {
         Ok(Ok(rows)) => {
             let next = rows.last().map_or(q.after, |r| r.seq);
-            axum::Json(json!({"waiting": rows, "next": next})).into_response()
+            axum::Json(json!({key: rows, "next": next})).into_response()
         }
         Ok(Err(e)) => delivery_error(e.to_string()),
         Err(e) => delivery_error(e.to_string()),
