@@ -132,31 +132,36 @@ cmd_start() {
   if [[ -z "${REDLIGHT_BIN:-}" ]]; then
     command -v cargo >/dev/null || die "cargo not found (install Rust >= 1.90)"
   fi
-  say "starting a local Kafka (scripts/kafka.sh start) while redlight builds"
+  # Kafka starts, and its topics are created, in the background while redlight builds.
+  say "starting a local Kafka (scripts/kafka.sh start) and its topics while redlight builds"
   local kafka_log; kafka_log="$(mktemp)"
-  scripts/kafka.sh start >"$kafka_log" 2>&1 &
+  {
+    scripts/kafka.sh start &&
+      scripts/kafka.sh topic "$TOPIC" 4 &&
+      scripts/kafka.sh topic "$DEAD_LETTER" 1
+  } >"$kafka_log" 2>&1 &
   local kafka_pid=$!
   if [[ -z "${REDLIGHT_BIN:-}" ]]; then
     # The dev profile: it compiles in about half the time of a release build, and the demo
     # needs no speed. Most of a first build is librdkafka's C sources (rdkafka-sys runs
-    # their configure and make): at -O0 they compile in about a quarter of the time of the
-    # default -O2 (25 s against 94 s on 2 cores). CFLAGS reaches only this first dev build
+    # their configure and make): at -O0 and without debug info (-g0) they compile in under
+    # half the CPU time of the default -O2 -g. CFLAGS reaches only this first dev build
     # (cargo does not rebuild it when CFLAGS changes); `cargo build --release` compiles
     # librdkafka again, optimised, in target/release. Set CFLAGS yourself to override.
-    say "building redlight (cargo build; a first build takes one to three minutes)"
-    CFLAGS="${CFLAGS:--O0}" cargo build --quiet --bin redlight
+    #
+    # Without the `https` feature: TLS (rustls and ring) is a sixth of a first build, and
+    # the demo delivers to no receiver. A config with an https:// receiver is refused by
+    # this binary with a message saying so; `cargo build` (default features) has TLS.
+    say "building redlight (cargo build; a first build takes one to two minutes)"
+    CFLAGS="${CFLAGS:--O0 -g0}" cargo build --quiet --bin redlight --no-default-features
   fi
   if ! wait "$kafka_pid"; then
     cat "$kafka_log" >&2
-    die "the local Kafka did not start (see above)"
+    die "the local Kafka or its topics did not start (see above)"
   fi
   rm -f -- "$kafka_log"
   local bin; bin="$(redlight_bin)"
   "$bin" check --config "$CONFIG" >/dev/null || die "redlight check --config $CONFIG failed"
-
-  say "creating the topics $TOPIC and $DEAD_LETTER"
-  scripts/kafka.sh topic "$TOPIC" 4 2>/dev/null
-  scripts/kafka.sh topic "$DEAD_LETTER" 1 2>/dev/null
 
   stop_redlight
   if [[ "$(http_code /healthz)" == 200 ]]; then
@@ -170,36 +175,51 @@ cmd_start() {
   mkdir -p "$DATA"
   touch "$DATA/.quickstart"
 
+  # The samples are fed while redlight starts (it reads its topic from the beginning).
+  # The demo recounts its board every second (board.cache_seconds, 5 in the shipped config).
   say "starting redlight run --config $CONFIG (log: $LOG_FILE)"
-  nohup "$bin" run --config "$CONFIG" </dev/null >>"$LOG_FILE" 2>&1 &
+  REDLIGHT_BOARD__CACHE_SECONDS="${REDLIGHT_BOARD__CACHE_SECONDS:-1}" \
+    nohup "$bin" run --config "$CONFIG" </dev/null >>"$LOG_FILE" 2>&1 &
   echo $! >"$PID_FILE"
+  say "feeding config/samples/events.jsonl and config/samples/relative.jsonl (timed for now)"
+  local events; events="$(mktemp)"
+  { keyed <config/samples/events.jsonl; cmd_events | keyed; } >"$events"
+  scripts/kafka.sh produce "$TOPIC" --property parse.key=true --property key.separator=$'\t' \
+    <"$events" 2>/dev/null &
+  local produce_pid=$!
   local i
-  for i in $(seq 1 120); do
+  for i in $(seq 1 240); do
     [[ "$(http_code /readyz)" == 200 ]] && break
     kill -0 "$(cat "$PID_FILE")" 2>/dev/null || { tail -20 "$LOG_FILE" >&2; die "redlight exited"; }
-    sleep 0.5
+    sleep 0.25
   done
   [[ "$(http_code /readyz)" == 200 ]] || { curl -s "http://127.0.0.1:$PORT/readyz" >&2; die "redlight is not ready"; }
+  wait "$produce_pid" || die "feeding the samples to $TOPIC failed (scripts/kafka.sh produce)"
+  rm -f -- "$events"
 
-  say "feeding config/samples/events.jsonl and config/samples/relative.jsonl (timed for now)"
-  { keyed <config/samples/events.jsonl; cmd_events | keyed; } \
-    | scripts/kafka.sh produce "$TOPIC" --property parse.key=true --property key.separator=$'\t' 2>/dev/null
-
-  # Wait until everything fed is applied (no lag, durable offsets steady), then for the wall
-  # clock to fire what fell due (kafka.idle_ms) and the board to recount (board.cache_seconds).
-  local metrics="" lag cur prev=""
-  for i in $(seq 1 90); do
+  # Wait until everything fed is applied (no lag, durable offsets steady), then until the
+  # board shows it: the wall clock fires what fell due (kafka.idle_ms) and the counts are
+  # recounted (board.cache_seconds); done when they stay the same for a recount.
+  local metrics="" lag cur prev="" lights prev_lights=""
+  for i in $(seq 1 240); do
     metrics="$(curl -s --max-time 5 "http://127.0.0.1:$PORT/metrics" || true)"
     lag="$(awk '/^redlight_consumer_lag[{]/ {s += $NF; n++} END {print (n ? s : -1)}' <<<"$metrics")"
     cur="$(awk '/^redlight_durable_offset[{]/ {s += $NF} END {print s + 0}' <<<"$metrics")"
     if [[ "$lag" == 0 && "$cur" != 0 && "$cur" == "$prev" ]]; then break; fi
     prev="$cur"
-    sleep 1
+    sleep 0.25
   done
-  sleep 7
-  metrics="$(curl -s --max-time 30 "http://127.0.0.1:$PORT/metrics" || true)"
   local sum
   sum() { awk -v l="$1" '$0 ~ "^redlight_case_lights\\{.*light=\"" l "\"" {s += $NF} END {print s + 0}' <<<"$metrics"; }
+  for i in $(seq 1 30); do
+    sleep 1.2
+    metrics="$(curl -s --max-time 30 "http://127.0.0.1:$PORT/metrics" || true)"
+    lights="$(sum red)/$(sum yellow)/$(sum green)"
+    if [[ "$lights" == "$prev_lights" && "$(sum red)" != 0 && "$(sum yellow)" != 0 && "$(sum green)" != 0 ]]; then
+      break
+    fi
+    prev_lights="$lights"
+  done
   local light
   for light in red yellow green; do
     (( $(sum "$light") > 0 )) || say "warning: no $light case on the board yet (see $LOG_FILE)"

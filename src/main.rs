@@ -9,6 +9,9 @@ use redlight::config::Config;
 use std::io::{self, BufReader, BufWriter};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use tracing_subscriber::filter::{LevelFilter, Targets};
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
 
 /// Electronic supervision (电子监察) of government work: legal clocks, red and yellow lights.
 #[derive(Parser)]
@@ -107,21 +110,39 @@ enum CalendarQuery {
     },
 }
 
+fn default_filter(level: LevelFilter) -> Targets {
+    Targets::new().with_default(level)
+}
+
 fn main() -> ExitCode {
     let args = Args::parse();
     let default_level = if matches!(args.command, Command::Run { .. }) {
-        "info"
+        LevelFilter::INFO
     } else {
-        "warn"
+        LevelFilter::WARN
     };
-    tracing_subscriber::fmt()
-        .with_writer(io::stderr)
-        .with_ansi(io::IsTerminal::is_terminal(&io::stderr()))
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level)),
+    // RUST_LOG takes `level` and `target=level` directives, comma-separated (for example
+    // `info,redlight::delivery=debug,rdkafka=warn`). This is tracing-subscriber's `Targets`
+    // filter rather than `EnvFilter`: the same directives without span and field matching,
+    // and without a regex engine in the build.
+    let (filter, bad_filter) = match std::env::var("RUST_LOG") {
+        Ok(spec) if !spec.trim().is_empty() => match spec.parse::<Targets>() {
+            Ok(filter) => (filter, None),
+            Err(e) => (default_filter(default_level), Some((spec, e))),
+        },
+        _ => (default_filter(default_level), None),
+    };
+    tracing_subscriber::registry()
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(io::stderr)
+                .with_ansi(io::IsTerminal::is_terminal(&io::stderr())),
         )
+        .with(filter)
         .init();
+    if let Some((spec, e)) = bad_filter {
+        tracing::warn!(rust_log = %spec, error = %e, default = %default_level, "RUST_LOG is not a valid filter; using the default level");
+    }
     match run(args) {
         Ok(code) => code,
         Err(e) => {
