@@ -152,8 +152,12 @@ cmd_start() {
     # Without the `https` feature: TLS (rustls and ring) is a sixth of a first build, and
     # the demo delivers to no receiver. A config with an https:// receiver is refused by
     # this binary with a message saying so; `cargo build` (default features) has TLS.
+    #
+    # Our own crate is compiled without incremental state and without line tables: a third
+    # less time for the last, single-threaded, step of the build.
     say "building redlight (cargo build; a first build takes one to two minutes)"
-    CFLAGS="${CFLAGS:--O0 -g0}" cargo build --quiet --bin redlight --no-default-features
+    CFLAGS="${CFLAGS:--O0 -g0}" CARGO_INCREMENTAL=0 CARGO_PROFILE_DEV_DEBUG=0 \
+      cargo build --quiet --bin redlight --no-default-features
   fi
   if ! wait "$kafka_pid"; then
     cat "$kafka_log" >&2
