@@ -27,7 +27,7 @@ DEAD_LETTER="redlight.dead-letter"
 PID_FILE="$DATA/redlight.pid"
 LOG_FILE="$DATA/redlight.log"
 
-say() { printf '\033[1mquickstart:\033[0m %s\n' "$*" >&2; }
+say() { printf '\033[1mquickstart:\033[0m [%3d s] %s\n' "$SECONDS" "$*" >&2; }
 die() { printf 'quickstart: error: %s\n' "$*" >&2; exit 1; }
 
 redlight_bin() {
@@ -159,6 +159,7 @@ cmd_start() {
     CFLAGS="${CFLAGS:--O0 -g0}" CARGO_INCREMENTAL=0 CARGO_PROFILE_DEV_DEBUG=0 \
       cargo build --quiet --bin redlight --no-default-features
   fi
+  if kill -0 "$kafka_pid" 2>/dev/null; then say "waiting for the local Kafka and its topics"; fi
   if ! wait "$kafka_pid"; then
     cat "$kafka_log" >&2
     die "the local Kafka or its topics did not start (see above)"
