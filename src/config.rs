@@ -145,6 +145,12 @@ pub struct StoreConfig {
     /// slice, each slice a consistent state (see `Engine::advance_bounded`).
     #[serde(default = "default_timers_per_commit")]
     pub timers_per_commit: usize,
+    /// Group commit: batches are made durable (fsync) at most this often, and the batches in
+    /// between are committed without waiting for the disk. A crash then redoes up to this
+    /// much work from Kafka; nothing is lost, sent or acknowledged before it is durable (see
+    /// `src/writer.rs`). 0: every batch is durable before the next.
+    #[serde(default = "default_sync_ms")]
+    pub sync_ms: u64,
 }
 
 impl Default for StoreConfig {
@@ -152,12 +158,17 @@ impl Default for StoreConfig {
         StoreConfig {
             data_dir: default_data_dir(),
             timers_per_commit: default_timers_per_commit(),
+            sync_ms: default_sync_ms(),
         }
     }
 }
 
 const fn default_timers_per_commit() -> usize {
     20_000
+}
+
+const fn default_sync_ms() -> u64 {
+    200
 }
 
 fn default_data_dir() -> PathBuf {
@@ -525,6 +536,12 @@ impl Config {
             return Err(invalid(
                 "`store.timers_per_commit` must be at least 1".into(),
             ));
+        }
+        if config.store.sync_ms > 10_000 {
+            return Err(invalid(format!(
+                "`store.sync_ms` is {}; at most 10000 (a crash redoes up to this much work)",
+                config.store.sync_ms
+            )));
         }
         if config.http.listen.parse::<SocketAddr>().is_err() {
             return Err(invalid(format!(

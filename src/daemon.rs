@@ -284,6 +284,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
             consumer: consumer_cell.clone(),
         },
         pending.clone(),
+        Duration::from_millis(config.store.sync_ms),
     )
     .context("starting the store writer thread")?;
     let ctx = Ctx {

@@ -1681,12 +1681,18 @@ type DueRows = (Vec<(u64, Row)>, Option<i64>);
 struct Hook(Arc<Core>);
 
 impl CommitHook for Hook {
-    fn write(&self, tx: &redb::WriteTransaction, alerts: &[(u64, &Alert)]) -> Result<(), BoxError> {
+    fn write(
+        &self,
+        tx: &redb::WriteTransaction,
+        alerts: &[(u64, &Alert)],
+    ) -> Result<bool, BoxError> {
         let stash = self.0.write_alerts(tx, alerts)?;
+        // Deliveries are sent as soon as they are seen: their transaction must be durable.
+        let deliveries = !stash.outbox.is_empty();
         if let Ok(mut s) = self.0.stash.lock() {
             *s = stash;
         }
-        Ok(())
+        Ok(deliveries)
     }
 
     fn committed(&self) {

@@ -95,13 +95,17 @@ impl WriteBatch {
 
 /// Extra rows written in a batch's transaction: [`Store::commit`] calls `write` with the
 /// alerts just written (and their sequence numbers) before committing, and `committed` once
-/// the transaction is durable. An error from `write` aborts the whole batch.
+/// the transaction is committed. An error from `write` aborts the whole batch.
+///
+/// `write` returns whether the rows it wrote act on the outside world (deliveries to send):
+/// such a transaction is made durable before it commits even when [`Store::commit_lazy`]
+/// was asked for, so that nothing is ever sent from a transaction a crash could undo.
 pub trait CommitHook: Send + Sync {
     fn write(
         &self,
         tx: &redb::WriteTransaction,
         alerts: &[(u64, &Alert)],
-    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>>;
+    ) -> Result<bool, Box<dyn std::error::Error + Send + Sync>>;
     fn committed(&self);
 }
 
@@ -240,7 +244,31 @@ impl Store {
 
     /// Writes a batch in one durable transaction; returns the alerts' sequence numbers.
     pub fn commit(&self, batch: &WriteBatch) -> Result<Vec<u64>, StoreError> {
+        self.commit_with(batch, true).map(|(seqs, _)| seqs)
+    }
+
+    /// Writes a batch in one atomic transaction that is not yet durable (no fsync): a crash
+    /// before the next durable commit ([`Store::commit`], [`Store::sync`], or any other
+    /// write transaction on this file) undoes it, together with every lazy commit since the
+    /// last durable one, and the store reopens exactly as that durable commit left it.
+    /// Unless the commit hook wrote deliveries: then the transaction is made durable at once.
+    /// Returns the alerts' sequence numbers and whether the transaction is durable.
+    pub fn commit_lazy(&self, batch: &WriteBatch) -> Result<(Vec<u64>, bool), StoreError> {
+        self.commit_with(batch, false)
+    }
+
+    /// Makes every lazy commit so far durable (an empty durable transaction).
+    pub fn sync(&self) -> Result<(), StoreError> {
         let tx = self.db.begin_write().map_err(|e| self.err(e))?;
+        tx.commit().map_err(|e| self.err(e))
+    }
+
+    fn commit_with(
+        &self,
+        batch: &WriteBatch,
+        durable: bool,
+    ) -> Result<(Vec<u64>, bool), StoreError> {
+        let mut tx = self.db.begin_write().map_err(|e| self.err(e))?;
         let mut seqs = Vec::with_capacity(batch.alerts.len());
         {
             let mut cases = tx.open_table(CASES).map_err(|e| self.err(e))?;
@@ -293,11 +321,16 @@ impl Store {
             }
         }
         let hook = self.hook.read().ok().and_then(|h| h.clone());
+        let mut durable = durable;
         if let Some(hook) = &hook
             && !batch.alerts.is_empty()
         {
             let written: Vec<(u64, &Alert)> = seqs.iter().copied().zip(&batch.alerts).collect();
-            hook.write(&tx, &written).map_err(|e| self.err(e))?;
+            durable |= hook.write(&tx, &written).map_err(|e| self.err(e))?;
+        }
+        if !durable {
+            tx.set_durability(redb::Durability::None)
+                .map_err(|e| self.err(e))?;
         }
         tx.commit().map_err(|e| self.err(e))?;
         if let Some(hook) = &hook
@@ -305,7 +338,7 @@ impl Store {
         {
             hook.committed();
         }
-        Ok(seqs)
+        Ok((seqs, durable))
     }
 
     /// The next offset to consume for a partition, if any event of it was ever applied.
@@ -556,6 +589,82 @@ mod tests {
         assert_eq!(store.offset("events", 1).expect("read"), Some(7));
         assert_eq!(store.offset("events", 2).expect("read"), None);
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// Run as a child process by `a_crash_undoes_lazy_commits_since_the_last_sync`: commits
+    /// as told by `REDLIGHT_CRASH_CHILD` and dies without closing the store, like `kill -9`.
+    #[test]
+    fn crash_child() {
+        let Some(spec) = std::env::var_os("REDLIGHT_CRASH_CHILD") else {
+            return;
+        };
+        let spec = spec.to_string_lossy().into_owned();
+        let (dir, steps) = spec.split_once('|').expect("dir|steps");
+        let store = Store::open(Path::new(dir)).expect("open");
+        for (i, step) in steps.split(',').enumerate() {
+            let mut b = WriteBatch::default();
+            let next = i as u64 + 1;
+            b.offsets.push(("events".into(), 0, next));
+            b.cases
+                .push(("events".into(), 0, format!("C{next}"), Some(b"{}".to_vec())));
+            match step {
+                "durable" => {
+                    store.commit(&b).expect("commit");
+                }
+                "lazy" => {
+                    let (_, durable) = store.commit_lazy(&b).expect("commit");
+                    assert!(!durable);
+                }
+                "sync" => store.sync().expect("sync"),
+                other => panic!("unknown step {other}"),
+            }
+        }
+        std::process::abort();
+    }
+
+    fn crash_after(name: &str, steps: &str) -> Store {
+        let dir = tmp(name);
+        let status = std::process::Command::new(std::env::current_exe().expect("exe"))
+            .args(["--exact", "store::tests::crash_child", "--nocapture"])
+            .env("REDLIGHT_CRASH_CHILD", format!("{}|{steps}", dir.display()))
+            .stderr(std::process::Stdio::null())
+            .status()
+            .expect("run the child");
+        assert!(!status.success(), "the child must die, not exit");
+        Store::open(&dir).expect("reopen after the crash")
+    }
+
+    #[test]
+    fn a_crash_undoes_lazy_commits_since_the_last_sync() {
+        // Two durable batches, then two lazy ones: the store reopens at the second, its
+        // offset and its cases together (the lazy batches are consumed again from Kafka).
+        let store = crash_after("crash-lazy", "durable,durable,lazy,lazy");
+        assert_eq!(store.offset("events", 0).expect("read"), Some(2));
+        let mut keys = Vec::new();
+        store
+            .scan_cases(None, |_, _, id, _| {
+                keys.push(id.to_string());
+                true
+            })
+            .expect("scan");
+        assert_eq!(keys, ["C1", "C2"]);
+
+        // A sync makes the lazy batches before it durable; a durable commit does too.
+        let store = crash_after("crash-sync", "durable,lazy,lazy,sync,lazy");
+        assert_eq!(store.offset("events", 0).expect("read"), Some(3));
+        let store = crash_after("crash-durable", "lazy,lazy,durable,lazy");
+        assert_eq!(store.offset("events", 0).expect("read"), Some(3));
+        let mut n = 0;
+        store
+            .scan_cases(None, |_, _, _, _| {
+                n += 1;
+                true
+            })
+            .expect("scan");
+        assert_eq!(n, 3);
+        for name in ["crash-lazy", "crash-sync", "crash-durable"] {
+            let _ = std::fs::remove_dir_all(tmp(name));
+        }
     }
 
     #[test]

@@ -13,14 +13,25 @@
 //! rebalance callback's seek, shutdown) first waits with [`Writer::drain`] until nothing is
 //! pending. A failed commit is kept and returned by the next `submit` or `drain`: the daemon
 //! stops, as it did when the loop committed itself, and restarts from what is durable.
+//!
+//! Group commit (`store.sync_ms`): a batch's transaction is atomic at once but made durable
+//! (fsync) at most every `sync_ms`; the batches in between are committed lazily
+//! ([`Store::commit_lazy`]). What a lazy batch lets out of the process waits for the sync:
+//! its offsets go to Kafka, its engine time to escalation and its count leaves [`Pending`]
+//! only once it is durable. A crash undoes the lazy batches since the last sync, together
+//! with their offsets, so they are consumed and applied again: the same exactly-once effects
+//! as before, at the price of redoing up to `sync_ms` of work after a crash. A batch whose
+//! alerts enqueue deliveries is made durable at once (nothing is sent from a commit a crash
+//! could undo), and `sync_ms = 0` makes every batch durable.
 
 use crate::metrics::Metrics;
 use crate::store::{Store, WriteBatch};
 use rdkafka::consumer::{CommitMode, Consumer, ConsumerContext, StreamConsumer};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
-use std::sync::mpsc::{SyncSender, sync_channel};
+use std::collections::BTreeMap;
+use std::sync::mpsc::{RecvTimeoutError, SyncSender, sync_channel};
 use std::sync::{Arc, Condvar, Mutex, OnceLock};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// One hand-over: a batch and the engine time to publish once it is durable.
 struct Job {
@@ -75,9 +86,9 @@ impl Pending {
         }
     }
 
-    fn done(&self, error: Option<String>) {
+    fn done(&self, batches: usize, error: Option<String>) {
         if let Ok(mut s) = self.state.lock() {
-            s.count = s.count.saturating_sub(1);
+            s.count = s.count.saturating_sub(batches);
             if s.error.is_none() {
                 s.error = error;
             }
@@ -104,30 +115,65 @@ pub struct Sinks<C: ConsumerContext + 'static> {
 }
 
 impl Writer {
+    /// Starts the thread. `sync_every`: how long a batch may stay committed but not yet
+    /// durable (zero: every batch is durable before the next is taken).
     pub fn start<C: ConsumerContext + 'static>(
         sinks: Sinks<C>,
         pending: Arc<Pending>,
+        sync_every: Duration,
     ) -> std::io::Result<Writer> {
         let (tx, rx) = sync_channel::<Job>(0);
         let p = pending.clone();
         let thread = std::thread::Builder::new()
             .name("redlight-store-writer".into())
             .spawn(move || {
-                for job in rx {
+                let mut lazy = Lazy::default();
+                loop {
+                    // With lazy batches waiting, wait for the next job at most until they are
+                    // due to be made durable.
+                    let job = match lazy.since {
+                        None => match rx.recv() {
+                            Ok(job) => Some(job),
+                            Err(_) => break,
+                        },
+                        Some(since) => {
+                            match rx.recv_timeout(sync_every.saturating_sub(since.elapsed())) {
+                                Ok(job) => Some(job),
+                                Err(RecvTimeoutError::Timeout) => None,
+                                Err(RecvTimeoutError::Disconnected) => break,
+                            }
+                        }
+                    };
                     // A panic must not leave `pending` counting a batch forever (the loop
                     // would wait on it at the next rebalance or at shutdown).
                     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                        write(&sinks, &job)
+                        match &job {
+                            Some(job) => write(&sinks, job, &mut lazy, sync_every),
+                            None => sync(&sinks, &mut lazy),
+                        }
                     }))
                     .unwrap_or_else(|_| Err("the store writer panicked".to_string()));
-                    let failed = result.err();
-                    if let Some(e) = &failed {
-                        tracing::error!(error = %e, "store commit failed; the daemon stops");
+                    match result {
+                        // The job's batch (and the lazy ones before it) are durable.
+                        Ok(Some(durable)) => p.done(durable, None),
+                        Ok(None) => {}
+                        Err(e) => {
+                            tracing::error!(error = %e, "store commit failed; the daemon stops");
+                            let batches = lazy.batches + usize::from(job.is_some());
+                            p.done(batches, Some(e));
+                            return;
+                        }
                     }
-                    let stop = failed.is_some();
-                    p.done(failed);
-                    if stop {
-                        break;
+                }
+                // The loop has gone (shutdown): what is still lazy is made durable.
+                if lazy.since.is_some() {
+                    match sync(&sinks, &mut lazy) {
+                        Ok(Some(durable)) => p.done(durable, None),
+                        Ok(None) => {}
+                        Err(e) => {
+                            tracing::error!(error = %e, "the last batches are not durable; they will be consumed again");
+                            p.done(lazy.batches, Some(e));
+                        }
                     }
                 }
             })?;
@@ -151,7 +197,7 @@ impl Writer {
         let job = Job { batch, engine_time };
         let sent = tokio::task::block_in_place(|| tx.send(job).is_ok());
         if !sent {
-            self.pending.done(None);
+            self.pending.done(1, None);
             return Err(match self.pending.error() {
                 Some(e) => anyhow::anyhow!("{e}"),
                 None => anyhow::anyhow!("the store writer has stopped"),
@@ -175,24 +221,104 @@ impl Drop for Writer {
     }
 }
 
-fn write<C: ConsumerContext + 'static>(sinks: &Sinks<C>, job: &Job) -> Result<(), String> {
-    let batch = &job.batch;
-    if !batch.is_empty() {
-        let started = Instant::now();
-        sinks.store.commit(batch).map_err(|e| e.to_string())?;
-        sinks
-            .metrics
-            .commit_seconds
-            .observe(started.elapsed().as_secs_f64());
+/// Batches committed lazily and not yet durable, and what they hold back.
+#[derive(Default)]
+struct Lazy {
+    /// How many (counted in [`Pending`]).
+    batches: usize,
+    /// When the first of them was committed; `None` when there are none.
+    since: Option<Instant>,
+    /// Their offsets, the latest per partition.
+    offsets: BTreeMap<(String, u32), u64>,
+    /// The latest engine time among them.
+    engine_time: Option<i64>,
+}
+
+impl Lazy {
+    fn hold(&mut self, job: &Job) {
+        self.batches += 1;
+        self.since.get_or_insert_with(Instant::now);
+        for (topic, partition, next) in &job.batch.offsets {
+            self.offsets.insert((topic.clone(), *partition), *next);
+        }
+        if job.engine_time.is_some() {
+            self.engine_time = job.engine_time;
+        }
     }
-    if let Some(t) = job.engine_time {
+}
+
+/// Commits one job's batch: durably when lazy batches have waited `sync_every` (or lazy
+/// commits are off), else lazily. Returns how many batches became durable (`None`: this one
+/// is held back with the lazy ones).
+fn write<C: ConsumerContext + 'static>(
+    sinks: &Sinks<C>,
+    job: &Job,
+    lazy: &mut Lazy,
+    sync_every: Duration,
+) -> Result<Option<usize>, String> {
+    let batch = &job.batch;
+    if batch.is_empty() {
+        // Nothing to write: its engine time waits for the lazy batches before it.
+        if lazy.since.is_some() {
+            lazy.hold(job);
+            return Ok(None);
+        }
+        lazy.hold(job);
+        return publish(sinks, lazy).map(Some);
+    }
+    let due = sync_every.is_zero() || lazy.since.is_some_and(|t| t.elapsed() >= sync_every);
+    let started = Instant::now();
+    let durable = if due {
+        sinks.store.commit(batch).map_err(|e| e.to_string())?;
+        true
+    } else {
+        let (_, durable) = sinks.store.commit_lazy(batch).map_err(|e| e.to_string())?;
+        durable
+    };
+    sinks
+        .metrics
+        .commit_seconds
+        .observe(started.elapsed().as_secs_f64());
+    lazy.hold(job);
+    if durable {
+        publish(sinks, lazy).map(Some)
+    } else {
+        Ok(None)
+    }
+}
+
+/// Makes the lazy batches durable and publishes what they held back.
+fn sync<C: ConsumerContext + 'static>(
+    sinks: &Sinks<C>,
+    lazy: &mut Lazy,
+) -> Result<Option<usize>, String> {
+    if lazy.since.is_none() {
+        return Ok(None);
+    }
+    let started = Instant::now();
+    sinks.store.sync().map_err(|e| e.to_string())?;
+    sinks
+        .metrics
+        .commit_seconds
+        .observe(started.elapsed().as_secs_f64());
+    publish(sinks, lazy).map(Some)
+}
+
+/// Everything in `lazy` is durable: its engine time goes to escalation, its offsets to
+/// Kafka and the metrics. Returns how many batches that was, and empties `lazy`.
+fn publish<C: ConsumerContext + 'static>(
+    sinks: &Sinks<C>,
+    lazy: &mut Lazy,
+) -> Result<usize, String> {
+    let done = std::mem::take(lazy);
+    if let Some(t) = done.engine_time {
         sinks.delivery.set_engine_time(t);
     }
-    if batch.offsets.is_empty() {
-        return Ok(());
+    if done.offsets.is_empty() {
+        return Ok(done.batches);
     }
     let mut tpl = TopicPartitionList::new();
-    for (topic, partition, next) in &batch.offsets {
+    for ((topic, partition), next) in &done.offsets {
         let p = partition.to_string();
         sinks
             .metrics
@@ -210,5 +336,5 @@ fn write<C: ConsumerContext + 'static>(sinks: &Sinks<C>, job: &Job) -> Result<()
     {
         tracing::debug!(error = %e, "offset commit to Kafka failed; the store has them");
     }
-    Ok(())
+    Ok(done.batches)
 }
