@@ -607,19 +607,49 @@ mod tests {
             b.offsets.push(("events".into(), 0, next));
             b.cases
                 .push(("events".into(), 0, format!("C{next}"), Some(b"{}".to_vec())));
+            if step == "alert" || step == "deliver" {
+                b.alerts.push(
+                    serde_json::from_value(serde_json::json!({
+                        "id": format!("A{next}"), "rule": "xk.statutory", "title": "t",
+                        "basis": "b", "case": format!("C{next}"), "level": "red",
+                        "status": "firing", "reason": "overdue",
+                        "at": "2026-11-02T00:00:00+08:00"
+                    }))
+                    .expect("alert"),
+                );
+            }
             match step {
                 "durable" => {
                     store.commit(&b).expect("commit");
                 }
-                "lazy" => {
+                "lazy" | "alert" => {
                     let (_, durable) = store.commit_lazy(&b).expect("commit");
                     assert!(!durable);
+                }
+                "deliver" => {
+                    // A hook that enqueues deliveries: the lazy commit is made durable.
+                    store.set_commit_hook(std::sync::Arc::new(Deliveries));
+                    let (_, durable) = store.commit_lazy(&b).expect("commit");
+                    store.clear_commit_hook();
+                    assert!(durable);
                 }
                 "sync" => store.sync().expect("sync"),
                 other => panic!("unknown step {other}"),
             }
         }
         std::process::abort();
+    }
+
+    struct Deliveries;
+    impl CommitHook for Deliveries {
+        fn write(
+            &self,
+            _tx: &redb::WriteTransaction,
+            _alerts: &[(u64, &Alert)],
+        ) -> Result<bool, Box<dyn std::error::Error + Send + Sync>> {
+            Ok(true)
+        }
+        fn committed(&self) {}
     }
 
     fn crash_after(name: &str, steps: &str) -> Store {
@@ -662,7 +692,22 @@ mod tests {
             })
             .expect("scan");
         assert_eq!(n, 3);
-        for name in ["crash-lazy", "crash-sync", "crash-durable"] {
+
+        // Alerts alone do not make a lazy commit durable (they are raised again when the
+        // batch is consumed again); deliveries do, since they are sent once seen.
+        let store = crash_after("crash-alert", "durable,alert,lazy");
+        assert_eq!(store.offset("events", 0).expect("read"), Some(1));
+        assert_eq!(store.alert_count().expect("alerts"), 0);
+        let store = crash_after("crash-deliver", "durable,deliver,lazy");
+        assert_eq!(store.offset("events", 0).expect("read"), Some(2));
+        assert_eq!(store.alert_count().expect("alerts"), 1);
+        for name in [
+            "crash-lazy",
+            "crash-sync",
+            "crash-durable",
+            "crash-alert",
+            "crash-deliver",
+        ] {
             let _ = std::fs::remove_dir_all(tmp(name));
         }
     }
