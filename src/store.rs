@@ -6,6 +6,9 @@
 //! offset are written in one transaction ([`Store::commit`]), so after a crash the store
 //! holds either all of a batch or none of it, and the consumer resumes exactly after the
 //! last durable event. Timers are not stored: they are derived from the cases on restore.
+//! The daemon commits most batches lazily ([`Store::commit_lazy`], no fsync) and makes them
+//! durable together every `store.sync_ms` (group commit, `src/writer.rs`): a crash then
+//! rolls the store back to the last durable commit, offsets and state alike.
 //!
 //! Tables:
 //! - `meta`: `schema` → the store's format version;

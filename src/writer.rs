@@ -86,9 +86,14 @@ impl Pending {
         }
     }
 
+    /// `batches` handed over are durable; or, with an error, nothing handed over will be
+    /// (the writer stops): every waiter returns with the error.
     fn done(&self, batches: usize, error: Option<String>) {
         if let Ok(mut s) = self.state.lock() {
             s.count = s.count.saturating_sub(batches);
+            if error.is_some() {
+                s.count = 0;
+            }
             if s.error.is_none() {
                 s.error = error;
             }
