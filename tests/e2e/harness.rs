@@ -423,6 +423,10 @@ pub fn write_config(dir: &Path, bootstrap: &str, names: &Names, port: u16) -> Pa
     // Small catch-up slices, so that the tests go through many slice boundaries (and the
     // kill -9 test kills between them): the default of 20,000 would never split here.
     set("store", "timers_per_commit", toml::Value::Integer(100));
+    // Group commit with a wide window (the default is 200 ms): a kill -9 undoes more lazily
+    // committed batches, which must then be consumed and applied again with no effect lost
+    // or doubled.
+    set("store", "sync_ms", toml::Value::Integer(500));
     set("http", "listen", format!("127.0.0.1:{port}").into());
     let path = dir.join("redlight.toml");
     std::fs::write(&path, toml::to_string(&doc).expect("config TOML")).expect("writing config");
