@@ -981,6 +981,12 @@ impl Loop<'_> {
             tracing::debug!(id = %a.id, rule = %a.rule, case = %a.case, level = level_str(a),
                 status = status_str(a), reason = ?a.reason, at = %a.at, "alert");
         }
+        // Serialised here rather than on the writer thread, which is the daemon's bottleneck.
+        batch.alert_json = alerts
+            .iter()
+            .map(serde_json::to_vec)
+            .collect::<Result<_, _>>()
+            .context("serialising alerts")?;
         batch.alerts = alerts;
         for ((topic, partition), p) in &self.partitions {
             let now = p.engine.now();

@@ -79,6 +79,10 @@ pub struct WriteBatch {
     pub cases: Vec<(String, u32, String, Option<Vec<u8>>)>,
     /// Alerts in the order they happened.
     pub alerts: Vec<Alert>,
+    /// The alerts as JSON, in the same order, when the caller serialised them already (the
+    /// daemon does, on its loop thread, to keep the store writer's turn short); when empty
+    /// they are serialised here.
+    pub alert_json: Vec<Vec<u8>>,
     /// `(topic, partition, next offset to consume)`.
     pub offsets: Vec<(String, u32, u64)>,
     /// `(topic, partition, the engine's clock in ms)`.
@@ -292,11 +296,16 @@ impl Store {
                 .map_err(|e| self.err(e))?
                 .map_or(1, |(k, _)| k.value() + 1);
             let mut by_case = tx.open_table(CASE_ALERTS).map_err(|e| self.err(e))?;
-            for (seq, a) in (first..).zip(&batch.alerts) {
-                let json = serde_json::to_vec(a).map_err(|e| self.err(e))?;
-                alerts
-                    .insert(seq, json.as_slice())
-                    .map_err(|e| self.err(e))?;
+            for (i, (seq, a)) in (first..).zip(&batch.alerts).enumerate() {
+                let owned;
+                let json = match batch.alert_json.get(i) {
+                    Some(json) => json.as_slice(),
+                    None => {
+                        owned = serde_json::to_vec(a).map_err(|e| self.err(e))?;
+                        owned.as_slice()
+                    }
+                };
+                alerts.insert(seq, json).map_err(|e| self.err(e))?;
                 by_case
                     .insert((&*a.case, seq), ())
                     .map_err(|e| self.err(e))?;

@@ -29,7 +29,7 @@ use crate::store::{Store, WriteBatch};
 use rdkafka::consumer::{CommitMode, Consumer, ConsumerContext, StreamConsumer};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use std::collections::BTreeMap;
-use std::sync::mpsc::{RecvTimeoutError, SyncSender, sync_channel};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, channel, sync_channel};
 use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -105,6 +105,9 @@ impl Pending {
 /// The writer thread's handle.
 pub struct Writer {
     tx: Option<SyncSender<Job>>,
+    /// Committed batches coming back, to be freed on the loop's thread rather than the
+    /// writer's (a batch is thousands of small allocations).
+    recycle: Mutex<Receiver<WriteBatch>>,
     pending: Arc<Pending>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -128,6 +131,7 @@ impl Writer {
         sync_every: Duration,
     ) -> std::io::Result<Writer> {
         let (tx, rx) = sync_channel::<Job>(0);
+        let (recycle_tx, recycle) = channel::<WriteBatch>();
         let p = pending.clone();
         let thread = std::thread::Builder::new()
             .name("redlight-store-writer".into())
@@ -158,14 +162,16 @@ impl Writer {
                         }
                     }))
                     .unwrap_or_else(|_| Err("the store writer panicked".to_string()));
+                    if let Some(job) = job {
+                        let _ = recycle_tx.send(job.batch);
+                    }
                     match result {
                         // The job's batch (and the lazy ones before it) are durable.
                         Ok(Some(durable)) => p.done(durable, None),
                         Ok(None) => {}
                         Err(e) => {
                             tracing::error!(error = %e, "store commit failed; the daemon stops");
-                            let batches = lazy.batches + usize::from(job.is_some());
-                            p.done(batches, Some(e));
+                            p.done(0, Some(e));
                             return;
                         }
                     }
@@ -184,6 +190,7 @@ impl Writer {
             })?;
         Ok(Writer {
             tx: Some(tx),
+            recycle: Mutex::new(recycle),
             pending,
             thread: Some(thread),
         })
@@ -198,6 +205,11 @@ impl Writer {
         let Some(tx) = &self.tx else {
             anyhow::bail!("the store writer has stopped");
         };
+        if let Ok(recycle) = self.recycle.lock() {
+            while let Ok(done) = recycle.try_recv() {
+                drop(done);
+            }
+        }
         self.pending.add();
         let job = Job { batch, engine_time };
         let sent = tokio::task::block_in_place(|| tx.send(job).is_ok());
