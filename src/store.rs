@@ -273,7 +273,7 @@ impl Store {
     fn commit_with(
         &self,
         batch: &WriteBatch,
-        durable: bool,
+        mut durable: bool,
     ) -> Result<(Vec<u64>, bool), StoreError> {
         let mut tx = self.db.begin_write().map_err(|e| self.err(e))?;
         let mut seqs = Vec::with_capacity(batch.alerts.len());
@@ -333,7 +333,6 @@ impl Store {
             }
         }
         let hook = self.hook.read().ok().and_then(|h| h.clone());
-        let mut durable = durable;
         if let Some(hook) = &hook
             && !batch.alerts.is_empty()
         {

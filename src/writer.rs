@@ -155,38 +155,25 @@ impl Writer {
                     };
                     // A panic must not leave `pending` counting a batch forever (the loop
                     // would wait on it at the next rebalance or at shutdown).
-                    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                        match &job {
+                    let result =
+                        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match &job {
                             Some(job) => write(&sinks, job, &mut lazy, sync_every),
                             None => sync(&sinks, &mut lazy),
-                        }
-                    }))
-                    .unwrap_or_else(|_| Err("the store writer panicked".to_string()));
+                        }))
+                        .unwrap_or_else(|_| Err("the store writer panicked".to_string()));
                     if let Some(job) = job {
                         let _ = recycle_tx.send(job.batch);
                     }
-                    match result {
-                        // The job's batch (and the lazy ones before it) are durable.
-                        Ok(Some(durable)) => p.done(durable, None),
-                        Ok(None) => {}
-                        Err(e) => {
-                            tracing::error!(error = %e, "store commit failed; the daemon stops");
-                            p.done(0, Some(e));
-                            return;
-                        }
+                    if !settle(&p, result, "store commit failed; the daemon stops") {
+                        return;
                     }
                 }
                 // The loop has gone (shutdown): what is still lazy is made durable.
-                if lazy.since.is_some() {
-                    match sync(&sinks, &mut lazy) {
-                        Ok(Some(durable)) => p.done(durable, None),
-                        Ok(None) => {}
-                        Err(e) => {
-                            tracing::error!(error = %e, "the last batches are not durable; they will be consumed again");
-                            p.done(lazy.batches, Some(e));
-                        }
-                    }
-                }
+                settle(
+                    &p,
+                    sync(&sinks, &mut lazy),
+                    "the last batches are not durable; they will be consumed again",
+                );
             })?;
         Ok(Writer {
             tx: Some(tx),
@@ -238,6 +225,24 @@ impl Drop for Writer {
     }
 }
 
+/// Tells `pending` how a commit or sync went: the batches it made durable, or the failure
+/// that stops the writer (logged with `failure`). Returns whether the writer goes on.
+fn settle(pending: &Pending, result: Result<Option<usize>, String>, failure: &str) -> bool {
+    match result {
+        Ok(durable) => {
+            if let Some(batches) = durable {
+                pending.done(batches, None);
+            }
+            true
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "{failure}");
+            pending.done(0, Some(e));
+            false
+        }
+    }
+}
+
 /// Batches committed lazily and not yet durable, and what they hold back.
 #[derive(Default)]
 struct Lazy {
@@ -274,28 +279,16 @@ fn write<C: ConsumerContext + 'static>(
     sync_every: Duration,
 ) -> Result<Option<usize>, String> {
     let batch = &job.batch;
-    if batch.is_empty() {
-        // Nothing to write: its engine time waits for the lazy batches before it.
-        if lazy.since.is_some() {
-            lazy.hold(job);
-            return Ok(None);
-        }
-        lazy.hold(job);
-        return publish(sinks, lazy).map(Some);
-    }
-    let due = sync_every.is_zero() || lazy.since.is_some_and(|t| t.elapsed() >= sync_every);
-    let started = Instant::now();
-    let durable = if due {
-        sinks.store.commit(batch).map_err(|e| e.to_string())?;
-        true
+    let durable = if batch.is_empty() {
+        // Nothing to write: its engine time waits for the lazy batches before it, if any.
+        lazy.since.is_none()
+    } else if sync_every.is_zero() || lazy.since.is_some_and(|t| t.elapsed() >= sync_every) {
+        timed(sinks, || sinks.store.commit(batch).map(|_| true))?
     } else {
-        let (_, durable) = sinks.store.commit_lazy(batch).map_err(|e| e.to_string())?;
-        durable
+        timed(sinks, || {
+            sinks.store.commit_lazy(batch).map(|(_, durable)| durable)
+        })?
     };
-    sinks
-        .metrics
-        .commit_seconds
-        .observe(started.elapsed().as_secs_f64());
     lazy.hold(job);
     if durable {
         publish(sinks, lazy).map(Some)
@@ -312,13 +305,22 @@ fn sync<C: ConsumerContext + 'static>(
     if lazy.since.is_none() {
         return Ok(None);
     }
+    timed(sinks, || sinks.store.sync())?;
+    publish(sinks, lazy).map(Some)
+}
+
+/// Runs a store transaction, observed in `redlight_commit_seconds`.
+fn timed<C: ConsumerContext + 'static, T>(
+    sinks: &Sinks<C>,
+    commit: impl FnOnce() -> Result<T, crate::store::StoreError>,
+) -> Result<T, String> {
     let started = Instant::now();
-    sinks.store.sync().map_err(|e| e.to_string())?;
+    let result = commit().map_err(|e| e.to_string());
     sinks
         .metrics
         .commit_seconds
         .observe(started.elapsed().as_secs_f64());
-    publish(sinks, lazy).map(Some)
+    result
 }
 
 /// Everything in `lazy` is durable: its engine time goes to escalation, its offsets to
