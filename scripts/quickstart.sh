@@ -152,6 +152,8 @@ cmd_start() {
     # Without the `https` feature: TLS (rustls and ring) is a sixth of a first build, and
     # the demo delivers to no receiver. A config with an https:// receiver is refused by
     # this binary with a message saying so; `cargo build` (default features) has TLS.
+    # Nor the `mimalloc` allocator (a C build of its own): the demo's few cases do not
+    # need it.
     #
     # Our own crate is compiled without incremental state and without line tables: a third
     # less time for the last, single-threaded, step of the build.

@@ -2,9 +2,10 @@
 //! metrics, and the bearer-token check in front of both.
 //!
 //! Everything here reads the store (one redb read transaction per request, alongside the
-//! daemon's writes); nothing touches the consumer loop. Stored cases are parsed into a
-//! slim [`CaseLite`] that skips what the views do not need (the event-id hashes, the merged
-//! data but for department, item and handler), filtered while iterating, and paged with an
+//! daemon's writes); nothing touches the consumer loop. Stored cases are read
+//! ([`crate::store::decode_case`]) and reduced to a slim [`CaseLite`] of what the views
+//! need (department, item and handler of the merged data; clocks, violations and duties),
+//! filtered while iterating, and paged with an
 //! opaque cursor, so the cost of a page is the rows scanned to fill it. The board and the
 //! `redlight_open_cases` gauges share one [`Snapshot`] of the whole store, recomputed at
 //! most every `board.cache_seconds` (and, for a large store, at most every ten times the
@@ -15,14 +16,14 @@ use crate::calendar::Calendar;
 use crate::clock::{Counting, Zone};
 use crate::config::{BoardConfig, Config, ScorecardConfig, Secret};
 use crate::daemon::Shared;
-use crate::engine::{Case, Clock, Duty, Light, Mode, Violation, period_label};
+use crate::engine::{Case, Clock, Datum, Duty, Light, Mode, Violation, period_label};
 use crate::rules::{Limit, RuleKind, RuleSet, Unit};
 use crate::scorecard::{NO_DEPARTMENT, ScorePeriod};
 use axum::extract::{MatchedPath, Path, Query, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use serde::{Deserialize, Deserializer};
+use serde::Deserialize;
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -244,48 +245,34 @@ async fn blocking<T: Send + 'static>(
 // The slim case
 
 /// A stored case as the views read it: what lights, lists and filters need.
-#[derive(Debug, Deserialize)]
+#[derive(Debug)]
 pub struct CaseLite {
     pub id: String,
-    #[serde(default)]
     pub data: LiteData,
-    #[serde(default)]
     pub withdrawn: bool,
-    #[serde(default)]
     pub first_event: i64,
-    #[serde(default)]
     pub last_event: i64,
-    #[serde(default)]
     pub clocks: Vec<LiteClock>,
-    #[serde(default)]
     pub violations: Vec<LiteViolation>,
-    #[serde(default)]
     pub duties: Vec<LiteDuty>,
 }
 
 /// The fields of a [`Clock`] the views use; the rest is skipped unread.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone)]
 pub struct LiteClock {
     pub rule: u16,
     pub started: i64,
-    #[serde(default)]
     pub mode: Option<LiteMode>,
-    #[serde(default)]
     pub since: Option<i64>,
-    #[serde(default)]
     pub deadline: Option<i64>,
-    #[serde(default)]
     pub last_deadline: Option<i64>,
-    #[serde(default)]
     pub yellow_fired: bool,
-    #[serde(default)]
     pub red_fired: bool,
-    #[serde(default)]
     pub stopped: Option<i64>,
 }
 
 /// The unit of a span clock (the rest of [`Mode`] skipped).
-#[derive(Debug, Clone, Copy, Deserialize)]
+#[derive(Debug, Clone, Copy)]
 pub enum LiteMode {
     Span { unit: Unit },
     Fixed {},
@@ -328,13 +315,11 @@ impl From<&Clock> for LiteClock {
 }
 
 /// The fields of a [`Violation`] the views use.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone)]
 pub struct LiteViolation {
     pub rule: u16,
     pub at: i64,
-    #[serde(default)]
     pub detail: String,
-    #[serde(default)]
     pub resolved: bool,
 }
 
@@ -350,10 +335,9 @@ impl From<&Violation> for LiteViolation {
 }
 
 /// The fields of a [`Duty`] the views use: the periods missed and their due times.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone)]
 pub struct LiteDuty {
     pub rule: u16,
-    #[serde(default)]
     pub missing: Vec<(i32, i64)>,
 }
 
@@ -366,7 +350,7 @@ impl From<&Duty> for LiteDuty {
     }
 }
 
-/// The three data fields the views show; the rest of the merged data is skipped unread.
+/// The three data fields the views show, as text.
 #[derive(Debug, Default)]
 pub struct LiteData {
     pub department: Option<String>,
@@ -374,73 +358,39 @@ pub struct LiteData {
     pub handler: Option<String>,
 }
 
-impl<'de> Deserialize<'de> for LiteData {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> serde::de::Visitor<'de> for V {
-            type Value = LiteData;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("a list of [key, value] pairs")
-            }
-            fn visit_seq<A: serde::de::SeqAccess<'de>>(
-                self,
-                mut seq: A,
-            ) -> Result<LiteData, A::Error> {
-                let mut out = LiteData::default();
-                while let Some(pair) = seq.next_element::<Pair>()? {
-                    match pair {
-                        Pair::Department(v) => out.department = v,
-                        Pair::Item(v) => out.item = v,
-                        Pair::Handler(v) => out.handler = v,
-                        Pair::Other => {}
-                    }
-                }
-                Ok(out)
-            }
+impl From<&Case> for CaseLite {
+    fn from(c: &Case) -> CaseLite {
+        // A string as it is; another value as its JSON text; null as absent.
+        let text = |key: &str| match c.get(key) {
+            None | Some(Datum::Null) => None,
+            Some(Datum::Str(s)) => Some(s.to_string()),
+            Some(other) => Some(other.to_value().to_string()),
+        };
+        CaseLite {
+            id: c.id.to_string(),
+            data: LiteData {
+                department: text("department"),
+                item: text("item"),
+                handler: text("handler"),
+            },
+            withdrawn: c.withdrawn,
+            first_event: c.first_event,
+            last_event: c.last_event,
+            clocks: c.clocks.iter().map(LiteClock::from).collect(),
+            violations: c.violations.iter().map(LiteViolation::from).collect(),
+            duties: c.duties.iter().map(LiteDuty::from).collect(),
         }
-        d.deserialize_seq(V)
     }
 }
 
-enum Pair {
-    Department(Option<String>),
-    Item(Option<String>),
-    Handler(Option<String>),
-    Other,
-}
-
-impl<'de> Deserialize<'de> for Pair {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> serde::de::Visitor<'de> for V {
-            type Value = Pair;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("a [key, value] pair")
-            }
-            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Pair, A::Error> {
-                let key: std::borrow::Cow<'de, str> = match seq.next_element()? {
-                    Some(k) => k,
-                    None => return Ok(Pair::Other),
-                };
-                let text = |v: Option<Value>| match v {
-                    Some(Value::String(s)) => Some(s),
-                    Some(Value::Null) | None => None,
-                    Some(other) => Some(other.to_string()),
-                };
-                let pair = match &*key {
-                    "department" => Pair::Department(text(seq.next_element()?)),
-                    "item" => Pair::Item(text(seq.next_element()?)),
-                    "handler" => Pair::Handler(text(seq.next_element()?)),
-                    _ => {
-                        seq.next_element::<serde::de::IgnoredAny>()?;
-                        Pair::Other
-                    }
-                };
-                while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
-                Ok(pair)
-            }
+/// Reads a stored case for the views; `None` (after a warning naming it) when unreadable.
+fn read_lite(topic: &str, partition: u32, id: &str, bytes: &[u8]) -> Option<CaseLite> {
+    match crate::store::decode_case(bytes) {
+        Ok(c) => Some(CaseLite::from(&c)),
+        Err(e) => {
+            tracing::warn!(topic, partition, case = id, error = %e, "unreadable case skipped");
+            None
         }
-        d.deserialize_seq(V)
     }
 }
 
@@ -539,47 +489,6 @@ fn judge(
         rules,
         urgent,
         next_deadline,
-    }
-}
-
-/// Byte patterns a stored case must contain to possibly match a query: checked with a
-/// substring search before the case is parsed (most of a full scan's cost), never trusted
-/// alone — a case that passes is parsed and judged.
-struct Prefilter {
-    /// Every group must have at least one pattern present.
-    groups: Vec<Vec<memchr::memmem::Finder<'static>>>,
-}
-
-impl Prefilter {
-    fn new() -> Prefilter {
-        Prefilter { groups: Vec::new() }
-    }
-    fn require_any(&mut self, patterns: &[&str]) {
-        self.groups.push(
-            patterns
-                .iter()
-                .map(|p| memchr::memmem::Finder::new(p.as_bytes()).into_owned())
-                .collect(),
-        );
-    }
-    /// The patterns a case (or a rule's items in it) of this light, or an open case, must
-    /// contain.
-    fn light(&mut self, light: Option<Light>, open: Option<bool>) {
-        match light {
-            Some(Light::Red) => {
-                self.require_any(&["\"red_fired\":true", "\"resolved\":false", "\"missing\":[["])
-            }
-            Some(Light::Yellow) => self.require_any(&["\"yellow_fired\":true"]),
-            _ => {}
-        }
-        if open == Some(true) {
-            self.require_any(&["\"stopped\":null", "\"resolved\":false", "\"duties\":[{"]);
-        }
-    }
-    fn pass(&self, bytes: &[u8]) -> bool {
-        self.groups
-            .iter()
-            .all(|g| g.iter().any(|f| f.find(bytes).is_some()))
     }
 }
 
@@ -718,21 +627,12 @@ fn scan_snapshot(store: &crate::store::Store, view: &View) -> Result<Snapshot, A
     let max = view.board.list_max;
     let mut red = Smallest::new(max);
     let mut yellow = Smallest::new(max);
-    let mut prefilter = Prefilter::new();
-    prefilter.light(None, Some(true));
     store
         .scan_cases(None, |topic, partition, id, bytes| {
             scanned += 1;
-            if !prefilter.pass(bytes) {
-                return true; // nothing open in it
-            }
-            let case: CaseLite = match serde_json::from_slice(bytes) {
-                Ok(c) => c,
-                Err(e) => {
-                    unreadable += 1;
-                    tracing::warn!(topic, partition, case = id, error = %e, "unreadable case skipped by the board");
-                    return true;
-                }
+            let Some(case) = read_lite(topic, partition, id, bytes) else {
+                unreadable += 1;
+                return true;
             };
             let j = case.judge();
             if !j.open {
@@ -1005,17 +905,6 @@ pub async fn cases(
     let limit = parse_limit(q.limit.as_deref(), 100, 1000)?;
     let cursor = q.cursor.as_deref().map(decode_cursor).transpose()?;
     let department = q.department.clone();
-    // A department is stored as the pair ["department","…"] in the case's data, a rule as
-    // `{"rule":N,` in its clocks, violations or duties: byte searches rule out most other
-    // cases before any parsing.
-    let mut prefilter = Prefilter::new();
-    if let Some(d) = &department {
-        prefilter.require_any(&[&format!("[\"department\",{}]", Value::String(d.clone()))]);
-    }
-    if let Some(r) = rule {
-        prefilter.require_any(&[&format!("{{\"rule\":{r},")]);
-    }
-    prefilter.light(light.filter(|l| *l != Light::Green), open);
     let s2 = s.clone();
     let (items, next, scanned) = blocking(move || {
         let view = &s2.view;
@@ -1030,15 +919,8 @@ pub async fn cases(
         s2.store
             .scan_cases(after, |topic, partition, id, bytes| {
                 scanned += 1;
-                if !prefilter.pass(bytes) {
+                let Some(c) = read_lite(topic, partition, id, bytes) else {
                     return true;
-                }
-                let c: CaseLite = match serde_json::from_slice(bytes) {
-                    Ok(c) => c,
-                    Err(e) => {
-                        tracing::warn!(topic, partition, case = id, error = %e, "unreadable case skipped");
-                        return true;
-                    }
                 };
                 if department.as_deref().is_some_and(|d| c.department() != d) {
                     return true;
@@ -1519,13 +1401,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn lite_data_keeps_three_fields_and_skips_the_rest() {
-        let json = r#"{"id":"A","data":[["big",{"x":[1,2,3]}],["department","市住建局"],["handler","张三"],["item",7]],"seen":[1,2,3],"types":5}"#;
-        let c: CaseLite = serde_json::from_str(json).expect("parse");
+    fn lite_data_keeps_three_fields_as_text() {
+        let json = r#"{"id":"A","data":[["big",{"x":[1,2,3]}],["department","市住建局"],["handler","张三"],["item",7],["note",null]],"seen":[1,2,3],"types":5,"first_event":0,"last_event":0,"withdrawn":false,"clocks":[],"stages":[],"violations":[],"duties":[]}"#;
+        let case: Case = serde_json::from_str(json).expect("parse");
+        // Through the store's encoding, as the views read it.
+        let bytes = crate::store::encode_case(&case).expect("encode");
+        let c = read_lite("t", 0, "A", &bytes).expect("readable");
         assert_eq!(c.data.department.as_deref(), Some("市住建局"));
         assert_eq!(c.data.handler.as_deref(), Some("张三"));
         assert_eq!(c.data.item.as_deref(), Some("7"));
         assert!(!c.judge().open);
+        assert!(read_lite("t", 0, "A", &bytes[..bytes.len() / 2]).is_none());
     }
 
     #[test]

@@ -151,6 +151,13 @@ pub struct StoreConfig {
     /// `src/writer.rs`). 0: every batch is durable before the next.
     #[serde(default = "default_sync_ms")]
     pub sync_ms: u64,
+    /// The store's own page cache in MiB (redb's read cache and write buffer). Small by
+    /// default: the engine holds every open case in memory, so the store is read in full
+    /// only at start-up, where a large cache costs more (every page read is kept, in memory
+    /// that must first be zeroed) than it saves; the operating system's page cache serves
+    /// the API's reads.
+    #[serde(default = "default_cache_mib")]
+    pub cache_mib: usize,
 }
 
 impl Default for StoreConfig {
@@ -159,6 +166,7 @@ impl Default for StoreConfig {
             data_dir: default_data_dir(),
             timers_per_commit: default_timers_per_commit(),
             sync_ms: default_sync_ms(),
+            cache_mib: default_cache_mib(),
         }
     }
 }
@@ -169,6 +177,10 @@ const fn default_timers_per_commit() -> usize {
 
 const fn default_sync_ms() -> u64 {
     200
+}
+
+const fn default_cache_mib() -> usize {
+    crate::store::DEFAULT_CACHE_MIB
 }
 
 fn default_data_dir() -> PathBuf {
@@ -541,6 +553,12 @@ impl Config {
             return Err(invalid(format!(
                 "`store.sync_ms` is {}; at most 10000 (a crash redoes up to this much work)",
                 config.store.sync_ms
+            )));
+        }
+        if !(1..=1 << 20).contains(&config.store.cache_mib) {
+            return Err(invalid(format!(
+                "`store.cache_mib` is {}; between 1 and 1048576 (MiB)",
+                config.store.cache_mib
             )));
         }
         if config.http.listen.parse::<SocketAddr>().is_err() {

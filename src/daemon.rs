@@ -205,7 +205,7 @@ impl PartitionState {
 /// The daemon. `shutdown` resolves when it should stop (SIGTERM/SIGINT in `main`).
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     let data_dir = config.data_dir();
-    let store = Arc::new(Store::open(&data_dir)?);
+    let store = Arc::new(Store::open_with_cache(&data_dir, config.store.cache_mib)?);
     // Build one engine up front: a broken pack or calendar fails here, before consuming.
     let template = config.build_engine()?;
     let metrics = Metrics::new();
@@ -950,7 +950,7 @@ impl Loop<'_> {
                     Some(case) => {
                         // What the scorecard counts, kept after the case is forgotten.
                         crate::scorecard::ledger_rows(case, p.engine.rules(), &mut batch.ledger);
-                        Some(serde_json::to_vec(case)?)
+                        Some(crate::store::encode_case(case)?)
                     }
                     None => None,
                 };

@@ -613,7 +613,7 @@ async fn many_cases_latency_figures() {
             topic.clone(),
             0,
             c.id.to_string(),
-            Some(serde_json::to_vec(c).expect("json")),
+            Some(redlight::store::encode_case(c).expect("encode")),
         ));
         if batch.cases.len() >= 50_000 {
             store.commit(&batch).expect("commit");

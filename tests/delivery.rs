@@ -1222,6 +1222,8 @@ fn configuration_mistakes_name_the_key() {
             "[[receiver]]\nname = \"a\"\nformat = \"json\"\nurl = \"http://x/\"\n[[receiver]]\nname = \"a\"\nformat = \"json\"\nurl = \"http://y/\"\n",
             "`receiver[1].name`",
         ),
+        // Appended after the test config's `[store]` header: a key of `[store]`.
+        ("cache_mib = 0\n", "`store.cache_mib`"),
     ];
     for (extra, key) in cases {
         let path = write_config(&dir, extra);

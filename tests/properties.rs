@@ -263,8 +263,9 @@ fn run_in_slices(events: &[Event], slice: usize, until: i64) -> (Vec<Alert>, Eng
     let restart = |e: &Engine| {
         let mut fresh = engine();
         for c in e.cases() {
-            let json = serde_json::to_vec(c).expect("a case serialises");
-            fresh.restore(serde_json::from_slice(&json).expect("and reads back"));
+            // As the store keeps it.
+            let bytes = redlight::store::encode_case(c).expect("a case serialises");
+            fresh.restore(redlight::store::decode_case(&bytes).expect("and reads back"));
         }
         fresh.restore_clock(e.now());
         fresh
