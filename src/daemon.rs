@@ -205,6 +205,9 @@ impl PartitionState {
 /// The daemon. `shutdown` resolves when it should stop (SIGTERM/SIGINT in `main`).
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     let data_dir = config.data_dir();
+    // Opening after a crash and the restore below read the whole file: have the kernel
+    // read it ahead, front to back.
+    Store::prefetch(&data_dir);
     let store = Arc::new(Store::open_with_cache(&data_dir, config.store.cache_mib)?);
     // Build one engine up front: a broken pack or calendar fails here, before consuming.
     let template = config.build_engine()?;

@@ -182,6 +182,63 @@ impl Store {
         Ok(store)
     }
 
+    /// Asks the operating system to read the whole store file (if there is one) into its
+    /// page cache, in the background (Linux `posix_fadvise(WILLNEED)` over the file; elsewhere nothing). Called before the
+    /// start-up restore: the restore reads every case in key order, which after
+    /// copy-on-write updates is scattered over the file, and on a cold page cache (after a
+    /// reboot, or once the kernel has reclaimed the file) those random reads took 50 s for a
+    /// million cases on a disk that reads the same file front to back in 3 s.
+    ///
+    /// Takes the data directory, and is called before [`Store::open`]: an open after a crash
+    /// reads the whole file too (redb's repair).
+    pub fn prefetch(dir: &Path) {
+        #[cfg(target_os = "linux")]
+        {
+            let file = dir.join(FILE_NAME);
+            let spawned = std::thread::Builder::new()
+                .name("store-prefetch".into())
+                .spawn(move || {
+                    use std::os::fd::AsRawFd;
+                    let started = std::time::Instant::now();
+                    let f = match std::fs::File::open(&file) {
+                        Ok(f) => f,
+                        Err(e) => {
+                            tracing::debug!(file = %file.display(), error = %e, "store prefetch skipped");
+                            return;
+                        }
+                    };
+                    let len = f.metadata().map_or(0, |m| m.len());
+                    // In chunks: the kernel reads ahead at most a few MiB per call (one call
+                    // for the whole file brought in 8 MiB). The calls return once the reads
+                    // are queued, so the loop is paced by the disk, not by copying.
+                    const CHUNK: u64 = 4 << 20;
+                    let mut offset = 0u64;
+                    while offset < len {
+                        let (Ok(off), Ok(n)) = (
+                            libc::off_t::try_from(offset),
+                            libc::off_t::try_from(CHUNK),
+                        ) else {
+                            break;
+                        };
+                        // SAFETY: a plain syscall on a descriptor this thread owns.
+                        let rc = unsafe {
+                            libc::posix_fadvise(f.as_raw_fd(), off, n, libc::POSIX_FADV_WILLNEED)
+                        };
+                        if rc != 0 {
+                            tracing::debug!(file = %file.display(), rc, "store prefetch stopped");
+                            break;
+                        }
+                        offset += CHUNK;
+                    }
+                    tracing::debug!(file = %file.display(), bytes = len,
+                        elapsed_ms = started.elapsed().as_millis() as u64, "store prefetch queued");
+                });
+            if let Err(e) = spawned {
+                tracing::debug!(error = %e, "store prefetch thread not started");
+            }
+        }
+    }
+
     /// Attaches a hook that writes more rows in the transaction of every batch with alerts
     /// (the delivery outbox: an alert is never durable without its deliveries).
     pub fn set_commit_hook(&self, hook: std::sync::Arc<dyn CommitHook>) {
