@@ -383,6 +383,19 @@ impl From<&Case> for CaseLite {
     }
 }
 
+/// The bytes every stored case of department `d` contains: the data pair
+/// `["department", d]` as [`crate::store::encode_case`] writes it. A byte search for them
+/// skips most cases of a department query without decoding them (a full decode is most of
+/// a scan's cost). `None` where the search could miss a match: the label of cases without a
+/// department, and a text that a number, boolean or other non-string value is shown as.
+fn department_bytes(d: &str) -> Option<memchr::memmem::Finder<'static>> {
+    if d == NO_DEPARTMENT || serde_json::from_str::<Value>(d).is_ok() {
+        return None;
+    }
+    let pattern = rmp_serde::to_vec(&("department", d)).ok()?;
+    Some(memchr::memmem::Finder::new(&pattern).into_owned())
+}
+
 /// Reads a stored case for the views; `None` (after a warning naming it) when unreadable.
 fn read_lite(topic: &str, partition: u32, id: &str, bytes: &[u8]) -> Option<CaseLite> {
     match crate::store::decode_case(bytes) {
@@ -905,6 +918,7 @@ pub async fn cases(
     let limit = parse_limit(q.limit.as_deref(), 100, 1000)?;
     let cursor = q.cursor.as_deref().map(decode_cursor).transpose()?;
     let department = q.department.clone();
+    let in_bytes = department.as_deref().and_then(department_bytes);
     let s2 = s.clone();
     let (items, next, scanned) = blocking(move || {
         let view = &s2.view;
@@ -919,6 +933,9 @@ pub async fn cases(
         s2.store
             .scan_cases(after, |topic, partition, id, bytes| {
                 scanned += 1;
+                if in_bytes.as_ref().is_some_and(|f| f.find(bytes).is_none()) {
+                    return true; // not of this department: skipped undecoded
+                }
                 let Some(c) = read_lite(topic, partition, id, bytes) else {
                     return true;
                 };
@@ -1399,6 +1416,30 @@ pub async fn refresh_gauges(s: &Arc<Shared>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_department_byte_search_finds_exactly_the_stored_pair() {
+        let case = |dept: &str| -> Vec<u8> {
+            let json = format!(
+                r#"{{"id":"A","data":[["department",{dept}],["item","市住建局窗口"]],"seen":[],"types":0,"first_event":0,"last_event":0,"withdrawn":false,"clocks":[],"stages":[],"violations":[],"duties":[]}}"#
+            );
+            let c: Case = serde_json::from_str(&json).expect("parse");
+            crate::store::encode_case(&c).expect("encode")
+        };
+        let f = department_bytes("市住建局").expect("a plain name is searched");
+        assert!(f.find(&case("\"市住建局\"")).is_some());
+        // Another department, or the name only inside another field: ruled out.
+        assert!(f.find(&case("\"市交通局\"")).is_none());
+        assert!(f.find(&case("\"市住建局（分局）\"")).is_none());
+        // A long name (another string header in MessagePack) is found too.
+        let long = "某某市某某区行政审批服务管理局第一分局综合窗口";
+        let f = department_bytes(long).expect("searched");
+        assert!(f.find(&case(&format!("\"{long}\""))).is_some());
+        // Texts a non-string value shows as, and the no-department label: never searched.
+        assert!(department_bytes("7").is_none());
+        assert!(department_bytes("true").is_none());
+        assert!(department_bytes(NO_DEPARTMENT).is_none());
+    }
 
     #[test]
     fn lite_data_keeps_three_fields_as_text() {
