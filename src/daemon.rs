@@ -77,7 +77,11 @@ enum Change {
 impl ClientContext for Ctx {
     fn error(&self, error: KafkaError, reason: &str) {
         self.metrics.kafka_errors.inc();
-        tracing::warn!(%error, reason, "kafka client error; retrying");
+        // Most errors pass (librdkafka retries by itself); a fatal one leaves the consumer
+        // unusable, and the callback gets the underlying code, not "fatal": the loop is
+        // woken to ask the client (`check_fatal`) and stops if so.
+        tracing::warn!(%error, reason, "kafka client error");
+        self.notify.notify_one();
     }
 
     /// librdkafka's periodic statistics: consumer lag per partition for the metric, and the
@@ -494,6 +498,7 @@ impl Loop<'_> {
     ) -> anyhow::Result<()> {
         tokio::pin!(shutdown);
         loop {
+            self.check_fatal()?;
             self.apply_changes()?;
             let sleep = self.time_to_next_due();
             tokio::select! {
@@ -675,6 +680,21 @@ impl Loop<'_> {
         Ok(())
     }
 
+    /// Stops the daemon when librdkafka reports a fatal error: the consumer can do nothing
+    /// more, and retrying would only log forever. The known cause is static group membership
+    /// (`group.instance.id` in `[kafka.librdkafka]`) with a second instance under the same id:
+    /// the broker fences the older one.
+    fn check_fatal(&self) -> anyhow::Result<()> {
+        if let Some((code, reason)) = self.consumer.client().fatal_error() {
+            anyhow::bail!(
+                "Kafka consumer stopped by a fatal error ({code:?}): {reason}. With \
+                 `group.instance.id` set in [kafka.librdkafka], another instance may be running \
+                 under the same id: each instance needs its own"
+            );
+        }
+        Ok(())
+    }
+
     /// Receives up to `batch_max` messages (waiting at most `batch_wait_ms` for more), applies
     /// them, and makes the batch durable.
     async fn batch(
@@ -689,6 +709,7 @@ impl Loop<'_> {
             Ok(m) => messages.push(m),
             Err(e) => {
                 self.metrics.kafka_errors.inc();
+                self.check_fatal()?;
                 tracing::warn!(error = %e, "kafka error while consuming; retrying");
                 tokio::time::sleep(Duration::from_millis(200)).await;
                 return Ok(());

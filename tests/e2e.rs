@@ -23,7 +23,8 @@ mod workload;
 
 use harness::{
     Daemon, Landed, Msg, Names, Producer, TestDir, Topics, alert_census, broker, end_offsets,
-    free_port, kafka_sh, multiset_diff, now_ms, poll_until, replay, serial, write_config,
+    free_port, kafka_sh, multiset_diff, now_ms, poll_until, replay, serial, set_librdkafka,
+    write_config,
 };
 use rdkafka::Message as _;
 use rdkafka::config::ClientConfig;
@@ -643,6 +644,58 @@ struct Bad {
     code: &'static str,
     /// The reason header names the problem.
     names: String,
+}
+
+/// Static group membership (`group.instance.id`, set through `[kafka.librdkafka]`): an
+/// instance restarted after `kill -9` takes its partitions back under the same id, and a
+/// second instance started under an id already in use fences the first, which must stop
+/// with a message saying why instead of retrying forever on a consumer that can do nothing.
+#[test]
+fn a_second_instance_under_the_same_static_id_stops_the_first_with_the_reason() {
+    let _serial = serial();
+    let b = broker();
+    let names = Names::new("f");
+    let _topics = Topics::create(&b.bootstrap, &[(&names.topic, 2), (&names.dead_letter, 1)]);
+    let instance = format!("{}-instance", names.group);
+    let start = |tag: &str| {
+        let dir = TestDir::new(tag);
+        let port = free_port();
+        let config = write_config(&dir.path, &b.bootstrap, &names, port);
+        set_librdkafka(&config, "group.instance.id", &instance);
+        let mut d = Daemon::new(config, dir.path.join("daemon.log"), port);
+        d.start();
+        d.wait_ready(Duration::from_secs(60));
+        (dir, d)
+    };
+    let (_dir_a, mut first) = start("fa");
+    // Restarted after kill -9 under the same id: it gets its partitions back.
+    first.kill9();
+    first.start();
+    first.wait_ready(Duration::from_secs(60));
+    first.assert_alive("after its restart under the same id");
+    // A second instance under the same id (another data directory) joins the group...
+    let (_dir_b, mut second) = start("fb");
+    // ... and the first stops by itself, non-zero, naming the cause.
+    let Some(status) = first.wait_exit(Duration::from_secs(60)) else {
+        first.fail("the fenced instance did not stop within 60 s");
+    };
+    assert!(
+        !status.success(),
+        "the fenced instance exited with {status}"
+    );
+    let log = std::fs::read_to_string(&first.log).unwrap_or_default();
+    assert!(
+        log.contains("fatal error") && log.contains("group.instance.id"),
+        "the fenced instance must say why it stopped:\n{}",
+        first.log_tail()
+    );
+    // The newer instance goes on.
+    second.assert_alive("after fencing the first");
+    assert!(
+        matches!(second.get("/readyz"), Some((200, _))),
+        "the second instance is ready"
+    );
+    second.stop_gracefully();
 }
 
 fn event_json(id: &str, kind: &str, time: &str, subject: &str, data: Value) -> Value {

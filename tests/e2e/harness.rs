@@ -433,6 +433,23 @@ pub fn write_config(dir: &Path, bootstrap: &str, names: &Names, port: u16) -> Pa
     path
 }
 
+/// Sets `[kafka.librdkafka]` `key = value` in a configuration written by [`write_config`].
+pub fn set_librdkafka(config: &Path, key: &str, value: &str) {
+    let text = std::fs::read_to_string(config).expect("reading the test config");
+    let mut doc: toml::Table = toml::from_str(&text).expect("the test config is TOML");
+    let kafka = doc
+        .get_mut("kafka")
+        .and_then(toml::Value::as_table_mut)
+        .expect("[kafka]");
+    kafka
+        .entry("librdkafka")
+        .or_insert_with(|| toml::Value::Table(toml::Table::new()))
+        .as_table_mut()
+        .expect("[kafka.librdkafka] is a table")
+        .insert(key.into(), value.into());
+    std::fs::write(config, toml::to_string(&doc).expect("config TOML")).expect("writing config");
+}
+
 /// `redlight run` as a child process; killed (SIGKILL) when dropped.
 pub struct Daemon {
     pub config: PathBuf,
@@ -530,6 +547,20 @@ impl Daemon {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// Waits for the daemon to exit by itself; its status, or `None` after `timeout`.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            let child = self.child.as_mut().expect("a running daemon");
+            if let Some(status) = child.try_wait().expect("try_wait") {
+                self.child = None;
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        None
     }
 
     /// SIGTERM and insist on a clean exit 0.
