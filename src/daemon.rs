@@ -18,7 +18,7 @@
 
 use crate::alert::Alert;
 use crate::config::Config;
-use crate::engine::{Applied, Engine};
+use crate::engine::{Applied, Case, Engine};
 use crate::event::Event;
 use crate::metrics::Metrics;
 use crate::store::{Store, WriteBatch};
@@ -471,7 +471,46 @@ fn restore_partition(
     let mut engine = Engine::new(rules.clone(), calendar.clone());
     engine.set_retention_days(retention_days);
     engine.track_changes();
-    let n = store.load_partition(&slot.0, slot.1, |case| engine.restore(case))?;
+    // Reading and decoding on a thread of their own, the engine filled here: a partition
+    // restores on two cores instead of one (a topic of one partition holds all the cases).
+    const CHUNK: usize = 1024;
+    let n = std::thread::scope(|scope| -> anyhow::Result<usize> {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<Case>>(8);
+        let reader = std::thread::Builder::new()
+            .name("redlight-read".into())
+            .spawn_scoped(scope, move || {
+                let mut chunk = Vec::with_capacity(CHUNK);
+                let mut receiver_gone = false;
+                let n = store.load_partition(&slot.0, slot.1, |case| {
+                    chunk.push(case);
+                    if chunk.len() == CHUNK && !receiver_gone {
+                        let full = std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK));
+                        receiver_gone = tx.send(full).is_err();
+                    }
+                })?;
+                if !chunk.is_empty() && !receiver_gone {
+                    let _ = tx.send(chunk);
+                }
+                Ok::<usize, crate::store::StoreError>(n)
+            })
+            .context("starting a restore reader thread")?;
+        let mut restored = 0usize;
+        for chunk in rx {
+            for case in chunk {
+                engine.restore(case);
+                restored += 1;
+            }
+        }
+        let n = match reader.join() {
+            Ok(r) => r?,
+            Err(_) => anyhow::bail!("the thread reading partition {slot:?} panicked"),
+        };
+        anyhow::ensure!(
+            restored == n,
+            "partition {slot:?}: {n} cases read, {restored} restored"
+        );
+        Ok(n)
+    })?;
     engine.take_changed();
     if let Some(now) = store.engine_clock(&slot.0, slot.1)? {
         engine.restore_clock(now);
