@@ -67,6 +67,16 @@ pub fn decode_case(bytes: &[u8]) -> Result<Case, rmp_serde::decode::Error> {
 /// The file name inside the data directory.
 pub const FILE_NAME: &str = "redlight.redb";
 
+/// `MemAvailable` of a `/proc/meminfo` text, in bytes.
+#[cfg(any(target_os = "linux", test))]
+fn mem_available(meminfo: &str) -> Option<u64> {
+    let line = meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix("MemAvailable:"))?;
+    let kib: u64 = line.trim().strip_suffix("kB")?.trim().parse().ok()?;
+    kib.checked_mul(1024)
+}
+
 /// The store's page cache unless configured (`store.cache_mib`). redb's default is 1 GiB,
 /// which made restoring a million cases take twice as long: a full scan fills the cache with
 /// every page it reads, each in freshly zeroed memory, and none is read again.
@@ -206,6 +216,16 @@ impl Store {
                         }
                     };
                     let len = f.metadata().map_or(0, |m| m.len());
+                    // A file that would not fit in half the memory available is left alone:
+                    // reading it all in would only evict its own first pages again.
+                    let available = std::fs::read_to_string("/proc/meminfo")
+                        .ok()
+                        .and_then(|m| mem_available(&m));
+                    if available.is_some_and(|a| len > a / 2) {
+                        tracing::info!(file = %file.display(), bytes = len, available,
+                            "store larger than half the available memory: not read ahead");
+                        return;
+                    }
                     // In chunks: the kernel reads ahead at most a few MiB per call (one call
                     // for the whole file brought in 8 MiB). The calls return once the reads
                     // are queued, so the loop is paced by the disk, not by copying.
@@ -956,6 +976,14 @@ mod tests {
         let first = t.get(("events", 0, "C00000")).expect("get").expect("kept");
         assert_eq!(first.value(), good.as_slice());
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn available_memory_is_read_from_meminfo() {
+        let text = "MemTotal:       24684132 kB\nMemFree:        11546000 kB\nMemAvailable:   23583000 kB\n";
+        assert_eq!(mem_available(text), Some(23_583_000 * 1024));
+        assert_eq!(mem_available("MemTotal: 1 kB\n"), None);
+        assert_eq!(mem_available("MemAvailable: lots\n"), None);
     }
 
     #[test]
