@@ -1099,15 +1099,7 @@ fn case_json(
     alerts: Vec<(u64, Alert)>,
 ) -> Value {
     let now = chrono::Utc::now().timestamp_millis();
-    let j = judge(
-        c.withdrawn,
-        &c.clocks.iter().map(LiteClock::from).collect::<Vec<_>>(),
-        &c.violations
-            .iter()
-            .map(LiteViolation::from)
-            .collect::<Vec<_>>(),
-        &c.duties.iter().map(LiteDuty::from).collect::<Vec<_>>(),
-    );
+    let j = CaseLite::from(c).judge();
     let rule_of = |idx: u16| view.rules.rules.get(idx as usize);
     let data: serde_json::Map<String, Value> = c
         .data
