@@ -14,7 +14,8 @@
 //!    with every case restored.
 //!
 //! Prints figures; asserts nothing about speed. `REDLIGHT_BENCH_KEEP=1` keeps the data
-//! directory and the daemon's logs.
+//! directory and the daemon's logs; `REDLIGHT_BENCH_LOG` sets the daemon's `RUST_LOG`
+//! (for example `warn,redlight::daemon=info,redlight::store=debug` to log checkpoints).
 
 #[path = "../tests/common/calendar.rs"]
 mod calendar;
@@ -268,7 +269,11 @@ fn start(config: &Path, log: &Path) -> Child {
     Command::new(env!("CARGO_BIN_EXE_redlight"))
         .args(["run", "--config"])
         .arg(config)
-        .env("RUST_LOG", "warn,redlight::daemon=info")
+        .env(
+            "RUST_LOG",
+            std::env::var("REDLIGHT_BENCH_LOG")
+                .unwrap_or_else(|_| "warn,redlight::daemon=info".into()),
+        )
         .stdout(Stdio::null())
         .stderr(log)
         .spawn()

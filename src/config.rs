@@ -158,6 +158,11 @@ pub struct StoreConfig {
     /// the API's reads.
     #[serde(default = "default_cache_mib")]
     pub cache_mib: usize,
+    /// Changed cases and alerts kept in the store's journal (and, for readers, in memory)
+    /// before they are written into its case tables in one checkpoint (see `src/store.rs`).
+    /// Larger: fewer page rewrites per event and more memory (a few hundred bytes each).
+    #[serde(default = "default_checkpoint_cases")]
+    pub checkpoint_cases: usize,
 }
 
 impl Default for StoreConfig {
@@ -167,6 +172,7 @@ impl Default for StoreConfig {
             timers_per_commit: default_timers_per_commit(),
             sync_ms: default_sync_ms(),
             cache_mib: default_cache_mib(),
+            checkpoint_cases: default_checkpoint_cases(),
         }
     }
 }
@@ -181,6 +187,10 @@ const fn default_sync_ms() -> u64 {
 
 const fn default_cache_mib() -> usize {
     crate::store::DEFAULT_CACHE_MIB
+}
+
+const fn default_checkpoint_cases() -> usize {
+    crate::store::DEFAULT_CHECKPOINT_CASES
 }
 
 fn default_data_dir() -> PathBuf {
@@ -560,6 +570,11 @@ impl Config {
                 "`store.cache_mib` is {}; between 1 and 1048576 (MiB)",
                 config.store.cache_mib
             )));
+        }
+        if config.store.checkpoint_cases == 0 {
+            return Err(invalid(
+                "`store.checkpoint_cases` must be at least 1".into(),
+            ));
         }
         if config.http.listen.parse::<SocketAddr>().is_err() {
             return Err(invalid(format!(

@@ -12,17 +12,34 @@
 //!
 //! Tables:
 //! - `meta`: `schema` → the store's format version;
-//! - `cases`: `(topic, partition, case id)` → the case in MessagePack ([`encode_case`]);
+//! - `cases`: `(topic, partition, case id)` → the case in MessagePack ([`encode_case`]), as
+//!   of the last checkpoint;
+//! - `case_journal`: batch number → the cases that batch changed, since the last checkpoint
+//!   (`encode_journal`). See below;
 //! - `offsets`: `(topic, partition)` → the next offset to consume;
 //! - `alerts`: sequence number → alert JSON, every alert in the order it happened (the
 //!   source for delivery and the API).
 //! - `case_alerts`: `(case id, sequence number)` → `()`, an index of `alerts` by case for
-//!   `/api/v1/cases/{id}` (built once from `alerts` when missing).
+//!   `/api/v1/cases/{id}`, as of the last checkpoint (`meta` `case_alerts_through`: the
+//!   last alert it covers).
 //! - `ledger`: `(instant, case id, record key)` → JSON: what the scorecard counts (a case
 //!   closed on time or late, a violation), kept after the case itself is forgotten; written
 //!   with the case in the same transaction (see `src/scorecard.rs`).
 //! - the alert-delivery outbox, dead letters and escalation steps: written by
 //!   [`CommitHook`] in the same transaction as the alerts (see `src/delivery.rs`).
+//!
+//! Journal and checkpoints. A batch does not update `cases` and `case_alerts` in place:
+//! with a million open cases, each changed case and each alert landed on a page of its own
+//! in those B-trees, and rewriting (copy on write) two random pages per event was most of
+//! what the daemon spent. A batch appends its changed cases to `case_journal` instead, as
+//! one row at the end of that table, and leaves its alerts out of `case_alerts`. The store
+//! keeps what the journal and the unindexed alerts say in memory (the overlay, one
+//! generation per batch, each sorted by key), and every reader sees `cases` and
+//! `case_alerts` with the overlay laid over them, from the same committed state. Once the overlay holds `store.checkpoint_cases` entries,
+//! the batch that crosses it writes them all into `cases` and `case_alerts`, in key order
+//! (neighbouring keys share pages, so a page is rewritten once per checkpoint rather than
+//! once per change), and empties the journal, in its own transaction. Opening the store
+//! rebuilds the overlay from the journal and the alerts after `case_alerts_through`.
 
 use crate::alert::Alert;
 use crate::engine::Case;
@@ -30,7 +47,10 @@ use redb::{
     Database, DatabaseError, ReadableDatabase, ReadableTable, ReadableTableMetadata,
     TableDefinition,
 };
+use std::collections::HashMap;
+use std::ops::Bound;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 const CASES: TableDefinition<(&str, u32, &str), &[u8]> = TableDefinition::new("cases");
@@ -42,14 +62,30 @@ const CLOCKS: TableDefinition<(&str, u32), i64> = TableDefinition::new("engine_c
 const ALERTS: TableDefinition<u64, &[u8]> = TableDefinition::new("alerts");
 const CASE_ALERTS: TableDefinition<(&str, u64), ()> = TableDefinition::new("case_alerts");
 const LEDGER: TableDefinition<(i64, &str, &str), &[u8]> = TableDefinition::new("ledger");
+/// Cases changed since the last checkpoint: one row per batch, numbered in commit order,
+/// holding the batch's changed cases in one value (see [`encode_journal`]). One insert of a
+/// few MiB instead of thousands of small ones.
+const JOURNAL: TableDefinition<u64, &[u8]> = TableDefinition::new("case_journal");
+/// `meta` key: the last alert sequence number `case_alerts` covers (big-endian u64).
+const META_INDEXED: &str = "case_alerts_through";
 
 /// The format version of the store. A store written by another version is refused with a
 /// clear error rather than misread.
-/// Format 1 kept cases as JSON; a store in format 1 is converted when opened.
-pub const SCHEMA_VERSION: &str = "redlight-store-2";
+/// Format 1 kept cases as JSON and is converted when opened; format 2 had no journal and
+/// is taken as it is (its `cases` and `case_alerts` are complete: a checkpoint).
+pub const SCHEMA_VERSION: &str = "redlight-store-3";
 
-/// Format 1: the same tables, cases as JSON.
+/// Format 1: cases as JSON, no journal.
 const SCHEMA_JSON_CASES: &str = "redlight-store-1";
+
+/// Format 2: cases in MessagePack, no journal.
+const SCHEMA_NO_JOURNAL: &str = "redlight-store-2";
+
+/// How many overlay entries (changed cases plus alerts not yet in `case_alerts`) a store
+/// keeps before a checkpoint, unless configured (`store.checkpoint_cases`). About 100 MB of
+/// memory with cases of a few hundred bytes; with a million open cases a checkpoint then
+/// rewrites each page of `cases` about once for every two changes on it.
+pub const DEFAULT_CHECKPOINT_CASES: usize = 500_000;
 
 /// A case as stored: MessagePack with each struct as an array of its fields in declaration
 /// order (`rmp_serde::to_vec`). A third of the size of its JSON, and decoded in less than
@@ -154,6 +190,242 @@ pub struct Store {
     file: PathBuf,
     /// Writes more rows in each batch's transaction (the delivery outbox, `src/delivery.rs`).
     hook: std::sync::RwLock<Option<std::sync::Arc<dyn CommitHook>>>,
+    /// What the journal and the unindexed alerts hold, newest generation last. Locked for
+    /// writing while a transaction commits and the overlay follows it, and for reading
+    /// while a reader opens its transaction and takes the generations: a reader always
+    /// gets the overlay of the state its transaction sees.
+    overlay: std::sync::RwLock<Overlay>,
+    /// Overlay entries that trigger a checkpoint.
+    checkpoint_every: std::sync::atomic::AtomicUsize,
+}
+
+/// `(topic, partition, case id)`.
+type CaseKey = (String, u32, String);
+
+/// The changes of one committed batch that are not yet checkpointed.
+#[derive(Default)]
+struct Generation {
+    /// The batch's journal row ([`encode_journal`]).
+    journal: Vec<u8>,
+    /// The changed cases in key order, each with where in `journal` it is stored, or `None`
+    /// when the engine forgot it. Sorted, so that readers merge the generations in key order
+    /// without sorting them again (a page of `/api/v1/cases` costs a few binary searches).
+    cases: Vec<(CaseKey, Option<std::ops::Range<usize>>)>,
+    /// Case id → the sequence numbers of its alerts, in order.
+    alerts: HashMap<String, Vec<u64>>,
+    alert_count: usize,
+}
+
+impl Generation {
+    /// The generation of a journal row.
+    fn of_journal(journal: Vec<u8>) -> Result<Generation, String> {
+        let mut cases: Vec<(CaseKey, Option<std::ops::Range<usize>>)> = decode_journal(&journal)?
+            .into_iter()
+            .map(|(topic, partition, id, at)| ((topic.to_string(), partition, id.to_string()), at))
+            .collect();
+        // Stable: of a case written twice in one row (the daemon writes each once), the
+        // later entry is kept.
+        cases.sort_by(|a, b| a.0.cmp(&b.0));
+        cases.reverse();
+        cases.dedup_by(|later, earlier| later.0 == earlier.0);
+        cases.reverse();
+        Ok(Generation {
+            journal,
+            cases,
+            ..Generation::default()
+        })
+    }
+
+    fn size(&self) -> usize {
+        self.cases.len() + self.alert_count
+    }
+
+    fn value(&self, at: &Option<std::ops::Range<usize>>) -> Option<&[u8]> {
+        at.as_ref().and_then(|r| self.journal.get(r.clone()))
+    }
+
+    /// This generation's change of a case: `Some(None)` when it forgot the case, `None`
+    /// when it did not change it.
+    fn get(&self, topic: &str, partition: u32, id: &str) -> Option<Option<&[u8]>> {
+        let i = self
+            .cases
+            .binary_search_by(|((t, p, c), _)| {
+                (t.as_str(), *p, c.as_str()).cmp(&(topic, partition, id))
+            })
+            .ok()?;
+        self.cases.get(i).map(|(_, at)| self.value(at))
+    }
+
+    fn key(&self, i: usize) -> Option<(&str, u32, &str)> {
+        self.cases
+            .get(i)
+            .map(|((t, p, c), _)| (t.as_str(), *p, c.as_str()))
+    }
+}
+
+type KeyRef<'a> = (&'a str, u32, &'a str);
+
+/// The overlay's changes within a key range in key order, of each key the newest: a k-way
+/// merge of the generations (a heap of each one's next key, ties to the newest).
+struct OverlayCursor<'a> {
+    generations: &'a [Arc<Generation>],
+    /// Per generation: the next entry and the end of the range.
+    at: Vec<(usize, usize)>,
+    heap: std::collections::BinaryHeap<std::cmp::Reverse<(KeyRef<'a>, std::cmp::Reverse<usize>)>>,
+    last: Option<KeyRef<'a>>,
+}
+
+impl<'a> OverlayCursor<'a> {
+    fn new(
+        generations: &'a [Arc<Generation>],
+        from: std::ops::Bound<KeyRef<'_>>,
+        to: std::ops::Bound<KeyRef<'_>>,
+    ) -> OverlayCursor<'a> {
+        use std::ops::Bound;
+        let mut at = Vec::with_capacity(generations.len());
+        let mut heap = std::collections::BinaryHeap::with_capacity(generations.len());
+        for (g, gen_) in generations.iter().enumerate() {
+            fn key<T>(e: &(CaseKey, T)) -> KeyRef<'_> {
+                (e.0.0.as_str(), e.0.1, e.0.2.as_str())
+            }
+            let start = match from {
+                Bound::Included(k) => gen_.cases.partition_point(|e| key(e) < k),
+                Bound::Excluded(k) => gen_.cases.partition_point(|e| key(e) <= k),
+                Bound::Unbounded => 0,
+            };
+            let end = match to {
+                Bound::Included(k) => gen_.cases.partition_point(|e| key(e) <= k),
+                Bound::Excluded(k) => gen_.cases.partition_point(|e| key(e) < k),
+                Bound::Unbounded => gen_.cases.len(),
+            };
+            at.push((start, end));
+            if start < end
+                && let Some(k) = gen_.key(start)
+            {
+                heap.push(std::cmp::Reverse((k, std::cmp::Reverse(g))));
+            }
+        }
+        OverlayCursor {
+            generations,
+            at,
+            heap,
+            last: None,
+        }
+    }
+}
+
+impl<'a> Iterator for OverlayCursor<'a> {
+    type Item = (KeyRef<'a>, Option<&'a [u8]>);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            let std::cmp::Reverse((key, std::cmp::Reverse(g))) = self.heap.pop()?;
+            let gen_ = self.generations.get(g)?;
+            let (i, end) = self.at.get_mut(g).map(|a| {
+                a.0 += 1;
+                (a.0 - 1, a.1)
+            })?;
+            if i + 1 < end
+                && let Some(k) = gen_.key(i + 1)
+            {
+                self.heap.push(std::cmp::Reverse((k, std::cmp::Reverse(g))));
+            }
+            // Equal keys pop newest first (the larger generation index sorts first).
+            if self.last == Some(key) {
+                continue;
+            }
+            self.last = Some(key);
+            return Some((key, gen_.cases.get(i).and_then(|(_, v)| gen_.value(v))));
+        }
+    }
+}
+
+/// A batch's changed cases as one journal row: their number, then for each the topic,
+/// partition, case id and the case as stored, each length-prefixed (all u32, little-endian;
+/// `u32::MAX` as the case's length: forgotten).
+fn encode_journal(cases: &[(String, u32, String, Option<Vec<u8>>)]) -> Vec<u8> {
+    let len: usize = cases
+        .iter()
+        .map(|(t, _, i, v)| 16 + t.len() + i.len() + v.as_ref().map_or(0, Vec::len))
+        .sum();
+    let mut out = Vec::with_capacity(4 + len);
+    out.extend_from_slice(&(cases.len() as u32).to_le_bytes());
+    let put = |out: &mut Vec<u8>, bytes: &[u8]| {
+        // A case id, topic or case longer than 4 GiB cannot come through Kafka.
+        out.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
+        out.extend_from_slice(bytes);
+    };
+    for (topic, partition, id, value) in cases {
+        put(&mut out, topic.as_bytes());
+        out.extend_from_slice(&partition.to_le_bytes());
+        put(&mut out, id.as_bytes());
+        match value {
+            Some(v) => put(&mut out, v),
+            None => out.extend_from_slice(&u32::MAX.to_le_bytes()),
+        }
+    }
+    out
+}
+
+/// The entries of a journal row: topic, partition, case id, and where the case is in the row
+/// (`None`: forgotten).
+type JournalEntry<'a> = (&'a str, u32, &'a str, Option<std::ops::Range<usize>>);
+
+fn decode_journal(row: &[u8]) -> Result<Vec<JournalEntry<'_>>, String> {
+    let mut at = 0usize;
+    let u32_at = |at: &mut usize| -> Result<u32, String> {
+        let b = row
+            .get(*at..*at + 4)
+            .ok_or_else(|| format!("journal row cut short at byte {at}"))?;
+        *at += 4;
+        Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    };
+    let bytes_at = |at: &mut usize, len: u32| -> Result<std::ops::Range<usize>, String> {
+        let r = *at..*at + len as usize;
+        if r.end > row.len() {
+            return Err(format!("journal row cut short at byte {at}"));
+        }
+        *at = r.end;
+        Ok(r)
+    };
+    let str_at = |at: &mut usize| -> Result<&str, String> {
+        let len = u32_at(at)?;
+        let start = *at;
+        let r = bytes_at(at, len)?;
+        std::str::from_utf8(&row[r]).map_err(|e| format!("journal row byte {start}: {e}"))
+    };
+    let count = u32_at(&mut at)?;
+    let mut out = Vec::with_capacity((count as usize).min(row.len() / 16));
+    for _ in 0..count {
+        let topic = str_at(&mut at)?;
+        let partition = u32_at(&mut at)?;
+        let id = str_at(&mut at)?;
+        let value = match u32_at(&mut at)? {
+            u32::MAX => None,
+            len => Some(bytes_at(&mut at, len)?),
+        };
+        out.push((topic, partition, id, value));
+    }
+    if at != row.len() {
+        return Err(format!(
+            "journal row has {} bytes after its {count} cases",
+            row.len() - at
+        ));
+    }
+    Ok(out)
+}
+
+#[derive(Default)]
+struct Overlay {
+    generations: Vec<Arc<Generation>>,
+    size: usize,
+}
+
+/// An alert's case, read from its JSON without the rest.
+#[derive(serde::Deserialize)]
+struct AlertCase<'a> {
+    #[serde(borrow)]
+    case: std::borrow::Cow<'a, str>,
 }
 
 impl Store {
@@ -186,10 +458,104 @@ impl Store {
             db,
             file,
             hook: std::sync::RwLock::new(None),
+            overlay: std::sync::RwLock::new(Overlay::default()),
+            checkpoint_every: std::sync::atomic::AtomicUsize::new(DEFAULT_CHECKPOINT_CASES),
         };
         store.check_schema()?;
-        store.index_case_alerts()?;
+        store.load_overlay()?;
         Ok(store)
+    }
+
+    /// Sets how many overlay entries trigger a checkpoint (at least 1).
+    pub fn set_checkpoint_cases(&self, n: usize) {
+        self.checkpoint_every
+            .store(n.max(1), std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// How many overlay entries there are now (changed cases and unindexed alerts).
+    pub fn overlay_size(&self) -> usize {
+        self.overlay_read().size
+    }
+
+    fn overlay_read(&self) -> std::sync::RwLockReadGuard<'_, Overlay> {
+        self.overlay.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn overlay_write(&self) -> std::sync::RwLockWriteGuard<'_, Overlay> {
+        self.overlay.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A read transaction and the overlay of the state it sees.
+    fn read(&self) -> Result<(redb::ReadTransaction, Vec<Arc<Generation>>), StoreError> {
+        let overlay = self.overlay_read();
+        let tx = self.db.begin_read().map_err(|e| self.err(e))?;
+        Ok((tx, overlay.generations.clone()))
+    }
+
+    /// Rebuilds the overlay from the journal and the alerts `case_alerts` does not cover.
+    fn load_overlay(&self) -> Result<(), StoreError> {
+        let started = std::time::Instant::now();
+        let tx = self.db.begin_read().map_err(|e| self.err(e))?;
+        let mut generations = Vec::new();
+        let journal = tx.open_table(JOURNAL).map_err(|e| self.err(e))?;
+        for row in journal.iter().map_err(|e| self.err(e))? {
+            let (k, v) = row.map_err(|e| self.err(e))?;
+            let g = Generation::of_journal(v.value().to_vec()).map_err(|message| {
+                StoreError::Corrupt {
+                    file: self.file.clone(),
+                    message: format!("case journal row {}: {message}", k.value()),
+                }
+            })?;
+            generations.push(Arc::new(g));
+        }
+        // The alerts since the checkpoint, in a generation of their own.
+        let mut g = Generation::default();
+        let through = self.indexed_through(&tx)?;
+        let alerts = tx.open_table(ALERTS).map_err(|e| self.err(e))?;
+        for row in alerts
+            .range(through.saturating_add(1)..)
+            .map_err(|e| self.err(e))?
+        {
+            let (k, v) = row.map_err(|e| self.err(e))?;
+            let of = self.alert_case(k.value(), v.value())?;
+            g.alerts
+                .entry(of.case.into_owned())
+                .or_default()
+                .push(k.value());
+            g.alert_count += 1;
+        }
+        generations.push(Arc::new(g));
+        generations.retain(|g| g.size() > 0);
+        let size = generations.iter().map(|g| g.size()).sum();
+        if size > 0 {
+            tracing::info!(file = %self.file.display(), batches = generations.len(), entries = size,
+                elapsed_ms = started.elapsed().as_millis() as u64, "store journal read");
+        }
+        let mut o = self.overlay_write();
+        o.size = size;
+        o.generations = generations;
+        Ok(())
+    }
+
+    /// The case of stored alert `seq`.
+    fn alert_case<'a>(&self, seq: u64, json: &'a [u8]) -> Result<AlertCase<'a>, StoreError> {
+        serde_json::from_slice(json).map_err(|e| StoreError::Corrupt {
+            file: self.file.clone(),
+            message: format!("alert {seq}: {e}"),
+        })
+    }
+
+    fn indexed_through(&self, tx: &redb::ReadTransaction) -> Result<u64, StoreError> {
+        let meta = tx.open_table(META).map_err(|e| self.err(e))?;
+        let v = meta.get(META_INDEXED).map_err(|e| self.err(e))?;
+        match v.map(|v| <[u8; 8]>::try_from(v.value())) {
+            Some(Ok(b)) => Ok(u64::from_be_bytes(b)),
+            Some(Err(_)) => Err(StoreError::Corrupt {
+                file: self.file.clone(),
+                message: format!("meta {META_INDEXED:?} is not 8 bytes"),
+            }),
+            None => Ok(0),
+        }
     }
 
     /// Asks the operating system to read the store file in `dir` (if there is one) into its
@@ -305,13 +671,13 @@ impl Store {
                 .get("schema")
                 .map_err(|e| self.err(e))?
                 .map(|v| String::from_utf8_lossy(v.value()).into_owned());
-            match found {
-                Some(v) if v == SCHEMA_VERSION => {}
+            let upgrade = match found {
+                Some(v) if v == SCHEMA_VERSION => false,
                 Some(v) if v == SCHEMA_JSON_CASES => {
                     self.convert_json_cases(&tx)?;
-                    meta.insert("schema", SCHEMA_VERSION.as_bytes())
-                        .map_err(|e| self.err(e))?;
+                    true
                 }
+                Some(v) if v == SCHEMA_NO_JOURNAL => true,
                 Some(v) => {
                     return Err(StoreError::Incompatible {
                         file: self.file.clone(),
@@ -322,9 +688,20 @@ impl Store {
                 None => {
                     meta.insert("schema", SCHEMA_VERSION.as_bytes())
                         .map_err(|e| self.err(e))?;
+                    false
                 }
+            };
+            if upgrade {
+                // Formats 1 and 2 indexed every alert in `case_alerts` (or none, in a store
+                // written before the index existed): a checkpoint through the last alert.
+                let through = self.index_case_alerts(&tx)?;
+                meta.insert(META_INDEXED, through.to_be_bytes().as_slice())
+                    .map_err(|e| self.err(e))?;
+                meta.insert("schema", SCHEMA_VERSION.as_bytes())
+                    .map_err(|e| self.err(e))?;
             }
             tx.open_table(CASES).map_err(|e| self.err(e))?;
+            tx.open_table(JOURNAL).map_err(|e| self.err(e))?;
             tx.open_table(OFFSETS).map_err(|e| self.err(e))?;
             tx.open_table(CLOCKS).map_err(|e| self.err(e))?;
             tx.open_table(ALERTS).map_err(|e| self.err(e))?;
@@ -387,30 +764,26 @@ impl Store {
     }
 
     /// Builds the `case_alerts` index from `alerts` when a store written before the index
-    /// existed has alerts and no index yet (once).
-    fn index_case_alerts(&self) -> Result<(), StoreError> {
-        let tx = self.db.begin_write().map_err(|e| self.err(e))?;
-        {
-            let alerts = tx.open_table(ALERTS).map_err(|e| self.err(e))?;
-            let mut index = tx.open_table(CASE_ALERTS).map_err(|e| self.err(e))?;
-            if index.len().map_err(|e| self.err(e))? > 0
-                || alerts.len().map_err(|e| self.err(e))? == 0
-            {
-                return Ok(());
-            }
-            for row in alerts.iter().map_err(|e| self.err(e))? {
-                let (k, v) = row.map_err(|e| self.err(e))?;
-                let alert: Alert =
-                    serde_json::from_slice(v.value()).map_err(|e| StoreError::Corrupt {
-                        file: self.file.clone(),
-                        message: format!("alert {}: {e}", k.value()),
-                    })?;
-                index
-                    .insert((&*alert.case, k.value()), ())
-                    .map_err(|e| self.err(e))?;
-            }
+    /// existed has alerts and no index yet; returns the last alert's sequence number (0:
+    /// none), which the index then covers.
+    fn index_case_alerts(&self, tx: &redb::WriteTransaction) -> Result<u64, StoreError> {
+        let alerts = tx.open_table(ALERTS).map_err(|e| self.err(e))?;
+        let mut index = tx.open_table(CASE_ALERTS).map_err(|e| self.err(e))?;
+        let last = alerts
+            .last()
+            .map_err(|e| self.err(e))?
+            .map_or(0, |(k, _)| k.value());
+        if index.len().map_err(|e| self.err(e))? > 0 || last == 0 {
+            return Ok(last);
         }
-        tx.commit().map_err(|e| self.err(e))
+        for row in alerts.iter().map_err(|e| self.err(e))? {
+            let (k, v) = row.map_err(|e| self.err(e))?;
+            let of = self.alert_case(k.value(), v.value())?;
+            index
+                .insert((&*of.case, k.value()), ())
+                .map_err(|e| self.err(e))?;
+        }
+        Ok(last)
     }
 
     /// Writes a batch in one durable transaction; returns the alerts' sequence numbers.
@@ -440,26 +813,25 @@ impl Store {
         mut durable: bool,
     ) -> Result<(Vec<u64>, bool), StoreError> {
         let mut tx = self.db.begin_write().map_err(|e| self.err(e))?;
+        // Taken with the write transaction held: redb has one writer at a time, and the
+        // previous one updated the overlay before letting go of its lock, so this is the
+        // overlay of the state this transaction starts from.
+        let (generations, size) = {
+            let o = self.overlay_read();
+            (o.generations.clone(), o.size)
+        };
+        let checkpoint = size + batch.cases.len() + batch.alerts.len()
+            >= self
+                .checkpoint_every
+                .load(std::sync::atomic::Ordering::Relaxed);
         let mut seqs = Vec::with_capacity(batch.alerts.len());
+        let mut generation = Generation::default();
         {
-            let mut cases = tx.open_table(CASES).map_err(|e| self.err(e))?;
-            for (topic, partition, id, value) in &batch.cases {
-                let key = (topic.as_str(), *partition, id.as_str());
-                match value {
-                    Some(v) => {
-                        cases.insert(key, v.as_slice()).map_err(|e| self.err(e))?;
-                    }
-                    None => {
-                        cases.remove(key).map_err(|e| self.err(e))?;
-                    }
-                }
-            }
             let mut alerts = tx.open_table(ALERTS).map_err(|e| self.err(e))?;
             let first = alerts
                 .last()
                 .map_err(|e| self.err(e))?
                 .map_or(1, |(k, _)| k.value() + 1);
-            let mut by_case = tx.open_table(CASE_ALERTS).map_err(|e| self.err(e))?;
             for (i, (seq, a)) in (first..).zip(&batch.alerts).enumerate() {
                 let owned;
                 let json = match batch.alert_json.get(i) {
@@ -470,10 +842,34 @@ impl Store {
                     }
                 };
                 alerts.insert(seq, json).map_err(|e| self.err(e))?;
-                by_case
-                    .insert((&*a.case, seq), ())
-                    .map_err(|e| self.err(e))?;
                 seqs.push(seq);
+            }
+            let last_alert = first - 1 + seqs.len() as u64;
+            drop(alerts);
+            if checkpoint {
+                self.write_checkpoint(&tx, &generations, batch, &seqs, last_alert)?;
+            } else {
+                if !batch.cases.is_empty() {
+                    let row = encode_journal(&batch.cases);
+                    let mut journal = tx.open_table(JOURNAL).map_err(|e| self.err(e))?;
+                    let next = journal
+                        .last()
+                        .map_err(|e| self.err(e))?
+                        .map_or(0, |(k, _)| k.value() + 1);
+                    journal
+                        .insert(next, row.as_slice())
+                        .map_err(|e| self.err(e))?;
+                    // Read back as on open: the same code keeps the overlay either way.
+                    generation = Generation::of_journal(row).map_err(|e| self.err(e))?;
+                }
+                for (seq, a) in seqs.iter().zip(&batch.alerts) {
+                    generation
+                        .alerts
+                        .entry(a.case.to_string())
+                        .or_default()
+                        .push(*seq);
+                }
+                generation.alert_count = seqs.len();
             }
             if !batch.ledger.is_empty() {
                 let mut ledger = tx.open_table(LEDGER).map_err(|e| self.err(e))?;
@@ -507,13 +903,77 @@ impl Store {
             tx.set_durability(redb::Durability::None)
                 .map_err(|e| self.err(e))?;
         }
-        tx.commit().map_err(|e| self.err(e))?;
+        {
+            // Readers open their transactions under the read lock: none sees this commit
+            // without its overlay, or the overlay without the commit.
+            let mut overlay = self.overlay_write();
+            tx.commit().map_err(|e| self.err(e))?;
+            if checkpoint {
+                *overlay = Overlay::default();
+            } else if generation.size() > 0 {
+                overlay.size += generation.size();
+                overlay.generations.push(Arc::new(generation));
+            }
+        }
         if let Some(hook) = &hook
             && !batch.alerts.is_empty()
         {
             hook.committed();
         }
         Ok((seqs, durable))
+    }
+
+    /// Writes the overlay and the batch's cases and alerts into `cases` and `case_alerts`,
+    /// in key order, and empties the journal.
+    fn write_checkpoint(
+        &self,
+        tx: &redb::WriteTransaction,
+        generations: &[Arc<Generation>],
+        batch: &WriteBatch,
+        seqs: &[u64],
+        last_alert: u64,
+    ) -> Result<(), StoreError> {
+        let started = std::time::Instant::now();
+        // The batch's cases as the newest generation.
+        let this = Generation::of_journal(encode_journal(&batch.cases)).map_err(|e| self.err(e))?;
+        let mut all = generations.to_vec();
+        all.push(Arc::new(this));
+        let mut cases = tx.open_table(CASES).map_err(|e| self.err(e))?;
+        let mut written = 0usize;
+        for (key, value) in OverlayCursor::new(&all, Bound::Unbounded, Bound::Unbounded) {
+            match value {
+                Some(v) => {
+                    cases.insert(key, v).map_err(|e| self.err(e))?;
+                }
+                None => {
+                    cases.remove(key).map_err(|e| self.err(e))?;
+                }
+            }
+            written += 1;
+        }
+        let mut index: Vec<(&str, u64)> = generations
+            .iter()
+            .flat_map(|g| {
+                g.alerts
+                    .iter()
+                    .flat_map(|(case, seqs)| seqs.iter().map(move |s| (case.as_str(), *s)))
+            })
+            .chain(seqs.iter().zip(&batch.alerts).map(|(s, a)| (&*a.case, *s)))
+            .collect();
+        index.sort_unstable();
+        let mut by_case = tx.open_table(CASE_ALERTS).map_err(|e| self.err(e))?;
+        for key in &index {
+            by_case.insert(*key, ()).map_err(|e| self.err(e))?;
+        }
+        let mut meta = tx.open_table(META).map_err(|e| self.err(e))?;
+        meta.insert(META_INDEXED, last_alert.to_be_bytes().as_slice())
+            .map_err(|e| self.err(e))?;
+        // Dropped whole (its pages freed at once) and created again, empty.
+        tx.delete_table(JOURNAL).map_err(|e| self.err(e))?;
+        tx.open_table(JOURNAL).map_err(|e| self.err(e))?;
+        tracing::debug!(file = %self.file.display(), cases = written, alerts = index.len(),
+            elapsed_ms = started.elapsed().as_millis() as u64, "store checkpoint");
+        Ok(())
     }
 
     /// The next offset to consume for a partition, if any event of it was ever applied.
@@ -555,38 +1015,40 @@ impl Store {
         partition: u32,
         mut visit: impl FnMut(Case),
     ) -> Result<usize, StoreError> {
-        let tx = self.db.begin_read().map_err(|e| self.err(e))?;
+        let (tx, generations) = self.read()?;
         let t = tx.open_table(CASES).map_err(|e| self.err(e))?;
-        let range = t
+        let base = t
             .range((topic, partition, "")..(topic, partition + 1, ""))
             .map_err(|e| self.err(e))?;
+        let over = OverlayCursor::new(
+            &generations,
+            Bound::Included((topic, partition, "")),
+            Bound::Excluded((topic, partition + 1, "")),
+        );
         let mut n = 0;
-        for row in range {
-            let (k, v) = row.map_err(|e| self.err(e))?;
-            let case = decode_case(v.value()).map_err(|e| StoreError::Corrupt {
+        self.merge(base, over, |_, _, id, bytes| {
+            let case = decode_case(bytes).map_err(|e| StoreError::Corrupt {
                 file: self.file.clone(),
-                message: format!("case {:?}: {e}", k.value().2),
+                message: format!("case {id:?}: {e}"),
             })?;
             visit(case);
             n += 1;
-        }
+            Ok(true)
+        })?;
         Ok(n)
     }
 
     /// Every stored case with its partition, ordered by topic, partition and case id.
     pub fn all_cases(&self) -> Result<Vec<(String, u32, Case)>, StoreError> {
-        let tx = self.db.begin_read().map_err(|e| self.err(e))?;
-        let t = tx.open_table(CASES).map_err(|e| self.err(e))?;
         let mut out = Vec::new();
-        for row in t.iter().map_err(|e| self.err(e))? {
-            let (k, v) = row.map_err(|e| self.err(e))?;
-            let (topic, partition, id) = k.value();
-            let case = decode_case(v.value()).map_err(|e| StoreError::Corrupt {
+        self.try_scan_cases(None, |topic, partition, id, bytes| {
+            let case = decode_case(bytes).map_err(|e| StoreError::Corrupt {
                 file: self.file.clone(),
                 message: format!("case {id:?}: {e}"),
             })?;
             out.push((topic.to_string(), partition, case));
-        }
+            Ok(true)
+        })?;
         Ok(out)
     }
 
@@ -613,29 +1075,80 @@ impl Store {
         Ok(out)
     }
 
-    /// Visits the stored cases as stored ([`decode_case`] reads them) in key order (topic, partition, case id), starting
-    /// after `after` when given, until `visit` returns false. One read transaction: the
-    /// daemon keeps writing meanwhile, and the visit sees one consistent state.
+    /// Visits the stored cases as stored ([`decode_case`] reads them) in key order (topic,
+    /// partition, case id), starting after `after` when given, until `visit` returns false.
+    /// One read transaction: the daemon keeps writing meanwhile, and the visit sees one
+    /// consistent state.
     pub fn scan_cases(
         &self,
         after: Option<(&str, u32, &str)>,
         mut visit: impl FnMut(&str, u32, &str, &[u8]) -> bool,
     ) -> Result<(), StoreError> {
-        let tx = self.db.begin_read().map_err(|e| self.err(e))?;
+        self.try_scan_cases(after, |topic, partition, id, bytes| {
+            Ok(visit(topic, partition, id, bytes))
+        })
+    }
+
+    fn try_scan_cases(
+        &self,
+        after: Option<(&str, u32, &str)>,
+        visit: impl FnMut(&str, u32, &str, &[u8]) -> Result<bool, StoreError>,
+    ) -> Result<(), StoreError> {
+        let (tx, generations) = self.read()?;
         let t = tx.open_table(CASES).map_err(|e| self.err(e))?;
-        let range = match after {
-            Some(k) => t.range(k..),
-            None => t.range::<(&str, u32, &str)>(..),
-        }
-        .map_err(|e| self.err(e))?;
-        for row in range {
+        let from = after.map_or(Bound::Unbounded, Bound::Excluded);
+        let base = t
+            .range::<(&str, u32, &str)>((from, Bound::Unbounded))
+            .map_err(|e| self.err(e))?;
+        let over = OverlayCursor::new(&generations, from, Bound::Unbounded);
+        self.merge(base, over, visit)
+    }
+
+    /// Visits the rows of `base` (a range of `cases`) with the overlay's changes in the same
+    /// range laid over them, in key order; forgotten cases are skipped.
+    fn merge<'o>(
+        &self,
+        base: redb::Range<'_, (&'static str, u32, &'static str), &'static [u8]>,
+        over: impl Iterator<Item = (KeyRef<'o>, Option<&'o [u8]>)>,
+        mut visit: impl FnMut(&str, u32, &str, &[u8]) -> Result<bool, StoreError>,
+    ) -> Result<(), StoreError> {
+        let mut over = over.peekable();
+        for row in base {
             let (k, v) = row.map_err(|e| self.err(e))?;
-            let (topic, partition, id) = k.value();
-            if after == Some((topic, partition, id)) {
+            let key = k.value();
+            // Overlay keys before this row: cases not checkpointed yet.
+            while let Some(&(ok, ov)) = over.peek() {
+                if ok >= key {
+                    break;
+                }
+                over.next();
+                if let Some(bytes) = ov
+                    && !visit(ok.0, ok.1, ok.2, bytes)?
+                {
+                    return Ok(());
+                }
+            }
+            // The same key: the overlay's change replaces the row.
+            if let Some(&(ok, ov)) = over.peek()
+                && ok == key
+            {
+                over.next();
+                if let Some(bytes) = ov
+                    && !visit(ok.0, ok.1, ok.2, bytes)?
+                {
+                    return Ok(());
+                }
                 continue;
             }
-            if !visit(topic, partition, id, v.value()) {
-                break;
+            if !visit(key.0, key.1, key.2, v.value())? {
+                return Ok(());
+            }
+        }
+        for (ok, ov) in over {
+            if let Some(bytes) = ov
+                && !visit(ok.0, ok.1, ok.2, bytes)?
+            {
+                return Ok(());
             }
         }
         Ok(())
@@ -644,18 +1157,31 @@ impl Store {
     /// One case by id, with its partition: a point lookup in every partition the store has
     /// offsets for (the message key is the case id, so a case lives in one partition).
     pub fn find_case(&self, id: &str) -> Result<Option<(String, u32, Case)>, StoreError> {
-        let tx = self.db.begin_read().map_err(|e| self.err(e))?;
+        let (tx, generations) = self.read()?;
         let offsets = tx.open_table(OFFSETS).map_err(|e| self.err(e))?;
         let cases = tx.open_table(CASES).map_err(|e| self.err(e))?;
+        let decode = |bytes: &[u8]| {
+            decode_case(bytes).map_err(|e| StoreError::Corrupt {
+                file: self.file.clone(),
+                message: format!("case {id:?}: {e}"),
+            })
+        };
         for row in offsets.iter().map_err(|e| self.err(e))? {
             let (k, _) = row.map_err(|e| self.err(e))?;
             let (topic, partition) = k.value();
+            match generations
+                .iter()
+                .rev()
+                .find_map(|g| g.get(topic, partition, id))
+            {
+                Some(Some(bytes)) => {
+                    return Ok(Some((topic.to_string(), partition, decode(bytes)?)));
+                }
+                Some(None) => continue, // forgotten since the checkpoint
+                None => {}
+            }
             if let Some(v) = cases.get((topic, partition, id)).map_err(|e| self.err(e))? {
-                let case = decode_case(v.value()).map_err(|e| StoreError::Corrupt {
-                    file: self.file.clone(),
-                    message: format!("case {id:?}: {e}"),
-                })?;
-                return Ok(Some((topic.to_string(), partition, case)));
+                return Ok(Some((topic.to_string(), partition, decode(v.value())?)));
             }
         }
         Ok(None)
@@ -663,16 +1189,25 @@ impl Store {
 
     /// Every alert of one case, in the order they happened, with their sequence numbers.
     pub fn case_alerts(&self, case: &str) -> Result<Vec<(u64, Alert)>, StoreError> {
-        let tx = self.db.begin_read().map_err(|e| self.err(e))?;
+        let (tx, generations) = self.read()?;
         let index = tx.open_table(CASE_ALERTS).map_err(|e| self.err(e))?;
         let alerts = tx.open_table(ALERTS).map_err(|e| self.err(e))?;
-        let mut out = Vec::new();
+        let mut seqs = Vec::new();
         for row in index
             .range((case, 0)..=(case, u64::MAX))
             .map_err(|e| self.err(e))?
         {
             let (k, _) = row.map_err(|e| self.err(e))?;
-            let seq = k.value().1;
+            seqs.push(k.value().1);
+        }
+        // Alerts since the checkpoint come after every indexed one.
+        for g in &generations {
+            if let Some(s) = g.alerts.get(case) {
+                seqs.extend_from_slice(s);
+            }
+        }
+        let mut out = Vec::with_capacity(seqs.len());
+        for seq in seqs {
             if let Some(v) = alerts.get(seq).map_err(|e| self.err(e))? {
                 let alert: Alert =
                     serde_json::from_slice(v.value()).map_err(|e| StoreError::Corrupt {
@@ -737,6 +1272,7 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::BTreeMap;
 
     fn tmp(name: &str) -> PathBuf {
         let dir =
@@ -984,6 +1520,263 @@ mod tests {
         assert_eq!(mem_available(text), Some(23_583_000 * 1024));
         assert_eq!(mem_available("MemTotal: 1 kB\n"), None);
         assert_eq!(mem_available("MemAvailable: lots\n"), None);
+    }
+
+    /// A reproducible random number (xorshift).
+    fn next(seed: &mut u64) -> u64 {
+        *seed ^= *seed << 13;
+        *seed ^= *seed >> 7;
+        *seed ^= *seed << 17;
+        *seed
+    }
+
+    fn alert_of(case: &str, n: u64) -> Alert {
+        serde_json::from_value(serde_json::json!({
+            "id": format!("A{n}"), "rule": "xk.statutory", "title": "t", "basis": "b",
+            "case": case, "level": "red", "status": "firing", "reason": "overdue",
+            "at": "2026-11-02T00:00:00+08:00"
+        }))
+        .expect("alert")
+    }
+
+    type Model = BTreeMap<(String, u32, String), i64>;
+
+    /// What every reader must show: the cases of `model` (id → `last_event`, our version
+    /// mark) and the alerts of `alerts` (case → sequence numbers).
+    fn assert_reads(store: &Store, model: &Model, alerts: &BTreeMap<String, Vec<u64>>, at: &str) {
+        let mut all = Vec::new();
+        store
+            .scan_cases(None, |t, p, id, bytes| {
+                let case = decode_case(bytes).expect("decodes");
+                assert_eq!(&*case.id, id);
+                all.push(((t.to_string(), p, id.to_string()), case.last_event));
+                true
+            })
+            .expect("scan");
+        let expected: Vec<_> = model.iter().map(|(k, v)| (k.clone(), *v)).collect();
+        assert_eq!(all, expected, "full scan {at}");
+        // Paging: everything after the middle key, and a stop after three.
+        if let Some((mid, _)) = expected.get(expected.len() / 2) {
+            let mut after = Vec::new();
+            store
+                .scan_cases(Some((&mid.0, mid.1, &mid.2)), |t, p, id, _| {
+                    after.push((t.to_string(), p, id.to_string()));
+                    after.len() < 3
+                })
+                .expect("scan after");
+            let want: Vec<_> = model
+                .range((
+                    std::ops::Bound::Excluded(mid.clone()),
+                    std::ops::Bound::Unbounded,
+                ))
+                .map(|(k, _)| k.clone())
+                .take(3)
+                .collect();
+            assert_eq!(after, want, "scan after {mid:?} {at}");
+        }
+        for p in 0..3 {
+            let mut ids = Vec::new();
+            store
+                .load_partition("t", p, |c| ids.push((c.id.to_string(), c.last_event)))
+                .expect("load");
+            let want: Vec<_> = model
+                .iter()
+                .filter(|(k, _)| k.1 == p)
+                .map(|(k, v)| (k.2.clone(), *v))
+                .collect();
+            assert_eq!(ids, want, "partition {p} {at}");
+        }
+        for i in 0..60u32 {
+            let id = format!("C{i:05}");
+            let found = store.find_case(&id).expect("find");
+            let want = model.get(&("t".to_string(), i % 3, id.clone()));
+            assert_eq!(
+                found.map(|(_, p, c)| (p, c.last_event)),
+                want.map(|v| (i % 3, *v)),
+                "find {id} {at}"
+            );
+            let seqs: Vec<u64> = store
+                .case_alerts(&id)
+                .expect("case alerts")
+                .into_iter()
+                .map(|(s, a)| {
+                    assert_eq!(&*a.case, id);
+                    s
+                })
+                .collect();
+            assert_eq!(
+                seqs,
+                alerts.get(&id).cloned().unwrap_or_default(),
+                "alerts of {id} {at}"
+            );
+        }
+    }
+
+    #[test]
+    fn readers_see_the_journal_over_the_checkpoints_and_so_does_a_reopened_store() {
+        let dir = tmp("journal");
+        let mut store = Store::open(&dir).expect("open");
+        store.set_checkpoint_cases(37);
+        let mut model = Model::new();
+        let mut alerts: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+        let mut seed = 0x9E37_79B9_7F4A_7C15u64;
+        let (mut checkpoints, mut reopened_with_journal, mut alert_n) = (0, 0, 0u64);
+        for round in 0..150i64 {
+            let mut b = WriteBatch::default();
+            let mut in_batch = std::collections::HashSet::new();
+            for k in 0..next(&mut seed) % 12 {
+                let i = (next(&mut seed) % 60) as u32;
+                // A batch holds each changed case once, as the daemon builds it.
+                if !in_batch.insert(i) {
+                    continue;
+                }
+                let key = ("t".to_string(), i % 3, format!("C{i:05}"));
+                if next(&mut seed).is_multiple_of(5) {
+                    b.cases.push((key.0.clone(), key.1, key.2.clone(), None));
+                    model.remove(&key);
+                } else {
+                    let mut case = json_case(i as usize);
+                    case.last_event = round * 100 + k as i64;
+                    let bytes = encode_case(&case).expect("encode");
+                    b.cases
+                        .push((key.0.clone(), key.1, key.2.clone(), Some(bytes)));
+                    model.insert(key.clone(), case.last_event);
+                }
+                if next(&mut seed).is_multiple_of(3) {
+                    alert_n += 1;
+                    b.alerts.push(alert_of(&key.2, alert_n));
+                }
+            }
+            for p in 0..3 {
+                b.offsets.push(("t".into(), p, round as u64 + 1));
+            }
+            let before = store.overlay_size();
+            let seqs = if round % 2 == 0 {
+                store.commit(&b).expect("commit")
+            } else {
+                store.commit_lazy(&b).expect("commit").0
+            };
+            for (seq, a) in seqs.iter().zip(&b.alerts) {
+                alerts.entry(a.case.to_string()).or_default().push(*seq);
+            }
+            if store.overlay_size() < before + b.cases.len() + b.alerts.len() {
+                checkpoints += 1;
+            }
+            assert_reads(&store, &model, &alerts, &format!("after round {round}"));
+            if round % 13 == 12 {
+                if store.overlay_size() > 0 {
+                    reopened_with_journal += 1;
+                }
+                store.sync().expect("sync");
+                drop(store);
+                store = Store::open(&dir).expect("reopen");
+                store.set_checkpoint_cases(37);
+                assert_reads(&store, &model, &alerts, &format!("reopened after {round}"));
+            }
+        }
+        assert!(checkpoints >= 10, "only {checkpoints} checkpoints");
+        assert!(
+            reopened_with_journal >= 3,
+            "only {reopened_with_journal} reopens with a journal"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_format_2_store_is_read_as_a_checkpoint_and_written_on() {
+        let dir = tmp("format2");
+        std::fs::create_dir_all(&dir).expect("dir");
+        let case = json_case(1);
+        {
+            // Format 2: cases and their alert index written in place, no journal.
+            let db = Database::create(dir.join(FILE_NAME)).expect("create");
+            let tx = db.begin_write().expect("tx");
+            {
+                let mut meta = tx.open_table(META).expect("meta");
+                meta.insert("schema", SCHEMA_NO_JOURNAL.as_bytes())
+                    .expect("schema");
+                let mut cases = tx.open_table(CASES).expect("cases");
+                let bytes = encode_case(&case).expect("encode");
+                cases
+                    .insert(("t", 1, "C00001"), bytes.as_slice())
+                    .expect("case");
+                let mut offsets = tx.open_table(OFFSETS).expect("offsets");
+                offsets.insert(("t", 1), 5).expect("offset");
+                let json = serde_json::to_vec(&alert_of("C00001", 1)).expect("json");
+                let mut a = tx.open_table(ALERTS).expect("alerts");
+                a.insert(1, json.as_slice()).expect("alert");
+                let mut index = tx.open_table(CASE_ALERTS).expect("index");
+                index.insert(("C00001", 1), ()).expect("index");
+            }
+            tx.commit().expect("commit");
+        }
+        let store = Store::open(&dir).expect("open a format-2 store");
+        assert_eq!(store.overlay_size(), 0, "its alert is indexed already");
+        let mut model = Model::new();
+        // Partition 1, as `assert_reads` expects of case 1.
+        model.insert(("t".into(), 1, "C00001".into()), case.last_event);
+        let mut alerts = BTreeMap::from([("C00001".to_string(), vec![1])]);
+        assert_reads(&store, &model, &alerts, "opened");
+        // Written on: a new alert of the same case comes after the indexed one.
+        let mut b = WriteBatch::default();
+        b.alerts.push(alert_of("C00001", 2));
+        let seqs = store.commit(&b).expect("commit");
+        assert_eq!(seqs, [2]);
+        alerts.insert("C00001".into(), vec![1, 2]);
+        assert_reads(&store, &model, &alerts, "written on");
+        drop(store);
+        let store = Store::open(&dir).expect("reopen");
+        assert_reads(&store, &model, &alerts, "reopened");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_journal_row_reads_back_and_a_cut_one_is_an_error_not_a_guess() {
+        let cases = vec![
+            (
+                "事件".to_string(),
+                3,
+                "案-1".to_string(),
+                Some(vec![0x93, 1, 2, 3]),
+            ),
+            ("t".to_string(), 0, "C2".to_string(), None),
+            (
+                "t".to_string(),
+                u32::MAX - 1,
+                String::new(),
+                Some(Vec::new()),
+            ),
+        ];
+        let row = encode_journal(&cases);
+        let back: Vec<(String, u32, String, Option<Vec<u8>>)> = decode_journal(&row)
+            .expect("decodes")
+            .into_iter()
+            .map(|(t, p, i, v)| (t.into(), p, i.into(), v.map(|r| row[r].to_vec())))
+            .collect();
+        assert_eq!(back, cases);
+        for cut in 1..row.len() {
+            let err = decode_journal(&row[..cut]).err();
+            assert!(
+                err.as_deref().is_some_and(|e| e.contains("cut short")),
+                "a row cut at {cut} of {} bytes: {err:?}",
+                row.len()
+            );
+        }
+        // A journal row that does not read is named when the store opens.
+        let dir = tmp("journal-corrupt");
+        {
+            let store = Store::open(&dir).expect("open");
+            let tx = store.db.begin_write().expect("tx");
+            {
+                let mut journal = tx.open_table(JOURNAL).expect("journal");
+                journal.insert(7, &row[..row.len() - 1]).expect("insert");
+            }
+            tx.commit().expect("commit");
+        }
+        let err = Store::open(&dir).err().expect("must fail");
+        assert!(matches!(err, StoreError::Corrupt { .. }), "{err}");
+        assert!(err.to_string().contains("case journal row 7"), "{err}");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

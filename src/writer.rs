@@ -4,10 +4,11 @@
 //! The loop builds a [`WriteBatch`] (cases serialised, alerts, offsets, clocks) and hands it
 //! over with [`Writer::submit`]; the thread commits it in one redb transaction and only then
 //! commits the batch's offsets to Kafka and tells alert delivery how far the engines' clocks
-//! have got. The hand-over is a rendezvous: at most one batch is being committed while the
-//! loop works on the next, and batches are committed in the order they were built. So the
-//! promise of the single-threaded loop holds: offsets in Kafka, and the engine time that
-//! escalation steps wait for, never run ahead of what the store holds.
+//! have got. The hand-over is a short queue ([`QUEUE`] batches): the loop goes on applying
+//! while the writer commits, also through a store checkpoint, which takes a second or two
+//! with a million cases (`src/store.rs`); batches are committed in the order they were
+//! built. So the promise of the single-threaded loop holds: offsets in Kafka, and the
+//! engine time that escalation steps wait for, never run ahead of what the store holds.
 //!
 //! Whoever reads the store for state the loop is about to rely on (partition assignment, the
 //! rebalance callback's seek, shutdown) first waits with [`Writer::drain`] until nothing is
@@ -32,6 +33,12 @@ use std::collections::BTreeMap;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, channel, sync_channel};
 use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::time::{Duration, Instant};
+
+/// How many batches may wait for the writer before [`Writer::submit`] blocks. Without a
+/// queue (a rendezvous) the loop stood still through every checkpoint; with one, the
+/// 1M-event benchmark went from 34,800 to 36,200–38,400 events/s. Each waiting batch holds its cases and alerts in memory, a few
+/// MiB at `kafka.batch_max` = 5000.
+pub const QUEUE: usize = 4;
 
 /// One hand-over: a batch and the engine time to publish once it is durable.
 struct Job {
@@ -130,7 +137,7 @@ impl Writer {
         pending: Arc<Pending>,
         sync_every: Duration,
     ) -> std::io::Result<Writer> {
-        let (tx, rx) = sync_channel::<Job>(0);
+        let (tx, rx) = sync_channel::<Job>(QUEUE);
         let (recycle_tx, recycle) = channel::<WriteBatch>();
         let p = pending.clone();
         let thread = std::thread::Builder::new()
@@ -183,8 +190,8 @@ impl Writer {
         })
     }
 
-    /// Hands a batch over; waits while the previous one is still being committed. Returns
-    /// an earlier commit's failure instead.
+    /// Hands a batch over; waits while [`QUEUE`] batches are already waiting. Returns an
+    /// earlier commit's failure instead.
     pub fn submit(&self, batch: WriteBatch, engine_time: Option<i64>) -> anyhow::Result<()> {
         if let Some(e) = self.pending.error() {
             anyhow::bail!("{e}");

@@ -606,6 +606,13 @@ async fn many_cases_latency_figures() {
     engine.advance(now.timestamp_millis(), &mut alerts);
     let built = t.elapsed();
     let store = Store::open(&dir.join("data")).expect("store");
+    // `REDLIGHT_VIEW_JOURNAL=1`: no checkpoint, every case left in the store's journal, so
+    // that the API reads them all through the overlay (the worst case; the daemon
+    // checkpoints at `store.checkpoint_cases`).
+    let journal = std::env::var_os("REDLIGHT_VIEW_JOURNAL").is_some();
+    if journal {
+        store.set_checkpoint_cases(usize::MAX);
+    }
     let mut batch = WriteBatch::default();
     for c in engine.cases() {
         redlight::scorecard::ledger_rows(c, engine.rules(), &mut batch.ledger);
@@ -622,13 +629,19 @@ async fn many_cases_latency_figures() {
     }
     batch.offsets.push((topic.clone(), 0, 0));
     store.commit(&batch).expect("commit");
+    let in_journal = store.overlay_size();
     drop(store);
     let bytes = std::fs::metadata(dir.join("data/redlight.redb")).map_or(0, |m| m.len());
     println!(
-        "\n{n} cases built with the engine in {:.1} s and stored ({:.0} MiB, {} alerts meanwhile)",
+        "\n{n} cases built with the engine in {:.1} s and stored ({:.0} MiB, {} alerts meanwhile; {in_journal} in the journal{})",
         built.as_secs_f64(),
         bytes as f64 / 1048576.0,
-        engine.stats().applied
+        engine.stats().applied,
+        if journal {
+            ", REDLIGHT_VIEW_JOURNAL"
+        } else {
+            ""
+        }
     );
     drop(engine);
 

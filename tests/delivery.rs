@@ -1224,6 +1224,7 @@ fn configuration_mistakes_name_the_key() {
         ),
         // Appended after the test config's `[store]` header: a key of `[store]`.
         ("cache_mib = 0\n", "`store.cache_mib`"),
+        ("checkpoint_cases = 0\n", "`store.checkpoint_cases`"),
     ];
     for (extra, key) in cases {
         let path = write_config(&dir, extra);

@@ -427,6 +427,10 @@ pub fn write_config(dir: &Path, bootstrap: &str, names: &Names, port: u16) -> Pa
     // committed batches, which must then be consumed and applied again with no effect lost
     // or doubled.
     set("store", "sync_ms", toml::Value::Integer(500));
+    // Checkpoints every 2,500 journal entries (the default is 200,000): the tests' few
+    // thousand cases then go through many checkpoints, and the kill -9 test kills both with
+    // a journal to read back and right after checkpoints.
+    set("store", "checkpoint_cases", toml::Value::Integer(2500));
     set("http", "listen", format!("127.0.0.1:{port}").into());
     let path = dir.join("redlight.toml");
     std::fs::write(&path, toml::to_string(&doc).expect("config TOML")).expect("writing config");
