@@ -999,17 +999,14 @@ impl Loop<'_> {
         let mut cases = 0usize;
         for ((topic, partition), p) in self.partitions.iter_mut() {
             for id in p.engine.take_changed() {
-                let value = match p.engine.case(&id) {
+                match p.engine.case(&id) {
                     Some(case) => {
                         // What the scorecard counts, kept after the case is forgotten.
                         crate::scorecard::ledger_rows(case, p.engine.rules(), &mut batch.ledger);
-                        Some(crate::store::encode_case(case)?)
+                        batch.cases.put(topic, *partition, case)?;
                     }
-                    None => None,
-                };
-                batch
-                    .cases
-                    .push((topic.clone(), *partition, id.to_string(), value));
+                    None => batch.cases.forget(topic, *partition, &id),
+                }
             }
             cases += p.engine.case_count();
             if touched.contains(&(topic.clone(), *partition))
@@ -1035,9 +1032,14 @@ impl Loop<'_> {
                 status = status_str(a), reason = ?a.reason, at = %a.at, "alert");
         }
         // Serialised here rather than on the writer thread, which is the daemon's bottleneck.
+        // Sized up front: an alert's JSON is a few hundred bytes, and growing a vector from
+        // empty reallocates it six or seven times.
         batch.alert_json = alerts
             .iter()
-            .map(serde_json::to_vec)
+            .map(|a| {
+                let mut json = Vec::with_capacity(768);
+                serde_json::to_writer(&mut json, a).map(|()| json)
+            })
             .collect::<Result<_, _>>()
             .context("serialising alerts")?;
         batch.alerts = alerts;

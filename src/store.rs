@@ -15,7 +15,7 @@
 //! - `cases`: `(topic, partition, case id)` → the case in MessagePack ([`encode_case`]), as
 //!   of the last checkpoint;
 //! - `case_journal`: batch number → the cases that batch changed, since the last checkpoint
-//!   (`encode_journal`). See below;
+//!   (`CaseChanges`). See below;
 //! - `offsets`: `(topic, partition)` → the next offset to consume;
 //! - `alerts`: sequence number → alert JSON, every alert in the order it happened (the
 //!   source for delivery and the API).
@@ -63,7 +63,7 @@ const ALERTS: TableDefinition<u64, &[u8]> = TableDefinition::new("alerts");
 const CASE_ALERTS: TableDefinition<(&str, u64), ()> = TableDefinition::new("case_alerts");
 const LEDGER: TableDefinition<(i64, &str, &str), &[u8]> = TableDefinition::new("ledger");
 /// Cases changed since the last checkpoint: one row per batch, numbered in commit order,
-/// holding the batch's changed cases in one value (see [`encode_journal`]). One insert of a
+/// holding the batch's changed cases in one value (see [`CaseChanges`]). One insert of a
 /// few MiB instead of thousands of small ones.
 const JOURNAL: TableDefinition<u64, &[u8]> = TableDefinition::new("case_journal");
 /// `meta` key: the last alert sequence number `case_alerts` covers (big-endian u64).
@@ -143,8 +143,8 @@ pub enum StoreError {
 /// One transaction's worth of changes.
 #[derive(Debug, Default)]
 pub struct WriteBatch {
-    /// `(topic, partition, case id, the case or None when the engine forgot it)`.
-    pub cases: Vec<(String, u32, String, Option<Vec<u8>>)>,
+    /// The cases the batch changed (or forgot).
+    pub cases: CaseChanges,
     /// Alerts in the order they happened.
     pub alerts: Vec<Alert>,
     /// The alerts as JSON, in the same order, when the caller serialised them already (the
@@ -205,7 +205,7 @@ type CaseKey = (String, u32, String);
 /// The changes of one committed batch that are not yet checkpointed.
 #[derive(Default)]
 struct Generation {
-    /// The batch's journal row ([`encode_journal`]).
+    /// The batch's journal row ([`CaseChanges`]).
     journal: Vec<u8>,
     /// The changed cases in key order, each with where in `journal` it is stored, or `None`
     /// when the engine forgot it. Sorted, so that readers merge the generations in key order
@@ -340,31 +340,91 @@ impl<'a> Iterator for OverlayCursor<'a> {
     }
 }
 
-/// A batch's changed cases as one journal row: their number, then for each the topic,
-/// partition, case id and the case as stored, each length-prefixed (all u32, little-endian;
-/// `u32::MAX` as the case's length: forgotten).
-fn encode_journal(cases: &[(String, u32, String, Option<Vec<u8>>)]) -> Vec<u8> {
-    let len: usize = cases
-        .iter()
-        .map(|(t, _, i, v)| 16 + t.len() + i.len() + v.as_ref().map_or(0, Vec::len))
-        .sum();
-    let mut out = Vec::with_capacity(4 + len);
-    out.extend_from_slice(&(cases.len() as u32).to_le_bytes());
-    let put = |out: &mut Vec<u8>, bytes: &[u8]| {
-        // A case id, topic or case longer than 4 GiB cannot come through Kafka.
-        out.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
-        out.extend_from_slice(bytes);
-    };
-    for (topic, partition, id, value) in cases {
-        put(&mut out, topic.as_bytes());
-        out.extend_from_slice(&partition.to_le_bytes());
-        put(&mut out, id.as_bytes());
-        match value {
-            Some(v) => put(&mut out, v),
-            None => out.extend_from_slice(&u32::MAX.to_le_bytes()),
+/// A batch's changed cases, encoded as its journal row is stored: their number, then for
+/// each the topic, partition, case id and the case ([`encode_case`]), each length-prefixed
+/// (all u32, little-endian; `u32::MAX` as the case's length: forgotten). The daemon's loop
+/// encodes each case straight into the row, so a batch's cases cost no allocation each.
+#[derive(Debug, Clone)]
+pub struct CaseChanges {
+    row: Vec<u8>,
+    count: u32,
+}
+
+impl Default for CaseChanges {
+    fn default() -> Self {
+        CaseChanges {
+            row: vec![0; 4],
+            count: 0,
         }
     }
-    out
+}
+
+impl CaseChanges {
+    pub fn len(&self) -> usize {
+        self.count as usize
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// The case as it is now, under its id.
+    pub fn put(
+        &mut self,
+        topic: &str,
+        partition: u32,
+        case: &Case,
+    ) -> Result<(), rmp_serde::encode::Error> {
+        let entry = self.row.len();
+        self.head(topic, partition, &case.id);
+        let at = self.row.len();
+        self.row.extend_from_slice(&[0; 4]);
+        if let Err(e) = rmp_serde::encode::write(&mut self.row, case) {
+            self.row.truncate(entry);
+            return Err(e);
+        }
+        let len = (self.row.len() - at - 4) as u32;
+        self.row[at..at + 4].copy_from_slice(&len.to_le_bytes());
+        self.counted();
+        Ok(())
+    }
+
+    /// A case already encoded ([`encode_case`]).
+    pub fn put_encoded(&mut self, topic: &str, partition: u32, id: &str, bytes: &[u8]) {
+        self.head(topic, partition, id);
+        self.field(bytes);
+        self.counted();
+    }
+
+    /// A case the engine forgot.
+    pub fn forget(&mut self, topic: &str, partition: u32, id: &str) {
+        self.head(topic, partition, id);
+        self.row.extend_from_slice(&u32::MAX.to_le_bytes());
+        self.counted();
+    }
+
+    /// The journal row.
+    fn row(&self) -> &[u8] {
+        &self.row
+    }
+
+    fn head(&mut self, topic: &str, partition: u32, id: &str) {
+        self.field(topic.as_bytes());
+        self.row.extend_from_slice(&partition.to_le_bytes());
+        self.field(id.as_bytes());
+    }
+
+    /// A length-prefixed field. A topic, case id or case of 4 GiB cannot come through Kafka.
+    fn field(&mut self, bytes: &[u8]) {
+        self.row
+            .extend_from_slice(&(bytes.len() as u32).to_le_bytes());
+        self.row.extend_from_slice(bytes);
+    }
+
+    fn counted(&mut self) {
+        self.count += 1;
+        self.row[..4].copy_from_slice(&self.count.to_le_bytes());
+    }
 }
 
 /// The entries of a journal row: topic, partition, case id, and where the case is in the row
@@ -850,7 +910,7 @@ impl Store {
                 self.write_checkpoint(&tx, &generations, batch, &seqs, last_alert)?;
             } else {
                 if !batch.cases.is_empty() {
-                    let row = encode_journal(&batch.cases);
+                    let row = batch.cases.row().to_vec();
                     let mut journal = tx.open_table(JOURNAL).map_err(|e| self.err(e))?;
                     let next = journal
                         .last()
@@ -935,7 +995,7 @@ impl Store {
     ) -> Result<(), StoreError> {
         let started = std::time::Instant::now();
         // The batch's cases as the newest generation.
-        let this = Generation::of_journal(encode_journal(&batch.cases)).map_err(|e| self.err(e))?;
+        let this = Generation::of_journal(batch.cases.row().to_vec()).map_err(|e| self.err(e))?;
         let mut all = generations.to_vec();
         all.push(Arc::new(this));
         let mut cases = tx.open_table(CASES).map_err(|e| self.err(e))?;
@@ -1288,8 +1348,7 @@ mod tests {
         let mut b = WriteBatch::default();
         b.offsets.push(("events".into(), 0, 42));
         b.offsets.push(("events".into(), 1, 7));
-        b.cases
-            .push(("events".into(), 0, "A".into(), Some(b"{}".to_vec())));
+        b.cases.put_encoded("events", 0, "A", b"{}");
         store.commit(&b).expect("commit");
         drop(store);
         let store = Store::open(&dir).expect("reopen");
@@ -1313,8 +1372,7 @@ mod tests {
             let mut b = WriteBatch::default();
             let next = i as u64 + 1;
             b.offsets.push(("events".into(), 0, next));
-            b.cases
-                .push(("events".into(), 0, format!("C{next}"), Some(b"{}".to_vec())));
+            b.cases.put_encoded("events", 0, &format!("C{next}"), b"{}");
             if step == "alert" || step == "deliver" {
                 b.alerts.push(
                     serde_json::from_value(serde_json::json!({
@@ -1632,14 +1690,12 @@ mod tests {
                 }
                 let key = ("t".to_string(), i % 3, format!("C{i:05}"));
                 if next(&mut seed).is_multiple_of(5) {
-                    b.cases.push((key.0.clone(), key.1, key.2.clone(), None));
+                    b.cases.forget(&key.0, key.1, &key.2);
                     model.remove(&key);
                 } else {
                     let mut case = json_case(i as usize);
                     case.last_event = round * 100 + k as i64;
-                    let bytes = encode_case(&case).expect("encode");
-                    b.cases
-                        .push((key.0.clone(), key.1, key.2.clone(), Some(bytes)));
+                    b.cases.put(&key.0, key.1, &case).expect("encode");
                     model.insert(key.clone(), case.last_event);
                 }
                 if next(&mut seed).is_multiple_of(3) {
@@ -1747,8 +1803,16 @@ mod tests {
                 Some(Vec::new()),
             ),
         ];
-        let row = encode_journal(&cases);
-        let back: Vec<(String, u32, String, Option<Vec<u8>>)> = decode_journal(&row)
+        let mut changes = CaseChanges::default();
+        for (t, p, i, v) in &cases {
+            match v {
+                Some(v) => changes.put_encoded(t, *p, i, v),
+                None => changes.forget(t, *p, i),
+            }
+        }
+        assert_eq!(changes.len(), 3);
+        let row = changes.row();
+        let back: Vec<(String, u32, String, Option<Vec<u8>>)> = decode_journal(row)
             .expect("decodes")
             .into_iter()
             .map(|(t, p, i, v)| (t.into(), p, i.into(), v.map(|r| row[r].to_vec())))

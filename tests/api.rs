@@ -616,12 +616,7 @@ async fn many_cases_latency_figures() {
     let mut batch = WriteBatch::default();
     for c in engine.cases() {
         redlight::scorecard::ledger_rows(c, engine.rules(), &mut batch.ledger);
-        batch.cases.push((
-            topic.clone(),
-            0,
-            c.id.to_string(),
-            Some(redlight::store::encode_case(c).expect("encode")),
-        ));
+        batch.cases.put(&topic, 0, c).expect("encode");
         if batch.cases.len() >= 50_000 {
             store.commit(&batch).expect("commit");
             batch = WriteBatch::default();
