@@ -959,10 +959,11 @@ impl Store {
             let written: Vec<(u64, &Alert)> = seqs.iter().copied().zip(&batch.alerts).collect();
             durable |= hook.write(&tx, &written).map_err(|e| self.err(e))?;
         }
-        if !durable {
-            tx.set_durability(redb::Durability::None)
-                .map_err(|e| self.err(e))?;
-        }
+        // Committed without waiting for the disk, and made durable (when it must be) by an
+        // empty durable transaction afterwards: readers wait on the overlay lock during the
+        // commit, and the fsync after a checkpoint can take a second.
+        tx.set_durability(redb::Durability::None)
+            .map_err(|e| self.err(e))?;
         {
             // Readers open their transactions under the read lock: none sees this commit
             // without its overlay, or the overlay without the commit.
@@ -974,6 +975,9 @@ impl Store {
                 overlay.size += generation.size();
                 overlay.generations.push(Arc::new(generation));
             }
+        }
+        if durable {
+            self.sync()?;
         }
         if let Some(hook) = &hook
             && !batch.alerts.is_empty()
