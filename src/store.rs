@@ -1743,6 +1743,68 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
     }
 
+    /// Readers beside a writer that checkpoints often: each read must be one committed
+    /// state, so a reader never sees the store go back in time. A reader that opened its
+    /// transaction before a checkpoint and took the overlay after it (emptied) would see
+    /// the state of the checkpoint before; one that took the overlay before a commit and the
+    /// transaction after it would miss a batch.
+    #[test]
+    fn readers_beside_a_checkpointing_writer_never_see_the_store_go_back() {
+        let dir = tmp("concurrent");
+        let store = Arc::new(Store::open(&dir).expect("open"));
+        store.set_checkpoint_cases(40);
+        const ROUNDS: i64 = 3000;
+        const LIVE: i64 = 20;
+        let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        // Each state: cases C{r-19}..=C{r}, each with `last_event` its own number.
+        let readers: Vec<_> = (0..2)
+            .map(|_| {
+                let (store, done) = (store.clone(), done.clone());
+                std::thread::spawn(move || {
+                    let (mut seen, mut reads) = (0i64, 0usize);
+                    while !done.load(std::sync::atomic::Ordering::SeqCst) {
+                        let mut ids = Vec::new();
+                        store
+                            .scan_cases(None, |_, _, _, bytes| {
+                                ids.push(decode_case(bytes).expect("decodes").last_event);
+                                true
+                            })
+                            .expect("scan");
+                        ids.sort_unstable();
+                        let Some(&r) = ids.last() else { continue };
+                        let want: Vec<i64> = ((r - LIVE + 1).max(1)..=r).collect();
+                        assert_eq!(ids, want, "one committed state");
+                        assert!(r >= seen, "went back from state {seen} to {r}");
+                        seen = r;
+                        reads += 1;
+                    }
+                    reads
+                })
+            })
+            .collect();
+        for r in 1..=ROUNDS {
+            let mut b = WriteBatch::default();
+            if r > LIVE {
+                b.cases.forget("t", 0, &format!("C{:05}", r - LIVE));
+            }
+            let mut case = json_case(r as usize);
+            case.last_event = r;
+            b.cases.put("t", 0, &case).expect("encode");
+            b.offsets.push(("t".into(), 0, r as u64));
+            if r % 7 == 0 {
+                store.commit(&b).expect("commit");
+            } else {
+                store.commit_lazy(&b).expect("commit");
+            }
+        }
+        done.store(true, std::sync::atomic::Ordering::SeqCst);
+        for r in readers {
+            let reads = r.join().expect("a reader failed");
+            assert!(reads > 10, "only {reads} reads beside the writer");
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
     #[test]
     fn a_format_2_store_is_read_as_a_checkpoint_and_written_on() {
         let dir = tmp("format2");
