@@ -30,6 +30,19 @@ LOG_FILE="$DATA/redlight.log"
 say() { printf '\033[1mquickstart:\033[0m [%3d s] %s\n' "$SECONDS" "$*" >&2; }
 die() { printf 'quickstart: error: %s\n' "$*" >&2; exit 1; }
 
+# What `start` leaves behind if it stops half-way (an error, Ctrl-C): its temporary files
+# and the background feeding of samples. The broker (also one still starting: stopping
+# its start half-way could leave it running without a pid file) and redlight stay, as on
+# success.
+TEMP_FILES=()
+BACKGROUND=()
+cleanup() {
+  local p
+  for p in "${BACKGROUND[@]}"; do kill "$p" 2>/dev/null || true; done
+  if ((${#TEMP_FILES[@]})); then rm -f -- "${TEMP_FILES[@]}"; fi
+}
+trap cleanup EXIT
+
 redlight_bin() {
   if [[ -n "${REDLIGHT_BIN:-}" ]]; then printf '%s' "$REDLIGHT_BIN"; return; fi
   local b
@@ -137,6 +150,7 @@ cmd_start() {
   # The demo's broker keeps that priority; `scripts/kafka.sh stop` and `start` reset it.
   say "starting a local Kafka (scripts/kafka.sh start) and its topics while redlight builds"
   local kafka_log; kafka_log="$(mktemp)"
+  TEMP_FILES+=("$kafka_log")
   nice -n 10 bash -c '
     scripts/kafka.sh start && scripts/kafka.sh topic "$1" 4 && scripts/kafka.sh topic "$2" 1
   ' _ "$TOPIC" "$DEAD_LETTER" >"$kafka_log" 2>&1 &
@@ -190,10 +204,12 @@ cmd_start() {
   echo $! >"$PID_FILE"
   say "feeding config/samples/events.jsonl and config/samples/relative.jsonl (timed for now)"
   local events; events="$(mktemp)"
+  TEMP_FILES+=("$events")
   { keyed <config/samples/events.jsonl; cmd_events | keyed; } >"$events"
   scripts/kafka.sh produce "$TOPIC" --property parse.key=true --property key.separator=$'\t' \
     <"$events" 2>/dev/null &
   local produce_pid=$!
+  BACKGROUND+=("$produce_pid")
   local i
   for i in $(seq 1 240); do
     [[ "$(http_code /readyz)" == 200 ]] && break
@@ -202,6 +218,7 @@ cmd_start() {
   done
   [[ "$(http_code /readyz)" == 200 ]] || { curl -s "http://127.0.0.1:$PORT/readyz" >&2; die "redlight is not ready"; }
   wait "$produce_pid" || die "feeding the samples to $TOPIC failed (scripts/kafka.sh produce)"
+  BACKGROUND=()
   rm -f -- "$events"
 
   # Wait until everything fed is applied (no lag, durable offsets steady), then until the
