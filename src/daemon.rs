@@ -994,6 +994,7 @@ impl Loop<'_> {
     fn persist(&mut self, alerts: Vec<Alert>, touched: &HashSet<Slot>) -> anyhow::Result<()> {
         let mut batch = WriteBatch {
             ledger: std::mem::take(&mut self.ledger),
+            cases: self.writer.case_buffer(),
             ..WriteBatch::default()
         };
         let mut cases = 0usize;

@@ -404,6 +404,13 @@ impl CaseChanges {
         self.counted();
     }
 
+    /// Empties it, keeping its room.
+    pub fn clear(&mut self) {
+        self.row.clear();
+        self.row.extend_from_slice(&[0; 4]);
+        self.count = 0;
+    }
+
     /// The journal row.
     fn row(&self) -> &[u8] {
         &self.row
@@ -1878,6 +1885,17 @@ mod tests {
             }
         }
         assert_eq!(changes.len(), 3);
+        // An emptied buffer (the daemon reuses one per batch) writes the same row again.
+        let mut reused = changes.clone();
+        reused.clear();
+        assert!(reused.is_empty());
+        for (t, p, i, v) in &cases {
+            match v {
+                Some(v) => reused.put_encoded(t, *p, i, v),
+                None => reused.forget(t, *p, i),
+            }
+        }
+        assert_eq!(reused.row(), changes.row());
         let row = changes.row();
         let back: Vec<(String, u32, String, Option<Vec<u8>>)> = decode_journal(row)
             .expect("decodes")

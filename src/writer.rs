@@ -26,7 +26,7 @@
 //! could undo), and `sync_ms = 0` makes every batch durable.
 
 use crate::metrics::Metrics;
-use crate::store::{Store, WriteBatch};
+use crate::store::{CaseChanges, Store, WriteBatch};
 use rdkafka::consumer::{CommitMode, Consumer, ConsumerContext, StreamConsumer};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use std::collections::BTreeMap;
@@ -115,6 +115,10 @@ pub struct Writer {
     /// Committed batches coming back, to be freed on the loop's thread rather than the
     /// writer's (a batch is thousands of small allocations).
     recycle: Mutex<Receiver<WriteBatch>>,
+    /// The case buffer of a committed batch, emptied, for the next batch: a journal row is
+    /// a few MiB, which the allocator would otherwise take from the system, zeroed, and give
+    /// back for every batch.
+    spare: Mutex<Option<CaseChanges>>,
     pending: Arc<Pending>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -185,6 +189,7 @@ impl Writer {
         Ok(Writer {
             tx: Some(tx),
             recycle: Mutex::new(recycle),
+            spare: Mutex::new(None),
             pending,
             thread: Some(thread),
         })
@@ -200,8 +205,13 @@ impl Writer {
             anyhow::bail!("the store writer has stopped");
         };
         if let Ok(recycle) = self.recycle.lock() {
-            while let Ok(done) = recycle.try_recv() {
+            while let Ok(mut done) = recycle.try_recv() {
+                let mut cases = std::mem::take(&mut done.cases);
                 drop(done);
+                cases.clear();
+                if let Ok(mut spare) = self.spare.lock() {
+                    *spare = Some(cases);
+                }
             }
         }
         self.pending.add();
@@ -215,6 +225,15 @@ impl Writer {
             });
         }
         Ok(())
+    }
+
+    /// An empty case buffer for the next batch, with the room a committed one had.
+    pub fn case_buffer(&self) -> CaseChanges {
+        self.spare
+            .lock()
+            .ok()
+            .and_then(|mut s| s.take())
+            .unwrap_or_default()
     }
 
     /// Waits until every batch handed over is durable.
