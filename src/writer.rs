@@ -36,8 +36,9 @@ use std::time::{Duration, Instant};
 
 /// How many batches may wait for the writer before [`Writer::submit`] blocks. Without a
 /// queue (a rendezvous) the loop stood still through every checkpoint; with one, the
-/// 1M-event benchmark went from 34,800 to 36,200–38,400 events/s. Each waiting batch holds its cases and alerts in memory, a few
-/// MiB at `kafka.batch_max` = 5000.
+/// 1M-event benchmark went from 34,800 to 36,200–38,400 events/s. 16 was no faster (39,976
+/// and 41,447 against 37,214–41,000 with 4): the writer itself is the limit. Each waiting
+/// batch holds its cases and alerts in memory, a few MiB at `kafka.batch_max` = 5000.
 pub const QUEUE: usize = 4;
 
 /// One hand-over: a batch and the engine time to publish once it is durable.
