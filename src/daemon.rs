@@ -217,6 +217,10 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     // Build one engine up front: a broken pack or calendar fails here, before consuming.
     let template = config.build_engine()?;
     let metrics = Metrics::new();
+    // The journal read back on open (the writer updates it after every commit).
+    metrics
+        .journal_entries
+        .set(i64::try_from(store.overlay_size()).unwrap_or(i64::MAX));
     let cal_last = template.calendar().last_day();
     metrics.calendar_last_day.set(
         cal_last

@@ -25,6 +25,11 @@ pub struct Metrics {
     pub kafka_errors: IntCounter,
     /// Time to make one batch durable (store transaction).
     pub commit_seconds: Histogram,
+    /// Changed cases and alerts in the store's journal (held in memory too) until the next
+    /// checkpoint (`src/store.rs`).
+    pub journal_entries: IntGauge,
+    /// Time of one store checkpoint (part of the commit of the batch that triggered it).
+    pub checkpoint_seconds: Histogram,
     /// Open cases held in memory.
     pub cases: IntGauge,
     /// Partitions assigned to this instance.
@@ -122,6 +127,19 @@ impl Metrics {
                     "Time to make one batch durable in the store.",
                 )
                 .buckets(prometheus::exponential_buckets(0.0005, 2.0, 14).expect("buckets")),
+            )
+            .expect("valid metric"),
+            journal_entries: IntGauge::new(
+                "redlight_store_journal_entries",
+                "Changed cases and alerts in the store's journal, held in memory until the next checkpoint.",
+            )
+            .expect("valid metric"),
+            checkpoint_seconds: Histogram::with_opts(
+                HistogramOpts::new(
+                    "redlight_store_checkpoint_seconds",
+                    "Time of one store checkpoint (the journal written into the case tables).",
+                )
+                .buckets(prometheus::exponential_buckets(0.01, 2.0, 12).expect("buckets")),
             )
             .expect("valid metric"),
             cases: IntGauge::new("redlight_cases", "Cases held in memory.").expect("valid metric"),
@@ -269,6 +287,8 @@ impl Metrics {
             Box::new(m.dead_letters.clone()),
             Box::new(m.kafka_errors.clone()),
             Box::new(m.commit_seconds.clone()),
+            Box::new(m.journal_entries.clone()),
+            Box::new(m.checkpoint_seconds.clone()),
             Box::new(m.cases.clone()),
             Box::new(m.partitions.clone()),
             Box::new(m.lag.clone()),

@@ -199,6 +199,9 @@ pub struct Store {
     overlay: std::sync::RwLock<Overlay>,
     /// Overlay entries that trigger a checkpoint.
     checkpoint_every: std::sync::atomic::AtomicUsize,
+    /// The duration of the last checkpoint not yet taken by [`Store::take_checkpoint_seconds`]
+    /// (`f64` bits; `u64::MAX`: none).
+    checkpoint_seconds: std::sync::atomic::AtomicU64,
 }
 
 /// `(topic, partition, case id)`.
@@ -528,6 +531,7 @@ impl Store {
             hook: std::sync::RwLock::new(None),
             overlay: std::sync::RwLock::new(Overlay::default()),
             checkpoint_every: std::sync::atomic::AtomicUsize::new(DEFAULT_CHECKPOINT_CASES),
+            checkpoint_seconds: std::sync::atomic::AtomicU64::new(u64::MAX),
         };
         store.check_schema()?;
         store.load_overlay()?;
@@ -543,6 +547,14 @@ impl Store {
     /// How many overlay entries there are now (changed cases and unindexed alerts).
     pub fn overlay_size(&self) -> usize {
         self.overlay_read().size
+    }
+
+    /// How long the checkpoint since the last call took, if there was one (for the metrics).
+    pub fn take_checkpoint_seconds(&self) -> Option<f64> {
+        let bits = self
+            .checkpoint_seconds
+            .swap(u64::MAX, std::sync::atomic::Ordering::Relaxed);
+        (bits != u64::MAX).then(|| f64::from_bits(bits))
     }
 
     fn overlay_read(&self) -> std::sync::RwLockReadGuard<'_, Overlay> {
@@ -1043,6 +1055,10 @@ impl Store {
         // Dropped whole (its pages freed at once) and created again, empty.
         tx.delete_table(JOURNAL).map_err(|e| self.err(e))?;
         tx.open_table(JOURNAL).map_err(|e| self.err(e))?;
+        self.checkpoint_seconds.store(
+            started.elapsed().as_secs_f64().to_bits(),
+            std::sync::atomic::Ordering::Relaxed,
+        );
         tracing::debug!(file = %self.file.display(), cases = written, alerts = index.len(),
             elapsed_ms = started.elapsed().as_millis() as u64, "store checkpoint");
         Ok(())
@@ -1727,8 +1743,12 @@ mod tests {
             for (seq, a) in seqs.iter().zip(&b.alerts) {
                 alerts.entry(a.case.to_string()).or_default().push(*seq);
             }
+            let took = store.take_checkpoint_seconds();
             if store.overlay_size() < before + b.cases.len() + b.alerts.len() {
                 checkpoints += 1;
+                assert!(took.is_some_and(|s| s >= 0.0), "a checkpoint is timed");
+            } else {
+                assert_eq!(took, None, "no checkpoint in round {round}");
             }
             assert_reads(&store, &model, &alerts, &format!("after round {round}"));
             if round % 13 == 12 {

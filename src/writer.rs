@@ -347,6 +347,13 @@ fn timed<C: ConsumerContext + 'static, T>(
         .metrics
         .commit_seconds
         .observe(started.elapsed().as_secs_f64());
+    sinks
+        .metrics
+        .journal_entries
+        .set(i64::try_from(sinks.store.overlay_size()).unwrap_or(i64::MAX));
+    if let Some(s) = sinks.store.take_checkpoint_seconds() {
+        sinks.metrics.checkpoint_seconds.observe(s);
+    }
     result
 }
 

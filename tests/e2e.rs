@@ -207,6 +207,18 @@ fn daemon_matches_replay() {
         ));
     }
     assert!(r.alerts.len() > 1000, "the workload raises many alerts");
+    // The alerts below went through the store's journal and its checkpoints (the tests'
+    // `store.checkpoint_cases` is 2,500 entries).
+    let checkpoints = m.sum("redlight_store_checkpoint_seconds_count");
+    let journal = m.sum("redlight_store_journal_entries");
+    eprintln!("[a] {checkpoints} store checkpoints; {journal} journal entries left");
+    if checkpoints < 1.0 || journal >= 2500.0 {
+        d.fail(&format!(
+            "{checkpoints} store checkpoints and {journal} journal entries after {} events \
+             (a checkpoint is due at 2,500 entries)",
+            lines.len()
+        ));
+    }
     let daemon = values(&alerts);
     assert_same_alerts(&d, &daemon, &r.alerts, "daemon_matches_replay");
     eprintln!("[a] {} alerts equal, field for field", daemon.len());
