@@ -160,7 +160,7 @@ pub struct StoreConfig {
     pub cache_mib: usize,
     /// Changed cases and alerts kept in the store's journal (and, for readers, in memory)
     /// before they are written into its case tables in one checkpoint (see `src/store.rs`).
-    /// Larger: fewer page rewrites per event and more memory (a few hundred bytes each).
+    /// Larger: fewer page rewrites per event and more memory (about 500 bytes each).
     #[serde(default = "default_checkpoint_cases")]
     pub checkpoint_cases: usize,
 }

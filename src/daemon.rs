@@ -1022,9 +1022,10 @@ impl Loop<'_> {
         }
         self.metrics.cases.set(cases as i64);
         let engine_time = self.engine_time();
-        if batch.cases.is_empty() && alerts.is_empty() && batch.offsets.is_empty() {
-            // Nothing to write; the engine time is published after what is pending.
-            return self.writer.submit(WriteBatch::default(), engine_time);
+        if batch.is_empty() && alerts.is_empty() {
+            // Nothing to write (no scorecard record either); the engine time is published
+            // after what is pending, and the empty batch brings its case buffer back.
+            return self.writer.submit(batch, engine_time);
         }
         for a in &alerts {
             self.metrics
