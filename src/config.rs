@@ -651,6 +651,14 @@ impl Config {
         self.resolve(&self.store.data_dir)
     }
 
+    /// Opens the store in the data directory with the `[store]` settings (page cache,
+    /// checkpoint size): the one way the daemon and the commands open it.
+    pub fn open_store(&self) -> Result<crate::store::Store, crate::store::StoreError> {
+        let store = crate::store::Store::open_with_cache(&self.data_dir(), self.store.cache_mib)?;
+        store.set_checkpoint_cases(self.store.checkpoint_cases);
+        Ok(store)
+    }
+
     pub fn resolve(&self, p: &Path) -> PathBuf {
         if p.is_absolute() {
             p.to_path_buf()

@@ -212,8 +212,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     // Opening after a crash and the restore below read the whole file: have the kernel
     // read it ahead, front to back.
     Store::prefetch(&data_dir);
-    let store = Arc::new(Store::open_with_cache(&data_dir, config.store.cache_mib)?);
-    store.set_checkpoint_cases(config.store.checkpoint_cases);
+    let store = Arc::new(config.open_store()?);
     // Build one engine up front: a broken pack or calendar fails here, before consuming.
     let template = config.build_engine()?;
     let metrics = Metrics::new();

@@ -2306,15 +2306,14 @@ pub async fn command(
         Some(v) => v,
         None => {
             // No daemon: the store is free, unless something else holds it.
-            let store = Store::open_with_cache(&config.data_dir(), config.store.cache_mib)
-                .map_err(|e| match e {
-                    StoreError::Locked { .. } => anyhow::anyhow!(
-                        "{e}, but nothing answers on http.listen {}; is the daemon's HTTP port \
+            let store = config.open_store().map_err(|e| match e {
+                StoreError::Locked { .. } => anyhow::anyhow!(
+                    "{e}, but nothing answers on http.listen {}; is the daemon's HTTP port \
                      somewhere else?",
-                        config.http.listen
-                    ),
-                    e => e.into(),
-                })?;
+                    config.http.listen
+                ),
+                e => e.into(),
+            })?;
             init_tables(&store)?;
             match &cmd {
                 Command::Status => serde_json::json!({

@@ -191,10 +191,7 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
         Command::Dump { config } => {
             let config = Config::load(&config)?;
-            let store = redlight::store::Store::open_with_cache(
-                &config.data_dir(),
-                config.store.cache_mib,
-            )?;
+            let store = config.open_store()?;
             let mut out = BufWriter::new(io::stdout().lock());
             let mut cases = store.all_cases()?;
             cases.sort_by(|a, b| a.2.id.cmp(&b.2.id));
