@@ -159,8 +159,9 @@ pub struct StoreConfig {
     #[serde(default = "default_cache_mib")]
     pub cache_mib: usize,
     /// Changed cases and alerts kept in the store's journal (and, for readers, in memory)
-    /// before they are written into its case tables in one checkpoint (see `src/store.rs`).
-    /// Larger: fewer page rewrites per event and more memory (about 500 bytes each).
+    /// before a checkpoint writes them into its case tables (see `src/store.rs`); up to
+    /// twice as many while a checkpoint runs. Larger: fewer page rewrites per event and
+    /// more memory (about 500 bytes each).
     #[serde(default = "default_checkpoint_cases")]
     pub checkpoint_cases: usize,
 }

@@ -28,7 +28,7 @@ pub struct Metrics {
     /// Changed cases and alerts in the store's journal (held in memory too) until the next
     /// checkpoint (`src/store.rs`).
     pub journal_entries: IntGauge,
-    /// Time of one store checkpoint (part of the commit of the batch that triggered it).
+    /// Time of one store checkpoint (on a thread of its own, beside the batches' commits).
     pub checkpoint_seconds: Histogram,
     /// Open cases held in memory.
     pub cases: IntGauge,
@@ -137,7 +137,7 @@ impl Metrics {
             checkpoint_seconds: Histogram::with_opts(
                 HistogramOpts::new(
                     "redlight_store_checkpoint_seconds",
-                    "Time of one store checkpoint (the journal written into the case tables).",
+                    "Time of one store checkpoint (the journal written into the case tables of cases.redb, beside the batches' commits).",
                 )
                 .buckets(prometheus::exponential_buckets(0.01, 2.0, 12).expect("buckets")),
             )

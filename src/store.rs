@@ -507,7 +507,7 @@ impl CheckpointJob {
         tx.commit().map_err(|e| self.err(e))?;
         let tx = self.base.begin_write().map_err(|e| self.err(e))?;
         let mut written = 0usize;
-        let indexed;
+        let (indexed, cases_ms, commit_ms);
         let next = {
             let mut cases = tx.open_table(CASES).map_err(|e| self.err(e))?;
             for (key, value) in OverlayCursor::new(&generations, Bound::Unbounded, Bound::Unbounded)
@@ -522,6 +522,7 @@ impl CheckpointJob {
                 }
                 written += 1;
             }
+            cases_ms = started.elapsed().as_millis() as u64;
             let mut index: Vec<(&str, u64)> = generations
                 .iter()
                 .flat_map(|g| {
@@ -560,7 +561,9 @@ impl CheckpointJob {
                 .map_err(|e| self.err(e))?;
             next
         };
+        let commit_started = std::time::Instant::now();
         tx.commit().map_err(|e| self.err(e))?;
+        commit_ms = commit_started.elapsed().as_millis() as u64;
         {
             // Only now that the checkpoint is durable: the generations leave the overlay
             // (readers from here on read them in the checkpoint) and their journal rows go.
@@ -583,7 +586,8 @@ impl CheckpointJob {
             .seconds
             .store(seconds.to_bits(), Ordering::Relaxed);
         tracing::debug!(file = %self.base_file.display(), cases = written, alerts = indexed,
-            elapsed_ms = started.elapsed().as_millis() as u64, "store checkpoint");
+            cases_ms, commit_ms, elapsed_ms = started.elapsed().as_millis() as u64,
+            "store checkpoint");
         Ok(())
     }
 }

@@ -5,9 +5,9 @@
 //! over with [`Writer::submit`]; the thread commits it in one redb transaction and only then
 //! commits the batch's offsets to Kafka and tells alert delivery how far the engines' clocks
 //! have got. The hand-over is a short queue ([`QUEUE`] batches): the loop goes on applying
-//! while the writer commits, also through a store checkpoint, which takes a second or two
-//! with a million cases (`src/store.rs`); batches are committed in the order they were
-//! built. So the promise of the single-threaded loop holds: offsets in Kafka, and the
+//! while the writer commits (store checkpoints run on a thread of their own, into a second
+//! file: `src/store.rs`; the writer waits for one only when the journal has reached twice
+//! `store.checkpoint_cases`); batches are committed in the order they were built. So the promise of the single-threaded loop holds: offsets in Kafka, and the
 //! engine time that escalation steps wait for, never run ahead of what the store holds.
 //!
 //! Whoever reads the store for state the loop is about to rely on (partition assignment, the
@@ -37,7 +37,8 @@ use std::time::{Duration, Instant};
 /// How many batches may wait for the writer before [`Writer::submit`] blocks. Without a
 /// queue (a rendezvous) the loop stood still through every checkpoint; with one, the
 /// 1M-event benchmark went from 34,800 to 36,200–38,400 events/s. 16 was no faster (39,976
-/// and 41,447 against 37,214–41,000 with 4): the writer itself is the limit. Each waiting
+/// and 41,447 against 37,214–41,000 with 4): the writer itself was the limit (checkpoints
+/// then ran on its thread). Each waiting
 /// batch holds its cases and alerts in memory, a few MiB at `kafka.batch_max` = 5000.
 pub const QUEUE: usize = 4;
 
