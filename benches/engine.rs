@@ -63,6 +63,7 @@ const DAY: i64 = 24 * HOUR;
 const CHUNK: usize = 4096;
 
 fn main() -> Result<()> {
+    redlight::tune_allocator();
     let opts = Options::parse()?;
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let config_path = root.join("config/redlight.toml");
