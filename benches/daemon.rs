@@ -10,6 +10,8 @@
 //! 2. Reads the topic with a bare rdkafka consumer: the raw read rate.
 //! 3. Runs `redlight run` (release) on it and measures the rate from the first durable
 //!    offset to all N offsets durable, polling `/metrics`.
+//!    Also its CPU time (user and system, per event, and the loop's and the writer's
+//!    threads): on a shared machine it varies less than the rate.
 //! 4. Stops it (SIGTERM), starts it again and measures the time until `/readyz` says ready
 //!    with every case restored.
 //!
@@ -68,6 +70,7 @@ fn main() {
     let (first, done) = wait_durable(port, n, &mut daemon);
     let daemon_s = (done - first).as_secs_f64();
     let rss = rss_bytes(daemon.id());
+    let cpu = cpu_seconds(daemon.id());
     stop(&mut daemon);
 
     // 4. Restart with N open cases.
@@ -96,6 +99,18 @@ fn main() {
         "ratio:    {:.2} of the raw read rate",
         daemon_rate / raw_rate
     );
+    if let Some(cpu) = &cpu {
+        // CPU per event varies less than the rate on a shared machine: compare these.
+        let (lp, wr) = (cpu.thread("redlight"), cpu.thread("redlight-store-"));
+        println!(
+            "cpu:      {:.1} s user + {:.1} s system = {:.1} µs per event (consumer loop {lp:.1} s, \
+             store writer {wr:.1} s, the rest {:.1} s: checkpoints, librdkafka, HTTP)",
+            cpu.user,
+            cpu.system,
+            (cpu.user + cpu.system) * 1e6 / n as f64,
+            cpu.user + cpu.system - lp - wr,
+        );
+    }
     println!(
         "memory:   {:.0} bytes of daemon RSS per open case ({:.0} MiB)",
         rss as f64 / n as f64,
@@ -345,6 +360,59 @@ fn wait_ready(port: u16, n: u64, child: &mut Child) {
         std::thread::sleep(Duration::from_millis(20));
     }
     panic!("the daemon was not ready in time");
+}
+
+/// A process's CPU time so far (its finished threads included) and its live threads' by name.
+struct Cpu {
+    user: f64,
+    system: f64,
+    threads: Vec<(String, f64)>,
+}
+
+impl Cpu {
+    /// User and system seconds of the live threads named `name` (Linux cuts names to 15 bytes).
+    fn thread(&self, name: &str) -> f64 {
+        self.threads
+            .iter()
+            .filter(|(n, _)| n == name)
+            .map(|(_, s)| s)
+            .sum()
+    }
+}
+
+/// Utime and stime of `/proc/<pid>/stat` (or a task's), in seconds.
+fn stat_seconds(stat: &str) -> Option<(f64, f64)> {
+    // The fields after the parenthesised name; utime and stime are the 14th and 15th.
+    let rest = stat.get(stat.rfind(')')? + 2..)?;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // SAFETY: sysconf only reads a system constant.
+    let tick = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    Some((
+        f.get(11)?.parse::<f64>().ok()? / tick,
+        f.get(12)?.parse::<f64>().ok()? / tick,
+    ))
+}
+
+fn cpu_seconds(pid: u32) -> Option<Cpu> {
+    let (user, system) = stat_seconds(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)?;
+    let mut threads = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task"))
+        .ok()?
+        .flatten()
+    {
+        let name = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+        if let Some((u, s)) = std::fs::read_to_string(task.path().join("stat"))
+            .ok()
+            .and_then(|s| stat_seconds(&s))
+        {
+            threads.push((name.trim().to_string(), u + s));
+        }
+    }
+    Some(Cpu {
+        user,
+        system,
+        threads,
+    })
 }
 
 fn rss_bytes(pid: u32) -> u64 {

@@ -58,9 +58,9 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// 1,343 and 16.0–17.0 s without purging, and mixed events ran about 12% faster.
 ///
 /// The daemon keeps the default: without purging the 1M-event benchmark ran about 6%
-/// faster (40,085–40,672 against 35,884–39,641 events/s, alternating runs) but stayed at
-/// its high-water mark, 1.86–1.88 GB of RSS instead of 1.45–1.47. `MIMALLOC_PURGE_DELAY=-1`
-/// in its environment chooses the speed.
+/// faster (40,085–40,672 against 35,884–39,641 events/s, alternating runs; 32.1 against
+/// 35.2 µs of CPU per event) but stayed at its high-water mark, 1.79–1.88 GB of RSS instead
+/// of 1.45–1.47. `MIMALLOC_PURGE_DELAY=-1` in its environment chooses the speed.
 pub fn tune_allocator() {
     #[cfg(feature = "mimalloc")]
     if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
