@@ -80,6 +80,12 @@ const LEDGER: TableDefinition<(i64, &str, &str), &[u8]> = TableDefinition::new("
 /// holding the batch's changed cases in one value (see [`CaseChanges`]). One insert of a
 /// few MiB instead of thousands of small ones.
 const JOURNAL: TableDefinition<u64, &[u8]> = TableDefinition::new("case_journal");
+/// A batch's journal row bigger than this is stored as several rows (pieces of about this
+/// size, each a journal row of its own). redb writes a value from a buffer it allocates and
+/// zeroes for it: for a row of a few MiB (5,000 changed cases) that was fresh memory every
+/// time, page faults and the kernel zeroing it, most of the store writer's system time.
+const JOURNAL_PIECE: usize = 64 << 10;
+
 /// `meta` key: the last alert sequence number `case_alerts` covers (big-endian u64); in
 /// the checkpoints' file (in the batches' file up to format 3).
 const META_INDEXED: &str = "case_alerts_through";
@@ -742,6 +748,26 @@ fn decode_journal(row: &[u8]) -> Result<Vec<JournalEntry<'_>>, String> {
     Ok(out)
 }
 
+/// A journal row cut into rows of about [`JOURNAL_PIECE`] bytes, the same entries in the
+/// same order.
+fn journal_pieces(row: &[u8]) -> Result<Vec<CaseChanges>, String> {
+    let mut pieces = Vec::new();
+    let mut piece = CaseChanges::default();
+    for (topic, partition, id, value) in decode_journal(row)? {
+        match value {
+            Some(r) => piece.put_encoded(topic, partition, id, &row[r]),
+            None => piece.forget(topic, partition, id),
+        }
+        if piece.row().len() >= JOURNAL_PIECE {
+            pieces.push(std::mem::take(&mut piece));
+        }
+    }
+    if !piece.is_empty() {
+        pieces.push(piece);
+    }
+    Ok(pieces)
+}
+
 #[derive(Default)]
 struct Overlay {
     generations: Vec<Arc<Generation>>,
@@ -1334,12 +1360,22 @@ impl Store {
             }
             if !batch.cases.is_empty() {
                 let row = batch.cases.row().to_vec();
-                journal
-                    .insert(row_no, row.as_slice())
-                    .map_err(|e| self.err(e))?;
-                // Read back as on open: the same code keeps the overlay either way.
+                let mut last = row_no;
+                if row.len() <= JOURNAL_PIECE {
+                    journal
+                        .insert(row_no, row.as_slice())
+                        .map_err(|e| self.err(e))?;
+                } else {
+                    for (k, piece) in (row_no..).zip(journal_pieces(&row).map_err(|e| self.err(e))?)
+                    {
+                        journal.insert(k, piece.row()).map_err(|e| self.err(e))?;
+                        last = k;
+                    }
+                }
+                // Read back as on open: the same code keeps the overlay either way (there,
+                // one generation per piece).
                 generation = Generation::of_journal(row).map_err(|e| self.err(e))?;
-                generation.row = Some(row_no);
+                generation.row = Some(last);
             }
             drop(journal);
             for (seq, a) in seqs.iter().zip(&batch.alerts) {
@@ -1389,8 +1425,8 @@ impl Store {
             // without its overlay, or the overlay without the commit.
             let mut overlay = self.overlay_write();
             tx.commit().map_err(|e| self.err(e))?;
-            if generation.row.is_some() {
-                overlay.next_row = row_no + 1;
+            if let Some(last) = generation.row {
+                overlay.next_row = last + 1;
             }
             if generation.size() > 0 {
                 overlay.size += generation.size();
@@ -2397,6 +2433,72 @@ mod tests {
         drop(store);
         let store = Store::open(&dir).expect("reopen");
         assert_reads(&store, &model, &alerts, "reopened");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_big_batch_is_journaled_in_pieces_and_read_back_whole() {
+        let dir = tmp("pieces");
+        let store = Store::open(&dir).expect("open");
+        let mut model = Model::new();
+        let mut b = WriteBatch::default();
+        // About 120 bytes each: 2,000 cases are several pieces.
+        for i in 0..2000usize {
+            let key = ("t".to_string(), (i % 3) as u32, format!("C{i:05}"));
+            if i % 7 == 3 {
+                b.cases.forget(&key.0, key.1, &key.2);
+            } else {
+                b.cases.put(&key.0, key.1, &json_case(i)).expect("encode");
+                model.insert(key.clone(), i as i64);
+            }
+        }
+        for p in 0..3 {
+            b.offsets.push(("t".into(), p, 1));
+        }
+        assert!(b.cases.row().len() > 2 * JOURNAL_PIECE);
+        store.commit(&b).expect("commit");
+        let rows = {
+            let tx = store.db.begin_read().expect("tx");
+            let journal = tx.open_table(JOURNAL).expect("journal");
+            journal.len().expect("len")
+        };
+        assert!(rows >= 3, "{rows} journal rows");
+        fn check(store: &Store, model: &Model, at: &str) {
+            let mut all = Vec::new();
+            store
+                .scan_cases(None, |t, p, id, bytes| {
+                    let case = decode_case(bytes).expect("decodes");
+                    all.push(((t.to_string(), p, id.to_string()), case.last_event));
+                    true
+                })
+                .expect("scan");
+            let want: Vec<_> = model.iter().map(|(k, v)| (k.clone(), *v)).collect();
+            assert_eq!(all, want, "{at}");
+        }
+        check(&store, &model, "committed");
+        drop(store);
+        let store = Store::open(&dir).expect("reopen");
+        check(&store, &model, "reopened");
+        // The next batch is numbered after the pieces.
+        let mut b = WriteBatch::default();
+        let key = ("t".to_string(), 1, "C00001".to_string());
+        let mut case = json_case(1);
+        case.last_event = 99;
+        b.cases.put(&key.0, key.1, &case).expect("encode");
+        store.commit(&b).expect("commit");
+        model.insert(key, 99);
+        drop(store);
+        let store = Store::open(&dir).expect("reopen");
+        check(&store, &model, "reopened after one more batch");
+        let find = |id: &str| {
+            store
+                .find_case(id)
+                .expect("find")
+                .map(|(_, p, c)| (p, c.last_event))
+        };
+        assert_eq!(find("C00001"), Some((1, 99)), "the later batch's version");
+        assert_eq!(find("C00003"), None, "forgotten in the big batch");
+        assert_eq!(find("C01999"), Some((1, 1999)), "in the last piece");
         let _ = std::fs::remove_dir_all(&dir);
     }
 
