@@ -35,8 +35,9 @@
 //! with a million open cases, each changed case and each alert landed on a page of its own
 //! in those B-trees, and rewriting (copy on write) two random pages per event was most of
 //! what the daemon spent. A batch appends its changed cases to `case_journal` instead, as
-//! rows at the end of that table (one, or pieces of about 64 KiB), and leaves its alerts out of `case_alerts`. The store
-//! keeps what the journal and the unindexed alerts say in memory (the overlay, one
+//! rows at the end of that table (one, or pieces of about 64 KiB), and leaves its alerts
+//! out of `case_alerts`. The store keeps what the journal and the unindexed alerts say in
+//! memory (the overlay, one
 //! generation per batch, each sorted by key), and every reader sees `cases` and
 //! `case_alerts` with the overlay laid over them, from the same committed state.
 //!
