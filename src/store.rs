@@ -37,9 +37,9 @@
 //! what the daemon spent. A batch appends its changed cases to `case_journal` instead, as
 //! rows at the end of that table (one, or pieces of about 64 KiB), and leaves its alerts
 //! out of `case_alerts`. The store keeps what the journal and the unindexed alerts say in
-//! memory (the overlay, one
-//! generation per batch, each sorted by key), and every reader sees `cases` and
-//! `case_alerts` with the overlay laid over them, from the same committed state.
+//! memory (the overlay, one generation per batch, each sorted by key), and every reader
+//! sees `cases` and `case_alerts` with the overlay laid over them, from the same committed
+//! state.
 //!
 //! Once the overlay holds `store.checkpoint_cases` entries, a checkpoint starts on a thread
 //! of its own, while batches go on being committed: it makes the batches so far durable,
