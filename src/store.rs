@@ -472,6 +472,7 @@ fn prefetch_file(file: &Path) {
 /// A checkpoint, on its own thread (see the module doc).
 struct CheckpointJob {
     db: Arc<Database>,
+    file: PathBuf,
     base: Arc<Database>,
     base_file: PathBuf,
     overlay: Arc<RwLock<Overlay>>,
@@ -510,8 +511,8 @@ impl CheckpointJob {
         }
         // Lazily committed batches made durable first: the checkpoint must never hold what
         // a crash could still undo in the other file.
-        let tx = self.db.begin_write().map_err(|e| self.err(e))?;
-        tx.commit().map_err(|e| self.err(e))?;
+        let tx = self.db.begin_write().map_err(|e| file_err(&self.file, e))?;
+        tx.commit().map_err(|e| file_err(&self.file, e))?;
         let tx = self.base.begin_write().map_err(|e| self.err(e))?;
         let mut written = 0usize;
         let (indexed, cases_ms, commit_ms);
@@ -582,7 +583,7 @@ impl CheckpointJob {
                 .take_while(|(a, b)| Arc::ptr_eq(a, b))
                 .count();
             let freed: usize = o.generations.drain(..done).map(|g| g.size()).sum();
-            o.size -= freed;
+            o.size = o.size.saturating_sub(freed);
             drop(o);
             self.checkpoints
                 .journal_next
@@ -1481,6 +1482,7 @@ impl Store {
         }
         let job = CheckpointJob {
             db: self.db.clone(),
+            file: self.file.clone(),
             base: self.base.clone(),
             base_file: self.base_file.clone(),
             overlay: self.overlay.clone(),
