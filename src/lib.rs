@@ -64,9 +64,17 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 pub fn tune_allocator() {
     #[cfg(feature = "mimalloc")]
     if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
-        /// `mi_option_purge_delay` in mimalloc 3's `mi_option_e`.
+        /// `mi_option_purge_delay` in mimalloc 3's `mi_option_e` (the crate names no
+        /// constant for it), and its default there.
         const PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
-        // SAFETY: sets one of mimalloc's global options, which it reads atomically.
-        unsafe { libmimalloc_sys::mi_option_set(PURGE_DELAY, -1) };
+        const DEFAULT_MS: std::ffi::c_long = 1000;
+        // SAFETY: reads and sets one of mimalloc's global options, which it keeps atomically.
+        // Set only where the option has the default it should have: a mimalloc with
+        // another numbering is left as it is rather than given a wrong option.
+        unsafe {
+            if libmimalloc_sys::mi_option_get(PURGE_DELAY) == DEFAULT_MS {
+                libmimalloc_sys::mi_option_set(PURGE_DELAY, -1);
+            }
+        }
     }
 }
