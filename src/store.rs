@@ -256,6 +256,23 @@ struct Checkpoints {
     error: Mutex<Option<StoreError>>,
 }
 
+/// A big-endian u64 in a `meta` table of `file` (0 when absent).
+fn meta_u64(
+    meta: &impl ReadableTable<&'static str, &'static [u8]>,
+    key: &str,
+    file: &Path,
+) -> Result<u64, StoreError> {
+    let v = meta.get(key).map_err(|e| file_err(file, e))?;
+    match v.map(|v| <[u8; 8]>::try_from(v.value())) {
+        Some(Ok(b)) => Ok(u64::from_be_bytes(b)),
+        Some(Err(_)) => Err(StoreError::Corrupt {
+            file: file.to_path_buf(),
+            message: format!("meta {key:?} is not 8 bytes"),
+        }),
+        None => Ok(0),
+    }
+}
+
 /// A store error for `file`: corrupt when redb says so, else I/O.
 fn file_err(file: &Path, e: impl std::fmt::Display) -> StoreError {
     let message = e.to_string();
@@ -340,6 +357,26 @@ impl Generation {
             })
             .ok()?;
         self.cases.get(i).map(|(_, at)| self.value(at))
+    }
+
+    /// Its changes as journal rows of about [`JOURNAL_PIECE`] bytes, in key order (of a
+    /// case written twice in the batch, the later entry, as reading the whole row keeps).
+    fn pieces(&self) -> Vec<CaseChanges> {
+        let mut pieces = Vec::new();
+        let mut piece = CaseChanges::default();
+        for ((topic, partition, id), at) in &self.cases {
+            match self.value(at) {
+                Some(bytes) => piece.put_encoded(topic, *partition, id, bytes),
+                None => piece.forget(topic, *partition, id),
+            }
+            if piece.row().len() >= JOURNAL_PIECE {
+                pieces.push(std::mem::take(&mut piece));
+            }
+        }
+        if !piece.is_empty() {
+            pieces.push(piece);
+        }
+        pieces
     }
 
     fn key(&self, i: usize) -> Option<(&str, u32, &str)> {
@@ -546,23 +583,18 @@ impl CheckpointJob {
                 by_case.insert(*key, ()).map_err(|e| self.err(e))?;
             }
             let mut meta = tx.open_table(META).map_err(|e| self.err(e))?;
-            let old = |meta: &redb::Table<&str, &[u8]>, key: &str| -> Result<u64, StoreError> {
-                let v = meta.get(key).map_err(|e| self.err(e))?;
-                Ok(v.and_then(|v| <[u8; 8]>::try_from(v.value()).ok())
-                    .map_or(0, u64::from_be_bytes))
-            };
             let next = generations
                 .iter()
                 .filter_map(|g| g.row)
                 .max()
                 .map_or(0, |r| r + 1)
-                .max(old(&meta, META_JOURNAL_NEXT)?);
+                .max(meta_u64(&meta, META_JOURNAL_NEXT, &self.base_file)?);
             let through = generations
                 .iter()
                 .map(|g| g.last_alert)
                 .max()
                 .unwrap_or(0)
-                .max(old(&meta, META_INDEXED)?);
+                .max(meta_u64(&meta, META_INDEXED, &self.base_file)?);
             meta.insert(META_JOURNAL_NEXT, next.to_be_bytes().as_slice())
                 .map_err(|e| self.err(e))?;
             meta.insert(META_INDEXED, through.to_be_bytes().as_slice())
@@ -750,26 +782,6 @@ fn decode_journal(row: &[u8]) -> Result<Vec<JournalEntry<'_>>, String> {
     Ok(out)
 }
 
-/// A journal row cut into rows of about [`JOURNAL_PIECE`] bytes, the same entries in the
-/// same order.
-fn journal_pieces(row: &[u8]) -> Result<Vec<CaseChanges>, String> {
-    let mut pieces = Vec::new();
-    let mut piece = CaseChanges::default();
-    for (topic, partition, id, value) in decode_journal(row)? {
-        match value {
-            Some(r) => piece.put_encoded(topic, partition, id, &row[r]),
-            None => piece.forget(topic, partition, id),
-        }
-        if piece.row().len() >= JOURNAL_PIECE {
-            pieces.push(std::mem::take(&mut piece));
-        }
-    }
-    if !piece.is_empty() {
-        pieces.push(piece);
-    }
-    Ok(pieces)
-}
-
 #[derive(Default)]
 struct Overlay {
     generations: Vec<Arc<Generation>>,
@@ -883,20 +895,18 @@ impl Store {
         let started = std::time::Instant::now();
         let base = self.base.begin_read().map_err(|e| self.base_err(e))?;
         let base_meta = base.open_table(META).map_err(|e| self.base_err(e))?;
-        let journal_next = self.meta_u64(&base_meta, META_JOURNAL_NEXT, &self.base_file)?;
-        let through = self.meta_u64(&base_meta, META_INDEXED, &self.base_file)?;
+        let journal_next = meta_u64(&base_meta, META_JOURNAL_NEXT, &self.base_file)?;
+        let through = meta_u64(&base_meta, META_INDEXED, &self.base_file)?;
         let tx = self.db.begin_read().map_err(|e| self.err(e))?;
         let mut generations = Vec::new();
         let journal = tx.open_table(JOURNAL).map_err(|e| self.err(e))?;
         let mut next_row = journal_next;
-        let mut stale = None;
         for row in journal.iter().map_err(|e| self.err(e))? {
             let (k, v) = row.map_err(|e| self.err(e))?;
             let n = k.value();
             next_row = next_row.max(n + 1);
             if n < journal_next {
                 // In the checkpoint already: a crash came before the batch that deletes it.
-                stale = Some(n);
                 continue;
             }
             let mut g = Generation::of_journal(v.value().to_vec()).map_err(|message| {
@@ -931,34 +941,15 @@ impl Store {
             tracing::info!(file = %self.file.display(), batches = generations.len(), entries = size,
                 elapsed_ms = started.elapsed().as_millis() as u64, "store journal read");
         }
-        if stale.is_some() {
-            self.checkpoints
-                .journal_next
-                .store(journal_next, Ordering::Relaxed);
-        }
+        // Rows a crash left below it are deleted with the next batch.
+        self.checkpoints
+            .journal_next
+            .store(journal_next, Ordering::Relaxed);
         let mut o = self.overlay_write();
         o.size = size;
         o.generations = generations;
         o.next_row = next_row;
         Ok(())
-    }
-
-    /// A big-endian u64 in a `meta` table (0 when absent).
-    fn meta_u64(
-        &self,
-        meta: &impl ReadableTable<&'static str, &'static [u8]>,
-        key: &str,
-        file: &Path,
-    ) -> Result<u64, StoreError> {
-        let v = meta.get(key).map_err(|e| file_err(file, e))?;
-        match v.map(|v| <[u8; 8]>::try_from(v.value())) {
-            Some(Ok(b)) => Ok(u64::from_be_bytes(b)),
-            Some(Err(_)) => Err(StoreError::Corrupt {
-                file: file.to_path_buf(),
-                message: format!("meta {key:?} is not 8 bytes"),
-            }),
-            None => Ok(0),
-        }
     }
 
     /// The case of stored alert `seq`.
@@ -1142,7 +1133,7 @@ impl Store {
     fn base_is_empty(&self) -> Result<bool, StoreError> {
         let tx = self.base.begin_read().map_err(|e| self.base_err(e))?;
         let meta = tx.open_table(META).map_err(|e| self.base_err(e))?;
-        let next = self.meta_u64(&meta, META_JOURNAL_NEXT, &self.base_file)?;
+        let next = meta_u64(&meta, META_JOURNAL_NEXT, &self.base_file)?;
         let empty = match tx.open_table(CASES) {
             Ok(t) => t.is_empty().map_err(|e| self.base_err(e))?,
             Err(redb::TableError::TableDoesNotExist(_)) => true,
@@ -1175,7 +1166,7 @@ impl Store {
         let started = std::time::Instant::now();
         let rtx = self.db.begin_read().map_err(|e| self.err(e))?;
         let meta = rtx.open_table(META).map_err(|e| self.err(e))?;
-        let through = self.meta_u64(&meta, META_INDEXED, &self.file)?;
+        let through = meta_u64(&meta, META_INDEXED, &self.file)?;
         let cases = rtx.open_table(CASES).map_err(|e| self.err(e))?;
         let index = rtx.open_table(CASE_ALERTS).map_err(|e| self.err(e))?;
         let tx = self.base.begin_write().map_err(|e| self.base_err(e))?;
@@ -1361,22 +1352,19 @@ impl Store {
                     .map_err(|e| self.err(e))?;
             }
             if !batch.cases.is_empty() {
-                let row = batch.cases.row().to_vec();
+                let row = batch.cases.row();
+                // Read back as on open: the same code keeps the overlay either way (there,
+                // one generation per piece).
+                generation = Generation::of_journal(row.to_vec()).map_err(|e| self.err(e))?;
                 let mut last = row_no;
                 if row.len() <= JOURNAL_PIECE {
-                    journal
-                        .insert(row_no, row.as_slice())
-                        .map_err(|e| self.err(e))?;
+                    journal.insert(row_no, row).map_err(|e| self.err(e))?;
                 } else {
-                    for (k, piece) in (row_no..).zip(journal_pieces(&row).map_err(|e| self.err(e))?)
-                    {
+                    for (k, piece) in (row_no..).zip(generation.pieces()) {
                         journal.insert(k, piece.row()).map_err(|e| self.err(e))?;
                         last = k;
                     }
                 }
-                // Read back as on open: the same code keeps the overlay either way (there,
-                // one generation per piece).
-                generation = Generation::of_journal(row).map_err(|e| self.err(e))?;
                 generation.row = Some(last);
             }
             drop(journal);
@@ -1748,7 +1736,7 @@ impl Store {
         } = self.read()?;
         let index = base.open_table(CASE_ALERTS).map_err(|e| self.base_err(e))?;
         let meta = base.open_table(META).map_err(|e| self.base_err(e))?;
-        let through = self.meta_u64(&meta, META_INDEXED, &self.base_file)?;
+        let through = meta_u64(&meta, META_INDEXED, &self.base_file)?;
         let alerts = tx.open_table(ALERTS).map_err(|e| self.err(e))?;
         let mut seqs = Vec::new();
         for row in index

@@ -7,8 +7,9 @@
 //! have got. The hand-over is a short queue ([`QUEUE`] batches): the loop goes on applying
 //! while the writer commits (store checkpoints run on a thread of their own, into a second
 //! file: `src/store.rs`; the writer waits for one only when the journal has reached twice
-//! `store.checkpoint_cases`); batches are committed in the order they were built. So the promise of the single-threaded loop holds: offsets in Kafka, and the
-//! engine time that escalation steps wait for, never run ahead of what the store holds.
+//! `store.checkpoint_cases`); batches are committed in the order they were built. So the
+//! promise of the single-threaded loop holds: offsets in Kafka, and the engine time that
+//! escalation steps wait for, never run ahead of what the store holds.
 //!
 //! Whoever reads the store for state the loop is about to rely on (partition assignment, the
 //! rebalance callback's seek, shutdown) first waits with [`Writer::drain`] until nothing is
@@ -38,8 +39,8 @@ use std::time::{Duration, Instant};
 /// queue (a rendezvous) the loop stood still through every checkpoint; with one, the
 /// 1M-event benchmark went from 34,800 to 36,200–38,400 events/s. 16 was no faster (39,976
 /// and 41,447 against 37,214–41,000 with 4): the writer itself was the limit (checkpoints
-/// then ran on its thread). Each waiting
-/// batch holds its cases and alerts in memory, a few MiB at `kafka.batch_max` = 5000.
+/// then ran on its thread). Each waiting batch holds its cases and alerts in memory, a few
+/// MiB at `kafka.batch_max` = 5000.
 pub const QUEUE: usize = 4;
 
 /// One hand-over: a batch and the engine time to publish once it is durable.
