@@ -16,8 +16,9 @@
 //!    with every case restored.
 //!
 //! Prints figures; asserts nothing about speed. `REDLIGHT_BENCH_KEEP=1` keeps the data
-//! directory and the daemon's logs; `REDLIGHT_BENCH_LOG` sets the daemon's `RUST_LOG`
-//! (for example `warn,redlight::daemon=info,redlight::store=debug` to log checkpoints).
+//! directory, the daemon's logs and the topic (otherwise deleted at the end);
+//! `REDLIGHT_BENCH_LOG` sets the daemon's `RUST_LOG` (for example
+//! `warn,redlight::daemon=info,redlight::store=debug` to log checkpoints).
 
 #[path = "../tests/common/calendar.rs"]
 mod calendar;
@@ -126,6 +127,14 @@ fn main() {
         );
     } else {
         let _ = std::fs::remove_dir_all(&dir);
+        // A million events are about 300 MiB on the broker, run after run.
+        for t in [topic.clone(), format!("{topic}.dead-letter")] {
+            let _ = Command::new(root.join("scripts/kafka.sh"))
+                .args(["delete-topic", &t])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+        }
     }
 }
 

@@ -10,6 +10,7 @@
 #   scripts/kafka.sh status             exit 0 when running, 3 when not
 #   scripts/kafka.sh reset              stop and delete the data dir
 #   scripts/kafka.sh topic NAME [PARTS] create a topic if it does not exist (replication factor 1)
+#   scripts/kafka.sh delete-topic NAME  delete a topic if it exists
 #   scripts/kafka.sh bootstrap          print 127.0.0.1:<port>
 #   scripts/kafka.sh produce TOPIC      send stdin lines (console producer)
 #   scripts/kafka.sh consume TOPIC [N]  print N (default 10) messages from the beginning
@@ -503,6 +504,15 @@ cmd_topic() {
   log "topic $name ready"
 }
 
+cmd_delete_topic() {
+  local name="${1:-}"
+  [[ -n "$name" ]] || die "usage: $0 delete-topic NAME"
+  require_running
+  run_class org.apache.kafka.tools.TopicCommand --bootstrap-server "127.0.0.1:$KAFKA_PORT" \
+    --delete --if-exists --topic "$name" >&2
+  log "topic $name deleted"
+}
+
 cmd_produce() {
   local topic="${1:-}"
   [[ -n "$topic" ]] || die "usage: $0 produce TOPIC < lines"
@@ -550,6 +560,7 @@ main() {
     status)    cmd_status ;;
     reset)     cmd_reset ;;
     topic)     cmd_topic "$@" ;;
+    delete-topic) cmd_delete_topic "$@" ;;
     bootstrap) echo "127.0.0.1:$KAFKA_PORT" ;;
     produce)   cmd_produce "$@" ;;
     consume)   cmd_consume "$@" ;;
