@@ -159,9 +159,9 @@ pub struct StoreConfig {
     #[serde(default = "default_cache_mib")]
     pub cache_mib: usize,
     /// Changed cases and alerts kept in the store's journal (and, for readers, in memory)
-    /// before a checkpoint writes them into its case tables (see `src/store.rs`); up to
-    /// twice as many while a checkpoint runs. Larger: fewer page rewrites per event and
-    /// more memory (about 500 bytes each).
+    /// before a checkpoint writes them as a sorted run (see `src/store.rs`); up to twice as
+    /// many while a checkpoint runs. Larger: fewer, bigger runs and fewer merges, and more
+    /// memory (about 500 bytes each).
     #[serde(default = "default_checkpoint_cases")]
     pub checkpoint_cases: usize,
 }

@@ -137,7 +137,7 @@ impl Metrics {
             checkpoint_seconds: Histogram::with_opts(
                 HistogramOpts::new(
                     "redlight_store_checkpoint_seconds",
-                    "Time of one store checkpoint (the journal written into the case tables of cases.redb, beside the batches' commits).",
+                    "Time of one store checkpoint (the journal written as a sorted run of cases.redb, beside the batches' commits).",
                 )
                 .buckets(prometheus::exponential_buckets(0.01, 2.0, 12).expect("buckets")),
             )

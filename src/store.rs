@@ -25,9 +25,12 @@
 //!
 //! Tables of `cases.redb` (the checkpoints' file):
 //! - `meta`: `schema`; `journal_next`: the first journal batch number the checkpoint does
-//!   not hold; `case_alerts_through`: the last alert `case_alerts` covers;
-//! - `cases`: `(topic, partition, case id)` → the case in MessagePack ([`encode_case`]), as
-//!   of the last checkpoint;
+//!   not hold; `case_alerts_through`: the last alert `case_alerts` covers; `case_runs`: the
+//!   runs below, oldest first;
+//! - `case_run_{n}`: the cases as of the last checkpoint, as sorted runs: rows of about
+//!   60 KiB, each a partition's cases in key order (in MessagePack, [`encode_case`]) under
+//!   its last `(topic, partition, case id)`; a newer run's case (or its forgetting) overrides
+//!   an older run's. See `src/store/runs.rs`;
 //! - `case_alerts`: `(case id, sequence number)` → `()`, an index of `alerts` by case for
 //!   `/api/v1/cases/{id}`, as of the last checkpoint.
 //!
@@ -43,11 +46,11 @@
 //!
 //! Once the overlay holds `store.checkpoint_cases` entries, a checkpoint starts on a thread
 //! of its own, while batches go on being committed: it makes the batches so far durable,
-//! writes their overlay into `cases` and `case_alerts` of the second file, in key order
-//! (neighbouring keys share pages, so a page is rewritten once per checkpoint rather than
-//! once per change), with the journal number and alert it got to, in one durable
-//! transaction; then drops those generations from the overlay, and the next batch deletes
-//! their journal rows. In a second file because redb has one writer per file: in the same
+//! writes their overlay as a new run of the second file (merged with the newest runs when
+//! they are no bigger, as a log-structured merge tree does: a checkpoint writes what
+//! changed, not the whole table of cases) and into `case_alerts`, with the journal number
+//! and alert it got to, in one durable transaction; then drops those generations from the
+//! overlay, and the next batch deletes their journal rows. In a second file because redb has one writer per file: in the same
 //! file the batches waited for the checkpoint, a second or two with a million cases. A
 //! crash at any point leaves either the old checkpoint with the journal rows after it, or
 //! the new one with journal rows it already holds, which opening skips. If the overlay
@@ -67,6 +70,10 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
+mod runs;
+
+use runs::{RunCursor, RunWriter, Source};
+
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 const CASES: TableDefinition<(&str, u32, &str), &[u8]> = TableDefinition::new("cases");
 const OFFSETS: TableDefinition<(&str, u32), u64> = TableDefinition::new("offsets");
@@ -81,11 +88,13 @@ const LEDGER: TableDefinition<(i64, &str, &str), &[u8]> = TableDefinition::new("
 /// holding the batch's changed cases in one value (see [`CaseChanges`]). One insert of a
 /// few MiB instead of thousands of small ones.
 const JOURNAL: TableDefinition<u64, &[u8]> = TableDefinition::new("case_journal");
-/// A batch's journal row bigger than this is stored as several rows (pieces of about this
-/// size, each a journal row of its own). redb writes a value from a buffer it allocates and
-/// zeroes for it: for a row of a few MiB (5,000 changed cases) that was fresh memory every
-/// time, page faults and the kernel zeroing it, most of the store writer's system time.
-const JOURNAL_PIECE: usize = 64 << 10;
+/// A batch's journal row bigger than this is stored as several rows (pieces of at most this
+/// size unless one case is bigger, each a journal row of its own). redb writes a value from
+/// a buffer it allocates and zeroes for it: for a row of a few MiB (5,000 changed cases)
+/// that was fresh memory every time, page faults and the kernel zeroing it, most of the
+/// store writer's system time. Below 64 KiB, so that a piece with its key fits a 64 KiB
+/// page of redb's (pages go by powers of two: a piece just over 64 KiB took 128 KiB).
+const JOURNAL_PIECE: usize = 60 << 10;
 
 /// `meta` key: the last alert sequence number `case_alerts` covers (big-endian u64); in
 /// the checkpoints' file (in the batches' file up to format 3).
@@ -99,11 +108,15 @@ const META_JOURNAL_NEXT: &str = "journal_next";
 /// Format 1 kept cases as JSON and is converted when opened; format 2 had no journal and
 /// is taken as it is (its `cases` and `case_alerts` are complete: a checkpoint).
 /// Format 3 kept `cases` and `case_alerts` in the same file; they are moved to the
-/// checkpoints' file when it is opened.
+/// checkpoints' file when it is opened (its cases written as a run).
 pub const SCHEMA_VERSION: &str = "redlight-store-4";
 
 /// The format of the checkpoints' file (`cases.redb`).
-pub const BASE_SCHEMA_VERSION: &str = "redlight-cases-1";
+pub const BASE_SCHEMA_VERSION: &str = "redlight-cases-2";
+
+/// The checkpoints' file's first format: its cases in one table (`cases`), a row each.
+/// Converted to a run when opened.
+const BASE_SCHEMA_ONE_TABLE: &str = "redlight-cases-1";
 
 /// Format 3: journal and checkpoint in one file.
 const SCHEMA_ONE_FILE: &str = "redlight-store-3";
@@ -243,6 +256,8 @@ pub struct Store {
     running: Mutex<Option<std::thread::JoinHandle<()>>>,
     /// Journal rows below this number are deleted (by the batches' writer).
     truncated_below: AtomicU64,
+    /// The size at which the chunks of a checkpoint's runs are cut.
+    chunk_bytes: AtomicUsize,
 }
 
 /// What a checkpoint thread hands back to the store.
@@ -359,18 +374,21 @@ impl Generation {
         self.cases.get(i).map(|(_, at)| self.value(at))
     }
 
-    /// Its changes as journal rows of about [`JOURNAL_PIECE`] bytes, in key order (of a
-    /// case written twice in the batch, the later entry, as reading the whole row keeps).
+    /// Its changes as journal rows of at most [`JOURNAL_PIECE`] bytes (unless one case is
+    /// bigger), in key order (of a case written twice in the batch, the later entry, as
+    /// reading the whole row keeps).
     fn pieces(&self) -> Vec<CaseChanges> {
         let mut pieces = Vec::new();
         let mut piece = CaseChanges::default();
         for ((topic, partition, id), at) in &self.cases {
-            match self.value(at) {
+            let value = self.value(at);
+            let len = CaseChanges::entry_len(topic, id, value);
+            if !piece.is_empty() && piece.row().len() + len > JOURNAL_PIECE {
+                pieces.push(std::mem::take(&mut piece));
+            }
+            match value {
                 Some(bytes) => piece.put_encoded(topic, *partition, id, bytes),
                 None => piece.forget(topic, *partition, id),
-            }
-            if piece.row().len() >= JOURNAL_PIECE {
-                pieces.push(std::mem::take(&mut piece));
             }
         }
         if !piece.is_empty() {
@@ -462,6 +480,34 @@ impl<'a> Iterator for OverlayCursor<'a> {
     }
 }
 
+/// The overlay as the newest [`Source`] of a merge.
+struct OverlaySource<'a> {
+    cursor: OverlayCursor<'a>,
+    current: Option<(KeyRef<'a>, Option<&'a [u8]>)>,
+}
+
+impl<'a> OverlaySource<'a> {
+    fn new(mut cursor: OverlayCursor<'a>) -> OverlaySource<'a> {
+        let current = cursor.next();
+        OverlaySource { cursor, current }
+    }
+}
+
+impl Source for OverlaySource<'_> {
+    fn key(&self) -> Option<KeyRef<'_>> {
+        self.current.map(|c| c.0)
+    }
+
+    fn value(&self) -> Option<&[u8]> {
+        self.current.and_then(|c| c.1)
+    }
+
+    fn advance(&mut self) -> Result<(), StoreError> {
+        self.current = self.cursor.next();
+        Ok(())
+    }
+}
+
 /// Queues the read of one file into the page cache (see [`Store::prefetch`]).
 #[cfg(target_os = "linux")]
 fn prefetch_file(file: &Path) {
@@ -514,6 +560,7 @@ struct CheckpointJob {
     base_file: PathBuf,
     overlay: Arc<RwLock<Overlay>>,
     checkpoints: Arc<Checkpoints>,
+    chunk_bytes: usize,
 }
 
 impl CheckpointJob {
@@ -550,24 +597,73 @@ impl CheckpointJob {
         // a crash could still undo in the other file.
         let tx = self.db.begin_write().map_err(|e| file_err(&self.file, e))?;
         tx.commit().map_err(|e| file_err(&self.file, e))?;
+        // The runs as committed: the newest of them are merged into the run written here
+        // (read from this transaction while the write below deletes them).
+        let rtx = self.base.begin_read().map_err(|e| self.err(e))?;
+        let old = {
+            let meta = rtx.open_table(META).map_err(|e| self.err(e))?;
+            runs::runs(&meta, &self.base_file)?
+        };
+        let bytes: u64 = generations.iter().map(|g| g.journal.len() as u64).sum();
+        let (keep, merged) = old.split_at(old.len() - runs::to_merge(&old, bytes));
+        // Into the oldest run, forgotten cases need no tombstone.
+        let bottom = keep.is_empty();
+        let n = old.iter().map(|r| r.n).max().map_or(1, |m| m + 1);
+        let name = runs::table_name(n);
         let tx = self.base.begin_write().map_err(|e| self.err(e))?;
-        let mut written = 0usize;
-        let (indexed, cases_ms, commit_ms);
-        let next = {
-            let mut cases = tx.open_table(CASES).map_err(|e| self.err(e))?;
-            for (key, value) in OverlayCursor::new(&generations, Bound::Unbounded, Bound::Unbounded)
-            {
-                match value {
-                    Some(v) => {
-                        cases.insert(key, v).map_err(|e| self.err(e))?;
-                    }
-                    None => {
-                        cases.remove(key).map_err(|e| self.err(e))?;
-                    }
-                }
-                written += 1;
+        let (run_bytes, entries) = {
+            let mut w = RunWriter::new(&tx, &name, &self.base_file, self.chunk_bytes)?;
+            let mut cursors = Vec::with_capacity(merged.len());
+            for r in merged {
+                let table = runs::table_name(r.n);
+                let t = rtx
+                    .open_table(runs::ChunkTable::new(&table))
+                    .map_err(|e| self.err(e))?;
+                cursors.push(RunCursor::new(
+                    &t,
+                    r.n,
+                    &self.base_file,
+                    Bound::Unbounded,
+                    Bound::Unbounded,
+                )?);
             }
-            cases_ms = started.elapsed().as_millis() as u64;
+            let mut over = OverlaySource::new(OverlayCursor::new(
+                &generations,
+                Bound::Unbounded,
+                Bound::Unbounded,
+            ));
+            let mut sources: Vec<&mut dyn Source> =
+                cursors.iter_mut().map(|c| c as &mut dyn Source).collect();
+            sources.push(&mut over);
+            runs::merge(&mut sources, |key, value| {
+                if value.is_some() || !bottom {
+                    w.push(key, value)?;
+                }
+                Ok(true)
+            })?;
+            w.finish()?
+        };
+        for r in merged {
+            let table = runs::table_name(r.n);
+            tx.delete_table(runs::ChunkTable::new(&table))
+                .map_err(|e| self.err(e))?;
+        }
+        let mut list = keep.to_vec();
+        if entries > 0 {
+            list.push(runs::RunInfo {
+                n,
+                bytes: run_bytes,
+                entries,
+            });
+        } else {
+            tx.delete_table(runs::ChunkTable::new(&name))
+                .map_err(|e| self.err(e))?;
+        }
+        runs::set_runs(&tx, &list, &self.base_file)?;
+        drop(rtx);
+        let cases_ms = started.elapsed().as_millis() as u64;
+        let (indexed, commit_ms);
+        let next = {
             let mut index: Vec<(&str, u64)> = generations
                 .iter()
                 .flat_map(|g| {
@@ -625,9 +721,9 @@ impl CheckpointJob {
         self.checkpoints
             .seconds
             .store(seconds.to_bits(), Ordering::Relaxed);
-        tracing::debug!(file = %self.base_file.display(), cases = written, alerts = indexed,
-            cases_ms, commit_ms, elapsed_ms = started.elapsed().as_millis() as u64,
-            "store checkpoint");
+        tracing::debug!(file = %self.base_file.display(), run = n, entries, bytes = run_bytes,
+            merged = merged.len(), runs = list.len(), alerts = indexed, cases_ms, commit_ms,
+            elapsed_ms = started.elapsed().as_millis() as u64, "store checkpoint");
         Ok(())
     }
 }
@@ -689,6 +785,11 @@ impl CaseChanges {
         Ok(())
     }
 
+    /// How many bytes an entry adds to a row.
+    fn entry_len(topic: &str, id: &str, value: Option<&[u8]>) -> usize {
+        16 + topic.len() + id.len() + value.map_or(0, <[u8]>::len)
+    }
+
     /// A case already encoded ([`encode_case`]).
     pub fn put_encoded(&mut self, topic: &str, partition: u32, id: &str, bytes: &[u8]) {
         self.head(topic, partition, id);
@@ -740,38 +841,16 @@ type JournalEntry<'a> = (&'a str, u32, &'a str, Option<std::ops::Range<usize>>);
 
 fn decode_journal(row: &[u8]) -> Result<Vec<JournalEntry<'_>>, String> {
     let mut at = 0usize;
-    let u32_at = |at: &mut usize| -> Result<u32, String> {
-        let b = row
-            .get(*at..*at + 4)
-            .ok_or_else(|| format!("journal row cut short at byte {at}"))?;
-        *at += 4;
-        Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-    };
-    let bytes_at = |at: &mut usize, len: u32| -> Result<std::ops::Range<usize>, String> {
-        let r = *at..*at + len as usize;
-        if r.end > row.len() {
-            return Err(format!("journal row cut short at byte {at}"));
-        }
-        *at = r.end;
-        Ok(r)
-    };
-    let str_at = |at: &mut usize| -> Result<&str, String> {
-        let len = u32_at(at)?;
-        let start = *at;
-        let r = bytes_at(at, len)?;
-        std::str::from_utf8(&row[r]).map_err(|e| format!("journal row byte {start}: {e}"))
-    };
-    let count = u32_at(&mut at)?;
+    let count = u32_at(row, &mut at)?;
     let mut out = Vec::with_capacity((count as usize).min(row.len() / 16));
     for _ in 0..count {
-        let topic = str_at(&mut at)?;
-        let partition = u32_at(&mut at)?;
-        let id = str_at(&mut at)?;
-        let value = match u32_at(&mut at)? {
-            u32::MAX => None,
-            len => Some(bytes_at(&mut at, len)?),
-        };
-        out.push((topic, partition, id, value));
+        let e = raw_entry(row, &mut at)?;
+        out.push((
+            str_of(row, e.topic)?,
+            e.partition,
+            str_of(row, e.id)?,
+            e.value,
+        ));
     }
     if at != row.len() {
         return Err(format!(
@@ -780,6 +859,57 @@ fn decode_journal(row: &[u8]) -> Result<Vec<JournalEntry<'_>>, String> {
         ));
     }
     Ok(out)
+}
+
+/// One entry of a [`CaseChanges`] row (a journal row or a chunk of a checkpoint's run): where
+/// its parts are in the row.
+struct RawEntry {
+    topic: std::ops::Range<usize>,
+    partition: u32,
+    id: std::ops::Range<usize>,
+    /// `None`: forgotten.
+    value: Option<std::ops::Range<usize>>,
+}
+
+/// Reads the entry at `*at` of `row` and moves `*at` past it.
+fn raw_entry(row: &[u8], at: &mut usize) -> Result<RawEntry, String> {
+    let len = u32_at(row, at)?;
+    let topic = bytes_at(row, at, len)?;
+    let partition = u32_at(row, at)?;
+    let len = u32_at(row, at)?;
+    let id = bytes_at(row, at, len)?;
+    let value = match u32_at(row, at)? {
+        u32::MAX => None,
+        len => Some(bytes_at(row, at, len)?),
+    };
+    Ok(RawEntry {
+        topic,
+        partition,
+        id,
+        value,
+    })
+}
+
+fn u32_at(row: &[u8], at: &mut usize) -> Result<u32, String> {
+    let b = row
+        .get(*at..*at + 4)
+        .ok_or_else(|| format!("row cut short at byte {at}"))?;
+    *at += 4;
+    Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+}
+
+fn bytes_at(row: &[u8], at: &mut usize, len: u32) -> Result<std::ops::Range<usize>, String> {
+    let r = *at..*at + len as usize;
+    if r.end > row.len() {
+        return Err(format!("row cut short at byte {at}"));
+    }
+    *at = r.end;
+    Ok(r)
+}
+
+fn str_of(row: &[u8], r: std::ops::Range<usize>) -> Result<&str, String> {
+    let start = r.start;
+    std::str::from_utf8(&row[r]).map_err(|e| format!("row byte {start}: {e}"))
 }
 
 #[derive(Default)]
@@ -843,6 +973,7 @@ impl Store {
             }),
             running: Mutex::new(None),
             truncated_below: AtomicU64::new(0),
+            chunk_bytes: AtomicUsize::new(runs::CHUNK_BYTES),
         };
         store.check_schema()?;
         store.load_overlay()?;
@@ -852,6 +983,21 @@ impl Store {
     /// Sets how many overlay entries trigger a checkpoint (at least 1).
     pub fn set_checkpoint_cases(&self, n: usize) {
         self.checkpoint_every.store(n.max(1), Ordering::Relaxed);
+    }
+
+    /// Sets the size at which the chunks of the checkpoint's runs are cut (tests cut them
+    /// small, to meet chunk boundaries with a few cases).
+    #[cfg(test)]
+    fn set_chunk_bytes(&self, n: usize) {
+        self.chunk_bytes.store(n.max(1), Ordering::Relaxed);
+    }
+
+    /// The checkpoint's runs, oldest first.
+    #[cfg(test)]
+    fn runs(&self) -> Vec<runs::RunInfo> {
+        let tx = self.base.begin_read().expect("read");
+        let meta = tx.open_table(META).expect("meta");
+        runs::runs(&meta, &self.base_file).expect("runs")
     }
 
     /// How many overlay entries there are now (changed cases and unindexed alerts).
@@ -1082,6 +1228,9 @@ impl Store {
                         ),
                     });
                 }
+                if base_schema.as_deref() == Some(BASE_SCHEMA_ONE_TABLE) {
+                    self.convert_base_one_table()?;
+                }
                 Ok(())
             }
             None => {
@@ -1121,11 +1270,13 @@ impl Store {
             .map_err(|e| self.base_err(e))?
             .map(|v| String::from_utf8_lossy(v.value()).into_owned());
         match found {
-            Some(v) if v != BASE_SCHEMA_VERSION => Err(StoreError::Incompatible {
-                file: self.base_file.clone(),
-                found: v,
-                expected: BASE_SCHEMA_VERSION,
-            }),
+            Some(v) if v != BASE_SCHEMA_VERSION && v != BASE_SCHEMA_ONE_TABLE => {
+                Err(StoreError::Incompatible {
+                    file: self.base_file.clone(),
+                    found: v,
+                    expected: BASE_SCHEMA_VERSION,
+                })
+            }
             found => Ok(found),
         }
     }
@@ -1139,7 +1290,7 @@ impl Store {
             Err(redb::TableError::TableDoesNotExist(_)) => true,
             Err(e) => return Err(self.base_err(e)),
         };
-        Ok(empty && next == 0)
+        Ok(empty && next == 0 && runs::runs(&meta, &self.base_file)?.is_empty())
     }
 
     /// Makes the checkpoints' file an empty checkpoint.
@@ -1153,10 +1304,82 @@ impl Store {
                 .map_err(|e| self.base_err(e))?;
             meta.insert(META_INDEXED, 0u64.to_be_bytes().as_slice())
                 .map_err(|e| self.base_err(e))?;
-            tx.open_table(CASES).map_err(|e| self.base_err(e))?;
             tx.open_table(CASE_ALERTS).map_err(|e| self.base_err(e))?;
         }
+        runs::set_runs(&tx, &[], &self.base_file)?;
         tx.commit().map_err(|e| self.base_err(e))
+    }
+
+    /// Writes `rows` (a table of cases, a row each, in key order) as the checkpoints'
+    /// only run, in place of the runs it had (a move or conversion done again after a
+    /// crash); `tx` then holds no `cases` table.
+    fn write_only_run(
+        &self,
+        tx: &redb::WriteTransaction,
+        rows: &impl ReadableTable<(&'static str, u32, &'static str), &'static [u8]>,
+        file: &Path,
+    ) -> Result<u64, StoreError> {
+        let old = {
+            let meta = tx.open_table(META).map_err(|e| self.base_err(e))?;
+            runs::runs(&meta, &self.base_file)?
+        };
+        for r in &old {
+            let name = runs::table_name(r.n);
+            tx.delete_table(runs::ChunkTable::new(&name))
+                .map_err(|e| self.base_err(e))?;
+        }
+        tx.delete_table(CASES).map_err(|e| self.base_err(e))?;
+        let name = runs::table_name(1);
+        let mut w = RunWriter::new(
+            tx,
+            &name,
+            &self.base_file,
+            self.chunk_bytes.load(Ordering::Relaxed),
+        )?;
+        for row in rows.iter().map_err(|e| file_err(file, e))? {
+            let (k, v) = row.map_err(|e| file_err(file, e))?;
+            w.push(k.value(), Some(v.value()))?;
+        }
+        let (bytes, entries) = w.finish()?;
+        let list = if entries > 0 {
+            vec![runs::RunInfo {
+                n: 1,
+                bytes,
+                entries,
+            }]
+        } else {
+            tx.delete_table(runs::ChunkTable::new(&name))
+                .map_err(|e| self.base_err(e))?;
+            Vec::new()
+        };
+        runs::set_runs(tx, &list, &self.base_file)?;
+        Ok(entries)
+    }
+
+    /// Converts the checkpoints' file from its first format (a row per case in `cases`) to
+    /// runs, in one transaction: a crash leaves it as it was.
+    fn convert_base_one_table(&self) -> Result<(), StoreError> {
+        let started = std::time::Instant::now();
+        let rtx = self.base.begin_read().map_err(|e| self.base_err(e))?;
+        let tx = self.base.begin_write().map_err(|e| self.base_err(e))?;
+        let n = match rtx.open_table(CASES) {
+            Ok(cases) => self.write_only_run(&tx, &cases, &self.base_file)?,
+            Err(redb::TableError::TableDoesNotExist(_)) => {
+                runs::set_runs(&tx, &[], &self.base_file)?;
+                0
+            }
+            Err(e) => return Err(self.base_err(e)),
+        };
+        {
+            let mut meta = tx.open_table(META).map_err(|e| self.base_err(e))?;
+            meta.insert("schema", BASE_SCHEMA_VERSION.as_bytes())
+                .map_err(|e| self.base_err(e))?;
+        }
+        tx.commit().map_err(|e| self.base_err(e))?;
+        tracing::info!(file = %self.base_file.display(), cases = n,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "store checkpoint converted from format {BASE_SCHEMA_ONE_TABLE} to {BASE_SCHEMA_VERSION}");
+        Ok(())
     }
 
     /// Moves a format-3 store's checkpoint (`cases`, `case_alerts` and the alert it covers)
@@ -1170,17 +1393,10 @@ impl Store {
         let cases = rtx.open_table(CASES).map_err(|e| self.err(e))?;
         let index = rtx.open_table(CASE_ALERTS).map_err(|e| self.err(e))?;
         let tx = self.base.begin_write().map_err(|e| self.base_err(e))?;
-        let mut n = 0usize;
+        let n;
         {
-            tx.delete_table(CASES).map_err(|e| self.base_err(e))?;
             tx.delete_table(CASE_ALERTS).map_err(|e| self.base_err(e))?;
-            let mut to = tx.open_table(CASES).map_err(|e| self.base_err(e))?;
-            for row in cases.iter().map_err(|e| self.err(e))? {
-                let (k, v) = row.map_err(|e| self.err(e))?;
-                to.insert(k.value(), v.value())
-                    .map_err(|e| self.base_err(e))?;
-                n += 1;
-            }
+            n = self.write_only_run(&tx, &cases, &self.file)?;
             let mut to = tx.open_table(CASE_ALERTS).map_err(|e| self.base_err(e))?;
             for row in index.iter().map_err(|e| self.err(e))? {
                 let (k, _) = row.map_err(|e| self.err(e))?;
@@ -1475,6 +1691,7 @@ impl Store {
             base_file: self.base_file.clone(),
             overlay: self.overlay.clone(),
             checkpoints: self.checkpoints.clone(),
+            chunk_bytes: self.chunk_bytes.load(Ordering::Relaxed),
         };
         match std::thread::Builder::new()
             .name("redlight-checkpoint".into())
@@ -1547,17 +1764,10 @@ impl Store {
         let Snapshot {
             base, generations, ..
         } = self.read()?;
-        let t = base.open_table(CASES).map_err(|e| self.base_err(e))?;
-        let base = t
-            .range((topic, partition, "")..(topic, partition + 1, ""))
-            .map_err(|e| self.base_err(e))?;
-        let over = OverlayCursor::new(
-            &generations,
-            Bound::Included((topic, partition, "")),
-            Bound::Excluded((topic, partition + 1, "")),
-        );
         let mut n = 0;
-        self.merge(base, over, |_, _, id, bytes| {
+        let from = Bound::Included((topic, partition, ""));
+        let to = Bound::Excluded((topic, partition + 1, ""));
+        self.visit_cases(&base, &generations, from, to, |_, _, id, bytes| {
             let case = decode_case(bytes).map_err(|e| StoreError::Corrupt {
                 file: self.file.clone(),
                 message: format!("case {id:?}: {e}"),
@@ -1628,63 +1838,37 @@ impl Store {
         let Snapshot {
             base, generations, ..
         } = self.read()?;
-        let t = base.open_table(CASES).map_err(|e| self.base_err(e))?;
         let from = after.map_or(Bound::Unbounded, Bound::Excluded);
-        let base = t
-            .range::<(&str, u32, &str)>((from, Bound::Unbounded))
-            .map_err(|e| self.base_err(e))?;
-        let over = OverlayCursor::new(&generations, from, Bound::Unbounded);
-        self.merge(base, over, visit)
+        self.visit_cases(&base, &generations, from, Bound::Unbounded, visit)
     }
 
-    /// Visits the rows of `base` (a range of `cases`) with the overlay's changes in the same
-    /// range laid over them, in key order; forgotten cases are skipped.
-    fn merge<'o>(
+    /// Visits the checkpoint's cases in a key range (its runs, merged) with the overlay's
+    /// changes laid over them, in key order; forgotten cases are skipped.
+    fn visit_cases(
         &self,
-        base: redb::Range<'_, (&'static str, u32, &'static str), &'static [u8]>,
-        over: impl Iterator<Item = (KeyRef<'o>, Option<&'o [u8]>)>,
+        base: &redb::ReadTransaction,
+        generations: &[Arc<Generation>],
+        from: Bound<KeyRef<'_>>,
+        to: Bound<KeyRef<'_>>,
         mut visit: impl FnMut(&str, u32, &str, &[u8]) -> Result<bool, StoreError>,
     ) -> Result<(), StoreError> {
-        let mut over = over.peekable();
-        for row in base {
-            let (k, v) = row.map_err(|e| self.base_err(e))?;
-            let key = k.value();
-            // Overlay keys before this row: cases not checkpointed yet.
-            while let Some(&(ok, ov)) = over.peek() {
-                if ok >= key {
-                    break;
-                }
-                over.next();
-                if let Some(bytes) = ov
-                    && !visit(ok.0, ok.1, ok.2, bytes)?
-                {
-                    return Ok(());
-                }
-            }
-            // The same key: the overlay's change replaces the row.
-            if let Some(&(ok, ov)) = over.peek()
-                && ok == key
-            {
-                over.next();
-                if let Some(bytes) = ov
-                    && !visit(ok.0, ok.1, ok.2, bytes)?
-                {
-                    return Ok(());
-                }
-                continue;
-            }
-            if !visit(key.0, key.1, key.2, v.value())? {
-                return Ok(());
-            }
+        let meta = base.open_table(META).map_err(|e| self.base_err(e))?;
+        let mut cursors = Vec::new();
+        for r in runs::runs(&meta, &self.base_file)? {
+            let name = runs::table_name(r.n);
+            let t = base
+                .open_table(runs::ChunkTable::new(&name))
+                .map_err(|e| self.base_err(e))?;
+            cursors.push(RunCursor::new(&t, r.n, &self.base_file, from, to)?);
         }
-        for (ok, ov) in over {
-            if let Some(bytes) = ov
-                && !visit(ok.0, ok.1, ok.2, bytes)?
-            {
-                return Ok(());
-            }
-        }
-        Ok(())
+        let mut over = OverlaySource::new(OverlayCursor::new(generations, from, to));
+        let mut sources: Vec<&mut dyn Source> =
+            cursors.iter_mut().map(|c| c as &mut dyn Source).collect();
+        sources.push(&mut over);
+        runs::merge(&mut sources, |key, value| match value {
+            Some(bytes) => visit(key.0, key.1, key.2, bytes),
+            None => Ok(true),
+        })
     }
 
     /// One case by id, with its partition: a point lookup in every partition the store has
@@ -1696,14 +1880,23 @@ impl Store {
             generations,
         } = self.read()?;
         let offsets = tx.open_table(OFFSETS).map_err(|e| self.err(e))?;
-        let cases = base.open_table(CASES).map_err(|e| self.base_err(e))?;
+        let meta = base.open_table(META).map_err(|e| self.base_err(e))?;
+        // The runs newest first: the first that has the case has its latest state.
+        let mut tables = Vec::new();
+        for r in runs::runs(&meta, &self.base_file)?.iter().rev() {
+            let name = runs::table_name(r.n);
+            let t = base
+                .open_table(runs::ChunkTable::new(&name))
+                .map_err(|e| self.base_err(e))?;
+            tables.push((r.n, t));
+        }
         let decode = |bytes: &[u8]| {
             decode_case(bytes).map_err(|e| StoreError::Corrupt {
                 file: self.file.clone(),
                 message: format!("case {id:?}: {e}"),
             })
         };
-        for row in offsets.iter().map_err(|e| self.err(e))? {
+        'partitions: for row in offsets.iter().map_err(|e| self.err(e))? {
             let (k, _) = row.map_err(|e| self.err(e))?;
             let (topic, partition) = k.value();
             match generations
@@ -1717,11 +1910,14 @@ impl Store {
                 Some(None) => continue, // forgotten since the checkpoint
                 None => {}
             }
-            if let Some(v) = cases
-                .get((topic, partition, id))
-                .map_err(|e| self.base_err(e))?
-            {
-                return Ok(Some((topic.to_string(), partition, decode(v.value())?)));
+            for (n, t) in &tables {
+                match runs::get(t, *n, &self.base_file, (topic, partition, id))? {
+                    Some(Some(bytes)) => {
+                        return Ok(Some((topic.to_string(), partition, decode(&bytes)?)));
+                    }
+                    Some(None) => continue 'partitions,
+                    None => {}
+                }
             }
         }
         Ok(None)
@@ -2162,7 +2358,10 @@ mod tests {
         let dir = tmp("journal");
         let mut store = Store::open(&dir).expect("open");
         store.set_checkpoint_cases(37);
+        // Chunks of a few cases each: the reads below cross chunk boundaries.
+        store.set_chunk_bytes(700);
         let mut model = Model::new();
+        let mut most_runs = 0;
         let mut alerts: BTreeMap<String, Vec<u64>> = BTreeMap::new();
         let mut seed = 0x9E37_79B9_7F4A_7C15u64;
         let (mut checkpoints, mut reopened_with_journal, mut alert_n) = (0, 0, 0u64);
@@ -2222,6 +2421,12 @@ mod tests {
                 assert!(took >= 0.0, "a checkpoint is timed");
                 checkpoints += 1;
             }
+            let runs = store.runs();
+            most_runs = most_runs.max(runs.len());
+            assert!(runs.len() <= 6, "{} runs in round {round}", runs.len());
+            for w in runs.windows(2) {
+                assert!(w[0].n < w[1].n, "runs oldest first: {runs:?}");
+            }
             if round % 13 == 12 {
                 if store.overlay_size() > 0 {
                     reopened_with_journal += 1;
@@ -2230,10 +2435,15 @@ mod tests {
                 drop(store);
                 store = Store::open(&dir).expect("reopen");
                 store.set_checkpoint_cases(37);
+                store.set_chunk_bytes(700);
                 assert_reads(&store, &model, &alerts, &format!("reopened after {round}"));
             }
         }
         assert!(checkpoints >= 10, "only {checkpoints} checkpoints");
+        assert!(
+            most_runs >= 2,
+            "the checkpoint never had more than {most_runs} run"
+        );
         assert!(
             reopened_with_journal >= 3,
             "only {reopened_with_journal} reopens with a journal"
@@ -2300,6 +2510,139 @@ mod tests {
             let reads = r.join().expect("a reader failed");
             assert!(reads > 10, "only {reads} reads beside the writer");
         }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A checkpoint merging into the oldest run leaves the forgotten cases out; one
+    /// merging into newer runs keeps them forgotten over the older ones.
+    #[test]
+    fn forgotten_cases_stay_forgotten_and_leave_the_oldest_run() {
+        let dir = tmp("tombstones");
+        let store = Store::open(&dir).expect("open");
+        store.set_checkpoint_cases(1);
+        store.set_chunk_bytes(500);
+        let put = |ids: std::ops::Range<usize>, forget: std::ops::Range<usize>, mark: i64| {
+            let mut b = WriteBatch::default();
+            for i in forget {
+                b.cases.forget("t", (i % 3) as u32, &format!("C{i:05}"));
+            }
+            for i in ids {
+                let mut case = json_case(i);
+                case.last_event = mark;
+                b.cases.put("t", (i % 3) as u32, &case).expect("encode");
+            }
+            for p in 0..3 {
+                b.offsets.push(("t".into(), p, mark as u64));
+            }
+            store.commit(&b).expect("commit");
+            store.finish_checkpoint().expect("checkpoint");
+        };
+        let live = |store: &Store| {
+            let mut ids = Vec::new();
+            store
+                .scan_cases(None, |_, _, id, _| {
+                    ids.push(id.to_string());
+                    true
+                })
+                .expect("scan");
+            ids.len()
+        };
+        put(0..60, 0..0, 1);
+        assert_eq!(store.runs().len(), 1);
+        assert_eq!(store.runs()[0].entries, 60);
+        // A small checkpoint (forgetting 10) is a run of its own over the first.
+        put(0..0, 0..10, 2);
+        assert_eq!(store.runs().len(), 2, "{:?}", store.runs());
+        assert_eq!(
+            store.runs()[1].entries,
+            10,
+            "tombstones kept over an older run"
+        );
+        assert_eq!(live(&store), 50);
+        assert_eq!(store.find_case("C00003").expect("find"), None);
+        // A big one (40 forgotten, 100 new) merges into the oldest: nothing forgotten is
+        // kept.
+        put(60..160, 10..50, 3);
+        assert_eq!(store.runs().len(), 1, "{:?}", store.runs());
+        assert_eq!(store.runs()[0].entries, 110, "only the live cases");
+        assert_eq!(live(&store), 110);
+        drop(store);
+        let store = Store::open(&dir).expect("reopen");
+        assert_eq!(live(&store), 110);
+        let found = store.find_case("C00055").expect("find");
+        assert_eq!(found.map(|(_, p, c)| (p, c.last_event)), Some((1, 1)));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// The checkpoints' file of the first format 4 (a row per case in `cases`) is
+    /// converted to a run when opened, every case kept.
+    #[test]
+    fn a_checkpoint_of_one_table_is_converted_to_a_run() {
+        let dir = tmp("base1");
+        let mut model = Model::new();
+        let mut alerts: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+        {
+            let store = Store::open(&dir).expect("open");
+            let mut b = WriteBatch::default();
+            for i in 0..60u32 {
+                let mut case = json_case(i as usize);
+                case.last_event = 7;
+                b.cases.put("t", i % 3, &case).expect("encode");
+                model.insert(("t".into(), i % 3, format!("C{i:05}")), 7);
+            }
+            b.alerts.push(alert_of("C00004", 1));
+            alerts.insert("C00004".into(), vec![1]);
+            for p in 0..3 {
+                b.offsets.push(("t".into(), p, 1));
+            }
+            store.commit(&b).expect("commit");
+            // Checkpointed, then rewritten as the first format 4 kept it.
+            store.set_checkpoint_cases(1);
+            store.commit(&WriteBatch::default()).expect("commit");
+            store.finish_checkpoint().expect("checkpoint");
+            assert_eq!(store.overlay_size(), 0);
+        }
+        {
+            let db = Database::create(dir.join(BASE_FILE_NAME)).expect("base");
+            let rtx = db.begin_read().expect("read");
+            let meta = rtx.open_table(META).expect("meta");
+            let list = runs::runs(&meta, &dir.join(BASE_FILE_NAME)).expect("runs");
+            assert_eq!(list.len(), 1);
+            let mut rows = Vec::new();
+            let name = runs::table_name(list[0].n);
+            let t = rtx.open_table(runs::ChunkTable::new(&name)).expect("run");
+            let mut c = RunCursor::new(&t, list[0].n, &dir, Bound::Unbounded, Bound::Unbounded)
+                .expect("cursor");
+            while let Some((tp, p, id)) = c.key() {
+                let v = c.value().expect("live").to_vec();
+                rows.push(((tp.to_string(), p, id.to_string()), v));
+                c.advance().expect("next");
+            }
+            assert_eq!(rows.len(), 60);
+            drop((t, meta, rtx));
+            let tx = db.begin_write().expect("write");
+            {
+                tx.delete_table(runs::ChunkTable::new(&name)).expect("drop");
+                let mut cases = tx.open_table(CASES).expect("cases");
+                for ((tp, p, id), v) in &rows {
+                    cases
+                        .insert((tp.as_str(), *p, id.as_str()), v.as_slice())
+                        .expect("row");
+                }
+                let mut meta = tx.open_table(META).expect("meta");
+                meta.remove(runs::META_RUNS).expect("runs");
+                meta.insert("schema", BASE_SCHEMA_ONE_TABLE.as_bytes())
+                    .expect("schema");
+            }
+            tx.commit().expect("commit");
+        }
+        let store = Store::open(&dir).expect("open the first format");
+        assert_eq!(store.runs().len(), 1);
+        assert_eq!(store.runs()[0].entries, 60);
+        assert_reads(&store, &model, &alerts, "converted");
+        drop(store);
+        let store = Store::open(&dir).expect("reopen");
+        assert_reads(&store, &model, &alerts, "reopened");
         let _ = std::fs::remove_dir_all(&dir);
     }
 
@@ -2451,6 +2794,11 @@ mod tests {
         let rows = {
             let tx = store.db.begin_read().expect("tx");
             let journal = tx.open_table(JOURNAL).expect("journal");
+            for row in journal.iter().expect("rows") {
+                let (k, v) = row.expect("row");
+                let len = v.value().len();
+                assert!(len <= JOURNAL_PIECE, "piece {} of {len} bytes", k.value());
+            }
             journal.len().expect("len")
         };
         assert!(rows >= 3, "{rows} journal rows");

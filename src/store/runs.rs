@@ -1,0 +1,437 @@
+//! The checkpoint's cases as sorted runs (see the module doc of `store`).
+//!
+//! A run is a table of the checkpoints' file, `case_run_{n}`, holding cases in chunks: each
+//! row is a [`CaseChanges`] row of about [`CHUNK_BYTES`] of one partition's cases in key
+//! order, stored under its last key, so that the chunk that may hold a key is the first row
+//! at or after it. A forgotten case is kept as such (a tombstone) until a merge reaches the
+//! oldest run. The checkpoints' `meta` lists the runs, oldest first (`case_runs`).
+//!
+//! Why chunks and runs rather than one table of cases: a checkpoint that inserted its cases
+//! one by one into a table of a million rewrote nearly every page of it (its cases are
+//! spread over the whole key range), reading each page back first. Writing a run costs
+//! what the checkpoint holds, a few thousand large rows appended in order; merging runs of
+//! similar size now and then (as a log-structured merge tree does) keeps their number to
+//! about the logarithm of the cases over the checkpoint's size.
+
+use super::{CaseChanges, CaseKey, KeyRef, META, StoreError, file_err, raw_entry, str_of, u32_at};
+use redb::{ReadableTable, TableDefinition};
+use std::ops::Bound;
+use std::path::Path;
+
+/// A run's rows: its chunks under their last key.
+pub(super) type ChunkTable<'a> =
+    TableDefinition<'a, (&'static str, u32, &'static str), &'static [u8]>;
+
+/// `meta` key of the checkpoints' file: the runs, oldest first, each three big-endian u64s
+/// (its number, its bytes, its entries).
+pub(super) const META_RUNS: &str = "case_runs";
+
+/// A run's chunks are cut at about this size (below 64 KiB, so that a chunk with its key
+/// fits a 64 KiB page of redb's).
+pub(super) const CHUNK_BYTES: usize = 60 << 10;
+
+/// A checkpoint merges the newest runs into the one it writes while the next older run is
+/// no bigger than what it writes so far: runs grow by doubling, and there are about
+/// log2(cases / checkpoint) of them. At most this many are kept in any case.
+const MAX_RUNS: usize = 12;
+
+/// One run, as `meta` lists it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct RunInfo {
+    pub n: u64,
+    pub bytes: u64,
+    pub entries: u64,
+}
+
+/// The name of run `n`'s table.
+pub(super) fn table_name(n: u64) -> String {
+    format!("case_run_{n}")
+}
+
+/// The runs `meta` lists, oldest first.
+pub(super) fn runs(
+    meta: &impl ReadableTable<&'static str, &'static [u8]>,
+    file: &Path,
+) -> Result<Vec<RunInfo>, StoreError> {
+    let Some(v) = meta.get(META_RUNS).map_err(|e| file_err(file, e))? else {
+        return Ok(Vec::new());
+    };
+    let bytes = v.value();
+    if !bytes.len().is_multiple_of(24) {
+        return Err(StoreError::Corrupt {
+            file: file.to_path_buf(),
+            message: format!(
+                "meta {META_RUNS:?} is {} bytes, not a multiple of 24",
+                bytes.len()
+            ),
+        });
+    }
+    let u64_at = |i: usize| {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(&bytes[i..i + 8]);
+        u64::from_be_bytes(b)
+    };
+    Ok((0..bytes.len() / 24)
+        .map(|i| RunInfo {
+            n: u64_at(i * 24),
+            bytes: u64_at(i * 24 + 8),
+            entries: u64_at(i * 24 + 16),
+        })
+        .collect())
+}
+
+/// Records `runs` (oldest first) in the checkpoints' `meta`.
+pub(super) fn set_runs(
+    tx: &redb::WriteTransaction,
+    runs: &[RunInfo],
+    file: &Path,
+) -> Result<(), StoreError> {
+    let mut meta = tx.open_table(META).map_err(|e| file_err(file, e))?;
+    let mut v = Vec::with_capacity(runs.len() * 24);
+    for r in runs {
+        v.extend_from_slice(&r.n.to_be_bytes());
+        v.extend_from_slice(&r.bytes.to_be_bytes());
+        v.extend_from_slice(&r.entries.to_be_bytes());
+    }
+    meta.insert(META_RUNS, v.as_slice())
+        .map_err(|e| file_err(file, e))?;
+    Ok(())
+}
+
+/// How many of the newest runs a checkpoint writing about `bytes` merges into its run.
+pub(super) fn to_merge(runs: &[RunInfo], bytes: u64) -> usize {
+    let mut acc = bytes;
+    let mut take = 0;
+    for r in runs.iter().rev() {
+        if r.bytes > acc && runs.len() - take < MAX_RUNS {
+            break;
+        }
+        acc = acc.saturating_add(r.bytes);
+        take += 1;
+    }
+    take
+}
+
+/// The cases in key order, of a key the newest: a run, or the overlay.
+pub(super) trait Source {
+    /// The current key; `None` when done.
+    fn key(&self) -> Option<KeyRef<'_>>;
+    /// The current case (`None`: forgotten).
+    fn value(&self) -> Option<&[u8]>;
+    fn advance(&mut self) -> Result<(), StoreError>;
+}
+
+/// Visits the union of `sources` (oldest first) in key order, until `visit` returns false:
+/// of a key in several, the newest source's value (`None`: forgotten).
+pub(super) fn merge(
+    sources: &mut [&mut dyn Source],
+    mut visit: impl FnMut(KeyRef<'_>, Option<&[u8]>) -> Result<bool, StoreError>,
+) -> Result<(), StoreError> {
+    let (mut topic, mut id) = (String::new(), String::new());
+    loop {
+        let mut best: Option<(usize, KeyRef<'_>)> = None;
+        for (i, s) in sources.iter().enumerate() {
+            if let Some(k) = s.key()
+                && best.is_none_or(|(_, b)| k <= b)
+            {
+                best = Some((i, k));
+            }
+        }
+        let Some((b, key)) = best else {
+            return Ok(());
+        };
+        topic.clear();
+        topic.push_str(key.0);
+        id.clear();
+        id.push_str(key.2);
+        let partition = key.1;
+        let go_on = visit(key, sources[b].value())?;
+        if !go_on {
+            return Ok(());
+        }
+        for s in sources.iter_mut() {
+            if s.key() == Some((topic.as_str(), partition, id.as_str())) {
+                s.advance()?;
+            }
+        }
+    }
+}
+
+/// A run's cases from a key on, up to an end.
+pub(super) struct RunCursor<'f> {
+    run: u64,
+    file: &'f Path,
+    rows: redb::Range<'static, (&'static str, u32, &'static str), &'static [u8]>,
+    to: Bound<CaseKey>,
+    chunk: Vec<u8>,
+    at: usize,
+    left: u32,
+    live: bool,
+    topic: String,
+    partition: u32,
+    id: String,
+    value: Option<std::ops::Range<usize>>,
+}
+
+impl<'f> RunCursor<'f> {
+    pub fn new(
+        table: &redb::ReadOnlyTable<(&'static str, u32, &'static str), &'static [u8]>,
+        run: u64,
+        file: &'f Path,
+        from: Bound<KeyRef<'_>>,
+        to: Bound<KeyRef<'_>>,
+    ) -> Result<RunCursor<'f>, StoreError> {
+        // The first chunk that can hold `from` is the first whose last key is not below it.
+        let rows = match from {
+            Bound::Included(k) | Bound::Excluded(k) => table.range::<KeyRef<'_>>(k..),
+            Bound::Unbounded => table.range::<KeyRef<'_>>(..),
+        }
+        .map_err(|e| file_err(file, e))?;
+        let mut c = RunCursor {
+            run,
+            file,
+            rows,
+            to: match to {
+                Bound::Included((t, p, i)) => Bound::Included((t.to_string(), p, i.to_string())),
+                Bound::Excluded((t, p, i)) => Bound::Excluded((t.to_string(), p, i.to_string())),
+                Bound::Unbounded => Bound::Unbounded,
+            },
+            chunk: Vec::new(),
+            at: 0,
+            left: 0,
+            live: true,
+            topic: String::new(),
+            partition: 0,
+            id: String::new(),
+            value: None,
+        };
+        c.advance()?;
+        while let Some(k) = c.key() {
+            let before = match from {
+                Bound::Included(f) => k < f,
+                Bound::Excluded(f) => k <= f,
+                Bound::Unbounded => false,
+            };
+            if !before {
+                break;
+            }
+            c.advance()?;
+        }
+        Ok(c)
+    }
+
+    fn corrupt(&self, message: String) -> StoreError {
+        StoreError::Corrupt {
+            file: self.file.to_path_buf(),
+            message: format!("case run {}: {message}", self.run),
+        }
+    }
+}
+
+impl Source for RunCursor<'_> {
+    fn key(&self) -> Option<KeyRef<'_>> {
+        self.live
+            .then_some((self.topic.as_str(), self.partition, self.id.as_str()))
+    }
+
+    fn value(&self) -> Option<&[u8]> {
+        self.value.clone().and_then(|r| self.chunk.get(r))
+    }
+
+    fn advance(&mut self) -> Result<(), StoreError> {
+        if !self.live {
+            return Ok(());
+        }
+        while self.left == 0 {
+            let Some(row) = self.rows.next() else {
+                self.live = false;
+                return Ok(());
+            };
+            let (_, v) = row.map_err(|e| file_err(self.file, e))?;
+            self.chunk.clear();
+            self.chunk.extend_from_slice(v.value());
+            self.at = 0;
+            self.left = u32_at(&self.chunk, &mut self.at).map_err(|m| self.corrupt(m))?;
+        }
+        let e = raw_entry(&self.chunk, &mut self.at).map_err(|m| self.corrupt(m))?;
+        self.left -= 1;
+        let topic = str_of(&self.chunk, e.topic).map_err(|m| self.corrupt(m))?;
+        self.topic.clear();
+        self.topic.push_str(topic);
+        let id = str_of(&self.chunk, e.id).map_err(|m| self.corrupt(m))?;
+        self.id.clear();
+        self.id.push_str(id);
+        self.partition = e.partition;
+        self.value = e.value;
+        let key = (self.topic.as_str(), self.partition, self.id.as_str());
+        let past = match &self.to {
+            Bound::Included((t, p, i)) => key > (t.as_str(), *p, i.as_str()),
+            Bound::Excluded((t, p, i)) => key >= (t.as_str(), *p, i.as_str()),
+            Bound::Unbounded => false,
+        };
+        if past {
+            self.live = false;
+        }
+        Ok(())
+    }
+}
+
+/// A run's entry for one key: `Some(None)` when the run has it forgotten, `None` when the
+/// run does not have it.
+pub(super) fn get(
+    table: &redb::ReadOnlyTable<(&'static str, u32, &'static str), &'static [u8]>,
+    run: u64,
+    file: &Path,
+    key: KeyRef<'_>,
+) -> Result<Option<Option<Vec<u8>>>, StoreError> {
+    let mut rows = table
+        .range::<KeyRef<'_>>(key..)
+        .map_err(|e| file_err(file, e))?;
+    let Some(row) = rows.next() else {
+        return Ok(None);
+    };
+    let (k, v) = row.map_err(|e| file_err(file, e))?;
+    let (t, p, _) = k.value();
+    if (t, p) != (key.0, key.1) {
+        return Ok(None);
+    }
+    let chunk = v.value();
+    let corrupt = |message: String| StoreError::Corrupt {
+        file: file.to_path_buf(),
+        message: format!("case run {run}: {message}"),
+    };
+    let mut at = 0;
+    let count = u32_at(chunk, &mut at).map_err(corrupt)?;
+    for _ in 0..count {
+        let e = raw_entry(chunk, &mut at).map_err(corrupt)?;
+        // Bytes compare as the strings do (UTF-8 keeps the order of code points).
+        match chunk[e.id].cmp(key.2.as_bytes()) {
+            std::cmp::Ordering::Less => {}
+            std::cmp::Ordering::Equal => {
+                return Ok(Some(e.value.and_then(|r| chunk.get(r)).map(<[u8]>::to_vec)));
+            }
+            std::cmp::Ordering::Greater => break,
+        }
+    }
+    Ok(None)
+}
+
+/// Writes a run: entries pushed in key order, cut into chunks.
+pub(super) struct RunWriter<'t> {
+    table: redb::Table<'t, (&'static str, u32, &'static str), &'static [u8]>,
+    file: &'t Path,
+    chunk: CaseChanges,
+    chunk_bytes: usize,
+    last: CaseKey,
+    bytes: u64,
+    entries: u64,
+}
+
+impl<'t> RunWriter<'t> {
+    pub fn new(
+        tx: &'t redb::WriteTransaction,
+        name: &str,
+        file: &'t Path,
+        chunk_bytes: usize,
+    ) -> Result<RunWriter<'t>, StoreError> {
+        let def: ChunkTable<'_> = TableDefinition::new(name);
+        Ok(RunWriter {
+            table: tx.open_table(def).map_err(|e| file_err(file, e))?,
+            file,
+            chunk: CaseChanges::default(),
+            chunk_bytes,
+            last: (String::new(), 0, String::new()),
+            bytes: 0,
+            entries: 0,
+        })
+    }
+
+    /// The next entry (`None`: forgotten); keys come in order.
+    pub fn push(&mut self, key: KeyRef<'_>, value: Option<&[u8]>) -> Result<(), StoreError> {
+        let len = CaseChanges::entry_len(key.0, key.2, value);
+        if !self.chunk.is_empty()
+            && ((key.0, key.1) != (self.last.0.as_str(), self.last.1)
+                || self.chunk.row().len() + len > self.chunk_bytes)
+        {
+            self.flush()?;
+        }
+        match value {
+            Some(v) => self.chunk.put_encoded(key.0, key.1, key.2, v),
+            None => self.chunk.forget(key.0, key.1, key.2),
+        }
+        self.last.0.clear();
+        self.last.0.push_str(key.0);
+        self.last.1 = key.1;
+        self.last.2.clear();
+        self.last.2.push_str(key.2);
+        self.entries += 1;
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<(), StoreError> {
+        if self.chunk.is_empty() {
+            return Ok(());
+        }
+        let key = (self.last.0.as_str(), self.last.1, self.last.2.as_str());
+        self.table
+            .insert(key, self.chunk.row())
+            .map_err(|e| file_err(self.file, e))?;
+        self.bytes += self.chunk.row().len() as u64;
+        self.chunk.clear();
+        Ok(())
+    }
+
+    /// The run's bytes and entries.
+    pub fn finish(mut self) -> Result<(u64, u64), StoreError> {
+        self.flush()?;
+        Ok((self.bytes, self.entries))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(n: u64, bytes: u64) -> RunInfo {
+        RunInfo {
+            n,
+            bytes,
+            entries: 1,
+        }
+    }
+
+    #[test]
+    fn runs_merge_by_doubling_and_stay_few() {
+        // Checkpoints of 100 bytes each, the first into no runs at all.
+        let mut runs: Vec<RunInfo> = Vec::new();
+        let mut sizes = Vec::new();
+        for n in 1..=64u64 {
+            let take = to_merge(&runs, 100);
+            let merged: u64 = runs[runs.len() - take..].iter().map(|r| r.bytes).sum();
+            runs.truncate(runs.len() - take);
+            runs.push(run(n, 100 + merged));
+            sizes.push(runs.iter().map(|r| r.bytes / 100).collect::<Vec<_>>());
+            // Oldest first, each older run bigger than the newer ones together.
+            for w in runs.windows(2) {
+                assert!(w[0].bytes > w[1].bytes, "after {n}: {:?}", sizes.last());
+            }
+            assert!(runs.len() <= 7, "after {n}: {:?}", sizes.last());
+        }
+        // A binary counter: 64 checkpoints of 100 bytes make one run of 6,400.
+        assert_eq!(sizes[0], vec![1]);
+        assert_eq!(sizes[1], vec![2]);
+        assert_eq!(sizes[2], vec![2, 1]);
+        assert_eq!(sizes[3], vec![4]);
+        assert_eq!(sizes[63], vec![64]);
+    }
+
+    #[test]
+    fn runs_are_capped_even_when_each_is_bigger_than_the_next() {
+        let runs: Vec<RunInfo> = (0..MAX_RUNS as u64)
+            .map(|n| run(n, 1 << (40 - n)))
+            .collect();
+        // Nothing as small as 1 byte to merge with, but the cap makes room for the new run.
+        assert_eq!(to_merge(&runs, 1), 1);
+        assert_eq!(to_merge(&runs[..3], 1), 0);
+    }
+}
