@@ -373,6 +373,9 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     result
 }
 
+/// How long shutdown waits for the final offset commit to Kafka.
+const FINAL_COMMIT_WAIT: Duration = Duration::from_secs(3);
+
 struct Loop<'c> {
     config: &'c Config,
     store: Arc<Store>,
@@ -567,10 +570,33 @@ impl Loop<'_> {
                     tpl.add_partition_offset(topic, *partition as i32, Offset::Offset(next as i64));
             }
         }
-        if tpl.count() > 0
-            && let Err(e) = self.consumer.commit(&tpl, CommitMode::Sync)
-        {
-            tracing::warn!(error = %e, "final offset commit to Kafka failed; the store has them");
+        if tpl.count() > 0 {
+            // On a thread of its own, waited for a few seconds at most: with the broker
+            // down, librdkafka waits for the group coordinator (10.8 s to exit, measured)
+            // and shutdown must not. The store has the offsets; Kafka's are only where a
+            // consumer without this store would start.
+            let consumer = self.consumer.clone();
+            let (tx, rx) = std::sync::mpsc::channel();
+            let spawned = std::thread::Builder::new()
+                .name("final-commit".into())
+                .spawn(move || {
+                    let _ = tx.send(consumer.commit(&tpl, CommitMode::Sync));
+                });
+            match spawned.map(|_| rx.recv_timeout(FINAL_COMMIT_WAIT)) {
+                Ok(Ok(Ok(()))) => {}
+                Ok(Ok(Err(e))) => {
+                    tracing::warn!(error = %e, "final offset commit to Kafka failed; the store has them");
+                }
+                Ok(Err(_)) => {
+                    tracing::warn!(
+                        waited_ms = FINAL_COMMIT_WAIT.as_millis() as u64,
+                        "final offset commit to Kafka not answered (broker down?); the store has them"
+                    );
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "final offset commit to Kafka not started; the store has them");
+                }
+            }
         }
         self.consumer.unsubscribe();
     }
