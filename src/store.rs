@@ -319,88 +319,172 @@ type CaseKey = (String, u32, String);
 /// The changes of one committed batch that are not yet checkpointed.
 #[derive(Default)]
 struct Generation {
-    /// Its journal row's number (none for the alerts read back on open).
+    /// Its last journal row's number (none for the alerts read back on open).
     row: Option<u64>,
     /// The last alert sequence number in `alerts` (0: none).
     last_alert: u64,
-    /// The batch's journal row ([`CaseChanges`]).
-    journal: Vec<u8>,
-    /// The changed cases in key order, each with where in `journal` it is stored, or `None`
-    /// when the engine forgot it. Sorted, so that readers merge the generations in key order
-    /// without sorting them again (a page of `/api/v1/cases` costs a few binary searches).
-    cases: Vec<(CaseKey, Option<std::ops::Range<usize>>)>,
+    /// The batch's journal rows ([`CaseChanges`], pieces of at most [`JOURNAL_PIECE`]
+    /// bytes), as stored.
+    journal: Vec<Vec<u8>>,
+    /// The changed cases in key order, each as where it is in `journal`. Sorted, so that
+    /// readers merge the generations in key order without sorting them again (a page of
+    /// `/api/v1/cases` costs a few binary searches).
+    cases: Vec<Entry>,
     /// Case id → the sequence numbers of its alerts, in order.
     alerts: HashMap<String, Vec<u64>>,
     alert_count: usize,
 }
 
+/// Where a changed case is in its generation's journal rows: the row, and the byte ranges
+/// of its topic, case id and case (`None`: forgotten). Ranges rather than strings of its
+/// own: a batch's cases cost no allocation each.
+#[derive(Clone, Copy)]
+struct Entry {
+    piece: u32,
+    partition: u32,
+    topic: (u32, u32),
+    id: (u32, u32),
+    value: Option<(u32, u32)>,
+}
+
+/// A batch's journal row cut into rows of at most [`JOURNAL_PIECE`] bytes (unless one case
+/// is bigger), in the row's order: each a [`CaseChanges`] row of its own, copied in one
+/// piece. A row that fits is copied whole.
+fn cut_journal_row(row: &[u8]) -> Result<Vec<Vec<u8>>, String> {
+    if row.len() <= JOURNAL_PIECE {
+        return Ok(vec![row.to_vec()]);
+    }
+    let piece = |entries: &[u8], n: u32| {
+        let mut v = Vec::with_capacity(4 + entries.len());
+        v.extend_from_slice(&n.to_le_bytes());
+        v.extend_from_slice(entries);
+        v
+    };
+    let mut at = 0;
+    let count = u32_at(row, &mut at)?;
+    let mut pieces = Vec::with_capacity(row.len() / JOURNAL_PIECE + 1);
+    let (mut start, mut n) = (at, 0u32);
+    for _ in 0..count {
+        let before = at;
+        raw_entry(row, &mut at)?;
+        if n > 0 && 4 + at - start > JOURNAL_PIECE {
+            pieces.push(piece(&row[start..before], n));
+            (start, n) = (before, 0);
+        }
+        n += 1;
+    }
+    if n > 0 {
+        pieces.push(piece(&row[start..at], n));
+    }
+    if at != row.len() {
+        return Err(format!(
+            "journal row has {} bytes after its {count} cases",
+            row.len() - at
+        ));
+    }
+    Ok(pieces)
+}
+
 impl Generation {
-    /// The generation of a journal row.
-    fn of_journal(journal: Vec<u8>) -> Result<Generation, String> {
-        let mut cases: Vec<(CaseKey, Option<std::ops::Range<usize>>)> = decode_journal(&journal)?
-            .into_iter()
-            .map(|(topic, partition, id, at)| ((topic.to_string(), partition, id.to_string()), at))
-            .collect();
-        // Stable: of a case written twice in one row (the daemon writes each once), the
-        // later entry is kept.
-        cases.sort_by(|a, b| a.0.cmp(&b.0));
-        cases.reverse();
-        cases.dedup_by(|later, earlier| later.0 == earlier.0);
-        cases.reverse();
-        Ok(Generation {
+    /// The generation of a batch's journal rows, in the order they were written.
+    fn of_journal(journal: Vec<Vec<u8>>) -> Result<Generation, String> {
+        let span = |r: std::ops::Range<usize>| -> Result<(u32, u32), String> {
+            match (u32::try_from(r.start), u32::try_from(r.end)) {
+                (Ok(a), Ok(b)) => Ok((a, b)),
+                _ => Err(format!("journal row longer than 4 GiB at byte {}", r.start)),
+            }
+        };
+        let mut cases = Vec::new();
+        for (p, row) in journal.iter().enumerate() {
+            for (topic, partition, id, value) in decode_journal_ranges(row)? {
+                cases.push(Entry {
+                    piece: u32::try_from(p).map_err(|_| "too many journal rows".to_string())?,
+                    partition,
+                    topic: span(topic)?,
+                    id: span(id)?,
+                    value: value.map(span).transpose()?,
+                });
+            }
+        }
+        let mut g = Generation {
             journal,
-            cases,
             ..Generation::default()
-        })
+        };
+        // Stable: of a case written twice in one batch (the daemon writes each once), the
+        // later entry is kept.
+        cases.sort_by(|a, b| g.key_bytes(a).cmp(&g.key_bytes(b)));
+        cases.reverse();
+        cases.dedup_by(|later, earlier| g.key_bytes(later) == g.key_bytes(earlier));
+        cases.reverse();
+        g.cases = cases;
+        Ok(g)
     }
 
     fn size(&self) -> usize {
         self.cases.len() + self.alert_count
     }
 
-    fn value(&self, at: &Option<std::ops::Range<usize>>) -> Option<&[u8]> {
-        at.as_ref().and_then(|r| self.journal.get(r.clone()))
+    /// Its journal rows' bytes.
+    fn bytes(&self) -> usize {
+        self.journal.iter().map(Vec::len).sum()
+    }
+
+    fn bytes_of(&self, piece: u32, r: (u32, u32)) -> &[u8] {
+        self.journal
+            .get(piece as usize)
+            .and_then(|row| row.get(r.0 as usize..r.1 as usize))
+            .unwrap_or_default()
+    }
+
+    /// An entry's key as bytes, which order as the strings do (UTF-8 keeps the order of
+    /// code points).
+    fn key_bytes(&self, e: &Entry) -> (&[u8], u32, &[u8]) {
+        (
+            self.bytes_of(e.piece, e.topic),
+            e.partition,
+            self.bytes_of(e.piece, e.id),
+        )
+    }
+
+    /// An entry's key. Its strings were checked to be UTF-8 when the row was read.
+    fn key_of(&self, e: &Entry) -> KeyRef<'_> {
+        let text = |r| std::str::from_utf8(self.bytes_of(e.piece, r)).unwrap_or_default();
+        (text(e.topic), e.partition, text(e.id))
+    }
+
+    fn value(&self, e: &Entry) -> Option<&[u8]> {
+        e.value.map(|r| self.bytes_of(e.piece, r))
     }
 
     /// This generation's change of a case: `Some(None)` when it forgot the case, `None`
     /// when it did not change it.
     fn get(&self, topic: &str, partition: u32, id: &str) -> Option<Option<&[u8]>> {
+        let key = (topic.as_bytes(), partition, id.as_bytes());
         let i = self
             .cases
-            .binary_search_by(|((t, p, c), _)| {
-                (t.as_str(), *p, c.as_str()).cmp(&(topic, partition, id))
-            })
+            .binary_search_by(|e| self.key_bytes(e).cmp(&key))
             .ok()?;
-        self.cases.get(i).map(|(_, at)| self.value(at))
+        self.cases.get(i).map(|e| self.value(e))
     }
 
-    /// Its changes as journal rows of at most [`JOURNAL_PIECE`] bytes (unless one case is
-    /// bigger), in key order (of a case written twice in the batch, the later entry, as
-    /// reading the whole row keeps).
-    fn pieces(&self) -> Vec<CaseChanges> {
-        let mut pieces = Vec::new();
-        let mut piece = CaseChanges::default();
-        for ((topic, partition, id), at) in &self.cases {
-            let value = self.value(at);
-            let len = CaseChanges::entry_len(topic, id, value);
-            if !piece.is_empty() && piece.row().len() + len > JOURNAL_PIECE {
-                pieces.push(std::mem::take(&mut piece));
+    /// The index of the first entry at or after (`Included`), or after (`Excluded`), a
+    /// key; 0 for `Unbounded`.
+    fn position(&self, bound: Bound<KeyRef<'_>>) -> usize {
+        match bound {
+            Bound::Included(k) => {
+                let k = (k.0.as_bytes(), k.1, k.2.as_bytes());
+                self.cases.partition_point(|e| self.key_bytes(e) < k)
             }
-            match value {
-                Some(bytes) => piece.put_encoded(topic, *partition, id, bytes),
-                None => piece.forget(topic, *partition, id),
+            Bound::Excluded(k) => {
+                let k = (k.0.as_bytes(), k.1, k.2.as_bytes());
+                self.cases.partition_point(|e| self.key_bytes(e) <= k)
             }
+            Bound::Unbounded => 0,
         }
-        if !piece.is_empty() {
-            pieces.push(piece);
-        }
-        pieces
     }
 
-    fn key(&self, i: usize) -> Option<(&str, u32, &str)> {
-        self.cases
-            .get(i)
-            .map(|((t, p, c), _)| (t.as_str(), *p, c.as_str()))
+    fn key(&self, i: usize) -> Option<KeyRef<'_>> {
+        self.cases.get(i).map(|e| self.key_of(e))
     }
 }
 
@@ -425,17 +509,11 @@ impl<'a> OverlayCursor<'a> {
         let mut at = Vec::with_capacity(generations.len());
         let mut heap = std::collections::BinaryHeap::with_capacity(generations.len());
         for (g, gen_) in generations.iter().enumerate() {
-            fn key<T>(e: &(CaseKey, T)) -> KeyRef<'_> {
-                (e.0.0.as_str(), e.0.1, e.0.2.as_str())
-            }
-            let start = match from {
-                Bound::Included(k) => gen_.cases.partition_point(|e| key(e) < k),
-                Bound::Excluded(k) => gen_.cases.partition_point(|e| key(e) <= k),
-                Bound::Unbounded => 0,
-            };
+            let start = gen_.position(from);
             let end = match to {
-                Bound::Included(k) => gen_.cases.partition_point(|e| key(e) <= k),
-                Bound::Excluded(k) => gen_.cases.partition_point(|e| key(e) < k),
+                // The first entry past the range.
+                Bound::Included(k) => gen_.position(Bound::Excluded(k)),
+                Bound::Excluded(k) => gen_.position(Bound::Included(k)),
                 Bound::Unbounded => gen_.cases.len(),
             };
             at.push((start, end));
@@ -475,7 +553,7 @@ impl<'a> Iterator for OverlayCursor<'a> {
                 continue;
             }
             self.last = Some(key);
-            return Some((key, gen_.cases.get(i).and_then(|(_, v)| gen_.value(v))));
+            return Some((key, gen_.cases.get(i).and_then(|e| gen_.value(e))));
         }
     }
 }
@@ -604,7 +682,7 @@ impl CheckpointJob {
             let meta = rtx.open_table(META).map_err(|e| self.err(e))?;
             runs::runs(&meta, &self.base_file)?
         };
-        let bytes: u64 = generations.iter().map(|g| g.journal.len() as u64).sum();
+        let bytes: u64 = generations.iter().map(|g| g.bytes() as u64).sum();
         let (keep, merged) = old.split_at(old.len() - runs::to_merge(&old, bytes));
         // Into the oldest run, forgotten cases need no tombstone.
         let bottom = keep.is_empty();
@@ -837,20 +915,37 @@ impl CaseChanges {
 
 /// The entries of a journal row: topic, partition, case id, and where the case is in the row
 /// (`None`: forgotten).
+#[cfg(test)]
 type JournalEntry<'a> = (&'a str, u32, &'a str, Option<std::ops::Range<usize>>);
 
+#[cfg(test)]
 fn decode_journal(row: &[u8]) -> Result<Vec<JournalEntry<'_>>, String> {
+    decode_journal_ranges(row)?
+        .into_iter()
+        .map(|(topic, partition, id, value)| {
+            Ok((str_of(row, topic)?, partition, str_of(row, id)?, value))
+        })
+        .collect()
+}
+
+/// A journal row's entries as where their parts are: topic, partition, case id (both
+/// checked to be UTF-8) and the case (`None`: forgotten).
+type RangeEntry = (
+    std::ops::Range<usize>,
+    u32,
+    std::ops::Range<usize>,
+    Option<std::ops::Range<usize>>,
+);
+
+fn decode_journal_ranges(row: &[u8]) -> Result<Vec<RangeEntry>, String> {
     let mut at = 0usize;
     let count = u32_at(row, &mut at)?;
     let mut out = Vec::with_capacity((count as usize).min(row.len() / 16));
     for _ in 0..count {
         let e = raw_entry(row, &mut at)?;
-        out.push((
-            str_of(row, e.topic)?,
-            e.partition,
-            str_of(row, e.id)?,
-            e.value,
-        ));
+        str_of(row, e.topic.clone())?;
+        str_of(row, e.id.clone())?;
+        out.push((e.topic, e.partition, e.id, e.value));
     }
     if at != row.len() {
         return Err(format!(
@@ -1055,7 +1150,7 @@ impl Store {
                 // In the checkpoint already: a crash came before the batch that deletes it.
                 continue;
             }
-            let mut g = Generation::of_journal(v.value().to_vec()).map_err(|message| {
+            let mut g = Generation::of_journal(vec![v.value().to_vec()]).map_err(|message| {
                 StoreError::Corrupt {
                     file: self.file.clone(),
                     message: format!("case journal row {n}: {message}"),
@@ -1568,19 +1663,17 @@ impl Store {
                     .map_err(|e| self.err(e))?;
             }
             if !batch.cases.is_empty() {
-                let row = batch.cases.row();
-                // Read back as on open: the same code keeps the overlay either way (there,
-                // one generation per piece).
-                generation = Generation::of_journal(row.to_vec()).map_err(|e| self.err(e))?;
+                // Cut into rows of at most JOURNAL_PIECE bytes, which the generation then
+                // keeps: one copy of the batch's cases. Read back as on open.
+                let pieces = cut_journal_row(batch.cases.row()).map_err(|e| self.err(e))?;
                 let mut last = row_no;
-                if row.len() <= JOURNAL_PIECE {
-                    journal.insert(row_no, row).map_err(|e| self.err(e))?;
-                } else {
-                    for (k, piece) in (row_no..).zip(generation.pieces()) {
-                        journal.insert(k, piece.row()).map_err(|e| self.err(e))?;
-                        last = k;
-                    }
+                for (k, piece) in (row_no..).zip(&pieces) {
+                    journal
+                        .insert(k, piece.as_slice())
+                        .map_err(|e| self.err(e))?;
+                    last = k;
                 }
+                generation = Generation::of_journal(pieces).map_err(|e| self.err(e))?;
                 generation.row = Some(last);
             }
             drop(journal);
