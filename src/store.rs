@@ -27,7 +27,7 @@
 //! - `meta`: `schema`; `journal_next`: the first journal batch number the checkpoint does
 //!   not hold; `case_alerts_through`: the last alert `case_alerts` covers; `case_runs`: the
 //!   runs below, oldest first;
-//! - `case_run_{n}`: the cases as of the last checkpoint, as sorted runs: rows of about
+//! - `case_run_{n}`: the cases as of the last checkpoint, as sorted runs: rows of at most
 //!   60 KiB, each a partition's cases in key order (in MessagePack, [`encode_case`]) under
 //!   its last `(topic, partition, case id)`; a newer run's case (or its forgetting) overrides
 //!   an older run's. See `src/store/runs.rs`;
@@ -38,7 +38,7 @@
 //! with a million open cases, each changed case and each alert landed on a page of its own
 //! in those B-trees, and rewriting (copy on write) two random pages per event was most of
 //! what the daemon spent. A batch appends its changed cases to `case_journal` instead, as
-//! rows at the end of that table (one, or pieces of about 64 KiB), and leaves its alerts
+//! rows at the end of that table (one, or pieces of at most 60 KiB), and leaves its alerts
 //! out of `case_alerts`. The store keeps what the journal and the unindexed alerts say in
 //! memory (the overlay, one generation per batch, each sorted by key), and every reader
 //! sees `cases` and `case_alerts` with the overlay laid over them, from the same committed

@@ -1,7 +1,7 @@
 //! The checkpoint's cases as sorted runs (see the module doc of `store`).
 //!
 //! A run is a table of the checkpoints' file, `case_run_{n}`, holding cases in chunks: each
-//! row is a [`CaseChanges`] row of about [`CHUNK_BYTES`] of one partition's cases in key
+//! row is a [`CaseChanges`] row of at most [`CHUNK_BYTES`] of one partition's cases in key
 //! order, stored under its last key, so that the chunk that may hold a key is the first row
 //! at or after it. A forgotten case is kept as such (a tombstone) until a merge reaches the
 //! oldest run. The checkpoints' `meta` lists the runs, oldest first (`case_runs`).
@@ -26,8 +26,8 @@ pub(super) type ChunkTable<'a> =
 /// (its number, its bytes, its entries).
 pub(super) const META_RUNS: &str = "case_runs";
 
-/// A run's chunks are cut at about this size (below 64 KiB, so that a chunk with its key
-/// fits a 64 KiB page of redb's).
+/// A run's chunks are cut before they pass this size, unless one case is bigger (below
+/// 64 KiB, so that a chunk with its key fits a 64 KiB page of redb's).
 pub(super) const CHUNK_BYTES: usize = 60 << 10;
 
 /// A checkpoint merges the newest runs into the one it writes while the next older run is
