@@ -514,6 +514,16 @@ impl Drop for BrokerBack {
     }
 }
 
+/// Runs `scripts/kafka.sh CMD` on the test broker and insists that it succeeds.
+fn broker_sh(port: u16, cmd: &str) {
+    let out = kafka_sh(Some(port), &[cmd]);
+    assert!(
+        out.status.success(),
+        "scripts/kafka.sh {cmd}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// c. The broker goes away for 30 s under a consuming daemon and comes back: the daemon
 /// keeps running, recovers by itself, and loses nothing. Then it goes away again, and
 /// SIGTERM still stops the daemon cleanly within seconds.
@@ -566,12 +576,7 @@ fn broker_outage_recovers() {
         down: true,
     };
     let t = Instant::now();
-    let out = kafka_sh(Some(b.port), &["stop"]);
-    assert!(
-        out.status.success(),
-        "scripts/kafka.sh stop: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    broker_sh(b.port, "stop");
     let at_stop = d
         .metrics()
         .map(|m| m.durable_offsets(&names.topic))
@@ -599,12 +604,7 @@ fn broker_outage_recovers() {
     eprintln!("[c] 30 s with the broker down: daemon alive, {errors} Kafka errors counted");
 
     let t = Instant::now();
-    let out = kafka_sh(Some(b.port), &["start"]);
-    assert!(
-        out.status.success(),
-        "scripts/kafka.sh start: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    broker_sh(b.port, "start");
     back.down = false;
     eprintln!("[c] broker started again in {}", secs(t));
     d.assert_alive("after the broker came back");
@@ -653,12 +653,7 @@ fn broker_outage_recovers() {
 
     // SIGTERM with the broker down again: the daemon still exits 0 within seconds (the
     // final offset commit to Kafka is not waited for; the store has the offsets).
-    let out = kafka_sh(Some(b.port), &["stop"]);
-    assert!(
-        out.status.success(),
-        "scripts/kafka.sh stop: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    broker_sh(b.port, "stop");
     back.down = true;
     let t = Instant::now();
     let status = d.terminate(Duration::from_secs(8));
@@ -667,12 +662,7 @@ fn broker_outage_recovers() {
         "SIGTERM with the broker down: exit {status}"
     );
     eprintln!("[c] SIGTERM with the broker down: exit 0 in {}", secs(t));
-    let out = kafka_sh(Some(b.port), &["start"]);
-    assert!(
-        out.status.success(),
-        "scripts/kafka.sh start: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    broker_sh(b.port, "start");
     back.down = false;
     eprintln!("[c] passed in {}", secs(t0));
 }
