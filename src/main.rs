@@ -116,8 +116,9 @@ fn default_filter(level: LevelFilter) -> Targets {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    // Not for the daemon: see `tune_allocator`.
-    if !matches!(args.command, Command::Run { .. }) {
+    if matches!(args.command, Command::Run { .. }) {
+        redlight::tune_daemon_allocator();
+    } else {
         redlight::tune_allocator();
     }
     let default_level = if matches!(args.command, Command::Run { .. }) {
