@@ -642,6 +642,12 @@ impl Loop<'_> {
                 Change::Revoked(slots) => {
                     for slot in slots {
                         self.partitions.remove(&slot);
+                        // Its new owner reports it now (drained above: nothing of ours
+                        // for it is pending).
+                        let _ = self
+                            .metrics
+                            .durable_offset
+                            .remove_label_values(&[slot.0.as_str(), &slot.1.to_string()]);
                     }
                 }
             }
@@ -724,6 +730,14 @@ impl Loop<'_> {
             tracing::info!(topic = %r.slot.0, partition = r.slot.1, cases = r.cases,
                 next_offset = r.next_offset, high_watermark,
                 restore_ms = r.elapsed.as_millis() as u64, "partition restored");
+            // Durable already: a partition restored caught up reports its offset before any
+            // new message arrives (the gauge was absent until then).
+            if let Some(next) = r.next_offset {
+                self.metrics
+                    .durable_offset
+                    .with_label_values(&[r.slot.0.as_str(), &r.slot.1.to_string()])
+                    .set(i64::try_from(next).unwrap_or(i64::MAX));
+            }
             self.partitions.insert(
                 r.slot,
                 PartitionState {

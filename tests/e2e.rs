@@ -85,6 +85,25 @@ fn assert_same_alerts_or(
     }
 }
 
+/// Replay of `lines` as the reference (none rejected), then the daemon's alerts once it
+/// holds as many, every offset up to `ends` is durable and no further alert comes.
+fn replay_then_wait(
+    d: &mut Daemon,
+    config: &std::path::Path,
+    lines: &[&str],
+    ends: &BTreeMap<i32, i64>,
+    topic: &str,
+) -> (harness::Replay, Vec<(u64, Value)>) {
+    let r = replay(config, lines, now_ms());
+    assert_eq!(
+        r.summary.rejected, 0,
+        "replay rejected lines:\n{}",
+        r.stderr
+    );
+    let alerts = d.wait_idle(ends, topic, r.alerts.len(), QUIET, Duration::from_secs(300));
+    (r, alerts)
+}
+
 /// Where the daemon resumed a partition after a restart: `(partition, next offset)` from
 /// every "partition restored" line of its log that has a stored offset.
 fn restore_points(d: &Daemon) -> Vec<(i32, i64)> {
@@ -372,19 +391,7 @@ fn kill_minus_nine_loses_nothing() {
          advance mid-stream; run it again on a less loaded machine"
     );
     let ends = end_offsets(&landed);
-    let r = replay(&config, &lines_of(&lines), now_ms());
-    assert_eq!(
-        r.summary.rejected, 0,
-        "replay rejected lines:\n{}",
-        r.stderr
-    );
-    let alerts = d.wait_idle(
-        &ends,
-        &names.topic,
-        r.alerts.len(),
-        QUIET,
-        Duration::from_secs(300),
-    );
+    let (r, alerts) = replay_then_wait(&mut d, &config, &lines_of(&lines), &ends, &names.topic);
     restored(&d);
     let daemon = values(&alerts);
     // Every alert of replay exactly once by id, no id twice, nothing extra.
@@ -624,19 +631,7 @@ fn broker_outage_recovers() {
         .into_iter()
         .chain(lines_of(&after))
         .collect();
-    let r = replay(&config, &all, now_ms());
-    assert_eq!(
-        r.summary.rejected, 0,
-        "replay rejected lines:\n{}",
-        r.stderr
-    );
-    let alerts = d.wait_idle(
-        &ends,
-        &names.topic,
-        r.alerts.len(),
-        QUIET,
-        Duration::from_secs(300),
-    );
+    let (r, alerts) = replay_then_wait(&mut d, &config, &all, &ends, &names.topic);
     eprintln!("[c] recovered and idle {} after producing", secs(t));
     let daemon = values(&alerts);
     assert_same_alerts(&d, &daemon, &r.alerts, "broker_outage_recovers");
@@ -1080,3 +1075,137 @@ fn bad_messages_go_to_dead_letters() {
     d.stop_gracefully();
     eprintln!("[d] passed in {}", secs(t0));
 }
+
+/// A tmpfs of a given size mounted on a directory, unmounted when dropped (before the
+/// test's directory is removed: declare it after the [`TestDir`]).
+struct Tmpfs {
+    path: std::path::PathBuf,
+}
+
+impl Tmpfs {
+    /// `None` when this process may not mount (it needs root, as CI on the build machine
+    /// has); the caller then skips, saying so.
+    fn mount(path: &std::path::Path, size: &str) -> Option<Tmpfs> {
+        std::fs::create_dir_all(path).expect("mount point");
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(path)
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        ok.then(|| Tmpfs {
+            path: path.to_path_buf(),
+        })
+    }
+
+    fn resize(&self, size: &str) {
+        let status = std::process::Command::new("mount")
+            .args(["-o", &format!("remount,size={size}")])
+            .arg(&self.path)
+            .status()
+            .expect("mount -o remount");
+        assert!(
+            status.success(),
+            "remounting {} failed",
+            self.path.display()
+        );
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.path)
+            .status();
+    }
+}
+
+/// The store's disk fills up while the daemon consumes a backlog: it stops by itself with
+/// an error naming the file and the cause (a non-zero exit, nothing half-written), and
+/// once there is room again a restart on the same data directory consumes the rest, every
+/// alert exactly once and equal to replay's. The data directory is a tmpfs too small for
+/// the backlog's store (the test needs root to mount it, and says it skipped otherwise).
+#[test]
+fn a_full_disk_stops_the_daemon_and_a_restart_loses_nothing() {
+    let _serial = serial();
+    let t0 = Instant::now();
+    let b = broker();
+    let dir = TestDir::new("e");
+    let names = Names::new("e");
+    let Some(disk) = Tmpfs::mount(&dir.path.join("data"), FULL_DISK) else {
+        eprintln!("[e] SKIPPED: mounting a tmpfs needs root");
+        return;
+    };
+    let _topics = Topics::create(&b.bootstrap, &[(&names.topic, 4), (&names.dead_letter, 1)]);
+
+    let mut workload = Gen::new(0x5EED_E0F0, "E");
+    workload.full_cases(3000);
+    let lines = workload.finish();
+    let landed = Producer::new(&b.bootstrap).send_all(&names.topic, &msgs_of(&lines));
+    let ends = end_offsets(&landed);
+    eprintln!("[e] produced {} messages to {ends:?}", lines.len());
+
+    let port = free_port();
+    let config = write_config(&dir.path, &b.bootstrap, &names, port);
+    let mut d = Daemon::new(config.clone(), dir.path.join("daemon.log"), port);
+    d.start();
+    let Some(status) = d.wait_exit(Duration::from_secs(120)) else {
+        d.fail(&format!(
+            "the daemon was still running 120 s into a backlog whose store does not fit \
+             in {FULL_DISK}"
+        ))
+    };
+    if status.success() {
+        d.fail(&format!(
+            "with its disk full the daemon exited with {status}, not an error"
+        ));
+    }
+    // The error names the file and the cause, in the log and as the exit message.
+    let named = d.log_lines("No space left on device");
+    if !named.iter().any(|l| l.contains(".redb")) {
+        d.fail("no log line names the store file and 'No space left on device'");
+    }
+    eprintln!(
+        "[e] disk full: the daemon exited with {status}: {}",
+        named[0]
+    );
+
+    disk.resize("512m");
+    d.start();
+    let (r, alerts) = replay_then_wait(&mut d, &config, &lines_of(&lines), &ends, &names.topic);
+    // The first start made durable progress before the disk filled, which the second
+    // restored rather than starting over.
+    let restored: u64 = d
+        .log_lines("partition restored")
+        .iter()
+        .filter_map(|l| {
+            l.split(" cases=")
+                .nth(1)?
+                .split(' ')
+                .next()?
+                .parse::<u64>()
+                .ok()
+        })
+        .sum();
+    if restored == 0 {
+        d.fail("the restart restored no cases: the disk filled before anything was durable");
+    }
+    let m = d.metrics().expect("/metrics");
+    let rejected = m.sum("redlight_events_rejected_total") as usize;
+    if rejected != 0 {
+        d.fail(&format!("{rejected} events rejected after the restart"));
+    }
+    let daemon = values(&alerts);
+    assert_same_alerts(&d, &daemon, &r.alerts, "a_full_disk_stops_the_daemon");
+    eprintln!(
+        "[e] restart restored {restored} cases and consumed the rest; {} alerts equal to replay",
+        daemon.len()
+    );
+    d.stop_gracefully();
+    eprintln!("[e] passed in {}", secs(t0));
+}
+
+/// The first start's data directory: too small for the store of test e's backlog, large
+/// enough for the first batches.
+const FULL_DISK: &str = "3m";
