@@ -347,64 +347,61 @@ struct Entry {
     value: Option<(u32, u32)>,
 }
 
-/// A batch's journal row cut into rows of at most [`JOURNAL_PIECE`] bytes (unless one case
-/// is bigger), in the row's order: each a [`CaseChanges`] row of its own, copied in one
-/// piece. A row that fits is copied whole.
-fn cut_journal_row(row: &[u8]) -> Result<Vec<Vec<u8>>, String> {
-    if row.len() <= JOURNAL_PIECE {
-        return Ok(vec![row.to_vec()]);
-    }
-    let piece = |entries: &[u8], n: u32| {
-        let mut v = Vec::with_capacity(4 + entries.len());
-        v.extend_from_slice(&n.to_le_bytes());
-        v.extend_from_slice(entries);
-        v
-    };
-    let mut at = 0;
-    let count = u32_at(row, &mut at)?;
-    let mut pieces = Vec::with_capacity(row.len() / JOURNAL_PIECE + 1);
-    let (mut start, mut n) = (at, 0u32);
-    for _ in 0..count {
-        let before = at;
-        raw_entry(row, &mut at)?;
-        if n > 0 && 4 + at - start > JOURNAL_PIECE {
-            pieces.push(piece(&row[start..before], n));
-            (start, n) = (before, 0);
-        }
-        n += 1;
-    }
-    if n > 0 {
-        pieces.push(piece(&row[start..at], n));
-    }
-    if at != row.len() {
-        return Err(format!(
-            "journal row has {} bytes after its {count} cases",
-            row.len() - at
-        ));
-    }
-    Ok(pieces)
-}
-
 impl Generation {
-    /// The generation of a batch's journal rows, in the order they were written.
-    fn of_journal(journal: Vec<Vec<u8>>) -> Result<Generation, String> {
-        let span = |r: std::ops::Range<usize>| -> Result<(u32, u32), String> {
-            match (u32::try_from(r.start), u32::try_from(r.end)) {
+    /// The generation of a batch's journal row, read once: cut into rows of at most
+    /// [`JOURNAL_PIECE`] bytes (unless one case is bigger), in the row's order, each a
+    /// [`CaseChanges`] row of its own that the store writes and the generation keeps (one
+    /// copy of the batch's cases), with every entry's place in its piece. On open, a stored
+    /// row is read the same way (one piece, unless it came from a store that wrote bigger
+    /// rows).
+    fn of_row(row: &[u8]) -> Result<Generation, String> {
+        let span = |r: std::ops::Range<usize>, shift: usize| -> Result<(u32, u32), String> {
+            match (u32::try_from(r.start - shift), u32::try_from(r.end - shift)) {
                 (Ok(a), Ok(b)) => Ok((a, b)),
                 _ => Err(format!("journal row longer than 4 GiB at byte {}", r.start)),
             }
         };
-        let mut cases = Vec::new();
-        for (p, row) in journal.iter().enumerate() {
-            for (topic, partition, id, value) in decode_journal_ranges(row)? {
-                cases.push(Entry {
-                    piece: u32::try_from(p).map_err(|_| "too many journal rows".to_string())?,
-                    partition,
-                    topic: span(topic)?,
-                    id: span(id)?,
-                    value: value.map(span).transpose()?,
-                });
+        let piece = |entries: &[u8], n: u32| {
+            let mut v = Vec::with_capacity(4 + entries.len());
+            v.extend_from_slice(&n.to_le_bytes());
+            v.extend_from_slice(entries);
+            v
+        };
+        let mut at = 0;
+        let count = u32_at(row, &mut at)?;
+        let mut journal = Vec::with_capacity(row.len() / JOURNAL_PIECE + 1);
+        let mut cases = Vec::with_capacity((count as usize).min(row.len() / 16));
+        // The current piece's entries start at `start` of the row and are `n`.
+        let (mut start, mut n) = (at, 0u32);
+        for _ in 0..count {
+            let before = at;
+            let e = raw_entry(row, &mut at)?;
+            str_of(row, e.topic.clone())?;
+            str_of(row, e.id.clone())?;
+            if n > 0 && 4 + at - start > JOURNAL_PIECE {
+                journal.push(piece(&row[start..before], n));
+                (start, n) = (before, 0);
             }
+            n += 1;
+            // In the piece, after its 4-byte count.
+            let shift = start - 4;
+            cases.push(Entry {
+                piece: u32::try_from(journal.len())
+                    .map_err(|_| "too many journal rows".to_string())?,
+                partition: e.partition,
+                topic: span(e.topic, shift)?,
+                id: span(e.id, shift)?,
+                value: e.value.map(|v| span(v, shift)).transpose()?,
+            });
+        }
+        if at != row.len() {
+            return Err(format!(
+                "journal row has {} bytes after its {count} cases",
+                row.len() - at
+            ));
+        }
+        if n > 0 {
+            journal.push(piece(&row[start..at], n));
         }
         let mut g = Generation {
             journal,
@@ -920,32 +917,17 @@ type JournalEntry<'a> = (&'a str, u32, &'a str, Option<std::ops::Range<usize>>);
 
 #[cfg(test)]
 fn decode_journal(row: &[u8]) -> Result<Vec<JournalEntry<'_>>, String> {
-    decode_journal_ranges(row)?
-        .into_iter()
-        .map(|(topic, partition, id, value)| {
-            Ok((str_of(row, topic)?, partition, str_of(row, id)?, value))
-        })
-        .collect()
-}
-
-/// A journal row's entries as where their parts are: topic, partition, case id (both
-/// checked to be UTF-8) and the case (`None`: forgotten).
-type RangeEntry = (
-    std::ops::Range<usize>,
-    u32,
-    std::ops::Range<usize>,
-    Option<std::ops::Range<usize>>,
-);
-
-fn decode_journal_ranges(row: &[u8]) -> Result<Vec<RangeEntry>, String> {
     let mut at = 0usize;
     let count = u32_at(row, &mut at)?;
-    let mut out = Vec::with_capacity((count as usize).min(row.len() / 16));
+    let mut out = Vec::new();
     for _ in 0..count {
         let e = raw_entry(row, &mut at)?;
-        str_of(row, e.topic.clone())?;
-        str_of(row, e.id.clone())?;
-        out.push((e.topic, e.partition, e.id, e.value));
+        out.push((
+            str_of(row, e.topic)?,
+            e.partition,
+            str_of(row, e.id)?,
+            e.value,
+        ));
     }
     if at != row.len() {
         return Err(format!(
@@ -1150,11 +1132,9 @@ impl Store {
                 // In the checkpoint already: a crash came before the batch that deletes it.
                 continue;
             }
-            let mut g = Generation::of_journal(vec![v.value().to_vec()]).map_err(|message| {
-                StoreError::Corrupt {
-                    file: self.file.clone(),
-                    message: format!("case journal row {n}: {message}"),
-                }
+            let mut g = Generation::of_row(v.value()).map_err(|message| StoreError::Corrupt {
+                file: self.file.clone(),
+                message: format!("case journal row {n}: {message}"),
             })?;
             g.row = Some(n);
             generations.push(Arc::new(g));
@@ -1663,17 +1643,15 @@ impl Store {
                     .map_err(|e| self.err(e))?;
             }
             if !batch.cases.is_empty() {
-                // Cut into rows of at most JOURNAL_PIECE bytes, which the generation then
-                // keeps: one copy of the batch's cases. Read back as on open.
-                let pieces = cut_journal_row(batch.cases.row()).map_err(|e| self.err(e))?;
+                // Its pieces of at most JOURNAL_PIECE bytes, as the generation keeps them.
+                generation = Generation::of_row(batch.cases.row()).map_err(|e| self.err(e))?;
                 let mut last = row_no;
-                for (k, piece) in (row_no..).zip(&pieces) {
+                for (k, piece) in (row_no..).zip(&generation.journal) {
                     journal
                         .insert(k, piece.as_slice())
                         .map_err(|e| self.err(e))?;
                     last = k;
                 }
-                generation = Generation::of_journal(pieces).map_err(|e| self.err(e))?;
                 generation.row = Some(last);
             }
             drop(journal);
