@@ -1553,7 +1553,7 @@ pub async fn alerts(
             .scan_alerts(after, |seq, bytes| {
                 scanned += 1;
                 next = seq;
-                match serde_json::from_slice::<Alert>(bytes) {
+                match crate::store::decode_alert(bytes) {
                     Ok(a) => {
                         if keep(&a) {
                             items.push(json!({"seq": seq, "alert": a}));

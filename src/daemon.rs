@@ -800,7 +800,7 @@ impl Loop<'_> {
         }
         // Assignments that arrived while receiving: load them before applying.
         self.apply_changes()?;
-        let mut alerts = Vec::new();
+        let mut alerts = self.writer.alert_vec();
         let mut dead = Vec::new();
         let mut touched: HashSet<Slot> = HashSet::new();
         for m in &messages {
@@ -859,7 +859,8 @@ impl Loop<'_> {
                     .advance_before_bounded(ev.time_ms(), slice, &mut alerts)
             {
                 self.send_dead_letters(std::mem::take(&mut dead)).await?;
-                self.persist(std::mem::take(&mut alerts), &touched)?;
+                let written = std::mem::replace(&mut alerts, self.writer.alert_vec());
+                self.persist(written, &touched)?;
             }
             let Some(p) = self.partitions.get_mut(&slot) else {
                 continue;
@@ -1033,7 +1034,7 @@ impl Loop<'_> {
     /// Fires (one slice of) the timers due by the wall clock in the caught-up partitions
     /// and persists.
     fn fire_timers(&mut self) -> anyhow::Result<()> {
-        let mut alerts = Vec::new();
+        let mut alerts = self.writer.alert_vec();
         self.advance_idle(&mut alerts);
         self.persist(alerts, &HashSet::new())
     }
@@ -1090,17 +1091,12 @@ impl Loop<'_> {
             tracing::debug!(id = %a.id, rule = %a.rule, case = %a.case, level = level_str(a),
                 status = status_str(a), reason = ?a.reason, at = %a.at, "alert");
         }
-        // Serialised here rather than on the writer thread, which is the daemon's bottleneck.
-        // Sized up front: an alert's JSON is a few hundred bytes, and growing a vector from
-        // empty reallocates it six or seven times.
-        batch.alert_json = alerts
-            .iter()
-            .map(|a| {
-                let mut json = Vec::with_capacity(768);
-                serde_json::to_writer(&mut json, a).map(|()| json)
-            })
-            .collect::<Result<_, _>>()
-            .context("serialising alerts")?;
+        // Encoded here rather than on the writer thread, which is the daemon's bottleneck,
+        // into a buffer a committed batch brought back.
+        batch.encoded_alerts = self.writer.encoded_alerts_buffer();
+        for a in &alerts {
+            batch.encoded_alerts.push(a).context("encoding alerts")?;
+        }
         batch.alerts = alerts;
         for ((topic, partition), p) in &self.partitions {
             let now = p.engine.now();

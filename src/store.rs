@@ -15,8 +15,8 @@
 //! - `case_journal`: batch number → the cases that batch changed, since the last checkpoint
 //!   (`CaseChanges`). See below;
 //! - `offsets`: `(topic, partition)` → the next offset to consume;
-//! - `alerts`: sequence number → alert JSON, every alert in the order it happened (the
-//!   source for delivery and the API).
+//! - `alerts`: sequence number → the alert ([`encode_alert`]; its JSON up to format 4),
+//!   every alert in the order it happened (the source for delivery and the API).
 //! - `ledger`: `(instant, case id, record key)` → JSON: what the scorecard counts (a case
 //!   closed on time or late, a violation), kept after the case itself is forgotten; written
 //!   with the case in the same transaction (see `src/scorecard.rs`).
@@ -58,7 +58,7 @@
 //! stays bounded when checkpoints cannot keep up. Opening the store rebuilds the overlay
 //! from the journal rows after `journal_next` and the alerts after `case_alerts_through`.
 
-use crate::alert::Alert;
+use crate::alert::{Alert, Level, Reason, Status};
 use crate::engine::Case;
 use redb::{
     Database, DatabaseError, ReadableDatabase, ReadableTable, ReadableTableMetadata,
@@ -109,7 +109,12 @@ const META_JOURNAL_NEXT: &str = "journal_next";
 /// is taken as it is (its `cases` and `case_alerts` are complete: a checkpoint).
 /// Format 3 kept `cases` and `case_alerts` in the same file; they are moved to the
 /// checkpoints' file when it is opened (its cases written as a run).
-pub const SCHEMA_VERSION: &str = "redlight-store-4";
+/// Format 4 stored alerts as JSON; those rows are read as they are (see [`decode_alert`]),
+/// new ones are written in MessagePack, and the store is marked format 5 when opened.
+pub const SCHEMA_VERSION: &str = "redlight-store-5";
+
+/// Format 4: alerts as JSON.
+const SCHEMA_JSON_ALERTS: &str = "redlight-store-4";
 
 /// The format of the checkpoints' file (`cases.redb`).
 pub const BASE_SCHEMA_VERSION: &str = "redlight-cases-2";
@@ -145,6 +150,89 @@ pub fn encode_case(case: &Case) -> Result<Vec<u8>, rmp_serde::encode::Error> {
 /// Reads a case written by [`encode_case`].
 pub fn decode_case(bytes: &[u8]) -> Result<Case, rmp_serde::decode::Error> {
     rmp_serde::from_slice(bytes)
+}
+
+/// An alert as stored from format 5 on: a MessagePack array of its fields in wire order,
+/// absent ones as nil. Alerts were stored as their JSON up to format 4, and still read
+/// ([`decode_alert`] tells them apart by the first byte: a JSON object's `{` is never the
+/// start of an array). Encoding JSON was a tenth of the daemon's consumer loop, most of it
+/// escaping the Chinese text of titles, legal bases and departments byte by byte; here a
+/// string is its length and a copy.
+type StoredAlert<'a> = (
+    &'a str,
+    &'a str,
+    &'a str,
+    &'a str,
+    &'a str,
+    Level,
+    Status,
+    Reason,
+    &'a str,
+    Option<&'a str>,
+    Option<&'a str>,
+    Option<&'a str>,
+    Option<&'a str>,
+    Option<&'a str>,
+);
+
+/// Appends `alert` as stored ([`StoredAlert`]) to `out`.
+pub fn encode_alert(alert: &Alert, out: &mut Vec<u8>) -> Result<(), rmp_serde::encode::Error> {
+    let stored: StoredAlert<'_> = (
+        &alert.id,
+        &alert.rule,
+        &alert.title,
+        &alert.basis,
+        &alert.case,
+        alert.level,
+        alert.status,
+        alert.reason,
+        &alert.at,
+        alert.deadline.as_deref(),
+        alert.detail.as_deref(),
+        alert.department.as_deref(),
+        alert.item.as_deref(),
+        alert.handler.as_deref(),
+    );
+    rmp_serde::encode::write(out, &stored)
+}
+
+/// Reads a stored alert: MessagePack ([`encode_alert`]), or JSON (up to format 4).
+pub fn decode_alert(bytes: &[u8]) -> Result<Alert, String> {
+    if bytes.first() == Some(&b'{') {
+        return serde_json::from_slice(bytes).map_err(|e| e.to_string());
+    }
+    let (
+        id,
+        rule,
+        title,
+        basis,
+        case,
+        level,
+        status,
+        reason,
+        at,
+        deadline,
+        detail,
+        department,
+        item,
+        handler,
+    ): StoredAlert<'_> = rmp_serde::from_slice(bytes).map_err(|e| e.to_string())?;
+    Ok(Alert {
+        id: id.to_string(),
+        rule: rule.into(),
+        title: title.into(),
+        basis: basis.into(),
+        case: case.into(),
+        level,
+        status,
+        reason,
+        at: at.to_string(),
+        deadline: deadline.map(str::to_string),
+        detail: detail.map(str::to_string),
+        department: department.map(str::to_string),
+        item: item.map(str::to_string),
+        handler: handler.map(str::to_string),
+    })
 }
 
 /// The file name inside the data directory.
@@ -197,10 +285,10 @@ pub struct WriteBatch {
     pub cases: CaseChanges,
     /// Alerts in the order they happened.
     pub alerts: Vec<Alert>,
-    /// The alerts as JSON, in the same order, when the caller serialised them already (the
-    /// daemon does, on its loop thread, to keep the store writer's turn short); when empty
-    /// they are serialised here.
-    pub alert_json: Vec<Vec<u8>>,
+    /// The alerts encoded ([`encode_alert`]), in the same order, when the caller encoded
+    /// them already (the daemon does, on its loop thread, to keep the store writer's turn
+    /// short); when empty they are encoded here.
+    pub encoded_alerts: EncodedAlerts,
     /// `(topic, partition, next offset to consume)`.
     pub offsets: Vec<(String, u32, u64)>,
     /// `(topic, partition, the engine's clock in ms)`.
@@ -910,6 +998,53 @@ impl CaseChanges {
     }
 }
 
+/// Alerts encoded as stored ([`encode_alert`]), one after another in one buffer, which a
+/// committed batch brings back for the next (`src/writer.rs`): a batch's alerts are
+/// thousands, and a vector each meant as many allocations.
+#[derive(Debug, Default)]
+pub struct EncodedAlerts {
+    bytes: Vec<u8>,
+    /// Where each alert ends in `bytes`.
+    ends: Vec<usize>,
+}
+
+impl EncodedAlerts {
+    /// Appends `alert`, encoded.
+    pub fn push(&mut self, alert: &Alert) -> Result<(), rmp_serde::encode::Error> {
+        let start = self.bytes.len();
+        if let Err(e) = encode_alert(alert, &mut self.bytes) {
+            self.bytes.truncate(start);
+            return Err(e);
+        }
+        self.ends.push(self.bytes.len());
+        Ok(())
+    }
+
+    /// The `i`th alert pushed, encoded.
+    pub fn get(&self, i: usize) -> Option<&[u8]> {
+        let end = *self.ends.get(i)?;
+        let start = match i {
+            0 => 0,
+            _ => self.ends[i - 1],
+        };
+        self.bytes.get(start..end)
+    }
+
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+
+    /// Empties it, keeping its room.
+    pub fn clear(&mut self) {
+        self.bytes.clear();
+        self.ends.clear();
+    }
+}
+
 /// The entries of a journal row: topic, partition, case id, and where the case is in the row
 /// (`None`: forgotten).
 #[cfg(test)]
@@ -998,12 +1133,31 @@ struct Overlay {
     next_row: u64,
 }
 
-/// An alert's case, read from its JSON without the rest.
+/// An alert's case, read from its JSON (up to format 4) without the rest.
 #[derive(serde::Deserialize)]
 struct AlertCase<'a> {
     #[serde(borrow)]
     case: std::borrow::Cow<'a, str>,
 }
+
+/// A stored alert's case ([`StoredAlert`]'s fifth field), read without the rest.
+#[derive(serde::Deserialize)]
+struct StoredAlertCase<'a>(
+    serde::de::IgnoredAny,
+    serde::de::IgnoredAny,
+    serde::de::IgnoredAny,
+    serde::de::IgnoredAny,
+    &'a str,
+    serde::de::IgnoredAny,
+    serde::de::IgnoredAny,
+    serde::de::IgnoredAny,
+    serde::de::IgnoredAny,
+    serde::de::IgnoredAny,
+    serde::de::IgnoredAny,
+    serde::de::IgnoredAny,
+    serde::de::IgnoredAny,
+    serde::de::IgnoredAny,
+);
 
 impl Store {
     /// Opens (or creates) the store in `dir`, with the default page cache.
@@ -1174,10 +1328,18 @@ impl Store {
     }
 
     /// The case of stored alert `seq`.
-    fn alert_case<'a>(&self, seq: u64, json: &'a [u8]) -> Result<AlertCase<'a>, StoreError> {
-        serde_json::from_slice(json).map_err(|e| StoreError::Corrupt {
+    fn alert_case<'a>(&self, seq: u64, bytes: &'a [u8]) -> Result<AlertCase<'a>, StoreError> {
+        let corrupt = |e: String| StoreError::Corrupt {
             file: self.file.clone(),
             message: format!("alert {seq}: {e}"),
+        };
+        if bytes.first() == Some(&b'{') {
+            return serde_json::from_slice(bytes).map_err(|e| corrupt(e.to_string()));
+        }
+        let stored: StoredAlertCase<'a> =
+            rmp_serde::from_slice(bytes).map_err(|e| corrupt(e.to_string()))?;
+        Ok(AlertCase {
+            case: std::borrow::Cow::Borrowed(stored.4),
         })
     }
 
@@ -1251,6 +1413,14 @@ impl Store {
                 .map(|v| String::from_utf8_lossy(v.value()).into_owned());
             let upgrade = match found.as_deref() {
                 Some(SCHEMA_VERSION) | Some(SCHEMA_ONE_FILE) => false,
+                Some(SCHEMA_JSON_ALERTS) => {
+                    // Format 4 is format 5 with its alerts in JSON, which stay readable.
+                    meta.insert("schema", SCHEMA_VERSION.as_bytes())
+                        .map_err(|e| self.err(e))?;
+                    tracing::info!(file = %self.file.display(), from = SCHEMA_JSON_ALERTS,
+                        to = SCHEMA_VERSION, "store format upgraded: new alerts are stored in MessagePack");
+                    false
+                }
                 Some(SCHEMA_JSON_CASES) => {
                     self.convert_json_cases(&tx)?;
                     true
@@ -1286,6 +1456,8 @@ impl Store {
             tx.open_table(LEDGER).map_err(|e| self.err(e))?;
             if upgrade {
                 Some(SCHEMA_ONE_FILE.to_string())
+            } else if found.as_deref() == Some(SCHEMA_JSON_ALERTS) {
+                Some(SCHEMA_VERSION.to_string())
             } else {
                 found
             }
@@ -1458,7 +1630,7 @@ impl Store {
     }
 
     /// Moves a format-3 store's checkpoint (`cases`, `case_alerts` and the alert it covers)
-    /// to the checkpoints' file, then marks the store format 4. A crash in between leaves
+    /// to the checkpoints' file, then marks the store with the current format. A crash in between leaves
     /// format 3, and the move is done again.
     fn move_to_base(&self) -> Result<(), StoreError> {
         let started = std::time::Instant::now();
@@ -1622,16 +1794,17 @@ impl Store {
                 .last()
                 .map_err(|e| self.err(e))?
                 .map_or(1, |(k, _)| k.value() + 1);
+            let mut owned = Vec::new();
             for (i, (seq, a)) in (first..).zip(&batch.alerts).enumerate() {
-                let owned;
-                let json = match batch.alert_json.get(i) {
-                    Some(json) => json.as_slice(),
+                let bytes = match batch.encoded_alerts.get(i) {
+                    Some(bytes) => bytes,
                     None => {
-                        owned = serde_json::to_vec(a).map_err(|e| self.err(e))?;
+                        owned.clear();
+                        encode_alert(a, &mut owned).map_err(|e| self.err(e))?;
                         owned.as_slice()
                     }
                 };
-                alerts.insert(seq, json).map_err(|e| self.err(e))?;
+                alerts.insert(seq, bytes).map_err(|e| self.err(e))?;
                 seqs.push(seq);
             }
             drop(alerts);
@@ -1877,11 +2050,10 @@ impl Store {
                 break;
             }
             let (k, v) = row.map_err(|e| self.err(e))?;
-            let alert: Alert =
-                serde_json::from_slice(v.value()).map_err(|e| StoreError::Corrupt {
-                    file: self.file.clone(),
-                    message: format!("alert {}: {e}", k.value()),
-                })?;
+            let alert = decode_alert(v.value()).map_err(|e| StoreError::Corrupt {
+                file: self.file.clone(),
+                message: format!("alert {}: {e}", k.value()),
+            })?;
             out.push((k.value(), alert));
         }
         Ok(out)
@@ -2023,19 +2195,18 @@ impl Store {
         let mut out = Vec::with_capacity(seqs.len());
         for seq in seqs {
             if let Some(v) = alerts.get(seq).map_err(|e| self.err(e))? {
-                let alert: Alert =
-                    serde_json::from_slice(v.value()).map_err(|e| StoreError::Corrupt {
-                        file: self.file.clone(),
-                        message: format!("alert {seq}: {e}"),
-                    })?;
+                let alert = decode_alert(v.value()).map_err(|e| StoreError::Corrupt {
+                    file: self.file.clone(),
+                    message: format!("alert {seq}: {e}"),
+                })?;
                 out.push((seq, alert));
             }
         }
         Ok(out)
     }
 
-    /// Visits alerts with a sequence number above `after` as raw JSON, in order, until
-    /// `visit` returns false.
+    /// Visits alerts with a sequence number above `after` as stored ([`decode_alert`] reads
+    /// them), in order, until `visit` returns false.
     pub fn scan_alerts(
         &self,
         after: u64,
@@ -2713,6 +2884,110 @@ mod tests {
         assert_reads(&store, &model, &alerts, "converted");
         drop(store);
         let store = Store::open(&dir).expect("reopen");
+        assert_reads(&store, &model, &alerts, "reopened");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn alerts_are_stored_compactly_and_read_back_whole() {
+        let full = Alert {
+            deadline: Some("2026-11-20T00:00:00+08:00".into()),
+            detail: Some("no `market.report_submitted` for 2026Q3".into()),
+            department: Some("银川市市场监管局".into()),
+            item: Some("建筑工程施工许可".into()),
+            handler: Some("张\"三\"".into()),
+            title: "定期召开安全生产工作会议".into(),
+            basis: "《杭州市安全生产责任制规定》第十三条第（二）项".into(),
+            ..alert_of("XZ-1", 7)
+        };
+        for a in [alert_of("C00001", 1), full] {
+            let mut bytes = Vec::new();
+            encode_alert(&a, &mut bytes).expect("encode");
+            assert_ne!(bytes.first(), Some(&b'{'));
+            let json = serde_json::to_vec(&a).expect("json");
+            assert!(
+                bytes.len() < json.len(),
+                "{} against {}",
+                bytes.len(),
+                json.len()
+            );
+            // Both the stored form and the JSON of format 4 read back as the same alert.
+            assert_eq!(decode_alert(&bytes), Ok(a.clone()));
+            assert_eq!(decode_alert(&json), Ok(a.clone()));
+        }
+        let err = decode_alert(&[0x93, 0x01]).expect_err("a short array");
+        assert!(!err.is_empty());
+    }
+
+    #[test]
+    fn a_format_4_store_keeps_its_json_alerts_and_stores_new_ones_compactly() {
+        let dir = tmp("format4");
+        let mut model = Model::new();
+        let mut alerts = BTreeMap::new();
+        {
+            let store = Store::open(&dir).expect("open");
+            let mut b = WriteBatch::default();
+            b.cases.put("t", 1, &json_case(1)).expect("encode");
+            b.offsets.push(("t".into(), 1, 1));
+            b.alerts.push(alert_of("C00001", 1));
+            store.commit(&b).expect("commit");
+            model.insert(("t".into(), 1, "C00001".into()), json_case(1).last_event);
+            alerts.insert("C00001".to_string(), vec![1]);
+            drop(store);
+            // Made format 4: its alert rewritten as JSON, as format 4 wrote it.
+            let db = Database::open(dir.join(FILE_NAME)).expect("reopen the file");
+            let tx = db.begin_write().expect("tx");
+            {
+                let mut meta = tx.open_table(META).expect("meta");
+                meta.insert("schema", SCHEMA_JSON_ALERTS.as_bytes())
+                    .expect("schema");
+                let json = serde_json::to_vec(&alert_of("C00001", 1)).expect("json");
+                let mut a = tx.open_table(ALERTS).expect("alerts");
+                a.insert(1, json.as_slice()).expect("alert");
+            }
+            tx.commit().expect("commit");
+        }
+        let store = Store::open(&dir).expect("open a format-4 store");
+        assert_eq!(
+            store.overlay_size(),
+            2,
+            "its case and its unindexed JSON alert"
+        );
+        assert_reads(&store, &model, &alerts, "opened");
+        let mut b = WriteBatch::default();
+        b.alerts.push(alert_of("C00001", 2));
+        assert_eq!(store.commit(&b).expect("commit"), [2]);
+        alerts.insert("C00001".into(), vec![1, 2]);
+        assert_reads(&store, &model, &alerts, "written on");
+        let mut raw = Vec::new();
+        store
+            .scan_alerts(0, |seq, bytes| {
+                raw.push((seq, bytes.first() == Some(&b'{')));
+                true
+            })
+            .expect("scan");
+        assert_eq!(
+            raw,
+            [(1, true), (2, false)],
+            "the old alert as JSON, the new one not"
+        );
+        assert_eq!(
+            store.alerts(0, 10).expect("alerts"),
+            [(1, alert_of("C00001", 1)), (2, alert_of("C00001", 2))]
+        );
+        // A checkpoint indexes both kinds by case.
+        store.set_checkpoint_cases(1);
+        store.commit(&WriteBatch::default()).expect("commit");
+        store.finish_checkpoint().expect("checkpoint");
+        assert_eq!(store.overlay_size(), 0, "all in the checkpoint");
+        assert_reads(&store, &model, &alerts, "checkpointed");
+        drop(store);
+        let store = Store::open(&dir).expect("reopen");
+        let tx = store.db.begin_read().expect("tx");
+        let meta = tx.open_table(META).expect("meta");
+        let schema = meta.get("schema").expect("get").expect("schema");
+        assert_eq!(schema.value(), SCHEMA_VERSION.as_bytes(), "marked format 5");
+        drop((meta, tx));
         assert_reads(&store, &model, &alerts, "reopened");
         let _ = std::fs::remove_dir_all(&dir);
     }

@@ -26,8 +26,9 @@
 //! alerts enqueue deliveries is made durable at once (nothing is sent from a commit a crash
 //! could undo), and `sync_ms = 0` makes every batch durable.
 
+use crate::alert::Alert;
 use crate::metrics::Metrics;
-use crate::store::{CaseChanges, Store, WriteBatch};
+use crate::store::{CaseChanges, EncodedAlerts, Store, WriteBatch};
 use rdkafka::consumer::{CommitMode, Consumer, ConsumerContext, StreamConsumer};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use std::collections::BTreeMap;
@@ -118,13 +119,24 @@ pub struct Writer {
     /// Committed batches coming back, to be freed on the loop's thread rather than the
     /// writer's (a batch is thousands of small allocations).
     recycle: Mutex<Receiver<WriteBatch>>,
-    /// The case buffer of a committed batch, emptied, for the next batch: a journal row is
-    /// a few MiB, which the allocator would otherwise take from the system, zeroed, and give
-    /// back for every batch.
-    spare: Mutex<Option<CaseChanges>>,
+    /// The buffers of committed batches, emptied, for the next batches: a journal row is a
+    /// few MiB, and a batch's alerts and their JSON as much again, which the allocator
+    /// would otherwise take from the system, zeroed, and give back for every batch.
+    spare: Mutex<Spare>,
     pending: Arc<Pending>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
+
+/// Emptied buffers of committed batches, at most [`SPARE`] of each kind (one per batch the
+/// queue holds, and the ones being filled and written).
+#[derive(Default)]
+struct Spare {
+    cases: Vec<CaseChanges>,
+    encoded_alerts: Vec<EncodedAlerts>,
+    alerts: Vec<Vec<Alert>>,
+}
+
+const SPARE: usize = QUEUE + 2;
 
 /// Where the writer sends offsets and engine time after a commit.
 pub struct Sinks<C: ConsumerContext + 'static> {
@@ -192,7 +204,7 @@ impl Writer {
         Ok(Writer {
             tx: Some(tx),
             recycle: Mutex::new(recycle),
-            spare: Mutex::new(None),
+            spare: Mutex::new(Spare::default()),
             pending,
             thread: Some(thread),
         })
@@ -210,10 +222,22 @@ impl Writer {
         if let Ok(recycle) = self.recycle.lock() {
             while let Ok(mut done) = recycle.try_recv() {
                 let mut cases = std::mem::take(&mut done.cases);
+                let mut encoded_alerts = std::mem::take(&mut done.encoded_alerts);
+                let mut alerts = std::mem::take(&mut done.alerts);
                 drop(done);
                 cases.clear();
+                encoded_alerts.clear();
+                alerts.clear();
                 if let Ok(mut spare) = self.spare.lock() {
-                    *spare = Some(cases);
+                    if spare.cases.len() < SPARE {
+                        spare.cases.push(cases);
+                    }
+                    if spare.encoded_alerts.len() < SPARE {
+                        spare.encoded_alerts.push(encoded_alerts);
+                    }
+                    if spare.alerts.len() < SPARE {
+                        spare.alerts.push(alerts);
+                    }
                 }
             }
         }
@@ -235,7 +259,25 @@ impl Writer {
         self.spare
             .lock()
             .ok()
-            .and_then(|mut s| s.take())
+            .and_then(|mut s| s.cases.pop())
+            .unwrap_or_default()
+    }
+
+    /// An empty buffer for the next batch's alerts encoded, with the room a committed one had.
+    pub fn encoded_alerts_buffer(&self) -> EncodedAlerts {
+        self.spare
+            .lock()
+            .ok()
+            .and_then(|mut s| s.encoded_alerts.pop())
+            .unwrap_or_default()
+    }
+
+    /// An empty vector for the next batch's alerts, with the room a committed one had.
+    pub fn alert_vec(&self) -> Vec<Alert> {
+        self.spare
+            .lock()
+            .ok()
+            .and_then(|mut s| s.alerts.pop())
             .unwrap_or_default()
     }
 
