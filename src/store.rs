@@ -285,10 +285,6 @@ pub struct WriteBatch {
     pub cases: CaseChanges,
     /// Alerts in the order they happened.
     pub alerts: Vec<Alert>,
-    /// The alerts encoded ([`encode_alert`]), in the same order, when the caller encoded
-    /// them already (the daemon does, on its loop thread, to keep the store writer's turn
-    /// short); when empty they are encoded here.
-    pub encoded_alerts: EncodedAlerts,
     /// `(topic, partition, next offset to consume)`.
     pub offsets: Vec<(String, u32, u64)>,
     /// `(topic, partition, the engine's clock in ms)`.
@@ -995,53 +991,6 @@ impl CaseChanges {
     fn counted(&mut self) {
         self.count += 1;
         self.row[..4].copy_from_slice(&self.count.to_le_bytes());
-    }
-}
-
-/// Alerts encoded as stored ([`encode_alert`]), one after another in one buffer, which a
-/// committed batch brings back for the next (`src/writer.rs`): a batch's alerts are
-/// thousands, and a vector each meant as many allocations.
-#[derive(Debug, Default)]
-pub struct EncodedAlerts {
-    bytes: Vec<u8>,
-    /// Where each alert ends in `bytes`.
-    ends: Vec<usize>,
-}
-
-impl EncodedAlerts {
-    /// Appends `alert`, encoded.
-    pub fn push(&mut self, alert: &Alert) -> Result<(), rmp_serde::encode::Error> {
-        let start = self.bytes.len();
-        if let Err(e) = encode_alert(alert, &mut self.bytes) {
-            self.bytes.truncate(start);
-            return Err(e);
-        }
-        self.ends.push(self.bytes.len());
-        Ok(())
-    }
-
-    /// The `i`th alert pushed, encoded.
-    pub fn get(&self, i: usize) -> Option<&[u8]> {
-        let end = *self.ends.get(i)?;
-        let start = match i {
-            0 => 0,
-            _ => self.ends[i - 1],
-        };
-        self.bytes.get(start..end)
-    }
-
-    pub fn len(&self) -> usize {
-        self.ends.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.ends.is_empty()
-    }
-
-    /// Empties it, keeping its room.
-    pub fn clear(&mut self) {
-        self.bytes.clear();
-        self.ends.clear();
     }
 }
 
@@ -1794,17 +1743,13 @@ impl Store {
                 .last()
                 .map_err(|e| self.err(e))?
                 .map_or(1, |(k, _)| k.value() + 1);
-            let mut owned = Vec::new();
-            for (i, (seq, a)) in (first..).zip(&batch.alerts).enumerate() {
-                let bytes = match batch.encoded_alerts.get(i) {
-                    Some(bytes) => bytes,
-                    None => {
-                        owned.clear();
-                        encode_alert(a, &mut owned).map_err(|e| self.err(e))?;
-                        owned.as_slice()
-                    }
-                };
-                alerts.insert(seq, bytes).map_err(|e| self.err(e))?;
+            let mut bytes = Vec::with_capacity(512);
+            for (seq, a) in (first..).zip(&batch.alerts) {
+                bytes.clear();
+                encode_alert(a, &mut bytes).map_err(|e| self.err(e))?;
+                alerts
+                    .insert(seq, bytes.as_slice())
+                    .map_err(|e| self.err(e))?;
                 seqs.push(seq);
             }
             drop(alerts);

@@ -28,7 +28,7 @@
 
 use crate::alert::Alert;
 use crate::metrics::Metrics;
-use crate::store::{CaseChanges, EncodedAlerts, Store, WriteBatch};
+use crate::store::{CaseChanges, Store, WriteBatch};
 use rdkafka::consumer::{CommitMode, Consumer, ConsumerContext, StreamConsumer};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use std::collections::BTreeMap;
@@ -120,8 +120,8 @@ pub struct Writer {
     /// writer's (a batch is thousands of small allocations).
     recycle: Mutex<Receiver<WriteBatch>>,
     /// The buffers of committed batches, emptied, for the next batches: a journal row is a
-    /// few MiB, and a batch's alerts and their JSON as much again, which the allocator
-    /// would otherwise take from the system, zeroed, and give back for every batch.
+    /// few MiB, and a batch's alerts as much again, which the allocator would otherwise
+    /// take from the system, zeroed, and give back for every batch.
     spare: Mutex<Spare>,
     pending: Arc<Pending>,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -132,7 +132,6 @@ pub struct Writer {
 #[derive(Default)]
 struct Spare {
     cases: Vec<CaseChanges>,
-    encoded_alerts: Vec<EncodedAlerts>,
     alerts: Vec<Vec<Alert>>,
 }
 
@@ -222,18 +221,13 @@ impl Writer {
         if let Ok(recycle) = self.recycle.lock() {
             while let Ok(mut done) = recycle.try_recv() {
                 let mut cases = std::mem::take(&mut done.cases);
-                let mut encoded_alerts = std::mem::take(&mut done.encoded_alerts);
                 let mut alerts = std::mem::take(&mut done.alerts);
                 drop(done);
                 cases.clear();
-                encoded_alerts.clear();
                 alerts.clear();
                 if let Ok(mut spare) = self.spare.lock() {
                     if spare.cases.len() < SPARE {
                         spare.cases.push(cases);
-                    }
-                    if spare.encoded_alerts.len() < SPARE {
-                        spare.encoded_alerts.push(encoded_alerts);
                     }
                     if spare.alerts.len() < SPARE {
                         spare.alerts.push(alerts);
@@ -260,15 +254,6 @@ impl Writer {
             .lock()
             .ok()
             .and_then(|mut s| s.cases.pop())
-            .unwrap_or_default()
-    }
-
-    /// An empty buffer for the next batch's alerts encoded, with the room a committed one had.
-    pub fn encoded_alerts_buffer(&self) -> EncodedAlerts {
-        self.spare
-            .lock()
-            .ok()
-            .and_then(|mut s| s.encoded_alerts.pop())
             .unwrap_or_default()
     }
 
