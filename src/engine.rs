@@ -489,7 +489,7 @@ pub struct Stats {
 /// The engine. Not `Sync`: one owner drives it (a daemon partition worker, `replay`).
 ///
 /// Split in two so that a handler can work on a case in place (`get_mut` on the map) while
-/// it borrows everything else mutably: the cases, and the [`Core`] (rules, calendar, timers,
+/// it borrows everything else mutably: the cases, and the `Core` (rules, calendar, timers,
 /// counters).
 pub struct Engine {
     core: Core,

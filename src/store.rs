@@ -175,7 +175,7 @@ type StoredAlert<'a> = (
     Option<&'a str>,
 );
 
-/// Appends `alert` as stored ([`StoredAlert`]) to `out`.
+/// Appends `alert` as stored (a MessagePack array of its fields, see `StoredAlert`) to `out`.
 pub fn encode_alert(alert: &Alert, out: &mut Vec<u8>) -> Result<(), rmp_serde::encode::Error> {
     let stored: StoredAlert<'_> = (
         &alert.id,
