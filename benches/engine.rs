@@ -664,7 +664,9 @@ fn replay_bench(
 ) -> Result<()> {
     let n = opts.replay_cases;
     println!();
-    println!("== replay: JSON Lines of {n} cases, end to end, one thread ==");
+    println!(
+        "== replay: JSON Lines of {n} cases, end to end (the engine on one thread, parsing on a second) =="
+    );
     let dir = root.join("target/redlight-bench");
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let path: PathBuf = dir.join(format!("events-{n}.jsonl"));
