@@ -154,8 +154,7 @@ pub fn decode_case(bytes: &[u8]) -> Result<Case, rmp_serde::decode::Error> {
 
 /// An alert as stored from format 5 on: a MessagePack array of its fields in wire order,
 /// absent ones as nil. Alerts were stored as their JSON up to format 4, and still read
-/// ([`decode_alert`] tells them apart by the first byte: a JSON object's `{` is never the
-/// start of an array). Encoding JSON was a tenth of the daemon's consumer loop, most of it
+/// ([`decode_alert`] tells them apart by their first byte). Encoding JSON was a tenth of the daemon's consumer loop, most of it
 /// escaping the Chinese text of titles, legal bases and departments byte by byte; here a
 /// string is its length and a copy.
 type StoredAlert<'a> = (
@@ -196,9 +195,15 @@ pub fn encode_alert(alert: &Alert, out: &mut Vec<u8>) -> Result<(), rmp_serde::e
     rmp_serde::encode::write(out, &stored)
 }
 
+/// Whether a stored alert is JSON (written up to format 4): a JSON object's `{` never
+/// starts a MessagePack array.
+fn alert_is_json(bytes: &[u8]) -> bool {
+    bytes.first() == Some(&b'{')
+}
+
 /// Reads a stored alert: MessagePack ([`encode_alert`]), or JSON (up to format 4).
 pub fn decode_alert(bytes: &[u8]) -> Result<Alert, String> {
-    if bytes.first() == Some(&b'{') {
+    if alert_is_json(bytes) {
         return serde_json::from_slice(bytes).map_err(|e| e.to_string());
     }
     let (
@@ -1276,17 +1281,25 @@ impl Store {
         Ok(())
     }
 
-    /// The case of stored alert `seq`.
-    fn alert_case<'a>(&self, seq: u64, bytes: &'a [u8]) -> Result<AlertCase<'a>, StoreError> {
-        let corrupt = |e: String| StoreError::Corrupt {
+    /// Stored alert `seq` ([`decode_alert`]); what does not read is named with the file.
+    fn read_alert(&self, seq: u64, bytes: &[u8]) -> Result<Alert, StoreError> {
+        decode_alert(bytes).map_err(|e| self.corrupt_alert(seq, e))
+    }
+
+    fn corrupt_alert(&self, seq: u64, e: impl std::fmt::Display) -> StoreError {
+        StoreError::Corrupt {
             file: self.file.clone(),
             message: format!("alert {seq}: {e}"),
-        };
-        if bytes.first() == Some(&b'{') {
-            return serde_json::from_slice(bytes).map_err(|e| corrupt(e.to_string()));
+        }
+    }
+
+    /// The case of stored alert `seq`.
+    fn alert_case<'a>(&self, seq: u64, bytes: &'a [u8]) -> Result<AlertCase<'a>, StoreError> {
+        if alert_is_json(bytes) {
+            return serde_json::from_slice(bytes).map_err(|e| self.corrupt_alert(seq, e));
         }
         let stored: StoredAlertCase<'a> =
-            rmp_serde::from_slice(bytes).map_err(|e| corrupt(e.to_string()))?;
+            rmp_serde::from_slice(bytes).map_err(|e| self.corrupt_alert(seq, e))?;
         Ok(AlertCase {
             case: std::borrow::Cow::Borrowed(stored.4),
         })
@@ -1356,20 +1369,20 @@ impl Store {
         let tx = self.db.begin_write().map_err(|e| self.err(e))?;
         let found = {
             let mut meta = tx.open_table(META).map_err(|e| self.err(e))?;
-            let found = meta
+            let mut found = meta
                 .get("schema")
                 .map_err(|e| self.err(e))?
                 .map(|v| String::from_utf8_lossy(v.value()).into_owned());
+            if found.as_deref() == Some(SCHEMA_JSON_ALERTS) {
+                // Format 4 is format 5 with its alerts in JSON, which stay readable.
+                meta.insert("schema", SCHEMA_VERSION.as_bytes())
+                    .map_err(|e| self.err(e))?;
+                tracing::info!(file = %self.file.display(), from = SCHEMA_JSON_ALERTS,
+                    to = SCHEMA_VERSION, "store format upgraded: new alerts are stored in MessagePack");
+                found = Some(SCHEMA_VERSION.to_string());
+            }
             let upgrade = match found.as_deref() {
                 Some(SCHEMA_VERSION) | Some(SCHEMA_ONE_FILE) => false,
-                Some(SCHEMA_JSON_ALERTS) => {
-                    // Format 4 is format 5 with its alerts in JSON, which stay readable.
-                    meta.insert("schema", SCHEMA_VERSION.as_bytes())
-                        .map_err(|e| self.err(e))?;
-                    tracing::info!(file = %self.file.display(), from = SCHEMA_JSON_ALERTS,
-                        to = SCHEMA_VERSION, "store format upgraded: new alerts are stored in MessagePack");
-                    false
-                }
                 Some(SCHEMA_JSON_CASES) => {
                     self.convert_json_cases(&tx)?;
                     true
@@ -1405,8 +1418,6 @@ impl Store {
             tx.open_table(LEDGER).map_err(|e| self.err(e))?;
             if upgrade {
                 Some(SCHEMA_ONE_FILE.to_string())
-            } else if found.as_deref() == Some(SCHEMA_JSON_ALERTS) {
-                Some(SCHEMA_VERSION.to_string())
             } else {
                 found
             }
@@ -1579,8 +1590,8 @@ impl Store {
     }
 
     /// Moves a format-3 store's checkpoint (`cases`, `case_alerts` and the alert it covers)
-    /// to the checkpoints' file, then marks the store with the current format. A crash in between leaves
-    /// format 3, and the move is done again.
+    /// to the checkpoints' file, then marks the store with the current format. A crash in
+    /// between leaves format 3, and the move is done again.
     fn move_to_base(&self) -> Result<(), StoreError> {
         let started = std::time::Instant::now();
         let rtx = self.db.begin_read().map_err(|e| self.err(e))?;
@@ -1995,11 +2006,7 @@ impl Store {
                 break;
             }
             let (k, v) = row.map_err(|e| self.err(e))?;
-            let alert = decode_alert(v.value()).map_err(|e| StoreError::Corrupt {
-                file: self.file.clone(),
-                message: format!("alert {}: {e}", k.value()),
-            })?;
-            out.push((k.value(), alert));
+            out.push((k.value(), self.read_alert(k.value(), v.value())?));
         }
         Ok(out)
     }
@@ -2140,11 +2147,7 @@ impl Store {
         let mut out = Vec::with_capacity(seqs.len());
         for seq in seqs {
             if let Some(v) = alerts.get(seq).map_err(|e| self.err(e))? {
-                let alert = decode_alert(v.value()).map_err(|e| StoreError::Corrupt {
-                    file: self.file.clone(),
-                    message: format!("alert {seq}: {e}"),
-                })?;
-                out.push((seq, alert));
+                out.push((seq, self.read_alert(seq, v.value())?));
             }
         }
         Ok(out)
