@@ -145,11 +145,11 @@ pub fn replay(
                 }
             }
             // One chunk parsed ahead while the engine works through the one before.
-            if in_flight == 0 || (!eof && in_flight < 2) {
-                if eof {
-                    break;
-                }
+            if !eof && in_flight < 2 {
                 continue;
+            }
+            if in_flight == 0 {
+                break;
             }
             let parsed = parsed_rx.recv().map_err(|_| stopped())?;
             in_flight -= 1;
@@ -213,12 +213,13 @@ fn read_chunk(input: &mut impl BufRead, lines: &mut u64) -> io::Result<LineChunk
         }
         *lines += 1;
         let line = &chunk.text[start..];
-        let (from, to) = trimmed(line);
+        let from = start + line.len() - line.trim_ascii_start().len();
+        let to = from + line.trim_ascii().len();
         if from == to {
             chunk.text.truncate(start);
             continue;
         }
-        chunk.lines.push((*lines, start + from..start + to));
+        chunk.lines.push((*lines, from..to));
     }
     Ok(chunk)
 }
@@ -229,19 +230,6 @@ fn write_alerts(out: &mut impl Write, alerts: &[Alert]) -> io::Result<()> {
         out.write_all(b"\n")?;
     }
     Ok(())
-}
-
-/// Where `b` is without its leading and trailing ASCII white space.
-fn trimmed(b: &[u8]) -> (usize, usize) {
-    let start = b
-        .iter()
-        .position(|c| !c.is_ascii_whitespace())
-        .unwrap_or(b.len());
-    let end = b
-        .iter()
-        .rposition(|c| !c.is_ascii_whitespace())
-        .map_or(start, |e| e + 1);
-    (start, end.max(start))
 }
 
 /// `redlight calendar list`: one line per date, `YYYY-MM-DD<TAB>kind`.
@@ -268,13 +256,18 @@ mod tests {
 
     #[test]
     fn trims_whitespace_and_crlf() {
-        let t = |b: &'static [u8]| {
-            let (from, to) = trimmed(b);
-            &b[from..to]
-        };
-        assert_eq!(t(b"  {}\r\n"), b"{}");
-        assert_eq!(t(b"\n"), b"");
-        assert_eq!(t(b""), b"");
+        let mut lines = 0;
+        let chunk = read_chunk(&mut b"  {}\r\n\n \t\r\n[1]".as_slice(), &mut lines).expect("read");
+        let texts: Vec<(u64, &[u8])> = chunk
+            .lines
+            .iter()
+            .map(|(n, r)| (*n, &chunk.text[r.clone()]))
+            .collect();
+        assert_eq!(texts, [(1, b"{}".as_slice()), (4, b"[1]".as_slice())]);
+        assert_eq!(lines, 4, "blank lines are counted");
+        let end = read_chunk(&mut b"".as_slice(), &mut lines).expect("read");
+        assert!(end.lines.is_empty());
+        assert_eq!(lines, 4);
     }
 
     #[test]
