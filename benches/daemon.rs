@@ -1,6 +1,7 @@
 //! Daemon benchmark against the real local Kafka broker (SPEC issue: the daemon).
 //!
-//! `cargo bench --bench daemon` (add `-- --quick` for a small run, `-- --events N` for N). Needs a broker: it uses
+//! `cargo bench --bench daemon` (add `-- --quick` for a small run, `-- --events N` for N,
+//! `-- --no-restart` to skip step 4). Needs a broker: it uses
 //! `REDLIGHT_TEST_KAFKA` if set, else starts one with `scripts/kafka.sh start`.
 //!
 //! 1. Produces N CloudEvents (`approval.accepted`, one new case each, so N open cases,
@@ -74,12 +75,15 @@ fn main() {
     let cpu = cpu_seconds(daemon.id());
     stop(&mut daemon);
 
-    // 4. Restart with N open cases.
-    let t = Instant::now();
-    let mut daemon = start(&config, &dir.join("daemon-2.log"));
-    wait_ready(port, n, &mut daemon);
-    let restart_s = t.elapsed().as_secs_f64();
-    stop(&mut daemon);
+    // 4. Restart with N open cases (unless `--no-restart`).
+    let restart_s = (!args.iter().any(|a| a == "--no-restart")).then(|| {
+        let t = Instant::now();
+        let mut daemon = start(&config, &dir.join("daemon-2.log"));
+        wait_ready(port, n, &mut daemon);
+        let restart_s = t.elapsed().as_secs_f64();
+        stop(&mut daemon);
+        restart_s
+    });
 
     let raw_rate = n as f64 / raw_s;
     let daemon_rate = n as f64 / daemon_s;
@@ -111,15 +115,25 @@ fn main() {
             (cpu.user + cpu.system) * 1e6 / n as f64,
             cpu.user + cpu.system - lp - wr,
         );
+        // The loop is the daemon's critical path: time it spent ready to run while the
+        // other threads held both cores is time the rate lost to them.
+        println!(
+            "waiting:  consumer loop {:.1} s and store writer {:.1} s ready to run but waiting \
+             for a core",
+            cpu.waited("redlight"),
+            cpu.waited("redlight-store-"),
+        );
     }
     println!(
         "memory:   {:.0} bytes of daemon RSS per open case ({:.0} MiB)",
         rss as f64 / n as f64,
         rss as f64 / 1048576.0
     );
-    println!(
-        "restart:  ready with {n} open cases in {restart_s:.2} s (process start to /readyz 200)"
-    );
+    if let Some(restart_s) = restart_s {
+        println!(
+            "restart:  ready with {n} open cases in {restart_s:.2} s (process start to /readyz 200)"
+        );
+    }
     if std::env::var_os("REDLIGHT_BENCH_KEEP").is_some() {
         println!(
             "kept:     {} (logs daemon-1.log, daemon-2.log)",
@@ -375,7 +389,9 @@ fn wait_ready(port: u16, n: u64, child: &mut Child) {
 struct Cpu {
     user: f64,
     system: f64,
-    threads: Vec<(String, f64)>,
+    /// Each live thread: its name, CPU seconds, and seconds it was ready to run but waited
+    /// for a core (`/proc/…/schedstat`; 0 where the kernel does not keep it).
+    threads: Vec<(String, f64, f64)>,
 }
 
 impl Cpu {
@@ -383,8 +399,17 @@ impl Cpu {
     fn thread(&self, name: &str) -> f64 {
         self.threads
             .iter()
-            .filter(|(n, _)| n == name)
-            .map(|(_, s)| s)
+            .filter(|(n, _, _)| n == name)
+            .map(|(_, s, _)| s)
+            .sum()
+    }
+
+    /// Seconds the live threads named `name` waited for a core while ready to run.
+    fn waited(&self, name: &str) -> f64 {
+        self.threads
+            .iter()
+            .filter(|(n, _, _)| n == name)
+            .map(|(_, _, w)| w)
             .sum()
     }
 }
@@ -414,7 +439,12 @@ fn cpu_seconds(pid: u32) -> Option<Cpu> {
             .ok()
             .and_then(|s| stat_seconds(&s))
         {
-            threads.push((name.trim().to_string(), u + s));
+            // schedstat: nanoseconds on a core, nanoseconds waiting on a run queue, slices.
+            let waited = std::fs::read_to_string(task.path().join("schedstat"))
+                .ok()
+                .and_then(|s| s.split_whitespace().nth(1)?.parse::<f64>().ok())
+                .map_or(0.0, |ns| ns / 1e9);
+            threads.push((name.trim().to_string(), u + s, waited));
         }
     }
     Some(Cpu {
