@@ -1700,35 +1700,7 @@ mod tests {
     /// and after the deadlines fired), and for data values of every kind.
     #[test]
     fn a_stored_case_decodes_straight_to_what_the_whole_case_gives() {
-        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-        let config = Config::load(&root.join("config/redlight.toml")).expect("config");
-        let mut engine = config.build_engine().expect("engine");
-        engine.track_changes();
-        let text =
-            std::fs::read_to_string(root.join("config/samples/events.jsonl")).expect("samples");
-        let mut states: Vec<Case> = Vec::new();
-        let mut alerts = Vec::new();
-        let mut keep = |engine: &mut crate::engine::Engine| {
-            for id in engine.take_changed() {
-                if let Some(c) = engine.case(&id) {
-                    states.push(c.clone());
-                }
-            }
-        };
-        for line in text.lines().filter(|l| !l.trim().is_empty()) {
-            let ev = crate::event::Event::parse(line.as_bytes()).expect("a sample event");
-            engine.advance_before(ev.time_ms(), &mut alerts);
-            keep(&mut engine);
-            engine.apply(&ev, &mut alerts).expect("applied");
-            keep(&mut engine);
-        }
-        engine.advance(
-            chrono::DateTime::parse_from_rfc3339("2026-12-31T00:00:00+08:00")
-                .expect("instant")
-                .timestamp_millis(),
-            &mut alerts,
-        );
-        keep(&mut engine);
+        let mut states = crate::engine::sample_case_states();
         let json = r#"{"id":"A","data":[["big",{"x":[1,2,3]}],["department","市住建局"],["handler",true],["item",7.5],["note",null]],"seen":[1,2,3],"types":5,"first_event":0,"last_event":0,"withdrawn":true,"clocks":[],"stages":[],"violations":[],"duties":[]}"#;
         states.push(serde_json::from_str(json).expect("parse"));
         let kinds = |pred: fn(&Case) -> bool| states.iter().filter(|c| pred(c)).count();

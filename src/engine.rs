@@ -1956,6 +1956,42 @@ fn period_due(c: &Counting<'_>, p: &PeriodicRule, idx: i32) -> Result<i64, Calen
     }
 }
 
+/// Every state of every case of the sample events (`config/samples/events.jsonl`) through
+/// the shipped configuration: after each event, after the timers before each, and after
+/// the deadlines fired by the end of 2026. For tests of what is done with cases.
+#[cfg(test)]
+pub(crate) fn sample_case_states() -> Vec<Case> {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let config = crate::config::Config::load(&root.join("config/redlight.toml")).expect("config");
+    let mut engine = config.build_engine().expect("engine");
+    engine.track_changes();
+    let text = std::fs::read_to_string(root.join("config/samples/events.jsonl")).expect("samples");
+    let mut states: Vec<Case> = Vec::new();
+    let mut alerts = Vec::new();
+    let mut keep = |engine: &mut Engine| {
+        for id in engine.take_changed() {
+            if let Some(c) = engine.case(&id) {
+                states.push(c.clone());
+            }
+        }
+    };
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        let ev = crate::event::Event::parse(line.as_bytes()).expect("a sample event");
+        engine.advance_before(ev.time_ms(), &mut alerts);
+        keep(&mut engine);
+        engine.apply(&ev, &mut alerts).expect("applied");
+        keep(&mut engine);
+    }
+    engine.advance(
+        chrono::DateTime::parse_from_rfc3339("2026-12-31T00:00:00+08:00")
+            .expect("instant")
+            .timestamp_millis(),
+        &mut alerts,
+    );
+    keep(&mut engine);
+    states
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

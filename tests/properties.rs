@@ -265,6 +265,13 @@ fn run_in_slices(events: &[Event], slice: usize, until: i64) -> (Vec<Alert>, Eng
         for c in e.cases() {
             // As the store keeps it.
             let bytes = redlight::store::encode_case(c).expect("a case serialises");
+            // Written by hand, byte for byte what rmp_serde writes (every reader uses it).
+            assert_eq!(
+                bytes,
+                rmp_serde::to_vec(c).expect("rmp_serde"),
+                "case {}",
+                c.id
+            );
             fresh.restore(redlight::store::decode_case(&bytes).expect("and reads back"));
         }
         fresh.restore_clock(e.now());

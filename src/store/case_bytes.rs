@@ -1,0 +1,344 @@
+//! A case's stored bytes, written by hand: exactly what `rmp_serde::to_vec(case)` writes
+//! (MessagePack, each struct an array of its fields in declaration order, enum variants by
+//! name), so that every reader — [`super::decode_case`], the views' partial decoding in
+//! `src/api.rs`, stores written before — reads them as before.
+//!
+//! Why by hand: the daemon's consumer loop encodes every case an event or a timer changed,
+//! about two per event in the 1M-event benchmark, and serde's generic path took about 520 ns
+//! for a case of 379 bytes. The rare parts (violations, duties, data values that are JSON
+//! arrays or objects) still go through `rmp_serde`. The tests compare the bytes with
+//! `rmp_serde`'s for every state of the sample cases, for hand-made ones at the edges of
+//! each MessagePack size class, and (tests/properties.rs) for random event streams. A field
+//! added to `Case`, `Clock`, `Mode` or `Stages` must be added here too, in its place: the
+//! tests then fail until it is.
+
+use crate::engine::{Case, Clock, Datum, Mode};
+use crate::rules::Unit;
+
+/// Appends the case's bytes to `out`.
+pub(super) fn write_case(out: &mut Vec<u8>, case: &Case) -> Result<(), rmp_serde::encode::Error> {
+    array_len(out, 11);
+    str(out, &case.id);
+    array_len(out, case.data.len());
+    for (key, value) in &case.data {
+        array_len(out, 2);
+        str(out, key);
+        match value {
+            Datum::Null => out.push(0xc0),
+            Datum::Bool(b) => bool(out, *b),
+            // serde_json's own order: a non-negative integer as u64, a negative one as
+            // i64, anything else as f64.
+            Datum::Number(n) => match (n.as_u64(), n.as_i64(), n.as_f64()) {
+                (Some(u), _, _) => uint(out, u),
+                (None, Some(i), _) => sint(out, i),
+                (None, None, Some(f)) => f64(out, f),
+                (None, None, None) => rmp_serde::encode::write(out, n)?,
+            },
+            Datum::Str(s) => str(out, s),
+            Datum::Other(v) => rmp_serde::encode::write(out, v)?,
+        }
+    }
+    array_len(out, case.seen.len());
+    for h in &case.seen {
+        uint(out, *h);
+    }
+    // A u128 is written as its 16 big-endian bytes, a `bin 8`.
+    out.extend_from_slice(&[0xc4, 16]);
+    out.extend_from_slice(&case.types.to_be_bytes());
+    sint(out, case.first_event);
+    sint(out, case.last_event);
+    bool(out, case.withdrawn);
+    array_len(out, case.clocks.len());
+    for c in &case.clocks {
+        clock(out, c);
+    }
+    array_len(out, case.stages.len());
+    for s in &case.stages {
+        array_len(out, 2);
+        uint(out, u64::from(s.rule));
+        sint(out, i64::from(s.last));
+    }
+    if case.violations.is_empty() {
+        array_len(out, 0);
+    } else {
+        rmp_serde::encode::write(out, &case.violations)?;
+    }
+    if case.duties.is_empty() {
+        array_len(out, 0);
+    } else {
+        rmp_serde::encode::write(out, &case.duties)?;
+    }
+    Ok(())
+}
+
+fn clock(out: &mut Vec<u8>, c: &Clock) {
+    array_len(out, 16);
+    uint(out, u64::from(c.rule));
+    uint(out, u64::from(c.cycle));
+    sint(out, c.started);
+    match c.mode {
+        // A newtype variant: a map of one entry, its name to its value.
+        Mode::Span(s) => {
+            out.push(0x81);
+            str(out, "Span");
+            array_len(out, 5);
+            unit(out, s.unit);
+            sint(out, s.origin);
+            sint(out, s.limit);
+            match s.warn_share {
+                Some(share) => f64(out, share),
+                None => out.push(0xc0),
+            }
+            match s.warn_before {
+                Some((u, n)) => {
+                    array_len(out, 2);
+                    unit(out, u);
+                    uint(out, u64::from(n));
+                }
+                None => out.push(0xc0),
+            }
+        }
+        // A struct variant: its name to its fields as an array.
+        Mode::Fixed { deadline, warn_at } => {
+            out.push(0x81);
+            str(out, "Fixed");
+            array_len(out, 2);
+            sint(out, deadline);
+            sint(out, warn_at);
+        }
+    }
+    uint(out, u64::from(c.extended));
+    sint(out, c.counted);
+    for t in [
+        c.since,
+        c.paused_at,
+        c.deadline,
+        c.yellow_at,
+        c.last_deadline,
+    ] {
+        match t.get() {
+            Some(t) => sint(out, t),
+            None => out.push(0xc0),
+        }
+    }
+    bool(out, c.yellow_fired);
+    bool(out, c.red_fired);
+    match c.stopped.get() {
+        Some(t) => sint(out, t),
+        None => out.push(0xc0),
+    }
+    bool(out, c.late);
+    uint(out, u64::from(c.retractions));
+}
+
+/// A unit variant: its (serde) name.
+fn unit(out: &mut Vec<u8>, u: Unit) {
+    str(
+        out,
+        match u {
+            Unit::Minutes => "minutes",
+            Unit::Hours => "hours",
+            Unit::Days => "days",
+            Unit::Workdays => "workdays",
+        },
+    );
+}
+
+fn bool(out: &mut Vec<u8>, b: bool) {
+    out.push(if b { 0xc3 } else { 0xc2 });
+}
+
+fn f64(out: &mut Vec<u8>, f: f64) {
+    out.push(0xcb);
+    out.extend_from_slice(&f.to_be_bytes());
+}
+
+/// The smallest form of an unsigned integer, as `rmp::encode::write_uint`.
+fn uint(out: &mut Vec<u8>, v: u64) {
+    if v < 0x80 {
+        out.push(v as u8);
+    } else if let Ok(v) = u8::try_from(v) {
+        out.extend_from_slice(&[0xcc, v]);
+    } else if let Ok(v) = u16::try_from(v) {
+        out.push(0xcd);
+        out.extend_from_slice(&v.to_be_bytes());
+    } else if let Ok(v) = u32::try_from(v) {
+        out.push(0xce);
+        out.extend_from_slice(&v.to_be_bytes());
+    } else {
+        out.push(0xcf);
+        out.extend_from_slice(&v.to_be_bytes());
+    }
+}
+
+/// The smallest form of a signed integer, as `rmp::encode::write_sint`: a non-negative one
+/// as an unsigned integer.
+fn sint(out: &mut Vec<u8>, v: i64) {
+    if let Ok(u) = u64::try_from(v) {
+        uint(out, u);
+    } else if v >= -32 {
+        out.push(v as u8); // negative fixint: 0xe0..=0xff
+    } else if let Ok(v) = i8::try_from(v) {
+        out.push(0xd0);
+        out.extend_from_slice(&v.to_be_bytes());
+    } else if let Ok(v) = i16::try_from(v) {
+        out.push(0xd1);
+        out.extend_from_slice(&v.to_be_bytes());
+    } else if let Ok(v) = i32::try_from(v) {
+        out.push(0xd2);
+        out.extend_from_slice(&v.to_be_bytes());
+    } else {
+        out.push(0xd3);
+        out.extend_from_slice(&v.to_be_bytes());
+    }
+}
+
+fn str(out: &mut Vec<u8>, s: &str) {
+    let n = s.len();
+    if n < 32 {
+        out.push(0xa0 | n as u8);
+    } else if let Ok(n) = u8::try_from(n) {
+        out.extend_from_slice(&[0xd9, n]);
+    } else if let Ok(n) = u16::try_from(n) {
+        out.push(0xda);
+        out.extend_from_slice(&n.to_be_bytes());
+    } else {
+        out.push(0xdb);
+        out.extend_from_slice(&(n as u32).to_be_bytes());
+    }
+    out.extend_from_slice(s.as_bytes());
+}
+
+fn array_len(out: &mut Vec<u8>, n: usize) {
+    if n < 16 {
+        out.push(0x90 | n as u8);
+    } else if let Ok(n) = u16::try_from(n) {
+        out.push(0xdc);
+        out.extend_from_slice(&n.to_be_bytes());
+    } else {
+        out.push(0xdd);
+        out.extend_from_slice(&(n as u32).to_be_bytes());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn same_bytes(case: &Case) {
+        let mut mine = Vec::new();
+        write_case(&mut mine, case).expect("writes");
+        let theirs = rmp_serde::to_vec(case).expect("rmp_serde");
+        assert_eq!(mine, theirs, "case {}: {case:?}", case.id);
+    }
+
+    /// Every state of every case of the sample events, after each event and after the
+    /// deadlines fired.
+    #[test]
+    fn the_sample_cases_are_written_as_rmp_serde_writes_them() {
+        let states = crate::engine::sample_case_states();
+        for case in &states {
+            same_bytes(case);
+        }
+        assert!(states.len() > 40, "{} states", states.len());
+    }
+
+    /// Values at the edges of each MessagePack size class, every kind of data value, both
+    /// modes, long lists, long strings.
+    #[test]
+    fn the_edges_of_every_size_class_are_written_as_rmp_serde_writes_them() {
+        let ints: [i64; 22] = [
+            0,
+            1,
+            127,
+            128,
+            255,
+            256,
+            65_535,
+            65_536,
+            4_294_967_295,
+            4_294_967_296,
+            i64::MAX,
+            -1,
+            -32,
+            -33,
+            -128,
+            -129,
+            -32_768,
+            -32_769,
+            -2_147_483_648,
+            -2_147_483_649,
+            i64::MIN,
+            1_793_376_000_000,
+        ];
+        let base: Case = serde_json::from_str(
+            r#"{"id":"A","data":[],"seen":[],"types":0,"first_event":0,"last_event":0,"withdrawn":false,"clocks":[],"stages":[],"violations":[],"duties":[]}"#,
+        )
+        .expect("parse");
+        let clock = |mode: serde_json::Value, n: i64, t: Option<i64>| -> serde_json::Value {
+            serde_json::json!({
+                "rule": (n.unsigned_abs() % 65_536) as u16, "cycle": (n.unsigned_abs() % (1 << 32)) as u32,
+                "started": n, "mode": mode, "extended": (n.unsigned_abs() % 1000) as u32,
+                "counted": n, "since": t, "paused_at": t, "deadline": t, "yellow_at": t,
+                "last_deadline": t, "yellow_fired": n % 2 == 0, "red_fired": n % 3 == 0,
+                "stopped": t, "late": n < 0, "retractions": (n.unsigned_abs() % 300) as u32,
+            })
+        };
+        for (i, &n) in ints.iter().enumerate() {
+            let mut case = base.clone();
+            case.id = "x"
+                .repeat([0, 31, 32, 255, 256, 65_535, 65_536][i % 7])
+                .into();
+            case.first_event = n;
+            case.last_event = n.wrapping_neg();
+            case.types = (n as u128) << (i * 3);
+            case.withdrawn = i % 2 == 1;
+            case.seen = (0..[0, 2, 3, 15, 16, 17][i % 6])
+                .map(|k| (n as u64).wrapping_add(k))
+                .collect();
+            let modes = [
+                serde_json::json!({"Span": ["workdays", n, n, 0.9, null]}),
+                serde_json::json!({"Span": ["minutes", n, n.wrapping_neg(), null, ["hours", 4]]}),
+                serde_json::json!({"Span": ["days", 0, 1, 0.75, ["days", 300]]}),
+                serde_json::json!({"Fixed": {"deadline": n, "warn_at": n.wrapping_sub(1)}}),
+            ];
+            // i64::MIN is `OptMs`'s "none".
+            let t = if i % 3 == 0 || n == i64::MIN {
+                None
+            } else {
+                Some(n)
+            };
+            let clocks: Vec<serde_json::Value> = (0..[1, 2, 16][i % 3])
+                .map(|k| clock(modes[(i + k) % 4].clone(), n.wrapping_add(k as i64), t))
+                .collect();
+            case.clocks = serde_json::from_value(serde_json::Value::Array(clocks)).expect("clocks");
+            let data = serde_json::json!([
+                ["a", null], ["b", true], ["c", false], ["d", n], ["e", (n as u64)],
+                ["f", 2.5], ["g", -0.0], ["h", "短"], ["i", "長".repeat(100)],
+                ["j", [1, "two", {"three": 3}]], ["k", {"x": [n]}], ["l", 1e300],
+            ]);
+            case.data = serde_json::from_value(data).expect("data");
+            if i % 4 == 0 {
+                // More than fifteen entries: a longer array header.
+                case.data = (0..17)
+                    .map(|k| (format!("k{k:02}").into(), Datum::Str("v".into())))
+                    .collect();
+            }
+            case.stages = serde_json::from_value(serde_json::json!([
+                {"rule": 1, "last": -1}, {"rule": 300, "last": 200}, {"rule": 65535, "last": -200}
+            ]))
+            .expect("stages");
+            if i % 2 == 0 {
+                case.violations = serde_json::from_value(serde_json::json!([
+                    {"rule": 3, "key": "e1", "at": n, "detail": "先于受理", "resolved": false}
+                ]))
+                .expect("violations");
+                case.duties = serde_json::from_value(serde_json::json!([
+                    {"rule": 4, "period": 24_309, "due": n, "met": [1, 2], "missing": [[3, n]], "pending": true}
+                ]))
+                .expect("duties");
+            }
+            same_bytes(&case);
+        }
+    }
+}
