@@ -17,7 +17,8 @@
 //!    with every case restored.
 //!
 //! Prints figures; asserts nothing about speed. `REDLIGHT_BENCH_KEEP=1` keeps the data
-//! directory, the daemon's logs and the topic (otherwise deleted at the end);
+//! directory, the daemon's logs and the topic (otherwise deleted at the end, and when the
+//! bench panics half-way; a daemon still running then is killed);
 //! `REDLIGHT_BENCH_LOG` sets the daemon's `RUST_LOG` (for example
 //! `warn,redlight::daemon=info,redlight::store=debug` to log checkpoints).
 
@@ -50,7 +51,16 @@ fn main() {
     let brokers = broker(&root);
     let stamp = std::process::id();
     let topic = format!("bench-{stamp}-{n}");
+    let dir = std::env::temp_dir().join(format!("redlight-bench-{stamp}"));
     create_topic(&root, &topic);
+    // Deleted at the end, and also when the bench stops half-way (a panic): a million
+    // events are about 300 MiB on the broker, run after run.
+    let leftovers = Leftovers {
+        root: root.clone(),
+        topic: topic.clone(),
+        dir: dir.clone(),
+        keep: std::env::var_os("REDLIGHT_BENCH_KEEP").is_some(),
+    };
 
     // 1. Produce.
     let t = Instant::now();
@@ -63,23 +73,22 @@ fn main() {
     let raw_s = t.elapsed().as_secs_f64();
 
     // 3. The daemon.
-    let dir = std::env::temp_dir().join(format!("redlight-bench-{stamp}"));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("temp dir");
     let port = free_port();
     let config = write_config(&root, &dir, &brokers, &topic, port);
     let mut daemon = start(&config, &dir.join("daemon-1.log"));
-    let (first, done) = wait_durable(port, n, &mut daemon);
+    let (first, done) = wait_durable(port, n, &mut daemon.0);
     let daemon_s = (done - first).as_secs_f64();
-    let rss = rss_bytes(daemon.id());
-    let cpu = cpu_seconds(daemon.id());
+    let rss = rss_bytes(daemon.0.id());
+    let cpu = cpu_seconds(daemon.0.id());
     stop(&mut daemon);
 
     // 4. Restart with N open cases (unless `--no-restart`).
     let restart_s = (!args.iter().any(|a| a == "--no-restart")).then(|| {
         let t = Instant::now();
         let mut daemon = start(&config, &dir.join("daemon-2.log"));
-        wait_ready(port, n, &mut daemon);
+        wait_ready(port, n, &mut daemon.0);
         let restart_s = t.elapsed().as_secs_f64();
         stop(&mut daemon);
         restart_s
@@ -97,13 +106,20 @@ fn main() {
         "raw read: {raw_rate:>10.0} events/s ({raw_s:.2} s, {:.1} MiB)",
         bytes as f64 / 1048576.0
     );
-    println!(
-        "daemon:   {daemon_rate:>10.0} events/s, first fetch to all offsets durable ({daemon_s:.2} s)"
-    );
-    println!(
-        "ratio:    {:.2} of the raw read rate",
-        daemon_rate / raw_rate
-    );
+    if daemon_s < poll_interval(n).as_secs_f64() {
+        // The first durable offsets covered them all (one group commit): nothing to time.
+        println!(
+            "daemon:   too few events to time: all {n} offsets became durable between two polls"
+        );
+    } else {
+        println!(
+            "daemon:   {daemon_rate:>10.0} events/s, first fetch to all offsets durable ({daemon_s:.2} s)"
+        );
+        println!(
+            "ratio:    {:.2} of the raw read rate",
+            daemon_rate / raw_rate
+        );
+    }
     if let Some(cpu) = &cpu {
         // CPU per event varies less than the rate on a shared machine: compare these.
         let (lp, wr) = (cpu.thread("redlight"), cpu.thread("redlight-store-"));
@@ -134,20 +150,47 @@ fn main() {
             "restart:  ready with {n} open cases in {restart_s:.2} s (process start to /readyz 200)"
         );
     }
-    if std::env::var_os("REDLIGHT_BENCH_KEEP").is_some() {
+    if leftovers.keep {
         println!(
             "kept:     {} (logs daemon-1.log, daemon-2.log)",
             dir.display()
         );
-    } else {
-        let _ = std::fs::remove_dir_all(&dir);
-        // A million events are about 300 MiB on the broker, run after run.
-        for t in [topic.clone(), format!("{topic}.dead-letter")] {
-            let _ = Command::new(root.join("scripts/kafka.sh"))
+    }
+}
+
+/// What a run leaves: its topic (and dead-letter topic) on the broker and its data
+/// directory, removed when dropped unless `REDLIGHT_BENCH_KEEP` is set.
+struct Leftovers {
+    root: PathBuf,
+    topic: String,
+    dir: PathBuf,
+    keep: bool,
+}
+
+impl Drop for Leftovers {
+    fn drop(&mut self) {
+        if self.keep {
+            return;
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+        for t in [self.topic.clone(), format!("{}.dead-letter", self.topic)] {
+            let _ = Command::new(self.root.join("scripts/kafka.sh"))
                 .args(["delete-topic", &t])
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .status();
+        }
+    }
+}
+
+/// A running daemon, killed if the bench stops before stopping it.
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
         }
     }
 }
@@ -302,9 +345,9 @@ listen = "127.0.0.1:{port}"
     path
 }
 
-fn start(config: &Path, log: &Path) -> Child {
+fn start(config: &Path, log: &Path) -> Running {
     let log = std::fs::File::create(log).expect("log");
-    Command::new(env!("CARGO_BIN_EXE_redlight"))
+    let child = Command::new(env!("CARGO_BIN_EXE_redlight"))
         .args(["run", "--config"])
         .arg(config)
         .env(
@@ -315,14 +358,15 @@ fn start(config: &Path, log: &Path) -> Child {
         .stdout(Stdio::null())
         .stderr(log)
         .spawn()
-        .expect("start redlight")
+        .expect("start redlight");
+    Running(child)
 }
 
-fn stop(child: &mut Child) {
+fn stop(daemon: &mut Running) {
     let _ = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
+        .args(["-TERM", &daemon.0.id().to_string()])
         .status();
-    let _ = child.wait();
+    let _ = daemon.0.wait();
 }
 
 fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
@@ -347,8 +391,13 @@ fn metric_sum(text: &str, name: &str) -> f64 {
         .sum()
 }
 
-/// How often the bench asks the daemon for its figures while it works.
-const POLL: Duration = Duration::from_millis(100);
+/// How often the bench asks the daemon for its figures while it works: every 100 ms for a
+/// run of 200,000 events or more (within 1% of a run of 10 s, and a fifth of the scrapes
+/// that polling every 20 ms cost the daemon, each rendering `/metrics` in 0.5–0.9 ms of its
+/// CPU, on the cores it is measured on); every 20 ms for a smaller run, over in a second.
+fn poll_interval(n: u64) -> Duration {
+    Duration::from_millis(if n >= 200_000 { 100 } else { 20 })
+}
 
 fn wait_durable(port: u16, n: u64, child: &mut Child) -> (Instant, Instant) {
     let mut first = None;
@@ -366,10 +415,7 @@ fn wait_durable(port: u16, n: u64, child: &mut Child) -> (Instant, Instant) {
                 return (first.unwrap_or_else(Instant::now), Instant::now());
             }
         }
-        // Every 100 ms: within 1% of a run of 10 s or more, and a tenth of the scrapes
-        // that polling every 20 ms cost the daemon (each renders `/metrics`, about 0.5–0.9
-        // ms of its CPU, on the cores it is measured on).
-        std::thread::sleep(POLL);
+        std::thread::sleep(poll_interval(n));
     }
     panic!("the daemon did not make {n} offsets durable in time");
 }
