@@ -1338,6 +1338,7 @@ fn clock_json(view: &View, c: &Clock, now: i64) -> Value {
         "limit": limit_json(view, c),
         "deadline": deadline.map(|d| view.fmt(d)),
         "yellow_at": c.yellow_at.get().map(|d| view.fmt(d)),
+        "deadline_pending": c.deadline_pending(),
         "paused_at": c.paused_at.get().map(|d| view.fmt(d)),
         "stopped": c.stopped.get().map(|d| view.fmt(d)),
         "late": c.late,

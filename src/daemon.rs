@@ -507,7 +507,9 @@ fn restore_partition(
             Err(_) => anyhow::bail!("the thread reading partition {slot:?} panicked"),
         }
     })?;
-    engine.take_changed();
+    // The cases restore() reports changed (deadlines that were pending for want of
+    // calendar data and are computed now) stay marked: the first batch writes them, so the
+    // board and the API show their deadlines.
     if let Some(now) = store.engine_clock(&slot.0, slot.1)? {
         engine.restore_clock(now);
     }
@@ -871,7 +873,12 @@ impl Loop<'_> {
                 continue;
             };
             let t1 = Instant::now();
+            let calendar_errors = p.engine.stats().calendar_errors;
             let applied = p.engine.apply(&ev, &mut alerts);
+            // Clocks left pending for want of calendar data, and a rejection (below).
+            self.metrics
+                .calendar_errors
+                .inc_by(p.engine.stats().calendar_errors - calendar_errors);
             self.metrics
                 .engine_advance_seconds
                 .observe((t1 - t0).as_secs_f64());
@@ -894,7 +901,6 @@ impl Loop<'_> {
                 }
                 Err(e) => {
                     // apply() rolled its own alerts back; the timers fired before it stay.
-                    self.metrics.calendar_errors.inc();
                     self.metrics
                         .events_rejected
                         .with_label_values(&["no_calendar_data"])

@@ -193,6 +193,12 @@ impl Clock {
     pub fn active(&self) -> bool {
         self.stopped.is_none()
     }
+    /// Running, but its deadline lies beyond the calendar data (next year's holiday notice
+    /// is not out yet): it has no deadline until a start with the data computes it (see
+    /// [`Engine::restore`]). Its yellow instant is kept when the data reaches that far.
+    pub fn deadline_pending(&self) -> bool {
+        self.stopped.is_none() && self.since.is_some() && self.deadline.is_none()
+    }
     pub fn light(&self) -> Light {
         if !self.active() {
             Light::Green
@@ -648,10 +654,17 @@ impl Engine {
     }
 
     /// Puts a persisted case back (its timers with it).
+    ///
+    /// A clock whose deadline was pending for want of calendar data gets it now if the
+    /// calendar has grown since (the next year's file added, the daemon restarted); a
+    /// deadline or yellow instant that has passed meanwhile fires at the next advance.
     pub fn restore(&mut self, mut case: Case) {
         let core = &mut self.core;
         core.share_data(&mut case);
         let id = case.id.clone();
+        if core.settle_pending(&mut case) {
+            core.mark_changed(&id);
+        }
         if let Some(first) = core.earliest(&case) {
             core.set_timer(first, (id_hash(&id), CompactString::from(&*id)));
         }
@@ -1057,6 +1070,44 @@ impl Core {
         self.schedule_duty(case, pos, p, period + 1);
     }
 
+    /// Computes the deadlines of the case's pending clocks that the calendar now covers;
+    /// true when one was.
+    fn settle_pending(&mut self, case: &mut Case) -> bool {
+        let counting = Counting {
+            cal: &self.cal,
+            zone: &self.zone,
+        };
+        let mut settled = false;
+        for clock in case.clocks.iter_mut().filter(|c| c.deadline_pending()) {
+            let (Mode::Span(st), Some(since)) = (clock.mode, clock.since.get()) else {
+                continue;
+            };
+            if let Ok((deadline, yellow)) = counting.schedule_span(&st.span(), since, clock.counted)
+            {
+                clock.deadline = Some(deadline).into();
+                clock.last_deadline = Some(deadline).into();
+                clock.yellow_at = Some(yellow).into();
+                settled = true;
+            }
+        }
+        settled
+    }
+
+    /// Counts and logs a clock left without a deadline for want of calendar data.
+    fn clock_pending(&mut self, case: &str, rule: u16, ev: &Event, e: &CalendarError) {
+        self.stats.calendar_errors += 1;
+        let rule = &self.rules.rule(rule).id;
+        // Every case accepted in December may need next year: say it once loudly, then per
+        // case only at debug level (the metric counts all).
+        if self.stats.calendar_errors == 1 {
+            tracing::error!(case = %case, rule = %rule, event = %ev.id, error = %e,
+                "deadlines pending: no calendar data for them yet (further cases at debug level)");
+        } else {
+            tracing::debug!(case = %case, rule = %rule, event = %ev.id, error = %e,
+                "deadline pending: no calendar data for it yet");
+        }
+    }
+
     /// Sets a duty to watch `period`. When the calendar has no data for its due time yet
     /// (next year's holiday notice is not out), the duty stays, marked pending, and tries
     /// again when the data runs out or a day later: counted and logged meanwhile, never
@@ -1115,6 +1166,12 @@ impl Core {
                 };
                 if t < clock.started {
                     return Ok(());
+                }
+                if clock.deadline_pending() {
+                    // The deadline lies beyond the data, so a stop on a day the data covers
+                    // is in time; on a day it does not cover, that is not known: an error.
+                    self.cal
+                        .is_workday_idx(self.zone.to_local(t).div_euclid(DAY))?;
                 }
                 let late = match (clock.deadline.get(), clock.since.get()) {
                     (Some(d), Some(_)) => t > d,
@@ -1213,11 +1270,19 @@ impl Core {
                     return Ok(());
                 };
                 let since = t.max(paused);
-                let (deadline, yellow) = counting.schedule_span(&s.span(), since, clock.counted)?;
+                let (deadline, yellow, pending) =
+                    match schedule_or_pending(&counting, &s.span(), since, clock.counted)? {
+                        Schedule::Set(d, y) => (Some(d), Some(y), None),
+                        Schedule::Pending(y, e) => (None, y, Some(e)),
+                    };
                 clock.since = Some(since).into();
                 clock.paused_at = None.into();
-                clock.deadline = Some(deadline).into();
-                clock.yellow_at = Some(yellow).into();
+                clock.deadline = deadline.into();
+                clock.yellow_at = yellow.into();
+                if let Some(e) = pending {
+                    let id = case.id.clone();
+                    self.clock_pending(&id, r, ev, &e);
+                }
             }
             Handler::Extend(r) => {
                 let RuleKind::Deadline(d) = &rules.rule(r).kind else {
@@ -1253,7 +1318,12 @@ impl Core {
                     Some(since) => {
                         let mut s2 = s;
                         s2.limit += i64::from(granted) * s.unit.ms();
-                        Some(counting.schedule_span(&s2.span(), since, clock.counted)?)
+                        Some(schedule_or_pending(
+                            &counting,
+                            &s2.span(),
+                            since,
+                            clock.counted,
+                        )?)
                     }
                     None => None,
                 };
@@ -1261,9 +1331,18 @@ impl Core {
                 clock.mode = Mode::Span(s);
                 clock.extended += granted;
                 let (old_deadline, old_yellow) = (clock.deadline.get(), clock.yellow_at.get());
-                if let Some((deadline, yellow)) = schedule {
-                    clock.deadline = Some(deadline).into();
-                    clock.yellow_at = Some(yellow).into();
+                let mut pending = None;
+                match schedule {
+                    Some(Schedule::Set(deadline, yellow)) => {
+                        clock.deadline = Some(deadline).into();
+                        clock.yellow_at = Some(yellow).into();
+                    }
+                    Some(Schedule::Pending(yellow, e)) => {
+                        clock.deadline = None.into();
+                        clock.yellow_at = yellow.into();
+                        pending = Some(e);
+                    }
+                    None => {}
                 }
                 let unit = s.unit;
                 if new_total > cap {
@@ -1280,6 +1359,10 @@ impl Core {
                     );
                 }
                 self.reconcile(case, r, t, old_deadline, old_yellow, out);
+                if let Some(e) = pending {
+                    let id = case.id.clone();
+                    self.clock_pending(&id, r, ev, &e);
+                }
             }
             Handler::Start(r) => {
                 let RuleKind::Deadline(d) = &rules.rule(r).kind else {
@@ -1581,9 +1664,12 @@ impl Core {
                 }
             }
         };
-        let (deadline, yellow) = match &mode {
-            Mode::Span(st) => counting.schedule_span(&st.span(), s, 0)?,
-            Mode::Fixed { deadline, warn_at } => (*deadline, *warn_at),
+        let (deadline, yellow, pending) = match &mode {
+            Mode::Span(st) => match schedule_or_pending(&counting, &st.span(), s, 0)? {
+                Schedule::Set(d, y) => (Some(d), Some(y), None),
+                Schedule::Pending(y, e) => (None, y, Some(e)),
+            },
+            Mode::Fixed { deadline, warn_at } => (Some(*deadline), Some(*warn_at), None),
         };
         let cycle = case
             .clocks
@@ -1603,15 +1689,19 @@ impl Core {
             counted: 0,
             since: OptMs::some(s),
             paused_at: OptMs::NONE,
-            deadline: OptMs::some(deadline),
-            yellow_at: OptMs::some(yellow),
-            last_deadline: OptMs::some(deadline),
+            deadline: deadline.into(),
+            yellow_at: yellow.into(),
+            last_deadline: deadline.into(),
             yellow_fired: false,
             red_fired: false,
             stopped: OptMs::NONE,
             late: false,
             retractions: 0,
         });
+        if let Some(e) = pending {
+            let id = case.id.clone();
+            self.clock_pending(&id, r, ev, &e);
+        }
         if let Some(detail) = violation {
             self.violation(case, r, &ev.id, s, detail, out);
         }
@@ -1809,10 +1899,50 @@ fn horizon_days(rules: &RuleSet) -> i64 {
     horizon
 }
 
+/// A running span clock's schedule: its deadline and yellow instant, or `Pending` when the
+/// deadline lies beyond the calendar data (next year's holiday notice is not out yet),
+/// with the yellow instant if the data reaches that far. The event is applied and the
+/// deadline waits for the data, never guessed: rejecting the event instead would lose the
+/// case's later events too (a completion would find no clock to stop).
+enum Schedule {
+    Set(i64, i64),
+    Pending(Option<i64>, CalendarError),
+}
+
+/// See [`Schedule`]. A day missing before the data begins is an error: that data will
+/// never come.
+fn schedule_or_pending(
+    counting: &Counting<'_>,
+    span: &Span,
+    since: i64,
+    counted: i64,
+) -> Result<Schedule, CalendarError> {
+    match counting.schedule_span(span, since, counted) {
+        Ok((deadline, yellow)) => Ok(Schedule::Set(deadline, yellow)),
+        Err(e @ CalendarError::NoData { date, last, .. }) if date > last => {
+            let yellow = counting
+                .reach(
+                    span.unit,
+                    span.origin,
+                    since,
+                    counted,
+                    span.warn_threshold(),
+                )
+                .ok();
+            Ok(Schedule::Pending(yellow, e))
+        }
+        Err(e) => Err(e),
+    }
+}
+
 fn can_fail(h: &Handler) -> bool {
     matches!(
         h,
-        Handler::Start(_) | Handler::Resume(_) | Handler::Extend(_) | Handler::Pause(_)
+        Handler::Start(_)
+            | Handler::Resume(_)
+            | Handler::Extend(_)
+            | Handler::Pause(_)
+            | Handler::Stop(_)
     )
 }
 

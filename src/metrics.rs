@@ -108,7 +108,7 @@ impl Metrics {
             .expect("valid metric"),
             calendar_errors: IntCounter::new(
                 "redlight_calendar_errors_total",
-                "Clocks that needed a calendar year without data.",
+                "Deadlines left pending, and events rejected, for want of a calendar year's data.",
             )
             .expect("valid metric"),
             dead_letters: IntCounter::new(

@@ -744,7 +744,7 @@ fn bad_messages_go_to_dead_letters() {
 
     // A case whose clock is paused in June and resumed on December 24 of the last year the
     // test calendar covers (next year: the shipped data, then placeholders): the resumed
-    // clock needs the year after, which has no calendar data.
+    // clock's deadline lies in the year after, which has no calendar data: it waits.
     let last_year = chrono::Datelike::year(&chrono::Utc::now()) + 1;
     let beyond = (last_year + 1).to_string();
     let accepted = event_json(
@@ -857,32 +857,51 @@ fn bad_messages_go_to_dead_letters() {
         let pos = rng.range(1, stream.len() as i64 - 1) as usize;
         stream.insert(pos, (bad.msg.clone(), Some(i)));
     }
-    // After every good event: events that need calendar data for the year after the last
-    // one covered — the resumption above, and new cases accepted on December 24 at the same
-    // instant (15 workdays run into the next year) under 40 keys, so that every partition
-    // gets one — then more good events, new cases that only start clocks (their alerts do
-    // not depend on how far the rejected events moved the engine's clock).
+    // After every good event: events whose clocks need calendar data for the year after the
+    // last one covered — the resumption above, and new cases accepted on December 24 at the
+    // same instant (15 workdays run into the next year) under 40 keys, so that every
+    // partition gets one. They are good events: applied, their deadlines pending until the
+    // data arrives. Then the completion of each of those 40 cases on January 5 of the year
+    // without data: whether a stop was in time is not known without that year, so each is
+    // rejected to the dead-letter topic. Then more good events, new cases that only start
+    // clocks (their alerts do not depend on how far the rejected events moved the engine's
+    // clock).
     //
     // Every partition's clock thus moves to the same instant as replay's one clock does
     // (a rejected event still lets the timers before it fire): when the tests run early in
     // a year, that instant is months ahead, and the market duties due meanwhile fire in
     // every partition as they do in replay.
     let at = format!("{last_year}-12-24T09:00:00+08:00");
-    let mut calendar = vec![event_json(
+    let stop_at = format!("{beyond}-01-05T09:00:00+08:00");
+    let mut pending = vec![event_json(
         "D-cal-4",
         "approval.resumed",
         &at,
         "D-CAL-RESUMED",
         json!({}),
     )];
+    let mut calendar = Vec::new();
     for i in 0..40 {
-        calendar.push(event_json(
+        pending.push(event_json(
             &format!("D-cal-new-{i:02}"),
             "approval.accepted",
             &at,
             &format!("D-CAL-NEW-{i:02}"),
             json!({"department": "市住建局", "item": "排污许可", "handler": "王五",
                 "kind": "promised", "promised_workdays": 15}),
+        ));
+        calendar.push(event_json(
+            &format!("D-cal-done-{i:02}"),
+            "approval.completed",
+            &stop_at,
+            &format!("D-CAL-NEW-{i:02}"),
+            json!({}),
+        ));
+    }
+    for e in &pending {
+        stream.push((
+            Msg::event(e["subject"].as_str().expect("subject"), &e.to_string()),
+            None,
         ));
     }
     for e in &calendar {
@@ -1209,3 +1228,107 @@ fn a_full_disk_stops_the_daemon_and_a_restart_loses_nothing() {
 /// The first start's data directory: too small for the store of test e's backlog, large
 /// enough for the first batches.
 const FULL_DISK: &str = "3m";
+
+/// A deadline in a year without calendar data waits, and is computed when the daemon
+/// restarts with that year's file: the case is kept meanwhile (its accept is not
+/// dead-lettered), `/readyz` and `/metrics` count the pending deadlines, and after the
+/// restart the API shows the deadlines the new data gives.
+#[test]
+fn a_pending_deadline_is_computed_after_a_restart_with_next_years_calendar() {
+    let _serial = serial();
+    let b = broker();
+    let dir = TestDir::new("p");
+    let names = Names::new("p");
+    let _topics = Topics::create(&b.bootstrap, &[(&names.topic, 1), (&names.dead_letter, 1)]);
+    // The test calendar covers up to next year (shipped data, then placeholders); a case
+    // accepted on December 24 of that year with 15 workdays needs the year after.
+    let last_year = chrono::Datelike::year(&chrono::Utc::now()) + 1;
+    let beyond = last_year + 1;
+    let accepted = event_json(
+        "p-1",
+        "approval.accepted",
+        &format!("{last_year}-12-24T09:00:00+08:00"),
+        "P-PENDING",
+        json!({"department": "市住建局", "item": "排污许可", "handler": "王五",
+            "kind": "promised", "promised_workdays": 15}),
+    );
+    let landed = Producer::new(&b.bootstrap).send_all(
+        &names.topic,
+        &[Msg::event("P-PENDING", &accepted.to_string())],
+    );
+    let ends = end_offsets(&landed);
+
+    let port = free_port();
+    let config = write_config(&dir.path, &b.bootstrap, &names, port);
+    let mut d = Daemon::new(config.clone(), dir.path.join("daemon.log"), port);
+    d.start();
+    d.wait_idle(&ends, &names.topic, 0, QUIET, Duration::from_secs(120));
+    let clocks = |d: &Daemon| -> Vec<Value> {
+        match d.get("/api/v1/cases/P-PENDING") {
+            Some((200, body)) => serde_json::from_str::<Value>(&body).expect("case JSON")["clocks"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default(),
+            other => d.fail(&format!("GET /api/v1/cases/P-PENDING: {other:?}")),
+        }
+    };
+    let before = clocks(&d);
+    assert_eq!(before.len(), 2, "xz.promised and xk.decision: {before:?}");
+    for c in &before {
+        assert_eq!(c["deadline_pending"], true, "{c}");
+        assert_eq!(c["deadline"], Value::Null, "{c}");
+        assert_eq!(c["state"], "running", "{c}");
+    }
+    let m = d.metrics().expect("/metrics");
+    assert_eq!(m.sum("redlight_calendar_errors_total"), 2.0);
+    assert_eq!(
+        m.sum_where(
+            "redlight_events_rejected_total",
+            "reason",
+            "no_calendar_data"
+        ),
+        0.0,
+        "the accept is applied, not dead-lettered"
+    );
+    match d.get("/readyz") {
+        Some((200, body)) => {
+            let v: Value = serde_json::from_str(&body).expect("readyz JSON");
+            assert_eq!(v["calendar_errors"], 2, "{body}");
+        }
+        other => d.fail(&format!("/readyz with pending deadlines: {other:?}")),
+    }
+    d.stop_gracefully();
+
+    // Next year's file arrives (a weekends-only placeholder here), and the daemon restarts.
+    let calendars = dir.path.join("config/calendars");
+    std::fs::write(
+        calendars.join(format!("{beyond}.toml")),
+        format!(
+            "# Written by the tests: weekends only. NOT the State Council notice.\n\
+             year = {beyond}\nnotice = \"test placeholder, weekends only; not law\"\n"
+        ),
+    )
+    .expect("writing the next year's placeholder");
+    d.start();
+    d.wait_ready(Duration::from_secs(60));
+    let after = poll_until(
+        Duration::from_secs(30),
+        "the restored case's deadlines in the API",
+        || {
+            let c = clocks(&d);
+            c.iter()
+                .all(|c| c["deadline_pending"] == false)
+                .then_some(c)
+        },
+    );
+    for c in &after {
+        let deadline = c["deadline"].as_str().unwrap_or_default();
+        // At most five workdays are left in December: both deadlines fall in January.
+        assert!(
+            deadline.starts_with(&format!("{beyond}-01-")),
+            "deadline computed with the new year's data: {c}"
+        );
+    }
+    d.assert_alive("after the restart");
+    d.stop_gracefully();
+}

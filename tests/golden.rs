@@ -74,27 +74,28 @@ fn replay(lines: &[String], until: Option<&str>) -> Replay {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/redlight.toml");
     let config = Config::load(&path).expect("config/redlight.toml loads");
     let mut engine = config.build_engine().expect("engine builds");
+    replay_on(&mut engine, lines, until)
+}
+
+/// [`replay`] on a given engine.
+fn replay_on(
+    engine: &mut redlight::engine::Engine,
+    lines: &[String],
+    until: Option<&str>,
+) -> Replay {
     let mut input = lines.join("\n");
     input.push('\n');
-    let mut out = Vec::new();
-    let mut err = Vec::new();
-    let summary = cli::replay(
-        &mut engine,
-        input.as_bytes(),
-        until.map(ms),
-        &mut out,
-        &mut err,
-    )
-    .expect("replay reads its input");
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    let summary = cli::replay(engine, input.as_bytes(), until.map(ms), &mut out, &mut err)
+        .expect("replay reads its input");
     let stdout = String::from_utf8(out).expect("stdout is UTF-8");
-    let stderr = String::from_utf8(err).expect("stderr is UTF-8");
     let alerts = stdout
         .lines()
         .map(|l| serde_json::from_str(l).expect("every output line is a JSON alert"))
         .collect();
     Replay {
         stdout,
-        stderr,
+        stderr: String::from_utf8(err).expect("stderr is UTF-8"),
         alerts,
         summary,
     }
@@ -1866,6 +1867,225 @@ fn nx_quarterly_report_without_a_label_settles_the_missing_quarter() {
         [
             "red firing missing at=2026-10-16T00:00:00+08:00 deadline=2026-10-16T00:00:00+08:00",
             "red resolved completed_late at=2026-10-20T10:00:00+08:00 deadline=2026-10-16T00:00:00+08:00",
+        ]
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Deadlines beyond the calendar data (SPEC §3: years without data are never guessed)
+// ---------------------------------------------------------------------------------------------
+
+/// The shipped calendar files up to 2026 only (so that these tests keep their meaning once
+/// 2027 is added to `config/calendars/`), plus `extra` files given as `(year, text)`.
+fn calendar_to_2026(extra: &[(i32, &str)]) -> redlight::calendar::Calendar {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/calendars");
+    let mut sources = Vec::new();
+    for year in 2020..=2026 {
+        let path = dir.join(format!("{year}.toml"));
+        let text = std::fs::read_to_string(&path).expect("a shipped calendar file");
+        sources.push((path, text));
+    }
+    for (year, text) in extra {
+        sources.push((format!("test/{year}.toml").into(), text.to_string()));
+    }
+    redlight::calendar::Calendar::from_sources(&sources, chrono_tz::Asia::Shanghai)
+        .expect("calendar data")
+}
+
+/// The shipped rules on the given calendar.
+fn engine_on(cal: redlight::calendar::Calendar) -> redlight::engine::Engine {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/redlight.toml");
+    let config = Config::load(&path).expect("config/redlight.toml loads");
+    let rules = config.load_rules().expect("rules load");
+    redlight::engine::Engine::new(std::sync::Arc::new(rules), std::sync::Arc::new(cal))
+}
+
+/// Calendar data to 2026-12-31; December 2026 has no holiday, so its workdays are
+/// Mon–Fri: 12-01..04, 07..11, 14..18, 21..25, 28..31.
+///
+/// PD-1, accepted 12-08 10:00, promised 18 workdays (xz.promised): day 1 = 12-09; workdays
+/// 12-09 #1, 10 #2, 11 #3, 14..18 #4-#8, 21..25 #9-#13, 28 #14, 29 #15, 30 #16, 31 #17: the
+/// 18th is in 2027, which has no data, so the deadline waits. Yellow at 90% × 18 = 16.2
+/// workdays: 16 end at 24:00 of 12-30, plus 0.2 × 24 h = 4 h 48 min → 12-31T04:48, with no
+/// deadline in the alert. Its xk.decision (20 workdays, yellow at 18) has neither. Completed
+/// 12-31 10:00, a day the data covers and before any 2027 deadline: in time, the yellow is
+/// resolved `completed`, no red.
+///
+/// PD-2, accepted 12-10 10:00, promised 15: day 1 = 12-11 #1, 14..18 #2-#6, 21..25 #7-#11,
+/// 28 #12, 29 #13, 30 #14, 31 #15 → red at 24:00 of 12-31 = 2027-01-01T00:00, the last
+/// instant the data reaches: computed, not pending. Yellow at 13.5 workdays: 13 end at 24:00
+/// of 12-29, plus 12 h → 12-30T12:00. (The red fires: PD-3's completion, rejected or not,
+/// moved the replay's clock to 2027-01-05, as any event's time does.)
+///
+/// PD-3, accepted 12-15, completed 2027-01-05: whether that stop was in time depends on
+/// 2027's holidays: the completion is rejected with the missing date, and the case stays
+/// open, waiting (nothing else of the input is lost).
+#[test]
+fn deadlines_beyond_the_calendar_data_wait_and_the_case_goes_on() {
+    let mut engine = engine_on(calendar_to_2026(&[]));
+    let promised = |n: u32| {
+        json!({"department": "市住建局", "item": "建筑工程施工许可", "handler": "张三",
+            "kind": "promised", "promised_workdays": n})
+    };
+    let lines = [
+        ev(
+            "pd1-a",
+            "approval.accepted",
+            "2026-12-08T10:00:00+08:00",
+            "PD-1",
+            promised(18),
+        ),
+        ev(
+            "pd2-a",
+            "approval.accepted",
+            "2026-12-10T10:00:00+08:00",
+            "PD-2",
+            promised(15),
+        ),
+        ev(
+            "pd3-a",
+            "approval.accepted",
+            "2026-12-15T10:00:00+08:00",
+            "PD-3",
+            promised(15),
+        ),
+        ev(
+            "pd1-r",
+            "approval.reviewed",
+            "2026-12-21T10:00:00+08:00",
+            "PD-1",
+            json!({}),
+        ),
+        ev(
+            "pd1-d",
+            "approval.decided",
+            "2026-12-28T10:00:00+08:00",
+            "PD-1",
+            json!({}),
+        ),
+        ev(
+            "pd1-c",
+            "approval.completed",
+            "2026-12-31T10:00:00+08:00",
+            "PD-1",
+            json!({}),
+        ),
+        ev(
+            "pd3-c",
+            "approval.completed",
+            "2027-01-05T10:00:00+08:00",
+            "PD-3",
+            json!({}),
+        ),
+    ];
+    let r = replay_on(&mut engine, &lines, Some("2026-12-31T23:00:00+08:00"));
+    assert_eq!(
+        r.lights("PD-1", "xz.promised"),
+        [
+            "yellow firing approaching at=2026-12-31T04:48:00+08:00 deadline=-",
+            "yellow resolved completed at=2026-12-31T10:00:00+08:00 deadline=-",
+        ]
+    );
+    assert_eq!(r.lights("PD-1", "xk.decision"), Vec::<String>::new());
+    assert_eq!(
+        r.lights("PD-2", "xz.promised"),
+        [
+            "yellow firing approaching at=2026-12-30T12:00:00+08:00 deadline=2027-01-01T00:00:00+08:00",
+            "red firing overdue at=2027-01-01T00:00:00+08:00 deadline=2027-01-01T00:00:00+08:00",
+        ]
+    );
+    // PD-1 went through every stage in order: no violation.
+    assert_eq!(r.lights("PD-1", "xz.stages"), Vec::<String>::new());
+    assert_eq!(r.summary.rejected, 1, "stderr: {}", r.stderr);
+    assert!(
+        r.stderr.starts_with("line 7: ") && r.stderr.contains("2027-01-05"),
+        "the completion that needs 2027 is rejected with its line and date: {}",
+        r.stderr
+    );
+    let pending = |case: &str| {
+        engine
+            .case(case)
+            .expect("case is open")
+            .clocks
+            .iter()
+            .filter(|c| c.deadline_pending())
+            .count()
+    };
+    assert_eq!(pending("PD-1"), 0, "PD-1's clocks stopped");
+    assert_eq!(pending("PD-2"), 1, "PD-2's xk.decision waits for 2027");
+    assert_eq!(
+        pending("PD-3"),
+        2,
+        "PD-3 is still open, both clocks waiting"
+    );
+    assert_eq!(
+        engine.stats().calendar_errors,
+        6,
+        "every pending clock and the rejection counted"
+    );
+}
+
+/// A pending deadline is computed once next year's data is there: the daemon restarts with
+/// the new file and restores its cases. Here 2027 is a test placeholder (weekends only; not
+/// the State Council's notice), with 2027-01-01 a Friday workday.
+///
+/// PD-4, accepted 2026-12-08 10:00, promised 18 workdays: 17 in December (see above), the
+/// 18th is 2027-01-01 → red at 2027-01-02T00:00. Its xk.decision (20): 2027-01-01 #18,
+/// 01-04 #19, 01-05 #20 → red at 2027-01-06T00:00, yellow at 18 workdays = 24:00 of
+/// 2027-01-01 = 01-02T00:00.
+#[test]
+fn a_pending_deadline_is_computed_when_the_data_arrives() {
+    let mut before = engine_on(calendar_to_2026(&[]));
+    let accepted = ev(
+        "pd4-a",
+        "approval.accepted",
+        "2026-12-08T10:00:00+08:00",
+        "PD-4",
+        json!({"department": "市住建局", "item": "建筑工程施工许可", "handler": "张三",
+            "kind": "promised", "promised_workdays": 18}),
+    );
+    let r = replay_on(&mut before, &[accepted], Some("2026-12-31T23:00:00+08:00"));
+    assert_eq!(
+        r.lights("PD-4", "xz.promised"),
+        ["yellow firing approaching at=2026-12-31T04:48:00+08:00 deadline=-"]
+    );
+    let case = before.case("PD-4").expect("case").clone();
+    assert_eq!(
+        case.clocks.iter().filter(|c| c.deadline_pending()).count(),
+        2
+    );
+
+    let placeholder = "year = 2027\nnotice = \"test placeholder, weekends only; not law\"\n";
+    let mut after = engine_on(calendar_to_2026(&[(2027, placeholder)]));
+    after.track_changes();
+    after.restore_clock(before.now());
+    after.restore(case);
+    assert_eq!(
+        after
+            .take_changed()
+            .iter()
+            .map(|id| id.to_string())
+            .collect::<Vec<_>>(),
+        ["PD-4"],
+        "the case with its new deadlines is persisted again"
+    );
+    let restored = after.case("PD-4").expect("case");
+    assert!(restored.clocks.iter().all(|c| !c.deadline_pending()));
+    let mut out = Vec::new();
+    after.advance(ms("2027-01-10T00:00:00+08:00"), &mut out);
+    let shown: Vec<String> = out
+        .iter()
+        .map(|a| {
+            let v = serde_json::to_value(a).expect("alert JSON");
+            format!("{} {}", field(&v, "rule"), show(&v))
+        })
+        .collect();
+    assert_eq!(
+        shown,
+        [
+            "xk.decision yellow firing approaching at=2027-01-02T00:00:00+08:00 deadline=2027-01-06T00:00:00+08:00",
+            "xz.promised red firing overdue at=2027-01-02T00:00:00+08:00 deadline=2027-01-02T00:00:00+08:00",
+            "xk.decision red firing overdue at=2027-01-06T00:00:00+08:00 deadline=2027-01-06T00:00:00+08:00",
         ]
     );
 }
