@@ -319,3 +319,82 @@ proptest! {
         prop_assert_eq!(cases(&sliced), cases(&whole));
     }
 }
+
+/// The shipped rules on the shipped calendar files of 2020 up to `last_year`.
+fn engine_with_data_to(last_year: i32) -> Engine {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let config = Config::load(&root.join("config/redlight.toml")).expect("config");
+    let mut sources = Vec::new();
+    for year in 2020..=last_year {
+        let path = root.join(format!("config/calendars/{year}.toml"));
+        let text = std::fs::read_to_string(&path).expect("a shipped calendar file");
+        sources.push((path, text));
+    }
+    let cal = redlight::calendar::Calendar::from_sources(&sources, chrono_tz::Asia::Shanghai)
+        .expect("calendar");
+    Engine::new(
+        std::sync::Arc::new(config.load_rules().expect("rules")),
+        std::sync::Arc::new(cal),
+    )
+}
+
+/// Every clock's (rule, deadline, yellow instant).
+fn schedule(engine: &Engine, case: &str) -> Vec<(u16, Option<i64>, Option<i64>)> {
+    engine
+        .case(case)
+        .map(|c| {
+            c.clocks
+                .iter()
+                .map(|k| (k.rule, k.deadline.get(), k.yellow_at.get()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
+
+    /// A deadline left pending for want of the next year's data is, once a restart brings
+    /// the data, exactly the deadline the data would have given from the start; and a clock
+    /// the data did cover is not touched. (Cases accepted in the last 40 days of a year
+    /// whose next year is not yet in the data, with a pause and resume before it ends.)
+    #[test]
+    fn a_pending_deadline_is_the_one_the_data_gives(
+        last_year in 2021i32..=2025,
+        start_min in 0i64..(40 * 24 * 60),
+        workdays in 1u32..=20,
+        pause in proptest::option::of((0i64..(30 * 24 * 60), 0i64..(10 * 24 * 60))),
+    ) {
+        let end = DateTime::parse_from_rfc3339(&format!("{}-01-01T00:00:00+08:00", last_year + 1))
+            .expect("end of the data");
+        let s = end - Duration::days(40) + Duration::minutes(start_min);
+        let mut events = vec![event("a", "approval.accepted", s, "C",
+            json!({"kind": "promised", "promised_workdays": workdays}))];
+        if let Some((after, length)) = pause {
+            let p = s + Duration::minutes(after);
+            let r = p + Duration::minutes(length);
+            if r < end {
+                events.push(event("p", "approval.suspended", p, "C", json!({"procedure": "expert_review"})));
+                events.push(event("r", "approval.resumed", r, "C", json!({})));
+            }
+        }
+        let mut full = engine_with_data_to(2026);
+        run(&mut full, &events);
+        let mut cut = engine_with_data_to(last_year);
+        run(&mut cut, &events);
+        let case = cut.case("C").expect("the case is kept").clone();
+        let (want, had) = (schedule(&full, "C"), schedule(&cut, "C"));
+        prop_assert_eq!(want.len(), had.len());
+        for (w, h) in want.iter().zip(&had) {
+            if h.1.is_some() {
+                prop_assert_eq!(w, h, "a clock the data covered");
+            } else {
+                prop_assert!(w.1.is_some_and(|d| d >= end.timestamp_millis()), "pending {:?}, full {:?}", h, w);
+            }
+        }
+        let mut restarted = engine_with_data_to(2026);
+        restarted.restore_clock(cut.now());
+        restarted.restore(case);
+        prop_assert_eq!(schedule(&restarted, "C"), want);
+    }
+}
