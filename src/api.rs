@@ -705,6 +705,10 @@ impl CaseLite {
     }
 }
 
+/// The instant listed for a clock whose deadline is pending (see
+/// [`crate::engine::Clock::deadline_pending`]): after every real one.
+pub const DEADLINE_PENDING: i64 = i64::MAX;
+
 fn judge(
     withdrawn: bool,
     clocks: &[LiteClock],
@@ -728,8 +732,15 @@ fn judge(
         for c in clocks.iter().filter(|c| c.active()) {
             let light = c.light();
             mark(c.rule, light);
-            let deadline = c.deadline.or(c.last_deadline).unwrap_or(c.started);
-            if c.since.is_some() {
+            // A running clock without a deadline waits for next year's calendar data: no
+            // instant to sort by or show, so it goes after the ones with a deadline.
+            let pending = c.since.is_some() && c.deadline.is_none();
+            let deadline = if pending {
+                DEADLINE_PENDING
+            } else {
+                c.deadline.or(c.last_deadline).unwrap_or(c.started)
+            };
+            if c.since.is_some() && !pending {
                 next_deadline = Some(next_deadline.map_or(deadline, |d| d.min(deadline)));
             }
             match light {
@@ -1742,6 +1753,30 @@ mod tests {
         assert_eq!(c.data.item.as_deref(), Some("7"));
         assert!(!c.judge().open);
         assert!(read_lite("t", 0, "A", &bytes[..bytes.len() / 2]).is_none());
+    }
+
+    /// A yellow clock whose deadline waits for next year's calendar data is listed after
+    /// every clock with a deadline (the board says why), and is no case's next deadline.
+    #[test]
+    fn a_pending_deadline_is_listed_last_and_is_no_next_deadline() {
+        let yellow = |rule: u16, deadline: Option<i64>| LiteClock {
+            rule,
+            started: 1_000,
+            mode: None,
+            since: Some(1_000),
+            deadline,
+            last_deadline: None,
+            yellow_fired: true,
+            red_fired: false,
+            stopped: None,
+        };
+        let j = judge(false, &[yellow(0, None)], &[], &[]);
+        assert_eq!(j.light, Light::Yellow);
+        assert_eq!(j.urgent, Some((Cause::Clock, 0, DEADLINE_PENDING)));
+        assert_eq!(j.next_deadline, None);
+        let j = judge(false, &[yellow(0, None), yellow(1, Some(5_000))], &[], &[]);
+        assert_eq!(j.urgent, Some((Cause::Clock, 1, 5_000)));
+        assert_eq!(j.next_deadline, Some(5_000));
     }
 
     #[test]

@@ -264,6 +264,9 @@ fn time_text(view: &View, l: &Listed, now: i64) -> (String, Option<i64>, Option<
         (n >= 1).then_some(n)
     };
     match (l.cause, l.light) {
+        (Cause::Clock, _) if l.at == crate::api::DEADLINE_PENDING => {
+            ("期限待定：缺少下一年度节假日数据".to_string(), None, None)
+        }
         (Cause::Clock, Light::Red) => (
             format!("超期 {}", human(now - l.at)),
             workdays(l.at, now),
