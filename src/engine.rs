@@ -194,7 +194,7 @@ impl Clock {
         self.stopped.is_none()
     }
     /// Running, but its deadline lies beyond the calendar data (next year's holiday notice
-    /// is not out yet): it has no deadline until a start with the data computes it (see
+    /// is not out yet): it has no deadline until a restart with the data computes it (see
     /// [`Engine::restore`]). Its yellow instant is kept when the data reaches that far.
     pub fn deadline_pending(&self) -> bool {
         self.stopped.is_none() && self.since.is_some() && self.deadline.is_none()
