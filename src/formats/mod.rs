@@ -319,6 +319,19 @@ mod tests {
                 "距办理期限还剩 2 个工作日",
             ),
             (
+                // A yellow whose deadline waits for next year's calendar data.
+                alert(
+                    "xk.decision",
+                    Level::Yellow,
+                    Status::Firing,
+                    Reason::Approaching,
+                    "2026-12-29T00:00:00+08:00",
+                    None,
+                ),
+                None,
+                "办理期限待下一年度节假日安排公布后计算",
+            ),
+            (
                 alert(
                     "xk.decision",
                     Level::Red,

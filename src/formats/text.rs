@@ -226,6 +226,11 @@ pub fn message(ctx: &Context, n: &Notice) -> Message {
                         let (left, _) = amount(ctx, m, at, d, false);
                         format!("{case} 距办理期限还剩 {left}")
                     }
+                    // The deadline waits for next year's holiday notice (see
+                    // config/calendars/README.md): say so rather than leave it out.
+                    (_, None) => {
+                        format!("{case} 即将到期（办理期限待下一年度节假日安排公布后计算）")
+                    }
                     _ => format!("{case} 即将到期"),
                 },
             ),
