@@ -860,6 +860,12 @@ impl Loop<'_> {
             // offsets of the messages handled before this one.
             let t0 = Instant::now();
             let slice = self.config.store.timers_per_commit;
+            // Deadlines and duties left pending for want of calendar data, by the timers
+            // and the event, and a rejection (below): counted from the engine's own count.
+            let calendar_errors = self
+                .partitions
+                .get(&slot)
+                .map_or(0, |p| p.engine.stats().calendar_errors);
             while let Some(p) = self.partitions.get_mut(&slot)
                 && !p
                     .engine
@@ -873,12 +879,13 @@ impl Loop<'_> {
                 continue;
             };
             let t1 = Instant::now();
-            let calendar_errors = p.engine.stats().calendar_errors;
             let applied = p.engine.apply(&ev, &mut alerts);
-            // Clocks left pending for want of calendar data, and a rejection (below).
-            self.metrics
-                .calendar_errors
-                .inc_by(p.engine.stats().calendar_errors - calendar_errors);
+            self.metrics.calendar_errors.inc_by(
+                p.engine
+                    .stats()
+                    .calendar_errors
+                    .saturating_sub(calendar_errors),
+            );
             self.metrics
                 .engine_advance_seconds
                 .observe((t1 - t0).as_secs_f64());
@@ -1035,7 +1042,12 @@ impl Loop<'_> {
             }
             if p.caught_up() {
                 let t0 = Instant::now();
+                let calendar_errors = p.engine.stats().calendar_errors;
                 done &= p.engine.advance_bounded(now, slice, alerts);
+                // Periodic duties left pending for want of calendar data.
+                self.metrics
+                    .calendar_errors
+                    .inc_by(p.engine.stats().calendar_errors - calendar_errors);
                 self.metrics
                     .engine_advance_seconds
                     .observe(t0.elapsed().as_secs_f64());
