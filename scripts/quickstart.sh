@@ -251,13 +251,15 @@ cmd_start() {
   for light in red yellow green; do
     (( $(sum "$light") > 0 )) || say "warning: no $light case on the board yet (see $LOG_FILE)"
   done
-  # Samples whose clocks run past the calendar data (a year whose State Council notice is
-  # not in config/calendars/ yet) are refused and sent to the dead-letter topic, as in
+  # Samples whose deadlines fall past the calendar data (a year whose State Council notice
+  # is not in config/calendars/ yet) wait with their deadlines pending, and any that needs
+  # a day without data to count time is refused to the dead-letter topic, as in
   # production; say so rather than leave the board looking short.
-  local dead
-  dead="$(awk '/^redlight_calendar_errors_total / {print $NF + 0}' <<<"$metrics")"
-  if [[ -n "$dead" && "$dead" != 0 ]]; then
-    say "warning: $dead sample event(s) need calendar data beyond config/calendars/ and went to $DEAD_LETTER;"
+  local errors refused
+  errors="$(awk '/^redlight_calendar_errors_total / {print $NF + 0}' <<<"$metrics")"
+  refused="$(awk '/^redlight_events_rejected_total\{.*reason="no_calendar_data"/ {n += $NF} END {print n + 0}' <<<"$metrics")"
+  if [[ -n "$errors" && "$errors" != 0 ]]; then
+    say "warning: $((errors - refused)) sample deadline(s) wait for calendar data beyond config/calendars/ (no red until it is added), $refused sample event(s) went to $DEAD_LETTER;"
     say "         add the next year's State Council holiday notice (config/calendars/README.md)"
   fi
   cat <<EOF
