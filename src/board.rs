@@ -111,7 +111,7 @@ pub fn render(view: &View, snap: &Snapshot, now: i64) -> String {
 <div class="total yellow" id="total-yellow"><span class="dot"></span><span class="label">黄灯</span><span class="n">{y}</span></div>
 <div class="total green" id="total-green"><span class="dot"></span><span class="label">绿灯</span><span class="n">{g}</span></div>
 </div>
-<div class="meta">在办 <b id="total-open">{open}</b> 件<br>更新于 {updated}{stale}<br>每 {refresh} 秒自动刷新</div>
+<div class="meta">在办 <b id="total-open">{open}</b> 件<br>更新于 {updated}{stale}<br>每 {refresh} 秒自动刷新{calendar}</div>
 </header>
 <main>
 "#,
@@ -126,6 +126,9 @@ pub fn render(view: &View, snap: &Snapshot, now: i64) -> String {
         } else {
             ""
         },
+        calendar = calendar_notice(view.calendar.last_day(), view.zone.date_of(now))
+            .map(|n| format!(r#"<br><span class="stale" id="calendar-notice">{n}</span>"#))
+            .unwrap_or_default(),
     );
     departments(&mut h, snap);
     cases(&mut h, view, snap, Light::Red, &snap.red, t.red, now);
@@ -248,6 +251,24 @@ fn cases(
     h.push_str("</section>\n");
 }
 
+/// What the supervisors should know about the calendar data, in the board's header: from
+/// [`crate::cli::CALENDAR_WARN_DAYS`] before it ends (the same warning `redlight check`
+/// gives), deadlines after it wait; once it has ended, deadlines from then on cannot be
+/// computed.
+fn calendar_notice(last: chrono::NaiveDate, today: chrono::NaiveDate) -> Option<String> {
+    let left = (last - today).num_days();
+    let next = chrono::Datelike::year(&last) + 1;
+    if left < 0 {
+        Some(format!("节假日数据已于{last}截止，{next}年期限无法计算"))
+    } else if left <= crate::cli::CALENDAR_WARN_DAYS {
+        Some(format!(
+            "节假日数据截至{last}（剩{left}天），待补充{next}年安排"
+        ))
+    } else {
+        None
+    }
+}
+
 /// How far overdue, or how much time is left, in Chinese; for workday clocks also the
 /// whole workdays; and a note on what broke (a period not met).
 fn time_text(view: &View, l: &Listed, now: i64) -> (String, Option<i64>, Option<String>) {
@@ -305,6 +326,20 @@ fn coarse(ms: i64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_header_warns_when_the_calendar_data_ends_soon_or_has_ended() {
+        let d = |s: &str| chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d").expect("date");
+        assert_eq!(calendar_notice(d("2026-12-31"), d("2026-10-31")), None);
+        assert_eq!(
+            calendar_notice(d("2026-12-31"), d("2026-12-02")).as_deref(),
+            Some("节假日数据截至2026-12-31（剩29天），待补充2027年安排")
+        );
+        assert_eq!(
+            calendar_notice(d("2026-12-31"), d("2027-01-01")).as_deref(),
+            Some("节假日数据已于2026-12-31截止，2027年期限无法计算")
+        );
+    }
 
     #[test]
     fn escapes_markup() {
