@@ -929,26 +929,26 @@ impl Core {
 
     /// Merges the event's data into the case's, later fields overwriting earlier ones.
     fn merge_data(&mut self, case: &mut Case, ev: &Event) {
-        // Grown once, by exactly the new keys: a million open cases leave no room to spare
-        // in each one's data, and one reallocation (not a reserve and a shrink) per event.
-        let new = ev
-            .data
-            .keys()
-            .filter(|k| {
-                case.data
-                    .binary_search_by(|(x, _)| (**x).cmp(k.as_str()))
-                    .is_err()
-            })
-            .count();
-        case.data.reserve_exact(new);
-        for (k, v) in &ev.data {
-            match case.data.binary_search_by(|(x, _)| (**x).cmp(k.as_str())) {
+        let find =
+            |data: &[(Arc<str>, Datum)], k: &str| data.binary_search_by(|(x, _)| (**x).cmp(k));
+        let mut grown = false;
+        for (n, (k, v)) in ev.data.iter().enumerate() {
+            match find(&case.data, k) {
                 Ok(i) => {
                     if !case.data[i].1.eq_value(v) {
                         case.data[i].1 = Datum::from_value(v, |s| self.strings.share(s));
                     }
                 }
                 Err(i) => {
+                    if !grown {
+                        // Grown once, by exactly the new keys (this one and the later ones
+                        // not found): a million open cases leave no room to spare in each
+                        // one's data, and one reallocation, not a reserve and a shrink.
+                        let later = ev.data.keys().skip(n + 1);
+                        let more = later.filter(|k| find(&case.data, k).is_err()).count();
+                        case.data.reserve_exact(1 + more);
+                        grown = true;
+                    }
                     let key = self.keys.share(k);
                     let value = Datum::from_value(v, |s| self.strings.share(s));
                     case.data.insert(i, (key, value));
@@ -1270,18 +1270,17 @@ impl Core {
                     return Ok(());
                 };
                 let since = t.max(paused);
-                let (deadline, yellow, pending) =
-                    match schedule_or_pending(&counting, &s.span(), since, clock.counted)? {
-                        Schedule::Set(d, y) => (Some(d), Some(y), None),
-                        Schedule::Pending(y, e) => (None, y, Some(e)),
-                    };
+                let Schedule {
+                    deadline,
+                    yellow,
+                    pending,
+                } = schedule_or_pending(&counting, &s.span(), since, clock.counted)?;
                 clock.since = Some(since).into();
                 clock.paused_at = None.into();
                 clock.deadline = deadline.into();
                 clock.yellow_at = yellow.into();
                 if let Some(e) = pending {
-                    let id = case.id.clone();
-                    self.clock_pending(&id, r, ev, &e);
+                    self.clock_pending(&case.id, r, ev, &e);
                 }
             }
             Handler::Extend(r) => {
@@ -1332,17 +1331,10 @@ impl Core {
                 clock.extended += granted;
                 let (old_deadline, old_yellow) = (clock.deadline.get(), clock.yellow_at.get());
                 let mut pending = None;
-                match schedule {
-                    Some(Schedule::Set(deadline, yellow)) => {
-                        clock.deadline = Some(deadline).into();
-                        clock.yellow_at = Some(yellow).into();
-                    }
-                    Some(Schedule::Pending(yellow, e)) => {
-                        clock.deadline = None.into();
-                        clock.yellow_at = yellow.into();
-                        pending = Some(e);
-                    }
-                    None => {}
+                if let Some(schedule) = schedule {
+                    clock.deadline = schedule.deadline.into();
+                    clock.yellow_at = schedule.yellow.into();
+                    pending = schedule.pending;
                 }
                 let unit = s.unit;
                 if new_total > cap {
@@ -1360,8 +1352,7 @@ impl Core {
                 }
                 self.reconcile(case, r, t, old_deadline, old_yellow, out);
                 if let Some(e) = pending {
-                    let id = case.id.clone();
-                    self.clock_pending(&id, r, ev, &e);
+                    self.clock_pending(&case.id, r, ev, &e);
                 }
             }
             Handler::Start(r) => {
@@ -1664,12 +1655,17 @@ impl Core {
                 }
             }
         };
-        let (deadline, yellow, pending) = match &mode {
-            Mode::Span(st) => match schedule_or_pending(&counting, &st.span(), s, 0)? {
-                Schedule::Set(d, y) => (Some(d), Some(y), None),
-                Schedule::Pending(y, e) => (None, y, Some(e)),
+        let Schedule {
+            deadline,
+            yellow,
+            pending,
+        } = match &mode {
+            Mode::Span(st) => schedule_or_pending(&counting, &st.span(), s, 0)?,
+            Mode::Fixed { deadline, warn_at } => Schedule {
+                deadline: Some(*deadline),
+                yellow: Some(*warn_at),
+                pending: None,
             },
-            Mode::Fixed { deadline, warn_at } => (Some(*deadline), Some(*warn_at), None),
         };
         let cycle = case
             .clocks
@@ -1699,8 +1695,7 @@ impl Core {
             retractions: 0,
         });
         if let Some(e) = pending {
-            let id = case.id.clone();
-            self.clock_pending(&id, r, ev, &e);
+            self.clock_pending(&case.id, r, ev, &e);
         }
         if let Some(detail) = violation {
             self.violation(case, r, &ev.id, s, detail, out);
@@ -1899,14 +1894,16 @@ fn horizon_days(rules: &RuleSet) -> i64 {
     horizon
 }
 
-/// A running span clock's schedule: its deadline and yellow instant, or `Pending` when the
+/// A running span clock's schedule: its deadline and yellow instant, or, when the
 /// deadline lies beyond the calendar data (next year's holiday notice is not out yet),
 /// with the yellow instant if the data reaches that far. The event is applied and the
 /// deadline waits for the data, never guessed: rejecting the event instead would lose the
 /// case's later events too (a completion would find no clock to stop).
-enum Schedule {
-    Set(i64, i64),
-    Pending(Option<i64>, CalendarError),
+struct Schedule {
+    deadline: Option<i64>,
+    yellow: Option<i64>,
+    /// Why the deadline is pending, when it is.
+    pending: Option<CalendarError>,
 }
 
 /// See [`Schedule`]. A day missing before the data begins is an error: that data will
@@ -1918,7 +1915,11 @@ fn schedule_or_pending(
     counted: i64,
 ) -> Result<Schedule, CalendarError> {
     match counting.schedule_span(span, since, counted) {
-        Ok((deadline, yellow)) => Ok(Schedule::Set(deadline, yellow)),
+        Ok((deadline, yellow)) => Ok(Schedule {
+            deadline: Some(deadline),
+            yellow: Some(yellow),
+            pending: None,
+        }),
         Err(e @ CalendarError::NoData { date, last, .. }) if date > last => {
             let yellow = counting
                 .reach(
@@ -1929,7 +1930,11 @@ fn schedule_or_pending(
                     span.warn_threshold(),
                 )
                 .ok();
-            Ok(Schedule::Pending(yellow, e))
+            Ok(Schedule {
+                deadline: None,
+                yellow,
+                pending: Some(e),
+            })
         }
         Err(e) => Err(e),
     }
