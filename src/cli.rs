@@ -153,7 +153,15 @@ pub fn replay(
             }
             let parsed = parsed_rx.recv().map_err(|_| stopped())?;
             in_flight -= 1;
-            for (n, ev) in parsed {
+            for (i, (n, ev)) in parsed.iter().enumerate() {
+                // The next events' cases are fetched while this one is applied.
+                let ahead = |k: usize| {
+                    parsed
+                        .get(i + k)
+                        .and_then(|(_, ev)| ev.as_ref().ok())
+                        .map(|ev| ev.subject.as_str())
+                };
+                engine.prefetch([ahead(1), ahead(2), ahead(3)]);
                 let ev = match ev {
                     Ok(ev) => ev,
                     Err(e) => {
@@ -164,7 +172,7 @@ pub fn replay(
                 };
                 alerts.clear();
                 engine.advance_before(ev.time_ms(), &mut alerts);
-                let applied = engine.apply(&ev, &mut alerts);
+                let applied = engine.apply(ev, &mut alerts);
                 write_alerts(&mut out, &alerts)?;
                 summary.alerts += alerts.len() as u64;
                 match applied {

@@ -805,11 +805,11 @@ impl Loop<'_> {
         let mut alerts = self.writer.alert_vec();
         let mut dead = Vec::new();
         let mut touched: HashSet<Slot> = HashSet::new();
-        let parsed = parse_all(&messages);
+        let events = parse_all(&messages);
         // The messages of a batch mostly come from one partition after another: the slot
         // is built anew only when it changes.
         let mut slot: Slot = (String::new(), u32::MAX);
-        for (m, parsed) in messages.iter().zip(parsed) {
+        for (i, (m, parsed)) in messages.iter().zip(&events).enumerate() {
             let Ok(partition) = u32::try_from(m.partition()) else {
                 continue;
             };
@@ -855,6 +855,19 @@ impl Loop<'_> {
             {
                 tracing::debug!(event = %ev.id, subject = %ev.subject, "message key differs from the subject; the subject is the case id");
             }
+            // The cases of the partition's next events are fetched while this one is
+            // applied (see `Engine::prefetch`).
+            if let Some(p) = self.partitions.get(&slot) {
+                let ahead = |k: usize| {
+                    let next = messages.get(i + k)?;
+                    if next.partition() != m.partition() || next.topic() != m.topic() {
+                        return None;
+                    }
+                    let ev = events.get(i + k)?.as_ref().ok()?;
+                    Some(ev.subject.as_str())
+                };
+                p.engine.prefetch([ahead(1), ahead(2), ahead(3)]);
+            }
             // The timers due before the event fire first (as in replay). After days without
             // events that can be millions: each slice is made durable on its own, with the
             // offsets of the messages handled before this one.
@@ -879,7 +892,7 @@ impl Loop<'_> {
                 continue;
             };
             let t1 = Instant::now();
-            let applied = p.engine.apply(&ev, &mut alerts);
+            let applied = p.engine.apply(ev, &mut alerts);
             self.metrics.calendar_errors.inc_by(
                 p.engine
                     .stats()

@@ -252,6 +252,46 @@ proptest! {
     }
 }
 
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 100, ..ProptestConfig::default() })]
+
+    /// `Engine::prefetch` is a hint: an engine asked to fetch the next events' cases (or
+    /// cases that do not exist, or the wrong ones) gives the same alerts and ends with the
+    /// same cases as one that is never asked.
+    #[test]
+    fn cache_hints_change_nothing(events in stream(), wrong in prop::collection::vec(0u8..6, 3)) {
+        let plain = {
+            let mut e = engine();
+            let alerts = run(&mut e, &events);
+            (alerts, cases_json(&e))
+        };
+        let hinted = {
+            let mut e = engine();
+            let mut out = Vec::new();
+            let strays: Vec<String> = wrong.iter().map(|n| format!("CASE-{n}")).collect();
+            for (i, ev) in events.iter().enumerate() {
+                let ahead = |k: usize| events.get(i + k).map(|e| e.subject.as_str());
+                e.prefetch([ahead(1), ahead(2), ahead(3)]);
+                e.prefetch([Some(strays[0].as_str()), Some(strays[1].as_str()), Some(strays[2].as_str())]);
+                e.advance_before(ev.time_ms(), &mut out);
+                e.apply(ev, &mut out).expect("calendar covers the test range");
+            }
+            (out, cases_json(&e))
+        };
+        prop_assert_eq!(plain, hinted);
+    }
+}
+
+/// Every case of the engine as JSON, in id order.
+fn cases_json(engine: &Engine) -> Vec<String> {
+    let mut cases: Vec<String> = engine
+        .cases()
+        .map(|c| serde_json::to_string(c).expect("case json"))
+        .collect();
+    cases.sort();
+    cases
+}
+
 /// Applies events the way the daemon does with `store.timers_per_commit = slice`: the
 /// timers before each event fire in slices, and after every other slice the engine is
 /// rebuilt from its serialised cases and clock, as a restart from the store would do (the
