@@ -260,8 +260,7 @@ impl Tally {
 fn drive(engine: &mut Engine, events: &[Event], alerts: &mut Vec<Alert>, tally: &mut Tally) {
     let start = Instant::now();
     for (i, ev) in events.iter().enumerate() {
-        let ahead = |k: usize| events.get(i + k).map(|e| e.subject.as_str());
-        engine.prefetch([ahead(1), ahead(2), ahead(3)]);
+        engine.prefetch(|k| events.get(i + k).map(|e| e.subject.as_str()));
         alerts.clear();
         engine.advance_before(ev.time_ms(), alerts);
         let r = engine.apply(ev, alerts);

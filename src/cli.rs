@@ -155,13 +155,12 @@ pub fn replay(
             in_flight -= 1;
             for (i, (n, ev)) in parsed.iter().enumerate() {
                 // The next events' cases are fetched while this one is applied.
-                let ahead = |k: usize| {
+                engine.prefetch(|k| {
                     parsed
                         .get(i + k)
                         .and_then(|(_, ev)| ev.as_ref().ok())
                         .map(|ev| ev.subject.as_str())
-                };
-                engine.prefetch([ahead(1), ahead(2), ahead(3)]);
+                });
                 let ev = match ev {
                     Ok(ev) => ev,
                     Err(e) => {

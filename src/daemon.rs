@@ -858,15 +858,14 @@ impl Loop<'_> {
             // The cases of the partition's next events are fetched while this one is
             // applied (see `Engine::prefetch`).
             if let Some(p) = self.partitions.get(&slot) {
-                let ahead = |k: usize| {
+                p.engine.prefetch(|k| {
                     let next = messages.get(i + k)?;
                     if next.partition() != m.partition() || next.topic() != m.topic() {
                         return None;
                     }
                     let ev = events.get(i + k)?.as_ref().ok()?;
                     Some(ev.subject.as_str())
-                };
-                p.engine.prefetch([ahead(1), ahead(2), ahead(3)]);
+                });
             }
             // The timers due before the event fire first (as in replay). After days without
             // events that can be millions: each slice is made durable on its own, with the
