@@ -241,7 +241,14 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
             let out = BufWriter::with_capacity(1 << 16, io::stdout().lock());
             let err = io::stderr().lock();
             let summary = if file.as_os_str() == "-" {
-                cli::replay(&mut engine, io::stdin().lock(), until, out, err)?
+                // `Stdin` rather than its lock: the lines are read on a thread of their own.
+                cli::replay(
+                    &mut engine,
+                    BufReader::with_capacity(1 << 16, io::stdin()),
+                    until,
+                    out,
+                    err,
+                )?
             } else {
                 let f = std::fs::File::open(&file)
                     .with_context(|| format!("cannot open {}", file.display()))?;
