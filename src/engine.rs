@@ -840,24 +840,49 @@ impl Engine {
                 );
             }
         }
+        let mut ctrl = None;
         if let Some(id) = ahead(PREFETCH_CASE)
-            && let Some((_, case)) = self.cases.find(key_hash(id), |(k, _)| k == id)
+            && let Some(index) = self.cases.find_bucket_index(key_hash(id), |(k, _)| k == id)
+            && let Some((_, case)) = self.cases.get_bucket(index)
         {
             prefetch_bytes(&**case as *const Case as usize, std::mem::size_of::<Case>());
+            ctrl = self.ctrl_addr(index);
         }
-        if let Some(id) = ahead(PREFETCH_SLOT)
-            && let Some(slots) = self.cases.iter_buckets().next()
-            && let Some(slot) = self.cases.get_bucket(slots)
-        {
-            // hashbrown's layout: the control bytes start where slot 0 ends, and slot `i`
-            // lies `i + 1` slot sizes below them. Should that change, the hints miss and
-            // nothing else happens.
-            let size = std::mem::size_of::<(CompactString, Box<Case>)>();
-            let ctrl = slot as *const _ as usize + (slots + 1) * size;
-            let pos = key_hash(id) as usize & (self.cases.num_buckets() - 1);
-            prefetch_bytes(ctrl + pos, 16);
-            prefetch_bytes(ctrl - (pos + 1) * size, size);
+        if let Some(id) = ahead(PREFETCH_SLOT) {
+            // Else from the first full slot, when the table is dense enough for it to be
+            // near the start: a table emptied by forgetting keeps its size, and scanning it
+            // for a full slot would cost more than the hint saves.
+            if ctrl.is_none() && self.cases.len() * 8 >= self.cases.num_buckets() {
+                ctrl = self
+                    .cases
+                    .iter_buckets()
+                    .next()
+                    .and_then(|i| self.ctrl_addr(i));
+            }
+            if let Some(ctrl) = ctrl {
+                let (group, slot) = self.probe_start(ctrl, key_hash(id));
+                prefetch_bytes(group, 16);
+                prefetch_bytes(slot, std::mem::size_of::<(CompactString, Box<Case>)>());
+            }
         }
+    }
+
+    /// Where the case map's control bytes start, from the index of a full slot.
+    /// hashbrown's layout: the control bytes start where slot 0 ends, and slot `i` lies
+    /// `i + 1` slot sizes below them. Should that change, the hints miss and nothing else
+    /// happens (the test `the_case_map_is_laid_out_as_prefetch_expects` says so).
+    fn ctrl_addr(&self, index: usize) -> Option<usize> {
+        let slot = self.cases.get_bucket(index)?;
+        let size = std::mem::size_of::<(CompactString, Box<Case>)>();
+        Some(slot as *const _ as usize + (index + 1) * size)
+    }
+
+    /// The addresses of the control bytes and of the slot where hashbrown's probe for
+    /// `hash` starts: position `hash mod buckets`.
+    fn probe_start(&self, ctrl: usize, hash: u64) -> (usize, usize) {
+        let size = std::mem::size_of::<(CompactString, Box<Case>)>();
+        let pos = hash as usize & (self.cases.num_buckets() - 1);
+        (ctrl + pos, ctrl - (pos + 1) * size)
     }
 
     /// Applies one event to its case. Timers due before the event's time should have been
@@ -2263,6 +2288,67 @@ pub(crate) fn sample_case_states() -> Vec<Case> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `Engine::prefetch` computes where the case map keeps a slot without reading it,
+    /// from hashbrown's layout. If an upgrade changes that layout the hints go astray
+    /// (nothing else: they are hints) and the engine is slower; this says so.
+    #[test]
+    fn the_case_map_is_laid_out_as_prefetch_expects() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let config =
+            crate::config::Config::load(&root.join("config/redlight.toml")).expect("config");
+        let mut engine = config.build_engine().expect("engine");
+        for n in 0..2_000 {
+            engine.restore(Case::new(Arc::from(format!("CASE-{n}")), 0));
+        }
+        // Every full slot gives the same start of the control bytes.
+        let ctrls: Vec<usize> = engine
+            .cases
+            .iter_buckets()
+            .map(|i| engine.ctrl_addr(i).expect("full"))
+            .collect();
+        assert!(
+            ctrls.windows(2).all(|w| w[0] == w[1]),
+            "slots are not evenly laid out"
+        );
+        // A probe starts at `hash mod buckets`; in a table half full (2,000 keys, 4,096
+        // slots) most keys sit in the first slot their probe reads, and nearly all within
+        // its first group of 16 slots.
+        let ctrl = ctrls[0];
+        let size = std::mem::size_of::<(CompactString, Box<Case>)>();
+        let (mut home, mut near) = (0, 0);
+        for n in 0..2_000 {
+            let id = format!("CASE-{n}");
+            let index = engine
+                .cases
+                .find_bucket_index(key_hash(&id), |(k, _)| *k == id)
+                .expect("restored");
+            let slot = engine.cases.get_bucket(index).expect("full") as *const _ as usize;
+            let (group, start) = engine.probe_start(ctrl, key_hash(&id));
+            assert_eq!(ctrl - (index + 1) * size, slot);
+            if start == slot {
+                home += 1;
+            }
+            let pos = (slot_start_index(ctrl, start, size)) as usize;
+            assert_eq!(group, ctrl + pos);
+            if index.wrapping_sub(pos) % engine.cases.num_buckets() < 16 {
+                near += 1;
+            }
+        }
+        assert!(
+            home > 1_000,
+            "{home} of 2,000 keys in the slot their probe starts at"
+        );
+        assert!(
+            near > 1_960,
+            "{near} of 2,000 keys within their probe's first group"
+        );
+    }
+
+    /// The index of the slot at `addr` (see `Engine::ctrl_addr`).
+    fn slot_start_index(ctrl: usize, addr: usize, size: usize) -> usize {
+        (ctrl - addr) / size - 1
+    }
 
     #[test]
     fn period_labels_round_trip() {
