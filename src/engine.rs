@@ -578,7 +578,7 @@ struct Core {
     /// Interned data keys: a million cases share one copy of `"department"`.
     keys: Interner,
     /// Interned string values of case data: departments, items, handlers.
-    strings: Interner,
+    strings: Values,
     stats: Stats,
     /// Cases changed since the last [`Engine::take_changed`], when the owner persists them.
     changed: Option<FxHashSet<Arc<str>>>,
@@ -601,8 +601,13 @@ struct Interner {
 
 impl Interner {
     fn share(&mut self, s: &str) -> Arc<str> {
+        self.share_found(s).0
+    }
+
+    /// The shared copy of `s`, and whether there was one already.
+    fn share_found(&mut self, s: &str) -> (Arc<str>, bool) {
         if let Some(a) = self.set.get(s) {
-            return a.clone();
+            return (a.clone(), true);
         }
         if self.set.len() >= self.sweep_at {
             self.set.retain(|a| Arc::strong_count(a) > 1);
@@ -610,6 +615,57 @@ impl Interner {
         }
         let a: Arc<str> = Arc::from(s);
         self.set.insert(a.clone());
+        (a, false)
+    }
+}
+
+/// The string values of case data, shared through an [`Interner`] for the keys whose
+/// values repeat (departments, items, handlers) and not for those whose values are all
+/// different (certificate numbers, market names): sharing those saves nothing, and costs a
+/// lookup and an insert in a set that grows with the cases, two cache misses per value
+/// once it is large. Each key is judged on its own, over windows of [`SHARE_WINDOW`] values.
+#[derive(Default)]
+struct Values {
+    strings: Interner,
+    by_key: hashbrown::HashMap<Arc<str>, Sharing, rustc_hash::FxBuildHasher>,
+}
+
+/// How sharing a key's values has gone in the current window.
+#[derive(Default)]
+struct Sharing {
+    tried: u32,
+    found: u32,
+    /// Values still to be taken as they are, without trying the interner.
+    skip: u32,
+}
+
+/// Values of a key tried before judging whether sharing them pays.
+const SHARE_WINDOW: u32 = 1024;
+/// A key whose values were found already shared for fewer than one in eight of a window's
+/// values is not shared for this many values; then it is tried again (values change: a key
+/// may start repeating).
+const SHARE_SKIP: u32 = 63 * SHARE_WINDOW;
+
+impl Values {
+    fn share(&mut self, key: &str, s: &str) -> Arc<str> {
+        let w = match self.by_key.get_mut(key) {
+            Some(w) => w,
+            None => self.by_key.entry(Arc::from(key)).or_default(),
+        };
+        if w.skip > 0 {
+            w.skip -= 1;
+            return Arc::from(s);
+        }
+        let (a, found) = self.strings.share_found(s);
+        w.tried += 1;
+        w.found += u32::from(found);
+        if w.tried == SHARE_WINDOW {
+            if w.found * 8 < w.tried {
+                w.skip = SHARE_SKIP;
+            }
+            w.tried = 0;
+            w.found = 0;
+        }
         a
     }
 }
@@ -637,7 +693,7 @@ impl Engine {
                 now: i64::MIN,
                 retention_ms: i64::from(DEFAULT_RETENTION_DAYS) * DAY,
                 keys: Interner::default(),
-                strings: Interner::default(),
+                strings: Values::default(),
                 stats: Stats::default(),
                 changed: None,
                 horizon_days,
@@ -1091,7 +1147,7 @@ impl Core {
             match find(&case.data, k) {
                 Ok(i) => {
                     if !case.data[i].1.eq_value(v) {
-                        case.data[i].1 = Datum::from_value(v, |s| self.strings.share(s));
+                        case.data[i].1 = Datum::from_value(v, |s| self.strings.share(k, s));
                     }
                 }
                 Err(i) => {
@@ -1105,7 +1161,7 @@ impl Core {
                         grown = true;
                     }
                     let key = self.keys.share(k);
-                    let value = Datum::from_value(v, |s| self.strings.share(s));
+                    let value = Datum::from_value(v, |s| self.strings.share(k, s));
                     case.data.insert(i, (key, value));
                 }
             }
@@ -1117,7 +1173,7 @@ impl Core {
         for (k, v) in &mut case.data {
             *k = self.keys.share(k);
             if let Datum::Str(s) = v {
-                *s = self.strings.share(s);
+                *s = self.strings.share(k, s);
             }
         }
     }
@@ -2291,6 +2347,44 @@ pub(crate) fn sample_case_states() -> Vec<Case> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Values that repeat are shared between cases; values that are all different stop
+    /// going through the interner after a window, so its set does not grow with the cases.
+    #[test]
+    fn only_repeating_values_are_shared() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let config =
+            crate::config::Config::load(&root.join("config/redlight.toml")).expect("config");
+        let mut engine = config.build_engine().expect("engine");
+        let mut alerts = Vec::new();
+        let n = 5_000;
+        for i in 0..n {
+            let line = format!(
+                r#"{{"specversion":"1.0","id":"e{i}","source":"/t","type":"approval.accepted","time":"2026-11-02T09:00:00+08:00","subject":"C{i}","data":{{"kind":"promised","promised_workdays":5,"department":"D{}","certificate_no":"XK-{i:07}"}}}}"#,
+                i % 3
+            );
+            let ev = crate::event::Event::parse(line.as_bytes()).expect("event");
+            engine.apply(&ev, &mut alerts).expect("applied");
+        }
+        let value = |case: &str, key: &str| match engine.case(case).and_then(|c| c.get(key)) {
+            Some(Datum::Str(s)) => s.clone(),
+            other => panic!("{case} {key}: {other:?}"),
+        };
+        // Every value is kept as given.
+        assert_eq!(&*value("C4321", "certificate_no"), "XK-0004321");
+        assert_eq!(&*value("C4321", "department"), "D1");
+        // The departments are one copy each, early and late.
+        assert!(Arc::ptr_eq(
+            &value("C3", "department"),
+            &value("C4998", "department")
+        ));
+        // The certificate numbers of the first window only were interned.
+        let interned = engine.core.strings.strings.set.len();
+        assert!(
+            interned < SHARE_WINDOW as usize + 10,
+            "{interned} strings interned for {n} cases"
+        );
+    }
 
     /// `Engine::prefetch` computes where the case map keeps a slot without reading it,
     /// from hashbrown's layout. If an upgrade changes that layout the hints go astray
