@@ -645,9 +645,16 @@ const SHARE_WINDOW: u32 = 1024;
 /// values is not shared for this many values; then it is tried again (values change: a key
 /// may start repeating).
 const SHARE_SKIP: u32 = 63 * SHARE_WINDOW;
+/// Data keys judged at a time (see [`Values::share`]).
+const SHARE_KEYS: usize = 4096;
 
 impl Values {
     fn share(&mut self, key: &str, s: &str) -> Arc<str> {
+        if self.by_key.len() >= SHARE_KEYS && !self.by_key.contains_key(key) {
+            // Events with ever new keys must not grow this without bound: start afresh
+            // (each key is judged again, from its next window).
+            self.by_key.clear();
+        }
         let w = match self.by_key.get_mut(key) {
             Some(w) => w,
             None => self.by_key.entry(Arc::from(key)).or_default(),
@@ -2384,6 +2391,31 @@ mod tests {
             interned < SHARE_WINDOW as usize + 10,
             "{interned} strings interned for {n} cases"
         );
+    }
+
+    /// Events whose data keys are ever new do not grow the record of how sharing each
+    /// key's values goes without bound.
+    #[test]
+    fn ever_new_data_keys_are_judged_in_a_bounded_record() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let config =
+            crate::config::Config::load(&root.join("config/redlight.toml")).expect("config");
+        let mut engine = config.build_engine().expect("engine");
+        let mut alerts = Vec::new();
+        for i in 0..SHARE_KEYS + 100 {
+            let line = format!(
+                r#"{{"specversion":"1.0","id":"e{i}","source":"/t","type":"approval.accepted","time":"2026-11-02T09:00:00+08:00","subject":"C{i}","data":{{"kind":"promised","promised_workdays":5,"note_{i}":"x"}}}}"#
+            );
+            let ev = crate::event::Event::parse(line.as_bytes()).expect("event");
+            engine.apply(&ev, &mut alerts).expect("applied");
+        }
+        let judged = engine.core.strings.by_key.len();
+        assert!(judged <= SHARE_KEYS, "{judged} keys judged");
+        let last = format!("note_{}", SHARE_KEYS + 99);
+        let kept = engine
+            .case(&format!("C{}", SHARE_KEYS + 99))
+            .and_then(|c| c.get(&last));
+        assert!(matches!(kept, Some(Datum::Str(s)) if &**s == "x"));
     }
 
     /// `Engine::prefetch` computes where the case map keeps a slot without reading it,
