@@ -2355,14 +2355,19 @@ pub(crate) fn sample_case_states() -> Vec<Case> {
 mod tests {
     use super::*;
 
+    /// An engine on the shipped configuration.
+    fn shipped_engine() -> Engine {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let config =
+            crate::config::Config::load(&root.join("config/redlight.toml")).expect("config");
+        config.build_engine().expect("engine")
+    }
+
     /// Values that repeat are shared between cases; values that are all different stop
     /// going through the interner after a window, so its set does not grow with the cases.
     #[test]
     fn only_repeating_values_are_shared() {
-        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-        let config =
-            crate::config::Config::load(&root.join("config/redlight.toml")).expect("config");
-        let mut engine = config.build_engine().expect("engine");
+        let mut engine = shipped_engine();
         let mut alerts = Vec::new();
         let n = 5_000;
         for i in 0..n {
@@ -2397,10 +2402,7 @@ mod tests {
     /// key's values goes without bound.
     #[test]
     fn ever_new_data_keys_are_judged_in_a_bounded_record() {
-        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-        let config =
-            crate::config::Config::load(&root.join("config/redlight.toml")).expect("config");
-        let mut engine = config.build_engine().expect("engine");
+        let mut engine = shipped_engine();
         let mut alerts = Vec::new();
         for i in 0..SHARE_KEYS + 100 {
             let line = format!(
@@ -2423,10 +2425,7 @@ mod tests {
     /// (nothing else: they are hints) and the engine is slower; this says so.
     #[test]
     fn the_case_map_is_laid_out_as_prefetch_expects() {
-        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-        let config =
-            crate::config::Config::load(&root.join("config/redlight.toml")).expect("config");
-        let mut engine = config.build_engine().expect("engine");
+        let mut engine = shipped_engine();
         for n in 0..2_000 {
             engine.restore(Case::new(Arc::from(format!("CASE-{n}")), 0));
         }
