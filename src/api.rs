@@ -282,6 +282,10 @@ impl LiteClock {
     fn active(&self) -> bool {
         self.stopped.is_none()
     }
+    /// As [`crate::engine::Clock::deadline_pending`].
+    fn deadline_pending(&self) -> bool {
+        self.active() && self.since.is_some() && self.deadline.is_none()
+    }
     fn light(&self) -> Light {
         if !self.active() {
             Light::Green
@@ -734,7 +738,7 @@ fn judge(
             mark(c.rule, light);
             // A running clock without a deadline waits for next year's calendar data: no
             // instant to sort by or show, so it goes after the ones with a deadline.
-            let pending = c.since.is_some() && c.deadline.is_none();
+            let pending = c.deadline_pending();
             let deadline = if pending {
                 DEADLINE_PENDING
             } else {

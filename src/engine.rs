@@ -512,7 +512,10 @@ pub struct Engine {
 /// reads no other memory, where an `Arc<str>` key costs a cache miss on every lookup. A
 /// `HashTable` rather than a `HashMap` so that [`Engine::prefetch`] can find the slot an id
 /// hashes to without reading it.
-type CaseMap = hashbrown::HashTable<(CompactString, Box<Case>)>;
+type CaseMap = hashbrown::HashTable<Slot>;
+
+/// An entry of the case map.
+type Slot = (CompactString, Box<Case>);
 
 /// The case map's hash of a case id.
 #[inline]
@@ -522,7 +525,7 @@ fn key_hash(id: &str) -> u64 {
 }
 
 /// The case map's hasher, for when it grows.
-fn slot_hash(slot: &(CompactString, Box<Case>)) -> u64 {
+fn slot_hash(slot: &Slot) -> u64 {
     key_hash(slot.0.as_str())
 }
 
@@ -561,6 +564,12 @@ fn prefetch_bytes(addr: usize, len: usize) {
         prefetch_line(line);
         line += 64;
     }
+}
+
+/// Hints for every cache line of the slice's elements.
+#[inline(always)]
+fn prefetch_slice<T>(items: &[T]) {
+    prefetch_bytes(items.as_ptr() as usize, std::mem::size_of_val(items));
 }
 
 /// Everything of the engine but its cases.
@@ -885,25 +894,13 @@ impl Engine {
     /// ids and clocks where they are allocations of their own. Only hints: no result
     /// depends on it, and a driver that never calls it gets the same alerts, later.
     pub fn prefetch<'a>(&self, ahead: impl Fn(usize) -> Option<&'a str>) {
-        if let Some(id) = ahead(PREFETCH_DATA)
-            && let Some((_, case)) = self.cases.find(key_hash(id), |(k, _)| k == id)
-        {
-            let heap = |ptr: *const u8, bytes: usize| prefetch_bytes(ptr as usize, bytes);
-            heap(
-                case.data.as_ptr().cast(),
-                std::mem::size_of_val(case.data.as_slice()),
-            );
+        if let Some(case) = ahead(PREFETCH_DATA).and_then(|id| self.case(id)) {
+            prefetch_slice(&case.data);
             if case.seen.spilled() {
-                heap(
-                    case.seen.as_ptr().cast(),
-                    std::mem::size_of_val(&case.seen[..]),
-                );
+                prefetch_slice(&case.seen);
             }
             if case.clocks.spilled() {
-                heap(
-                    case.clocks.as_ptr().cast(),
-                    std::mem::size_of_val(&case.clocks[..]),
-                );
+                prefetch_slice(&case.clocks);
             }
         }
         let mut ctrl = None;
@@ -928,7 +925,7 @@ impl Engine {
             if let Some(ctrl) = ctrl {
                 let (group, slot) = self.probe_start(ctrl, key_hash(id));
                 prefetch_bytes(group, 16);
-                prefetch_bytes(slot, std::mem::size_of::<(CompactString, Box<Case>)>());
+                prefetch_bytes(slot, std::mem::size_of::<Slot>());
             }
         }
     }
@@ -939,14 +936,14 @@ impl Engine {
     /// happens (the test `the_case_map_is_laid_out_as_prefetch_expects` says so).
     fn ctrl_addr(&self, index: usize) -> Option<usize> {
         let slot = self.cases.get_bucket(index)?;
-        let size = std::mem::size_of::<(CompactString, Box<Case>)>();
+        let size = std::mem::size_of::<Slot>();
         Some(slot as *const _ as usize + (index + 1) * size)
     }
 
     /// The addresses of the control bytes and of the slot where hashbrown's probe for
     /// `hash` starts: position `hash mod buckets`.
     fn probe_start(&self, ctrl: usize, hash: u64) -> (usize, usize) {
-        let size = std::mem::size_of::<(CompactString, Box<Case>)>();
+        let size = std::mem::size_of::<Slot>();
         let pos = hash as usize & (self.cases.num_buckets() - 1);
         (ctrl + pos, ctrl - (pos + 1) * size)
     }
@@ -2443,7 +2440,7 @@ mod tests {
         // slots) most keys sit in the first slot their probe reads, and nearly all within
         // its first group of 16 slots.
         let ctrl = ctrls[0];
-        let size = std::mem::size_of::<(CompactString, Box<Case>)>();
+        let size = std::mem::size_of::<Slot>();
         let (mut home, mut near) = (0, 0);
         for n in 0..2_000 {
             let id = format!("CASE-{n}");
