@@ -21,7 +21,7 @@ use crate::config::Config;
 use crate::engine::{Applied, Case, Engine};
 use crate::event::Event;
 use crate::metrics::Metrics;
-use crate::store::{CaseChanges, Store, WriteBatch};
+use crate::store::{Store, WriteBatch};
 use anyhow::Context as _;
 use rdkafka::ClientContext;
 use rdkafka::config::ClientConfig;
@@ -350,7 +350,6 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         metrics,
         partitions: BTreeMap::new(),
         ledger: Vec::new(),
-        cases: CaseChanges::default(),
         rules,
         calendar,
         writer,
@@ -387,8 +386,6 @@ struct Loop<'c> {
     partitions: BTreeMap<Slot, PartitionState>,
     /// Scorecard rows of the events applied since the last persist (see `src/scorecard.rs`).
     ledger: Vec<(i64, String, String, Vec<u8>)>,
-    /// The cases changed since the last persist, encoded (see [`encode_changed`]).
-    cases: CaseChanges,
     /// The rules and calendar, loaded once at start: a pack edited on disk while the daemon
     /// runs must not reach some partitions and not others (or stop it at a rebalance).
     rules: Arc<crate::rules::RuleSet>,
@@ -907,12 +904,12 @@ impl Loop<'_> {
             self.metrics
                 .engine_apply_seconds
                 .observe(t1.elapsed().as_secs_f64());
-            // The cases the timers and the event changed, encoded while they are in the
-            // processor's cache (with their scorecard rows: a backlog may forget a case
-            // before the batch is written).
-            encode_changed(&slot, p, &mut self.cases, &mut self.ledger)?;
             match applied {
                 Ok(applied) => {
+                    // Recorded now: a backlog may forget the case before the batch is written.
+                    if let Some(case) = p.engine.case(&ev.subject) {
+                        crate::scorecard::ledger_rows(case, p.engine.rules(), &mut self.ledger);
+                    }
                     self.metrics
                         .events_consumed
                         .with_label_values(&[slot.0.as_str(), ev.kind.as_str()])
@@ -1090,17 +1087,23 @@ impl Loop<'_> {
     /// One store transaction, handed to the writer: changed cases, alerts, and the offsets
     /// of `touched` partitions; the offsets go to Kafka once it is durable.
     fn persist(&mut self, alerts: Vec<Alert>, touched: &HashSet<Slot>) -> anyhow::Result<()> {
-        for (slot, p) in self.partitions.iter_mut() {
-            // What the timers changed since the last event (a catch-up, the wall clock).
-            encode_changed(slot, p, &mut self.cases, &mut self.ledger)?;
-        }
         let mut batch = WriteBatch {
             ledger: std::mem::take(&mut self.ledger),
-            cases: std::mem::replace(&mut self.cases, self.writer.case_buffer()),
+            cases: self.writer.case_buffer(),
             ..WriteBatch::default()
         };
         let mut cases = 0usize;
-        for ((topic, partition), p) in &self.partitions {
+        for ((topic, partition), p) in self.partitions.iter_mut() {
+            for id in p.engine.take_changed() {
+                match p.engine.case(&id) {
+                    Some(case) => {
+                        // What the scorecard counts, kept after the case is forgotten.
+                        crate::scorecard::ledger_rows(case, p.engine.rules(), &mut batch.ledger);
+                        batch.cases.put(topic, *partition, case)?;
+                    }
+                    None => batch.cases.forget(topic, *partition, &id),
+                }
+            }
             cases += p.engine.case_count();
             if touched.contains(&(topic.clone(), *partition))
                 && let Some(next) = p.next_offset
@@ -1138,30 +1141,6 @@ impl Loop<'_> {
         // Kafka from there, after the commit.
         self.writer.submit(batch, engine_time)
     }
-}
-
-/// Encodes the cases of `slot` changed since the last call into `out` (the next batch's
-/// journal row), with their scorecard rows: called right after each event, while the cases
-/// it and the timers before it changed are in the processor's cache. A case changed again
-/// later in the batch is encoded again; the store keeps its last entry.
-fn encode_changed(
-    slot: &Slot,
-    p: &mut PartitionState,
-    out: &mut CaseChanges,
-    ledger: &mut Vec<(i64, String, String, Vec<u8>)>,
-) -> anyhow::Result<()> {
-    let (topic, partition) = (slot.0.as_str(), slot.1);
-    p.engine.drain_changed(|id, case, rules| {
-        match case {
-            Some(case) => {
-                // What the scorecard counts, kept after the case is forgotten.
-                crate::scorecard::ledger_rows(case, rules, ledger);
-                out.put(topic, partition, case)?;
-            }
-            None => out.forget(topic, partition, id),
-        }
-        Ok(())
-    })
 }
 
 /// Parses a batch's messages, the second half on a helper thread while this one parses

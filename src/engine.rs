@@ -589,10 +589,8 @@ struct Core {
     /// Interned string values of case data: departments, items, handlers.
     strings: Values,
     stats: Stats,
-    /// Cases changed since the last [`Engine::take_changed`] or [`Engine::drain_changed`],
-    /// when the owner persists them: in the order they changed, a case again each time it
-    /// changed after another one did.
-    changed: Option<Vec<Arc<str>>>,
+    /// Cases changed since the last [`Engine::take_changed`], when the owner persists them.
+    changed: Option<FxHashSet<Arc<str>>>,
     /// How many days past an event a clock computation can reach (see [`horizon_days`]):
     /// events further than this from the calendar's edges cannot fail, so `apply` needs no
     /// copy of the case to roll back.
@@ -728,54 +726,19 @@ impl Engine {
 
     /// Starts recording which cases change, for an owner that persists them.
     pub fn track_changes(&mut self) {
-        self.core.changed.get_or_insert_with(Vec::new);
+        self.core.changed.get_or_insert_with(FxHashSet::default);
     }
 
-    /// The ids of the cases changed (or forgotten) since the last call, sorted, each once.
+    /// The ids of the cases changed (or forgotten) since the last call, sorted.
     pub fn take_changed(&mut self) -> Vec<Arc<str>> {
         let mut v: Vec<Arc<str>> = self
             .core
             .changed
             .as_mut()
-            .map(std::mem::take)
+            .map(|c| c.drain().collect())
             .unwrap_or_default();
         v.sort_unstable();
-        v.dedup();
         v
-    }
-
-    /// Visits the cases changed since the last call, as they are now (`None`: forgotten,
-    /// with the engine's rules), in the order they changed; a case that changed again after another one did comes
-    /// again, and its last visit has its state. For an owner that encodes each changed case
-    /// right after the event that changed it, while the case is still in the processor's
-    /// cache: the daemon after each event (a batch's thousands of cases, found again and
-    /// encoded at its end, were a cache miss each). Stops at the first error: the case it
-    /// was for and the ones after it are visited again by the next call.
-    pub fn drain_changed<E>(
-        &mut self,
-        mut visit: impl FnMut(&Arc<str>, Option<&Case>, &RuleSet) -> Result<(), E>,
-    ) -> Result<(), E> {
-        let Some(changed) = self.core.changed.as_mut() else {
-            return Ok(());
-        };
-        if changed.is_empty() {
-            return Ok(());
-        }
-        let mut ids = std::mem::take(changed);
-        let mut result = Ok(());
-        let mut done = ids.len();
-        for (i, id) in ids.iter().enumerate() {
-            if let Err(e) = visit(id, self.case(id), &self.core.rules) {
-                (result, done) = (Err(e), i);
-                break;
-            }
-        }
-        ids.drain(..done);
-        // The vector goes back (for the next event's changes, with its room).
-        if let Some(changed) = self.core.changed.as_mut() {
-            *changed = ids;
-        }
-        result
     }
 
     pub fn rules(&self) -> &RuleSet {
@@ -1036,10 +999,8 @@ impl Engine {
 
 impl Core {
     fn mark_changed(&mut self, id: &Arc<str>) {
-        if let Some(c) = &mut self.changed
-            && !c.last().is_some_and(|last| Arc::ptr_eq(last, id))
-        {
-            c.push(id.clone());
+        if let Some(c) = &mut self.changed {
+            c.insert(id.clone());
         }
     }
 
@@ -2454,83 +2415,6 @@ mod tests {
             .case(&format!("C{}", SHARE_KEYS + 99))
             .and_then(|c| c.get(&last));
         assert!(matches!(kept, Some(Datum::Str(s)) if &**s == "x"));
-    }
-
-    /// What an owner that persists cases is told: each case changed, in the order they
-    /// changed, as it is when asked; a case changed twice in a row once, a case changed
-    /// again after another one again; nothing twice.
-    #[test]
-    fn changed_cases_are_visited_in_the_order_they_changed_as_they_are_now() {
-        let mut engine = shipped_engine();
-        engine.track_changes();
-        let mut alerts = Vec::new();
-        let mut n = 0;
-        let mut event = |engine: &mut Engine, case: &str| {
-            n += 1;
-            let line = format!(
-                r#"{{"specversion":"1.0","id":"e{n}","source":"/t","type":"approval.accepted","time":"2026-11-02T09:{n:02}:00+08:00","subject":"{case}","data":{{"kind":"promised","promised_workdays":5}}}}"#
-            );
-            let ev = crate::event::Event::parse(line.as_bytes()).expect("event");
-            engine.apply(&ev, &mut alerts).expect("applied");
-        };
-        let visited = |engine: &mut Engine| {
-            let mut seen = Vec::new();
-            engine
-                .drain_changed(|id, case, _| {
-                    seen.push((id.to_string(), case.map(|c| c.seen.len())));
-                    Ok::<(), ()>(())
-                })
-                .expect("no error");
-            seen
-        };
-        event(&mut engine, "B");
-        event(&mut engine, "A");
-        let seen = visited(&mut engine);
-        assert_eq!(seen, [("B".into(), Some(1)), ("A".into(), Some(1))]);
-        assert!(visited(&mut engine).is_empty(), "nothing twice");
-        // Twice in a row: once, as it is now (two events).
-        event(&mut engine, "A");
-        event(&mut engine, "A");
-        assert_eq!(visited(&mut engine), [("A".into(), Some(3))]);
-        // Again after another one: again, each visit as it is now.
-        event(&mut engine, "A");
-        event(&mut engine, "B");
-        event(&mut engine, "A");
-        assert_eq!(
-            visited(&mut engine),
-            [
-                ("A".into(), Some(5)),
-                ("B".into(), Some(2)),
-                ("A".into(), Some(5))
-            ]
-        );
-        // An error stops the visits; the next call starts from the case it was for.
-        event(&mut engine, "C");
-        event(&mut engine, "D");
-        event(&mut engine, "E");
-        let mut first = Vec::new();
-        let r = engine.drain_changed(|id, _, _| {
-            first.push(id.to_string());
-            if &**id == "D" {
-                Err("full disk")
-            } else {
-                Ok(())
-            }
-        });
-        assert_eq!((r, first), (Err("full disk"), vec!["C".into(), "D".into()]));
-        let again: Vec<String> = visited(&mut engine).into_iter().map(|v| v.0).collect();
-        assert_eq!(again, ["D", "E"]);
-        // `take_changed` gives them sorted, each once.
-        event(&mut engine, "E");
-        event(&mut engine, "C");
-        event(&mut engine, "E");
-        let ids: Vec<String> = engine
-            .take_changed()
-            .iter()
-            .map(|i| i.to_string())
-            .collect();
-        assert_eq!(ids, ["C", "E"]);
-        assert!(visited(&mut engine).is_empty());
     }
 
     /// `Engine::prefetch` computes where the case map keeps a slot without reading it,
