@@ -82,7 +82,7 @@ fn main() {
     let (first, done) = wait_durable(port, n, &mut daemon.0);
     let daemon_s = (done - first).as_secs_f64();
     // How much firing the run held: the events' 30 days and the calendar decide how many
-    // deadlines fall inside them, so it moves with the hour the bench runs at (the journal
+    // deadlines fall inside them, so it moves with the hour the bench runs at (the store
     // got 962,000 alerts in one run and 1,184,000 two hours later). Compare runs with it.
     let alerts = http_get(port, "/metrics")
         .filter(|(status, _)| *status == 200)
