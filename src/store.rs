@@ -833,7 +833,7 @@ impl CheckpointJob {
         // The alerts' index, entry by entry into a B-tree: about a third of a checkpoint's
         // time in the daemon benchmark (15–44% of each), logged as a phase of its own.
         let index_started = std::time::Instant::now();
-        let (indexed, index_ms, commit_ms);
+        let (indexed, commit_ms);
         let next = {
             let mut index: Vec<(&str, u64)> = generations
                 .iter()
@@ -868,7 +868,7 @@ impl CheckpointJob {
                 .map_err(|e| self.err(e))?;
             next
         };
-        index_ms = index_started.elapsed().as_millis() as u64;
+        let index_ms = index_started.elapsed().as_millis() as u64;
         let commit_started = std::time::Instant::now();
         tx.commit().map_err(|e| self.err(e))?;
         commit_ms = commit_started.elapsed().as_millis() as u64;
