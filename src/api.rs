@@ -6,10 +6,11 @@
 //! into a slim [`CaseLite`] of what the views need (department, item and handler of the
 //! merged data; clocks, violations and duties; the rest of the stored case skipped unread),
 //! filtered while iterating, and paged with an
-//! opaque cursor, so the cost of a page is the rows scanned to fill it. The board and the
-//! `redlight_open_cases` gauges share one [`Snapshot`] of the whole store, recomputed at
-//! most every `board.cache_seconds` (and, for a large store, at most every ten times the
-//! last recomputation took), one recomputation at a time.
+//! opaque cursor, so the cost of a page is the rows scanned to fill it. The board's counts
+//! are one [`Snapshot`] of the whole store, recomputed at most every `board.cache_seconds`
+//! (and, for a large store, at most every ten times the last recomputation took), one
+//! recomputation at a time. The `redlight_open_cases` gauges are set from the counts the
+//! consumer loop keeps ([`crate::open_counts`]), judged as the board judges a case.
 
 use crate::alert::{Alert, format_instant};
 use crate::calendar::Calendar;
@@ -719,11 +720,17 @@ fn judge(
     violations: &[LiteViolation],
     duties: &[LiteDuty],
 ) -> Judged {
-    let mut rules: Vec<(u16, Light)> = Vec::new();
-    let mut mark = |rule: u16, light: Light| match rules.iter_mut().find(|(r, _)| *r == rule) {
-        Some((_, l)) => *l = (*l).max(light),
-        None => rules.push((rule, light)),
-    };
+    // The rules' lights as the open-case gauges count them (src/open_counts.rs).
+    let rules = crate::open_counts::rule_lights(
+        withdrawn,
+        clocks
+            .iter()
+            .filter(|c| c.active())
+            .map(|c| (c.rule, c.light())),
+        violations.iter().filter(|v| !v.resolved).map(|v| v.rule),
+        duties.iter().map(|d| (d.rule, !d.missing.is_empty())),
+    )
+    .into_vec();
     let mut red: Option<(Cause, u16, i64)> = None;
     let mut yellow: Option<(Cause, u16, i64)> = None;
     let earlier = |slot: &mut Option<(Cause, u16, i64)>, c: (Cause, u16, i64)| {
@@ -735,7 +742,6 @@ fn judge(
     if !withdrawn {
         for c in clocks.iter().filter(|c| c.active()) {
             let light = c.light();
-            mark(c.rule, light);
             // A running clock without a deadline waits for next year's calendar data: no
             // instant to sort by or show, so it goes after the ones with a deadline.
             let pending = c.deadline_pending();
@@ -754,19 +760,14 @@ fn judge(
             }
         }
         for v in violations.iter().filter(|v| !v.resolved) {
-            mark(v.rule, Light::Red);
             earlier(&mut red, (Cause::Violation, v.rule, v.at));
         }
         for d in duties {
-            let mut light = Light::Green;
             for (_, due) in &d.missing {
-                light = Light::Red;
                 earlier(&mut red, (Cause::Missing, d.rule, *due));
             }
-            mark(d.rule, light);
         }
     }
-    rules.sort_unstable_by_key(|r| r.0);
     let light = rules.iter().map(|r| r.1).max().unwrap_or(Light::Green);
     let urgent = match light {
         Light::Red => red,
@@ -858,8 +859,6 @@ pub struct Snapshot {
     pub totals: Counts,
     /// Open cases per department by overall light.
     pub departments: BTreeMap<String, Counts>,
-    /// Open cases per (light, department, rule index).
-    pub by_rule: HashMap<(Light, Arc<str>, u16), i64>,
     /// The most overdue red cases (earliest instant first), at most `board.list_max`.
     pub red: Vec<Listed>,
     /// The yellow cases with the least time left, at most `board.list_max`.
@@ -910,9 +909,6 @@ fn scan_snapshot(store: &crate::store::Store, view: &View) -> Result<Snapshot, A
     let started = Instant::now();
     let mut totals = Counts::default();
     let mut departments: BTreeMap<String, Counts> = BTreeMap::new();
-    let mut by_rule: HashMap<(Light, Arc<str>, u16), i64> = HashMap::new();
-    // Departments interned: a million cases share a few dozen names.
-    let mut names: HashMap<String, Arc<str>> = HashMap::new();
     let (mut scanned, mut unreadable) = (0u64, 0u64);
     let max = view.board.list_max;
     let mut red = Smallest::new(max);
@@ -938,17 +934,6 @@ fn scan_snapshot(store: &crate::store::Store, view: &View) -> Result<Snapshot, A
                     departments.insert(dept.to_string(), c);
                 }
             }
-            let name = match names.get(dept) {
-                Some(n) => n.clone(),
-                None => {
-                    let n: Arc<str> = Arc::from(dept);
-                    names.insert(dept.to_string(), n.clone());
-                    n
-                }
-            };
-            for (rule, light) in &j.rules {
-                *by_rule.entry((*light, name.clone(), *rule)).or_insert(0) += 1;
-            }
             if let Some((cause, rule, at)) = j.urgent {
                 let build = || listed(view, &case, j.light, cause, rule, at);
                 match j.light {
@@ -968,7 +953,6 @@ fn scan_snapshot(store: &crate::store::Store, view: &View) -> Result<Snapshot, A
         unreadable,
         totals,
         departments,
-        by_rule,
         red: red.done(),
         yellow: yellow.done(),
     })
@@ -1055,52 +1039,10 @@ async fn recount(shared: &Arc<Shared>) -> Result<Arc<Snapshot>, ApiError> {
     let view = &shared.view;
     let s2 = shared.clone();
     let snap = Arc::new(blocking(move || scan_snapshot(&s2.store, &s2.view)).await?);
-    let m = &shared.metrics;
-    m.view_refresh_seconds.observe(snap.took.as_secs_f64());
-    // The departments with the most open cases keep their own label; the rest are summed
-    // under OTHER_DEPARTMENT (`board.metric_departments`).
-    let mut ranked: Vec<(&String, u64)> = snap
-        .departments
-        .iter()
-        .map(|(d, c)| (d, c.total()))
-        .collect();
-    ranked.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(b.0)));
-    let labelled: std::collections::HashSet<&str> = ranked
-        .iter()
-        .take(view.board.metric_departments)
-        .map(|(d, _)| d.as_str())
-        .collect();
-    let label = |dept: &str| -> String {
-        if labelled.contains(dept) {
-            dept.to_string()
-        } else {
-            OTHER_DEPARTMENT.to_string()
-        }
-    };
-    let mut by_rule: BTreeMap<(&'static str, String, String), i64> = BTreeMap::new();
-    for ((light, dept, rule), n) in &snap.by_rule {
-        *by_rule
-            .entry((light_str(*light), label(dept), view.rule_id(*rule)))
-            .or_insert(0) += *n;
-    }
-    let mut lights: BTreeMap<(&'static str, String), i64> = BTreeMap::new();
-    for (dept, c) in &snap.departments {
-        for (light, n) in [("red", c.red), ("yellow", c.yellow), ("green", c.green)] {
-            *lights.entry((light, label(dept))).or_insert(0) += n as i64;
-        }
-    }
-    m.open_cases.reset();
-    for ((light, dept, rule), n) in &by_rule {
-        m.open_cases
-            .with_label_values(&[light, dept.as_str(), rule.as_str()])
-            .set(*n);
-    }
-    m.case_lights.reset();
-    for ((light, dept), n) in &lights {
-        m.case_lights
-            .with_label_values(&[light, dept.as_str()])
-            .set(*n);
-    }
+    shared
+        .metrics
+        .view_refresh_seconds
+        .observe(snap.took.as_secs_f64());
     tracing::debug!(
         cases = snap.scanned,
         open = snap.totals.total(),
@@ -1660,26 +1602,62 @@ fn recount_in_background(shared: &Arc<Shared>) {
     });
 }
 
-/// Before `/metrics` renders: refreshes the open-case gauges when they are stale, the way
-/// the board does (a quick recount inline; one slower than a second in the background while
-/// the last counts are served). The first recount after start runs in the background: its
-/// cost is not known yet, and over a million cases it takes longer than Prometheus waits
-/// for a scrape. So right after a start the gauges are absent for a moment, and until the
-/// partitions are restored.
-pub async fn refresh_gauges(s: &Arc<Shared>) {
-    // Not before partitions are restored: a recount of a large store would compete with
-    // the restore for the cores and delay readiness (an instance without partitions has
-    // nothing of its own to count).
-    if s.assigned.lock().map(|a| a.is_empty()).unwrap_or(true) {
+/// Before `/metrics` renders: sets the open-case gauges from the counts the consumer loop
+/// keeps as cases change ([`crate::open_counts`]); nothing is read from the store. The
+/// departments with the most open cases keep their own label; the rest are summed under
+/// [`OTHER_DEPARTMENT`] (`board.metric_departments`).
+pub fn refresh_gauges(s: &Shared) {
+    let view = &s.view;
+    let m = &s.metrics;
+    let Ok(totals) = s.open.lock() else {
         return;
+    };
+    let mut per_department: HashMap<&str, i64> = HashMap::new();
+    for (class, n) in totals.classes() {
+        *per_department.entry(class.department.as_str()).or_insert(0) += n;
     }
-    let counted = s.view.snapshot.lock().ok().is_some_and(|g| g.is_some());
-    if !counted {
-        recount_in_background(s);
-        return;
+    let mut ranked: Vec<(&str, i64)> = per_department.into_iter().collect();
+    ranked.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(b.0)));
+    let labelled: std::collections::HashSet<&str> = ranked
+        .iter()
+        .take(view.board.metric_departments)
+        .map(|(d, _)| *d)
+        .collect();
+    let label = |dept: &str| -> String {
+        if labelled.contains(dept) {
+            dept.to_string()
+        } else {
+            OTHER_DEPARTMENT.to_string()
+        }
+    };
+    let mut by_rule: BTreeMap<(&'static str, String, String), i64> = BTreeMap::new();
+    let mut lights: BTreeMap<(&'static str, String), i64> = BTreeMap::new();
+    for (dept, _) in &ranked {
+        for light in ["red", "yellow", "green"] {
+            lights.entry((light, label(dept))).or_insert(0);
+        }
     }
-    if let Err(e) = snapshot(s).await {
-        tracing::warn!(error = %e.message, "open-case gauges not refreshed");
+    for (class, n) in totals.classes() {
+        let dept = label(&class.department);
+        for (rule, light) in &class.rules {
+            *by_rule
+                .entry((light_str(*light), dept.clone(), view.rule_id(*rule)))
+                .or_insert(0) += n;
+        }
+        *lights.entry((light_str(class.light()), dept)).or_insert(0) += n;
+    }
+    drop(totals);
+    m.open_cases.reset();
+    for ((light, dept, rule), n) in &by_rule {
+        m.open_cases
+            .with_label_values(&[light, dept.as_str(), rule.as_str()])
+            .set(*n);
+    }
+    m.case_lights.reset();
+    for ((light, dept), n) in &lights {
+        m.case_lights
+            .with_label_values(&[light, dept.as_str()])
+            .set(*n);
     }
 }
 

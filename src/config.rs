@@ -262,9 +262,10 @@ pub struct BoardConfig {
     /// The page reloads itself this often (seconds).
     #[serde(default = "default_board_refresh")]
     pub refresh_seconds: u32,
-    /// The counts behind the board and the `redlight_open_cases` metrics are recomputed from
-    /// the store at most this often (seconds; with a large store, at most every ten times
-    /// the last recomputation took).
+    /// The counts behind the board are recomputed from the store at most this often
+    /// (seconds; with a large store, at most every ten times the last recomputation took).
+    /// The `redlight_open_cases` gauges are not: the consumer loop counts them as cases
+    /// change (`src/open_counts.rs`).
     #[serde(default = "default_board_cache")]
     pub cache_seconds: u32,
     /// At most this many red and this many yellow cases are listed (most urgent first).

@@ -54,6 +54,9 @@ pub struct Shared {
     pub tz: chrono_tz::Tz,
     /// The rules, calendar and settings the API and the board read the store with.
     pub view: crate::api::View,
+    /// The open cases of the partitions held, per class, as the consumer loop counts them
+    /// (the open-case gauges: `src/open_counts.rs`).
+    pub open: Mutex<crate::open_counts::Totals>,
 }
 
 /// The consumer's context: applies stored offsets on assignment and tells the loop.
@@ -185,6 +188,9 @@ impl Ctx {
 /// One partition's engine and where it stands in the log.
 struct PartitionState {
     engine: Engine,
+    /// Its open cases per class (what the cases' tags say), taken off the totals when the
+    /// partition is revoked.
+    open: crate::open_counts::Counts,
     /// The next offset to consume (all below are durable).
     next_offset: Option<u64>,
     /// The partition's high watermark as last seen; `None` when unknown.
@@ -238,6 +244,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
             Arc::new(template.rules().clone()),
             Arc::new(template.calendar().clone()),
         ),
+        open: Mutex::new(crate::open_counts::Totals::default()),
     });
     let rules = Arc::new(template.rules().clone());
     let calendar = Arc::new(template.calendar().clone());
@@ -355,6 +362,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         writer,
         preload: Some(preload),
         preloaded: BTreeMap::new(),
+        classifier: crate::open_counts::Classifier::default(),
     };
     let result = lp.run(shutdown, notify).await;
     lp.finish();
@@ -397,6 +405,8 @@ struct Loop<'c> {
     preload: Option<std::thread::JoinHandle<anyhow::Result<Vec<Restored>>>>,
     /// The preload's partitions, until the first assignment takes what it needs.
     preloaded: BTreeMap<Slot, Restored>,
+    /// Judges the cases persisted for the open-case gauges (`src/open_counts.rs`).
+    classifier: crate::open_counts::Classifier,
 }
 
 /// A message that cannot be applied, on its way to the dead-letter topic.
@@ -413,6 +423,9 @@ struct DeadLetter {
 struct Restored {
     slot: Slot,
     engine: Engine,
+    /// Its open cases per class, judged as they were restored, and those classes.
+    open: crate::open_counts::Counts,
+    classifier: crate::open_counts::Classifier,
     cases: usize,
     next_offset: Option<u64>,
     elapsed: Duration,
@@ -478,6 +491,8 @@ fn restore_partition(
     let mut engine = Engine::new(rules.clone(), calendar.clone());
     engine.set_retention_days(retention_days);
     engine.track_changes();
+    let mut classifier = crate::open_counts::Classifier::default();
+    let mut open = crate::open_counts::Counts::default();
     // Reading and decoding on a thread of their own, the engine filled here: a partition
     // restores on two cores instead of one (a topic of one partition holds all the cases).
     const CHUNK: usize = 1024;
@@ -500,6 +515,9 @@ fn restore_partition(
             })
             .context("starting a restore reader thread")?;
         for case in rx.into_iter().flatten() {
+            let class = classifier.judge(&case);
+            case.tag.set(class);
+            open.add(class, 1);
             engine.restore(case);
         }
         match reader.join() {
@@ -514,9 +532,15 @@ fn restore_partition(
         engine.restore_clock(now);
     }
     let next_offset = store.offset(&slot.0, slot.1)?;
+    // A case restore() replaced (none is stored twice) is counted down.
+    for class in engine.take_released() {
+        open.add(class, -1);
+    }
     Ok(Restored {
         slot: slot.clone(),
         engine,
+        open,
+        classifier,
         cases: n,
         next_offset,
         elapsed: started.elapsed(),
@@ -643,7 +667,11 @@ impl Loop<'_> {
                 Change::Assigned(slots) => self.load(slots)?,
                 Change::Revoked(slots) => {
                     for slot in slots {
-                        self.partitions.remove(&slot);
+                        if let Some(p) = self.partitions.remove(&slot)
+                            && let Ok(mut totals) = self.shared.open.lock()
+                        {
+                            totals.apply(&p.open, -1, &self.classifier);
+                        }
                         // Its new owner reports it now (drained above: nothing of ours
                         // for it is pending).
                         let _ = self
@@ -740,10 +768,15 @@ impl Loop<'_> {
                     .with_label_values(&[r.slot.0.as_str(), &r.slot.1.to_string()])
                     .set(i64::try_from(next).unwrap_or(i64::MAX));
             }
+            self.classifier.absorb(r.classifier);
+            if let Ok(mut totals) = self.shared.open.lock() {
+                totals.apply(&r.open, 1, &self.classifier);
+            }
             self.partitions.insert(
                 r.slot,
                 PartitionState {
                     engine: r.engine,
+                    open: r.open,
                     next_offset: r.next_offset,
                     high_watermark,
                     last_message: Instant::now(),
@@ -1093,13 +1126,25 @@ impl Loop<'_> {
             ..WriteBatch::default()
         };
         let mut cases = 0usize;
+        // The open-case gauges' changes (`src/open_counts.rs`).
+        let mut open = crate::open_counts::Counts::default();
         for ((topic, partition), p) in self.partitions.iter_mut() {
+            for class in p.engine.take_released() {
+                open.add(class, -1);
+                p.open.add(class, -1);
+            }
             for id in p.engine.take_changed() {
                 match p.engine.case(&id) {
                     Some(case) => {
                         // What the scorecard counts, kept after the case is forgotten.
                         crate::scorecard::ledger_rows(case, p.engine.rules(), &mut batch.ledger);
                         batch.cases.put(topic, *partition, case)?;
+                        let (was, is) = (case.tag.get(), self.classifier.judge(case));
+                        if was != is {
+                            case.tag.set(is);
+                            open.moved(was, is);
+                            p.open.moved(was, is);
+                        }
                     }
                     None => batch.cases.forget(topic, *partition, &id),
                 }
@@ -1112,6 +1157,11 @@ impl Loop<'_> {
             }
         }
         self.metrics.cases.set(cases as i64);
+        if !open.is_empty()
+            && let Ok(mut totals) = self.shared.open.lock()
+        {
+            totals.apply(&open, 1, &self.classifier);
+        }
         let engine_time = self.engine_time();
         if batch.is_empty() && alerts.is_empty() {
             // Nothing to write (no scorecard record either); the engine time is published

@@ -361,6 +361,44 @@ pub struct Case {
     pub stages: SmallVec<[Stages; 4]>,
     pub violations: Vec<Violation>,
     pub duties: Vec<Duty>,
+    /// What the host counted the case as (the daemon: its open-case gauge class, see
+    /// `src/open_counts.rs`). Not part of its state: never stored, never compared.
+    #[serde(skip)]
+    pub tag: HostTag,
+}
+
+/// A number a host keeps in a case, settable through a shared reference (the daemon sets
+/// it while it persists the cases the engine reports changed), and handed back by
+/// [`Engine::take_released`] when the engine forgets the case. Zero: none. Equal to every
+/// other tag, so that it never makes two cases' states differ.
+#[derive(Default)]
+pub struct HostTag(std::sync::atomic::AtomicU64);
+
+impl HostTag {
+    pub fn get(&self) -> u64 {
+        self.0.load(std::sync::atomic::Ordering::Relaxed)
+    }
+    pub fn set(&self, v: u64) {
+        self.0.store(v, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+impl Clone for HostTag {
+    fn clone(&self) -> HostTag {
+        HostTag(std::sync::atomic::AtomicU64::new(self.get()))
+    }
+}
+
+impl PartialEq for HostTag {
+    fn eq(&self, _: &HostTag) -> bool {
+        true
+    }
+}
+
+impl std::fmt::Debug for HostTag {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.get())
+    }
 }
 
 impl Case {
@@ -377,6 +415,7 @@ impl Case {
             stages: SmallVec::new(),
             violations: Vec::new(),
             duties: Vec::new(),
+            tag: HostTag::default(),
         }
     }
 
@@ -591,6 +630,9 @@ struct Core {
     stats: Stats,
     /// Cases changed since the last [`Engine::take_changed`], when the owner persists them.
     changed: Option<FxHashSet<Arc<str>>>,
+    /// The non-zero [`Case::tag`]s of the cases forgotten since the last
+    /// [`Engine::take_released`].
+    released: Vec<u64>,
     /// How many days past an event a clock computation can reach (see [`horizon_days`]):
     /// events further than this from the calendar's edges cannot fail, so `apply` needs no
     /// copy of the case to roll back.
@@ -712,6 +754,7 @@ impl Engine {
                 strings: Values::default(),
                 stats: Stats::default(),
                 changed: None,
+                released: Vec::new(),
                 horizon_days,
                 scratch: Vec::new(),
             },
@@ -739,6 +782,12 @@ impl Engine {
             .unwrap_or_default();
         v.sort_unstable();
         v
+    }
+
+    /// The non-zero [`Case::tag`]s of the cases forgotten (or replaced by
+    /// [`Engine::restore`]) since the last call.
+    pub fn take_released(&mut self) -> Vec<u64> {
+        std::mem::take(&mut self.core.released)
     }
 
     pub fn rules(&self) -> &RuleSet {
@@ -801,7 +850,10 @@ impl Engine {
             .cases
             .entry(key_hash(&id), |(k, _)| *k == *id, slot_hash)
         {
-            hashbrown::hash_table::Entry::Occupied(mut o) => *o.get_mut() = slot,
+            hashbrown::hash_table::Entry::Occupied(mut o) => {
+                core.release(&o.get().1);
+                *o.get_mut() = slot;
+            }
             hashbrown::hash_table::Entry::Vacant(v) => {
                 v.insert(slot);
             }
@@ -877,7 +929,8 @@ impl Engine {
                     .fire_due(&mut slot.get_mut().1, timer, due, out)
                     .is_some()
                 {
-                    slot.remove();
+                    let ((_, case), _) = slot.remove();
+                    self.core.release(&case);
                 }
             }
         }
@@ -989,7 +1042,8 @@ impl Engine {
             }
             Err((e, drop_case)) => {
                 if drop_case && let Ok(slot) = self.cases.find_entry(key, |(k, _)| k == subject) {
-                    slot.remove();
+                    let ((_, case), _) = slot.remove();
+                    self.core.release(&case);
                 }
                 Err(e)
             }
@@ -998,6 +1052,14 @@ impl Engine {
 }
 
 impl Core {
+    /// Keeps the tag of a case being forgotten for [`Engine::take_released`].
+    fn release(&mut self, case: &Case) {
+        let tag = case.tag.get();
+        if tag != 0 {
+            self.released.push(tag);
+        }
+    }
+
     fn mark_changed(&mut self, id: &Arc<str>) {
         if let Some(c) = &mut self.changed {
             c.insert(id.clone());

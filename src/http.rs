@@ -92,7 +92,7 @@ fn readiness(s: &Shared) -> (Vec<String>, usize) {
 
 async fn metrics(State(s): State<Arc<Shared>>) -> Response {
     s.metrics.ready.set(i64::from(readiness(&s).0.is_empty()));
-    crate::api::refresh_gauges(&s).await;
+    crate::api::refresh_gauges(&s);
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         s.metrics.render(),

@@ -17,6 +17,7 @@
 //! - [`board`]: the red-light board at `/` (server-rendered HTML, in Chinese).
 //! - [`scorecard`]: department scorecards (杭州 Arts. 20–26) from the store's ledger.
 //! - [`metrics`]: the Prometheus metrics.
+//! - [`open_counts`]: the open-case gauges, counted as cases change.
 //! - [`delivery`]: alert delivery — receivers, routing, escalation, the durable outbox, retries,
 //!   dead letters.
 //! - [`formats`]: what receivers are sent (SPEC §4 JSON signed per Standard Webhooks,
@@ -35,6 +36,7 @@ pub mod event;
 pub mod formats;
 pub mod http;
 pub mod metrics;
+pub mod open_counts;
 pub mod rules;
 pub mod scorecard;
 pub mod store;

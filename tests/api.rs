@@ -411,16 +411,7 @@ async fn the_scorecard_grades_departments_and_flags_two_unqualified_years() {
     assert!(r.body.contains("period"));
 
     // The ledger outlives the daemon: after a restart the same card.
-    d.stop();
-    let config = d.dir.join("redlight.toml");
-    let log = d.dir.join("redlight-2.log");
-    d.child = std::process::Command::new(env!("CARGO_BIN_EXE_redlight"))
-        .args(["run", "--config"])
-        .arg(&config)
-        .stderr(std::fs::File::create(&log).expect("log"))
-        .spawn()
-        .expect("restart");
-    d.wait_ready();
+    d.restart("redlight-2.log");
     assert_eq!(
         d.json("/api/v1/scorecard?period=2026Q3")["departments"],
         card["departments"]

@@ -257,3 +257,148 @@ async fn department_labels_are_capped_and_nothing_is_lost() {
         assert_eq!(per_label[dept], open[dept], "{dept} keeps its own count");
     }
 }
+
+type ByRule = std::collections::BTreeMap<(String, String, String), u64>;
+type ByLight = std::collections::BTreeMap<(String, String), u64>;
+
+/// The non-zero open-case gauges: `(light, department, rule)` and `(light, department)`.
+fn open_gauges(d: &Daemon) -> (ByRule, ByLight) {
+    let text = d.get("/metrics").body;
+    let (mut by_rule, mut by_light) = (ByRule::new(), ByLight::new());
+    for line in text.lines() {
+        let Some((name, rest)) = line.split_once('{') else {
+            continue;
+        };
+        let Some((labels, value)) = rest.rsplit_once("} ") else {
+            continue;
+        };
+        let value: f64 = value.parse().expect("a gauge value");
+        let label = |key: &str| -> String {
+            labels
+                .split(&format!("{key}=\""))
+                .nth(1)
+                .and_then(|r| r.split('"').next())
+                .unwrap_or_else(|| panic!("label {key} in {line}"))
+                .to_string()
+        };
+        if value == 0.0 {
+            continue;
+        }
+        match name {
+            "redlight_open_cases" => {
+                by_rule.insert(
+                    (label("light"), label("department"), label("rule")),
+                    value as u64,
+                );
+            }
+            "redlight_case_lights" => {
+                by_light.insert((label("light"), label("department")), value as u64);
+            }
+            _ => {}
+        }
+    }
+    (by_rule, by_light)
+}
+
+/// The same, counted from the open cases the API lists (read from the store).
+fn listed_counts(d: &Daemon) -> (ByRule, ByLight) {
+    let page = d.json("/api/v1/cases?open=true&limit=1000");
+    assert!(page["next"].is_null(), "the cases fit in one page");
+    let (mut by_rule, mut by_light) = (ByRule::new(), ByLight::new());
+    for c in page["cases"].as_array().expect("cases") {
+        let dept = c["department"]
+            .as_str()
+            .unwrap_or("（未注明部门）")
+            .to_string();
+        let light = c["light"].as_str().expect("light").to_string();
+        *by_light.entry((light, dept.clone())).or_insert(0) += 1;
+        for r in c["rules"].as_array().expect("rules") {
+            let key = (
+                r["light"].as_str().expect("rule light").to_string(),
+                dept.clone(),
+                r["rule"].as_str().expect("rule id").to_string(),
+            );
+            *by_rule.entry(key).or_insert(0) += 1;
+        }
+    }
+    (by_rule, by_light)
+}
+
+/// Waits (up to 30 s) for the gauges to equal the API's counts; returns them.
+fn gauges_equal_the_listed_cases(d: &Daemon, when: &str) -> (ByRule, ByLight) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let (gauges, listed) = (open_gauges(d), listed_counts(d));
+        if gauges == listed || std::time::Instant::now() > deadline {
+            assert_eq!(gauges, listed, "{when}: the gauges against the API's cases");
+            return listed;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(300));
+    }
+}
+
+/// The open-case gauges, counted by the consumer loop as cases change (not recounted from
+/// the store), equal the open cases the API lists, per light, department and rule and per
+/// department and overall light: once the samples are consumed (their deadlines firing
+/// meanwhile), after further events withdraw two cases and open one, and after a restart
+/// restores the cases.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn open_case_gauges_equal_the_open_cases_the_api_lists() {
+    let mut d = fed_daemon("metrics-open", "G1").await;
+    let (_, before) = gauges_equal_the_listed_cases(&d, "after the samples");
+    for light in ["red", "yellow", "green"] {
+        assert!(
+            before.keys().any(|(l, _)| l == light),
+            "the samples have {light} cases: {before:?}"
+        );
+    }
+    let count = |lights: &ByLight, light: &str, dept: &str| {
+        lights
+            .get(&(light.to_string(), dept.to_string()))
+            .copied()
+            .unwrap_or(0)
+    };
+
+    let now = chrono::Utc::now()
+        .with_timezone(&chrono::FixedOffset::east_opt(8 * 3600).expect("offset"))
+        .to_rfc3339();
+    let event = |id: &str, kind: &str, subject: &str, data: &str| {
+        format!(
+            r#"{{"specversion":"1.0","id":"{id}","source":"/test","type":"{kind}","time":"{now}","subject":"{subject}","data":{data}}}"#
+        )
+    };
+    let more = [
+        event("g1-w2", "approval.withdrawn", "XZ-G1-02", "{}"),
+        event("g1-w3", "approval.withdrawn", "XZ-G1-03", "{}"),
+        event(
+            "g1-new",
+            "approval.accepted",
+            "XZ-G1-09",
+            r#"{"department":"市新设局","item":"新设许可","handler":"郑十","kind":"promised","promised_workdays":5}"#,
+        ),
+    ];
+    produce(&broker(), &d.topic, &more).await;
+    let consumed = (fixed_samples().len() + relative_samples("G1").len() + more.len()) as u64;
+    d.wait_consumed(consumed);
+    let (rules, lights) = gauges_equal_the_listed_cases(&d, "after two withdrawals");
+    assert!(
+        lights.keys().any(|(_, dept)| dept == "市新设局"),
+        "the new case is counted: {lights:?}"
+    );
+    // XZ-G1-02 was yellow, XZ-G1-03 red (RELATIVE_LIGHTS): neither counts any more.
+    for (light, dept) in [("yellow", "市住建局"), ("red", "市自然资源局")] {
+        assert_eq!(
+            count(&lights, light, dept),
+            count(&before, light, dept) - 1,
+            "{light} cases of {dept}: {lights:?}"
+        );
+    }
+
+    d.restart("redlight-2.log");
+    let after = gauges_equal_the_listed_cases(&d, "after a restart");
+    assert_eq!(
+        after,
+        (rules, lights),
+        "the restart restored the same counts"
+    );
+}

@@ -301,6 +301,21 @@ impl Daemon {
         serde_json::from_str(&r.body).unwrap_or_else(|e| panic!("GET {path}: {e}: {}", r.body))
     }
 
+    /// Stops it (SIGTERM) and starts it again on the same config and store, logging to
+    /// `log` in its directory; waits until ready.
+    pub fn restart(&mut self, log: &str) {
+        self.stop();
+        let config = self.dir.join("redlight.toml");
+        self.log = self.dir.join(log);
+        self.child = Command::new(env!("CARGO_BIN_EXE_redlight"))
+            .args(["run", "--config"])
+            .arg(&config)
+            .stderr(std::fs::File::create(&self.log).expect("log"))
+            .spawn()
+            .expect("restart");
+        self.wait_ready();
+    }
+
     /// SIGTERM and wait.
     pub fn stop(&mut self) {
         if let Ok(None) = self.child.try_wait() {
