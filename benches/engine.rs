@@ -21,7 +21,9 @@
 //!    the same workload, alerts serialised to a sink; plus, once, the release binary.
 //! 3. `memory`: VmRSS growth from before the engine is built to after the load, per case,
 //!    and what each case owns (walking `Engine::cases`, allocations rounded as glibc does;
-//!    the timer index is the remainder), and how many timers share a due instant.
+//!    the timer index is the remainder), and how many timers share a due instant; and what
+//!    the daemon's open-case gauges cost per case (every case encoded with and without
+//!    judging it, `src/open_counts.rs`).
 //!
 //! The workload (all times +08:00, all inside 2026):
 //! - N cases opened on Monday 2026-03-02 between 08:30 and 12:00 (the load phase):
@@ -362,6 +364,7 @@ fn engine_bench(opts: &Options, config_path: &Path, summary: &mut Vec<(u8, Strin
 
     memory_breakdown(&engine, rss_loaded.saturating_sub(rss_built));
     timer_ties(&engine);
+    gauge_classes(&engine);
     summary.push((
         3,
         format!(
@@ -540,6 +543,36 @@ fn datum_heap(d: &redlight::engine::Datum) -> usize {
 /// Where the resident bytes of the loaded engine go, by walking the open cases: what each
 /// case owns on the heap (rounded as glibc rounds), the case map, and the timer index as
 /// the remainder of the RSS growth.
+/// What the daemon's open-case gauges cost per case (`src/open_counts.rs`): the daemon
+/// judges each case it persists right after encoding it, so this encodes every case (in the
+/// map's order, each cold in memory) with and without judging it; the difference is the
+/// judging.
+fn gauge_classes(engine: &Engine) {
+    let mut classifier = redlight::open_counts::Classifier::default();
+    let mut counts = redlight::open_counts::Counts::default();
+    let mut encode = |judge: bool| {
+        let start = Instant::now();
+        let mut bytes = 0usize;
+        for case in engine.cases() {
+            bytes += redlight::store::encode_case(case).map_or(0, |b| b.len());
+            if judge {
+                counts.add(classifier.judge(case), 1);
+            }
+        }
+        (start.elapsed(), bytes)
+    };
+    let (plain, _) = encode(false);
+    let (judged, _) = encode(true);
+    let n = engine.case_count().max(1) as f64;
+    println!(
+        "  open-case gauges: encoding every case {:.0} ns per case, encoding and judging it \
+         {:.0} ns ({} classes)",
+        plain.as_nanos() as f64 / n,
+        judged.as_nanos() as f64 / n,
+        counts.iter().count()
+    );
+}
+
 fn memory_breakdown(engine: &Engine, grown: u64) {
     use redlight::engine::{Case, Clock, Datum};
     use std::mem::size_of;

@@ -7,8 +7,9 @@
 //! them) and keeps the class, as a 64-bit hash, in the case's [`Case::tag`]; when the class
 //! changes, the old one is counted down and the new one up. A forgotten case hands its tag
 //! back ([`crate::engine::Engine::take_released`]), and a restore judges every case it
-//! loads. So the counts are exact after every batch, cost about a tenth of a microsecond
-//! per changed case, and a scrape of `/metrics` reads them without touching the store.
+//! loads. So the counts are exact after every batch, and a scrape of `/metrics` reads them
+//! without touching the store. Judging a case just encoded costs 90–130 ns (the engine
+//! bench's `open-case gauges` line: a million cases encoded with and without it).
 //!
 //! Before, the gauges came from the board's recount of the whole store: with a million
 //! cases about 2 s of CPU at most every 20 s while anything scraped `/metrics`, a tenth of
