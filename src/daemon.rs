@@ -1161,6 +1161,7 @@ impl Loop<'_> {
             && let Ok(mut totals) = self.shared.open.lock()
         {
             totals.apply(&open, 1, &self.classifier);
+            self.classifier.forget_uncounted(&totals);
         }
         let engine_time = self.engine_time();
         if batch.is_empty() && alerts.is_empty() {

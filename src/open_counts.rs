@@ -147,7 +147,20 @@ impl Classifier {
     pub fn class(&self, h: u64) -> Option<&Arc<Class>> {
         self.classes.get(&h)
     }
+
+    /// Forgets the classes no case is counted under any more, once they are most of those
+    /// known: departments come from event data, and a producer writing a new one into
+    /// every event must not grow this without bound. Call it after the batch's counts are
+    /// in `totals`, which then hold every class still counted.
+    pub fn forget_uncounted(&mut self, totals: &Totals) {
+        if self.classes.len() > 2 * totals.counts.len() + FORGET_ABOVE {
+            self.classes.retain(|h, _| totals.counts.contains_key(h));
+        }
+    }
 }
+
+/// Classes known beyond twice those counted before [`Classifier::forget_uncounted`] sweeps.
+const FORGET_ABOVE: usize = 4096;
 
 /// Open cases per class hash (class 0, "not open", is never counted).
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -259,6 +272,39 @@ mod tests {
         c.moved(7, 0);
         c.moved(9, 0);
         assert!(c.is_empty(), "{c:?}");
+    }
+
+    #[test]
+    fn classes_no_case_is_counted_under_are_forgotten_once_they_pile_up() {
+        let mut classifier = Classifier::default();
+        for i in 0..(FORGET_ABOVE as u64 + 10) {
+            let class = Class {
+                department: format!("部门{i}"),
+                rules: RuleLights::from_slice(&[(1, Light::Green)]),
+            };
+            classifier.classes.insert(i + 1, Arc::new(class));
+        }
+        let mut counted = Counts::default();
+        counted.add(7, 3);
+        let mut totals = Totals::default();
+        totals.apply(&counted, 1, &classifier);
+        classifier.forget_uncounted(&totals);
+        assert_eq!(
+            classifier.classes.len(),
+            1,
+            "only the counted class is kept"
+        );
+        assert_eq!(
+            classifier.class(7).map(|c| c.department.as_str()),
+            Some("部门6")
+        );
+        // Below the threshold nothing is swept.
+        let mut few = Classifier {
+            classes: classifier.classes.clone(),
+        };
+        few.classes.insert(99, classifier.classes[&7].clone());
+        few.forget_uncounted(&Totals::default());
+        assert_eq!(few.classes.len(), 2);
     }
 
     #[test]
