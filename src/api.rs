@@ -363,14 +363,9 @@ pub struct LiteData {
     pub handler: Option<String>,
 }
 
-/// How the views show a data value: a string as it is; another value as its JSON text;
-/// null as absent.
+/// How the views show a data value ([`Datum::text`]), owned.
 fn datum_text(d: &Datum) -> Option<String> {
-    match d {
-        Datum::Null => None,
-        Datum::Str(s) => Some(s.to_string()),
-        other => Some(other.to_value().to_string()),
-    }
+    d.text().map(std::borrow::Cow::into_owned)
 }
 
 impl From<&Case> for CaseLite {

@@ -515,9 +515,8 @@ fn restore_partition(
             })
             .context("starting a restore reader thread")?;
         for case in rx.into_iter().flatten() {
-            let class = classifier.judge(&case);
-            case.tag.set(class);
-            open.add(class, 1);
+            let (was, is) = classifier.rejudge(&case);
+            open.moved(was, is);
             engine.restore(case);
         }
         match reader.join() {
@@ -1139,12 +1138,9 @@ impl Loop<'_> {
                         // What the scorecard counts, kept after the case is forgotten.
                         crate::scorecard::ledger_rows(case, p.engine.rules(), &mut batch.ledger);
                         batch.cases.put(topic, *partition, case)?;
-                        let (was, is) = (case.tag.get(), self.classifier.judge(case));
-                        if was != is {
-                            case.tag.set(is);
-                            open.moved(was, is);
-                            p.open.moved(was, is);
-                        }
+                        let (was, is) = self.classifier.rejudge(case);
+                        open.moved(was, is);
+                        p.open.moved(was, is);
                     }
                     None => batch.cases.forget(topic, *partition, &id),
                 }

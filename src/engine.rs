@@ -290,6 +290,16 @@ impl Datum {
         }
     }
 
+    /// How the views show it: a string as it is; another value as its JSON text; null as
+    /// absent.
+    pub fn text(&self) -> Option<std::borrow::Cow<'_, str>> {
+        match self {
+            Datum::Null => None,
+            Datum::Str(s) => Some(std::borrow::Cow::Borrowed(s)),
+            other => Some(std::borrow::Cow::Owned(other.to_value().to_string())),
+        }
+    }
+
     /// Whether it equals the JSON value: exactly as `v == self.to_value()`, without
     /// building the value.
     pub fn eq_value(&self, v: &Value) -> bool {

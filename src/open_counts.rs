@@ -93,13 +93,11 @@ impl Class {
     }
 }
 
-/// The department text of a case, as the views show it (a non-string value as its JSON).
+/// The department text of a case, as the views show it ([`Datum::text`]).
 fn department(case: &Case) -> std::borrow::Cow<'_, str> {
-    match case.get("department") {
-        None | Some(Datum::Null) => NO_DEPARTMENT.into(),
-        Some(Datum::Str(s)) => (&**s).into(),
-        Some(other) => other.to_value().to_string().into(),
-    }
+    case.get("department")
+        .and_then(Datum::text)
+        .unwrap_or(std::borrow::Cow::Borrowed(NO_DEPARTMENT))
 }
 
 fn class_hash(department: &str, rules: &RuleLights) -> u64 {
@@ -136,6 +134,17 @@ impl Classifier {
             })
         });
         h
+    }
+
+    /// Judges a case again and keeps its class in its tag: `(was, is)`, the class it was
+    /// counted under (0: none) and the one it is counted under now, for
+    /// [`Counts::moved`].
+    pub fn rejudge(&mut self, case: &Case) -> (u64, u64) {
+        let (was, is) = (case.tag.get(), self.judge(case));
+        if was != is {
+            case.tag.set(is);
+        }
+        (was, is)
     }
 
     /// Learns the classes another classifier has seen (a restore's, on its own thread).

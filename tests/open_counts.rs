@@ -41,8 +41,7 @@ fn persist(engine: &mut Engine, classifier: &mut Classifier, counts: &mut Counts
     }
     for id in engine.take_changed() {
         if let Some(case) = engine.case(&id) {
-            let (was, is) = (case.tag.get(), classifier.judge(case));
-            case.tag.set(is);
+            let (was, is) = classifier.rejudge(case);
             counts.moved(was, is);
         }
     }
