@@ -482,40 +482,17 @@ fn hostile_value() -> impl Strategy<Value = serde_json::Value> {
     ]
 }
 
-/// Events of every known type (and an unknown one) on a few cases, at times from 2019 to
+/// Events of every type of the catalogue (and an unknown one) on a few cases, at times from 2019 to
 /// 2028 (beyond the calendar data on both sides) and out of order, whose data fields the
 /// rules read hold values of any shape.
 fn hostile_stream() -> impl Strategy<Value = Vec<Event>> {
-    let kinds = prop::sample::select(vec![
-        "approval.submitted",
-        "approval.accepted",
-        "approval.material_incomplete",
-        "approval.reviewed",
-        "approval.suspended",
-        "approval.resumed",
-        "approval.extended",
-        "approval.decided",
-        "approval.certificate_issued",
-        "approval.completed",
-        "approval.withdrawn",
-        "market.registration_accepted",
-        "market.registration_decided",
-        "market.report_submitted",
-        "market.change_registered",
-        "market.change_decided",
-        "market.reconsideration_requested",
-        "market.reconsideration_decided",
-        "safety.accident_occurred",
-        "safety.accident_discovered",
-        "safety.accident_reported",
-        "safety.accident_relayed",
-        "safety.hazard_reported",
-        "safety.hazard_investigation_started",
-        "safety.rectification_ordered",
-        "safety.hazard_rectified",
-        "safety.meeting_held",
-        "x.unknown",
-    ]);
+    let kinds = prop::sample::select(
+        redlight::event::CATALOGUE
+            .iter()
+            .copied()
+            .chain(["x.unknown"])
+            .collect::<Vec<_>>(),
+    );
     let keys = prop::sample::subsequence(
         vec![
             "kind",
