@@ -25,32 +25,36 @@
 //!
 //! Tables of `cases.redb` (the checkpoints' file):
 //! - `meta`: `schema`; `journal_next`: the first journal batch number the checkpoint does
-//!   not hold; `case_alerts_through`: the last alert `case_alerts` covers; `case_runs`: the
-//!   runs below, oldest first;
+//!   not hold; `case_alerts_through`: the last alert the alert index covers; `case_runs`:
+//!   the runs below, oldest first; `case_alert_runs`: the alert index's runs, oldest first;
 //! - `case_run_{n}`: the cases as of the last checkpoint, as sorted runs: rows of at most
 //!   60 KiB, each a partition's cases in key order (in MessagePack, [`encode_case`]) under
 //!   its last `(topic, partition, case id)`; a newer run's case (or its forgetting) overrides
 //!   an older run's. See `src/store/runs.rs`;
-//! - `case_alerts`: `(case id, sequence number)` → `()`, an index of `alerts` by case for
-//!   `/api/v1/cases/{id}`, as of the last checkpoint.
+//! - `case_alert_run_{n}`: an index of `alerts` by case for `/api/v1/cases/{id}`, as of the
+//!   last checkpoint: sorted runs of `(case id, sequence number)` pairs, in chunks. See
+//!   `src/store/alert_runs.rs`;
+//! - `case_alerts`: `(case id, sequence number)` → `()`, the index as format
+//!   `redlight-cases-2` kept it, a row per alert: read with the runs, no longer written.
 //!
-//! Journal and checkpoints. A batch does not update `cases` and `case_alerts` in place:
+//! Journal and checkpoints. A batch does not update the cases and the alert index in place:
 //! with a million open cases, each changed case and each alert landed on a page of its own
-//! in those B-trees, and rewriting (copy on write) two random pages per event was most of
+//! in B-trees of them, and rewriting (copy on write) two random pages per event was most of
 //! what the daemon spent. A batch appends its changed cases to `case_journal` instead, as
 //! rows at the end of that table (one, or pieces of at most 60 KiB), and leaves its alerts
-//! out of `case_alerts`. The store keeps what the journal and the unindexed alerts say in
+//! out of the index. The store keeps what the journal and the unindexed alerts say in
 //! memory (the overlay, one generation per batch, each sorted by key), and every reader
-//! sees `cases` and `case_alerts` with the overlay laid over them, from the same committed
+//! sees the cases and the index with the overlay laid over them, from the same committed
 //! state.
 //!
 //! Once the overlay holds `store.checkpoint_cases` entries, a checkpoint starts on a thread
 //! of its own, while batches go on being committed: it makes the batches so far durable,
 //! writes their overlay as a new run of the second file (merged with the newest runs when
 //! they are no bigger, as a log-structured merge tree does: a checkpoint writes what
-//! changed, not the whole table of cases) and into `case_alerts`, with the journal number
-//! and alert it got to, in one durable transaction; then drops those generations from the
-//! overlay, and the next batch deletes their journal rows. In a second file because redb has one writer per file: in the same
+//! changed, not the whole table of cases) and their alerts as a run of the index (merged
+//! the same way), with the journal number and alert it got to, in one durable
+//! transaction; then drops those generations from the overlay, and the next batch deletes
+//! their journal rows. In a second file because redb has one writer per file: in the same
 //! file the batches waited for the checkpoint, a second or two with a million cases. A
 //! crash at any point leaves either the old checkpoint with the journal rows after it, or
 //! the new one with journal rows it already holds, which opening skips. If the overlay
@@ -70,6 +74,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
+mod alert_runs;
 mod case_bytes;
 mod runs;
 
@@ -97,7 +102,7 @@ const JOURNAL: TableDefinition<u64, &[u8]> = TableDefinition::new("case_journal"
 /// page of redb's (pages go by powers of two: a piece just over 64 KiB took 128 KiB).
 const JOURNAL_PIECE: usize = 60 << 10;
 
-/// `meta` key: the last alert sequence number `case_alerts` covers (big-endian u64); in
+/// `meta` key: the last alert sequence number the alert index covers (big-endian u64); in
 /// the checkpoints' file (in the batches' file up to format 3).
 const META_INDEXED: &str = "case_alerts_through";
 /// Checkpoints' file `meta` key: the first journal batch number not in the checkpoint
@@ -118,7 +123,12 @@ pub const SCHEMA_VERSION: &str = "redlight-store-5";
 const SCHEMA_JSON_ALERTS: &str = "redlight-store-4";
 
 /// The format of the checkpoints' file (`cases.redb`).
-pub const BASE_SCHEMA_VERSION: &str = "redlight-cases-2";
+pub const BASE_SCHEMA_VERSION: &str = "redlight-cases-3";
+
+/// The checkpoints' file with the alert index in one table (`case_alerts`), a row per
+/// alert. Taken as it is, that table read as the index's oldest part (see
+/// `src/store/alert_runs.rs`), and marked format 3 when opened.
+const BASE_SCHEMA_ONE_INDEX: &str = "redlight-cases-2";
 
 /// The checkpoints' file's first format: its cases in one table (`cases`), a row each.
 /// Converted to a run when opened.
@@ -133,7 +143,7 @@ const SCHEMA_JSON_CASES: &str = "redlight-store-1";
 /// Format 2: cases in MessagePack, no journal.
 const SCHEMA_NO_JOURNAL: &str = "redlight-store-2";
 
-/// How many overlay entries (changed cases plus alerts not yet in `case_alerts`) a store
+/// How many overlay entries (changed cases plus alerts not yet in the alert index) a store
 /// keeps before a checkpoint, unless configured (`store.checkpoint_cases`). About 250 MB of
 /// memory with cases of a few hundred bytes (about 500 bytes per entry). The 1M-event
 /// benchmark ran at about 27,000 events/s with 200,000 and 35,000–43,000 with 500,000;
@@ -331,7 +341,7 @@ pub trait CommitHook: Send + Sync {
 pub struct Store {
     db: Arc<Database>,
     file: PathBuf,
-    /// The checkpoints' file: `cases` and `case_alerts`.
+    /// The checkpoints' file: the runs of cases and of the alert index.
     base: Arc<Database>,
     base_file: PathBuf,
     /// Writes more rows in each batch's transaction (the delivery outbox, `src/delivery.rs`).
@@ -787,8 +797,8 @@ impl CheckpointJob {
         file_err(&self.base_file, e)
     }
 
-    /// Writes the overlay as it is now into `cases` and `case_alerts` of the checkpoints'
-    /// file, in key order, with the journal row and the alert it got to; then drops those
+    /// Writes the overlay as it is now into the checkpoints' file, a run of cases and a run
+    /// of the alert index, each in key order, with the journal row and the alert it got to; then drops those
     /// generations from the overlay and lets the next batch delete their journal rows.
     fn checkpoint(&self) -> Result<(), StoreError> {
         let started = std::time::Instant::now();
@@ -868,12 +878,11 @@ impl CheckpointJob {
                 .map_err(|e| self.err(e))?;
         }
         runs::set_runs(&tx, &list, &self.base_file)?;
-        drop(rtx);
         let cases_ms = started.elapsed().as_millis() as u64;
-        // The alerts' index, entry by entry into a B-tree: about a third of a checkpoint's
-        // time in the daemon benchmark (15–44% of each), logged as a phase of its own.
+        // The alerts' index: a run of its own, merged with the newest runs as the cases'
+        // are (see `src/store/alert_runs.rs`).
         let index_started = std::time::Instant::now();
-        let (indexed, commit_ms);
+        let (indexed, commit_ms, alert_runs);
         let next = {
             let mut index: Vec<(&str, u64)> = generations
                 .iter()
@@ -885,10 +894,36 @@ impl CheckpointJob {
                 .collect();
             index.sort_unstable();
             indexed = index.len();
-            let mut by_case = tx.open_table(CASE_ALERTS).map_err(|e| self.err(e))?;
-            for key in &index {
-                by_case.insert(*key, ()).map_err(|e| self.err(e))?;
+            let old = {
+                let meta = rtx.open_table(META).map_err(|e| self.err(e))?;
+                runs::list(&meta, alert_runs::META_ALERT_RUNS, &self.base_file)?
+            };
+            let bytes: u64 = index
+                .iter()
+                .map(|(case, _)| alert_runs::pair_len(case) as u64)
+                .sum();
+            let (keep, merged) = old.split_at(old.len() - runs::to_merge(&old, bytes));
+            let n = old.iter().map(|r| r.n).max().map_or(1, |m| m + 1);
+            let mut list = keep.to_vec();
+            if let Some(run) = alert_runs::write(
+                &tx,
+                &rtx,
+                n,
+                merged,
+                &index,
+                &self.base_file,
+                self.chunk_bytes,
+            )? {
+                list.push(run);
             }
+            for r in merged {
+                let name = alert_runs::table_name(r.n);
+                tx.delete_table(alert_runs::ChunkTable::new(&name))
+                    .map_err(|e| self.err(e))?;
+            }
+            runs::set_list(&tx, alert_runs::META_ALERT_RUNS, &list, &self.base_file)?;
+            alert_runs = list.len();
+            drop(rtx);
             let mut meta = tx.open_table(META).map_err(|e| self.err(e))?;
             let next = generations
                 .iter()
@@ -934,7 +969,7 @@ impl CheckpointJob {
             .seconds
             .store(seconds.to_bits(), Ordering::Relaxed);
         tracing::debug!(file = %self.base_file.display(), run = n, entries, bytes = run_bytes,
-            merged = merged.len(), runs = list.len(), alerts = indexed, cases_ms, index_ms, commit_ms,
+            merged = merged.len(), runs = list.len(), alerts = indexed, alert_runs, cases_ms, index_ms, commit_ms,
             elapsed_ms = started.elapsed().as_millis() as u64, "store checkpoint");
         Ok(())
     }
@@ -1233,6 +1268,14 @@ impl Store {
         runs::runs(&meta, &self.base_file).expect("runs")
     }
 
+    /// The alert index's runs, oldest first.
+    #[cfg(test)]
+    fn alert_runs(&self) -> Vec<runs::RunInfo> {
+        let tx = self.base.begin_read().expect("read");
+        let meta = tx.open_table(META).expect("meta");
+        runs::list(&meta, alert_runs::META_ALERT_RUNS, &self.base_file).expect("alert runs")
+    }
+
     /// How many overlay entries there are now (changed cases and unindexed alerts).
     pub fn overlay_size(&self) -> usize {
         self.overlay_read().size
@@ -1269,7 +1312,7 @@ impl Store {
     }
 
     /// Rebuilds the overlay from the journal rows the checkpoint does not hold and the
-    /// alerts `case_alerts` does not cover.
+    /// alerts the alert index does not cover.
     fn load_overlay(&self) -> Result<(), StoreError> {
         let started = std::time::Instant::now();
         let base = self.base.begin_read().map_err(|e| self.base_err(e))?;
@@ -1483,8 +1526,10 @@ impl Store {
                         ),
                     });
                 }
-                if base_schema.as_deref() == Some(BASE_SCHEMA_ONE_TABLE) {
-                    self.convert_base_one_table()?;
+                match base_schema.as_deref() {
+                    Some(BASE_SCHEMA_ONE_TABLE) => self.convert_base_one_table()?,
+                    Some(BASE_SCHEMA_ONE_INDEX) => self.mark_base_alert_runs()?,
+                    _ => {}
                 }
                 Ok(())
             }
@@ -1525,7 +1570,11 @@ impl Store {
             .map_err(|e| self.base_err(e))?
             .map(|v| String::from_utf8_lossy(v.value()).into_owned());
         match found {
-            Some(v) if v != BASE_SCHEMA_VERSION && v != BASE_SCHEMA_ONE_TABLE => {
+            Some(v)
+                if v != BASE_SCHEMA_VERSION
+                    && v != BASE_SCHEMA_ONE_INDEX
+                    && v != BASE_SCHEMA_ONE_TABLE =>
+            {
                 Err(StoreError::Incompatible {
                     file: self.base_file.clone(),
                     found: v,
@@ -1609,6 +1658,21 @@ impl Store {
         };
         runs::set_runs(tx, &list, &self.base_file)?;
         Ok(entries)
+    }
+
+    /// Marks a checkpoints' file of format 2 as format 3: its `case_alerts` stays as it is,
+    /// read as the oldest part of the alert index; checkpoints from now on add runs.
+    fn mark_base_alert_runs(&self) -> Result<(), StoreError> {
+        let tx = self.base.begin_write().map_err(|e| self.base_err(e))?;
+        {
+            let mut meta = tx.open_table(META).map_err(|e| self.base_err(e))?;
+            meta.insert("schema", BASE_SCHEMA_VERSION.as_bytes())
+                .map_err(|e| self.base_err(e))?;
+        }
+        tx.commit().map_err(|e| self.base_err(e))?;
+        tracing::info!(file = %self.base_file.display(), from = BASE_SCHEMA_ONE_INDEX,
+            to = BASE_SCHEMA_VERSION, "store checkpoint format upgraded: the alert index is kept as runs");
+        Ok(())
     }
 
     /// Converts the checkpoints' file from its first format (a row per case in `cases`) to
@@ -2178,6 +2242,7 @@ impl Store {
         let through = meta_u64(&meta, META_INDEXED, &self.base_file)?;
         let alerts = tx.open_table(ALERTS).map_err(|e| self.err(e))?;
         let mut seqs = Vec::new();
+        // The index as checkpointed: the table of format 2, then the runs.
         for row in index
             .range((case, 0)..=(case, u64::MAX))
             .map_err(|e| self.base_err(e))?
@@ -2185,6 +2250,16 @@ impl Store {
             let (k, _) = row.map_err(|e| self.base_err(e))?;
             seqs.push(k.value().1);
         }
+        for r in runs::list(&meta, alert_runs::META_ALERT_RUNS, &self.base_file)? {
+            let name = alert_runs::table_name(r.n);
+            let t = base
+                .open_table(alert_runs::ChunkTable::new(&name))
+                .map_err(|e| self.base_err(e))?;
+            alert_runs::seqs(&t, r.n, &self.base_file, case, &mut seqs)?;
+        }
+        // In order and each once, whatever the parts hold.
+        seqs.sort_unstable();
+        seqs.dedup();
         // Alerts since the checkpoint come after every indexed one. A checkpoint that
         // committed while this reader took the overlay holds some of them already.
         for g in &generations {
@@ -2599,7 +2674,7 @@ mod tests {
         // Chunks of a few cases each: the reads below cross chunk boundaries.
         store.set_chunk_bytes(700);
         let mut model = Model::new();
-        let mut most_runs = 0;
+        let (mut most_runs, mut most_alert_runs) = (0, 0);
         let mut alerts: BTreeMap<String, Vec<u64>> = BTreeMap::new();
         let mut seed = 0x9E37_79B9_7F4A_7C15u64;
         let (mut checkpoints, mut reopened_with_journal, mut alert_n) = (0, 0, 0u64);
@@ -2665,6 +2740,13 @@ mod tests {
             for w in runs.windows(2) {
                 assert!(w[0].n < w[1].n, "runs oldest first: {runs:?}");
             }
+            let alert_runs = store.alert_runs();
+            most_alert_runs = most_alert_runs.max(alert_runs.len());
+            assert!(
+                alert_runs.len() <= 6,
+                "{} alert runs in round {round}",
+                alert_runs.len()
+            );
             if round % 13 == 12 {
                 if store.overlay_size() > 0 {
                     reopened_with_journal += 1;
@@ -2681,6 +2763,10 @@ mod tests {
         assert!(
             most_runs >= 2,
             "the checkpoint never had more than {most_runs} run"
+        );
+        assert!(
+            most_alert_runs >= 2,
+            "the alert index never had more than {most_alert_runs} run"
         );
         assert!(
             reopened_with_journal >= 3,
@@ -2869,10 +2955,9 @@ mod tests {
                 }
                 let mut meta = tx.open_table(META).expect("meta");
                 meta.remove(runs::META_RUNS).expect("runs");
-                meta.insert("schema", BASE_SCHEMA_ONE_TABLE.as_bytes())
-                    .expect("schema");
             }
             tx.commit().expect("commit");
+            legacy_alert_index(&db, BASE_SCHEMA_ONE_TABLE);
         }
         let store = Store::open(&dir).expect("open the first format");
         assert_eq!(store.runs().len(), 1);
@@ -2881,6 +2966,113 @@ mod tests {
         drop(store);
         let store = Store::open(&dir).expect("reopen");
         assert_reads(&store, &model, &alerts, "reopened");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// Rewrites a checkpoints' file's alert index as formats 1 and 2 of that file kept it:
+    /// its runs into the one table `case_alerts`; the file marked `schema`.
+    fn legacy_alert_index(db: &Database, schema: &str) {
+        let file = Path::new("cases.redb");
+        let rtx = db.begin_read().expect("read");
+        let meta = rtx.open_table(META).expect("meta");
+        let list = runs::list(&meta, alert_runs::META_ALERT_RUNS, file).expect("alert runs");
+        let mut pairs = Vec::new();
+        for r in &list {
+            let name = alert_runs::table_name(r.n);
+            let t = rtx
+                .open_table(alert_runs::ChunkTable::new(&name))
+                .expect("alert run");
+            let mut c = alert_runs::Cursor::new(&t, r.n, file).expect("cursor");
+            while let Some((case, seq)) = c.key() {
+                pairs.push((case.to_string(), seq));
+                c.advance().expect("next");
+            }
+        }
+        drop((meta, rtx));
+        let tx = db.begin_write().expect("write");
+        {
+            let mut index = tx.open_table(CASE_ALERTS).expect("index");
+            for (case, seq) in &pairs {
+                index.insert((case.as_str(), *seq), ()).expect("pair");
+            }
+            for r in &list {
+                let name = alert_runs::table_name(r.n);
+                tx.delete_table(alert_runs::ChunkTable::new(&name))
+                    .expect("drop");
+            }
+            let mut meta = tx.open_table(META).expect("meta");
+            meta.remove(alert_runs::META_ALERT_RUNS).expect("list");
+            meta.insert("schema", schema.as_bytes()).expect("schema");
+        }
+        tx.commit().expect("commit");
+    }
+
+    /// A checkpoints' file of format 2 keeps its alert index in one table: read as it is,
+    /// with the runs that checkpoints add from then on.
+    #[test]
+    fn a_format_2_checkpoint_keeps_its_alert_table_and_adds_runs() {
+        let dir = tmp("base2");
+        let mut model = Model::new();
+        let mut alerts: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+        // Ten cases, each batch writing them again, and alerts on some.
+        for i in 0..10u32 {
+            model.insert(("t".into(), i % 3, format!("C{i:05}")), i64::from(i));
+        }
+        let commit =
+            |store: &Store, alerts: &mut BTreeMap<String, Vec<u64>>, with: &[&str], offset: u64| {
+                let mut b = WriteBatch::default();
+                for i in 0..10u32 {
+                    b.cases
+                        .put("t", i % 3, &json_case(i as usize))
+                        .expect("encode");
+                }
+                for (k, case) in with.iter().enumerate() {
+                    b.alerts.push(alert_of(case, offset * 10 + k as u64));
+                }
+                for p in 0..3 {
+                    b.offsets.push(("t".into(), p, offset));
+                }
+                for (seq, a) in store.commit(&b).expect("commit").iter().zip(&b.alerts) {
+                    alerts.entry(a.case.to_string()).or_default().push(*seq);
+                }
+            };
+        {
+            let store = Store::open(&dir).expect("open");
+            store.set_checkpoint_cases(1);
+            commit(&store, &mut alerts, &["C00001", "C00002", "C00001"], 1);
+            store.commit(&WriteBatch::default()).expect("commit");
+            store.finish_checkpoint().expect("checkpoint");
+            assert_eq!(store.overlay_size(), 0);
+            assert_eq!(store.alert_runs().len(), 1);
+        }
+        {
+            let db = Database::create(dir.join(BASE_FILE_NAME)).expect("base");
+            legacy_alert_index(&db, BASE_SCHEMA_ONE_INDEX);
+        }
+        let schema = |dir: &Path| {
+            let db = Database::create(dir.join(BASE_FILE_NAME)).expect("base");
+            let rtx = db.begin_read().expect("read");
+            let meta = rtx.open_table(META).expect("meta");
+            let v = meta.get("schema").expect("get").expect("schema");
+            String::from_utf8_lossy(v.value()).into_owned()
+        };
+        assert_eq!(schema(&dir), BASE_SCHEMA_ONE_INDEX);
+        {
+            let store = Store::open(&dir).expect("open format 2");
+            assert!(store.alert_runs().is_empty(), "nothing converted");
+            assert_reads(&store, &model, &alerts, "format 2 opened");
+            store.set_checkpoint_cases(1);
+            commit(&store, &mut alerts, &["C00001", "C00007"], 2);
+            assert_reads(&store, &model, &alerts, "a batch over format 2");
+            store.commit(&WriteBatch::default()).expect("commit");
+            store.finish_checkpoint().expect("checkpoint");
+            assert_eq!(store.alert_runs().len(), 1, "the new alerts are a run");
+            assert_reads(&store, &model, &alerts, "checkpointed over format 2");
+        }
+        assert_eq!(schema(&dir), BASE_SCHEMA_VERSION);
+        let store = Store::open(&dir).expect("reopen");
+        assert_reads(&store, &model, &alerts, "reopened");
+        drop(store);
         let _ = std::fs::remove_dir_all(&dir);
     }
 

@@ -53,7 +53,26 @@ pub(super) fn runs(
     meta: &impl ReadableTable<&'static str, &'static [u8]>,
     file: &Path,
 ) -> Result<Vec<RunInfo>, StoreError> {
-    let Some(v) = meta.get(META_RUNS).map_err(|e| file_err(file, e))? else {
+    list(meta, META_RUNS, file)
+}
+
+/// Records `runs` (oldest first) in the checkpoints' `meta`.
+pub(super) fn set_runs(
+    tx: &redb::WriteTransaction,
+    runs: &[RunInfo],
+    file: &Path,
+) -> Result<(), StoreError> {
+    set_list(tx, META_RUNS, runs, file)
+}
+
+/// A list of runs under `meta` key `key`, oldest first: the cases' ([`META_RUNS`]) or the
+/// alert index's (`super::alert_runs`).
+pub(super) fn list(
+    meta: &impl ReadableTable<&'static str, &'static [u8]>,
+    key: &str,
+    file: &Path,
+) -> Result<Vec<RunInfo>, StoreError> {
+    let Some(v) = meta.get(key).map_err(|e| file_err(file, e))? else {
         return Ok(Vec::new());
     };
     let bytes = v.value();
@@ -61,7 +80,7 @@ pub(super) fn runs(
         return Err(StoreError::Corrupt {
             file: file.to_path_buf(),
             message: format!(
-                "meta {META_RUNS:?} is {} bytes, not a multiple of 24",
+                "meta {key:?} is {} bytes, not a multiple of 24",
                 bytes.len()
             ),
         });
@@ -80,9 +99,10 @@ pub(super) fn runs(
         .collect())
 }
 
-/// Records `runs` (oldest first) in the checkpoints' `meta`.
-pub(super) fn set_runs(
+/// Records a list of runs (oldest first) under `meta` key `key`.
+pub(super) fn set_list(
     tx: &redb::WriteTransaction,
+    key: &str,
     runs: &[RunInfo],
     file: &Path,
 ) -> Result<(), StoreError> {
@@ -93,7 +113,7 @@ pub(super) fn set_runs(
         v.extend_from_slice(&r.bytes.to_be_bytes());
         v.extend_from_slice(&r.entries.to_be_bytes());
     }
-    meta.insert(META_RUNS, v.as_slice())
+    meta.insert(key, v.as_slice())
         .map_err(|e| file_err(file, e))?;
     Ok(())
 }
@@ -243,15 +263,18 @@ impl Source for RunCursor<'_> {
             return Ok(());
         }
         while self.left == 0 {
-            let Some(row) = self.rows.next() else {
+            let (file, run) = (self.file, self.run);
+            let next = next_chunk(&mut self.rows, &mut self.chunk, &mut self.at, file, |m| {
+                StoreError::Corrupt {
+                    file: file.to_path_buf(),
+                    message: format!("case run {run}: {m}"),
+                }
+            })?;
+            let Some(left) = next else {
                 self.live = false;
                 return Ok(());
             };
-            let (_, v) = row.map_err(|e| file_err(self.file, e))?;
-            self.chunk.clear();
-            self.chunk.extend_from_slice(v.value());
-            self.at = 0;
-            self.left = u32_at(&self.chunk, &mut self.at).map_err(|m| self.corrupt(m))?;
+            self.left = left;
         }
         let e = raw_entry(&self.chunk, &mut self.at).map_err(|m| self.corrupt(m))?;
         self.left -= 1;
@@ -274,6 +297,25 @@ impl Source for RunCursor<'_> {
         }
         Ok(())
     }
+}
+
+/// Reads a run's next row into `chunk`, with `at` after its entry count, which it returns;
+/// `None` after the last row. `corrupt` names a count that cannot be read.
+pub(super) fn next_chunk<K: redb::Key + 'static>(
+    rows: &mut redb::Range<'static, K, &'static [u8]>,
+    chunk: &mut Vec<u8>,
+    at: &mut usize,
+    file: &Path,
+    corrupt: impl FnOnce(String) -> StoreError,
+) -> Result<Option<u32>, StoreError> {
+    let Some(row) = rows.next() else {
+        return Ok(None);
+    };
+    let (_, v) = row.map_err(|e| file_err(file, e))?;
+    chunk.clear();
+    chunk.extend_from_slice(v.value());
+    *at = 0;
+    u32_at(chunk, at).map(Some).map_err(corrupt)
 }
 
 /// A run's entry for one key: `Some(None)` when the run has it forgotten, `None` when the
