@@ -33,7 +33,7 @@ pub(super) const CHUNK_BYTES: usize = 60 << 10;
 /// A checkpoint merges the newest runs into the one it writes while the next older run is
 /// no bigger than what it writes so far: runs grow by doubling, and there are about
 /// log2(cases / checkpoint) of them. At most this many are kept in any case.
-const MAX_RUNS: usize = 12;
+pub(super) const MAX_RUNS: usize = 12;
 
 /// One run, as `meta` lists it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
