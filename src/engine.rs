@@ -782,16 +782,15 @@ impl Engine {
         self.core.changed.get_or_insert_with(FxHashSet::default);
     }
 
-    /// The ids of the cases changed (or forgotten) since the last call, sorted.
+    /// The ids of the cases changed (or forgotten) since the last call, in no particular
+    /// order (the same on every run): the daemon's store sorts a batch's cases itself, and
+    /// sorting them here cost its loop about 3% (comparing ids cold in memory).
     pub fn take_changed(&mut self) -> Vec<Arc<str>> {
-        let mut v: Vec<Arc<str>> = self
-            .core
+        self.core
             .changed
             .as_mut()
             .map(|c| c.drain().collect())
-            .unwrap_or_default();
-        v.sort_unstable();
-        v
+            .unwrap_or_default()
     }
 
     /// The non-zero [`Case::tag`]s of the cases forgotten (or replaced by
