@@ -434,7 +434,7 @@ struct Generation {
     /// `/api/v1/cases` costs a few binary searches).
     cases: Vec<Entry>,
     /// Case id → the sequence numbers of its alerts, in order.
-    alerts: HashMap<String, Vec<u64>>,
+    alerts: HashMap<Arc<str>, Vec<u64>>,
     alert_count: usize,
 }
 
@@ -889,7 +889,7 @@ impl CheckpointJob {
                 .flat_map(|g| {
                     g.alerts
                         .iter()
-                        .flat_map(|(case, seqs)| seqs.iter().map(move |s| (case.as_str(), *s)))
+                        .flat_map(|(case, seqs)| seqs.iter().map(move |s| (&**case, *s)))
                 })
                 .collect();
             index.sort_unstable();
@@ -1348,7 +1348,7 @@ impl Store {
             let (k, v) = row.map_err(|e| self.err(e))?;
             let of = self.alert_case(k.value(), v.value())?;
             g.alerts
-                .entry(of.case.into_owned())
+                .entry(Arc::from(of.case.as_ref()))
                 .or_default()
                 .push(k.value());
             g.alert_count += 1;
@@ -1899,7 +1899,7 @@ impl Store {
             for (seq, a) in seqs.iter().zip(&batch.alerts) {
                 generation
                     .alerts
-                    .entry(a.case.to_string())
+                    .entry(a.case.clone())
                     .or_default()
                     .push(*seq);
             }
@@ -3077,6 +3077,36 @@ mod tests {
         assert_reads(&store, &model, &alerts, "reopened");
         drop(store);
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A batch's changed cases come in any order, of several topics and partitions: its
+    /// generation holds them in key order, a case written twice as its later version.
+    #[test]
+    fn a_generation_sorts_its_cases_by_topic_partition_and_id() {
+        let mut row = CaseChanges::default();
+        let mut seed = 0x2545_F491_4F6C_DD1Du64;
+        let mut want = BTreeMap::new();
+        for n in 0..400i64 {
+            let topic = ["zeta", "alpha", "mid", "alpha.dl"][(next(&mut seed) % 4) as usize];
+            let partition = (next(&mut seed) % 3) as u32;
+            let i = (next(&mut seed) % 150) as usize;
+            let mut case = json_case(i);
+            case.last_event = n;
+            row.put(topic, partition, &case).expect("encode");
+            want.insert((topic.to_string(), partition, format!("C{i:05}")), n);
+        }
+        let g = Generation::of_row(row.row()).expect("a row");
+        let got: Vec<_> = g
+            .cases
+            .iter()
+            .map(|e| {
+                let (t, p, id) = g.key_of(e);
+                let case = decode_case(g.value(e).expect("a case")).expect("decodes");
+                ((t.to_string(), p, id.to_string()), case.last_event)
+            })
+            .collect();
+        let want: Vec<_> = want.into_iter().collect();
+        assert_eq!(got, want);
     }
 
     #[test]
