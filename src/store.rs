@@ -533,19 +533,21 @@ static SPARE_PIECES: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
 /// 4,096 pieces of 64 KiB: 256 MiB.
 const SPARE_PIECES_MAX: usize = 4096;
 
+/// The capacity of a full piece, the only size kept spare: its count and its entries.
+const FULL_PIECE: usize = JOURNAL_PIECE + 4;
+
 /// An empty piece with room for `len` bytes. A piece of more than half the full size gets
 /// the full size, a spare one where there is one; a smaller one (a batch of a few cases)
 /// only its own, so that a quiet daemon's overlay of many small batches stays small.
 fn spare_piece(len: usize) -> Vec<u8> {
-    const FULL: usize = JOURNAL_PIECE + 4;
-    if len <= FULL / 2 || len > FULL {
+    if len <= FULL_PIECE / 2 || len > FULL_PIECE {
         return Vec::with_capacity(len);
     }
     SPARE_PIECES
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .pop()
-        .unwrap_or_else(|| Vec::with_capacity(FULL))
+        .unwrap_or_else(|| Vec::with_capacity(FULL_PIECE))
 }
 
 impl Drop for Generation {
@@ -555,7 +557,7 @@ impl Drop for Generation {
             if spare.len() >= SPARE_PIECES_MAX {
                 break;
             }
-            if piece.capacity() == JOURNAL_PIECE + 4 {
+            if piece.capacity() == FULL_PIECE {
                 piece.clear();
                 spare.push(piece);
             }

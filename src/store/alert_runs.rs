@@ -172,6 +172,10 @@ pub(super) fn write(
     file: &Path,
     chunk_bytes: usize,
 ) -> Result<Option<RunInfo>, StoreError> {
+    if merged.is_empty() && new.is_empty() {
+        // A checkpoint without alerts: no table created only to be deleted.
+        return Ok(None);
+    }
     let mut cursors = Vec::with_capacity(merged.len());
     for r in merged {
         let name = table_name(r.n);
