@@ -508,14 +508,84 @@ impl Generation {
         }
         let mut g = Generation::default();
         g.journal = journal;
-        // Stable: of a case written twice in one batch (the daemon writes each once), the
-        // later entry is kept.
-        cases.sort_by(|a, b| g.key_bytes(a).cmp(&g.key_bytes(b)));
-        cases.reverse();
-        cases.dedup_by(|later, earlier| g.key_bytes(later) == g.key_bytes(earlier));
-        cases.reverse();
-        g.cases = cases;
+        g.cases = g.sorted(cases);
         Ok(g)
+    }
+
+    /// A batch's entries in key order, of a case written twice in one batch (the daemon
+    /// writes each once) the later entry only.
+    ///
+    /// Sorted by integers wherever they decide, so that most comparisons touch neither the
+    /// journal pieces nor `memcmp`: the topic's rank among the batch's topics and the
+    /// partition in one, then eight bytes of the id from where the batch's ids first
+    /// differ (zero-padded, which keeps the order of the strings: a shorter id sorts
+    /// before its extensions); only ids equal in those eight bytes are compared whole,
+    /// and the entry's place in the batch breaks ties. This sort was 13% of the store
+    /// writer's time in the 1M-event daemon benchmark, comparing ids that share a long
+    /// prefix through the pieces.
+    fn sorted(&self, cases: Vec<Entry>) -> Vec<Entry> {
+        let mut topics: Vec<&[u8]> = Vec::new();
+        for e in &cases {
+            let t = self.bytes_of(e.piece, e.topic);
+            if !topics.contains(&t) {
+                topics.push(t);
+            }
+        }
+        topics.sort_unstable();
+        let shared = match cases.split_first() {
+            None => 0,
+            Some((first, rest)) => {
+                let first = self.bytes_of(first.piece, first.id);
+                rest.iter().fold(first.len(), |shared, e| {
+                    let id = self.bytes_of(e.piece, e.id);
+                    first[..shared]
+                        .iter()
+                        .zip(id)
+                        .take_while(|(a, b)| a == b)
+                        .count()
+                })
+            }
+        };
+        let mut keys: Vec<(u64, u64, u32)> = cases
+            .iter()
+            .zip(0u32..)
+            .map(|(e, at)| {
+                let topic = self.bytes_of(e.piece, e.topic);
+                let rank = topics.iter().position(|t| *t == topic).unwrap_or(0) as u64;
+                let id = self.bytes_of(e.piece, e.id);
+                let mut eight = [0u8; 8];
+                let rest = id.get(shared..).unwrap_or_default();
+                let n = rest.len().min(8);
+                eight[..n].copy_from_slice(&rest[..n]);
+                (
+                    rank << 32 | u64::from(e.partition),
+                    u64::from_be_bytes(eight),
+                    at,
+                )
+            })
+            .collect();
+        let id_of = |at: u32| {
+            cases
+                .get(at as usize)
+                .map_or(&[][..], |e| self.bytes_of(e.piece, e.id))
+        };
+        keys.sort_unstable_by(|a, b| {
+            (a.0, a.1)
+                .cmp(&(b.0, b.1))
+                .then_with(|| id_of(a.2).cmp(id_of(b.2)))
+                .then(a.2.cmp(&b.2))
+        });
+        // Of equal keys, now in batch order, the last.
+        let mut out: Vec<Entry> = Vec::with_capacity(keys.len());
+        for (i, k) in keys.iter().enumerate() {
+            let same_as_next = keys
+                .get(i + 1)
+                .is_some_and(|n| (n.0, n.1) == (k.0, k.1) && id_of(n.2) == id_of(k.2));
+            if !same_as_next && let Some(e) = cases.get(k.2 as usize) {
+                out.push(*e);
+            }
+        }
+        out
     }
 
     fn size(&self) -> usize {
@@ -3097,18 +3167,73 @@ mod tests {
             row.put(topic, partition, &case).expect("encode");
             want.insert((topic.to_string(), partition, format!("C{i:05}")), n);
         }
-        let g = Generation::of_row(row.row()).expect("a row");
-        let got: Vec<_> = g
-            .cases
+        let want: Vec<_> = want.into_iter().collect();
+        assert_eq!(generation_cases(row.row()), want);
+    }
+
+    /// A journal row's cases as its generation orders them: each key, and the case's
+    /// `last_event` (which the tests set to its place in the batch).
+    fn generation_cases(row: &[u8]) -> Vec<((String, u32, String), i64)> {
+        let g = Generation::of_row(row).expect("a row");
+        g.cases
             .iter()
             .map(|e| {
                 let (t, p, id) = g.key_of(e);
                 let case = decode_case(g.value(e).expect("a case")).expect("decodes");
+                assert_eq!(&*case.id, id);
                 ((t.to_string(), p, id.to_string()), case.last_event)
             })
-            .collect();
+            .collect()
+    }
+
+    /// The sort compares eight bytes from where the batch's ids first differ before it
+    /// compares whole ids: ids that agree in those eight bytes, ids that are prefixes of
+    /// others, a zero byte (which the padding also is) and multi-byte characters must
+    /// still come out in the strings' order, the later of a case written twice kept.
+    #[test]
+    fn a_generation_orders_ids_that_share_long_prefixes() {
+        let ids = [
+            "XK-330100-2026-000000001-a",
+            "XK-330100-2026-000000001-b",
+            "XK-330100-2026-000000001",
+            "XK-330100-2026-00000000",
+            "XK-330100-2026-000000001\0",
+            "XK-330100-2026-000000001\0\0x",
+            "XK-330100-2026-0000000010",
+            "XK-330100-2026-1",
+            "XK-330100-2026-",
+            "XK-330100-2026-案件-1",
+            "XK-330100-2026-案件-01",
+            "XK-330100",
+        ];
+        let mut row = CaseChanges::default();
+        let mut want = BTreeMap::new();
+        let mut seed = 0x9E37_79B9_7F4A_7C15u64;
+        for n in 0..200i64 {
+            let id = ids[(next(&mut seed) % ids.len() as u64) as usize];
+            let topic = ["b", "a"][(next(&mut seed) % 2) as usize];
+            let partition = (next(&mut seed) % 2) as u32;
+            let mut case = json_case(0);
+            case.id = Arc::from(id);
+            case.last_event = n;
+            row.put(topic, partition, &case).expect("encode");
+            want.insert((topic.to_string(), partition, id.to_string()), n);
+        }
         let want: Vec<_> = want.into_iter().collect();
-        assert_eq!(got, want);
+        assert_eq!(generation_cases(row.row()), want);
+        // One topic, one partition, ids all sharing their first 20 bytes.
+        let mut row = CaseChanges::default();
+        let mut want = BTreeMap::new();
+        for n in 0..300i64 {
+            let id = format!("APPROVAL-2026-000000-{:07}", next(&mut seed) % 500);
+            let mut case = json_case(0);
+            case.id = Arc::from(id.as_str());
+            case.last_event = n;
+            row.put("t", 0, &case).expect("encode");
+            want.insert(("t".to_string(), 0, id), n);
+        }
+        let want: Vec<_> = want.into_iter().collect();
+        assert_eq!(generation_cases(row.row()), want);
     }
 
     #[test]
