@@ -3234,6 +3234,59 @@ mod tests {
         }
     }
 
+    /// Ids drawn from a few characters that make long shared prefixes, prefixes of one
+    /// another, zero bytes and multi-byte characters likely, behind an optional common
+    /// prefix; the topic and partition from small ranges, so that cases repeat.
+    fn batch() -> impl proptest::strategy::Strategy<Value = Vec<(u8, u32, String)>> {
+        use proptest::prelude::*;
+        let id = (
+            any::<bool>(),
+            proptest::collection::vec(
+                proptest::sample::select(vec!['0', '1', '\0', 'a', '案']),
+                0..12,
+            ),
+        )
+            .prop_map(|(prefixed, chars)| {
+                let tail: String = chars.into_iter().collect();
+                if prefixed {
+                    format!("XK-330100-2026-{tail}")
+                } else {
+                    tail
+                }
+            });
+        proptest::collection::vec((0u8..3, 0u32..3, id), 1..120)
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig { cases: 300, ..Default::default() })]
+
+        /// Any batch comes out of its generation in key order, of a case written twice the
+        /// later write; and the alert index of its ids sorts as a plain sort does.
+        #[test]
+        fn any_batch_and_alert_index_sort_as_the_strings_do(cases in batch()) {
+            let mut row = CaseChanges::default();
+            let mut want = BTreeMap::new();
+            for (n, (topic, partition, id)) in cases.iter().enumerate() {
+                let topic = ["t", "t.a", "s"][usize::from(*topic)];
+                let mut case = json_case(0);
+                case.id = Arc::from(id.as_str());
+                case.last_event = n as i64;
+                row.put(topic, *partition, &case).expect("encode");
+                want.insert((topic.to_string(), *partition, id.clone()), n as i64);
+            }
+            let want: Vec<_> = want.into_iter().collect();
+            proptest::prop_assert_eq!(generation_cases(row.row()), want);
+            let mut index: Vec<(&str, u64)> = cases
+                .iter()
+                .map(|(_, p, id)| (id.as_str(), u64::from(*p)))
+                .collect();
+            let mut plain = index.clone();
+            plain.sort_unstable();
+            sort_index(&mut index);
+            proptest::prop_assert_eq!(index, plain);
+        }
+    }
+
     /// A journal row's cases as its generation orders them: each key, and the case's
     /// `last_event` (which the tests set to its place in the batch).
     fn generation_cases(row: &[u8]) -> Vec<((String, u32, String), i64)> {
