@@ -927,10 +927,9 @@ impl CheckpointJob {
             runs::runs(&meta, &self.base_file)?
         };
         let bytes: u64 = generations.iter().map(|g| g.bytes() as u64).sum();
-        let (keep, merged) = old.split_at(old.len() - runs::to_merge(&old, bytes));
+        let (keep, merged, n) = runs::plan(&old, bytes);
         // Into the oldest run, forgotten cases need no tombstone.
         let bottom = keep.is_empty();
-        let n = old.iter().map(|r| r.n).max().map_or(1, |m| m + 1);
         let name = runs::table_name(n);
         let tx = self.base.begin_write().map_err(|e| self.err(e))?;
         let (run_bytes, entries) = {
@@ -1006,8 +1005,7 @@ impl CheckpointJob {
                 .iter()
                 .map(|(case, _)| alert_runs::pair_len(case) as u64)
                 .sum();
-            let (keep, merged) = old.split_at(old.len() - runs::to_merge(&old, bytes));
-            let n = old.iter().map(|r| r.n).max().map_or(1, |m| m + 1);
+            let (keep, merged, n) = runs::plan(&old, bytes);
             let mut list = keep.to_vec();
             if let Some(run) = alert_runs::write(
                 &tx,

@@ -132,6 +132,15 @@ pub(super) fn to_merge(runs: &[RunInfo], bytes: u64) -> usize {
     take
 }
 
+/// The next run of a checkpoint writing about `bytes` over `runs` (oldest first): the runs
+/// it keeps, the newest ones it merges into its run ([`to_merge`]), and its run's number.
+/// The cases' runs and the alert index's (`super::alert_runs`) are planned alike.
+pub(super) fn plan(runs: &[RunInfo], bytes: u64) -> (&[RunInfo], &[RunInfo], u64) {
+    let (keep, merged) = runs.split_at(runs.len() - to_merge(runs, bytes));
+    let n = runs.iter().map(|r| r.n).max().map_or(1, |m| m + 1);
+    (keep, merged, n)
+}
+
 /// The cases in key order, of a key the newest: a run, or the overlay.
 pub(super) trait Source {
     /// The current key; `None` when done.
