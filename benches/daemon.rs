@@ -1,13 +1,21 @@
 //! Daemon benchmark against the real local Kafka broker (SPEC issue: the daemon).
 //!
 //! `cargo bench --bench daemon` (add `-- --quick` for a small run, `-- --events N` for N,
-//! `-- --no-restart` to skip step 4). Needs a broker: it uses
-//! `REDLIGHT_TEST_KAFKA` if set, else starts one with `scripts/kafka.sh start`.
+//! `-- --no-restart` to skip step 4, `-- --lifecycle` for the second stream below). Needs
+//! a broker: it uses `REDLIGHT_TEST_KAFKA` if set, else starts one with
+//! `scripts/kafka.sh start`.
 //!
-//! 1. Produces N CloudEvents (`approval.accepted`, one new case each, so N open cases,
-//!    timed over the last 30 days) to a fresh 4-partition topic. The calendar is the
-//!    shipped one plus the tests' weekends-only placeholder for a year not yet published
-//!    (tests/common/calendar.rs), so that the bench runs in any month.
+//! 1. Produces N CloudEvents timed over the last 30 days to a fresh 4-partition topic:
+//!    - by default `approval.accepted` only, one new case each, so N open cases: the
+//!      heaviest stream per event (every event makes a case and its memory, and most
+//!      of them a light on the way);
+//!    - with `--lifecycle`, whole approval cases as a service centre sends them:
+//!      accepted, reviewed, decided, certificate issued, completed, in time order (about
+//!      N/3.6 cases: those whose steps fall after now stay open, a share of them decided
+//!      late). See [`lifecycle_plan`].
+//!
+//!    The calendar is the shipped one plus the tests' weekends-only placeholder for a year
+//!    not yet published (tests/common/calendar.rs), so that the bench runs in any month.
 //! 2. Reads the topic with a bare rdkafka consumer: the raw read rate.
 //! 3. Runs `redlight run` (release) on it and measures the rate from the first durable
 //!    offset to all N offsets durable, polling `/metrics`.
@@ -15,7 +23,8 @@
 //!    threads): on a shared machine it varies less than the rate. And the alerts fired by
 //!    then: how many of the cases' deadlines fall inside the run depends on the hour it runs.
 //! 4. Stops it (SIGTERM), starts it again and measures the time until `/readyz` says ready
-//!    with every case restored.
+//!    with every case restored (the open ones, and the closed ones kept for
+//!    `retention_days`).
 //!
 //! Prints figures; asserts nothing about speed. `REDLIGHT_BENCH_KEEP=1` keeps the data
 //! directory, the daemon's logs and the topic (otherwise deleted at the end, and when the
@@ -41,6 +50,7 @@ const PARTITIONS: i32 = 4;
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let quick = args.iter().any(|a| a == "--quick");
+    let lifecycle = args.iter().any(|a| a == "--lifecycle");
     // `--events N` for a run of another size.
     let n: u64 = args
         .iter()
@@ -65,7 +75,7 @@ fn main() {
 
     // 1. Produce.
     let t = Instant::now();
-    produce(&brokers, &topic, n);
+    let cases = produce(&brokers, &topic, n, lifecycle);
     let produce_s = t.elapsed().as_secs_f64();
 
     // 2. Raw read.
@@ -89,13 +99,18 @@ fn main() {
         .map(|(_, body)| metric_sum(&body, "redlight_alerts_total"));
     let rss = rss_bytes(daemon.0.id());
     let cpu = cpu_seconds(daemon.0.id());
+    // The cases held once every event is applied: open, or closed less than
+    // `retention_days` (30) ago, so all of the stream's cases.
+    let held = http_get(port, "/metrics")
+        .filter(|(status, _)| *status == 200)
+        .map_or(0, |(_, body)| metric_sum(&body, "redlight_cases ") as u64);
     stop(&mut daemon);
 
-    // 4. Restart with N open cases (unless `--no-restart`).
+    // 4. Restart with the cases held (unless `--no-restart`).
     let restart_s = (!args.iter().any(|a| a == "--no-restart")).then(|| {
         let t = Instant::now();
         let mut daemon = start(&config, &dir.join("daemon-2.log"));
-        wait_ready(port, n, &mut daemon.0);
+        wait_ready(port, held, &mut daemon.0);
         let restart_s = t.elapsed().as_secs_f64();
         stop(&mut daemon);
         restart_s
@@ -104,7 +119,15 @@ fn main() {
     let raw_rate = n as f64 / raw_s;
     let daemon_rate = n as f64 / daemon_s;
     println!();
-    println!("daemon benchmark ({n} events, {n} open cases, topic of {PARTITIONS} partitions)");
+    let stream = if lifecycle {
+        "whole approval cases"
+    } else {
+        "approval.accepted"
+    };
+    println!(
+        "daemon benchmark ({n} events of {stream}: {cases} cases, {held} held at the end; \
+         topic of {PARTITIONS} partitions)"
+    );
     println!(
         "produce:  {:>10.0} events/s ({produce_s:.2} s)",
         n as f64 / produce_s
@@ -154,13 +177,13 @@ fn main() {
         );
     }
     println!(
-        "memory:   {:.0} bytes of daemon RSS per open case ({:.0} MiB)",
-        rss as f64 / n as f64,
+        "memory:   {:.0} bytes of daemon RSS per case held ({:.0} MiB)",
+        rss as f64 / held.max(1) as f64,
         rss as f64 / 1048576.0
     );
     if let Some(restart_s) = restart_s {
         println!(
-            "restart:  ready with {n} open cases in {restart_s:.2} s (process start to /readyz 200)"
+            "restart:  ready with {held} cases in {restart_s:.2} s (process start to /readyz 200)"
         );
     }
     if leftovers.keep {
@@ -234,7 +257,8 @@ fn create_topic(root: &Path, topic: &str) {
     assert!(status.success(), "creating topic {topic}");
 }
 
-fn produce(brokers: &str, topic: &str, n: u64) {
+/// Produces the stream (see the module's comment); returns how many cases it holds.
+fn produce(brokers: &str, topic: &str, n: u64, lifecycle: bool) -> u64 {
     let producer: BaseProducer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("linger.ms", "20")
@@ -243,35 +267,29 @@ fn produce(brokers: &str, topic: &str, n: u64) {
         .set("queue.buffering.max.kbytes", "1048576")
         .create()
         .expect("producer");
-    let departments = [
-        "市住建局",
-        "市市场监管局",
-        "市自然资源局",
-        "市交通局",
-        "市卫健委",
-    ];
-    // Times spread over the 30 days before now, one new case per event, with promised
-    // limits of 5 to 19 workdays: most cases are open and green at the end, a share has
-    // turned yellow or red on the way (as in a service centre's live backlog), and the
-    // restart holds N open cases without a catch-up storm.
     let span_s: i64 = 30 * 86_400;
-    let start = chrono::Utc::now().fixed_offset() - chrono::Duration::seconds(span_s);
-    for i in 0..n {
-        let time = start + chrono::Duration::seconds((i as i64 * span_s) / n as i64);
-        let subject = format!("BENCH-{i:08}");
-        let payload = format!(
-            concat!(
-                r#"{{"specversion":"1.0","id":"b-{}","source":"/bench","type":"approval.accepted","#,
-                r#""time":"{}","subject":"{}","datacontenttype":"application/json","#,
-                r#""data":{{"department":"{}","item":"建筑工程施工许可","handler":"张{}","kind":"promised","promised_workdays":{}}}}}"#
-            ),
-            i,
-            time.to_rfc3339(),
-            subject,
-            departments[(i % 5) as usize],
-            i % 97,
-            5 + i % 15
-        );
+    let now = chrono::Utc::now().fixed_offset();
+    let start = now - chrono::Duration::seconds(span_s);
+    let plan = if lifecycle {
+        lifecycle_plan(n, span_s - 60)
+    } else {
+        // Times spread over the 30 days before now, one new case per event, with promised
+        // limits of 5 to 19 workdays: most cases are open and green at the end, a share
+        // has turned yellow or red on the way (as in a service centre's live backlog), and
+        // the restart holds N open cases without a catch-up storm.
+        (0..n)
+            .map(|i| Step {
+                t: (i as i64 * span_s) / n as i64,
+                case: i,
+                kind: Kind::Accepted,
+            })
+            .collect()
+    };
+    let cases = plan.iter().filter(|s| s.kind == Kind::Accepted).count() as u64;
+    for step in &plan {
+        let time = start + chrono::Duration::seconds(step.t);
+        let subject = format!("BENCH-{:08}", step.case);
+        let payload = step.payload(&subject, &time.to_rfc3339());
         let mut record = BaseRecord::to(topic).key(&subject).payload(&payload);
         loop {
             match producer.send(record) {
@@ -288,11 +306,130 @@ fn produce(brokers: &str, topic: &str, n: u64) {
                 }
             }
         }
-        if i % 10_000 == 0 {
+        if step.case % 10_000 == 0 {
             producer.poll(Duration::ZERO);
         }
     }
     producer.flush(Duration::from_secs(120)).expect("flush");
+    cases
+}
+
+/// One event of the stream: when (seconds into its 30 days), of which case, of what type.
+struct Step {
+    t: i64,
+    case: u64,
+    kind: Kind,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Kind {
+    Accepted,
+    Reviewed,
+    Decided,
+    Certificate,
+    Completed,
+}
+
+const DEPARTMENTS: [&str; 5] = [
+    "市住建局",
+    "市市场监管局",
+    "市自然资源局",
+    "市交通局",
+    "市卫健委",
+];
+
+/// A case's promised limit: 5 to 19 workdays.
+fn promised(case: u64) -> u64 {
+    5 + case % 15
+}
+
+impl Step {
+    /// The CloudEvent, as a producer would send it.
+    fn payload(&self, subject: &str, time: &str) -> String {
+        let i = self.case;
+        let (kind, data) = match self.kind {
+            Kind::Accepted => (
+                "accepted",
+                format!(
+                    r#"{{"department":"{}","item":"建筑工程施工许可","handler":"张{}","kind":"promised","promised_workdays":{}}}"#,
+                    DEPARTMENTS[(i % 5) as usize],
+                    i % 97,
+                    promised(i)
+                ),
+            ),
+            Kind::Reviewed => ("reviewed", format!(r#"{{"handler":"李{}"}}"#, i % 89)),
+            Kind::Decided => ("decided", r#"{"outcome":"approved"}"#.to_string()),
+            Kind::Certificate => (
+                "certificate_issued",
+                format!(r#"{{"certificate_no":"XK-{i:08}"}}"#),
+            ),
+            Kind::Completed => ("completed", "{}".to_string()),
+        };
+        // The accepted events keep the ids of the default stream.
+        let id = match self.kind {
+            Kind::Accepted => format!("b-{i}"),
+            _ => format!("b-{i}-{kind}"),
+        };
+        format!(
+            concat!(
+                r#"{{"specversion":"1.0","id":"{}","source":"/bench","type":"approval.{}","#,
+                r#""time":"{}","subject":"{}","datacontenttype":"application/json","data":{}}}"#
+            ),
+            id, kind, time, subject, data
+        )
+    }
+}
+
+/// `n` events of whole approval cases, in time order: each case accepted at a time spread
+/// over the first `end` seconds of the stream's 30 days, reviewed after 10–35% of its promised time (1.45 calendar days per
+/// workday), decided after 40–90% of it (one in eight late: after 105–160%), its
+/// certificate issued and the case completed within the next tenth. Steps after `end` are
+/// not sent: those cases stay open, as a live backlog's do. Cases are added until there
+/// are `n` events; the surplus of the last ones goes from the end, the latest in time.
+fn lifecycle_plan(n: u64, end: i64) -> Vec<Step> {
+    // splitmix64: the same stream on every run.
+    let mut state = 0x5EED_u64;
+    let mut rand = move || {
+        state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        (z ^ (z >> 31)) as f64 / u64::MAX as f64
+    };
+    let mut plan = Vec::with_capacity(n as usize + 5);
+    let mut case = 0u64;
+    while (plan.len() as u64) < n {
+        let a = (end as f64 * rand()) as i64;
+        let span = promised(case) as f64 * 1.45 * 86_400.0;
+        let at = |share: f64| a + (share * span) as i64;
+        let decided = if rand() < 0.125 {
+            at(1.05 + 0.55 * rand())
+        } else {
+            at(0.4 + 0.5 * rand())
+        };
+        let certificate = decided + (0.05 * span * rand()) as i64 + 60;
+        let steps = [
+            (a, Kind::Accepted),
+            (at(0.1 + 0.25 * rand()), Kind::Reviewed),
+            (decided, Kind::Decided),
+            (certificate, Kind::Certificate),
+            (
+                certificate + (0.05 * span * rand()) as i64 + 60,
+                Kind::Completed,
+            ),
+        ];
+        plan.extend(
+            steps
+                .into_iter()
+                .filter(|&(t, _)| t < end)
+                .map(|(t, kind)| Step { t, case, kind }),
+        );
+        case += 1;
+    }
+    // Time order; a case's steps in their order where two fall in the same second.
+    plan.sort_by_key(|s| (s.t, s.case, s.kind));
+    plan.truncate(n as usize);
+    plan
 }
 
 fn raw_read(brokers: &str, topic: &str, n: u64) -> u64 {
