@@ -384,9 +384,10 @@ impl Step {
 }
 
 /// `n` events of whole approval cases, in time order: each case accepted at a time spread
-/// over the first `end` seconds of the stream's 30 days, reviewed after 10–35% of its promised time (1.45 calendar days per
-/// workday), decided after 40–90% of it (one in eight late: after 105–160%), its
-/// certificate issued and the case completed within the next tenth. Steps after `end` are
+/// over the first `end` seconds of the stream's 30 days, reviewed after 10–35% of its
+/// promised time (1.45 calendar days per workday), decided after 40–90% of it (one in
+/// eight late: after 105–160%), its certificate issued and the case completed within the
+/// next tenth. Steps after `end` are
 /// not sent: those cases stay open, as a live backlog's do. Cases are added until there
 /// are `n` events; the surplus of the last ones goes from the end, the latest in time.
 fn lifecycle_plan(n: u64, end: i64) -> Vec<Step> {
