@@ -221,7 +221,6 @@ impl Clock {
     }
 }
 
-/// A red raised at once by a check, a sequence, or a deadline rule's own condition.
 /// A case's clocks in the order they started: the first two inline in the case, the rest
 /// in an allocation of exactly their number. Every event and every timer reads them, and a
 /// separate allocation would be one more cache miss after the one for the case (a typical
@@ -335,6 +334,7 @@ impl<'de> Deserialize<'de> for Clocks {
     }
 }
 
+/// A red raised at once by a check, a sequence, or a deadline rule's own condition.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Violation {
     pub rule: u16,
