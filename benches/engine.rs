@@ -23,7 +23,8 @@
 //!    and what each case owns (walking `Engine::cases`, allocations rounded as glibc does;
 //!    the timer index is the remainder), and how many timers share a due instant; and what
 //!    the daemon's open-case gauges cost per case (every case encoded with and without
-//!    judging it, `src/open_counts.rs`).
+//!    judging it, `src/open_counts.rs`). After the mix, VmRSS again (about the process's
+//!    peak: the cases' later events have added to them, and freed memory is kept).
 //!
 //! The workload (all times +08:00, all inside 2026):
 //! - N cases opened on Monday 2026-03-02 between 08:30 and 12:00 (the load phase):
