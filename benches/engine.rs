@@ -603,11 +603,8 @@ fn memory_breakdown(engine: &Engine, grown: u64) {
         }
         clock_len += c.clocks.len();
         // The first two clocks live inside the Box<Case>; only the rest are an allocation.
-        let spilled = c.clocks.spilled().len();
-        clock_spilled += spilled;
-        if spilled > 0 {
-            clocks += chunk(std::mem::size_of_val(c.clocks.spilled()));
-        }
+        clock_spilled += c.clocks.spilled().len();
+        clocks += chunk(std::mem::size_of_val(c.clocks.spilled()));
         let stages_heap = if c.stages.spilled() {
             c.stages.capacity() * size_of::<redlight::engine::Stages>()
         } else {

@@ -1081,9 +1081,7 @@ impl Engine {
             if case.seen.spilled() {
                 prefetch_slice(&case.seen);
             }
-            if !case.clocks.spilled().is_empty() {
-                prefetch_slice(case.clocks.spilled());
-            }
+            prefetch_slice(case.clocks.spilled());
         }
         let mut ctrl = None;
         if let Some(id) = ahead(PREFETCH_CASE)
