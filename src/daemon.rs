@@ -363,6 +363,11 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         preload: Some(preload),
         preloaded: BTreeMap::new(),
         classifier: crate::open_counts::Classifier::default(),
+        parser: Parser::start()
+            .inspect_err(|e| {
+                tracing::warn!(error = %e, "could not start the thread that parses beside the loop; the loop parses alone");
+            })
+            .ok(),
     };
     let result = lp.run(shutdown, notify).await;
     lp.finish();
@@ -407,6 +412,8 @@ struct Loop<'c> {
     preloaded: BTreeMap<Slot, Restored>,
     /// Judges the cases persisted for the open-case gauges (`src/open_counts.rs`).
     classifier: crate::open_counts::Classifier,
+    /// Parses beside the loop ([`parse_all`]); `None` when it could not be started.
+    parser: Option<Parser>,
 }
 
 /// A message that cannot be applied, on its way to the dead-letter topic.
@@ -837,7 +844,8 @@ impl Loop<'_> {
         let mut alerts = self.writer.alert_vec();
         let mut dead = Vec::new();
         let mut touched: HashSet<Slot> = HashSet::new();
-        let events = parse_all(&messages);
+        let messages: Messages = Arc::new(messages);
+        let events = parse_all(&messages, self.parser.as_ref());
         // The messages of a batch mostly come from one partition after another: the slot
         // is built anew only when it changes.
         let mut slot: Slot = (String::new(), u32::MAX);
@@ -1194,36 +1202,145 @@ impl Loop<'_> {
     }
 }
 
-/// Parses a batch's messages, the second half on a helper thread while this one parses
-/// the first: parsing is about a tenth of the loop's time, and the loop is the daemon's
-/// bottleneck while the store writer leaves the other core idle about half of the time. A
-/// batch of fewer than [`PARSE_SPLIT`] messages is parsed here alone.
-fn parse_all(
-    messages: &[rdkafka::message::OwnedMessage],
-) -> Vec<Result<Event, crate::event::EventError>> {
-    let parse = |m: &rdkafka::message::OwnedMessage| Event::parse(m.payload().unwrap_or(&[]));
-    if messages.len() < PARSE_SPLIT {
-        return messages.iter().map(parse).collect();
-    }
-    let (first, second) = messages.split_at(messages.len() / 2);
-    std::thread::scope(|scope| {
-        let helper = std::thread::Builder::new()
-            .name("redlight-parse".into())
-            .spawn_scoped(scope, || second.iter().map(parse).collect::<Vec<_>>());
-        let mut out = Vec::with_capacity(messages.len());
-        out.extend(first.iter().map(parse));
-        match helper.map(|h| h.join()) {
-            Ok(Ok(rest)) => out.extend(rest),
-            // No thread to be had, or it panicked: parsed here.
-            _ => out.extend(second.iter().map(parse)),
-        }
-        out
-    })
+/// A batch's messages, shared with the [`Parser`]'s thread.
+type Messages = Arc<Vec<rdkafka::message::OwnedMessage>>;
+
+/// What parsing gives for each message: its event, or why it is none.
+type Parsed = Result<Event, crate::event::EventError>;
+
+/// How many messages the loop or the [`Parser`]'s thread takes at a time from a batch being
+/// parsed: about 50 µs of parsing, the longest the loop may wait for the other thread.
+const PARSE_CHUNK: usize = 64;
+
+/// The smallest batch whose parsing [`parse_all`] shares with the [`Parser`]'s thread:
+/// handing work over costs about as much as parsing a few dozen events.
+const PARSE_SPLIT: usize = 256;
+
+/// A chunk's events, or `Err` when its parsing panicked.
+type ChunkParsed = Result<Vec<Parsed>, ()>;
+
+/// A batch being parsed by the loop and the [`Parser`]'s thread together: each takes the
+/// next chunk of [`PARSE_CHUNK`] messages until none is left.
+struct ParseJob {
+    messages: Messages,
+    /// The next chunk to take.
+    next: std::sync::atomic::AtomicUsize,
+    /// Each chunk's events once parsed; `Err` when its parsing panicked on the other
+    /// thread (the loop then parses it again, as it would have had it taken the chunk).
+    chunks: Vec<Mutex<Option<ChunkParsed>>>,
+    /// Told whenever a chunk is done.
+    done: std::sync::Condvar,
 }
 
-/// The smallest batch whose parsing [`parse_all`] splits between two threads: starting
-/// a thread costs about as much as parsing a few dozen events.
-const PARSE_SPLIT: usize = 256;
+impl ParseJob {
+    fn new(messages: &Messages) -> Arc<ParseJob> {
+        Arc::new(ParseJob {
+            messages: messages.clone(),
+            next: std::sync::atomic::AtomicUsize::new(0),
+            chunks: (0..messages.len().div_ceil(PARSE_CHUNK))
+                .map(|_| Mutex::new(None))
+                .collect(),
+            done: std::sync::Condvar::new(),
+        })
+    }
+
+    /// The events of all chunks in order, once every chunk is done: the loop waits at
+    /// most for the chunks the other thread has taken and not finished.
+    fn collect(&self) -> Vec<Parsed> {
+        let mut out = Vec::with_capacity(self.messages.len());
+        for (c, slot) in self.chunks.iter().enumerate() {
+            let mut slot = slot.lock().unwrap_or_else(|p| p.into_inner());
+            while slot.is_none() {
+                slot = self.done.wait(slot).unwrap_or_else(|p| p.into_inner());
+            }
+            match slot.take() {
+                Some(Ok(parsed)) => out.extend(parsed),
+                _ => out.extend(self.chunk(c).iter().map(parse)),
+            }
+        }
+        out
+    }
+
+    /// Chunk `c`'s messages.
+    fn chunk(&self, c: usize) -> &[rdkafka::message::OwnedMessage] {
+        let from = (c * PARSE_CHUNK).min(self.messages.len());
+        let to = (from + PARSE_CHUNK).min(self.messages.len());
+        &self.messages[from..to]
+    }
+
+    /// Parses chunks until none is left to take.
+    fn work(&self) {
+        loop {
+            let c = self.next.fetch_add(1, Ordering::Relaxed);
+            let Some(slot) = self.chunks.get(c) else {
+                return;
+            };
+            let parsed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                self.chunk(c).iter().map(parse).collect::<Vec<_>>()
+            }))
+            .map_err(|_| ());
+            let mut slot = slot.lock().unwrap_or_else(|p| p.into_inner());
+            *slot = Some(parsed);
+            drop(slot);
+            self.done.notify_all();
+        }
+    }
+}
+
+/// The thread that parses beside the loop ([`parse_all`]): parsing is about a tenth of the
+/// loop's time, and the loop is the daemon's bottleneck. The loop never waits for it to
+/// start: when it has not taken a chunk by the time the loop has taken the last one, the
+/// loop has parsed the whole batch. One thread for the daemon's life: a thread per batch
+/// (as before) started its allocator heap afresh each time, and the loop waited for it
+/// (in a stream of whole cases, a fifth of the loop's time went on joining it).
+struct Parser {
+    tx: Option<std::sync::mpsc::Sender<Arc<ParseJob>>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Parser {
+    fn start() -> std::io::Result<Parser> {
+        let (tx, jobs) = std::sync::mpsc::channel::<Arc<ParseJob>>();
+        let thread = std::thread::Builder::new()
+            .name("redlight-parse".into())
+            .spawn(move || {
+                while let Ok(job) = jobs.recv() {
+                    job.work();
+                }
+            })?;
+        Ok(Parser {
+            tx: Some(tx),
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for Parser {
+    fn drop(&mut self) {
+        self.tx = None; // ends the thread's loop
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn parse(m: &rdkafka::message::OwnedMessage) -> Parsed {
+    Event::parse(m.payload().unwrap_or(&[]))
+}
+
+/// Parses a batch's messages, in order; a batch of at least [`PARSE_SPLIT`] together with
+/// the [`Parser`]'s thread, when there is one.
+fn parse_all(messages: &Messages, parser: Option<&Parser>) -> Vec<Parsed> {
+    let tx = match parser {
+        Some(Parser { tx: Some(tx), .. }) if messages.len() >= PARSE_SPLIT => tx,
+        _ => return messages.iter().map(parse).collect(),
+    };
+    let job = ParseJob::new(messages);
+    // Should the thread have gone, the loop parses every chunk itself.
+    let _ = tx.send(job.clone());
+    job.work();
+    job.collect()
+}
 
 fn level_str(a: &Alert) -> &'static str {
     match a.level {
@@ -1259,6 +1376,7 @@ mod tests {
 
     #[test]
     fn a_big_batch_is_parsed_in_order_with_each_rejection_in_its_place() {
+        let parser = Parser::start().expect("parser thread");
         for n in [3, PARSE_SPLIT, 1001] {
             let messages: Vec<_> = (0..n as i64)
                 .map(|i| match i % 7 {
@@ -1272,8 +1390,24 @@ mod tests {
                     ),
                 })
                 .collect();
-            let parsed = parse_all(&messages);
+            let messages = Arc::new(messages);
+            let parsed = parse_all(&messages, Some(&parser));
             assert_eq!(parsed.len(), n, "batch of {n}");
+            assert_eq!(
+                parse_all(&messages, None),
+                parsed,
+                "batch of {n}, parsed by the loop alone"
+            );
+            // The parser's thread alone (the loop takes no chunk): every chunk, in order.
+            let job = ParseJob::new(&messages);
+            if let Some(tx) = &parser.tx {
+                tx.send(job.clone()).expect("parser thread running");
+            }
+            assert_eq!(
+                job.collect(),
+                parsed,
+                "batch of {n}, parsed by the parser's thread"
+            );
             for (i, p) in parsed.iter().enumerate() {
                 match (i % 7, p) {
                     (3, Err(e)) => assert_eq!(e.reason_code(), "not_json", "{i}: {e}"),
