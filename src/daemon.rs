@@ -1225,21 +1225,24 @@ struct ParseJob {
     messages: Messages,
     /// The next chunk to take.
     next: std::sync::atomic::AtomicUsize,
+    /// How many chunks the batch has.
+    count: usize,
     /// Each chunk's events once parsed; `Err` when its parsing panicked on the other
     /// thread (the loop then parses it again, as it would have had it taken the chunk).
-    chunks: Vec<Mutex<Option<ChunkParsed>>>,
+    /// One lock for all: a [`std::sync::Condvar`] waits with one mutex only.
+    chunks: Mutex<Vec<Option<ChunkParsed>>>,
     /// Told whenever a chunk is done.
     done: std::sync::Condvar,
 }
 
 impl ParseJob {
     fn new(messages: &Messages) -> Arc<ParseJob> {
+        let count = messages.len().div_ceil(PARSE_CHUNK);
         Arc::new(ParseJob {
             messages: messages.clone(),
             next: std::sync::atomic::AtomicUsize::new(0),
-            chunks: (0..messages.len().div_ceil(PARSE_CHUNK))
-                .map(|_| Mutex::new(None))
-                .collect(),
+            count,
+            chunks: Mutex::new((0..count).map(|_| None).collect()),
             done: std::sync::Condvar::new(),
         })
     }
@@ -1248,12 +1251,14 @@ impl ParseJob {
     /// most for the chunks the other thread has taken and not finished.
     fn collect(&self) -> Vec<Parsed> {
         let mut out = Vec::with_capacity(self.messages.len());
-        for (c, slot) in self.chunks.iter().enumerate() {
-            let mut slot = slot.lock().unwrap_or_else(|p| p.into_inner());
-            while slot.is_none() {
-                slot = self.done.wait(slot).unwrap_or_else(|p| p.into_inner());
+        for c in 0..self.count {
+            let mut chunks = self.chunks.lock().unwrap_or_else(|p| p.into_inner());
+            while chunks.get(c).is_some_and(Option::is_none) {
+                chunks = self.done.wait(chunks).unwrap_or_else(|p| p.into_inner());
             }
-            match slot.take() {
+            let parsed = chunks.get_mut(c).and_then(Option::take);
+            drop(chunks);
+            match parsed {
                 Some(Ok(parsed)) => out.extend(parsed),
                 _ => out.extend(self.chunk(c).iter().map(parse)),
             }
@@ -1272,16 +1277,18 @@ impl ParseJob {
     fn work(&self) {
         loop {
             let c = self.next.fetch_add(1, Ordering::Relaxed);
-            let Some(slot) = self.chunks.get(c) else {
+            if c >= self.count {
                 return;
-            };
+            }
             let parsed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                 self.chunk(c).iter().map(parse).collect::<Vec<_>>()
             }))
             .map_err(|_| ());
-            let mut slot = slot.lock().unwrap_or_else(|p| p.into_inner());
-            *slot = Some(parsed);
-            drop(slot);
+            let mut chunks = self.chunks.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(slot) = chunks.get_mut(c) {
+                *slot = Some(parsed);
+            }
+            drop(chunks);
             self.done.notify_all();
         }
     }
