@@ -279,15 +279,38 @@ impl<'a> IntoIterator for &'a Clocks {
     }
 }
 
+/// [`Clocks`] being built from a sequence: the rest gathered in a vector and boxed once at
+/// the end, rather than grown by one allocation per clock as [`Clocks::push`] does.
+#[derive(Default)]
+struct ClocksBuilder {
+    first: SmallVec<[Clock; 2]>,
+    rest: Vec<Clock>,
+}
+
+impl ClocksBuilder {
+    fn push(&mut self, clock: Clock) {
+        if self.first.len() < 2 {
+            self.first.push(clock);
+        } else {
+            self.rest.push(clock);
+        }
+    }
+
+    fn finish(self) -> Clocks {
+        Clocks {
+            first: self.first,
+            rest: self.rest.into_boxed_slice(),
+        }
+    }
+}
+
 impl FromIterator<Clock> for Clocks {
     fn from_iter<I: IntoIterator<Item = Clock>>(iter: I) -> Clocks {
-        let mut iter = iter.into_iter();
-        let first: SmallVec<[Clock; 2]> = iter.by_ref().take(2).collect();
-        let rest: Vec<Clock> = iter.collect();
-        Clocks {
-            first,
-            rest: rest.into_boxed_slice(),
+        let mut b = ClocksBuilder::default();
+        for c in iter {
+            b.push(c);
         }
+        b.finish()
     }
 }
 
@@ -315,19 +338,11 @@ impl<'de> Deserialize<'de> for Clocks {
                 self,
                 mut seq: A,
             ) -> Result<Clocks, A::Error> {
-                let mut first = SmallVec::new();
-                let mut rest = Vec::new();
+                let mut b = ClocksBuilder::default();
                 while let Some(c) = seq.next_element::<Clock>()? {
-                    if first.len() < 2 {
-                        first.push(c);
-                    } else {
-                        rest.push(c);
-                    }
+                    b.push(c);
                 }
-                Ok(Clocks {
-                    first,
-                    rest: rest.into_boxed_slice(),
-                })
+                Ok(b.finish())
             }
         }
         d.deserialize_seq(Seq)
