@@ -49,9 +49,9 @@ use redlight::alert::{Alert, Level, Status};
 use redlight::cli;
 use redlight::config::Config;
 use redlight::engine::{Applied, Engine};
-use redlight::event::Event;
+use redlight::event::{Data, Event};
 use serde::Serialize;
-use serde_json::{Map, Value};
+use serde_json::Value;
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, BufWriter, Write};
@@ -683,7 +683,7 @@ struct WireEvent<'a> {
     time: String,
     subject: &'a str,
     datacontenttype: &'static str,
-    data: &'a Map<String, Value>,
+    data: &'a Data,
 }
 
 fn write_event(out: &mut impl Write, ev: &Event) -> io::Result<()> {
@@ -1445,9 +1445,9 @@ impl Workload {
         let n = &self.names;
         let subject = self.subject(p.case);
         let dept = || Value::from(n.departments[spec.dept as usize].as_str());
-        let mut data = Map::new();
+        let mut data = Data::new();
         let mut put = |k: &str, v: Value| {
-            data.insert(k.to_string(), v);
+            data.insert(k, v);
         };
         let source = match spec.class {
             Class::Promised | Class::Immediate => "/xinzhou/approval-hall",

@@ -1958,7 +1958,7 @@ impl Core {
     /// Evaluates a CEL condition with `event`, `data` and `case` (its id, merged data and
     /// the event types seen before this event).
     fn eval(&self, c: &Condition, case: &Case, ev: &Event, types: u128) -> Result<bool, String> {
-        let data = Value::Object(ev.data.clone());
+        let data = Value::Object(ev.data.to_map());
         let event = serde_json::json!({
             "id": ev.id, "type": ev.kind, "source": ev.source, "subject": ev.subject,
             "time": ev.time.to_rfc3339(), "data": data,
