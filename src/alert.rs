@@ -236,6 +236,37 @@ mod tests {
         }
     }
 
+    /// Receivers drop duplicates by id and a replay must reproduce a live run's ids, so
+    /// they may never change between versions: these are the first 128 bits of SHA-256
+    /// over the length-prefixed parts, computed independently (Python's `hashlib`).
+    #[test]
+    fn ids_stay_what_they_were() {
+        assert_eq!(
+            alert_id("XZ-1", "xk.decision", "c1", Level::Red, Status::Firing),
+            "3deb9ee57bdedfffe6e96cb1bcfa7476"
+        );
+        assert_eq!(
+            alert_id(
+                "XK-2026-10-0001",
+                "xk.promised",
+                "1@1793376000000",
+                Level::Yellow,
+                Status::Firing
+            ),
+            "bb9693cba193afca0e0baa753ba756bb"
+        );
+        assert_eq!(
+            alert_id(
+                "市场-第12号",
+                "sc.report",
+                "2026Q3#2",
+                Level::Red,
+                Status::Resolved
+            ),
+            "791fe25d514bd4076e6f0601230323b3"
+        );
+    }
+
     #[test]
     fn instants_print_in_the_configured_zone() {
         // 2026-10-30T16:00:00Z is 24:00 of 2026-10-30 in Beijing.
