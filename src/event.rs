@@ -32,10 +32,11 @@ pub struct Event {
 /// An event's `data` object: its members sorted by name, each name once (the last one
 /// given wins, as when serde_json reads an object into a map).
 ///
-/// One allocation of exactly its members, their names inline (up to 24 bytes, which every
-/// catalogue field name fits), where a `serde_json::Map` takes a B-tree node of eleven
-/// slots (about 640 bytes) and an allocation per name. Every message the daemon reads is
-/// parsed into one and dropped after it is applied, on the consumer loop's thread.
+/// One allocation holds the members (parsed: room for eight, 448 bytes, more when there
+/// are more), their names inline (up to 24 bytes, which every catalogue field name fits),
+/// where a `serde_json::Map` takes a B-tree node of eleven slots (about 640 bytes) and an
+/// allocation per name. Every message the daemon reads is parsed into one and dropped
+/// after it is applied, on the consumer loop's thread.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Data(Vec<(CompactString, Value)>);
 
@@ -149,8 +150,8 @@ impl<'de> Deserialize<'de> for Data {
                 f.write_str("a JSON object")
             }
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Data, A::Error> {
-                // serde_json gives no size: room for eight members, the event's only
-                // allocation of its own unless it has more (it lives until it is applied).
+                // serde_json gives no size: room for eight members, grown only when there
+                // are more (an event lives until it is applied; no shrinking copy).
                 let mut members = Vec::with_capacity(map.size_hint().unwrap_or(8).min(64));
                 while let Some(name) = map.next_key_seed(Name)? {
                     members.push((name, map.next_value::<Value>()?));
