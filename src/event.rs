@@ -106,8 +106,9 @@ impl Data {
 
 impl From<Map<String, Value>> for Data {
     fn from(map: Map<String, Value>) -> Data {
-        // A map's names are sorted and unique already.
-        Data(
+        // Sorted by `from_members`, not assumed: a map keeps insertion order instead once
+        // any crate in the build turns on serde_json's `preserve_order`.
+        Data::from_members(
             map.into_iter()
                 .map(|(k, v)| (CompactString::from(k), v))
                 .collect(),
