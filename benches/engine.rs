@@ -544,7 +544,7 @@ fn value_heap(v: &Value) -> usize {
 fn datum_heap(d: &redlight::engine::Datum) -> usize {
     use redlight::engine::Datum;
     match d {
-        Datum::Str(s) => chunk(16 + s.len()) / std::sync::Arc::strong_count(s).max(1),
+        Datum::Str(s) => chunk(16 + s.len()) / arcstr::ArcStr::strong_count(s).unwrap_or(1).max(1),
         Datum::Other(v) => chunk(std::mem::size_of::<Value>()) + value_heap(v),
         _ => 0,
     }
@@ -596,7 +596,7 @@ fn memory_breakdown(engine: &Engine, grown: u64) {
         ids += chunk(16 + c.id.len());
         data_len += c.data.len();
         data_cap += c.data.capacity();
-        data_vec += chunk(c.data.capacity() * size_of::<(std::sync::Arc<str>, Datum)>());
+        data_vec += chunk(c.data.capacity() * size_of::<(arcstr::ArcStr, Datum)>());
         data_values += c.data.iter().map(|(_, v)| datum_heap(v)).sum::<usize>();
         if c.seen.spilled() {
             seen += chunk(c.seen.capacity() * 8);
@@ -629,7 +629,7 @@ fn memory_breakdown(engine: &Engine, grown: u64) {
         "  memory per case, by owner (sizes: Case {} B, Clock {} B, data entry {} B, timer {} B):",
         size_of::<Case>(),
         size_of::<Clock>(),
-        size_of::<(std::sync::Arc<str>, Datum)>(),
+        size_of::<(arcstr::ArcStr, Datum)>(),
         size_of::<(u64, [u8; 24])>()
     );
     for (name, bytes) in [

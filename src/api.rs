@@ -427,7 +427,6 @@ mod stored {
     use serde::de::{IgnoredAny, SeqAccess, Visitor};
     use serde_json::Value;
     use std::fmt;
-    use std::sync::Arc;
 
     pub fn decode(bytes: &[u8]) -> Result<CaseLite, rmp_serde::decode::Error> {
         let c: StoredCase = rmp_serde::from_slice(bytes)?;
@@ -651,7 +650,9 @@ mod stored {
                 Ok(match v {
                     Value::Null => None,
                     Value::String(s) => Some(s),
-                    other => datum_text(&Datum::from_value(&other, |s: &str| Arc::from(s))),
+                    other => datum_text(&Datum::from_value(&other, |s: &str| {
+                        arcstr::ArcStr::from(s)
+                    })),
                 })
             };
             let pair = match key.as_str() {

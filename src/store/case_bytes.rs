@@ -28,12 +28,9 @@ pub(super) fn write_case(out: &mut Vec<u8>, case: &Case) -> Result<(), rmp_serde
             Datum::Bool(b) => bool(out, *b),
             // serde_json's own order: a non-negative integer as u64, a negative one as
             // i64, anything else as f64.
-            Datum::Number(n) => match (n.as_u64(), n.as_i64(), n.as_f64()) {
-                (Some(u), _, _) => uint(out, u),
-                (None, Some(i), _) => sint(out, i),
-                (None, None, Some(f)) => f64(out, f),
-                (None, None, None) => rmp_serde::encode::write(out, n)?,
-            },
+            Datum::UInt(u) => uint(out, *u),
+            Datum::Int(i) => sint(out, *i),
+            Datum::Float(f) => f64(out, *f),
             Datum::Str(s) => str(out, s),
             Datum::Other(v) => rmp_serde::encode::write(out, v)?,
         }
