@@ -404,12 +404,49 @@ pub enum Datum {
     Int(i64),
     /// Any other number: finite, as JSON has no other.
     Float(f64),
+    /// A string of at most [`ShortStr::MAX`] bytes, held in place: no allocation, no
+    /// pointer to follow, nothing to share (most values are short: a department, a
+    /// handler's name, a certificate number).
+    Short(ShortStr),
+    /// A longer string, shared between the cases that hold it (see [`Values`]).
     Str(ArcStr),
     /// Arrays and objects, kept as they came.
     Other(Box<Value>),
 }
 
 const _: () = assert!(std::mem::size_of::<Datum>() == 16);
+
+/// A string of at most 14 bytes in 15, for [`Datum::Short`].
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct ShortStr {
+    len: u8,
+    bytes: [u8; ShortStr::MAX],
+}
+
+impl ShortStr {
+    pub const MAX: usize = 14;
+
+    /// `s` held in place, if it is short enough.
+    pub fn new(s: &str) -> Option<ShortStr> {
+        let mut bytes = [0; ShortStr::MAX];
+        bytes.get_mut(..s.len())?.copy_from_slice(s.as_bytes());
+        Some(ShortStr {
+            len: s.len() as u8,
+            bytes,
+        })
+    }
+
+    pub fn as_str(&self) -> &str {
+        // Always whole UTF-8: copied from a `str`.
+        std::str::from_utf8(&self.bytes[..usize::from(self.len)]).unwrap_or_default()
+    }
+}
+
+impl std::fmt::Debug for ShortStr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(self.as_str(), f)
+    }
+}
 const _: () = assert!(std::mem::size_of::<(ArcStr, Datum)>() == 24);
 
 impl Datum {
@@ -419,8 +456,18 @@ impl Datum {
             Value::Null => Datum::Null,
             Value::Bool(b) => Datum::Bool(*b),
             Value::Number(n) => Datum::from_number(n),
-            Value::String(s) => Datum::Str(share(s)),
+            Value::String(s) => Datum::string(s, share),
             other => Datum::Other(Box::new(other.clone())),
+        }
+    }
+
+    /// A string datum: in place when short, else made by `share`. Every string datum is
+    /// made here, so that equal strings are the same variant (derived equality relies on
+    /// it).
+    pub fn string(s: &str, share: impl FnOnce(&str) -> ArcStr) -> Datum {
+        match ShortStr::new(s) {
+            Some(short) => Datum::Short(short),
+            None => Datum::Str(share(s)),
         }
     }
 
@@ -460,6 +507,7 @@ impl Datum {
             Datum::UInt(_) | Datum::Int(_) | Datum::Float(_) => {
                 self.as_number().map_or(Value::Null, Value::Number)
             }
+            Datum::Short(s) => Value::String(s.as_str().to_string()),
             Datum::Str(s) => Value::String(s.to_string()),
             Datum::Other(v) => (**v).clone(),
         }
@@ -467,6 +515,7 @@ impl Datum {
 
     pub fn as_str(&self) -> Option<&str> {
         match self {
+            Datum::Short(s) => Some(s.as_str()),
             Datum::Str(s) => Some(s),
             _ => None,
         }
@@ -477,6 +526,7 @@ impl Datum {
     pub fn text(&self) -> Option<std::borrow::Cow<'_, str>> {
         match self {
             Datum::Null => None,
+            Datum::Short(s) => Some(std::borrow::Cow::Borrowed(s.as_str())),
             Datum::Str(s) => Some(std::borrow::Cow::Borrowed(s)),
             other => Some(std::borrow::Cow::Owned(other.to_value().to_string())),
         }
@@ -491,6 +541,7 @@ impl Datum {
             (Datum::UInt(_) | Datum::Int(_) | Datum::Float(_), Value::Number(b)) => {
                 self.as_number().as_ref() == Some(b)
             }
+            (Datum::Short(a), Value::String(b)) => a.as_str() == b.as_str(),
             (Datum::Str(a), Value::String(b)) => a.as_str() == b.as_str(),
             (Datum::Other(a), b) => **a == *b,
             _ => false,
@@ -517,6 +568,7 @@ impl Serialize for Datum {
             Datum::UInt(u) => s.serialize_u64(*u),
             Datum::Int(i) => s.serialize_i64(*i),
             Datum::Float(f) => s.serialize_f64(*f),
+            Datum::Short(x) => s.serialize_str(x.as_str()),
             Datum::Str(x) => s.serialize_str(x),
             Datum::Other(v) => v.serialize(s),
         }
@@ -526,10 +578,7 @@ impl Serialize for Datum {
 impl<'de> Deserialize<'de> for Datum {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Datum, D::Error> {
         let v = Value::deserialize(d)?;
-        Ok(match v {
-            Value::String(s) => Datum::Str(ArcStr::from(s)),
-            other => Datum::from_value(&other, |s: &str| ArcStr::from(s)),
-        })
+        Ok(Datum::from_value(&v, |s: &str| ArcStr::from(s)))
     }
 }
 
@@ -2727,6 +2776,9 @@ mod tests {
             "0.1",
             "\"\"",
             "\"市住建局\"",
+            "\"14 bytes long.\"",
+            "\"15 bytes long..\"",
+            "\"市住建局审批处\"",
             "[1,\"a\"]",
             "{\"b\":{\"c\":2}}",
         ];
@@ -2751,6 +2803,10 @@ mod tests {
                 assert_eq!(d.eq_value(&o), v == o, "{text} against {other}");
             }
         }
+        // Up to 14 bytes a string is held in place, longer ones shared.
+        let string = |s: &str| Datum::from_value(&Value::from(s), |s: &str| ArcStr::from(s));
+        assert!(matches!(string("14 bytes long."), Datum::Short(_)));
+        assert!(matches!(string("15 bytes long.."), Datum::Str(_)));
         // A rule's `when` compares numbers by value, integer or not.
         let fifteen = Datum::from_value(&serde_json::json!(15), |s: &str| ArcStr::from(s));
         assert!(fifteen.matches_json(&serde_json::json!(15.0)));
@@ -2786,6 +2842,7 @@ mod tests {
 
     /// Values that repeat are shared between cases; values that are all different stop
     /// going through the interner after a window, so its set does not grow with the cases.
+    /// (Strings longer than a `ShortStr`: the short ones are held in place.)
     #[test]
     fn only_repeating_values_are_shared() {
         let mut engine = shipped_engine();
@@ -2793,7 +2850,7 @@ mod tests {
         let n = 5_000;
         for i in 0..n {
             let line = format!(
-                r#"{{"specversion":"1.0","id":"e{i}","source":"/t","type":"approval.accepted","time":"2026-11-02T09:00:00+08:00","subject":"C{i}","data":{{"kind":"promised","promised_workdays":5,"department":"D{}","certificate_no":"XK-{i:07}"}}}}"#,
+                r#"{{"specversion":"1.0","id":"e{i}","source":"/t","type":"approval.accepted","time":"2026-11-02T09:00:00+08:00","subject":"C{i}","data":{{"kind":"promised","promised_workdays":5,"department":"Department of Housing {}","certificate_no":"XK-2026-ZJ-{i:07}","handler":"张三","reference":"XK-{i:07}"}}}}"#,
                 i % 3
             );
             let ev = crate::event::Event::parse(line.as_bytes()).expect("event");
@@ -2804,8 +2861,14 @@ mod tests {
             other => panic!("{case} {key}: {other:?}"),
         };
         // Every value is kept as given.
-        assert_eq!(&*value("C4321", "certificate_no"), "XK-0004321");
-        assert_eq!(&*value("C4321", "department"), "D1");
+        assert_eq!(&*value("C4321", "certificate_no"), "XK-2026-ZJ-0004321");
+        assert_eq!(&*value("C4321", "department"), "Department of Housing 1");
+        let case = engine.case("C4321").expect("case");
+        assert!(matches!(case.get("handler"), Some(Datum::Short(s)) if s.as_str() == "张三"));
+        assert_eq!(
+            case.get("reference").and_then(Datum::as_str),
+            Some("XK-0004321")
+        );
         // The departments are one copy each, early and late.
         assert!(ArcStr::ptr_eq(
             &value("C3", "department"),
@@ -2838,7 +2901,7 @@ mod tests {
         let kept = engine
             .case(&format!("C{}", SHARE_KEYS + 99))
             .and_then(|c| c.get(&last));
-        assert!(matches!(kept, Some(Datum::Str(s)) if &**s == "x"));
+        assert!(matches!(kept, Some(Datum::Short(s)) if s.as_str() == "x"));
     }
 
     /// `Engine::prefetch` computes where the case map keeps a slot without reading it,

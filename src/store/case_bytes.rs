@@ -31,6 +31,7 @@ pub(super) fn write_case(out: &mut Vec<u8>, case: &Case) -> Result<(), rmp_serde
             Datum::UInt(u) => uint(out, *u),
             Datum::Int(i) => sint(out, *i),
             Datum::Float(f) => f64(out, *f),
+            Datum::Short(s) => str(out, s.as_str()),
             Datum::Str(s) => str(out, s),
             Datum::Other(v) => rmp_serde::encode::write(out, v)?,
         }
@@ -318,7 +319,12 @@ mod tests {
             if i % 4 == 0 {
                 // More than fifteen entries: a longer array header.
                 case.data = (0..17)
-                    .map(|k| (format!("k{k:02}").into(), Datum::Str("v".into())))
+                    .map(|k| {
+                        (
+                            format!("k{k:02}").into(),
+                            Datum::string("v", |s: &str| arcstr::ArcStr::from(s)),
+                        )
+                    })
                     .collect();
             }
             case.stages = serde_json::from_value(serde_json::json!([
