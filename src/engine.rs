@@ -391,9 +391,10 @@ pub struct Duty {
 ///
 /// A number is held as serde_json holds it (a non-negative integer as `u64`, a negative
 /// one as `i64`, any other as a finite `f64`), in its own variant rather than as a
-/// `serde_json::Number`, whose own tag would make the datum 24 bytes; and a string as an
-/// [`ArcStr`], one pointer where an `Arc<str>` is two. With the key an `ArcStr` too, an
-/// entry of [`Case::data`] is 24 bytes where it was 40 (see [`DATA_SLACK`]).
+/// `serde_json::Number`, whose own tag would make the datum 24 bytes; and a string in place
+/// when short, else as an [`ArcStr`], one pointer where an `Arc<str>` is two. With the key
+/// an `ArcStr` too, an entry of [`Case::data`] is 24 bytes where it was 40 (see
+/// [`DATA_SLACK`]).
 #[derive(Debug, Clone, PartialEq)]
 pub enum Datum {
     Null,
@@ -415,6 +416,7 @@ pub enum Datum {
 }
 
 const _: () = assert!(std::mem::size_of::<Datum>() == 16);
+const _: () = assert!(std::mem::size_of::<(ArcStr, Datum)>() == 24);
 
 /// A string of at most 14 bytes in 15, for [`Datum::Short`].
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -447,7 +449,6 @@ impl std::fmt::Debug for ShortStr {
         std::fmt::Debug::fmt(self.as_str(), f)
     }
 }
-const _: () = assert!(std::mem::size_of::<(ArcStr, Datum)>() == 24);
 
 impl Datum {
     /// The datum of a JSON value, its string (if any) made by `share`.
@@ -541,8 +542,7 @@ impl Datum {
             (Datum::UInt(_) | Datum::Int(_) | Datum::Float(_), Value::Number(b)) => {
                 self.as_number().as_ref() == Some(b)
             }
-            (Datum::Short(a), Value::String(b)) => a.as_str() == b.as_str(),
-            (Datum::Str(a), Value::String(b)) => a.as_str() == b.as_str(),
+            (Datum::Short(_) | Datum::Str(_), Value::String(b)) => self.as_str() == Some(b),
             (Datum::Other(a), b) => **a == *b,
             _ => false,
         }
