@@ -461,8 +461,14 @@ fn engine_bench(opts: &Options, config_path: &Path, summary: &mut Vec<(u8, Strin
     let s = engine.stats();
     println!(
         "  engine stats: applied {}, duplicates {}, unknown types {}, calendar errors {}, \
-         data problems {}",
-        s.applied, s.duplicates, s.unknown_types, s.calendar_errors, s.data_problems
+         data problems {}; timer entries due {}, obsolete {}",
+        s.applied,
+        s.duplicates,
+        s.unknown_types,
+        s.calendar_errors,
+        s.data_problems,
+        s.timer_entries_due,
+        s.timer_entries_obsolete
     );
     let drop_start = Instant::now();
     drop(engine);

@@ -1,6 +1,6 @@
 //! The alert of SPEC §4: the generic JSON body of a webhook and a line of `redlight replay`.
 
-use chrono::{DateTime, Datelike, SecondsFormat, TimeZone, Timelike, Utc};
+use chrono::{DateTime, Datelike, SecondsFormat, TimeZone, Utc};
 use chrono_tz::Tz;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -119,10 +119,26 @@ pub fn format_instant(ms: i64, tz: Tz) -> String {
     };
     let local = utc.with_timezone(&tz).fixed_offset();
     let offset = local.offset().local_minus_utc();
-    let n = local.naive_local();
-    if offset % 60 != 0 || !(0..=9999).contains(&n.year()) {
-        return local.to_rfc3339_opts(SecondsFormat::AutoSi, false);
+    format_at_offset(ms, i64::from(offset) * 1000)
+        .unwrap_or_else(|| local.to_rfc3339_opts(SecondsFormat::AutoSi, false))
+}
+
+/// [`format_instant`] at a UTC offset known already (in milliseconds); `None` where the fast
+/// path does not reach (years outside 0–9999, an offset with seconds).
+pub fn format_at_offset(ms: i64, offset_ms: i64) -> Option<String> {
+    const DAY: i64 = 86_400_000;
+    if offset_ms % 60_000 != 0 {
+        return None;
     }
+    let local = ms.checked_add(offset_ms)?;
+    // Days from 0001-01-01 (day 1) to 1970-01-01: 719,163.
+    let days = i32::try_from(local.div_euclid(DAY).checked_add(719_163)?).ok()?;
+    let date = chrono::NaiveDate::from_num_days_from_ce_opt(days)?;
+    if !(0..=9999).contains(&date.year()) {
+        return None;
+    }
+    let of_day = local.rem_euclid(DAY);
+    let (secs, millis) = ((of_day / 1000) as u32, (of_day % 1000) as u32);
     // "YYYY-MM-DDTHH:MM:SS.mmm+HH:MM": 29 bytes at most.
     let mut b = [0u8; 29];
     let mut at = 0;
@@ -138,22 +154,23 @@ pub fn format_instant(ms: i64, tz: Tz) -> String {
             at += 1;
         }
     };
-    let minutes = offset.unsigned_abs() / 60;
-    put(4, n.year() as u32, b'-');
-    put(2, n.month(), b'-');
-    put(2, n.day(), b'T');
-    put(2, n.hour(), b':');
-    put(2, n.minute(), b':');
-    let millis = ms.rem_euclid(1000) as u32;
+    let sign = if offset_ms < 0 { b'-' } else { b'+' };
+    let minutes = (offset_ms.unsigned_abs() / 60_000) as u32;
+    put(4, date.year() as u32, b'-');
+    put(2, date.month(), b'-');
+    put(2, date.day(), b'T');
+    put(2, secs / 3600, b':');
+    put(2, secs / 60 % 60, b':');
     if millis != 0 {
-        put(2, n.second(), b'.');
-        put(3, millis, if offset < 0 { b'-' } else { b'+' });
+        put(2, secs % 60, b'.');
+        put(3, millis, sign);
     } else {
-        put(2, n.second(), if offset < 0 { b'-' } else { b'+' });
+        put(2, secs % 60, sign);
     }
     put(2, minutes / 60, b':');
     put(2, minutes % 60, 0);
-    String::from_utf8_lossy(&b[..at]).into_owned()
+    // Digits and separators only: ASCII, valid UTF-8.
+    String::from_utf8(b[..at].to_vec()).ok()
 }
 
 #[cfg(test)]

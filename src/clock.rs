@@ -30,6 +30,9 @@ pub const DAY: i64 = 86_400_000;
 pub struct Zone {
     tz: Tz,
     fixed_offset_ms: Option<i64>,
+    /// The UTC instants from the calendar's first day to the end of its last, where the
+    /// fixed offset was checked: [`Zone::format`] uses it only there.
+    fixed_span: std::ops::Range<i64>,
 }
 
 impl Zone {
@@ -48,10 +51,26 @@ impl Zone {
             .all(|d| offset_at(d) == first)
             .then_some(first)
             .flatten();
+        let off = fixed.unwrap_or(0);
         Zone {
             tz,
             fixed_offset_ms: fixed,
+            fixed_span: cal.first_day_idx() * DAY - off..(cal.last_day_idx() + 1) * DAY - off,
         }
+    }
+
+    /// [`crate::alert::format_instant`] in this zone. Within the calendar's range of a zone
+    /// with a fixed offset there, without asking the time-zone database for the offset:
+    /// every alert carries one or two instants, and that lookup and chrono's conversions
+    /// were most of the formatting's work.
+    pub fn format(&self, ms: i64) -> String {
+        if let Some(off) = self.fixed_offset_ms
+            && self.fixed_span.contains(&ms)
+            && let Some(s) = crate::alert::format_at_offset(ms, off)
+        {
+            return s;
+        }
+        crate::alert::format_instant(ms, self.tz)
     }
 
     pub fn tz(&self) -> Tz {
@@ -281,6 +300,51 @@ mod tests {
         Calendar::load_dir(&dir, chrono_tz::Asia::Shanghai).expect("calendar data")
     }
 
+    /// An alert's instants are written by `Zone::format`: exactly what `format_instant`
+    /// writes, in a zone with a fixed offset over the calendar's years (Shanghai: the fast
+    /// path inside them, the general one outside) and in one with summer time (the general
+    /// one everywhere), on both sides of the calendar's edges.
+    #[test]
+    fn a_zone_formats_instants_as_format_instant_does() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/calendars");
+        for tz in [chrono_tz::Asia::Shanghai, chrono_tz::America::Los_Angeles] {
+            let cal = Calendar::load_dir(&dir, tz).expect("calendar data");
+            let zone = Zone::new(&cal);
+            assert_eq!(
+                zone.fixed_offset_ms.is_some(),
+                tz == chrono_tz::Asia::Shanghai
+            );
+            let first = zone.to_utc(cal.first_day_idx() * DAY);
+            let end = zone.to_utc((cal.last_day_idx() + 1) * DAY);
+            // Every 7 h 43 min 21.123 s from a year before the data to a year after it:
+            // every hour of the day and many millisecond values, and the edges themselves.
+            let mut instants: Vec<i64> = (0..)
+                .map(|i| first - 366 * DAY + i * 27_801_123)
+                .take_while(|&ms| ms < end + 366 * DAY)
+                .collect();
+            for edge in [first, end] {
+                instants.extend([edge - 1000, edge - 1, edge, edge + 1, edge + 1000]);
+            }
+            instants.extend([0, -1, i64::MIN, i64::MAX]);
+            for ms in instants {
+                assert_eq!(
+                    zone.format(ms),
+                    crate::alert::format_instant(ms, tz),
+                    "{ms} in {tz}"
+                );
+            }
+        }
+        let zone = Zone::new(&cal());
+        assert_eq!(
+            zone.format(t("2026-10-31T00:00:00+08:00")),
+            "2026-10-31T00:00:00+08:00"
+        );
+        assert_eq!(
+            zone.format(t("2026-10-30T16:00:00.123Z")),
+            "2026-10-31T00:00:00.123+08:00"
+        );
+    }
+
     fn t(s: &str) -> i64 {
         DateTime::parse_from_rfc3339(s)
             .expect("time")
@@ -288,7 +352,7 @@ mod tests {
     }
 
     fn show(ms: i64, zone: &Zone) -> String {
-        crate::alert::format_instant(ms, zone.tz())
+        zone.format(ms)
     }
 
     #[test]

@@ -15,7 +15,7 @@
 //! run. Timers that a change made obsolete are not searched for and removed: when one comes
 //! due it is checked against its case's current timers and dropped.
 
-use crate::alert::{Alert, Level, Reason, Status, alert_id, format_instant};
+use crate::alert::{Alert, Level, Reason, Status, alert_id};
 use crate::calendar::day_index;
 use crate::calendar::{Calendar, CalendarError};
 use crate::clock::{Counting, DAY, Span, Zone, fixed_yellow};
@@ -780,6 +780,11 @@ pub struct Stats {
     /// Fields the rules expected and did not find or could not use (a `due` that is not a
     /// time, …), logged and counted.
     pub data_problems: u64,
+    /// Timer index entries taken when they came due, and of those the ones that did
+    /// nothing: left by an earlier state of their case (its earliest timer had moved) or
+    /// by a case since forgotten.
+    pub timer_entries_due: u64,
+    pub timer_entries_obsolete: u64,
 }
 
 /// The engine. Not `Sync`: one owner drives it (a daemon partition worker, `replay`).
@@ -983,6 +988,20 @@ impl Values {
     }
 }
 
+/// An instant's timers in one vector: its only chunk as it is, or the chunks moved into one
+/// vector of the exact size (collecting the flattened chunks grew a vector by doubling,
+/// copying a large instant's timers again and again into fresh memory).
+fn flatten_bucket(bucket: Bucket) -> Vec<Timer> {
+    if bucket.len() == 1 {
+        return bucket.into_iter().next().unwrap_or_default();
+    }
+    let mut all = Vec::with_capacity(bucket.iter().map(Vec::len).sum());
+    for mut chunk in bucket {
+        all.append(&mut chunk);
+    }
+    all
+}
+
 /// Hash of an event id for duplicate detection (SipHash with fixed keys: the same in every
 /// run and on every machine, as persisted state requires).
 fn id_hash(id: &str) -> u64 {
@@ -1156,7 +1175,7 @@ impl Engine {
             if left == 0 {
                 return false;
             }
-            let mut bucket: Vec<Timer> = entry.remove().into_iter().flatten().collect();
+            let mut bucket = flatten_bucket(entry.remove());
             self.core.timer_entries -= bucket.len();
             bucket.sort_unstable();
             bucket.dedup();
@@ -1175,7 +1194,9 @@ impl Engine {
                 let found = self
                     .cases
                     .find_entry(key_hash(timer.1.as_str()), |(k, _)| *k == timer.1);
+                self.core.stats.timer_entries_due += 1;
                 let Ok(mut slot) = found else {
+                    self.core.stats.timer_entries_obsolete += 1;
                     continue; // the case was forgotten
                 };
                 if self
@@ -1338,6 +1359,7 @@ impl Core {
     ) -> Option<Timer> {
         case.timers(self.retention_ms, &mut self.scratch);
         if self.scratch.iter().map(|t| t.0).min() != Some(due) {
+            self.stats.timer_entries_obsolete += 1;
             return None; // obsolete
         }
         let mut group: SmallVec<[(u16, TimerKind); 4]> = self
@@ -1523,7 +1545,7 @@ impl Core {
             TimerKind::Purge => case.active() && !case.withdrawn,
             TimerKind::Yellow | TimerKind::Red => {
                 let rules = self.rules.clone();
-                let tz = self.zone.tz();
+                let zone = self.zone.clone();
                 let Some(clock) = case.active_clock(rule) else {
                     return true;
                 };
@@ -1543,7 +1565,7 @@ impl Core {
                 let (occ, deadline) = (clock.occurrence(), clock.deadline.get());
                 out.push(make_alert(
                     &rules,
-                    tz,
+                    &zone,
                     case,
                     rule,
                     &occ,
@@ -1585,7 +1607,7 @@ impl Core {
             let label = period_label(p.period, period);
             out.push(make_alert(
                 &rules,
-                self.zone.tz(),
+                &self.zone,
                 case,
                 rule,
                 &label,
@@ -1685,7 +1707,7 @@ impl Core {
     ) -> Result<(), CalendarError> {
         let rules = self.rules.clone();
         let t = ev.time_ms();
-        let tz = self.zone.tz();
+        let zone = self.zone.clone();
         match h {
             Handler::Withdraw => {
                 self.withdraw(case, t, out);
@@ -1714,12 +1736,15 @@ impl Core {
                 if clock.deadline.get().is_some() {
                     clock.last_deadline = clock.deadline.get().into();
                 }
-                let (occ, deadline, yf, rf) = (
-                    clock.occurrence(),
-                    clock.last_deadline.get(),
-                    clock.yellow_fired,
-                    clock.red_fired,
-                );
+                let (yf, rf) = (clock.yellow_fired, clock.red_fired);
+                // Written out only for the alerts it goes into: most clocks stop without
+                // having fired.
+                let occ = if yf || rf {
+                    clock.occurrence()
+                } else {
+                    CompactString::const_new("")
+                };
+                let deadline = clock.last_deadline.get();
                 let at = self.now;
                 if yf {
                     let reason = if late {
@@ -1731,7 +1756,7 @@ impl Core {
                     };
                     out.push(make_alert(
                         &rules,
-                        tz,
+                        &zone,
                         case,
                         r,
                         &occ,
@@ -1751,7 +1776,7 @@ impl Core {
                     };
                     out.push(make_alert(
                         &rules,
-                        tz,
+                        &zone,
                         case,
                         r,
                         &occ,
@@ -2021,7 +2046,7 @@ impl Core {
                     let label = period_label(p.period, period);
                     out.push(make_alert(
                         &rules,
-                        tz,
+                        &zone,
                         case,
                         r,
                         &label,
@@ -2245,7 +2270,7 @@ impl Core {
         out: &mut Vec<Alert>,
     ) {
         let now = self.now;
-        let tz = self.zone.tz();
+        let zone = self.zone.clone();
         let rules = self.rules.clone();
         let Some(clock) = case.active_clock(r) else {
             return;
@@ -2265,17 +2290,18 @@ impl Core {
             clock.yellow_fired = false;
             retract.push(Level::Yellow);
         }
+        if retract.is_empty() {
+            return;
+        }
         let (occ, deadline) = (
             clock.occurrence(),
             clock.deadline.get().or(clock.last_deadline.get()),
         );
-        if !retract.is_empty() {
-            clock.retractions += 1;
-        }
+        clock.retractions += 1;
         for level in retract {
             out.push(make_alert(
                 &rules,
-                tz,
+                &zone,
                 case,
                 r,
                 &occ,
@@ -2301,7 +2327,7 @@ impl Core {
         let at = self.now.max(t);
         out.push(make_alert(
             &self.rules,
-            self.zone.tz(),
+            &self.zone,
             case,
             r,
             key,
@@ -2325,7 +2351,7 @@ impl Core {
     /// reason `withdrawn`, and the case goes quiet.
     fn withdraw(&mut self, case: &mut Case, t: i64, out: &mut Vec<Alert>) {
         let at = self.now;
-        let tz = self.zone.tz();
+        let zone = self.zone.clone();
         let rules = self.rules.clone();
         let mut resolved = Vec::new();
         for c in case.clocks.iter_mut().filter(|c| c.active()) {
@@ -2361,7 +2387,7 @@ impl Core {
         for (rule, occ, level, deadline) in resolved {
             out.push(make_alert(
                 &rules,
-                tz,
+                &zone,
                 case,
                 rule,
                 &occ,
@@ -2526,7 +2552,7 @@ fn as_count(v: &Value) -> Option<u32> {
 #[allow(clippy::too_many_arguments)]
 fn make_alert(
     rules: &RuleSet,
-    tz: chrono_tz::Tz,
+    zone: &Zone,
     case: &Case,
     rule: u16,
     occurrence: &str,
@@ -2547,8 +2573,8 @@ fn make_alert(
         level,
         status,
         reason,
-        at: format_instant(at, tz),
-        deadline: deadline.map(|d| format_instant(d, tz)),
+        at: zone.format(at),
+        deadline: deadline.map(|d| zone.format(d)),
         detail,
         department: case.get_str("department"),
         item: case.get_str("item"),
