@@ -650,9 +650,7 @@ mod stored {
                 Ok(match v {
                     Value::Null => None,
                     Value::String(s) => Some(s),
-                    other => datum_text(&Datum::from_value(&other, |s: &str| {
-                        arcstr::ArcStr::from(s)
-                    })),
+                    other => datum_text(&Datum::from_value_unshared(&other)),
                 })
             };
             let pair = match key.as_str() {

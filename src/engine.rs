@@ -457,6 +457,12 @@ impl std::fmt::Debug for ShortStr {
 }
 
 impl Datum {
+    /// The datum of a JSON value, its string (if any) a copy of its own: for a value read
+    /// outside an engine (a stored case, the API), with no interner to share it through.
+    pub fn from_value_unshared(v: &Value) -> Datum {
+        Datum::from_value(v, |s: &str| ArcStr::from(s))
+    }
+
     /// The datum of a JSON value, its string (if any) made by `share`.
     pub fn from_value(v: &Value, share: impl FnOnce(&str) -> ArcStr) -> Datum {
         match v {
@@ -585,7 +591,7 @@ impl Serialize for Datum {
 impl<'de> Deserialize<'de> for Datum {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Datum, D::Error> {
         let v = Value::deserialize(d)?;
-        Ok(Datum::from_value(&v, |s: &str| ArcStr::from(s)))
+        Ok(Datum::from_value_unshared(&v))
     }
 }
 
@@ -2843,7 +2849,7 @@ mod tests {
         ];
         for text in values {
             let v: Value = serde_json::from_str(text).expect(text);
-            let d = Datum::from_value(&v, |s: &str| ArcStr::from(s));
+            let d = Datum::from_value_unshared(&v);
             assert_eq!(d.to_value(), v, "{text}");
             assert!(d.eq_value(&v), "{text}");
             assert!(d.matches_json(&v), "{text}");
@@ -2863,11 +2869,11 @@ mod tests {
             }
         }
         // Up to 14 bytes a string is held in place, longer ones shared.
-        let string = |s: &str| Datum::from_value(&Value::from(s), |s: &str| ArcStr::from(s));
+        let string = |s: &str| Datum::from_value_unshared(&Value::from(s));
         assert!(matches!(string("14 bytes long."), Datum::Short(_)));
         assert!(matches!(string("15 bytes long.."), Datum::Str(_)));
         // A rule's `when` compares numbers by value, integer or not.
-        let fifteen = Datum::from_value(&serde_json::json!(15), |s: &str| ArcStr::from(s));
+        let fifteen = Datum::from_value_unshared(&serde_json::json!(15));
         assert!(fifteen.matches_json(&serde_json::json!(15.0)));
         assert!(!fifteen.eq_value(&serde_json::json!(15.0)));
         assert!(!fifteen.matches_json(&serde_json::json!(16)));
