@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Counts the instructions the engine bench's mix executes, per event, under valgrind's
 # callgrind: a figure that does not move with the hour the way timings on a shared virtual
-# machine do (runs here vary by 10-20%), so a change of a few percent in the engine's own
-# work can be measured in one run of each build instead of ten alternating pairs.
+# machine do (runs here vary by 10-20%; the count of one binary by under 0.05%), so a change
+# of a few percent in the engine's own work can be measured in one run of each build instead
+# of ten alternating pairs.
 #
 #   scripts/count-instructions.sh [CASES] [BENCH_BINARY]
 #
