@@ -814,7 +814,7 @@ pub struct Stats {
     pub data_problems: u64,
     /// Timer index entries taken when they came due, and of those the ones that did
     /// nothing: left by an earlier state of their case (its earliest timer had moved) or
-    /// by a case since forgotten.
+    /// by a case since forgotten. For the engine bench, which prints them; not exported.
     pub timer_entries_due: u64,
     pub timer_entries_obsolete: u64,
 }
