@@ -12,7 +12,7 @@
 //! recomputation at a time. The `redlight_open_cases` gauges are set from the counts the
 //! consumer loop keeps ([`crate::open_counts`]), judged as the board judges a case.
 
-use crate::alert::{Alert, format_instant};
+use crate::alert::Alert;
 use crate::calendar::Calendar;
 use crate::clock::{Counting, Zone};
 use crate::config::{BoardConfig, Config, ScorecardConfig, Secret};
@@ -69,7 +69,7 @@ impl View {
     }
 
     fn fmt(&self, ms: i64) -> String {
-        format_instant(ms, self.zone.tz())
+        self.zone.format(ms)
     }
 
     fn rule_id(&self, idx: u16) -> String {

@@ -26,13 +26,14 @@ pub const DAY: i64 = 86_400_000;
 
 /// Local-time conversions for the calendar's zone, with a fast path for zones whose offset
 /// is the same over the whole calendar range (Asia/Shanghai has had no DST since 1991).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Copy)]
 pub struct Zone {
     tz: Tz,
     fixed_offset_ms: Option<i64>,
     /// The UTC instants from the calendar's first day to the end of its last, where the
-    /// fixed offset was checked: [`Zone::format`] uses it only there.
-    fixed_span: std::ops::Range<i64>,
+    /// fixed offset was checked, as `[start, end)`: [`Zone::format`] uses it only there. A
+    /// pair rather than a `Range` so that a `Zone` is `Copy`.
+    fixed_span: (i64, i64),
 }
 
 impl Zone {
@@ -55,7 +56,10 @@ impl Zone {
         Zone {
             tz,
             fixed_offset_ms: fixed,
-            fixed_span: cal.first_day_idx() * DAY - off..(cal.last_day_idx() + 1) * DAY - off,
+            fixed_span: (
+                cal.first_day_idx() * DAY - off,
+                (cal.last_day_idx() + 1) * DAY - off,
+            ),
         }
     }
 
@@ -65,7 +69,7 @@ impl Zone {
     /// were most of the formatting's work.
     pub fn format(&self, ms: i64) -> String {
         if let Some(off) = self.fixed_offset_ms
-            && self.fixed_span.contains(&ms)
+            && (self.fixed_span.0..self.fixed_span.1).contains(&ms)
             && let Some(s) = crate::alert::format_at_offset(ms, off)
         {
             return s;

@@ -1166,7 +1166,7 @@ impl Core {
     fn escalation_notice(&self, step: &StepSpec, a: &Alert, due_ms: i64) -> Notice {
         let mut alert = a.clone();
         alert.id = escalation_id(a, &step.name, Status::Firing);
-        alert.at = format_instant(due_ms, self.ctx.zone.tz());
+        alert.at = self.ctx.zone.format(due_ms);
         Notice {
             alert,
             escalation: Some(Escalation {

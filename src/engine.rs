@@ -1584,7 +1584,7 @@ impl Core {
             TimerKind::Purge => case.active() && !case.withdrawn,
             TimerKind::Yellow | TimerKind::Red => {
                 let rules = self.rules.clone();
-                let zone = self.zone.clone();
+                let zone = self.zone;
                 let Some(clock) = case.active_clock(rule) else {
                     return true;
                 };
@@ -1746,7 +1746,7 @@ impl Core {
     ) -> Result<(), CalendarError> {
         let rules = self.rules.clone();
         let t = ev.time_ms();
-        let zone = self.zone.clone();
+        let zone = self.zone;
         match h {
             Handler::Withdraw => {
                 self.withdraw(case, t, out);
@@ -2309,7 +2309,7 @@ impl Core {
         out: &mut Vec<Alert>,
     ) {
         let now = self.now;
-        let zone = self.zone.clone();
+        let zone = self.zone;
         let rules = self.rules.clone();
         let Some(clock) = case.active_clock(r) else {
             return;
@@ -2390,7 +2390,7 @@ impl Core {
     /// reason `withdrawn`, and the case goes quiet.
     fn withdraw(&mut self, case: &mut Case, t: i64, out: &mut Vec<Alert>) {
         let at = self.now;
-        let zone = self.zone.clone();
+        let zone = self.zone;
         let rules = self.rules.clone();
         let mut resolved = Vec::new();
         for c in case.clocks.iter_mut().filter(|c| c.active()) {

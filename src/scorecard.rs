@@ -364,11 +364,10 @@ pub fn scorecard(
             }
         })
         .collect();
-    let tz = zone.tz();
     Ok(Scorecard {
         period: period.label(),
-        from: crate::alert::format_instant(from, tz),
-        to: crate::alert::format_instant(to, tz),
+        from: zone.format(from),
+        to: zone.format(to),
         thresholds: Thresholds {
             excellent_on_time_rate: config.excellent_on_time_rate,
             excellent_max_violations: config.excellent_max_violations,
