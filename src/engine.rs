@@ -678,6 +678,18 @@ impl Case {
     }
 
     pub fn get(&self, key: &str) -> Option<&Datum> {
+        // A case holds a handful of fields (five in a typical approval case): a scan that
+        // compares lengths first passes over most of them without reading their bytes,
+        // where a binary search compared bytes at every step (a call to memcmp each). The
+        // alerts, the rules' conditions and the gauges look fields up several times an
+        // event.
+        if self.data.len() <= 16 {
+            return self
+                .data
+                .iter()
+                .find(|(k, _)| k.as_str() == key)
+                .map(|(_, v)| v);
+        }
         self.data
             .binary_search_by(|(k, _)| k.as_str().cmp(key))
             .ok()
@@ -2945,6 +2957,35 @@ mod tests {
             interned < SHARE_WINDOW as usize + 10,
             "{interned} strings interned for {n} cases"
         );
+    }
+
+    #[test]
+    fn a_case_finds_each_of_its_fields_however_many_it_has() {
+        // Up to 16 fields a case scans them, beyond it searches: both must find each one.
+        let mut engine = shipped_engine();
+        let mut alerts = Vec::new();
+        for n in [0usize, 1, 5, 16, 17, 40] {
+            let fields: Vec<String> = (0..n)
+                .map(|j| format!(r#""f{:02}_{}":{j}"#, (j * 7) % n.max(1), "x".repeat(j % 4)))
+                .collect();
+            let line = format!(
+                r#"{{"specversion":"1.0","id":"e{n}","source":"/t","type":"approval.accepted","time":"2026-11-02T09:00:00+08:00","subject":"C{n}","data":{{{}}}}}"#,
+                fields.join(",")
+            );
+            let ev = crate::event::Event::parse(line.as_bytes()).expect("event");
+            engine.apply(&ev, &mut alerts).expect("applied");
+            let case = engine.case(&format!("C{n}")).expect("case");
+            assert_eq!(case.data.len(), n);
+            for (key, value) in ev.data.iter() {
+                let found = case.get(key).map(|d| d.to_value());
+                assert_eq!(found.as_ref(), Some(value), "{n} fields: {key}");
+            }
+            for missing in ["", "f", "f00", "f99_", "zz"] {
+                if ev.data.get(missing).is_none() {
+                    assert!(case.get(missing).is_none(), "{n} fields: {missing:?}");
+                }
+            }
+        }
     }
 
     /// Events whose data keys are ever new do not grow the record of how sharing each

@@ -24,8 +24,8 @@
 
 use crate::engine::{Case, Datum, Light};
 use crate::scorecard::NO_DEPARTMENT;
+use rustc_hash::FxHashMap;
 use smallvec::SmallVec;
-use std::collections::HashMap;
 use std::hash::Hasher;
 use std::sync::Arc;
 
@@ -113,9 +113,13 @@ fn class_hash(department: &str, rules: &RuleLights) -> u64 {
 }
 
 /// Judges cases into classes, keeping each class's description by its hash.
+///
+/// The maps of this module are keyed by class hashes, already spread over 64 bits: they
+/// hash them with `FxHasher` (a multiplication) rather than SipHash. The loop judges every
+/// case it persists and moves it between counts, and SipHash was most of that work.
 #[derive(Default)]
 pub struct Classifier {
-    classes: HashMap<u64, Arc<Class>>,
+    classes: FxHashMap<u64, Arc<Class>>,
 }
 
 impl Classifier {
@@ -174,7 +178,7 @@ const FORGET_ABOVE: usize = 4096;
 
 /// Open cases per class hash (class 0, "not open", is never counted).
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct Counts(HashMap<u64, i64>);
+pub struct Counts(FxHashMap<u64, i64>);
 
 impl Counts {
     pub fn add(&mut self, h: u64, n: i64) {
@@ -208,7 +212,7 @@ impl Counts {
 /// The counts of every partition the instance holds, as `/metrics` renders them.
 #[derive(Default)]
 pub struct Totals {
-    counts: HashMap<u64, (Arc<Class>, i64)>,
+    counts: FxHashMap<u64, (Arc<Class>, i64)>,
 }
 
 impl Totals {
@@ -241,6 +245,7 @@ impl Totals {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::HashMap;
 
     #[test]
     fn a_rule_takes_the_worst_light_of_its_open_items_and_withdrawn_cases_count_nowhere() {
