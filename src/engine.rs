@@ -439,8 +439,13 @@ impl ShortStr {
     }
 
     pub fn as_str(&self) -> &str {
-        // Always whole UTF-8: copied from a `str`.
-        std::str::from_utf8(self.as_bytes()).unwrap_or_default()
+        debug_assert!(std::str::from_utf8(self.as_bytes()).is_ok());
+        // SAFETY: `new`, the only place a `ShortStr` is made (its fields are private), copies
+        // a whole `str` and its length, so the bytes up to `len` are UTF-8. Not checked
+        // again here: every alert reads three of these and every stored case all of them,
+        // and the check was about 110 instructions each (a call, and the non-ASCII path
+        // for Chinese text).
+        unsafe { std::str::from_utf8_unchecked(self.as_bytes()) }
     }
 
     /// Its bytes, for comparisons that need no `str` (checking UTF-8 costs more than
