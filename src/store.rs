@@ -1645,7 +1645,8 @@ impl Store {
         match t.last().map_err(|e| self.err(e))? {
             Some((k, v)) => {
                 let row = self.row_alerts(k.value(), v.value())?;
-                Ok(k.value() + row.remaining() - 1)
+                // Saturating: a damaged row (an empty one under key 0) must not panic.
+                Ok(k.value().saturating_add(row.remaining()).saturating_sub(1))
             }
             None => Ok(0),
         }
