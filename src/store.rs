@@ -212,9 +212,8 @@ type StoredAlert<'a> = (
 );
 
 /// Appends `alert` as stored (a MessagePack array of its fields, see `StoredAlert`) to `out`.
-pub fn encode_alert(alert: &Alert, out: &mut Vec<u8>) -> Result<(), rmp_serde::encode::Error> {
+pub fn encode_alert(alert: &Alert, out: &mut Vec<u8>) {
     case_bytes::write_alert(out, alert);
-    Ok(())
 }
 
 /// [`encode_alert`] through serde: what `case_bytes::write_alert` must write.
@@ -248,6 +247,12 @@ fn alert_is_json(bytes: &[u8]) -> bool {
     bytes.first() == Some(&b'{')
 }
 
+/// A row of `alerts` as read: its key and its bytes.
+type AlertRow<'t> = (
+    redb::AccessGuard<'t, u64>,
+    redb::AccessGuard<'t, &'static [u8]>,
+);
+
 /// The alerts of one row of `alerts`, each with its sequence number: a group's
 /// ([`ALERT_GROUP`]), or the row itself as one alert (formats 4 and 5).
 pub(crate) struct RowAlerts<'a> {
@@ -270,10 +275,9 @@ impl<'a> RowAlerts<'a> {
                 bytes: row,
             });
         };
-        let count = rest
-            .get(..4)
-            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)
-            .ok_or("alert group shorter than its count")?;
+        let count = u32_at(rest, &mut 0)
+            .map_err(|e| format!("alert group without its count: {e}"))?
+            as usize;
         let lens = rest
             .get(4..4 + 4 * count)
             .ok_or_else(|| format!("alert group of {count} shorter than its lengths"))?;
@@ -333,7 +337,6 @@ fn write_alert_groups(
     alerts: &[Alert],
     first: u64,
     mut put: impl FnMut(u64, &[u8]) -> Result<(), StoreError>,
-    encode_err: impl Fn(rmp_serde::encode::Error) -> StoreError,
 ) -> Result<(), StoreError> {
     let mut lens: Vec<u8> = Vec::new();
     let mut body: Vec<u8> = Vec::with_capacity(ALERT_GROUP_BYTES);
@@ -355,7 +358,7 @@ fn write_alert_groups(
     let mut one: Vec<u8> = Vec::with_capacity(512);
     for (seq, a) in (first..).zip(alerts) {
         one.clear();
-        encode_alert(a, &mut one).map_err(&encode_err)?;
+        encode_alert(a, &mut one);
         if !body.is_empty() && 5 + lens.len() + 4 + body.len() + one.len() > ALERT_GROUP_BYTES {
             // This alert starts the next group.
             flush(group_first, &mut lens, &mut body)?;
@@ -1652,6 +1655,20 @@ impl Store {
         }
     }
 
+    /// The row holding alert `seq` if the store has it: the last row keyed at or before it
+    /// (a group's key is its first alert's).
+    fn row_holding<'t>(
+        &self,
+        t: &'t impl ReadableTable<u64, &'static [u8]>,
+        seq: u64,
+    ) -> Result<Option<AlertRow<'t>>, StoreError> {
+        t.range(..=seq)
+            .map_err(|e| self.err(e))?
+            .next_back()
+            .transpose()
+            .map_err(|e| self.err(e))
+    }
+
     /// Visits the alerts with a sequence number of at least `from`, in order, as stored,
     /// until `visit` returns false: from the row holding `from` (a group's key is its first
     /// alert's).
@@ -1661,13 +1678,7 @@ impl Store {
         from: u64,
         mut visit: impl FnMut(u64, &[u8]) -> Result<bool, StoreError>,
     ) -> Result<(), StoreError> {
-        let start = t
-            .range(..=from)
-            .map_err(|e| self.err(e))?
-            .next_back()
-            .transpose()
-            .map_err(|e| self.err(e))?
-            .map_or(from, |(k, _)| k.value());
+        let start = self.row_holding(t, from)?.map_or(from, |(k, _)| k.value());
         for row in t.range(start..).map_err(|e| self.err(e))? {
             let (k, v) = row.map_err(|e| self.err(e))?;
             for (seq, bytes) in self.row_alerts(k.value(), v.value())? {
@@ -1686,13 +1697,7 @@ impl Store {
         seq: u64,
         read: impl FnOnce(&[u8]) -> Result<T, StoreError>,
     ) -> Result<Option<T>, StoreError> {
-        let Some((k, v)) = t
-            .range(..=seq)
-            .map_err(|e| self.err(e))?
-            .next_back()
-            .transpose()
-            .map_err(|e| self.err(e))?
-        else {
+        let Some((k, v)) = self.row_holding(t, seq)? else {
             return Ok(None);
         };
         match self
@@ -2184,15 +2189,10 @@ impl Store {
         {
             let mut alerts = tx.open_table(ALERTS).map_err(|e| self.err(e))?;
             let first = self.last_alert(&alerts)? + 1;
-            write_alert_groups(
-                &batch.alerts,
-                first,
-                |seq, row| {
-                    alerts.insert(seq, row).map_err(|e| self.err(e))?;
-                    Ok(())
-                },
-                |e| self.err(e),
-            )?;
+            write_alert_groups(&batch.alerts, first, |seq, row| {
+                alerts.insert(seq, row).map_err(|e| self.err(e))?;
+                Ok(())
+            })?;
             seqs.extend((first..).take(batch.alerts.len()));
             drop(alerts);
             let mut journal = tx.open_table(JOURNAL).map_err(|e| self.err(e))?;
@@ -3576,7 +3576,7 @@ mod tests {
         };
         for a in [alert_of("C00001", 1), full] {
             let mut bytes = Vec::new();
-            encode_alert(&a, &mut bytes).expect("encode");
+            encode_alert(&a, &mut bytes);
             assert_ne!(bytes.first(), Some(&b'{'));
             let json = serde_json::to_vec(&a).expect("json");
             assert!(
@@ -3748,7 +3748,7 @@ mod tests {
     fn a_damaged_alert_group_is_an_error_naming_it() {
         let a = alert_of("C1", 1);
         let mut one = Vec::new();
-        encode_alert(&a, &mut one).expect("encode");
+        encode_alert(&a, &mut one);
         let mut row = vec![ALERT_GROUP];
         row.extend_from_slice(&2u32.to_le_bytes());
         row.extend_from_slice(&(one.len() as u32).to_le_bytes());
@@ -3784,7 +3784,7 @@ mod tests {
                 .into_iter()
                 .map(|n| {
                     let mut bytes = Vec::new();
-                    encode_alert(&alert_of(&format!("C0000{n}"), n), &mut bytes).expect("encode");
+                    encode_alert(&alert_of(&format!("C0000{n}"), n), &mut bytes);
                     (n, bytes)
                 })
                 .collect();
