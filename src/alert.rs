@@ -44,6 +44,42 @@ pub enum Reason {
     Withdrawn,
 }
 
+impl Level {
+    /// Its name, as serde writes it (alert JSON, stored alerts, labels, alert ids).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Level::Yellow => "yellow",
+            Level::Red => "red",
+        }
+    }
+}
+
+impl Status {
+    /// Its name, as serde writes it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Firing => "firing",
+            Status::Resolved => "resolved",
+        }
+    }
+}
+
+impl Reason {
+    /// Its name, as serde writes it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::Approaching => "approaching",
+            Reason::Overdue => "overdue",
+            Reason::Violation => "violation",
+            Reason::Missing => "missing",
+            Reason::Completed => "completed",
+            Reason::CompletedLate => "completed_late",
+            Reason::Retracted => "retracted",
+            Reason::Withdrawn => "withdrawn",
+        }
+    }
+}
+
 /// One light change. Field order is the wire order.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Alert {
@@ -77,19 +113,7 @@ pub struct Alert {
 /// drop duplicates and a replay reproduces a live run's ids. 128 bits of SHA-256, in hex.
 pub fn alert_id(case: &str, rule: &str, occurrence: &str, level: Level, status: Status) -> String {
     let mut h = Sha256::new();
-    for part in [
-        case,
-        rule,
-        occurrence,
-        match level {
-            Level::Yellow => "yellow",
-            Level::Red => "red",
-        },
-        match status {
-            Status::Firing => "firing",
-            Status::Resolved => "resolved",
-        },
-    ] {
+    for part in [case, rule, occurrence, level.as_str(), status.as_str()] {
         // Length-prefixed so that ("a|b","c") and ("a","b|c") cannot collide.
         h.update((part.len() as u64).to_be_bytes());
         h.update(part.as_bytes());

@@ -1185,11 +1185,11 @@ impl Loop<'_> {
         }
         let mut fired = Tally::default();
         for a in &alerts {
-            fired.count((level_str(a), status_str(a), &*a.rule));
+            fired.count((a.level.as_str(), a.status.as_str(), &*a.rule));
             // Alerts are in the store, the API and the webhooks; a catch-up can raise
             // millions, so the log carries them only at debug level.
-            tracing::debug!(id = %a.id, rule = %a.rule, case = %a.case, level = level_str(a),
-                status = status_str(a), reason = ?a.reason, at = %a.at, "alert");
+            tracing::debug!(id = %a.id, rule = %a.rule, case = %a.case, level = a.level.as_str(),
+                status = a.status.as_str(), reason = ?a.reason, at = %a.at, "alert");
         }
         for ((level, status, rule), n) in fired.0 {
             self.metrics
@@ -1435,20 +1435,6 @@ fn parse_all(messages: &Messages, parser: Option<&Parser>) -> Vec<Parsed> {
     let _ = tx.send(job.clone());
     job.work();
     job.collect()
-}
-
-fn level_str(a: &Alert) -> &'static str {
-    match a.level {
-        crate::alert::Level::Yellow => "yellow",
-        crate::alert::Level::Red => "red",
-    }
-}
-
-fn status_str(a: &Alert) -> &'static str {
-    match a.status {
-        crate::alert::Status::Firing => "firing",
-        crate::alert::Status::Resolved => "resolved",
-    }
 }
 
 #[cfg(test)]

@@ -127,10 +127,7 @@ pub fn label<'a>(a: &'a Alert, name: &str) -> Option<&'a str> {
     match name {
         "rule" | "alertname" => Some(&a.rule),
         "case" => Some(&a.case),
-        "level" => Some(match a.level {
-            Level::Yellow => "yellow",
-            Level::Red => "red",
-        }),
+        "level" => Some(a.level.as_str()),
         "severity" => Some(match a.level {
             Level::Yellow => "warning",
             Level::Red => "critical",

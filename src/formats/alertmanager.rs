@@ -22,14 +22,7 @@ pub fn labels(n: &Notice) -> BTreeMap<&'static str, String> {
     l.insert("alertname", a.rule.to_string());
     l.insert("rule", a.rule.to_string());
     l.insert("case", a.case.to_string());
-    l.insert(
-        "level",
-        match a.level {
-            Level::Yellow => "yellow",
-            Level::Red => "red",
-        }
-        .to_string(),
-    );
+    l.insert("level", a.level.as_str().to_string());
     l.insert(
         "severity",
         match a.level {

@@ -1,5 +1,5 @@
-//! A case's stored bytes (and an alert's, [`write_alert`]), written by hand: exactly what `rmp_serde::to_vec(case)` writes
-//! (MessagePack, each struct an array of its fields in declaration order, enum variants by
+//! A case's stored bytes (and an alert's, [`write_alert`]), written by hand: exactly what
+//! `rmp_serde::to_vec(case)` writes (MessagePack, each struct an array of its fields in declaration order, enum variants by
 //! name), so that every reader — [`super::decode_case`], the views' partial decoding in
 //! `src/api.rs`, stores written before — reads them as before.
 //!
@@ -12,7 +12,7 @@
 //! added to `Case`, `Clock`, `Mode` or `Stages` must be added here too, in its place: the
 //! tests then fail until it is.
 
-use crate::alert::{Alert, Level, Reason, Status};
+use crate::alert::Alert;
 use crate::engine::{Case, Clock, Datum, Mode};
 use crate::rules::Unit;
 
@@ -141,33 +141,9 @@ pub(super) fn write_alert(out: &mut Vec<u8>, a: &Alert) {
     for s in [&*a.id, &*a.rule, &*a.title, &*a.basis, &*a.case] {
         str(out, s);
     }
-    str(
-        out,
-        match a.level {
-            Level::Yellow => "yellow",
-            Level::Red => "red",
-        },
-    );
-    str(
-        out,
-        match a.status {
-            Status::Firing => "firing",
-            Status::Resolved => "resolved",
-        },
-    );
-    str(
-        out,
-        match a.reason {
-            Reason::Approaching => "approaching",
-            Reason::Overdue => "overdue",
-            Reason::Violation => "violation",
-            Reason::Missing => "missing",
-            Reason::Completed => "completed",
-            Reason::CompletedLate => "completed_late",
-            Reason::Retracted => "retracted",
-            Reason::Withdrawn => "withdrawn",
-        },
-    );
+    for s in [a.level.as_str(), a.status.as_str(), a.reason.as_str()] {
+        str(out, s);
+    }
     str(out, &a.at);
     for field in [
         a.deadline.as_deref(),
@@ -276,6 +252,7 @@ fn array_len(out: &mut Vec<u8>, n: usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::alert::{Level, Reason, Status};
 
     fn same_bytes(case: &Case) {
         let mut mine = Vec::new();
