@@ -170,6 +170,30 @@ fn main() {
             (cpu.user + cpu.system) * 1e6 / n as f64,
             cpu.user + cpu.system - lp - wr,
         );
+        // The rest by thread name (threads of one name summed), largest first.
+        let mut rest: Vec<(String, f64, f64)> = Vec::new();
+        for (name, user, system, _) in &cpu.threads {
+            if name == "redlight" || name == "redlight-store-" {
+                continue;
+            }
+            match rest.iter_mut().find(|(n, _, _)| n == name) {
+                Some(r) => {
+                    r.1 += user;
+                    r.2 += system;
+                }
+                None => rest.push((name.clone(), *user, *system)),
+            }
+        }
+        rest.sort_by(|a, b| (b.1 + b.2).total_cmp(&(a.1 + a.2)));
+        let rest: Vec<String> = rest
+            .iter()
+            .filter(|(_, u, s)| u + s >= 0.05)
+            .map(|(n, u, s)| format!("{n} {u:.1}+{s:.1}"))
+            .collect();
+        println!(
+            "the rest: {} (user+system s; threads already gone not listed)",
+            rest.join(", ")
+        );
         // The loop is the daemon's critical path: time it spent ready to run while the
         // other threads held both cores is time the rate lost to them.
         println!(
@@ -595,9 +619,9 @@ fn wait_ready(port: u16, n: u64, child: &mut Child) {
 struct Cpu {
     user: f64,
     system: f64,
-    /// Each live thread: its name, CPU seconds, and seconds it was ready to run but waited
-    /// for a core (`/proc/…/schedstat`; 0 where the kernel does not keep it).
-    threads: Vec<(String, f64, f64)>,
+    /// Each live thread: its name, user and system CPU seconds, and seconds it was ready to
+    /// run but waited for a core (`/proc/…/schedstat`; 0 where the kernel does not keep it).
+    threads: Vec<(String, f64, f64, f64)>,
 }
 
 impl Cpu {
@@ -605,8 +629,8 @@ impl Cpu {
     fn thread(&self, name: &str) -> f64 {
         self.threads
             .iter()
-            .filter(|(n, _, _)| n == name)
-            .map(|(_, s, _)| s)
+            .filter(|(n, _, _, _)| n == name)
+            .map(|(_, u, s, _)| u + s)
             .sum()
     }
 
@@ -614,8 +638,8 @@ impl Cpu {
     fn waited(&self, name: &str) -> f64 {
         self.threads
             .iter()
-            .filter(|(n, _, _)| n == name)
-            .map(|(_, _, w)| w)
+            .filter(|(n, _, _, _)| n == name)
+            .map(|(_, _, _, w)| w)
             .sum()
     }
 }
@@ -650,7 +674,7 @@ fn cpu_seconds(pid: u32) -> Option<Cpu> {
                 .ok()
                 .and_then(|s| s.split_whitespace().nth(1)?.parse::<f64>().ok())
                 .map_or(0.0, |ns| ns / 1e9);
-            threads.push((name.trim().to_string(), u + s, waited));
+            threads.push((name.trim().to_string(), u, s, waited));
         }
     }
     Some(Cpu {
