@@ -31,7 +31,7 @@ use rdkafka::message::{Header, Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::types::RDKafkaRespErr;
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -843,7 +843,7 @@ impl Loop<'_> {
         self.apply_changes()?;
         let mut alerts = self.writer.alert_vec();
         let mut dead = Vec::new();
-        let mut touched: HashSet<Slot> = HashSet::new();
+        let mut touched = Touched::default();
         let messages: Messages = Arc::new(messages);
         let events = parse_all(&messages, self.parser.as_ref());
         // The messages of a batch mostly come from one partition after another: the slot
@@ -978,6 +978,12 @@ impl Loop<'_> {
                 .inc_by(n);
         }
         drop(messages);
+        let now = Instant::now();
+        for slot in &touched.0 {
+            if let Some(p) = self.partitions.get_mut(slot) {
+                p.last_message = now;
+            }
+        }
         let done = self.advance_idle(&mut alerts);
         self.send_dead_letters(dead).await?;
         self.persist(alerts, &touched)?;
@@ -988,14 +994,12 @@ impl Loop<'_> {
         Ok(())
     }
 
-    /// Marks a message as handled: the partition's next offset moves past it.
-    fn handled(&mut self, slot: &Slot, offset: u64, touched: &mut HashSet<Slot>) {
+    /// Marks a message as handled: the partition's next offset moves past it. Its
+    /// `last_message` is set once the batch is applied (`touched`), not per message.
+    fn handled(&mut self, slot: &Slot, offset: u64, touched: &mut Touched) {
         if let Some(p) = self.partitions.get_mut(slot) {
             p.next_offset = Some(offset + 1);
-            p.last_message = Instant::now();
-            if !touched.contains(slot) {
-                touched.insert(slot.clone());
-            }
+            touched.add(slot);
         }
     }
 
@@ -1119,7 +1123,7 @@ impl Loop<'_> {
     fn fire_timers(&mut self) -> anyhow::Result<()> {
         let mut alerts = self.writer.alert_vec();
         self.advance_idle(&mut alerts);
-        self.persist(alerts, &HashSet::new())
+        self.persist(alerts, &Touched::default())
     }
 
     /// How far every partition's engine clock has got, for alert delivery (published by
@@ -1132,7 +1136,7 @@ impl Loop<'_> {
 
     /// One store transaction, handed to the writer: changed cases, alerts, and the offsets
     /// of `touched` partitions; the offsets go to Kafka once it is durable.
-    fn persist(&mut self, alerts: Vec<Alert>, touched: &HashSet<Slot>) -> anyhow::Result<()> {
+    fn persist(&mut self, alerts: Vec<Alert>, touched: &Touched) -> anyhow::Result<()> {
         let mut batch = WriteBatch {
             ledger: std::mem::take(&mut self.ledger),
             cases: self.writer.case_buffer(),
@@ -1164,7 +1168,7 @@ impl Loop<'_> {
                 }
             }
             cases += p.engine.case_count();
-            if touched.contains(&(topic.clone(), *partition))
+            if touched.contains(topic, *partition)
                 && let Some(next) = p.next_offset
             {
                 batch.offsets.push((topic.clone(), *partition, next));
@@ -1226,6 +1230,24 @@ impl<K> Default for Tally<K> {
 impl<K: std::hash::Hash + Eq> Tally<K> {
     fn count(&mut self, key: K) {
         *self.0.entry(key).or_insert(0) += 1;
+    }
+}
+
+/// The partitions a batch handled messages of, in the order first seen: a batch has a few,
+/// and its messages come a partition at a time, so the last one is checked first (a set
+/// hashed the slot's topic name for every message).
+#[derive(Default)]
+struct Touched(Vec<Slot>);
+
+impl Touched {
+    fn add(&mut self, slot: &Slot) {
+        if self.0.last() != Some(slot) && !self.0.contains(slot) {
+            self.0.push(slot.clone());
+        }
+    }
+
+    fn contains(&self, topic: &str, partition: u32) -> bool {
+        self.0.iter().any(|(t, p)| *p == partition && t == topic)
     }
 }
 
