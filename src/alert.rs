@@ -306,6 +306,17 @@ mod tests {
             ),
             "791fe25d514bd4076e6f0601230323b3"
         );
+        // Parts longer than a SHA-256 block.
+        assert_eq!(
+            alert_id(
+                &"C".repeat(300),
+                "xk.decision",
+                "c1",
+                Level::Red,
+                Status::Firing
+            ),
+            "61bd9d5057195ab5168b9a1fcd9a7721"
+        );
     }
 
     #[test]

@@ -371,6 +371,12 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     };
     let result = lp.run(shutdown, notify).await;
     lp.finish();
+    // The process is about to exit and everything is durable: the engines' cases are left
+    // for the system to take back at once rather than freed one by one (0.4 s of the exit
+    // with a million open cases, in perf). `run` is the process's only run of the loop.
+    for (_, p) in std::mem::take(&mut lp.partitions) {
+        std::mem::forget(p.engine);
+    }
     drop(lp);
     // Requests in flight finish (or time out) and their outcomes are recorded.
     if tokio::time::timeout(Duration::from_secs(20), delivery.shutdown())
@@ -849,6 +855,9 @@ impl Loop<'_> {
         // The messages of a batch mostly come from one partition after another: the slot
         // is built anew only when it changes.
         let mut slot: Slot = (String::new(), u32::MAX);
+        // The shared name of the topic in `slot` (see `Msg::copy`): while messages share
+        // it, the slot's topic is theirs without comparing the names.
+        let mut slot_topic: Option<Arc<str>> = None;
         // `redlight_events_consumed_total`, by topic and type, counted here and added to
         // the counters once a batch.
         let mut consumed = Tally::default();
@@ -856,8 +865,16 @@ impl Loop<'_> {
             let Ok(partition) = u32::try_from(m.partition()) else {
                 continue;
             };
-            if slot.1 != partition || slot.0 != m.topic() {
-                slot = (m.topic().to_string(), partition);
+            if slot.1 != partition
+                || !slot_topic
+                    .as_ref()
+                    .is_some_and(|t| Arc::ptr_eq(t, &m.topic))
+            {
+                if slot.0 != m.topic() {
+                    slot.0 = m.topic().to_string();
+                }
+                slot.1 = partition;
+                slot_topic = Some(m.topic.clone());
             }
             // Not (or no longer) ours: revoked while this batch was being received. Its
             // new owner starts from the offsets in the store; nothing is applied here.
@@ -893,7 +910,8 @@ impl Loop<'_> {
                     continue;
                 }
             };
-            if let Some(key) = m.key()
+            if tracing::enabled!(tracing::Level::DEBUG)
+                && let Some(key) = m.key()
                 && key != ev.subject.as_bytes()
             {
                 tracing::debug!(event = %ev.id, subject = %ev.subject, "message key differs from the subject; the subject is the case id");
@@ -903,7 +921,7 @@ impl Loop<'_> {
             if let Some(p) = self.partitions.get(&slot) {
                 p.engine.prefetch(|k| {
                     let next = messages.get(i + k)?;
-                    if next.partition() != m.partition() || next.topic() != m.topic() {
+                    if next.partition() != m.partition() || !next.same_topic(m) {
                         return None;
                     }
                     let ev = events.get(i + k)?.as_ref().ok()?;
@@ -1295,6 +1313,12 @@ impl Msg {
 
     fn topic(&self) -> &str {
         &self.topic
+    }
+
+    /// Whether both are of one topic: mostly they share its name (see `copy`), which
+    /// spares comparing the names, several times per message in the loop.
+    fn same_topic(&self, other: &Msg) -> bool {
+        Arc::ptr_eq(&self.topic, &other.topic) || self.topic == other.topic
     }
 
     fn partition(&self) -> i32 {
