@@ -177,7 +177,7 @@ impl Metrics {
             engine_apply_seconds: Histogram::with_opts(
                 HistogramOpts::new(
                     "redlight_engine_apply_seconds",
-                    "Time the engine took to apply one event.",
+                    "Time the engine took to apply one event (the events at offsets that are multiples of 8).",
                 )
                 .buckets(prometheus::exponential_buckets(1e-6, 4.0, 11).expect("buckets")),
             )
