@@ -156,30 +156,38 @@ pub(super) fn merge(
     sources: &mut [&mut dyn Source],
     mut visit: impl FnMut(KeyRef<'_>, Option<&[u8]>) -> Result<bool, StoreError>,
 ) -> Result<(), StoreError> {
-    let (mut topic, mut id) = (String::new(), String::new());
+    // Which sources are at the smallest key, found in the one pass over their keys that
+    // finds it, rather than by copying the key out and comparing every source with it
+    // again: half the key comparisons, no copies (`memcmp` was an eighth of the checkpoint
+    // thread's samples in the 1M-event daemon bench, in perf).
+    let mut at_best = vec![false; sources.len()];
     loop {
         let mut best: Option<(usize, KeyRef<'_>)> = None;
+        at_best.fill(false);
         for (i, s) in sources.iter().enumerate() {
-            if let Some(k) = s.key()
-                && best.is_none_or(|(_, b)| k <= b)
-            {
-                best = Some((i, k));
+            let Some(k) = s.key() else { continue };
+            match best.map(|(_, b)| k.cmp(&b)) {
+                None | Some(std::cmp::Ordering::Less) => {
+                    at_best.fill(false);
+                    at_best[i] = true;
+                    best = Some((i, k));
+                }
+                // The newest source holding the key gives its value.
+                Some(std::cmp::Ordering::Equal) => {
+                    at_best[i] = true;
+                    best = Some((i, k));
+                }
+                Some(std::cmp::Ordering::Greater) => {}
             }
         }
         let Some((b, key)) = best else {
             return Ok(());
         };
-        topic.clear();
-        topic.push_str(key.0);
-        id.clear();
-        id.push_str(key.2);
-        let partition = key.1;
-        let go_on = visit(key, sources[b].value())?;
-        if !go_on {
+        if !visit(key, sources[b].value())? {
             return Ok(());
         }
-        for s in sources.iter_mut() {
-            if s.key() == Some((topic.as_str(), partition, id.as_str())) {
+        for (s, at) in sources.iter_mut().zip(&at_best) {
+            if *at {
                 s.advance()?;
             }
         }
