@@ -23,7 +23,6 @@
 //! reads the same.
 
 use super::{Borrowed, Data};
-use compact_str::CompactString;
 use serde_json::Value;
 
 /// The message's attributes, as `serde_json::from_str::<Borrowed>` would read them, when
@@ -239,17 +238,13 @@ impl<'a> Scanner<'a> {
             return Some(None);
         }
         // As serde's visitor: room for eight members, grown when there are more. Kept in
-        // name order as they come (of a name given twice, the last value), which is what
-        // `Data::from_members` makes of them, without its stable sort.
-        let mut members: Vec<(CompactString, Value)> = Vec::with_capacity(8);
+        // name order as they come by `Data::insert` (of a name given twice, the last
+        // value), which is what `Data::from_members` makes of them, without its sort.
+        let mut data = Data(Vec::with_capacity(8));
         self.object(|s, name| {
-            let value = s.scalar()?;
-            match members.binary_search_by(|(k, _)| k.as_str().cmp(name)) {
-                Ok(i) => members[i].1 = value,
-                Err(i) => members.insert(i, (CompactString::from(name), value)),
-            }
+            data.insert(name, s.scalar()?);
             Some(())
         })?;
-        Some(Some(Data(members)))
+        Some(Some(data))
     }
 }
