@@ -55,8 +55,10 @@
 //! they are no bigger, as a log-structured merge tree does: a checkpoint writes what
 //! changed, not the whole table of cases) and their alerts as a run of the index (merged
 //! the same way), with the journal number and alert it got to, in one durable
-//! transaction; then drops those generations from the overlay, and the next batch deletes
-//! their journal rows. In a second file because redb has one writer per file: in the same
+//! transaction (the new run's chunks go before it in steps committed without durability,
+//! each within redb's write buffer, which a crash undoes and no reader looks at: no `meta`
+//! lists the run until that last commit); then drops those generations from the overlay,
+//! and the next batch deletes their journal rows. In a second file because redb has one writer per file: in the same
 //! file the batches waited for the checkpoint, a second or two with a million cases. A
 //! crash at any point leaves either the old checkpoint with the journal rows after it, or
 //! the new one with journal rows it already holds, which opening skips. If the overlay
@@ -79,7 +81,7 @@ mod alert_runs;
 mod case_bytes;
 mod runs;
 
-use runs::{RunCursor, RunWriter, Source};
+use runs::{RunCursor, RunWriter, Source, SteppedSink};
 
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 const CASES: TableDefinition<(&str, u32, &str), &[u8]> = TableDefinition::new("cases");
@@ -515,6 +517,9 @@ pub struct Store {
     truncated_below: AtomicU64,
     /// The size at which the chunks of a checkpoint's runs are cut.
     chunk_bytes: AtomicUsize,
+    /// A checkpoint's run is committed in steps of this many bytes, a quarter of redb's
+    /// page cache: its write buffer holds up to half (see [`SteppedSink`]).
+    step_bytes: AtomicUsize,
 }
 
 /// What a checkpoint thread hands back to the store.
@@ -1039,6 +1044,8 @@ struct CheckpointJob {
     overlay: Arc<RwLock<Overlay>>,
     checkpoints: Arc<Checkpoints>,
     chunk_bytes: usize,
+    /// A run's chunks committed (not durably) after every this many bytes.
+    step_bytes: usize,
 }
 
 impl CheckpointJob {
@@ -1088,8 +1095,9 @@ impl CheckpointJob {
         let bottom = keep.is_empty();
         let name = runs::table_name(n);
         let tx = self.base.begin_write().map_err(|e| self.err(e))?;
-        let (run_bytes, entries) = {
-            let mut w = RunWriter::new(&tx, &name, &self.base_file, self.chunk_bytes)?;
+        let (tx, run_bytes, entries) = {
+            let sink = SteppedSink::new(&self.base, tx, &name, &self.base_file, self.step_bytes)?;
+            let mut w = RunWriter::new(sink, self.chunk_bytes);
             let mut cursors = Vec::with_capacity(merged.len());
             for r in merged {
                 let table = runs::table_name(r.n);
@@ -1118,7 +1126,8 @@ impl CheckpointJob {
                 }
                 Ok(true)
             })?;
-            w.finish()?
+            let (sink, run_bytes, entries) = w.finish()?;
+            (sink.into_tx()?, run_bytes, entries)
         };
         for r in merged {
             let table = runs::table_name(r.n);
@@ -1500,6 +1509,7 @@ impl Store {
             running: Mutex::new(None),
             truncated_below: AtomicU64::new(0),
             chunk_bytes: AtomicUsize::new(runs::CHUNK_BYTES),
+            step_bytes: AtomicUsize::new((cache_mib.saturating_mul(1 << 20) / 4).max(1 << 20)),
         };
         store.check_schema()?;
         store.load_overlay()?;
@@ -1516,6 +1526,12 @@ impl Store {
     #[cfg(test)]
     fn set_chunk_bytes(&self, n: usize) {
         self.chunk_bytes.store(n.max(1), Ordering::Relaxed);
+    }
+
+    /// Sets the bytes of a checkpoint's run committed in one step (tests: many steps).
+    #[cfg(test)]
+    fn set_step_bytes(&self, n: usize) {
+        self.step_bytes.store(n.max(1), Ordering::Relaxed);
     }
 
     /// The checkpoint's runs, oldest first.
@@ -1964,17 +1980,20 @@ impl Store {
         }
         tx.delete_table(CASES).map_err(|e| self.base_err(e))?;
         let name = runs::table_name(1);
-        let mut w = RunWriter::new(
-            tx,
-            &name,
-            &self.base_file,
-            self.chunk_bytes.load(Ordering::Relaxed),
-        )?;
+        let table = tx
+            .open_table(runs::ChunkTable::new(&name))
+            .map_err(|e| self.base_err(e))?;
+        let sink = runs::TableSink {
+            table,
+            file: &self.base_file,
+        };
+        let mut w = RunWriter::new(sink, self.chunk_bytes.load(Ordering::Relaxed));
         for row in rows.iter().map_err(|e| file_err(file, e))? {
             let (k, v) = row.map_err(|e| file_err(file, e))?;
             w.push(k.value(), Some(v.value()))?;
         }
-        let (bytes, entries) = w.finish()?;
+        let (sink, bytes, entries) = w.finish()?;
+        drop(sink);
         let list = if entries > 0 {
             vec![runs::RunInfo {
                 n: 1,
@@ -2324,6 +2343,7 @@ impl Store {
             overlay: self.overlay.clone(),
             checkpoints: self.checkpoints.clone(),
             chunk_bytes: self.chunk_bytes.load(Ordering::Relaxed),
+            step_bytes: self.step_bytes.load(Ordering::Relaxed),
         };
         match std::thread::Builder::new()
             .name("redlight-checkpoint".into())
@@ -2988,6 +3008,8 @@ mod tests {
         store.set_checkpoint_cases(37);
         // Chunks of a few cases each: the reads below cross chunk boundaries.
         store.set_chunk_bytes(700);
+        // A run committed in steps of a few chunks: readers must never see a part of one.
+        store.set_step_bytes(2000);
         let mut model = Model::new();
         let (mut most_runs, mut most_alert_runs) = (0, 0);
         let mut alerts: BTreeMap<String, Vec<u64>> = BTreeMap::new();
@@ -3074,6 +3096,7 @@ mod tests {
                 store = Store::open(&dir).expect("reopen");
                 store.set_checkpoint_cases(37);
                 store.set_chunk_bytes(700);
+                store.set_step_bytes(2000);
                 assert_reads(&store, &model, &alerts, &format!("reopened after {round}"));
             }
         }
@@ -4115,6 +4138,63 @@ mod tests {
         let store = Store::open(&dir).expect("reopen");
         assert_eq!(store.overlay_size(), 1, "case 3 read back from the journal");
         assert_reads(&store, &model, &alerts, "reopened twice");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A checkpoint writes its run in steps committed without durability; one that fails
+    /// part-way leaves a table `meta` does not list, under the number the next checkpoint
+    /// takes. That one must start its run afresh, not write on beside what was left.
+    #[test]
+    fn a_checkpoint_cut_short_leaves_nothing_the_next_one_keeps() {
+        let dir = tmp("cut-short");
+        let store = Store::open(&dir).expect("open");
+        store.set_checkpoint_cases(1);
+        store.set_chunk_bytes(700);
+        store.set_step_bytes(1500);
+        let mut model = Model::new();
+        let alerts = BTreeMap::new();
+        let put = |store: &Store, model: &mut Model, from: usize| {
+            let mut b = WriteBatch::default();
+            for i in from..from + 12 {
+                let key = ("t".to_string(), (i % 3) as u32, format!("C{i:05}"));
+                b.cases.put(&key.0, key.1, &json_case(i)).expect("encode");
+                model.insert(key, i as i64);
+            }
+            for p in 0..3 {
+                b.offsets.push(("t".into(), p, from as u64 + 1));
+            }
+            store.commit(&b).expect("commit");
+            store.finish_checkpoint().expect("checkpoint");
+        };
+        put(&store, &mut model, 0);
+        let listed = store.runs();
+        assert_eq!(listed.len(), 1, "one run: {listed:?}");
+        // What a cut-short checkpoint of the next number would have left: chunks of cases
+        // nobody wrote, committed (as a step is) but listed nowhere.
+        let next = runs::table_name(listed[0].n + 1);
+        {
+            let tx = store.base.begin_write().expect("tx");
+            {
+                let mut t = tx.open_table(runs::ChunkTable::new(&next)).expect("table");
+                for (p, id) in [(0, "C00001"), (1, "C99999"), (2, "C99998")] {
+                    let mut chunk = CaseChanges::default();
+                    chunk.put("t", p, &json_case(90_000)).expect("encode");
+                    t.insert(("t", p, id), chunk.row()).expect("insert");
+                }
+            }
+            tx.commit().expect("commit");
+        }
+        assert_reads(&store, &model, &alerts, "beside a table no run lists");
+        put(&store, &mut model, 100);
+        let runs = store.runs();
+        assert!(
+            runs.iter().any(|r| runs::table_name(r.n) == next),
+            "the next checkpoint took the number: {runs:?}"
+        );
+        assert_reads(&store, &model, &alerts, "after the next checkpoint");
+        drop(store);
+        let store = Store::open(&dir).expect("reopen");
+        assert_reads(&store, &model, &alerts, "reopened");
         let _ = std::fs::remove_dir_all(&dir);
     }
 

@@ -375,10 +375,111 @@ pub(super) fn get(
     Ok(None)
 }
 
+/// Where a [`RunWriter`] puts its chunks, each under its last key.
+pub(super) trait ChunkSink {
+    fn put(&mut self, key: KeyRef<'_>, row: &[u8]) -> Result<(), StoreError>;
+}
+
+/// A run written into an open table, all in the caller's transaction (a conversion at
+/// start-up, which reads what it converts in that same transaction).
+pub(super) struct TableSink<'a, 't> {
+    pub table: redb::Table<'t, (&'static str, u32, &'static str), &'static [u8]>,
+    pub file: &'a Path,
+}
+
+impl ChunkSink for TableSink<'_, '_> {
+    fn put(&mut self, key: KeyRef<'_>, row: &[u8]) -> Result<(), StoreError> {
+        self.table
+            .insert(key, row)
+            .map(drop)
+            .map_err(|e| file_err(self.file, e))
+    }
+}
+
+/// A checkpoint's run, written in steps: after every `step` bytes of chunks the
+/// transaction is committed without durability and the next one goes on, so that the
+/// pages of each step are still in redb's write buffer when their commit checksums them.
+/// (With the whole run in one transaction, a run bigger than half of redb's page cache was
+/// written out page by page as the buffer filled, read back at the commit to checksum it,
+/// and written again: in the 1M-event daemon bench that was a third of the checkpoint
+/// thread's samples.) The caller's last commit is durable and carries the run's place in
+/// `meta`; a crash before it undoes every step, and a checkpoint cut short by an error
+/// leaves a table no `meta` lists, which the next checkpoint of that number deletes first.
+pub(super) struct SteppedSink<'d> {
+    db: &'d redb::Database,
+    tx: Option<redb::WriteTransaction>,
+    name: String,
+    file: &'d Path,
+    step: usize,
+    pending: usize,
+}
+
+impl<'d> SteppedSink<'d> {
+    /// Writes into table `name` through `tx`, deleting what a checkpoint cut short left
+    /// there.
+    pub fn new(
+        db: &'d redb::Database,
+        tx: redb::WriteTransaction,
+        name: &str,
+        file: &'d Path,
+        step: usize,
+    ) -> Result<SteppedSink<'d>, StoreError> {
+        tx.delete_table(ChunkTable::new(name))
+            .map_err(|e| file_err(file, e))?;
+        Ok(SteppedSink {
+            db,
+            tx: Some(tx),
+            name: name.to_string(),
+            file,
+            step: step.max(1),
+            pending: 0,
+        })
+    }
+
+    fn tx(&self) -> Result<&redb::WriteTransaction, StoreError> {
+        self.tx.as_ref().ok_or_else(|| StoreError::Corrupt {
+            file: self.file.to_path_buf(),
+            message: "a checkpoint's step failed to begin its transaction".into(),
+        })
+    }
+
+    /// The transaction the rest of the checkpoint goes on in.
+    pub fn into_tx(self) -> Result<redb::WriteTransaction, StoreError> {
+        let file = self.file;
+        self.tx.ok_or_else(|| StoreError::Corrupt {
+            file: file.to_path_buf(),
+            message: "a checkpoint's step failed to begin its transaction".into(),
+        })
+    }
+}
+
+impl ChunkSink for SteppedSink<'_> {
+    fn put(&mut self, key: KeyRef<'_>, row: &[u8]) -> Result<(), StoreError> {
+        {
+            let def: ChunkTable<'_> = TableDefinition::new(&self.name);
+            let mut table = self
+                .tx()?
+                .open_table(def)
+                .map_err(|e| file_err(self.file, e))?;
+            table.insert(key, row).map_err(|e| file_err(self.file, e))?;
+        }
+        self.pending += row.len();
+        if self.pending >= self.step {
+            if let Some(mut tx) = self.tx.take() {
+                tx.set_durability(redb::Durability::None)
+                    .map_err(|e| file_err(self.file, e))?;
+                tx.commit().map_err(|e| file_err(self.file, e))?;
+            }
+            self.tx = Some(self.db.begin_write().map_err(|e| file_err(self.file, e))?);
+            self.pending = 0;
+        }
+        Ok(())
+    }
+}
+
 /// Writes a run: entries pushed in key order, cut into chunks.
-pub(super) struct RunWriter<'t> {
-    table: redb::Table<'t, (&'static str, u32, &'static str), &'static [u8]>,
-    file: &'t Path,
+pub(super) struct RunWriter<S> {
+    sink: S,
     chunk: CaseChanges,
     chunk_bytes: usize,
     last: CaseKey,
@@ -386,23 +487,16 @@ pub(super) struct RunWriter<'t> {
     entries: u64,
 }
 
-impl<'t> RunWriter<'t> {
-    pub fn new(
-        tx: &'t redb::WriteTransaction,
-        name: &str,
-        file: &'t Path,
-        chunk_bytes: usize,
-    ) -> Result<RunWriter<'t>, StoreError> {
-        let def: ChunkTable<'_> = TableDefinition::new(name);
-        Ok(RunWriter {
-            table: tx.open_table(def).map_err(|e| file_err(file, e))?,
-            file,
+impl<S: ChunkSink> RunWriter<S> {
+    pub fn new(sink: S, chunk_bytes: usize) -> RunWriter<S> {
+        RunWriter {
+            sink,
             chunk: CaseChanges::default(),
             chunk_bytes,
             last: (String::new(), 0, String::new()),
             bytes: 0,
             entries: 0,
-        })
+        }
     }
 
     /// The next entry (`None`: forgotten); keys come in order.
@@ -432,18 +526,16 @@ impl<'t> RunWriter<'t> {
             return Ok(());
         }
         let key = (self.last.0.as_str(), self.last.1, self.last.2.as_str());
-        self.table
-            .insert(key, self.chunk.row())
-            .map_err(|e| file_err(self.file, e))?;
+        self.sink.put(key, self.chunk.row())?;
         self.bytes += self.chunk.row().len() as u64;
         self.chunk.clear();
         Ok(())
     }
 
-    /// The run's bytes and entries.
-    pub fn finish(mut self) -> Result<(u64, u64), StoreError> {
+    /// The sink, the run's bytes and its entries.
+    pub fn finish(mut self) -> Result<(S, u64, u64), StoreError> {
         self.flush()?;
-        Ok((self.bytes, self.entries))
+        Ok((self.sink, self.bytes, self.entries))
     }
 }
 
