@@ -58,8 +58,9 @@
 //! transaction (the new run's chunks go before it in steps committed without durability,
 //! each within redb's write buffer, which a crash undoes and no reader looks at: no `meta`
 //! lists the run until that last commit); then drops those generations from the overlay,
-//! and the next batch deletes their journal rows. In a second file because redb has one writer per file: in the same
-//! file the batches waited for the checkpoint, a second or two with a million cases. A
+//! and the next batches delete their journal rows, a few hundred rows each. In a second
+//! file because redb has one writer per file: in the same file the batches waited for the
+//! checkpoint, a second or two with a million cases. A
 //! crash at any point leaves either the old checkpoint with the journal rows after it, or
 //! the new one with journal rows it already holds, which opening skips. If the overlay
 //! reaches twice the threshold while a checkpoint runs, the next batch waits for it: memory
@@ -104,6 +105,11 @@ const JOURNAL: TableDefinition<u64, &[u8]> = TableDefinition::new("case_journal"
 /// store writer's system time. Below 64 KiB, so that a piece with its key fits a 64 KiB
 /// page of redb's (pages go by powers of two: a piece just over 64 KiB took 128 KiB).
 const JOURNAL_PIECE: usize = 60 << 10;
+
+/// Journal rows (pieces of at most [`JOURNAL_PIECE`]) a batch deletes at most once a
+/// checkpoint holds them: about 15 MiB, read back by redb to delete them. A batch of
+/// `kafka.batch_max` = 5,000 new cases adds about 32, so the deletes keep up.
+const TRUNCATE_ROWS: usize = 256;
 
 /// `meta` key: the last alert sequence number the alert index covers (big-endian u64); in
 /// the checkpoints' file (in the batches' file up to format 3).
@@ -515,6 +521,8 @@ pub struct Store {
     running: Mutex<Option<std::thread::JoinHandle<()>>>,
     /// Journal rows below this number are deleted (by the batches' writer).
     truncated_below: AtomicU64,
+    /// Journal rows a batch deletes at most, of those a checkpoint holds.
+    truncate_rows: AtomicUsize,
     /// The size at which the chunks of a checkpoint's runs are cut.
     chunk_bytes: AtomicUsize,
     /// A checkpoint's run is committed in steps of this many bytes, a quarter of redb's
@@ -527,7 +535,7 @@ struct Checkpoints {
     /// The duration of the last checkpoint not yet taken by
     /// [`Store::take_checkpoint_seconds`] (`f64` bits; `u64::MAX`: none).
     seconds: AtomicU64,
-    /// Journal rows below this number are in the checkpoint: the next batch deletes them.
+    /// Journal rows below this number are in the checkpoint: the next batches delete them.
     journal_next: AtomicU64,
     /// A checkpoint that failed: the next commit returns it.
     error: Mutex<Option<StoreError>>,
@@ -1508,6 +1516,7 @@ impl Store {
             }),
             running: Mutex::new(None),
             truncated_below: AtomicU64::new(0),
+            truncate_rows: AtomicUsize::new(TRUNCATE_ROWS),
             chunk_bytes: AtomicUsize::new(runs::CHUNK_BYTES),
             step_bytes: AtomicUsize::new((cache_mib.saturating_mul(1 << 20) / 4).max(1 << 20)),
         };
@@ -1526,6 +1535,12 @@ impl Store {
     #[cfg(test)]
     fn set_chunk_bytes(&self, n: usize) {
         self.chunk_bytes.store(n.max(1), Ordering::Relaxed);
+    }
+
+    /// Sets the journal rows a batch deletes at most (tests: a few).
+    #[cfg(test)]
+    fn set_truncate_rows(&self, n: usize) {
+        self.truncate_rows.store(n.max(1), Ordering::Relaxed);
     }
 
     /// Sets the bytes of a checkpoint's run committed in one step (tests: many steps).
@@ -2204,6 +2219,8 @@ impl Store {
         // previous one updated the overlay before letting go of its lock.
         let row_no = self.overlay_read().next_row;
         let truncate_below = self.checkpoints.journal_next.load(Ordering::Acquire);
+        // Journal rows below this are deleted once this batch commits.
+        let mut truncated = 0;
         let mut seqs = Vec::with_capacity(batch.alerts.len());
         let mut generation = Generation::default();
         {
@@ -2217,10 +2234,23 @@ impl Store {
             drop(alerts);
             let mut journal = tx.open_table(JOURNAL).map_err(|e| self.err(e))?;
             if truncate_below > self.truncated_below.load(Ordering::Relaxed) {
-                // Rows the checkpoint holds (durably) since the last batch.
-                journal
-                    .retain_in(..truncate_below, |_, _| false)
-                    .map_err(|e| self.err(e))?;
+                // Rows the checkpoint holds (durably), a few hundred a batch from the
+                // oldest: redb reads every row it deletes, and the half-million changes of
+                // a checkpoint at once held a batch up for 0.5–0.8 s (the loop waited for
+                // it with a full queue). Rows below `journal_next` are skipped on open, so
+                // those not yet deleted cost only their room in the file.
+                let from = match journal.first().map_err(|e| self.err(e))? {
+                    Some((k, _)) => k.value(),
+                    None => truncate_below,
+                };
+                let step = self.truncate_rows.load(Ordering::Relaxed) as u64;
+                let upto = truncate_below.min(from.saturating_add(step));
+                if from < upto {
+                    journal
+                        .retain_in(from..upto, |_, _| false)
+                        .map_err(|e| self.err(e))?;
+                }
+                truncated = upto;
             }
             if !batch.cases.is_empty() {
                 // Its pieces of at most JOURNAL_PIECE bytes, as the generation keeps them.
@@ -2290,8 +2320,7 @@ impl Store {
                 overlay.generations.push(Arc::new(generation));
             }
         }
-        self.truncated_below
-            .fetch_max(truncate_below, Ordering::Relaxed);
+        self.truncated_below.fetch_max(truncated, Ordering::Relaxed);
         if durable {
             self.sync()?;
         }
@@ -4096,6 +4125,71 @@ mod tests {
 
     /// Journal numbers go on after a checkpoint and the deletion of its rows: a row
     /// numbered again from 0 would be taken for one the checkpoint holds, and skipped.
+    /// The rows a checkpoint holds are deleted a few per batch, oldest first: every read
+    /// meanwhile (and after a reopen half-way) shows the same cases, and the journal ends
+    /// up holding only the rows after the checkpoint.
+    #[test]
+    fn a_checkpoints_journal_rows_go_a_few_per_batch() {
+        let dir = tmp("truncate");
+        let mut store = Store::open(&dir).expect("open");
+        store.set_checkpoint_cases(1_000_000);
+        store.set_truncate_rows(3);
+        let mut model = Model::new();
+        let alerts = BTreeMap::new();
+        let put = |store: &Store, model: &mut Model, i: usize| {
+            let key = ("t".to_string(), (i % 3) as u32, format!("C{i:05}"));
+            let mut b = WriteBatch::default();
+            b.cases.put(&key.0, key.1, &json_case(i)).expect("encode");
+            b.offsets.push((key.0.clone(), key.1, i as u64 + 1));
+            store.commit(&b).expect("commit");
+            model.insert(key, i as i64);
+        };
+        let rows = |store: &Store| -> Vec<u64> {
+            let tx = store.db.begin_read().expect("tx");
+            let journal = tx.open_table(JOURNAL).expect("journal");
+            journal
+                .iter()
+                .expect("iter")
+                .map(|r| r.expect("row").0.value())
+                .collect()
+        };
+        for i in 0..20 {
+            put(&store, &mut model, i);
+        }
+        assert_eq!(rows(&store).len(), 20, "a row a batch");
+        store.set_checkpoint_cases(1);
+        put(&store, &mut model, 20);
+        store.finish_checkpoint().expect("checkpoint");
+        store.set_checkpoint_cases(1_000_000);
+        // The checkpoint holds rows 0..=20; each batch now deletes three of them and
+        // adds its own.
+        let mut left = rows(&store).len();
+        assert_eq!(left, 21);
+        for i in 21..29 {
+            if i == 25 {
+                store.sync().expect("sync");
+                drop(store);
+                store = Store::open(&dir).expect("reopen");
+                store.set_checkpoint_cases(1_000_000);
+                store.set_truncate_rows(3);
+                assert_reads(&store, &model, &alerts, "reopened half-way");
+            }
+            put(&store, &mut model, i);
+            let now = rows(&store);
+            let held = now.iter().filter(|&&r| r <= 20).count();
+            assert_eq!(held, left.saturating_sub(3), "batch {i}: {now:?}");
+            left = held;
+            assert!(
+                now.windows(2).all(|w| w[0] < w[1])
+                    && now.iter().filter(|&&r| r > 20).count() == i - 20,
+                "the newest rows stay: {now:?}"
+            );
+            assert_reads(&store, &model, &alerts, &format!("after batch {i}"));
+        }
+        assert_eq!(left, 0, "every row the checkpoint holds deleted");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
     #[test]
     fn journal_rows_after_a_checkpoint_are_kept_across_reopens() {
         let dir = tmp("numbering");
