@@ -4123,8 +4123,6 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
     }
 
-    /// Journal numbers go on after a checkpoint and the deletion of its rows: a row
-    /// numbered again from 0 would be taken for one the checkpoint holds, and skipped.
     /// The rows a checkpoint holds are deleted a few per batch, oldest first: every read
     /// meanwhile (and after a reopen half-way) shows the same cases, and the journal ends
     /// up holding only the rows after the checkpoint.
@@ -4190,6 +4188,8 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
     }
 
+    /// Journal numbers go on after a checkpoint and the deletion of its rows: a row
+    /// numbered again from 0 would be taken for one the checkpoint holds, and skipped.
     #[test]
     fn journal_rows_after_a_checkpoint_are_kept_across_reopens() {
         let dir = tmp("numbering");

@@ -437,19 +437,21 @@ impl<'d> SteppedSink<'d> {
     }
 
     fn tx(&self) -> Result<&redb::WriteTransaction, StoreError> {
-        self.tx.as_ref().ok_or_else(|| StoreError::Corrupt {
-            file: self.file.to_path_buf(),
-            message: "a checkpoint's step failed to begin its transaction".into(),
-        })
+        self.tx.as_ref().ok_or_else(|| no_tx(self.file))
     }
 
     /// The transaction the rest of the checkpoint goes on in.
     pub fn into_tx(self) -> Result<redb::WriteTransaction, StoreError> {
         let file = self.file;
-        self.tx.ok_or_else(|| StoreError::Corrupt {
-            file: file.to_path_buf(),
-            message: "a checkpoint's step failed to begin its transaction".into(),
-        })
+        self.tx.ok_or_else(|| no_tx(file))
+    }
+}
+
+/// A step whose next transaction failed to begin (that error was returned then).
+fn no_tx(file: &Path) -> StoreError {
+    StoreError::Corrupt {
+        file: file.to_path_buf(),
+        message: "a checkpoint's step failed to begin its transaction".into(),
     }
 }
 
