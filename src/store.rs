@@ -13,12 +13,13 @@
 //! Tables of `redlight.redb` (the batches' file):
 //! - `meta`: `schema` → the store's format version;
 //! - `case_journal`: batch number → the cases that batch changed, since the last checkpoint
-//!   (`CaseChanges`). See below;
+//!   (`CaseChanges`, packed: [`runs::pack`]). See below;
 //! - `offsets`: `(topic, partition)` → the next offset to consume;
 //! - `alerts`: sequence number → a group of alerts numbered on from it ([`ALERT_GROUP`],
-//!   from format 6; a batch's alerts in rows of up to 60 KiB), or one alert as formats 4
-//!   and 5 stored it ([`encode_alert`]; JSON up to format 4): every alert in the order it
-//!   happened (the source for delivery and the API), read one by one ([`RowAlerts`]).
+//!   from format 6; a batch's alerts in rows of up to 60 KiB, packed from format 7), or
+//!   one alert as formats 4 and 5 stored it ([`encode_alert`]; JSON up to format 4): every
+//!   alert in the order it happened (the source for delivery and the API), read one by
+//!   one ([`RowAlerts`]).
 //! - `ledger`: `(instant, case id, record key)` → JSON: what the scorecard counts (a case
 //!   closed on time or late, a violation), kept after the case itself is forgotten; written
 //!   with the case in the same transaction (see `src/scorecard.rs`).
@@ -30,9 +31,10 @@
 //!   not hold; `case_alerts_through`: the last alert the alert index covers; `case_runs`:
 //!   the runs below, oldest first; `case_alert_runs`: the alert index's runs, oldest first;
 //! - `case_run_{n}`: the cases as of the last checkpoint, as sorted runs: rows of at most
-//!   60 KiB, each a partition's cases in key order (in MessagePack, [`encode_case`]) under
-//!   its last `(topic, partition, case id)`; a newer run's case (or its forgetting) overrides
-//!   an older run's. See `src/store/runs.rs`;
+//!   60 KiB before packing (packed from format 4), each a partition's cases in key order
+//!   (in MessagePack, [`encode_case`]) under its last `(topic, partition, case id)`; a
+//!   newer run's case (or its forgetting) overrides an older run's. See
+//!   `src/store/runs.rs`;
 //! - `case_alert_run_{n}`: an index of `alerts` by case for `/api/v1/cases/{id}`, as of the
 //!   last checkpoint: sorted runs of `(case id, sequence number)` pairs, in chunks. See
 //!   `src/store/alert_runs.rs`;
@@ -127,9 +129,14 @@ const META_JOURNAL_NEXT: &str = "journal_next";
 /// Format 4 stored alerts as JSON; those rows are read as they are (see [`decode_alert`]),
 /// new ones are written in MessagePack.
 /// Format 5 stored each alert in a row of its own; those rows are read as they are, new
-/// alerts are written in groups ([`ALERT_GROUP`]), and a store of format 4 or 5 is marked
-/// format 6 when opened.
-pub const SCHEMA_VERSION: &str = "redlight-store-6";
+/// alerts are written in groups ([`ALERT_GROUP`]).
+/// Format 6 stored the journal's rows and the alerts' groups as they are; format 7 packs
+/// them (see [`runs::pack`]). Rows of formats 4 to 6 are read as they are, and such a store
+/// is marked format 7 when opened.
+pub const SCHEMA_VERSION: &str = "redlight-store-7";
+
+/// Format 6: journal rows and alert groups not packed.
+const SCHEMA_UNPACKED: &str = "redlight-store-6";
 
 /// Format 5: an alert per row of `alerts`.
 const SCHEMA_ALERT_ROWS: &str = "redlight-store-5";
@@ -152,8 +159,13 @@ const ALERT_GROUP_BYTES: usize = 60 << 10;
 /// Format 4: alerts as JSON.
 const SCHEMA_JSON_ALERTS: &str = "redlight-store-4";
 
-/// The format of the checkpoints' file (`cases.redb`).
-pub const BASE_SCHEMA_VERSION: &str = "redlight-cases-3";
+/// The format of the checkpoints' file (`cases.redb`). Format 4 packs the runs' chunks
+/// (see [`runs::pack`]).
+pub const BASE_SCHEMA_VERSION: &str = "redlight-cases-4";
+
+/// Format 3: the runs' chunks as they are. Read as they are (a packed chunk is told apart by
+/// its first bytes) and marked format 4 when opened.
+const BASE_SCHEMA_UNPACKED: &str = "redlight-cases-3";
 
 /// The checkpoints' file with the alert index in one table (`case_alerts`), a row per
 /// alert. Taken as it is, that table read as the index's oldest part (see
@@ -348,6 +360,7 @@ fn write_alert_groups(
     let mut lens: Vec<u8> = Vec::new();
     let mut body: Vec<u8> = Vec::with_capacity(ALERT_GROUP_BYTES);
     let mut row: Vec<u8> = Vec::with_capacity(ALERT_GROUP_BYTES + 1024);
+    let mut packed: Vec<u8> = Vec::new();
     let mut group_first = first;
     let mut flush = |group_first: u64, lens: &mut Vec<u8>, body: &mut Vec<u8>| {
         if body.is_empty() {
@@ -360,7 +373,8 @@ fn write_alert_groups(
         row.extend_from_slice(body);
         lens.clear();
         body.clear();
-        put(group_first, &row)
+        runs::pack(&row, &mut packed);
+        put(group_first, &packed)
     };
     let mut one: Vec<u8> = Vec::with_capacity(512);
     for (seq, a) in (first..).zip(alerts) {
@@ -1612,6 +1626,7 @@ impl Store {
         let mut generations = Vec::new();
         let journal = tx.open_table(JOURNAL).map_err(|e| self.err(e))?;
         let mut next_row = journal_next;
+        let mut unpacked = Vec::new();
         for row in journal.iter().map_err(|e| self.err(e))? {
             let (k, v) = row.map_err(|e| self.err(e))?;
             let n = k.value();
@@ -1620,10 +1635,12 @@ impl Store {
                 // In the checkpoint already: a crash came before the batch that deletes it.
                 continue;
             }
-            let mut g = Generation::of_row(v.value()).map_err(|message| StoreError::Corrupt {
+            let corrupt = |message: String| StoreError::Corrupt {
                 file: self.file.clone(),
                 message: format!("case journal row {n}: {message}"),
-            })?;
+            };
+            runs::unpack_into(v.value(), &mut unpacked).map_err(corrupt)?;
+            let mut g = Generation::of_row(&unpacked).map_err(corrupt)?;
             g.row = Some(n);
             generations.push(Arc::new(g));
         }
@@ -1671,7 +1688,18 @@ impl Store {
     }
 
     /// The alerts of the row stored under `key`.
-    fn row_alerts<'a>(&self, key: u64, row: &'a [u8]) -> Result<RowAlerts<'a>, StoreError> {
+    fn row_alerts<'a>(
+        &self,
+        key: u64,
+        row: &'a [u8],
+        unpacked: &'a mut Vec<u8>,
+    ) -> Result<RowAlerts<'a>, StoreError> {
+        let row = if runs::is_packed(row) {
+            runs::unpack_into(row, unpacked).map_err(|e| self.corrupt_alert(key, e))?;
+            unpacked.as_slice()
+        } else {
+            row
+        };
         RowAlerts::of(key, row).map_err(|e| self.corrupt_alert(key, e))
     }
 
@@ -1679,7 +1707,8 @@ impl Store {
     fn last_alert(&self, t: &impl ReadableTable<u64, &'static [u8]>) -> Result<u64, StoreError> {
         match t.last().map_err(|e| self.err(e))? {
             Some((k, v)) => {
-                let row = self.row_alerts(k.value(), v.value())?;
+                let mut unpacked = Vec::new();
+                let row = self.row_alerts(k.value(), v.value(), &mut unpacked)?;
                 // Saturating: a damaged row (an empty one under key 0) must not panic.
                 Ok(k.value().saturating_add(row.remaining()).saturating_sub(1))
             }
@@ -1711,9 +1740,10 @@ impl Store {
         mut visit: impl FnMut(u64, &[u8]) -> Result<bool, StoreError>,
     ) -> Result<(), StoreError> {
         let start = self.row_holding(t, from)?.map_or(from, |(k, _)| k.value());
+        let mut unpacked = Vec::new();
         for row in t.range(start..).map_err(|e| self.err(e))? {
             let (k, v) = row.map_err(|e| self.err(e))?;
-            for (seq, bytes) in self.row_alerts(k.value(), v.value())? {
+            for (seq, bytes) in self.row_alerts(k.value(), v.value(), &mut unpacked)? {
                 if seq >= from && !visit(seq, bytes)? {
                     return Ok(());
                 }
@@ -1733,7 +1763,7 @@ impl Store {
             return Ok(None);
         };
         match self
-            .row_alerts(k.value(), v.value())?
+            .row_alerts(k.value(), v.value(), &mut Vec::new())?
             .find(|(s, _)| *s == seq)
         {
             Some((_, bytes)) => read(bytes).map(Some),
@@ -1821,16 +1851,15 @@ impl Store {
                 .get("schema")
                 .map_err(|e| self.err(e))?
                 .map(|v| String::from_utf8_lossy(v.value()).into_owned());
-            if let Some(from) = found
-                .clone()
-                .filter(|f| f == SCHEMA_JSON_ALERTS || f == SCHEMA_ALERT_ROWS)
-            {
-                // Formats 4 and 5 are format 6 with an alert per row (in JSON in format
-                // 4), which stay readable.
+            if let Some(from) = found.clone().filter(|f| {
+                f == SCHEMA_JSON_ALERTS || f == SCHEMA_ALERT_ROWS || f == SCHEMA_UNPACKED
+            }) {
+                // Formats 4 to 6 are format 7 with rows not packed, and formats 4 and 5
+                // with an alert per row (in JSON in format 4): all stay readable.
                 meta.insert("schema", SCHEMA_VERSION.as_bytes())
                     .map_err(|e| self.err(e))?;
                 tracing::info!(file = %self.file.display(), from = %from, to = SCHEMA_VERSION,
-                    "store format upgraded: new alerts are stored in groups, in MessagePack");
+                    "store format upgraded: its rows stay as they are; new ones are packed, new alerts stored in groups");
                 found = Some(SCHEMA_VERSION.to_string());
             }
             let upgrade = match found.as_deref() {
@@ -1889,7 +1918,9 @@ impl Store {
                 }
                 match base_schema.as_deref() {
                     Some(BASE_SCHEMA_ONE_TABLE) => self.convert_base_one_table()?,
-                    Some(BASE_SCHEMA_ONE_INDEX) => self.mark_base_alert_runs()?,
+                    Some(from @ (BASE_SCHEMA_ONE_INDEX | BASE_SCHEMA_UNPACKED)) => {
+                        self.mark_base(from)?
+                    }
                     _ => {}
                 }
                 Ok(())
@@ -1933,6 +1964,7 @@ impl Store {
         match found {
             Some(v)
                 if v != BASE_SCHEMA_VERSION
+                    && v != BASE_SCHEMA_UNPACKED
                     && v != BASE_SCHEMA_ONE_INDEX
                     && v != BASE_SCHEMA_ONE_TABLE =>
             {
@@ -2024,9 +2056,10 @@ impl Store {
         Ok(entries)
     }
 
-    /// Marks a checkpoints' file of format 2 as format 3: its `case_alerts` stays as it is,
-    /// read as the oldest part of the alert index; checkpoints from now on add runs.
-    fn mark_base_alert_runs(&self) -> Result<(), StoreError> {
+    /// Marks a checkpoints' file of format 2 or 3 as the current format: what it holds is
+    /// read as it is (format 2's `case_alerts` as the oldest part of the alert index,
+    /// format 3's chunks not packed); checkpoints from now on add packed runs.
+    fn mark_base(&self, from: &str) -> Result<(), StoreError> {
         let tx = self.base.begin_write().map_err(|e| self.base_err(e))?;
         {
             let mut meta = tx.open_table(META).map_err(|e| self.base_err(e))?;
@@ -2034,8 +2067,8 @@ impl Store {
                 .map_err(|e| self.base_err(e))?;
         }
         tx.commit().map_err(|e| self.base_err(e))?;
-        tracing::info!(file = %self.base_file.display(), from = BASE_SCHEMA_ONE_INDEX,
-            to = BASE_SCHEMA_VERSION, "store checkpoint format upgraded: the alert index is kept as runs");
+        tracing::info!(file = %self.base_file.display(), from = %from,
+            to = BASE_SCHEMA_VERSION, "store checkpoint format upgraded: what it holds is read as it is");
         Ok(())
     }
 
@@ -2256,9 +2289,11 @@ impl Store {
                 // Its pieces of at most JOURNAL_PIECE bytes, as the generation keeps them.
                 generation = Generation::of_row(batch.cases.row()).map_err(|e| self.err(e))?;
                 let mut last = row_no;
+                let mut packed = Vec::new();
                 for (k, piece) in (row_no..).zip(&generation.journal) {
+                    runs::pack(piece, &mut packed);
                     journal
-                        .insert(k, piece.as_slice())
+                        .insert(k, packed.as_slice())
                         .map_err(|e| self.err(e))?;
                     last = k;
                 }
@@ -2681,9 +2716,12 @@ impl Store {
         let tx = self.db.begin_read().map_err(|e| self.err(e))?;
         let t = tx.open_table(ALERTS).map_err(|e| self.err(e))?;
         let mut n = 0;
+        let mut unpacked = Vec::new();
         for row in t.iter().map_err(|e| self.err(e))? {
             let (k, v) = row.map_err(|e| self.err(e))?;
-            n += self.row_alerts(k.value(), v.value())?.remaining();
+            n += self
+                .row_alerts(k.value(), v.value(), &mut unpacked)?
+                .remaining();
         }
         Ok(n)
     }
@@ -3446,6 +3484,218 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
     }
 
+    /// Rows of `table`: how many, how many of them packed, their bytes as stored and as
+    /// they unpack.
+    fn stored<K: redb::Key + 'static>(
+        db: &Database,
+        table: TableDefinition<K, &'static [u8]>,
+    ) -> (usize, usize, usize, usize) {
+        let tx = db.begin_read().expect("tx");
+        let t = tx.open_table(table).expect("table");
+        let mut row = Vec::new();
+        let mut s = (0, 0, 0, 0);
+        for r in t.iter().expect("iter") {
+            let (_, v) = r.expect("row");
+            runs::unpack_into(v.value(), &mut row).expect("unpacks");
+            s.0 += 1;
+            s.1 += usize::from(runs::is_packed(v.value()));
+            s.2 += v.value().len();
+            s.3 += row.len();
+        }
+        s
+    }
+
+    /// [`stored`] over every case run of the checkpoints' file.
+    fn stored_runs(store: &Store) -> (usize, usize, usize, usize) {
+        let mut s = (0, 0, 0, 0);
+        for r in store.runs() {
+            let name = runs::table_name(r.n);
+            let t = stored(&store.base, runs::ChunkTable::new(&name));
+            s = (s.0 + t.0, s.1 + t.1, s.2 + t.2, s.3 + t.3);
+        }
+        s
+    }
+
+    /// A batch of `cases` (id → its version mark, `last_event`) over three partitions of
+    /// topic `t` (as [`assert_reads`] expects them), with an alert for every third case: into `model` and `alerts` too.
+    fn commit_cases(
+        store: &Store,
+        cases: impl IntoIterator<Item = (usize, i64)>,
+        model: &mut Model,
+        alerts: &mut BTreeMap<String, Vec<u64>>,
+    ) {
+        let mut b = WriteBatch::default();
+        for (i, version) in cases {
+            let mut case = json_case(i);
+            case.last_event = version;
+            let partition = (i % 3) as u32;
+            b.cases.put("t", partition, &case).expect("encode");
+            model.insert(("t".into(), partition, format!("C{i:05}")), version);
+            if i % 3 == 0 {
+                b.alerts
+                    .push(sized_alert(&format!("C{i:05}"), version as u64, 200));
+            }
+        }
+        // The partitions' offsets: readers look for a case in the partitions they list.
+        for p in 0..3 {
+            b.offsets.push(("t".into(), p, b.cases.len() as u64));
+        }
+        for (seq, a) in store.commit(&b).expect("commit").iter().zip(&b.alerts) {
+            alerts.entry(a.case.to_string()).or_default().push(*seq);
+        }
+    }
+
+    /// Everything a store keeps in bulk is stored packed, in a fraction of its size, and
+    /// read back as it was written, also after reopening.
+    #[test]
+    fn journal_rows_alert_groups_and_runs_are_stored_packed() {
+        let dir = tmp("packed");
+        let (mut model, mut alerts) = (Model::new(), BTreeMap::new());
+        {
+            let store = Store::open(&dir).expect("open");
+            // 3,000 cases in one batch: a journal row of several pieces.
+            commit_cases(&store, (0..3000).map(|i| (i, 1)), &mut model, &mut alerts);
+            for (what, s) in [
+                ("journal", stored(&store.db, JOURNAL)),
+                ("alerts", stored(&store.db, ALERTS)),
+            ] {
+                assert!(s.0 >= 2 && s.1 == s.0, "{what}: every row packed: {s:?}");
+                assert!(s.2 * 3 < s.3, "{what}: under a third of its size: {s:?}");
+            }
+            assert_reads(&store, &model, &alerts, "in the journal");
+            store.set_checkpoint_cases(1);
+            store.commit(&WriteBatch::default()).expect("commit");
+            store.finish_checkpoint().expect("checkpoint");
+            assert_eq!(store.overlay_size(), 0);
+            let s = stored_runs(&store);
+            assert!(s.0 >= 2 && s.1 == s.0, "runs: every chunk packed: {s:?}");
+            assert!(s.2 * 3 < s.3, "runs: under a third of their size: {s:?}");
+            assert_reads(&store, &model, &alerts, "checkpointed");
+        }
+        let store = Store::open(&dir).expect("reopen");
+        assert_reads(&store, &model, &alerts, "reopened");
+        drop(store);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// Rewrites every row of `table` as it unpacks, as the formats before packing wrote it.
+    fn unpack_rows(tx: &redb::WriteTransaction, table: TableDefinition<u64, &'static [u8]>) {
+        let mut t = tx.open_table(table).expect("table");
+        let rows: Vec<(u64, Vec<u8>)> = t
+            .iter()
+            .expect("iter")
+            .map(|r| {
+                let (k, v) = r.expect("row");
+                let mut row = Vec::new();
+                runs::unpack_into(v.value(), &mut row).expect("unpacks");
+                (k.value(), row)
+            })
+            .collect();
+        for (k, row) in rows {
+            t.insert(k, row.as_slice()).expect("insert");
+        }
+    }
+
+    /// [`unpack_rows`] for a run's chunks.
+    fn unpack_chunks(tx: &redb::WriteTransaction, name: &str) {
+        let mut t = tx.open_table(runs::ChunkTable::new(name)).expect("run");
+        let rows: Vec<((String, u32, String), Vec<u8>)> = t
+            .iter()
+            .expect("iter")
+            .map(|r| {
+                let (k, v) = r.expect("row");
+                let (topic, partition, id) = k.value();
+                let mut row = Vec::new();
+                runs::unpack_into(v.value(), &mut row).expect("unpacks");
+                ((topic.to_string(), partition, id.to_string()), row)
+            })
+            .collect();
+        for ((topic, partition, id), row) in rows {
+            t.insert((topic.as_str(), partition, id.as_str()), row.as_slice())
+                .expect("insert");
+        }
+    }
+
+    /// A store of the formats before packing (the batches' file of format 6, the
+    /// checkpoints' file of format 3) is read as it is, marked with the current formats,
+    /// and its checkpoints merge its unpacked runs into packed ones.
+    #[test]
+    fn a_store_of_unpacked_rows_is_read_and_packs_from_then_on() {
+        let dir = tmp("unpacked");
+        let (mut model, mut alerts) = (Model::new(), BTreeMap::new());
+        {
+            let store = Store::open(&dir).expect("open");
+            store.set_checkpoint_cases(1);
+            commit_cases(&store, (0..1500).map(|i| (i, 1)), &mut model, &mut alerts);
+            store.commit(&WriteBatch::default()).expect("commit");
+            store.finish_checkpoint().expect("checkpoint");
+            store.set_checkpoint_cases(1 << 30);
+            // Half of them again, and more: journal rows beside the run.
+            commit_cases(&store, (750..2500).map(|i| (i, 2)), &mut model, &mut alerts);
+        }
+        {
+            let db = Database::open(dir.join(FILE_NAME)).expect("batches' file");
+            let tx = db.begin_write().expect("tx");
+            unpack_rows(&tx, JOURNAL);
+            unpack_rows(&tx, ALERTS);
+            tx.open_table(META)
+                .expect("meta")
+                .insert("schema", SCHEMA_UNPACKED.as_bytes())
+                .expect("schema");
+            tx.commit().expect("commit");
+            let base = Database::open(dir.join(BASE_FILE_NAME)).expect("checkpoints' file");
+            let tx = base.begin_write().expect("tx");
+            let list = {
+                let meta = tx.open_table(META).expect("meta");
+                runs::runs(&meta, Path::new("cases.redb")).expect("runs")
+            };
+            assert_eq!(list.len(), 1, "one run");
+            for r in &list {
+                unpack_chunks(&tx, &runs::table_name(r.n));
+            }
+            tx.open_table(META)
+                .expect("meta")
+                .insert("schema", BASE_SCHEMA_UNPACKED.as_bytes())
+                .expect("schema");
+            tx.commit().expect("commit");
+        }
+        {
+            let store = Store::open(&dir).expect("open the old formats");
+            for s in [
+                stored(&store.db, JOURNAL),
+                stored(&store.db, ALERTS),
+                stored_runs(&store),
+            ] {
+                assert!(s.0 > 0 && s.1 == 0, "nothing packed yet: {s:?}");
+            }
+            assert_reads(&store, &model, &alerts, "old formats opened");
+            for (db, want) in [
+                (&store.db, SCHEMA_VERSION),
+                (&store.base, BASE_SCHEMA_VERSION),
+            ] {
+                let tx = db.begin_read().expect("tx");
+                let meta = tx.open_table(META).expect("meta");
+                let v = meta.get("schema").expect("get").expect("schema");
+                assert_eq!(v.value(), want.as_bytes(), "marked {want}");
+            }
+            commit_cases(&store, (0..400).map(|i| (i, 3)), &mut model, &mut alerts);
+            assert_reads(&store, &model, &alerts, "a batch over the old formats");
+            store.set_checkpoint_cases(1);
+            store.commit(&WriteBatch::default()).expect("commit");
+            store.finish_checkpoint().expect("checkpoint");
+            let s = stored_runs(&store);
+            assert!(
+                s.0 > 0 && s.1 == s.0,
+                "the old run merged into a packed one: {s:?}"
+            );
+            assert_reads(&store, &model, &alerts, "checkpointed over the old formats");
+        }
+        let store = Store::open(&dir).expect("reopen");
+        assert_reads(&store, &model, &alerts, "reopened");
+        drop(store);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
     /// A batch's changed cases come in any order, of several topics and partitions: its
     /// generation holds them in key order, a case written twice as its later version.
     #[test]
@@ -3682,15 +3932,17 @@ mod tests {
         );
     }
 
-    /// Rows of the `alerts` table: `(key, whether a group)`.
+    /// Rows of the `alerts` table: `(key, whether a group)`, packed or not.
     fn alert_rows(store: &Store) -> Vec<(u64, bool)> {
         let tx = store.db.begin_read().expect("tx");
         let t = tx.open_table(ALERTS).expect("alerts");
+        let mut row = Vec::new();
         t.iter()
             .expect("iter")
             .map(|r| {
                 let (k, v) = r.expect("row");
-                (k.value(), v.value().first() == Some(&ALERT_GROUP))
+                runs::unpack_into(v.value(), &mut row).expect("unpack");
+                (k.value(), row.first() == Some(&ALERT_GROUP))
             })
             .collect()
     }
