@@ -373,8 +373,7 @@ fn write_alert_groups(
         row.extend_from_slice(body);
         lens.clear();
         body.clear();
-        runs::pack(&row, &mut packed);
-        put(group_first, &packed)
+        put(group_first, runs::pack(&row, &mut packed))
     };
     let mut one: Vec<u8> = Vec::with_capacity(512);
     for (seq, a) in (first..).zip(alerts) {
@@ -2291,9 +2290,8 @@ impl Store {
                 let mut last = row_no;
                 let mut packed = Vec::new();
                 for (k, piece) in (row_no..).zip(&generation.journal) {
-                    runs::pack(piece, &mut packed);
                     journal
-                        .insert(k, packed.as_slice())
+                        .insert(k, runs::pack(piece, &mut packed))
                         .map_err(|e| self.err(e))?;
                     last = k;
                 }
