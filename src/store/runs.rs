@@ -199,8 +199,8 @@ pub(super) fn merge(
 /// as they are (by older formats, or where packing would not save) are told apart.
 pub(super) const PACKED: [u8; 4] = [0xff; 4];
 
-/// Packs a row into `out`: [`PACKED`], the row's length (u32, little-endian), then the
-/// row compressed with LZ4 (its block format); the row as it is where that would not be
+/// A row packed: [`PACKED`], the row's length (u32, little-endian), then the row
+/// compressed with LZ4 (its block format); the row itself where that would not be
 /// smaller. Case journal rows, alert groups and the runs' chunks are packed.
 ///
 /// Why: a case's MessagePack repeats its keys, rule ids, clock kinds and instants, and a
