@@ -462,18 +462,19 @@ fn lifecycle_plan(n: u64, end: i64) -> Vec<Step> {
 }
 
 fn raw_read(brokers: &str, topic: &str, n: u64) -> u64 {
-    let consumer: BaseConsumer = ClientConfig::new()
+    let mut config = ClientConfig::new();
+    config
         .set("bootstrap.servers", brokers)
         .set("group.id", format!("raw-{topic}"))
-        .set("enable.auto.commit", "false")
-        // The daemon's fetch settings (`src/daemon.rs`): with librdkafka's own (1 MiB a
-        // fetch, a full queue looked at again after 1 s) this loop read 404,290–946,937
-        // events/s from run to run, as it happened to meet the 1 s pause or not, and the
-        // ratio below went up to 0.55 on a slow read.
-        .set("max.partition.fetch.bytes", "8388608")
-        .set("fetch.queue.backoff.ms", "20")
-        .create()
-        .expect("consumer");
+        .set("enable.auto.commit", "false");
+    // The daemon's fetch settings: with librdkafka's own (1 MiB a fetch, a full queue
+    // looked at again after 1 s) this loop read 404,290–946,937 events/s from run to run,
+    // as it happened to meet the 1 s pause or not, and the ratio below went up to 0.55 on
+    // a slow read.
+    for (key, value) in redlight::daemon::FETCH_SETTINGS {
+        config.set(key, value);
+    }
+    let consumer: BaseConsumer = config.create().expect("consumer");
     let mut tpl = TopicPartitionList::new();
     for p in 0..PARTITIONS {
         tpl.add_partition_offset(topic, p, Offset::Beginning)

@@ -323,24 +323,10 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         .set("enable.partition.eof", "false")
         .set("session.timeout.ms", "10000")
         .set("statistics.interval.ms", "1000")
-        // Up to 8 MiB of a partition in each fetch, not librdkafka's 1 MiB: at 1 MiB the
-        // loop ran out of fetched messages and waited for the broker (0.1–0.5 s at a time,
-        // about a tenth of a run, with the broker's JVM on the same cores), and the
-        // 1M-event bench ran at 88,666–95,874 events/s against 103,449–103,861 with 8 MiB
-        // (three alternating pairs). What librdkafka holds fetched stays bounded by
-        // `queued.max.messages.kbytes`; `[kafka.librdkafka]` can set either.
-        .set("max.partition.fetch.bytes", "8388608")
-        // Once its queue of fetched messages passes `queued.min.messages` or
-        // `queued.max.messages.kbytes`, librdkafka postpones a partition's next fetch by
-        // this long (its default: 1,000 ms). With 8 MiB fetches the queue passed them
-        // often, and the loop then ran dry for 0.2–0.6 s about once a second (a trace of
-        // its switches: 2.8 s of a 7 s run parked waiting for messages, a stream of whole
-        // cases). At 20 ms the queue refills in time: that stream ran at 188,506 and
-        // 218,722 events/s against 109,993 and 110,569 (two alternating pairs); the
-        // CPU-bound stream of new cases was level. The cost is a timer's wake-up per
-        // partition every 20 ms while the queue is full.
-        .set("fetch.queue.backoff.ms", "20")
         .set("client.id", "redlight");
+    for (key, value) in FETCH_SETTINGS {
+        cc.set(key, value);
+    }
     for (key, value) in &k.librdkafka {
         cc.set(key, value);
     }
@@ -579,6 +565,29 @@ fn restore_partition(
         elapsed: started.elapsed(),
     })
 }
+
+/// How the consumer fetches, where redlight differs from librdkafka's defaults; set
+/// before `[kafka.librdkafka]`, which can change either. The daemon bench's bare consumer
+/// fetches the same way, so that its raw read rate is what the broker can deliver.
+///
+/// - Up to 8 MiB of a partition in each fetch, not librdkafka's 1 MiB: at 1 MiB the loop
+///   ran out of fetched messages and waited for the broker (0.1–0.5 s at a time, about a
+///   tenth of a run, with the broker's JVM on the same cores), and the 1M-event bench ran
+///   at 88,666–95,874 events/s against 103,449–103,861 with 8 MiB (three alternating
+///   pairs). What librdkafka holds fetched stays bounded by `queued.max.messages.kbytes`.
+/// - Once its queue of fetched messages passes `queued.min.messages` or
+///   `queued.max.messages.kbytes`, librdkafka postpones a partition's next fetch by
+///   `fetch.queue.backoff.ms` (its default: 1,000 ms). With 8 MiB fetches the queue passed
+///   them often, and the loop then ran dry for 0.2–0.6 s about once a second (a trace of
+///   its switches: 2.8 s of a 7 s run parked waiting for messages, a stream of whole
+///   cases). At 20 ms the queue refills in time: that stream ran at 188,506 and 218,722
+///   events/s against 109,993 and 110,569 (two alternating pairs); the CPU-bound stream of
+///   new cases was level. The cost is a timer's wake-up per partition every 20 ms while
+///   the queue is full.
+pub const FETCH_SETTINGS: [(&str, &str); 2] = [
+    ("max.partition.fetch.bytes", "8388608"),
+    ("fetch.queue.backoff.ms", "20"),
+];
 
 fn wall_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
