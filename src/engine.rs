@@ -1053,6 +1053,14 @@ fn flatten_bucket(bucket: Bucket) -> Vec<Timer> {
 
 /// Hash of an event id for duplicate detection (SipHash with fixed keys: the same in every
 /// run and on every machine, as persisted state requires).
+/// CEL's standard environment (its functions, types and macros), built once: a
+/// `cel::Context::default()` builds it anew, and did so for every condition evaluated,
+/// most of what an evaluation cost.
+fn cel_env() -> Arc<cel::Env> {
+    static ENV: std::sync::OnceLock<Arc<cel::Env>> = std::sync::OnceLock::new();
+    ENV.get_or_init(|| Arc::new(cel::Env::stdlib())).clone()
+}
+
 fn id_hash(id: &str) -> u64 {
     #[allow(deprecated)]
     let mut h = std::hash::SipHasher::new();
@@ -2148,25 +2156,38 @@ impl Core {
     }
 
     /// Evaluates a CEL condition with `event`, `data` and `case` (its id, merged data and
-    /// the event types seen before this event).
+    /// the event types seen before this event), building only the variables the program
+    /// reads, in a context over one shared standard environment ([`cel_env`]).
     fn eval(&self, c: &Condition, case: &Case, ev: &Event, types: u128) -> Result<bool, String> {
-        let data = Value::Object(ev.data.to_map());
-        let event = serde_json::json!({
-            "id": ev.id, "type": ev.kind, "source": ev.source, "subject": ev.subject,
-            "time": ev.time.to_rfc3339(), "data": data,
-        });
-        let case_data: serde_json::Map<String, Value> = case
-            .data
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_value()))
-            .collect();
-        let case_v = serde_json::json!({
-            "id": &*case.id, "data": case_data, "types": self.rules.types_of(types),
-        });
-        let mut cx = cel::Context::default();
-        for (name, v) in [("event", event), ("data", data), ("case", case_v)] {
+        let mut cx = cel::Context::with_env(cel_env());
+        let mut bind = |name: &str, v: Value| -> Result<(), String> {
             let v = cel::to_value(v).map_err(|e| e.to_string())?;
             cx.add_variable_from_value(name, v);
+            Ok(())
+        };
+        if c.reads.event || c.reads.data {
+            let data = Value::Object(ev.data.to_map());
+            if c.reads.event {
+                let event = serde_json::json!({
+                    "id": ev.id, "type": ev.kind, "source": ev.source, "subject": ev.subject,
+                    "time": ev.time.to_rfc3339(), "data": data,
+                });
+                bind("event", event)?;
+            }
+            if c.reads.data {
+                bind("data", data)?;
+            }
+        }
+        if c.reads.case {
+            let case_data: serde_json::Map<String, Value> = case
+                .data
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_value()))
+                .collect();
+            let case_v = serde_json::json!({
+                "id": &*case.id, "data": case_data, "types": self.rules.types_of(types),
+            });
+            bind("case", case_v)?;
         }
         match c.program.execute(&cx) {
             Ok(cel::Value::Bool(b)) => Ok(b),
@@ -2925,6 +2946,65 @@ mod tests {
     /// Values that repeat are shared between cases; values that are all different stop
     /// going through the interner after a window, so its set does not grow with the cases.
     /// (Strings longer than a `ShortStr`: the short ones are held in place.)
+    /// A check's CEL condition sees `event`, `data` and `case` as the rule language says,
+    /// whichever of them it reads (the engine builds only those), macros included.
+    #[test]
+    fn conditions_see_the_event_its_data_and_the_case() {
+        let cal = shipped_engine().core.cal.clone();
+        // The deadline rule opens the case at the report (an event no rule handles opens
+        // none); the check is the condition's.
+        let fires = |condition: &str| -> bool {
+            let pack = format!(
+                "[pack]\nname = \"t\"\ntitle = \"t\"\n[[rule]]\nid = \"t.d\"\nkind = \"deadline\"\n\
+                 title = \"d\"\nbasis = \"b\"\nstart = \"safety.accident_reported\"\n\
+                 stop = [\"safety.accident_relayed\"]\nlimit = {{ hours = 2 }}\n\
+                 [[rule]]\nid = \"t.c\"\nkind = \"check\"\n\
+                 title = \"c\"\nbasis = \"b\"\non = \"safety.accident_discovered\"\n\
+                 condition = '{condition}'\n"
+            );
+            let rules = RuleSet::from_sources(&[(std::path::PathBuf::from("rules/t.toml"), pack)])
+                .unwrap_or_else(|e| panic!("{condition}: {e:?}"));
+            let mut engine = Engine::new(Arc::new(rules), cal.clone());
+            let mut alerts = Vec::new();
+            for line in [
+                r#"{"specversion":"1.0","id":"e1","source":"/t","type":"safety.accident_reported","time":"2026-06-01T10:00:00+08:00","subject":"AQ-1","data":{"department":"市应急管理局","deaths":2}}"#,
+                r#"{"specversion":"1.0","id":"e2","source":"/hall","type":"safety.accident_discovered","time":"2026-06-01T10:30:00+08:00","subject":"AQ-1","data":{"by":"inspection","items":["a","b"]}}"#,
+            ] {
+                let ev = crate::event::Event::parse(line.as_bytes()).expect("event");
+                engine.apply(&ev, &mut alerts).expect("applied");
+            }
+            assert!(alerts.len() <= 1, "{condition}: {alerts:?}");
+            alerts.iter().any(|a| a.rule.as_ref() == "t.c")
+        };
+        for (condition, expected) in [
+            (r#"event.type == "safety.accident_discovered""#, true),
+            (
+                r#"event.source == "/hall" && event.subject == "AQ-1""#,
+                true,
+            ),
+            (r#"event.time.startsWith("2026-06-01T10:30:00")"#, true),
+            (r#"event.data.by == "inspection""#, true),
+            (r#"data.by == "inspection" && !has(data.department)"#, true),
+            (r#"data.items.exists(i, i == "b")"#, true),
+            (r#"data.items.all(i, i == "b")"#, false),
+            (r#"case.id == "AQ-1" && case.data.deaths == 2"#, true),
+            (
+                r#"case.data.department == "市应急管理局" && case.data.by == "inspection""#,
+                true,
+            ),
+            (r#""safety.accident_reported" in case.types"#, true),
+            (
+                r#"case.types.exists(t, t == "safety.accident_discovered")"#,
+                false,
+            ),
+            (r#"data.by == case.data.by && event.id == "e2""#, true),
+            ("true", true),
+            ("false", false),
+        ] {
+            assert_eq!(fires(condition), expected, "{condition}");
+        }
+    }
+
     #[test]
     fn only_repeating_values_are_shared() {
         let mut engine = shipped_engine();

@@ -13,10 +13,11 @@
 //! and field, so `redlight check` can print them all.
 
 use crate::event::CATALOGUE;
+use cel::common::ast::{EntryExpr, Expr, IdedExpr, MapExpr, StructExpr};
 use rustc_hash::{FxHashMap, FxHashSet};
 use serde::Deserialize;
 use serde_json::Value;
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -153,11 +154,97 @@ pub fn json_eq(a: &Value, b: &Value) -> bool {
     }
 }
 
-/// A compiled CEL condition with its source (for messages).
+/// A compiled CEL condition with its source (for messages), and which of the three
+/// variables it reads: the engine builds only those for each evaluation.
 #[derive(Clone)]
 pub struct Condition {
     pub source: String,
     pub program: Arc<cel::Program>,
+    /// Whether the program reads `event`, `data` and `case`.
+    pub reads: Reads,
+}
+
+/// Which of a condition's variables its program reads.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Reads {
+    pub event: bool,
+    pub data: bool,
+    pub case: bool,
+}
+
+impl Condition {
+    pub fn new(source: String, program: cel::Program) -> Condition {
+        let free = free_variables(&program);
+        let reads = Reads {
+            event: free.contains("event"),
+            data: free.contains("data"),
+            case: free.contains("case"),
+        };
+        Condition {
+            source,
+            program: Arc::new(program),
+            reads,
+        }
+    }
+}
+
+/// The variables a program reads from its context, in name order: its identifiers, less
+/// those a comprehension binds where it binds them (the `x` of `data.items.exists(x, x >
+/// 1)`, the accumulators the macros add). `Program::references` lists every identifier,
+/// bound or not, and would have `check` refuse CEL's standard macros.
+fn free_variables(program: &cel::Program) -> BTreeSet<String> {
+    fn walk(e: &IdedExpr, bound: &mut Vec<String>, out: &mut BTreeSet<String>) {
+        match &e.expr {
+            Expr::Unspecified | Expr::Literal(_) => {}
+            Expr::Ident(name) => {
+                if !name.starts_with('@') && !bound.iter().any(|b| b == name) {
+                    out.insert(name.clone());
+                }
+            }
+            Expr::Call(call) => {
+                if let Some(target) = &call.target {
+                    walk(target, bound, out);
+                }
+                for arg in &call.args {
+                    walk(arg, bound, out);
+                }
+            }
+            Expr::Select(select) => walk(&select.operand, bound, out),
+            Expr::List(list) => {
+                for elem in &list.elements {
+                    walk(elem, bound, out);
+                }
+            }
+            Expr::Map(MapExpr { entries }) | Expr::Struct(StructExpr { entries, .. }) => {
+                for entry in entries {
+                    match &entry.expr {
+                        EntryExpr::StructField(field) => walk(&field.value, bound, out),
+                        EntryExpr::MapEntry(m) => {
+                            walk(&m.key, bound, out);
+                            walk(&m.value, bound, out);
+                        }
+                    }
+                }
+            }
+            Expr::Comprehension(c) => {
+                // The range and the accumulator's start are outside the loop's scope; the
+                // loop sees its variables and the accumulator, the result the accumulator.
+                walk(&c.iter_range, bound, out);
+                walk(&c.accu_init, bound, out);
+                let depth = bound.len();
+                bound.push(c.accu_var.clone());
+                walk(&c.result, bound, out);
+                bound.push(c.iter_var.clone());
+                bound.extend(c.iter_var2.iter().cloned());
+                walk(&c.loop_cond, bound, out);
+                walk(&c.loop_step, bound, out);
+                bound.truncate(depth);
+            }
+        }
+    }
+    let mut out = BTreeSet::new();
+    walk(program.expression(), &mut Vec::new(), &mut out);
+    out
 }
 
 impl fmt::Debug for Condition {
@@ -735,11 +822,8 @@ impl Cx<'_> {
         let src = src?;
         match cel::Program::compile(&src) {
             Ok(program) => {
-                let refs = program.references();
-                let mut vars = refs.variables();
-                vars.sort_unstable();
-                for var in vars {
-                    if !["event", "data", "case"].contains(&var) {
+                for var in free_variables(&program) {
+                    if !["event", "data", "case"].contains(&var.as_str()) {
                         self.problem(
                             Some(field),
                             format!(
@@ -748,10 +832,7 @@ impl Cx<'_> {
                         );
                     }
                 }
-                Some(Condition {
-                    source: src,
-                    program: Arc::new(program),
-                })
+                Some(Condition::new(src, program))
             }
             Err(e) => {
                 self.problem(Some(field), format!("not valid CEL: {e}"));
@@ -1069,9 +1150,11 @@ fn compile_rule(cx: &mut Cx<'_>, raw: toml::Table, meta: &PackMeta) -> Option<Ru
                 on,
                 when,
                 message: def.message,
-                condition: condition.unwrap_or_else(|| Condition {
-                    source: "false".into(),
-                    program: Arc::new(cel::Program::compile("false").expect("literal")),
+                condition: condition.unwrap_or_else(|| {
+                    Condition::new(
+                        "false".into(),
+                        cel::Program::compile("false").expect("literal"),
+                    )
                 }),
             })
         }
@@ -1230,6 +1313,65 @@ strat = \"approval.accepted\"
             joined.contains("rule `t.c`: field `strat`: unknown field `strat`"),
             "{joined}"
         );
+    }
+
+    /// CEL's standard macros bind their own variables: `check` accepts those inside the
+    /// macro and still refuses them outside it, and a condition records which of `event`,
+    /// `data` and `case` it reads (the engine builds only those).
+    #[test]
+    fn cel_macros_may_bind_variables_and_reads_are_recorded() {
+        let check = |condition: &str| {
+            format!(
+                "{HEAD}
+[[rule]]
+id = \"t.x\"
+kind = \"check\"
+title = \"x\"
+basis = \"b\"
+on = \"safety.accident_discovered\"
+condition = '{condition}'
+"
+            )
+        };
+        let reads = |condition: &str| -> Reads {
+            let set = load(&check(condition)).unwrap_or_else(|e| panic!("{condition}: {e:?}"));
+            let RuleKind::Check(c) = &set.rules[0].kind else {
+                panic!("check")
+            };
+            c.condition.reads
+        };
+        let r = |event, data, case| Reads { event, data, case };
+        assert_eq!(
+            reads(r#"data.items.exists(i, i == "b")"#),
+            r(false, true, false)
+        );
+        assert_eq!(
+            reads(r#"case.types.all(t, t != "safety.accident_reported") && event.type != """#),
+            r(true, false, true)
+        );
+        assert_eq!(
+            reads(r#"[1, 2].map(x, x * 2).filter(y, y > 2).size() == 1 && data.n > 0"#),
+            r(false, true, false)
+        );
+        assert_eq!(
+            reads(r#"data.items.exists(data, data == "b")"#),
+            r(false, true, false),
+            "a macro's variable may shadow `data` inside it; the range still reads it"
+        );
+        assert_eq!(reads("true"), r(false, false, false));
+        for (condition, unknown) in [
+            (r#"data.items.exists(i, i == j)"#, "j"),
+            (r#"data.items.exists(i, i == "b") && i == "b""#, "i"),
+            (r#"[1].all(x, x > 0) || x > 0"#, "x"),
+        ] {
+            let errs = load(&check(condition)).expect_err(condition);
+            let text: Vec<String> = errs.iter().map(|p| p.to_string()).collect();
+            assert_eq!(text.len(), 1, "{condition}: {text:?}");
+            assert!(
+                text[0].contains(&format!("unknown variable `{unknown}`")),
+                "{condition}: {text:?}"
+            );
+        }
     }
 
     #[test]
