@@ -1051,16 +1051,40 @@ fn flatten_bucket(bucket: Bucket) -> Vec<Timer> {
     all
 }
 
-/// Hash of an event id for duplicate detection (SipHash with fixed keys: the same in every
-/// run and on every machine, as persisted state requires).
-/// CEL's standard environment (its functions, types and macros), built once: a
-/// `cel::Context::default()` builds it anew, and did so for every condition evaluated,
-/// most of what an evaluation cost.
-fn cel_env() -> Arc<cel::Env> {
-    static ENV: std::sync::OnceLock<Arc<cel::Env>> = std::sync::OnceLock::new();
-    ENV.get_or_init(|| Arc::new(cel::Env::stdlib())).clone()
+/// A JSON value as a condition sees it. An integer is CEL's `int`, as its integer literals
+/// are (`data.n + 1`; a JSON integer read as `uint`, as serde would give it, made that an
+/// error between `uint` and `int`), a `uint` only past `int`'s range; other numbers are
+/// `double`.
+fn cel_value(v: &Value) -> cel::Value {
+    match v {
+        Value::Null => cel::Value::Null,
+        Value::Bool(b) => cel::Value::Bool(*b),
+        Value::Number(n) => match (n.as_i64(), n.as_u64()) {
+            (Some(i), _) => cel::Value::Int(i),
+            (None, Some(u)) => cel::Value::UInt(u),
+            (None, None) => cel::Value::Float(n.as_f64().unwrap_or(f64::NAN)),
+        },
+        Value::String(s) => cel_string(s),
+        Value::Array(items) => cel::Value::List(Arc::new(items.iter().map(cel_value).collect())),
+        Value::Object(map) => cel_map(map.iter().map(|(k, v)| (k.as_str(), cel_value(v)))),
+    }
 }
 
+fn cel_string(s: &str) -> cel::Value {
+    cel::Value::String(Arc::new(s.to_string()))
+}
+
+/// A CEL map with string keys.
+fn cel_map<'a>(entries: impl IntoIterator<Item = (&'a str, cel::Value)>) -> cel::Value {
+    let map: std::collections::HashMap<cel::objects::Key, cel::Value> = entries
+        .into_iter()
+        .map(|(k, v)| (cel::objects::Key::String(Arc::new(k.to_string())), v))
+        .collect();
+    cel::Value::Map(cel::objects::Map { map: Arc::new(map) })
+}
+
+/// Hash of an event id for duplicate detection (SipHash with fixed keys: the same in every
+/// run and on every machine, as persisted state requires).
 fn id_hash(id: &str) -> u64 {
     #[allow(deprecated)]
     let mut h = std::hash::SipHasher::new();
@@ -2157,37 +2181,41 @@ impl Core {
 
     /// Evaluates a CEL condition with `event`, `data` and `case` (its id, merged data and
     /// the event types seen before this event), building only the variables the program
-    /// reads, in a context over one shared standard environment ([`cel_env`]).
+    /// reads, as CEL values made directly from the event and the case ([`cel_value`]), in a
+    /// context over one shared standard environment ([`crate::rules::cel_env`]).
     fn eval(&self, c: &Condition, case: &Case, ev: &Event, types: u128) -> Result<bool, String> {
-        let mut cx = cel::Context::with_env(cel_env());
-        let mut bind = |name: &str, v: Value| -> Result<(), String> {
-            let v = cel::to_value(v).map_err(|e| e.to_string())?;
-            cx.add_variable_from_value(name, v);
-            Ok(())
-        };
+        let mut cx = cel::Context::with_env(crate::rules::cel_env());
         if c.reads.event || c.reads.data {
-            let data = Value::Object(ev.data.to_map());
+            let data = cel_map(ev.data.iter().map(|(k, v)| (k, cel_value(v))));
             if c.reads.event {
-                let event = serde_json::json!({
-                    "id": ev.id, "type": ev.kind, "source": ev.source, "subject": ev.subject,
-                    "time": ev.time.to_rfc3339(), "data": data,
-                });
-                bind("event", event)?;
+                let time = ev.time.to_rfc3339();
+                let event = cel_map([
+                    ("id", cel_string(&ev.id)),
+                    ("type", cel_string(&ev.kind)),
+                    ("source", cel_string(&ev.source)),
+                    ("subject", cel_string(&ev.subject)),
+                    ("time", cel_string(&time)),
+                    ("data", data.clone()),
+                ]);
+                cx.add_variable_from_value("event", event);
             }
             if c.reads.data {
-                bind("data", data)?;
+                cx.add_variable_from_value("data", data);
             }
         }
         if c.reads.case {
-            let case_data: serde_json::Map<String, Value> = case
-                .data
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_value()))
-                .collect();
-            let case_v = serde_json::json!({
-                "id": &*case.id, "data": case_data, "types": self.rules.types_of(types),
-            });
-            bind("case", case_v)?;
+            let data = cel_map(
+                case.data
+                    .iter()
+                    .map(|(k, v)| (&**k, cel_value(&v.to_value()))),
+            );
+            let types = self.rules.types_of(types).into_iter().map(cel_string);
+            let case = cel_map([
+                ("id", cel_string(&case.id)),
+                ("data", data),
+                ("types", cel::Value::List(Arc::new(types.collect()))),
+            ]);
+            cx.add_variable_from_value("case", case);
         }
         match c.program.execute(&cx) {
             Ok(cel::Value::Bool(b)) => Ok(b),
@@ -2947,7 +2975,8 @@ mod tests {
     /// going through the interner after a window, so its set does not grow with the cases.
     /// (Strings longer than a `ShortStr`: the short ones are held in place.)
     /// A check's CEL condition sees `event`, `data` and `case` as the rule language says,
-    /// whichever of them it reads (the engine builds only those), macros included.
+    /// whichever of them it reads (the engine builds only those), macros included, and
+    /// JSON integers as `int`.
     #[test]
     fn conditions_see_the_event_its_data_and_the_case() {
         let cal = shipped_engine().core.cal.clone();
@@ -2968,7 +2997,7 @@ mod tests {
             let mut alerts = Vec::new();
             for line in [
                 r#"{"specversion":"1.0","id":"e1","source":"/t","type":"safety.accident_reported","time":"2026-06-01T10:00:00+08:00","subject":"AQ-1","data":{"department":"市应急管理局","deaths":2}}"#,
-                r#"{"specversion":"1.0","id":"e2","source":"/hall","type":"safety.accident_discovered","time":"2026-06-01T10:30:00+08:00","subject":"AQ-1","data":{"by":"inspection","items":["a","b"]}}"#,
+                r#"{"specversion":"1.0","id":"e2","source":"/hall","type":"safety.accident_discovered","time":"2026-06-01T10:30:00+08:00","subject":"AQ-1","data":{"by":"inspection","items":["a","b"],"count":3,"ratio":0.75,"delta":-2}}"#,
             ] {
                 let ev = crate::event::Event::parse(line.as_bytes()).expect("event");
                 engine.apply(&ev, &mut alerts).expect("applied");
@@ -2998,6 +3027,31 @@ mod tests {
                 false,
             ),
             (r#"data.by == case.data.by && event.id == "e2""#, true),
+            // JSON integers are CEL's `int`, like its literals: arithmetic with them works.
+            ("data.count + 1 == 4 && data.count * 2 > 5", true),
+            (
+                "case.data.deaths - 2 == 0 && event.data.delta + 2 == 0",
+                true,
+            ),
+            (
+                "data.count == 3u && data.count == 3.0 && data.ratio > 0.5",
+                true,
+            ),
+            ("double(data.count) * data.ratio == 2.25", true),
+            ("size(data.items) == 2 && data.items[1] == \"b\"", true),
+            // Timestamps, durations and type names.
+            (
+                r#"timestamp(event.time) - timestamp("2026-06-01T10:00:00+08:00") == duration("30m")"#,
+                true,
+            ),
+            (
+                r#"timestamp(event.time).getHours("Asia/Shanghai") == 10"#,
+                true,
+            ),
+            (
+                "type(data.count) == int && type(data.ratio) == double",
+                true,
+            ),
             ("true", true),
             ("false", false),
         ] {

@@ -174,7 +174,7 @@ pub struct Reads {
 
 impl Condition {
     pub fn new(source: String, program: cel::Program) -> Condition {
-        let free = free_variables(&program);
+        let free = refs(&program).variables;
         let reads = Reads {
             event: free.contains("event"),
             data: free.contains("data"),
@@ -188,20 +188,53 @@ impl Condition {
     }
 }
 
-/// The variables a program reads from its context, in name order: its identifiers, less
-/// those a comprehension binds where it binds them (the `x` of `data.items.exists(x, x >
-/// 1)`, the accumulators the macros add). `Program::references` lists every identifier,
-/// bound or not, and would have `check` refuse CEL's standard macros.
-fn free_variables(program: &cel::Program) -> BTreeSet<String> {
-    fn walk(e: &IdedExpr, bound: &mut Vec<String>, out: &mut BTreeSet<String>) {
+/// CEL's standard environment (its functions, types and macros; timestamps and durations,
+/// not regular expressions: see docs/rules.md), built once and shared by every
+/// evaluation: a `cel::Context::default()` builds it anew, and did so for every condition
+/// evaluated, most of what an evaluation cost.
+pub fn cel_env() -> Arc<cel::Env> {
+    static ENV: std::sync::OnceLock<Arc<cel::Env>> = std::sync::OnceLock::new();
+    ENV.get_or_init(|| Arc::new(cel::Env::stdlib())).clone()
+}
+
+/// CEL's names of types, which a condition may compare with `type(x)`.
+const CEL_TYPE_NAMES: [&str; 10] = [
+    "bool",
+    "bytes",
+    "double",
+    "int",
+    "list",
+    "map",
+    "null_type",
+    "string",
+    "type",
+    "uint",
+];
+
+/// What a program refers to: the variables it reads from its context, in name order (its
+/// identifiers, less those a comprehension binds where it binds them: the `x` of
+/// `data.items.exists(x, x > 1)`, the accumulators the macros add), and the functions it
+/// calls, each with whether it is called on a target (`s.startsWith(…)`).
+/// `Program::references` lists every identifier, bound or not, and would have `check`
+/// refuse CEL's standard macros.
+#[derive(Default)]
+struct Refs {
+    variables: BTreeSet<String>,
+    calls: BTreeSet<(String, bool)>,
+}
+
+fn refs(program: &cel::Program) -> Refs {
+    fn walk(e: &IdedExpr, bound: &mut Vec<String>, out: &mut Refs) {
         match &e.expr {
             Expr::Unspecified | Expr::Literal(_) => {}
             Expr::Ident(name) => {
                 if !name.starts_with('@') && !bound.iter().any(|b| b == name) {
-                    out.insert(name.clone());
+                    out.variables.insert(name.clone());
                 }
             }
             Expr::Call(call) => {
+                out.calls
+                    .insert((call.func_name.clone(), call.target.is_some()));
                 if let Some(target) = &call.target {
                     walk(target, bound, out);
                 }
@@ -242,9 +275,31 @@ fn free_variables(program: &cel::Program) -> BTreeSet<String> {
             }
         }
     }
-    let mut out = BTreeSet::new();
+    let mut out = Refs::default();
     walk(program.expression(), &mut Vec::new(), &mut out);
     out
+}
+
+/// Whether [`cel_env`] knows a function of that name, called as it is called (on a target
+/// or not). The cel crate names no lookup for it, and resolves calls only when it
+/// evaluates them, so that a misspelt function would pass `check` and make its rule never
+/// apply: it is called once without arguments, which a known function refuses for its
+/// arguments and an unknown one as an undeclared reference. Operators (`_==_`, `@in`) are
+/// not names a probe can spell, and count as known.
+fn function_known(name: &str, member: bool) -> bool {
+    let probe = if member {
+        format!("null.{name}()")
+    } else {
+        format!("{name}()")
+    };
+    let Ok(program) = cel::Program::compile(&probe) else {
+        return true;
+    };
+    let cx = cel::Context::with_env(cel_env());
+    !matches!(
+        program.execute(&cx),
+        Err(cel::ExecutionError::UndeclaredReference(n)) if n.as_str() == name
+    )
 }
 
 impl fmt::Debug for Condition {
@@ -822,8 +877,25 @@ impl Cx<'_> {
         let src = src?;
         match cel::Program::compile(&src) {
             Ok(program) => {
-                for var in free_variables(&program) {
-                    if !["event", "data", "case"].contains(&var.as_str()) {
+                let refs = refs(&program);
+                for (name, member) in &refs.calls {
+                    if !function_known(name, *member) {
+                        let hint = if name == "matches" {
+                            " (regular expressions are not in this build; use `startsWith`, \
+                             `endsWith` or `contains`)"
+                        } else {
+                            ""
+                        };
+                        self.problem(
+                            Some(field),
+                            format!("unknown function `{name}` in CEL{hint}"),
+                        );
+                    }
+                }
+                for var in refs.variables {
+                    if !["event", "data", "case"].contains(&var.as_str())
+                        && !CEL_TYPE_NAMES.contains(&var.as_str())
+                    {
                         self.problem(
                             Some(field),
                             format!(
@@ -1316,10 +1388,11 @@ strat = \"approval.accepted\"
     }
 
     /// CEL's standard macros bind their own variables: `check` accepts those inside the
-    /// macro and still refuses them outside it, and a condition records which of `event`,
-    /// `data` and `case` it reads (the engine builds only those).
+    /// macro and still refuses them outside it; it refuses functions CEL does not know;
+    /// and a condition records which of `event`, `data` and `case` it reads (the engine
+    /// builds only those).
     #[test]
-    fn cel_macros_may_bind_variables_and_reads_are_recorded() {
+    fn cel_names_are_checked_and_reads_are_recorded() {
         let check = |condition: &str| {
             format!(
                 "{HEAD}
@@ -1359,16 +1432,32 @@ condition = '{condition}'
             "a macro's variable may shadow `data` inside it; the range still reads it"
         );
         assert_eq!(reads("true"), r(false, false, false));
+        // Functions of the standard library, timestamps and durations, type names.
+        assert_eq!(
+            reads(concat!(
+                r#"size(data.items) > 0 && data.by.startsWith("in") && type(data.n) == int && "#,
+                r#"timestamp(event.time) - timestamp("2026-06-01T10:00:00+08:00") "#,
+                r#"< duration("1h") && int(string(1)) == 1"#
+            )),
+            r(true, true, false)
+        );
         for (condition, unknown) in [
-            (r#"data.items.exists(i, i == j)"#, "j"),
-            (r#"data.items.exists(i, i == "b") && i == "b""#, "i"),
-            (r#"[1].all(x, x > 0) || x > 0"#, "x"),
+            (r#"data.items.exists(i, i == j)"#, "variable `j`"),
+            (
+                r#"data.items.exists(i, i == "b") && i == "b""#,
+                "variable `i`",
+            ),
+            (r#"[1].all(x, x > 0) || x > 0"#, "variable `x`"),
+            // Known only when the rule runs, before: a rule that never applied.
+            (r#"sizee(data.items) == 1"#, "function `sizee`"),
+            (r#"data.by.startswith("in")"#, "function `startswith`"),
+            (r#"data.by.matches("^in")"#, "function `matches`"),
         ] {
             let errs = load(&check(condition)).expect_err(condition);
             let text: Vec<String> = errs.iter().map(|p| p.to_string()).collect();
             assert_eq!(text.len(), 1, "{condition}: {text:?}");
             assert!(
-                text[0].contains(&format!("unknown variable `{unknown}`")),
+                text[0].contains(&format!("unknown {unknown} in CEL")),
                 "{condition}: {text:?}"
             );
         }
