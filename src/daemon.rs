@@ -968,11 +968,12 @@ impl Loop<'_> {
             let t0 = timed.then(Instant::now);
             let slice = self.config.store.timers_per_commit;
             // Deadlines and duties left pending for want of calendar data, by the timers
-            // and the event, and a rejection (below): counted from the engine's own count.
-            let calendar_errors = self
-                .partitions
-                .get(&slot)
-                .map_or(0, |p| p.engine.stats().calendar_errors);
+            // and the event, and a rejection (below), and the event's data problems:
+            // counted from the engine's own counts.
+            let (calendar_errors, data_problems) = self.partitions.get(&slot).map_or((0, 0), |p| {
+                let s = p.engine.stats();
+                (s.calendar_errors, s.data_problems)
+            });
             while let Some(p) = self.partitions.get_mut(&slot)
                 && !p
                     .engine
@@ -987,13 +988,14 @@ impl Loop<'_> {
             };
             let t1 = timed.then(Instant::now);
             let applied = p.engine.apply(ev, &mut alerts);
-            let new_errors = p
-                .engine
-                .stats()
-                .calendar_errors
-                .saturating_sub(calendar_errors);
+            let stats = p.engine.stats();
+            let new_errors = stats.calendar_errors.saturating_sub(calendar_errors);
             if new_errors > 0 {
                 self.metrics.calendar_errors.inc_by(new_errors);
+            }
+            let new_problems = stats.data_problems.saturating_sub(data_problems);
+            if new_problems > 0 {
+                self.metrics.data_problems.inc_by(new_problems);
             }
             if let (Some(t0), Some(t1)) = (t0, t1) {
                 self.metrics

@@ -948,6 +948,9 @@ struct Core {
     horizon_days: i64,
     /// Scratch buffers reused across calls, so the hot path does not allocate.
     scratch: Vec<(i64, u16, TimerKind)>,
+    /// How many times each rule's condition failed to evaluate (by rule index), for
+    /// [`Core::condition_failed`].
+    condition_failures: Vec<u64>,
 }
 
 /// One shared copy of each string: a set of `ArcStr`. Strings no case holds any more are
@@ -1112,6 +1115,7 @@ impl Engine {
                 released: Vec::new(),
                 horizon_days,
                 scratch: Vec::new(),
+                condition_failures: Vec::new(),
             },
             cases: CaseMap::default(),
         }
@@ -2002,7 +2006,8 @@ impl Core {
                 let RuleKind::Deadline(d) = &rules.rule(r).kind else {
                     return Ok(());
                 };
-                if case.active_clock(r).is_some() || !self.applies(&d.when, &d.condition, case, ev)
+                if case.active_clock(r).is_some()
+                    || !self.applies(r, &d.when, &d.condition, case, ev)
                 {
                     return Ok(());
                 }
@@ -2012,7 +2017,7 @@ impl Core {
                 let RuleKind::Sequence(s) = &rules.rule(r).kind else {
                     return Ok(());
                 };
-                if !self.applies(&s.when, &None, case, ev) {
+                if !self.applies(r, &s.when, &None, case, ev) {
                     return Ok(());
                 }
                 let pos = match case.stages.iter().position(|x| x.rule == r) {
@@ -2073,9 +2078,13 @@ impl Core {
                     }
                     Ok(false) => {}
                     Err(msg) => {
-                        self.stats.data_problems += 1;
-                        tracing::warn!(event = %ev.id, case = %ev.subject,
-                            rule = %rules.rule(r).id, error = %msg, "check condition failed to evaluate");
+                        if let Some(failures) = self.condition_failed(r) {
+                            tracing::warn!(rule = %rules.rule(r).id, event = %ev.id,
+                                case = %ev.subject, condition = %c.condition.source,
+                                error = %msg, failures,
+                                "check condition failed to evaluate (logged at the 1st, \
+                                 10th, 100th, ... failure of the rule)");
+                        }
                     }
                 }
             }
@@ -2084,7 +2093,7 @@ impl Core {
                     return Ok(());
                 };
                 if case.duties.iter().any(|d| d.rule == r)
-                    || !self.applies(&p.when, &None, case, ev)
+                    || !self.applies(r, &p.when, &None, case, ev)
                 {
                     return Ok(());
                 }
@@ -2153,10 +2162,12 @@ impl Core {
         Ok(())
     }
 
-    /// Whether a rule applies to the case now: its `when` on the case's data and its CEL
-    /// condition, if any. A condition that fails to evaluate does not apply (and is logged).
+    /// Whether rule `r` applies to the case now: its `when` on the case's data and its CEL
+    /// condition, if any. A condition that fails to evaluate does not apply (and is counted,
+    /// and logged now and then: [`Core::condition_failed`]).
     fn applies(
         &mut self,
+        r: u16,
         when: &Matcher,
         condition: &Option<Condition>,
         case: &Case,
@@ -2170,13 +2181,36 @@ impl Core {
             Some(c) => match self.eval(c, case, ev, case.types) {
                 Ok(b) => b,
                 Err(msg) => {
-                    self.stats.data_problems += 1;
-                    tracing::warn!(event = %ev.id, case = %ev.subject, condition = %c.source,
-                        error = %msg, "condition failed to evaluate; rule not applied");
+                    if let Some(failures) = self.condition_failed(r) {
+                        tracing::warn!(rule = %self.rules.rule(r).id, event = %ev.id,
+                            case = %ev.subject, condition = %c.source, error = %msg, failures,
+                            "condition failed to evaluate; rule not applied (logged at the \
+                             1st, 10th, 100th, ... failure of the rule)");
+                    }
                     false
                 }
             },
         }
+    }
+
+    /// Counts a failure of rule `r`'s condition to evaluate, and gives the rule's count of
+    /// them when it is one to log: the 1st, the 10th, the 100th, and so on. A condition on
+    /// a field most events lack (`data.fee > 0` rather than `has(data.fee) && data.fee >
+    /// 0`) fails on every event of its type, and a line each would bury the log; every one
+    /// is counted in [`Stats::data_problems`] (`redlight_data_problems_total`).
+    fn condition_failed(&mut self, r: u16) -> Option<u64> {
+        self.stats.data_problems += 1;
+        let i = usize::from(r);
+        if self.condition_failures.len() <= i {
+            self.condition_failures.resize(i + 1, 0);
+        }
+        let n = self.condition_failures[i] + 1;
+        self.condition_failures[i] = n;
+        let mut power = 1;
+        while power < n {
+            power = power.saturating_mul(10);
+        }
+        (power == n).then_some(n)
     }
 
     /// Evaluates a CEL condition with `event`, `data` and `case` (its id, merged data and
@@ -2974,6 +3008,46 @@ mod tests {
     /// Values that repeat are shared between cases; values that are all different stop
     /// going through the interner after a window, so its set does not grow with the cases.
     /// (Strings longer than a `ShortStr`: the short ones are held in place.)
+    /// A condition that fails to evaluate (a field the event lacks) skips its rule for that
+    /// event, is counted every time, and logged only at its rule's 1st, 10th, 100th, …
+    /// failure.
+    #[test]
+    fn a_failing_condition_is_counted_every_time_and_logged_at_powers_of_ten() {
+        let cal = shipped_engine().core.cal.clone();
+        let pack = "[pack]\nname = \"t\"\ntitle = \"t\"\n[[rule]]\nid = \"t.c\"\nkind = \"check\"\n\
+                    title = \"c\"\nbasis = \"b\"\non = \"safety.accident_discovered\"\n\
+                    condition = 'data.deaths > 0'\n";
+        let rules =
+            RuleSet::from_sources(&[(std::path::PathBuf::from("rules/t.toml"), pack.to_string())])
+                .expect("pack");
+        let mut engine = Engine::new(Arc::new(rules), cal);
+        let mut alerts = Vec::new();
+        for (i, data) in [r#"{"by":"inspection"}"#, r#"{"deaths":1}"#, r#"{}"#]
+            .into_iter()
+            .enumerate()
+        {
+            let line = format!(
+                r#"{{"specversion":"1.0","id":"e{i}","source":"/t","type":"safety.accident_discovered","time":"2026-06-01T10:30:00+08:00","subject":"AQ-{i}","data":{data}}}"#
+            );
+            let ev = crate::event::Event::parse(line.as_bytes()).expect("event");
+            engine.apply(&ev, &mut alerts).expect("applied");
+        }
+        // The one event with `deaths` raised the violation; the two without it are problems.
+        assert_eq!(alerts.len(), 1, "{alerts:?}");
+        assert_eq!(&*alerts[0].case, "AQ-1");
+        assert_eq!(engine.stats().data_problems, 2);
+        let logged: Vec<u64> = (0..998)
+            .filter_map(|_| engine.core.condition_failed(0))
+            .collect();
+        assert_eq!(logged, [10, 100, 1000], "the rule's 3rd to 1,000th failure");
+        assert_eq!(
+            engine.core.condition_failed(5),
+            Some(1),
+            "each rule counts its own"
+        );
+        assert_eq!(engine.stats().data_problems, 1001);
+    }
+
     /// A check's CEL condition sees `event`, `data` and `case` as the rule language says,
     /// whichever of them it reads (the engine builds only those), macros included, and
     /// JSON integers as `int`.

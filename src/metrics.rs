@@ -19,6 +19,7 @@ pub struct Metrics {
     pub alerts: IntCounterVec,
     /// Clocks that needed a calendar year without data.
     pub calendar_errors: IntCounter,
+    pub data_problems: IntCounter,
     /// Messages copied to the dead-letter topic.
     pub dead_letters: IntCounter,
     /// Kafka client errors (broker down, …): the consumer recovers by itself.
@@ -109,6 +110,13 @@ impl Metrics {
             calendar_errors: IntCounter::new(
                 "redlight_calendar_errors_total",
                 "Deadlines left pending, and events rejected, for want of a calendar year's data.",
+            )
+            .expect("valid metric"),
+            data_problems: IntCounter::new(
+                "redlight_data_problems_total",
+                "Events applied with a problem in what the rules read of them (a condition that \
+                 failed to evaluate, an extension or a due time that is not one), the rule \
+                 skipped for that event.",
             )
             .expect("valid metric"),
             dead_letters: IntCounter::new(
@@ -284,6 +292,7 @@ impl Metrics {
             Box::new(m.events_duplicate.clone()),
             Box::new(m.alerts.clone()),
             Box::new(m.calendar_errors.clone()),
+            Box::new(m.data_problems.clone()),
             Box::new(m.dead_letters.clone()),
             Box::new(m.kafka_errors.clone()),
             Box::new(m.commit_seconds.clone()),

@@ -886,6 +886,8 @@ pub struct Replay {
     pub cases: Vec<Value>,
     pub summary: cli::ReplaySummary,
     pub stderr: String,
+    /// The engine's count of events with a data problem (`Stats::data_problems`).
+    pub data_problems: u64,
 }
 
 /// Runs the engine offline over `lines` exactly as `redlight replay --until <until>` does,
@@ -924,6 +926,7 @@ pub fn replay(config: &Path, lines: &[&str], until_ms: i64) -> Replay {
         cases,
         summary,
         stderr: String::from_utf8_lossy(&err).into_owned(),
+        data_problems: engine.stats().data_problems,
     }
 }
 
