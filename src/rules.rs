@@ -197,6 +197,10 @@ pub fn cel_env() -> Arc<cel::Env> {
     ENV.get_or_init(|| Arc::new(cel::Env::stdlib())).clone()
 }
 
+/// The fields of a condition's `event` and `case` (built in `Core::eval`).
+const EVENT_FIELDS: [&str; 6] = ["id", "type", "source", "subject", "time", "data"];
+const CASE_FIELDS: [&str; 3] = ["id", "data", "types"];
+
 /// CEL's names of types, which a condition may compare with `type(x)`.
 const CEL_TYPE_NAMES: [&str; 10] = [
     "bool",
@@ -221,6 +225,9 @@ const CEL_TYPE_NAMES: [&str; 10] = [
 struct Refs {
     variables: BTreeSet<String>,
     calls: BTreeSet<(String, bool)>,
+    /// `(variable, field)` of each `event.x` and `case.x` (the variables, not a macro's
+    /// names that shadow them): their fields are fixed, so a misspelt one is known.
+    fields: BTreeSet<(String, String)>,
 }
 
 fn refs(program: &cel::Program) -> Refs {
@@ -242,7 +249,15 @@ fn refs(program: &cel::Program) -> Refs {
                     walk(arg, bound, out);
                 }
             }
-            Expr::Select(select) => walk(&select.operand, bound, out),
+            Expr::Select(select) => {
+                if let Expr::Ident(name) = &select.operand.expr
+                    && (name == "event" || name == "case")
+                    && !bound.iter().any(|b| b == name)
+                {
+                    out.fields.insert((name.clone(), select.field.clone()));
+                }
+                walk(&select.operand, bound, out)
+            }
             Expr::List(list) => {
                 for elem in &list.elements {
                     walk(elem, bound, out);
@@ -892,6 +907,22 @@ impl Cx<'_> {
                         );
                     }
                 }
+                for (var, name) in &refs.fields {
+                    let fields = if var == "event" {
+                        EVENT_FIELDS.as_slice()
+                    } else {
+                        CASE_FIELDS.as_slice()
+                    };
+                    if !fields.contains(&name.as_str()) {
+                        self.problem(
+                            Some(field),
+                            format!(
+                                "`{var}` has no field `{name}` in CEL; it has {}",
+                                fields.join(", ")
+                            ),
+                        );
+                    }
+                }
                 for var in refs.variables {
                     if !["event", "data", "case"].contains(&var.as_str())
                         && !CEL_TYPE_NAMES.contains(&var.as_str())
@@ -1388,8 +1419,8 @@ strat = \"approval.accepted\"
     }
 
     /// CEL's standard macros bind their own variables: `check` accepts those inside the
-    /// macro and still refuses them outside it; it refuses functions CEL does not know;
-    /// and a condition records which of `event`, `data` and `case` it reads (the engine
+    /// macro and still refuses them outside it; it refuses functions CEL does not know
+    /// and fields `event` and `case` do not have; and a condition records which of `event`, `data` and `case` it reads (the engine
     /// builds only those).
     #[test]
     fn cel_names_are_checked_and_reads_are_recorded() {
@@ -1432,6 +1463,21 @@ condition = '{condition}'
             "a macro's variable may shadow `data` inside it; the range still reads it"
         );
         assert_eq!(reads("true"), r(false, false, false));
+        assert_eq!(
+            reads("data.items.exists(event, event.foo == 1)"),
+            r(false, true, false),
+            "a macro's `event` is its own: any field"
+        );
+        // `event` and `case` have fixed fields: a misspelt one is known before any event.
+        for (condition, message) in [
+            (r#"event.tyep == "x""#, "`event` has no field `tyep` in CEL"),
+            ("has(case.type)", "`case` has no field `type` in CEL"),
+        ] {
+            let errs = load(&check(condition)).expect_err(condition);
+            let text: Vec<String> = errs.iter().map(|p| p.to_string()).collect();
+            assert_eq!(text.len(), 1, "{condition}: {text:?}");
+            assert!(text[0].contains(message), "{condition}: {text:?}");
+        }
         // Functions of the standard library, timestamps and durations, type names.
         assert_eq!(
             reads(concat!(
