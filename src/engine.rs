@@ -3005,9 +3005,6 @@ mod tests {
         }
     }
 
-    /// Values that repeat are shared between cases; values that are all different stop
-    /// going through the interner after a window, so its set does not grow with the cases.
-    /// (Strings longer than a `ShortStr`: the short ones are held in place.)
     /// A condition that fails to evaluate (a field the event lacks) skips its rule for that
     /// event, is counted every time, and logged only at its rule's 1st, 10th, 100th, …
     /// failure.
@@ -3133,6 +3130,9 @@ mod tests {
         }
     }
 
+    /// Values that repeat are shared between cases; values that are all different stop
+    /// going through the interner after a window, so its set does not grow with the cases.
+    /// (Strings longer than a `ShortStr`: the short ones are held in place.)
     #[test]
     fn only_repeating_values_are_shared() {
         let mut engine = shipped_engine();
