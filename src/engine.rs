@@ -948,9 +948,8 @@ struct Core {
     horizon_days: i64,
     /// Scratch buffers reused across calls, so the hot path does not allocate.
     scratch: Vec<(i64, u16, TimerKind)>,
-    /// How many times each rule's condition failed to evaluate (by rule index), for
-    /// [`Core::condition_failed`].
-    condition_failures: Vec<u64>,
+    /// How many data problems each rule met (by rule index), for [`Core::data_problem`].
+    data_problems: Vec<u64>,
 }
 
 /// One shared copy of each string: a set of `ArcStr`. Strings no case holds any more are
@@ -1115,7 +1114,7 @@ impl Engine {
                 released: Vec::new(),
                 horizon_days,
                 scratch: Vec::new(),
-                condition_failures: Vec::new(),
+                data_problems: Vec::new(),
             },
             cases: CaseMap::default(),
         }
@@ -1953,9 +1952,12 @@ impl Core {
                     return Ok(());
                 };
                 let Some(requested) = requested else {
-                    self.stats.data_problems += 1;
-                    tracing::warn!(event = %ev.id, case = %ev.subject, field = %ext.field,
-                        "extension without a whole number of units; ignored");
+                    if let Some(problems) = self.data_problem(r) {
+                        tracing::warn!(rule = %rules.rule(r).id, event = %ev.id,
+                            case = %ev.subject, field = %ext.field, problems,
+                            "extension without a whole number of units; ignored (logged at \
+                             the 1st, 10th, 100th, ... data problem of the rule)");
+                    }
                     return Ok(());
                 };
                 let granted = requested.min(cap.saturating_sub(clock.extended));
@@ -2078,12 +2080,12 @@ impl Core {
                     }
                     Ok(false) => {}
                     Err(msg) => {
-                        if let Some(failures) = self.condition_failed(r) {
+                        if let Some(problems) = self.data_problem(r) {
                             tracing::warn!(rule = %rules.rule(r).id, event = %ev.id,
                                 case = %ev.subject, condition = %c.condition.source,
-                                error = %msg, failures,
+                                error = %msg, problems,
                                 "check condition failed to evaluate (logged at the 1st, \
-                                 10th, 100th, ... failure of the rule)");
+                                 10th, 100th, ... data problem of the rule)");
                         }
                     }
                 }
@@ -2164,7 +2166,7 @@ impl Core {
 
     /// Whether rule `r` applies to the case now: its `when` on the case's data and its CEL
     /// condition, if any. A condition that fails to evaluate does not apply (and is counted,
-    /// and logged now and then: [`Core::condition_failed`]).
+    /// and logged now and then: [`Core::data_problem`]).
     fn applies(
         &mut self,
         r: u16,
@@ -2181,11 +2183,11 @@ impl Core {
             Some(c) => match self.eval(c, case, ev, case.types) {
                 Ok(b) => b,
                 Err(msg) => {
-                    if let Some(failures) = self.condition_failed(r) {
+                    if let Some(problems) = self.data_problem(r) {
                         tracing::warn!(rule = %self.rules.rule(r).id, event = %ev.id,
-                            case = %ev.subject, condition = %c.source, error = %msg, failures,
+                            case = %ev.subject, condition = %c.source, error = %msg, problems,
                             "condition failed to evaluate; rule not applied (logged at the \
-                             1st, 10th, 100th, ... failure of the rule)");
+                             1st, 10th, 100th, ... data problem of the rule)");
                     }
                     false
                 }
@@ -2193,19 +2195,21 @@ impl Core {
         }
     }
 
-    /// Counts a failure of rule `r`'s condition to evaluate, and gives the rule's count of
-    /// them when it is one to log: the 1st, the 10th, the 100th, and so on. A condition on
-    /// a field most events lack (`data.fee > 0` rather than `has(data.fee) && data.fee >
-    /// 0`) fails on every event of its type, and a line each would bury the log; every one
-    /// is counted in [`Stats::data_problems`] (`redlight_data_problems_total`).
-    fn condition_failed(&mut self, r: u16) -> Option<u64> {
+    /// Counts a data problem of rule `r` (a condition that failed to evaluate, an extension
+    /// that is not a whole number, a due time that is not one), and gives the rule's count
+    /// of them when it is one to log: the 1st, the 10th, the 100th, and so on. A condition
+    /// on a field most events lack (`data.fee > 0` rather than `has(data.fee) && data.fee >
+    /// 0`), or a producer that sends every extension in words, makes one on every event of
+    /// its type, and a line each would bury the log; every one is counted in
+    /// [`Stats::data_problems`] (`redlight_data_problems_total`).
+    fn data_problem(&mut self, r: u16) -> Option<u64> {
         self.stats.data_problems += 1;
         let i = usize::from(r);
-        if self.condition_failures.len() <= i {
-            self.condition_failures.resize(i + 1, 0);
+        if self.data_problems.len() <= i {
+            self.data_problems.resize(i + 1, 0);
         }
-        let n = self.condition_failures[i] + 1;
-        self.condition_failures[i] = n;
+        let n = self.data_problems[i] + 1;
+        self.data_problems[i] = n;
         let mut power = 1;
         while power < n {
             power = power.saturating_mul(10);
@@ -2337,9 +2341,12 @@ impl Core {
                     .and_then(Value::as_str)
                     .and_then(|x| chrono::DateTime::parse_from_rfc3339(x).ok());
                 let Some(due) = due else {
-                    self.stats.data_problems += 1;
-                    tracing::warn!(event = %ev.id, case = %ev.subject, field = %field,
-                        "no RFC 3339 due time in the event; the clock cannot start");
+                    if let Some(problems) = self.data_problem(r) {
+                        tracing::warn!(rule = %self.rules.rule(r).id, event = %ev.id,
+                            case = %ev.subject, field = %field, problems,
+                            "no RFC 3339 due time in the event; the clock cannot start \
+                             (logged at the 1st, 10th, 100th, ... data problem of the rule)");
+                    }
                     return Ok(());
                 };
                 let deadline = due.timestamp_millis();
@@ -3006,10 +3013,10 @@ mod tests {
     }
 
     /// A condition that fails to evaluate (a field the event lacks) skips its rule for that
-    /// event, is counted every time, and logged only at its rule's 1st, 10th, 100th, …
-    /// failure.
+    /// event; data problems are counted every time, and logged only at their rule's 1st,
+    /// 10th, 100th, … one.
     #[test]
-    fn a_failing_condition_is_counted_every_time_and_logged_at_powers_of_ten() {
+    fn data_problems_are_counted_every_time_and_logged_at_powers_of_ten() {
         let cal = shipped_engine().core.cal.clone();
         let pack = "[pack]\nname = \"t\"\ntitle = \"t\"\n[[rule]]\nid = \"t.c\"\nkind = \"check\"\n\
                     title = \"c\"\nbasis = \"b\"\non = \"safety.accident_discovered\"\n\
@@ -3034,11 +3041,11 @@ mod tests {
         assert_eq!(&*alerts[0].case, "AQ-1");
         assert_eq!(engine.stats().data_problems, 2);
         let logged: Vec<u64> = (0..998)
-            .filter_map(|_| engine.core.condition_failed(0))
+            .filter_map(|_| engine.core.data_problem(0))
             .collect();
-        assert_eq!(logged, [10, 100, 1000], "the rule's 3rd to 1,000th failure");
+        assert_eq!(logged, [10, 100, 1000], "the rule's 3rd to 1,000th problem");
         assert_eq!(
-            engine.core.condition_failed(5),
+            engine.core.data_problem(5),
             Some(1),
             "each rule counts its own"
         );
