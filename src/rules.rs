@@ -172,18 +172,13 @@ pub struct Reads {
     pub case: bool,
 }
 
-impl Condition {
-    pub fn new(source: String, program: cel::Program) -> Condition {
-        let free = refs(&program).variables;
-        let reads = Reads {
-            event: free.contains("event"),
-            data: free.contains("data"),
-            case: free.contains("case"),
-        };
-        Condition {
-            source,
-            program: Arc::new(program),
-            reads,
+impl Reads {
+    /// Which of `event`, `data` and `case` are among a program's free variables ([`refs`]).
+    fn of(variables: &BTreeSet<String>) -> Reads {
+        Reads {
+            event: variables.contains("event"),
+            data: variables.contains("data"),
+            case: variables.contains("case"),
         }
     }
 }
@@ -923,7 +918,7 @@ impl Cx<'_> {
                         );
                     }
                 }
-                for var in refs.variables {
+                for var in &refs.variables {
                     if !["event", "data", "case"].contains(&var.as_str())
                         && !CEL_TYPE_NAMES.contains(&var.as_str())
                     {
@@ -935,7 +930,11 @@ impl Cx<'_> {
                         );
                     }
                 }
-                Some(Condition::new(src, program))
+                Some(Condition {
+                    source: src,
+                    program: Arc::new(program),
+                    reads: Reads::of(&refs.variables),
+                })
             }
             Err(e) => {
                 self.problem(Some(field), format!("not valid CEL: {e}"));
@@ -1253,11 +1252,10 @@ fn compile_rule(cx: &mut Cx<'_>, raw: toml::Table, meta: &PackMeta) -> Option<Ru
                 on,
                 when,
                 message: def.message,
-                condition: condition.unwrap_or_else(|| {
-                    Condition::new(
-                        "false".into(),
-                        cel::Program::compile("false").expect("literal"),
-                    )
+                condition: condition.unwrap_or_else(|| Condition {
+                    source: "false".into(),
+                    program: Arc::new(cel::Program::compile("false").expect("literal")),
+                    reads: Reads::default(),
                 }),
             })
         }
@@ -1419,9 +1417,9 @@ strat = \"approval.accepted\"
     }
 
     /// CEL's standard macros bind their own variables: `check` accepts those inside the
-    /// macro and still refuses them outside it; it refuses functions CEL does not know
-    /// and fields `event` and `case` do not have; and a condition records which of `event`, `data` and `case` it reads (the engine
-    /// builds only those).
+    /// macro and still refuses them outside it; it refuses functions CEL does not know and
+    /// fields `event` and `case` do not have; and a condition records which of `event`,
+    /// `data` and `case` it reads (the engine builds only those).
     #[test]
     fn cel_names_are_checked_and_reads_are_recorded() {
         let check = |condition: &str| {
@@ -1468,16 +1466,6 @@ condition = '{condition}'
             r(false, true, false),
             "a macro's `event` is its own: any field"
         );
-        // `event` and `case` have fixed fields: a misspelt one is known before any event.
-        for (condition, message) in [
-            (r#"event.tyep == "x""#, "`event` has no field `tyep` in CEL"),
-            ("has(case.type)", "`case` has no field `type` in CEL"),
-        ] {
-            let errs = load(&check(condition)).expect_err(condition);
-            let text: Vec<String> = errs.iter().map(|p| p.to_string()).collect();
-            assert_eq!(text.len(), 1, "{condition}: {text:?}");
-            assert!(text[0].contains(message), "{condition}: {text:?}");
-        }
         // Functions of the standard library, timestamps and durations, type names.
         assert_eq!(
             reads(concat!(
@@ -1487,25 +1475,40 @@ condition = '{condition}'
             )),
             r(true, true, false)
         );
-        for (condition, unknown) in [
-            (r#"data.items.exists(i, i == j)"#, "variable `j`"),
+        for (condition, message) in [
+            (
+                r#"data.items.exists(i, i == j)"#,
+                "unknown variable `j` in CEL",
+            ),
             (
                 r#"data.items.exists(i, i == "b") && i == "b""#,
-                "variable `i`",
+                "unknown variable `i` in CEL",
             ),
-            (r#"[1].all(x, x > 0) || x > 0"#, "variable `x`"),
+            (
+                r#"[1].all(x, x > 0) || x > 0"#,
+                "unknown variable `x` in CEL",
+            ),
             // Known only when the rule runs, before: a rule that never applied.
-            (r#"sizee(data.items) == 1"#, "function `sizee`"),
-            (r#"data.by.startswith("in")"#, "function `startswith`"),
-            (r#"data.by.matches("^in")"#, "function `matches`"),
+            (
+                r#"sizee(data.items) == 1"#,
+                "unknown function `sizee` in CEL",
+            ),
+            (
+                r#"data.by.startswith("in")"#,
+                "unknown function `startswith` in CEL",
+            ),
+            (
+                r#"data.by.matches("^in")"#,
+                "unknown function `matches` in CEL",
+            ),
+            // `event` and `case` have fixed fields: a misspelt one is known as well.
+            (r#"event.tyep == "x""#, "`event` has no field `tyep` in CEL"),
+            ("has(case.type)", "`case` has no field `type` in CEL"),
         ] {
             let errs = load(&check(condition)).expect_err(condition);
             let text: Vec<String> = errs.iter().map(|p| p.to_string()).collect();
             assert_eq!(text.len(), 1, "{condition}: {text:?}");
-            assert!(
-                text[0].contains(&format!("unknown {unknown} in CEL")),
-                "{condition}: {text:?}"
-            );
+            assert!(text[0].contains(message), "{condition}: {text:?}");
         }
     }
 
