@@ -350,17 +350,39 @@ impl<'a> Iterator for RowAlerts<'a> {
     }
 }
 
+/// The store writer's buffers, kept from one batch to the next. Each batch allocated its
+/// own (a row of alerts, the packed copy of each row, 60–120 KiB each), and the allocator
+/// handed such blocks out in fresh pages: the kernel zeroing them was about 2% of the
+/// daemon's samples in the 1M-event benchmark (perf, 2026-12-04), on a machine where fresh
+/// memory costs about 3 s per GiB (see `docs/performance.md`).
+#[derive(Default)]
+struct WriterScratch {
+    /// Each alert's bytes, then the lengths and the bytes of a group, then the group's row.
+    one: Vec<u8>,
+    lens: Vec<u8>,
+    body: Vec<u8>,
+    row: Vec<u8>,
+    /// A row as [`runs::pack`] packed it.
+    packed: Vec<u8>,
+}
+
 /// Writes a batch's alerts as groups of at most [`ALERT_GROUP_BYTES`] (a bigger alert in a
 /// group of its own), each as `(first sequence number, row)` to `put`.
 fn write_alert_groups(
     alerts: &[Alert],
     first: u64,
+    scratch: &mut WriterScratch,
     mut put: impl FnMut(u64, &[u8]) -> Result<(), StoreError>,
 ) -> Result<(), StoreError> {
-    let mut lens: Vec<u8> = Vec::new();
-    let mut body: Vec<u8> = Vec::with_capacity(ALERT_GROUP_BYTES);
-    let mut row: Vec<u8> = Vec::with_capacity(ALERT_GROUP_BYTES + 1024);
-    let mut packed: Vec<u8> = Vec::new();
+    let WriterScratch {
+        one,
+        lens,
+        body,
+        row,
+        packed,
+    } = scratch;
+    lens.clear();
+    body.clear();
     let mut group_first = first;
     let mut flush = |group_first: u64, lens: &mut Vec<u8>, body: &mut Vec<u8>| {
         if body.is_empty() {
@@ -373,21 +395,20 @@ fn write_alert_groups(
         row.extend_from_slice(body);
         lens.clear();
         body.clear();
-        put(group_first, runs::pack(&row, &mut packed))
+        put(group_first, runs::pack(row, packed))
     };
-    let mut one: Vec<u8> = Vec::with_capacity(512);
     for (seq, a) in (first..).zip(alerts) {
         one.clear();
-        encode_alert(a, &mut one);
+        encode_alert(a, one);
         if !body.is_empty() && 5 + lens.len() + 4 + body.len() + one.len() > ALERT_GROUP_BYTES {
             // This alert starts the next group.
-            flush(group_first, &mut lens, &mut body)?;
+            flush(group_first, lens, body)?;
             group_first = seq;
         }
         lens.extend_from_slice(&(one.len() as u32).to_le_bytes());
-        body.extend_from_slice(&one);
+        body.extend_from_slice(one);
     }
-    flush(group_first, &mut lens, &mut body)
+    flush(group_first, lens, body)
 }
 
 /// Reads a stored alert: MessagePack ([`encode_alert`]), or JSON (up to format 4).
@@ -541,6 +562,8 @@ pub struct Store {
     /// A checkpoint's run is committed in steps of this many bytes, a quarter of redb's
     /// page cache: its write buffer holds up to half (see [`SteppedSink`]).
     step_bytes: AtomicUsize,
+    /// The batches' writer's buffers (one writer at a time: redb's write transaction).
+    scratch: Mutex<WriterScratch>,
 }
 
 /// What a checkpoint thread hands back to the store.
@@ -1532,6 +1555,7 @@ impl Store {
             truncate_rows: AtomicUsize::new(TRUNCATE_ROWS),
             chunk_bytes: AtomicUsize::new(runs::CHUNK_BYTES),
             step_bytes: AtomicUsize::new((cache_mib.saturating_mul(1 << 20) / 4).max(1 << 20)),
+            scratch: Mutex::new(WriterScratch::default()),
         };
         store.check_schema()?;
         store.load_overlay()?;
@@ -2250,6 +2274,7 @@ impl Store {
         // Read with the write transaction held: redb has one writer at a time, and the
         // previous one updated the overlay before letting go of its lock.
         let row_no = self.overlay_read().next_row;
+        let mut scratch = self.scratch.lock().unwrap_or_else(|p| p.into_inner());
         let truncate_below = self.checkpoints.journal_next.load(Ordering::Acquire);
         // Journal rows below this are deleted once this batch commits.
         let mut truncated = 0;
@@ -2258,7 +2283,7 @@ impl Store {
         {
             let mut alerts = tx.open_table(ALERTS).map_err(|e| self.err(e))?;
             let first = self.last_alert(&alerts)? + 1;
-            write_alert_groups(&batch.alerts, first, |seq, row| {
+            write_alert_groups(&batch.alerts, first, &mut scratch, |seq, row| {
                 alerts.insert(seq, row).map_err(|e| self.err(e))?;
                 Ok(())
             })?;
@@ -2288,10 +2313,9 @@ impl Store {
                 // Its pieces of at most JOURNAL_PIECE bytes, as the generation keeps them.
                 generation = Generation::of_row(batch.cases.row()).map_err(|e| self.err(e))?;
                 let mut last = row_no;
-                let mut packed = Vec::new();
                 for (k, piece) in (row_no..).zip(&generation.journal) {
                     journal
-                        .insert(k, runs::pack(piece, &mut packed))
+                        .insert(k, runs::pack(piece, &mut scratch.packed))
                         .map_err(|e| self.err(e))?;
                     last = k;
                 }
