@@ -1944,7 +1944,8 @@ impl Core {
                     .and_then(|v| v.extend_max)
                     .or(ext.max)
                     .unwrap_or(u32::MAX);
-                let requested = ev.data.get(&ext.field).and_then(as_count);
+                let raw = ev.data.get(&ext.field);
+                let requested = raw.and_then(as_count);
                 let Some(clock) = case.active_clock(r) else {
                     return Ok(());
                 };
@@ -1953,10 +1954,14 @@ impl Core {
                 };
                 let Some(requested) = requested else {
                     if let Some(problems) = self.data_problem(r) {
+                        // The value as sent: "missing", or what it was (a word, a
+                        // negative or fractional number, one past 4,294,967,295).
+                        let value = raw.map_or_else(|| "missing".to_string(), Value::to_string);
                         tracing::warn!(rule = %rules.rule(r).id, event = %ev.id,
-                            case = %ev.subject, field = %ext.field, problems,
-                            "extension without a whole number of units; ignored (logged at \
-                             the 1st, 10th, 100th, ... data problem of the rule)");
+                            case = %ev.subject, field = %ext.field, value, problems,
+                            "extension is not a whole number of units from 0 to 4294967295; \
+                             ignored (logged at the 1st, 10th, 100th, ... data problem of the \
+                             rule)");
                     }
                     return Ok(());
                 };
@@ -3050,6 +3055,77 @@ mod tests {
             "each rule counts its own"
         );
         assert_eq!(engine.stats().data_problems, 1001);
+    }
+
+    /// An extension that is not a whole number of units (negative, fractional, a word,
+    /// past `u32`, or missing) changes no deadline and is counted as a data problem; a
+    /// whole number then extends as usual. A negative one must never bring a deadline
+    /// earlier.
+    #[test]
+    fn extensions_that_are_not_whole_numbers_change_nothing() {
+        let mut engine = shipped_engine();
+        let mut alerts = Vec::new();
+        let mut apply = |engine: &mut Engine, id: &str, kind: &str, time: &str, data: &str| {
+            let line = format!(
+                r#"{{"specversion":"1.0","id":"{id}","source":"/t","type":"{kind}","time":"{time}","subject":"XZ-1","data":{data}}}"#
+            );
+            let ev = crate::event::Event::parse(line.as_bytes()).expect("event");
+            alerts.clear();
+            engine.apply(&ev, &mut alerts).expect("applied");
+            alerts.len()
+        };
+        let deadline = |engine: &Engine| {
+            let case = engine.case("XZ-1").expect("case");
+            let clock = case
+                .clocks
+                .iter()
+                .find(|c| &*engine.rules().rule(c.rule).id == "xk.decision")
+                .expect("the decision clock");
+            clock.deadline.get().expect("a deadline")
+        };
+        let ms = |t: &str| {
+            chrono::DateTime::parse_from_rfc3339(t)
+                .expect("time")
+                .timestamp_millis()
+        };
+        // SPEC §3's worked example: 20 workdays from 2026-09-28 10:00 end at 10-31 00:00.
+        apply(
+            &mut engine,
+            "a",
+            "approval.accepted",
+            "2026-09-28T10:00:00+08:00",
+            r#"{"kind":"promised","promised_workdays":20}"#,
+        );
+        assert_eq!(deadline(&engine), ms("2026-10-31T00:00:00+08:00"));
+        let bad = [
+            r#"{"extra_workdays":-3}"#,
+            r#"{"extra_workdays":1.5}"#,
+            r#"{"extra_workdays":"many"}"#,
+            r#"{"extra_workdays":4294967296}"#,
+            r#"{"approved_by":"局长"}"#,
+        ];
+        for (i, data) in bad.iter().enumerate() {
+            let fired = apply(
+                &mut engine,
+                &format!("x{i}"),
+                "approval.extended",
+                "2026-10-09T10:00:00+08:00",
+                data,
+            );
+            assert_eq!(fired, 0, "{data}");
+            assert_eq!(deadline(&engine), ms("2026-10-31T00:00:00+08:00"), "{data}");
+            assert_eq!(engine.stats().data_problems, i as u64 + 1, "{data}");
+        }
+        // Five workdays more: the 25th workday is 11-06, so 11-07 00:00.
+        apply(
+            &mut engine,
+            "ok",
+            "approval.extended",
+            "2026-10-09T11:00:00+08:00",
+            r#"{"extra_workdays":5}"#,
+        );
+        assert_eq!(deadline(&engine), ms("2026-11-07T00:00:00+08:00"));
+        assert_eq!(engine.stats().data_problems, bad.len() as u64);
     }
 
     /// A check's CEL condition sees `event`, `data` and `case` as the rule language says,
