@@ -1515,6 +1515,9 @@ impl Core {
             None
         };
         let mark = out.len();
+        // A rejected event keeps nothing, not even the deadlines its earlier handlers left
+        // pending for want of calendar data, nor their data problems: it counts once.
+        let counted = (self.stats.calendar_errors, self.stats.data_problems);
         case.seen.push(hash);
         case.types |= 1u128 << info.bit;
         case.last_event = case.last_event.max(t);
@@ -1529,6 +1532,7 @@ impl Core {
         }
         if let Err((source, h)) = result {
             out.truncate(mark);
+            (self.stats.calendar_errors, self.stats.data_problems) = counted;
             self.stats.calendar_errors += 1;
             let rule = handler_rule(h)
                 .map(|r| self.rules.rule(r).id.to_string())
@@ -3126,6 +3130,40 @@ mod tests {
         );
         assert_eq!(deadline(&engine), ms("2026-11-07T00:00:00+08:00"));
         assert_eq!(engine.stats().data_problems, bad.len() as u64);
+    }
+
+    /// An event rejected for want of calendar data counts once among the calendar errors
+    /// (`redlight_calendar_errors_total`), however many of its rules had left a deadline
+    /// pending before the one that failed: nothing of a rejected event is kept, its pending
+    /// deadlines included. An event that is applied with a deadline pending counts that.
+    #[test]
+    fn a_rejected_event_counts_one_calendar_error() {
+        let mut engine = shipped_engine();
+        let mut alerts = Vec::new();
+        let event = |id: &str, subject: &str, time: &str, kind: &str| {
+            let line = format!(
+                r#"{{"specversion":"1.0","id":"{id}","source":"/t","type":"approval.accepted","time":"{time}","subject":"{subject}","data":{{"kind":"{kind}","promised_workdays":5}}}}"#
+            );
+            crate::event::Event::parse(line.as_bytes()).expect("event")
+        };
+        // After the data ends (2026-12-31): `xk.decision`'s 20 workdays would be left
+        // pending, but `xz.immediate`'s same workday cannot start, and the event is
+        // rejected as a whole.
+        let r = engine.apply(
+            &event("a", "XZ-1", "2027-01-04T10:00:00+08:00", "immediate"),
+            &mut alerts,
+        );
+        assert!(matches!(r, Err(EngineError::Calendar { .. })), "{r:?}");
+        assert!(engine.case("XZ-1").is_none());
+        assert_eq!(engine.stats().calendar_errors, 1);
+        // Accepted in December with a promise: both deadlines (20 and 5 workdays) lie in
+        // 2027 and are left pending; the event is applied, and each counts.
+        let r = engine.apply(
+            &event("b", "XZ-2", "2026-12-28T10:00:00+08:00", "promised"),
+            &mut alerts,
+        );
+        assert_eq!(r.ok(), Some(Applied::Applied));
+        assert_eq!(engine.stats().calendar_errors, 3);
     }
 
     /// A check's CEL condition sees `event`, `data` and `case` as the rule language says,
