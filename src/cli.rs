@@ -246,13 +246,18 @@ fn write_alerts(out: &mut impl Write, alerts: &[Alert]) -> io::Result<()> {
     Ok(())
 }
 
-/// `redlight calendar list`: one line per date, `YYYY-MM-DD<TAB>kind`.
+/// `redlight calendar list`: one line per date, `YYYY-MM-DD<TAB>kind`. A range that ends
+/// before it starts is an error saying so, not an empty list (a script would take that for
+/// "no days").
 pub fn calendar_list(
     cal: &Calendar,
     from: NaiveDate,
     to: NaiveDate,
     mut out: impl Write,
 ) -> anyhow::Result<()> {
+    if to < from {
+        anyhow::bail!("--to {to} is before --from {from}");
+    }
     let mut d = from;
     while d <= to {
         writeln!(out, "{d}\t{}", cal.day_kind(d)?)?;
@@ -267,6 +272,31 @@ pub fn calendar_list(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A range lists every day in it with its kind; a range the wrong way round is an
+    /// error naming both ends, not an empty list.
+    #[test]
+    fn calendar_list_lists_a_range_and_refuses_one_backwards() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let config =
+            crate::config::Config::load(&root.join("config/redlight.toml")).expect("config");
+        let cal = config.load_calendar().expect("calendar");
+        let day = |s: &str| NaiveDate::parse_from_str(s, "%Y-%m-%d").expect("date");
+        let mut out = Vec::new();
+        calendar_list(&cal, day("2026-10-09"), day("2026-10-10"), &mut out).expect("listed");
+        assert_eq!(
+            String::from_utf8(out).expect("utf-8"),
+            "2026-10-09\tworkday\n2026-10-10\tmakeup\n"
+        );
+        let mut out = Vec::new();
+        let err = calendar_list(&cal, day("2026-12-30"), day("2026-12-28"), &mut out)
+            .expect_err("backwards");
+        assert_eq!(
+            err.to_string(),
+            "--to 2026-12-28 is before --from 2026-12-30"
+        );
+        assert!(out.is_empty());
+    }
 
     #[test]
     fn trims_whitespace_and_crlf() {
