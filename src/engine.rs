@@ -950,6 +950,52 @@ struct Core {
     scratch: Vec<(i64, u16, TimerKind)>,
     /// How many data problems each rule met (by rule index), for [`Core::data_problem`].
     data_problems: Vec<u64>,
+    /// Whether the one error-level line about deadlines or duties left pending for want of
+    /// calendar data has been logged; the others go at debug level.
+    pending_logged: bool,
+    /// While an event's handlers run: the line that would be that one, logged only once the
+    /// event is applied. A rejected event keeps none of its pending deadlines, and a line
+    /// naming one would mislead (see [`Core::first_pending`]).
+    held_pending: Option<PendingLine>,
+    applying: bool,
+}
+
+/// The first line about a deadline or a periodic duty left pending for want of calendar
+/// data, as [`Core::first_pending`] logs it.
+enum PendingLine {
+    Clock {
+        case: String,
+        rule: Arc<str>,
+        event: String,
+        error: String,
+    },
+    Duty {
+        case: String,
+        rule: Arc<str>,
+        period: String,
+        error: String,
+    },
+}
+
+impl PendingLine {
+    fn log(&self) {
+        match self {
+            PendingLine::Clock {
+                case,
+                rule,
+                event,
+                error,
+            } => tracing::error!(case = %case, rule = %rule, event = %event, error = %error,
+                "deadlines pending: no calendar data for them yet (further cases at debug level)"),
+            PendingLine::Duty {
+                case,
+                rule,
+                period,
+                error,
+            } => tracing::error!(case = %case, rule = %rule, period = %period, error = %error,
+                "periodic duties pending: no calendar data for their due time (further cases at debug level)"),
+        }
+    }
 }
 
 /// One shared copy of each string: a set of `ArcStr`. Strings no case holds any more are
@@ -1115,6 +1161,9 @@ impl Engine {
                 horizon_days,
                 scratch: Vec::new(),
                 data_problems: Vec::new(),
+                pending_logged: false,
+                held_pending: None,
+                applying: false,
             },
             cases: CaseMap::default(),
         }
@@ -1524,11 +1573,19 @@ impl Core {
         self.merge_data(case, ev);
         let types_before = case.types & !(1u128 << info.bit);
         let mut result = Ok(());
+        self.applying = true;
         for h in &info.handlers {
             if let Err(e) = self.handle(case, *h, ev, types_before, out) {
                 result = Err((e, *h));
                 break;
             }
+        }
+        self.applying = false;
+        if let Some(line) = self.held_pending.take()
+            && result.is_ok()
+        {
+            line.log();
+            self.pending_logged = true;
         }
         if let Err((source, h)) = result {
             out.truncate(mark);
@@ -1743,15 +1800,35 @@ impl Core {
     /// Counts and logs a clock left without a deadline for want of calendar data.
     fn clock_pending(&mut self, case: &str, rule: u16, ev: &Event, e: &CalendarError) {
         self.stats.calendar_errors += 1;
-        let rule = &self.rules.rule(rule).id;
+        let rule = self.rules.rule(rule).id.clone();
         // Every case accepted in December may need next year: say it once loudly, then per
         // case only at debug level (the metric counts all).
-        if self.stats.calendar_errors == 1 {
-            tracing::error!(case = %case, rule = %rule, event = %ev.id, error = %e,
-                "deadlines pending: no calendar data for them yet (further cases at debug level)");
+        if self.first_pending() {
+            self.log_first_pending(PendingLine::Clock {
+                case: case.to_string(),
+                rule,
+                event: ev.id.clone(),
+                error: e.to_string(),
+            });
         } else {
             tracing::debug!(case = %case, rule = %rule, event = %ev.id, error = %e,
                 "deadline pending: no calendar data for it yet");
+        }
+    }
+
+    /// Whether a deadline or duty left pending now would be the one logged at error level.
+    fn first_pending(&self) -> bool {
+        !self.pending_logged && self.held_pending.is_none()
+    }
+
+    /// Logs the first pending line at error level, or, while an event's handlers run,
+    /// holds it until the event is applied (dropped when it is rejected).
+    fn log_first_pending(&mut self, line: PendingLine) {
+        if self.applying {
+            self.held_pending = Some(line);
+        } else {
+            line.log();
+            self.pending_logged = true;
         }
     }
 
@@ -1779,9 +1856,13 @@ impl Core {
                 self.stats.calendar_errors += 1;
                 // Every market registered this quarter hits the same missing year: say it
                 // once loudly, then per case only at debug level (the metric counts all).
-                if self.stats.calendar_errors == 1 {
-                    tracing::error!(case = %case.id, rule = %rule_id, period = %period_label(p.period, period),
-                        error = %e, "periodic duties pending: no calendar data for their due time (further cases at debug level)");
+                if self.first_pending() {
+                    self.log_first_pending(PendingLine::Duty {
+                        case: case.id.to_string(),
+                        rule: rule_id,
+                        period: period_label(p.period, period),
+                        error: e.to_string(),
+                    });
                 } else {
                     tracing::debug!(case = %case.id, rule = %rule_id, period = %period_label(p.period, period),
                         error = %e, "periodic duty pending: no calendar data for its due time");
@@ -3135,7 +3216,8 @@ mod tests {
     /// An event rejected for want of calendar data counts once among the calendar errors
     /// (`redlight_calendar_errors_total`), however many of its rules had left a deadline
     /// pending before the one that failed: nothing of a rejected event is kept, its pending
-    /// deadlines included. An event that is applied with a deadline pending counts that.
+    /// deadlines included, nor is one of them the error-level line about pending deadlines.
+    /// An event that is applied with a deadline pending counts that, and logs the line.
     #[test]
     fn a_rejected_event_counts_one_calendar_error() {
         let mut engine = shipped_engine();
@@ -3156,6 +3238,10 @@ mod tests {
         assert!(matches!(r, Err(EngineError::Calendar { .. })), "{r:?}");
         assert!(engine.case("XZ-1").is_none());
         assert_eq!(engine.stats().calendar_errors, 1);
+        // Nor is its pending deadline the one error-level line: that waits for a deadline
+        // that stays pending.
+        assert!(!engine.core.pending_logged);
+        assert!(engine.core.held_pending.is_none());
         // Accepted in December with a promise: both deadlines (20 and 5 workdays) lie in
         // 2027 and are left pending; the event is applied, and each counts.
         let r = engine.apply(
@@ -3164,6 +3250,7 @@ mod tests {
         );
         assert_eq!(r.ok(), Some(Applied::Applied));
         assert_eq!(engine.stats().calendar_errors, 3);
+        assert!(engine.core.pending_logged);
     }
 
     /// A check's CEL condition sees `event`, `data` and `case` as the rule language says,
