@@ -2103,6 +2103,25 @@ impl Core {
                 {
                     return Ok(());
                 }
+                // A stop of this rule already seen, with no clock of it ever started: the
+                // case's events arrived out of order (two source systems, say), and the
+                // clock runs until another stop comes (docs/rules.md). Counted and logged,
+                // so that the producer can be put right.
+                if types_before != 0
+                    && !case.clocks.iter().any(|c| c.rule == r)
+                    && let Some(stop) = d.stop.iter().find(|s| {
+                        rules
+                            .type_bit(s)
+                            .is_some_and(|b| types_before & (1u128 << b) != 0)
+                    })
+                    && let Some(problems) = self.data_problem(r)
+                {
+                    tracing::warn!(rule = %rules.rule(r).id, event = %ev.id, case = %ev.subject,
+                        stop = %stop, problems,
+                        "the case had this clock's stop before its start: events out of order; \
+                         the clock runs until another stop (logged at the 1st, 10th, 100th, \
+                         ... data problem of the rule)");
+                }
                 self.start_clock(case, r, d, ev, out)?;
             }
             Handler::Stage(r, n) => {
@@ -3211,6 +3230,33 @@ mod tests {
         );
         assert_eq!(deadline(&engine), ms("2026-11-07T00:00:00+08:00"));
         assert_eq!(engine.stats().data_problems, bad.len() as u64);
+    }
+
+    /// A start that arrives after a stop of the same rule, with no clock of the rule ever
+    /// started in the case, is counted as a data problem (the case's events are out of
+    /// order); a start in order, or a second cycle after a stop, is not.
+    #[test]
+    fn a_start_after_its_stop_is_a_data_problem() {
+        let mut engine = shipped_engine();
+        let mut alerts = Vec::new();
+        let mut apply = |engine: &mut Engine, id: &str, case: &str, kind: &str, data: &str| {
+            let line = format!(
+                r#"{{"specversion":"1.0","id":"{id}","source":"/t","type":"{kind}","time":"2026-10-12T10:00:00+08:00","subject":"{case}","data":{data}}}"#
+            );
+            let ev = crate::event::Event::parse(line.as_bytes()).expect("event");
+            engine.apply(&ev, &mut alerts).expect("applied");
+        };
+        let accepted = r#"{"kind":"promised","promised_workdays":20}"#;
+        let decided = r#"{"outcome":"denied"}"#;
+        // In order, then a second cycle: no problem.
+        apply(&mut engine, "a1", "IN-ORDER", "approval.accepted", accepted);
+        apply(&mut engine, "a2", "IN-ORDER", "approval.decided", decided);
+        apply(&mut engine, "a3", "IN-ORDER", "approval.accepted", accepted);
+        assert_eq!(engine.stats().data_problems, 0);
+        // The decision first: `xk.decision`'s stop before its start.
+        apply(&mut engine, "b1", "REVERSED", "approval.decided", decided);
+        apply(&mut engine, "b2", "REVERSED", "approval.accepted", accepted);
+        assert_eq!(engine.stats().data_problems, 1);
     }
 
     /// An event rejected for want of calendar data counts once among the calendar errors

@@ -115,8 +115,8 @@ impl Metrics {
             data_problems: IntCounter::new(
                 "redlight_data_problems_total",
                 "Events applied with a problem in what the rules read of them (a condition that \
-                 failed to evaluate, an extension or a due time that is not one), the rule \
-                 skipped for that event.",
+                 failed to evaluate, an extension or a due time that is not one: the rule \
+                 skipped for that event; a clock's start after its stop: events out of order).",
             )
             .expect("valid metric"),
             dead_letters: IntCounter::new(
