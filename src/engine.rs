@@ -2960,6 +2960,14 @@ mod tests {
         config.build_engine().expect("engine")
     }
 
+    /// A CloudEvent of `kind` for case `subject`, with `data` (a JSON object) as given.
+    fn event(id: &str, subject: &str, kind: &str, time: &str, data: &str) -> Event {
+        let line = format!(
+            r#"{{"specversion":"1.0","id":"{id}","source":"/t","type":"{kind}","time":"{time}","subject":"{subject}","data":{data}}}"#
+        );
+        Event::parse(line.as_bytes()).expect("event")
+    }
+
     /// A clock numbered `n`, for tests of the clock list.
     fn numbered_clock(n: u32) -> Clock {
         Clock {
@@ -3170,11 +3178,8 @@ mod tests {
         let mut engine = shipped_engine();
         let mut alerts = Vec::new();
         let mut apply = |engine: &mut Engine, id: &str, kind: &str, time: &str, data: &str| {
-            let line = format!(
-                r#"{{"specversion":"1.0","id":"{id}","source":"/t","type":"{kind}","time":"{time}","subject":"XZ-1","data":{data}}}"#
-            );
-            let ev = crate::event::Event::parse(line.as_bytes()).expect("event");
             alerts.clear();
+            let ev = event(id, "XZ-1", kind, time, data);
             engine.apply(&ev, &mut alerts).expect("applied");
             alerts.len()
         };
@@ -3240,10 +3245,7 @@ mod tests {
         let mut engine = shipped_engine();
         let mut alerts = Vec::new();
         let mut apply = |engine: &mut Engine, id: &str, case: &str, kind: &str, data: &str| {
-            let line = format!(
-                r#"{{"specversion":"1.0","id":"{id}","source":"/t","type":"{kind}","time":"2026-10-12T10:00:00+08:00","subject":"{case}","data":{data}}}"#
-            );
-            let ev = crate::event::Event::parse(line.as_bytes()).expect("event");
+            let ev = event(id, case, kind, "2026-10-12T10:00:00+08:00", data);
             engine.apply(&ev, &mut alerts).expect("applied");
         };
         let accepted = r#"{"kind":"promised","promised_workdays":20}"#;
@@ -3268,17 +3270,15 @@ mod tests {
     fn a_rejected_event_counts_one_calendar_error() {
         let mut engine = shipped_engine();
         let mut alerts = Vec::new();
-        let event = |id: &str, subject: &str, time: &str, kind: &str| {
-            let line = format!(
-                r#"{{"specversion":"1.0","id":"{id}","source":"/t","type":"approval.accepted","time":"{time}","subject":"{subject}","data":{{"kind":"{kind}","promised_workdays":5}}}}"#
-            );
-            crate::event::Event::parse(line.as_bytes()).expect("event")
+        let accepted = |id: &str, subject: &str, time: &str, kind: &str| {
+            let data = format!(r#"{{"kind":"{kind}","promised_workdays":5}}"#);
+            event(id, subject, "approval.accepted", time, &data)
         };
         // After the data ends (2026-12-31): `xk.decision`'s 20 workdays would be left
         // pending, but `xz.immediate`'s same workday cannot start, and the event is
         // rejected as a whole.
         let r = engine.apply(
-            &event("a", "XZ-1", "2027-01-04T10:00:00+08:00", "immediate"),
+            &accepted("a", "XZ-1", "2027-01-04T10:00:00+08:00", "immediate"),
             &mut alerts,
         );
         assert!(matches!(r, Err(EngineError::Calendar { .. })), "{r:?}");
@@ -3291,7 +3291,7 @@ mod tests {
         // Accepted in December with a promise: both deadlines (20 and 5 workdays) lie in
         // 2027 and are left pending; the event is applied, and each counts.
         let r = engine.apply(
-            &event("b", "XZ-2", "2026-12-28T10:00:00+08:00", "promised"),
+            &accepted("b", "XZ-2", "2026-12-28T10:00:00+08:00", "promised"),
             &mut alerts,
         );
         assert_eq!(r.ok(), Some(Applied::Applied));
