@@ -3147,10 +3147,13 @@ mod tests {
             .into_iter()
             .enumerate()
         {
-            let line = format!(
-                r#"{{"specversion":"1.0","id":"e{i}","source":"/t","type":"safety.accident_discovered","time":"2026-06-01T10:30:00+08:00","subject":"AQ-{i}","data":{data}}}"#
+            let ev = event(
+                &format!("e{i}"),
+                &format!("AQ-{i}"),
+                "safety.accident_discovered",
+                "2026-06-01T10:30:00+08:00",
+                data,
             );
-            let ev = crate::event::Event::parse(line.as_bytes()).expect("event");
             engine.apply(&ev, &mut alerts).expect("applied");
         }
         // The one event with `deaths` raised the violation; the two without it are problems.
@@ -3393,11 +3396,17 @@ mod tests {
         let mut alerts = Vec::new();
         let n = 5_000;
         for i in 0..n {
-            let line = format!(
-                r#"{{"specversion":"1.0","id":"e{i}","source":"/t","type":"approval.accepted","time":"2026-11-02T09:00:00+08:00","subject":"C{i}","data":{{"kind":"promised","promised_workdays":5,"department":"Department of Housing {}","certificate_no":"XK-2026-ZJ-{i:07}","handler":"张三","reference":"XK-{i:07}"}}}}"#,
+            let data = format!(
+                r#"{{"kind":"promised","promised_workdays":5,"department":"Department of Housing {}","certificate_no":"XK-2026-ZJ-{i:07}","handler":"张三","reference":"XK-{i:07}"}}"#,
                 i % 3
             );
-            let ev = crate::event::Event::parse(line.as_bytes()).expect("event");
+            let ev = event(
+                &format!("e{i}"),
+                &format!("C{i}"),
+                "approval.accepted",
+                "2026-11-02T09:00:00+08:00",
+                &data,
+            );
             engine.apply(&ev, &mut alerts).expect("applied");
         }
         let value = |case: &str, key: &str| match engine.case(case).and_then(|c| c.get(key)) {
@@ -3435,11 +3444,13 @@ mod tests {
             let fields: Vec<String> = (0..n)
                 .map(|j| format!(r#""f{:02}_{}":{j}"#, (j * 7) % n.max(1), "x".repeat(j % 4)))
                 .collect();
-            let line = format!(
-                r#"{{"specversion":"1.0","id":"e{n}","source":"/t","type":"approval.accepted","time":"2026-11-02T09:00:00+08:00","subject":"C{n}","data":{{{}}}}}"#,
-                fields.join(",")
+            let ev = event(
+                &format!("e{n}"),
+                &format!("C{n}"),
+                "approval.accepted",
+                "2026-11-02T09:00:00+08:00",
+                &format!("{{{}}}", fields.join(",")),
             );
-            let ev = crate::event::Event::parse(line.as_bytes()).expect("event");
             engine.apply(&ev, &mut alerts).expect("applied");
             let case = engine.case(&format!("C{n}")).expect("case");
             assert_eq!(case.data.len(), n);
@@ -3462,10 +3473,13 @@ mod tests {
         let mut engine = shipped_engine();
         let mut alerts = Vec::new();
         for i in 0..SHARE_KEYS + 100 {
-            let line = format!(
-                r#"{{"specversion":"1.0","id":"e{i}","source":"/t","type":"approval.accepted","time":"2026-11-02T09:00:00+08:00","subject":"C{i}","data":{{"kind":"promised","promised_workdays":5,"note_{i}":"x"}}}}"#
+            let ev = event(
+                &format!("e{i}"),
+                &format!("C{i}"),
+                "approval.accepted",
+                "2026-11-02T09:00:00+08:00",
+                &format!(r#"{{"kind":"promised","promised_workdays":5,"note_{i}":"x"}}"#),
             );
-            let ev = crate::event::Event::parse(line.as_bytes()).expect("event");
             engine.apply(&ev, &mut alerts).expect("applied");
         }
         let judged = engine.core.strings.by_key.len();
