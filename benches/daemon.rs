@@ -90,7 +90,7 @@ fn main() {
     let port = free_port();
     let config = write_config(&root, &dir, &brokers, &topic, port);
     let mut daemon = start(&config, &dir.join("daemon-1.log"));
-    let (first, done) = wait_durable(port, n, &mut daemon.0);
+    let (first, done, journal) = wait_durable(port, n, &mut daemon.0);
     let daemon_s = (done - first).as_secs_f64();
     // How much firing the run held: the events' 30 days and the calendar decide how many
     // deadlines fall inside them, so it moves with the hour the bench runs at (the store
@@ -208,6 +208,13 @@ fn main() {
         "memory:   {:.0} bytes of daemon RSS per case held ({:.0} MiB)",
         rss as f64 / held.max(1) as f64,
         rss as f64 / 1048576.0
+    );
+    println!(
+        "journal:  at most {:.0} MiB in memory, at {:.0} entries ({:.0} bytes each; \
+         sampled as the bench polls)",
+        journal.0 / 1048576.0,
+        journal.1,
+        journal.0 / journal.1.max(1.0)
     );
     if let Some(restart_s) = restart_s {
         println!(
@@ -585,8 +592,12 @@ fn poll_interval(n: u64) -> Duration {
     Duration::from_millis(if n >= 200_000 { 100 } else { 20 })
 }
 
-fn wait_durable(port: u16, n: u64, child: &mut Child) -> (Instant, Instant) {
+/// Waits until `n` offsets are durable; returns when the first and the last became so, and
+/// the largest memory the store's journal was seen to hold (`redlight_store_journal_bytes`)
+/// with its entries at that moment.
+fn wait_durable(port: u16, n: u64, child: &mut Child) -> (Instant, Instant, (f64, f64)) {
     let mut first = None;
+    let mut peak = (0.0, 0.0);
     let deadline = Instant::now() + Duration::from_secs(1800);
     while Instant::now() < deadline {
         if let Ok(Some(status)) = child.try_wait() {
@@ -597,8 +608,12 @@ fn wait_durable(port: u16, n: u64, child: &mut Child) -> (Instant, Instant) {
             if durable > 0.0 && first.is_none() {
                 first = Some(Instant::now());
             }
+            let journal = metric_sum(&body, "redlight_store_journal_bytes");
+            if journal > peak.0 {
+                peak = (journal, metric_sum(&body, "redlight_store_journal_entries"));
+            }
             if durable as u64 >= n {
-                return (first.unwrap_or_else(Instant::now), Instant::now());
+                return (first.unwrap_or_else(Instant::now), Instant::now(), peak);
             }
         }
         std::thread::sleep(poll_interval(n));

@@ -226,6 +226,9 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     metrics
         .journal_entries
         .set(i64::try_from(store.overlay_size()).unwrap_or(i64::MAX));
+    metrics
+        .journal_bytes
+        .set(i64::try_from(store.overlay_bytes()).unwrap_or(i64::MAX));
     let cal_last = template.calendar().last_day();
     metrics.calendar_last_day.set(
         cal_last

@@ -29,6 +29,7 @@ pub struct Metrics {
     /// Changed cases and alerts in the store's journal (held in memory too) until the next
     /// checkpoint (`src/store.rs`).
     pub journal_entries: IntGauge,
+    pub journal_bytes: IntGauge,
     /// Time of one store checkpoint (on a thread of its own, beside the batches' commits).
     pub checkpoint_seconds: Histogram,
     /// Open cases held in memory.
@@ -140,6 +141,11 @@ impl Metrics {
             journal_entries: IntGauge::new(
                 "redlight_store_journal_entries",
                 "Changed cases and alerts in the store's journal, held in memory until the next checkpoint.",
+            )
+            .expect("valid metric"),
+            journal_bytes: IntGauge::new(
+                "redlight_store_journal_bytes",
+                "About the bytes of memory the store's journal holds until the next checkpoint (its cases packed, their keys, the alerts' index).",
             )
             .expect("valid metric"),
             checkpoint_seconds: Histogram::with_opts(
@@ -297,6 +303,7 @@ impl Metrics {
             Box::new(m.kafka_errors.clone()),
             Box::new(m.commit_seconds.clone()),
             Box::new(m.journal_entries.clone()),
+            Box::new(m.journal_bytes.clone()),
             Box::new(m.checkpoint_seconds.clone()),
             Box::new(m.cases.clone()),
             Box::new(m.partitions.clone()),

@@ -655,6 +655,23 @@ struct Generation {
     /// benchmark); the engine's map of open cases hashes the same ids with FxHash.
     alerts: rustc_hash::FxHashMap<Arc<str>, Vec<u64>>,
     alert_count: usize,
+    /// [`Generation::measure`] once it is complete, before it joins the overlay.
+    memory: usize,
+}
+
+impl Generation {
+    /// About the bytes it holds in memory: its pieces, keys and entries, and its alerts'
+    /// index (each case's key and vector in the map, and their sequence numbers).
+    fn measure(&self) -> usize {
+        let pieces: usize = self.journal.iter().map(Vec::capacity).sum();
+        let alerts: usize = self.alerts.values().map(|v| v.capacity() * 8).sum();
+        let slot = std::mem::size_of::<(Arc<str>, Vec<u64>)>() + 1;
+        pieces
+            + self.keys.capacity()
+            + self.cases.capacity() * std::mem::size_of::<Entry>()
+            + alerts
+            + self.alerts.capacity() * slot
+    }
 }
 
 /// Where a changed case is: its key's topic and id as byte ranges of its generation's
@@ -1471,8 +1488,12 @@ impl CheckpointJob {
                 .zip(&generations)
                 .take_while(|(a, b)| Arc::ptr_eq(a, b))
                 .count();
-            let freed: usize = o.generations.drain(..done).map(|g| g.size()).sum();
+            let (freed, memory) = o
+                .generations
+                .drain(..done)
+                .fold((0, 0), |(n, b), g| (n + g.size(), b + g.memory));
             o.size = o.size.saturating_sub(freed);
+            o.bytes = o.bytes.saturating_sub(memory);
             drop(o);
             self.checkpoints
                 .journal_next
@@ -1679,6 +1700,8 @@ fn str_of(row: &[u8], r: std::ops::Range<usize>) -> Result<&str, String> {
 struct Overlay {
     generations: Vec<Arc<Generation>>,
     size: usize,
+    /// About the bytes its generations hold ([`Generation::measure`]).
+    bytes: usize,
     /// The next journal row's number: numbers are never reused, since the checkpoint
     /// records up to which one it holds.
     next_row: u64,
@@ -1810,6 +1833,11 @@ impl Store {
         self.overlay_read().size
     }
 
+    /// About the bytes of memory the journal's entries take ([`Store::overlay_size`]).
+    pub fn overlay_bytes(&self) -> usize {
+        self.overlay_read().bytes
+    }
+
     /// How long the checkpoint since the last call took, if there was one (for the metrics).
     pub fn take_checkpoint_seconds(&self) -> Option<f64> {
         let bits = self.checkpoints.seconds.swap(u64::MAX, Ordering::Relaxed);
@@ -1869,6 +1897,7 @@ impl Store {
             let mut g =
                 Generation::of_stored(v.value(), &mut unpacked, &mut scratch).map_err(corrupt)?;
             g.row = Some(n);
+            g.memory = g.measure();
             generations.push(Arc::new(g));
         }
         // The alerts since the checkpoint, in a generation of their own.
@@ -1884,9 +1913,11 @@ impl Store {
             g.last_alert = seq;
             Ok(true)
         })?;
+        g.memory = g.measure();
         generations.push(Arc::new(g));
         generations.retain(|g| g.size() > 0);
         let size = generations.iter().map(|g| g.size()).sum();
+        let bytes = generations.iter().map(|g| g.memory).sum();
         if size > 0 {
             tracing::info!(file = %self.file.display(), batches = generations.len(), entries = size,
                 elapsed_ms = started.elapsed().as_millis() as u64, "store journal read");
@@ -1897,6 +1928,7 @@ impl Store {
             .store(journal_next, Ordering::Relaxed);
         let mut o = self.overlay_write();
         o.size = size;
+        o.bytes = bytes;
         o.generations = generations;
         o.next_row = next_row;
         Ok(())
@@ -2578,7 +2610,9 @@ impl Store {
                 overlay.next_row = last + 1;
             }
             if generation.size() > 0 {
+                generation.memory = generation.measure();
                 overlay.size += generation.size();
+                overlay.bytes += generation.memory;
                 overlay.generations.push(Arc::new(generation));
             }
         }
@@ -3872,6 +3906,11 @@ mod tests {
                 "the overlay keeps its pieces packed: {packed} of {unpacked} bytes"
             );
             drop(o);
+            let held = store.overlay_bytes();
+            assert!(
+                held > packed && held < unpacked,
+                "the journal's memory counted: {held} bytes, {packed} of them packed cases"
+            );
             assert_reads(&store, &model, &alerts, "in the journal");
         }
         {
@@ -3899,6 +3938,10 @@ mod tests {
         }
         {
             let store = Store::open(&dir).expect("open rows in batch order");
+            assert!(
+                store.overlay_bytes() > 0,
+                "the journal read back is counted"
+            );
             assert_reads(&store, &model, &alerts, "rows in batch order opened");
             commit_cases(
                 &store,
@@ -3910,6 +3953,7 @@ mod tests {
             store.commit(&WriteBatch::default()).expect("commit");
             store.finish_checkpoint().expect("checkpoint");
             assert_eq!(store.overlay_size(), 0);
+            assert_eq!(store.overlay_bytes(), 0, "nothing held once checkpointed");
             assert_reads(&store, &model, &alerts, "checkpointed");
         }
         let store = Store::open(&dir).expect("reopen");

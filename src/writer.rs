@@ -380,6 +380,10 @@ fn timed<C: ConsumerContext + 'static, T>(
         .metrics
         .journal_entries
         .set(i64::try_from(sinks.store.overlay_size()).unwrap_or(i64::MAX));
+    sinks
+        .metrics
+        .journal_bytes
+        .set(i64::try_from(sinks.store.overlay_bytes()).unwrap_or(i64::MAX));
     if let Some(s) = sinks.store.take_checkpoint_seconds() {
         sinks.metrics.checkpoint_seconds.observe(s);
     }

@@ -243,7 +243,16 @@ fn daemon_matches_replay() {
     // alert or two).
     let checkpoints = m.sum("redlight_store_checkpoint_seconds_count");
     let journal = m.sum("redlight_store_journal_entries");
-    eprintln!("[a] {checkpoints} store checkpoints; {journal} journal entries left");
+    let journal_bytes = m.sum("redlight_store_journal_bytes");
+    eprintln!(
+        "[a] {checkpoints} store checkpoints; {journal} journal entries left, \
+         {journal_bytes} bytes"
+    );
+    if (journal > 0.0) != (journal_bytes > 0.0) {
+        d.fail(&format!(
+            "redlight_store_journal_bytes {journal_bytes} for {journal} journal entries"
+        ));
+    }
     if checkpoints < 1.0 || journal >= 5000.0 + 3.0 * 5000.0 {
         d.fail(&format!(
             "{checkpoints} store checkpoints and {journal} journal entries after {} events \
