@@ -1053,6 +1053,33 @@ fn key_order<'r>(n: usize, key: impl Fn(usize) -> (&'r [u8], u32, &'r [u8])) -> 
     out
 }
 
+/// Opening's reading of the journal, a row's generation (`row`) at a time: it joins the
+/// generation being read (`current`) when it can ([`Generation::append`]); otherwise, or
+/// at the end (`None`), the generation being read is complete and goes to `generations`.
+fn read_back(
+    generations: &mut Vec<Arc<Generation>>,
+    current: &mut Option<Generation>,
+    row: Option<Generation>,
+) {
+    let complete = match row {
+        Some(g) => match current.as_mut() {
+            None => {
+                *current = Some(g);
+                None
+            }
+            Some(c) => match c.append(g) {
+                None => None,
+                Some(g) => current.replace(g),
+            },
+        },
+        None => current.take(),
+    };
+    if let Some(mut c) = complete {
+        c.memory = c.measure();
+        generations.push(Arc::new(c));
+    }
+}
+
 /// How many bytes all of `ids` start with (0 for none).
 fn shared_prefix<'a>(mut ids: impl Iterator<Item = &'a [u8]>) -> usize {
     let Some(first) = ids.next() else {
@@ -1938,22 +1965,9 @@ impl Store {
             let mut g =
                 Generation::of_stored(v.value(), &mut unpacked, &mut scratch).map_err(corrupt)?;
             g.row = Some(n);
-            current = match current.take() {
-                None => Some(g),
-                Some(mut c) => match c.append(g) {
-                    None => Some(c),
-                    Some(g) => {
-                        c.memory = c.measure();
-                        generations.push(Arc::new(c));
-                        Some(g)
-                    }
-                },
-            };
+            read_back(&mut generations, &mut current, Some(g));
         }
-        if let Some(mut c) = current {
-            c.memory = c.measure();
-            generations.push(Arc::new(c));
-        }
+        read_back(&mut generations, &mut current, None);
         // The alerts since the checkpoint, in a generation of their own.
         let mut g = Generation::default();
         let alerts = tx.open_table(ALERTS).map_err(|e| self.err(e))?;
@@ -4252,6 +4266,94 @@ mod tests {
             plain.sort_unstable();
             sort_index(&mut index);
             proptest::prop_assert_eq!(index, plain);
+        }
+    }
+
+    /// One case of [`padded_batches`]: topic, partition, id number, and the bytes of data it
+    /// carries (`None`: forgotten).
+    type Padded = (u8, u32, u16, Option<u16>);
+
+    /// Batches of cases with data of any size (so that a batch is cut into several rows)
+    /// and some forgotten.
+    fn padded_batches() -> impl proptest::strategy::Strategy<Value = Vec<Vec<Padded>>> {
+        let entry = (
+            0u8..2,
+            0u32..2,
+            0u16..400,
+            proptest::option::weighted(0.9, 0u16..3000),
+        );
+        proptest::collection::vec(proptest::collection::vec(entry, 1..150), 1..4)
+    }
+
+    /// The cases an overlay of `generations` gives in key order: each key and its case's
+    /// `last_event` (`None`: forgotten).
+    fn overlay_cases(generations: &[Arc<Generation>]) -> Vec<(CaseKey, Option<i64>)> {
+        let cursor = OverlayCursor::new(generations, Bound::Unbounded, Bound::Unbounded);
+        let mut over = OverlaySource::new(cursor, Path::new("test")).expect("reads");
+        let mut out = Vec::new();
+        while let Some((t, p, id)) = over.key() {
+            let value = over
+                .value()
+                .map(|v| decode_case(v).expect("decodes").last_event);
+            out.push(((t.to_string(), p, id.to_string()), value));
+            over.advance().expect("reads");
+        }
+        out
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig { cases: 64, ..Default::default() })]
+
+        /// Any batches, each cut into packed rows in key order, read through the overlay
+        /// give each case's latest write (or its forgetting); read back from their stored
+        /// rows as opening does (rows joined into generations), the same.
+        #[test]
+        fn packed_generations_read_back_the_latest_writes(batches in padded_batches()) {
+            let mut want = BTreeMap::new();
+            let mut live = Vec::new();
+            let mut rows = Vec::new();
+            let mut scratch = PieceScratch::default();
+            let mut n = 0i64;
+            for batch in &batches {
+                let mut row = CaseChanges::default();
+                for &(topic, partition, id, pad) in batch {
+                    let topic = ["t", "t.b"][usize::from(topic)];
+                    let id = format!("XK-{id:05}");
+                    n += 1;
+                    let value = pad.map(|pad| {
+                        let mut case = json_case(0);
+                        case.id = Arc::from(id.as_str());
+                        case.last_event = n;
+                        case.data.push((
+                            arcstr::ArcStr::from("pad"),
+                            crate::engine::Datum::Str(arcstr::ArcStr::from(
+                                "x".repeat(usize::from(pad)),
+                            )),
+                        ));
+                        case.data.sort_by(|a, b| a.0.cmp(&b.0));
+                        row.put(topic, partition, &case).expect("encode");
+                        n
+                    });
+                    if value.is_none() {
+                        row.forget(topic, partition, &id);
+                    }
+                    want.insert((topic.to_string(), partition, id), value);
+                }
+                let g = Generation::of_row(row.row(), &mut scratch).expect("a row");
+                rows.extend(g.journal.iter().cloned());
+                live.push(Arc::new(g));
+            }
+            let want: Vec<_> = want.into_iter().collect();
+            proptest::prop_assert_eq!(overlay_cases(&live), want.clone());
+            let (mut reopened, mut current) = (Vec::new(), None);
+            let mut unpacked = Vec::new();
+            for stored in &rows {
+                let g = Generation::of_stored(stored, &mut unpacked, &mut scratch).expect("a row");
+                read_back(&mut reopened, &mut current, Some(g));
+            }
+            read_back(&mut reopened, &mut current, None);
+            proptest::prop_assert!(reopened.len() <= live.len());
+            proptest::prop_assert_eq!(overlay_cases(&reopened), want);
         }
     }
 
