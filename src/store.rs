@@ -975,12 +975,15 @@ impl Generation {
         let Some(r) = e.value else {
             return Ok(Some(None));
         };
-        let mut piece = Vec::new();
-        self.unpack_piece(e.piece, &mut piece)?;
-        match piece.get(r.0 as usize..r.1 as usize) {
-            Some(v) => Ok(Some(Some(v.to_vec()))),
-            None => Err(format!("journal piece {} shorter than its case", e.piece)),
-        }
+        let mut piece = spare_piece();
+        let case = self
+            .unpack_piece(e.piece, &mut piece)
+            .and_then(|()| match piece.get(r.0 as usize..r.1 as usize) {
+                Some(v) => Ok(Some(Some(v.to_vec()))),
+                None => Err(format!("journal piece {} shorter than its case", e.piece)),
+            });
+        give_back_piece(piece);
+        case
     }
 
     /// The index of the first entry at or after (`Included`), or after (`Excluded`), a
