@@ -639,7 +639,7 @@ struct Generation {
     /// stream of new cases' overlay took 424 MB unpacked at its peak, fresh memory that
     /// cost this machine's kernel about a second of a 1M-event run to back (see
     /// `docs/performance.md`); packed it is about a fifth. Readers unpack a piece to read
-    /// its cases ([`PieceReader`]); in key order, each piece once.
+    /// its cases ([`OverlaySource`]); in key order, each piece once.
     journal: Vec<Vec<u8>>,
     /// The pieces' bytes unpacked: what a checkpoint writes of them.
     unpacked: usize,
@@ -699,7 +699,7 @@ struct PieceScratch {
 type Span = (u32, u32);
 
 /// A `(start, end)` pair of `u32` offsets, or an error naming what is too long.
-fn span32(start: usize, end: usize, what: &str) -> Result<(u32, u32), String> {
+fn span32(start: usize, end: usize, what: &str) -> Result<Span, String> {
     match (u32::try_from(start), u32::try_from(end)) {
         (Ok(a), Ok(b)) => Ok((a, b)),
         _ => Err(format!("{what} longer than 4 GiB at byte {start}")),
@@ -746,7 +746,7 @@ impl Generation {
         piece.extend_from_slice(&[0; 4]);
         let mut n = 0u32;
         // The last topic put in `keys`: the next entry of the same topic shares it.
-        let mut topic_at: Option<(u32, u32)> = None;
+        let mut topic_at: Option<Span> = None;
         for e in order.iter().filter_map(|&i| raw.get(i)) {
             let topic = &row[e.topic.clone()];
             let id = &row[e.id.clone()];
@@ -756,19 +756,7 @@ impl Generation {
                 g.push_piece(piece, n, packed);
                 n = 0;
             }
-            let topic_span = match topic_at {
-                Some(t) if g.keys.get(t.0 as usize..t.1 as usize) == Some(topic) => t,
-                _ => {
-                    let start = g.keys.len();
-                    g.keys.extend_from_slice(topic);
-                    let t = span32(start, g.keys.len(), "journal keys")?;
-                    topic_at = Some(t);
-                    t
-                }
-            };
-            let start = g.keys.len();
-            g.keys.extend_from_slice(id);
-            let id_span = span32(start, g.keys.len(), "journal keys")?;
+            let (topic_span, id_span) = g.push_key(&mut topic_at, topic, id)?;
             // The entry as `CaseChanges` writes one.
             piece.extend_from_slice(&(topic.len() as u32).to_le_bytes());
             piece.extend_from_slice(topic);
@@ -803,6 +791,29 @@ impl Generation {
         Ok(g)
     }
 
+    /// Puts an entry's topic and id in `keys`: the topic only if it is not the last one put
+    /// (`topic_at`, updated).
+    fn push_key(
+        &mut self,
+        topic_at: &mut Option<Span>,
+        topic: &[u8],
+        id: &[u8],
+    ) -> Result<(Span, Span), String> {
+        let topic_span = match *topic_at {
+            Some(t) if self.key_part(t) == topic => t,
+            _ => {
+                let start = self.keys.len();
+                self.keys.extend_from_slice(topic);
+                let t = span32(start, self.keys.len(), "journal keys")?;
+                *topic_at = Some(t);
+                t
+            }
+        };
+        let start = self.keys.len();
+        self.keys.extend_from_slice(id);
+        Ok((topic_span, span32(start, self.keys.len(), "journal keys")?))
+    }
+
     /// Packs the piece cut so far (`n` entries after its 4-byte count) into the journal,
     /// and empties it for the next.
     fn push_piece(&mut self, piece: &mut Vec<u8>, n: u32, packed: &mut Vec<u8>) {
@@ -830,7 +841,7 @@ impl Generation {
             cases: Vec::with_capacity((count as usize).min(row.len() / 16)),
             ..Generation::default()
         };
-        let mut topic_at: Option<(u32, u32)> = None;
+        let mut topic_at: Option<Span> = None;
         let mut last: Option<(std::ops::Range<usize>, u32, std::ops::Range<usize>)> = None;
         for _ in 0..count {
             let e = raw_entry(row, &mut at)?;
@@ -844,23 +855,12 @@ impl Generation {
                 return Generation::of_row(row, scratch);
             }
             last = Some((e.topic.clone(), e.partition, e.id.clone()));
-            let topic_span = match topic_at {
-                Some(t) if g.keys.get(t.0 as usize..t.1 as usize) == Some(key.0) => t,
-                _ => {
-                    let start = g.keys.len();
-                    g.keys.extend_from_slice(key.0);
-                    let t = span32(start, g.keys.len(), "journal keys")?;
-                    topic_at = Some(t);
-                    t
-                }
-            };
-            let start = g.keys.len();
-            g.keys.extend_from_slice(key.2);
+            let (topic, id) = g.push_key(&mut topic_at, key.0, key.2)?;
             g.cases.push(Entry {
                 piece: 0,
                 partition: e.partition,
-                topic: topic_span,
-                id: span32(start, g.keys.len(), "journal keys")?,
+                topic,
+                id,
                 value: e
                     .value
                     .map(|v| span32(v.start, v.end, "journal row"))
@@ -888,8 +888,9 @@ impl Generation {
             (Some(a), Some(b)) => self.key_bytes(a) < next.key_bytes(b),
             _ => false,
         };
-        let (Ok(pieces), Ok(keys)) = (
+        let (Ok(pieces), Ok(_), Ok(keys)) = (
             u32::try_from(self.journal.len()),
+            u32::try_from(self.journal.len() + next.journal.len()),
             u32::try_from(self.keys.len() + next.keys.len()),
         ) else {
             return Some(next);
@@ -942,7 +943,9 @@ impl Generation {
             // SAFETY: entries are made only by `of_row` and `of_stored`, which checked each
             // entry's topic and id with `str_of` in the row and copied those very bytes
             // into `keys` where its range points (`key_part` gives the empty string for a
-            // range it does not have); `keys` is not changed after.
+            // range it does not have), and by `append`, which copies another generation's
+            // `keys` to the end of this one's and shifts that one's ranges by as much;
+            // bytes in `keys` are never changed once there.
             unsafe { std::str::from_utf8_unchecked(bytes) }
         };
         (text(e.topic), e.partition, text(e.id))
@@ -976,12 +979,12 @@ impl Generation {
             return Ok(Some(None));
         };
         let mut piece = spare_piece();
-        let case = self
-            .unpack_piece(e.piece, &mut piece)
-            .and_then(|()| match piece.get(r.0 as usize..r.1 as usize) {
+        let case = self.unpack_piece(e.piece, &mut piece).and_then(|()| {
+            match piece.get(r.0 as usize..r.1 as usize) {
                 Some(v) => Ok(Some(Some(v.to_vec()))),
                 None => Err(format!("journal piece {} shorter than its case", e.piece)),
-            });
+            }
+        });
         give_back_piece(piece);
         case
     }
