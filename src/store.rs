@@ -951,6 +951,23 @@ impl Generation {
         (text(e.topic), e.partition, text(e.id))
     }
 
+    /// A buffer to unpack piece `p` in: a spare one of a full piece's size for a piece of
+    /// more than half that size, an empty one otherwise, which unpacking gives the piece's
+    /// size. A quiet daemon's journal is many small batches, each a generation with a small
+    /// piece, and a full scan holds a buffer for each generation it is in the middle of:
+    /// thousands of 64 KiB buffers would be far more than the pieces.
+    fn buffer_for(&self, p: u32) -> Vec<u8> {
+        let len = self
+            .journal
+            .get(p as usize)
+            .map_or(0, |stored| runs::unpacked_len(stored));
+        if len > FULL_PIECE / 2 {
+            spare_piece()
+        } else {
+            Vec::new()
+        }
+    }
+
     /// Piece `p` unpacked into `out`.
     fn unpack_piece(&self, p: u32, out: &mut Vec<u8>) -> Result<(), String> {
         let stored = self
@@ -978,7 +995,7 @@ impl Generation {
         let Some(r) = e.value else {
             return Ok(Some(None));
         };
-        let mut piece = spare_piece();
+        let mut piece = self.buffer_for(e.piece);
         let case = self.unpack_piece(e.piece, &mut piece).and_then(|()| {
             match piece.get(r.0 as usize..r.1 as usize) {
                 Some(v) => Ok(Some(Some(v.to_vec()))),
@@ -1296,7 +1313,9 @@ impl Source for OverlaySource<'_> {
         if let Some(r) = e.value
             && slot.as_ref().map(|s| s.0) != Some(e.piece)
         {
-            let mut buffer = slot.take().map_or_else(spare_piece, |s| s.1);
+            let mut buffer = slot
+                .take()
+                .map_or_else(|| gen_.buffer_for(e.piece), |s| s.1);
             let unpacked = gen_.unpack_piece(e.piece, &mut buffer);
             let too_short = r.1 as usize > buffer.len();
             *slot = Some((e.piece, buffer));
@@ -1317,6 +1336,18 @@ impl Source for OverlaySource<'_> {
         }
         self.current = Some((key, g, e.value));
         Ok(())
+    }
+}
+
+#[cfg(test)]
+impl OverlaySource<'_> {
+    /// The bytes of the buffers it holds.
+    fn held(&self) -> usize {
+        self.pieces
+            .iter()
+            .flatten()
+            .map(|(_, b)| b.capacity())
+            .sum()
     }
 }
 
@@ -4305,6 +4336,39 @@ mod tests {
             over.advance().expect("reads");
         }
         out
+    }
+
+    /// A quiet daemon's journal: thousands of small batches, each a generation whose cases
+    /// lie all over the key range. A full scan through them holds a buffer for each
+    /// generation it is in the middle of, each of its piece's size, not a full piece's.
+    #[test]
+    fn a_scan_through_many_small_generations_holds_little() {
+        let n = 2000;
+        let mut scratch = PieceScratch::default();
+        let generations: Vec<Arc<Generation>> = (0..n)
+            .map(|i| {
+                let mut row = CaseChanges::default();
+                for id in [i, i + n, i + 2 * n] {
+                    row.put("t", 0, &json_case(id)).expect("encode");
+                }
+                Arc::new(Generation::of_row(row.row(), &mut scratch).expect("a row"))
+            })
+            .collect();
+        let cursor = OverlayCursor::new(&generations, Bound::Unbounded, Bound::Unbounded);
+        let mut over = OverlaySource::new(cursor, Path::new("test")).expect("reads");
+        let (mut read, mut most) = (0, 0);
+        while let Some((_, _, id)) = over.key() {
+            assert_eq!(id, format!("C{read:05}"), "in key order");
+            assert!(over.value().is_some(), "a case");
+            most = most.max(over.held());
+            read += 1;
+            over.advance().expect("reads");
+        }
+        assert_eq!(read, 3 * n);
+        assert!(
+            most < n * 1024,
+            "{most} bytes of buffers for {n} generations of about 400 bytes"
+        );
     }
 
     proptest::proptest! {

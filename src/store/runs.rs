@@ -228,6 +228,15 @@ pub(super) fn pack<'a>(row: &'a [u8], buf: &'a mut Vec<u8>) -> &'a [u8] {
     }
 }
 
+/// The length of a row as it unpacks ([`pack`]; that of the row itself if not packed).
+pub(super) fn unpacked_len(row: &[u8]) -> usize {
+    if is_packed(row) {
+        u32::from_le_bytes([row[4], row[5], row[6], row[7]]) as usize
+    } else {
+        row.len()
+    }
+}
+
 /// Whether a row is packed ([`pack`]).
 pub(super) fn is_packed(row: &[u8]) -> bool {
     row.len() >= 8 && row[..4] == PACKED
