@@ -2706,6 +2706,8 @@ impl Store {
         // commit.
         tx.set_durability(redb::Durability::None)
             .map_err(|e| self.err(e))?;
+        // Measured before the overlay's lock: readers wait while it is held.
+        generation.memory = generation.measure();
         {
             // Readers open their transactions under the read lock: none sees this commit
             // without its overlay, or the overlay without the commit.
@@ -2715,7 +2717,6 @@ impl Store {
                 overlay.next_row = last + 1;
             }
             if generation.size() > 0 {
-                generation.memory = generation.measure();
                 overlay.size += generation.size();
                 overlay.bytes += generation.memory;
                 overlay.generations.push(Arc::new(generation));
