@@ -691,7 +691,7 @@ struct Entry {
 /// one batch to the next.
 #[derive(Default)]
 struct PieceScratch {
-    piece: Vec<u8>,
+    piece: CaseChanges,
     packed: Vec<u8>,
 }
 
@@ -713,28 +713,22 @@ impl Generation {
     /// case is bigger) that are packed, which the store writes as the batch's journal rows
     /// and the generation keeps (one copy of the batch's cases).
     fn of_row(row: &[u8], scratch: &mut PieceScratch) -> Result<Generation, String> {
-        let mut at = 0;
-        let count = u32_at(row, &mut at)?;
-        let mut raw = Vec::with_capacity((count as usize).min(row.len() / 16));
-        let mut key_bytes = 0;
-        for _ in 0..count {
-            let e = raw_entry(row, &mut at)?;
-            str_of(row, e.topic.clone())?;
-            str_of(row, e.id.clone())?;
-            key_bytes += e.id.len();
-            raw.push(e);
-        }
-        if at != row.len() {
-            return Err(format!(
-                "journal row has {} bytes after its {count} cases",
-                row.len() - at
-            ));
-        }
-        let order = key_order(raw.len(), |i| {
-            raw.get(i).map_or((&[][..], 0, &[][..]), |e| {
-                (&row[e.topic.clone()], e.partition, &row[e.id.clone()])
+        let entries = decode_journal(row)?;
+        Generation::of_entries(row, &entries, scratch)
+    }
+
+    /// [`Generation::of_row`] of the row's entries, decoded.
+    fn of_entries(
+        row: &[u8],
+        entries: &[JournalEntry<'_>],
+        scratch: &mut PieceScratch,
+    ) -> Result<Generation, String> {
+        let order = key_order(entries.len(), |i| {
+            entries.get(i).map_or((&[][..], 0, &[][..]), |e| {
+                (e.0.as_bytes(), e.1, e.2.as_bytes())
             })
         });
+        let key_bytes: usize = entries.iter().map(|e| e.2.len()).sum();
         let mut g = Generation {
             journal: Vec::with_capacity(row.len() / JOURNAL_PIECE + 1),
             cases: Vec::with_capacity(order.len()),
@@ -743,50 +737,39 @@ impl Generation {
         };
         let PieceScratch { piece, packed } = scratch;
         piece.clear();
-        piece.extend_from_slice(&[0; 4]);
-        let mut n = 0u32;
         // The last topic put in `keys`: the next entry of the same topic shares it.
         let mut topic_at: Option<Span> = None;
-        for e in order.iter().filter_map(|&i| raw.get(i)) {
-            let topic = &row[e.topic.clone()];
-            let id = &row[e.id.clone()];
-            let value = e.value.clone().map(|r| &row[r]);
-            let len = 16 + topic.len() + id.len() + value.map_or(0, <[u8]>::len);
-            if n > 0 && piece.len() + len > JOURNAL_PIECE {
-                g.push_piece(piece, n, packed);
-                n = 0;
+        for (topic, partition, id, value) in order.iter().filter_map(|&i| entries.get(i)) {
+            let value = value.clone().map(|r| &row[r]);
+            if !piece.is_empty()
+                && piece.row().len() + CaseChanges::entry_len(topic, id, value) > JOURNAL_PIECE
+            {
+                g.push_piece(piece, packed);
             }
-            let (topic_span, id_span) = g.push_key(&mut topic_at, topic, id)?;
-            // The entry as `CaseChanges` writes one.
-            piece.extend_from_slice(&(topic.len() as u32).to_le_bytes());
-            piece.extend_from_slice(topic);
-            piece.extend_from_slice(&e.partition.to_le_bytes());
-            piece.extend_from_slice(&(id.len() as u32).to_le_bytes());
-            piece.extend_from_slice(id);
+            let (topic_span, id_span) =
+                g.push_key(&mut topic_at, topic.as_bytes(), id.as_bytes())?;
             let value = match value {
                 Some(v) => {
-                    piece.extend_from_slice(&(v.len() as u32).to_le_bytes());
-                    let start = piece.len();
-                    piece.extend_from_slice(v);
-                    Some(span32(start, piece.len(), "journal piece")?)
+                    piece.put_encoded(topic, *partition, id, v);
+                    let end = piece.row().len();
+                    Some(span32(end - v.len(), end, "journal piece")?)
                 }
                 None => {
-                    piece.extend_from_slice(&u32::MAX.to_le_bytes());
+                    piece.forget(topic, *partition, id);
                     None
                 }
             };
-            n += 1;
             g.cases.push(Entry {
                 piece: u32::try_from(g.journal.len())
                     .map_err(|_| "too many journal rows".to_string())?,
-                partition: e.partition,
+                partition: *partition,
                 topic: topic_span,
                 id: id_span,
                 value,
             });
         }
-        if n > 0 {
-            g.push_piece(piece, n, packed);
+        if !piece.is_empty() {
+            g.push_piece(piece, packed);
         }
         Ok(g)
     }
@@ -814,14 +797,11 @@ impl Generation {
         Ok((topic_span, span32(start, self.keys.len(), "journal keys")?))
     }
 
-    /// Packs the piece cut so far (`n` entries after its 4-byte count) into the journal,
-    /// and empties it for the next.
-    fn push_piece(&mut self, piece: &mut Vec<u8>, n: u32, packed: &mut Vec<u8>) {
-        piece[..4].copy_from_slice(&n.to_le_bytes());
-        self.journal.push(runs::pack(piece, packed).to_vec());
-        self.unpacked += piece.len();
+    /// Packs the piece cut so far into the journal, and empties it for the next.
+    fn push_piece(&mut self, piece: &mut CaseChanges, packed: &mut Vec<u8>) {
+        self.journal.push(runs::pack(piece.row(), packed).to_vec());
+        self.unpacked += piece.row().len();
         piece.clear();
-        piece.extend_from_slice(&[0; 4]);
     }
 
     /// The generation of a journal row as stored (`stored`; `unpacked`: room to unpack it
@@ -835,43 +815,31 @@ impl Generation {
     ) -> Result<Generation, String> {
         runs::unpack_into(stored, unpacked)?;
         let row = &unpacked[..];
-        let mut at = 0;
-        let count = u32_at(row, &mut at)?;
+        let entries = decode_journal(row)?;
+        // Strings order as their bytes do.
+        let in_order = entries
+            .windows(2)
+            .all(|w| (w[0].0, w[0].1, w[0].2) < (w[1].0, w[1].1, w[1].2));
+        if !in_order {
+            return Generation::of_entries(row, &entries, scratch);
+        }
         let mut g = Generation {
-            cases: Vec::with_capacity((count as usize).min(row.len() / 16)),
+            cases: Vec::with_capacity(entries.len()),
             ..Generation::default()
         };
         let mut topic_at: Option<Span> = None;
-        let mut last: Option<(std::ops::Range<usize>, u32, std::ops::Range<usize>)> = None;
-        for _ in 0..count {
-            let e = raw_entry(row, &mut at)?;
-            str_of(row, e.topic.clone())?;
-            str_of(row, e.id.clone())?;
-            let key = (&row[e.topic.clone()], e.partition, &row[e.id.clone()]);
-            if last
-                .as_ref()
-                .is_some_and(|l| (&row[l.0.clone()], l.1, &row[l.2.clone()]) >= key)
-            {
-                return Generation::of_row(row, scratch);
-            }
-            last = Some((e.topic.clone(), e.partition, e.id.clone()));
-            let (topic, id) = g.push_key(&mut topic_at, key.0, key.2)?;
+        for (topic, partition, id, value) in &entries {
+            let (topic, id) = g.push_key(&mut topic_at, topic.as_bytes(), id.as_bytes())?;
             g.cases.push(Entry {
                 piece: 0,
-                partition: e.partition,
+                partition: *partition,
                 topic,
                 id,
-                value: e
-                    .value
+                value: value
+                    .clone()
                     .map(|v| span32(v.start, v.end, "journal row"))
                     .transpose()?,
             });
-        }
-        if at != row.len() {
-            return Err(format!(
-                "journal row has {} bytes after its {count} cases",
-                row.len() - at
-            ));
         }
         g.unpacked = row.len();
         g.journal.push(stored.to_vec());
@@ -940,8 +908,8 @@ impl Generation {
         let text = |r| {
             let bytes = self.key_part(r);
             debug_assert!(std::str::from_utf8(bytes).is_ok());
-            // SAFETY: entries are made only by `of_row` and `of_stored`, which checked each
-            // entry's topic and id with `str_of` in the row and copied those very bytes
+            // SAFETY: entries are made only by `of_entries` and `of_stored`, whose entries
+            // `decode_journal` checked to be UTF-8 (`str_of`), and which copied those bytes
             // into `keys` where its range points (`key_part` gives the empty string for a
             // range it does not have), and by `append`, which copies another generation's
             // `keys` to the end of this one's and shifts that one's ranges by as much;
@@ -1722,14 +1690,14 @@ impl CaseChanges {
 
 /// The entries of a journal row: topic, partition, case id, and where the case is in the row
 /// (`None`: forgotten).
-#[cfg(test)]
 type JournalEntry<'a> = (&'a str, u32, &'a str, Option<std::ops::Range<usize>>);
 
-#[cfg(test)]
+/// A journal row's entries, their topics and ids checked to be UTF-8, in the row's order;
+/// an error names what is wrong with the row.
 fn decode_journal(row: &[u8]) -> Result<Vec<JournalEntry<'_>>, String> {
     let mut at = 0usize;
     let count = u32_at(row, &mut at)?;
-    let mut out = Vec::new();
+    let mut out = Vec::with_capacity((count as usize).min(row.len() / 16));
     for _ in 0..count {
         let e = raw_entry(row, &mut at)?;
         out.push((
