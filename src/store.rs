@@ -936,13 +936,21 @@ impl Generation {
         }
     }
 
-    /// Piece `p` unpacked into `out`.
-    fn unpack_piece(&self, p: u32, out: &mut Vec<u8>) -> Result<(), String> {
+    /// The piece of entry `e` unpacked into `out`, checked to hold the entry's case.
+    fn unpack_piece(&self, e: &Entry, out: &mut Vec<u8>) -> Result<(), String> {
+        let p = e.piece;
         let stored = self
             .journal
             .get(p as usize)
             .ok_or_else(|| format!("no journal piece {p}"))?;
-        runs::unpack_into(stored, out).map_err(|e| format!("journal piece {p}: {e}"))
+        runs::unpack_into(stored, out).map_err(|m| format!("journal piece {p}: {m}"))?;
+        match e.value {
+            Some(r) if r.1 as usize > out.len() => Err(format!(
+                "journal piece {p} of the overlay is shorter than its case {:?}",
+                self.key_of(e).2
+            )),
+            _ => Ok(()),
+        }
     }
 
     /// This generation's change of a case: `Some(None)` when it forgot the case, `None`
@@ -964,11 +972,11 @@ impl Generation {
             return Ok(Some(None));
         };
         let mut piece = self.buffer_for(e.piece);
-        let case = self.unpack_piece(e.piece, &mut piece).and_then(|()| {
-            match piece.get(r.0 as usize..r.1 as usize) {
-                Some(v) => Ok(Some(Some(v.to_vec()))),
-                None => Err(format!("journal piece {} shorter than its case", e.piece)),
-            }
+        let case = self.unpack_piece(e, &mut piece).and_then(|()| {
+            piece
+                .get(r.0 as usize..r.1 as usize)
+                .map(|v| Some(Some(v.to_vec())))
+                .ok_or_else(|| format!("journal piece {} has no case at {r:?}", e.piece))
         });
         give_back_piece(piece);
         case
@@ -1278,29 +1286,16 @@ impl Source for OverlaySource<'_> {
         let Some(e) = gen_.cases.get(i) else {
             return Ok(());
         };
-        if let Some(r) = e.value
-            && slot.as_ref().map(|s| s.0) != Some(e.piece)
-        {
+        if e.value.is_some() && slot.as_ref().map(|s| s.0) != Some(e.piece) {
             let mut buffer = slot
                 .take()
                 .map_or_else(|| gen_.buffer_for(e.piece), |s| s.1);
-            let unpacked = gen_.unpack_piece(e.piece, &mut buffer);
-            let too_short = r.1 as usize > buffer.len();
+            let unpacked = gen_.unpack_piece(e, &mut buffer);
             *slot = Some((e.piece, buffer));
-            let problem = match unpacked {
-                Err(m) => Some(m),
-                Ok(()) if too_short => Some(format!(
-                    "journal piece {} of the overlay is shorter than its case {:?}",
-                    e.piece, key.2
-                )),
-                Ok(()) => None,
-            };
-            if let Some(message) = problem {
-                return Err(StoreError::Corrupt {
-                    file: self.file.to_path_buf(),
-                    message,
-                });
-            }
+            unpacked.map_err(|message| StoreError::Corrupt {
+                file: self.file.to_path_buf(),
+                message,
+            })?;
         }
         self.current = Some((key, g, e.value));
         Ok(())

@@ -250,7 +250,7 @@ pub(super) fn unpack_into(row: &[u8], out: &mut Vec<u8>) -> Result<(), String> {
         out.extend_from_slice(row);
         return Ok(());
     }
-    let len = u32::from_le_bytes([row[4], row[5], row[6], row[7]]) as usize;
+    let len = unpacked_len(row);
     // LZ4 makes at most 255 bytes of one: a damaged length must not allocate gigabytes.
     if len > (row.len() - 8).saturating_mul(255) {
         return Err(format!(
