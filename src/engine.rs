@@ -209,6 +209,17 @@ impl Clock {
     pub fn deadline_pending(&self) -> bool {
         self.stopped.is_none() && self.since.is_some() && self.deadline.is_none()
     }
+    /// Ran out before `t`: running with a deadline before `t`, or paused after its
+    /// deadline had passed (the deadline it had is then `last_deadline`). Its breach is on
+    /// record: a pause, resume or extension after that leaves the deadline where it was
+    /// (docs/rules.md, "Late events"). At exactly the deadline it has not run out.
+    pub fn ran_out_before(&self, t: i64) -> bool {
+        match (self.since.get(), self.paused_at.get()) {
+            (Some(_), _) => self.deadline.get().is_some_and(|d| d < t),
+            (None, Some(p)) => self.last_deadline.get().is_some_and(|d| d < p && d < t),
+            (None, None) => false,
+        }
+    }
     pub fn light(&self) -> Light {
         if !self.active() {
             Light::Green
@@ -2001,11 +2012,26 @@ impl Core {
                     return Ok(());
                 };
                 let since = t.max(paused);
+                // Paused after its deadline had passed, its counted time past the limit: the
+                // breach happened before the pause, and the deadline stays where it was
+                // (counting on from the resume would give the rest of the resume day, and
+                // a stop on that day would retract the red of a case that was late).
+                let ran_out = clock
+                    .last_deadline
+                    .get()
+                    .filter(|&d| d < paused && clock.counted >= s.limit);
                 let Schedule {
                     deadline,
                     yellow,
                     pending,
-                } = schedule_or_pending(&counting, &s.span(), since, clock.counted)?;
+                } = match ran_out {
+                    Some(d) => Schedule {
+                        deadline: Some(d),
+                        yellow: Some(d),
+                        pending: None,
+                    },
+                    None => schedule_or_pending(&counting, &s.span(), since, clock.counted)?,
+                };
                 clock.since = Some(since).into();
                 clock.paused_at = None.into();
                 clock.deadline = deadline.into();
@@ -2050,10 +2076,19 @@ impl Core {
                     }
                     return Ok(());
                 };
-                let granted = requested.min(cap.saturating_sub(clock.extended));
+                // An extension granted after the clock ran out does not move its deadline:
+                // the case was already late (Art. 42 of the licensing law has the extension
+                // approved within the period). The request still counts against the cap.
+                let granted = if clock.ran_out_before(t) {
+                    0
+                } else {
+                    requested.min(cap.saturating_sub(clock.extended))
+                };
                 let new_total = clock.extended.saturating_add(requested);
+                // Nothing granted, nothing moves (and a clock that ran out keeps its
+                // deadline, which counting again from `since` would not give).
                 let schedule = match clock.since.get() {
-                    Some(since) => {
+                    Some(since) if granted > 0 => {
                         let mut s2 = s;
                         s2.limit += i64::from(granted) * s.unit.ms();
                         Some(schedule_or_pending(
@@ -2063,7 +2098,7 @@ impl Core {
                             clock.counted,
                         )?)
                     }
-                    None => None,
+                    _ => None,
                 };
                 s.limit += i64::from(granted) * s.unit.ms();
                 clock.mode = Mode::Span(s);

@@ -571,6 +571,185 @@ fn xk_decision_stop_delivered_late_retracts_the_red() {
     );
 }
 
+/// docs/rules.md, "Late events": a pause or an extension that happened after the deadline
+/// leaves the breach on record. Every case is accepted as in the worked example (yellow
+/// 10-29T00:00, red 24:00 of 10-30 = 10-31T00:00); both fire before the later events.
+/// - XK-PL is suspended on Mon 11-02 10:00, after its deadline, resumed 11-03 10:00 and
+///   decided 11-03 15:00. Its counted time had passed the 20 workdays before the pause, so
+///   the deadline stays 10-31T00:00 and the decision is late: both lights resolve
+///   `completed_late` with that deadline. (Counting on from the resume would give 24:00 of
+///   11-03 and call the red a false alarm, `retracted`.)
+/// - XK-XL is extended by 5 workdays on 11-02 10:00, after its deadline, and decided 11-04
+///   10:00: the extension does not move the deadline (granted, 25 workdays would end on
+///   11-06), and the decision is late.
+/// - XK-XPL is suspended after its deadline (11-02 10:00), extended by 5 while paused
+///   (11-03 09:00), resumed (11-03 10:00) and decided (11-04 10:00): late, as XK-XL.
+/// - XK-PXL is suspended after its deadline (11-02 10:00), resumed (11-03 10:00), extended by
+///   5 (11-03 11:00) and decided (11-03 15:00): late, as XK-PL.
+/// - XK-PD, the control, is suspended on the last day, before its deadline: 10-30 16:00, with
+///   19 workdays and 16 hours counted. Resumed Mon 11-02 10:00, its last 8 hours run to 18:00,
+///   so the deadline is 24:00 of 11-02 = 11-03T00:00; decided 11-02 17:00, in time: the
+///   yellow resolves `completed`, and no red ever fires.
+#[test]
+fn xk_decision_pause_or_extension_after_the_deadline_keeps_the_breach() {
+    let suspended = || json!({"procedure": "expert_review"});
+    let extended = || json!({"extra_workdays": 5, "approved_by": "局长"});
+    let denied = || json!({"outcome": "denied"});
+    // In time order (a stable sort keeps the order of events at one instant), as replay
+    // takes them from a producer.
+    let mut events = vec![
+        (ACCEPTED, "pl-a", "approval.accepted", "XK-PL", plain()),
+        (ACCEPTED, "xl-a", "approval.accepted", "XK-XL", plain()),
+        (ACCEPTED, "xpl-a", "approval.accepted", "XK-XPL", plain()),
+        (ACCEPTED, "pxl-a", "approval.accepted", "XK-PXL", plain()),
+        (ACCEPTED, "pd-a", "approval.accepted", "XK-PD", plain()),
+        (
+            "2026-10-30T16:00:00+08:00",
+            "pd-s",
+            "approval.suspended",
+            "XK-PD",
+            suspended(),
+        ),
+        (
+            "2026-11-02T10:00:00+08:00",
+            "pl-s",
+            "approval.suspended",
+            "XK-PL",
+            suspended(),
+        ),
+        (
+            "2026-11-02T10:00:00+08:00",
+            "xl-x",
+            "approval.extended",
+            "XK-XL",
+            extended(),
+        ),
+        (
+            "2026-11-02T10:00:00+08:00",
+            "xpl-s",
+            "approval.suspended",
+            "XK-XPL",
+            suspended(),
+        ),
+        (
+            "2026-11-02T10:00:00+08:00",
+            "pd-r",
+            "approval.resumed",
+            "XK-PD",
+            json!({}),
+        ),
+        (
+            "2026-11-02T17:00:00+08:00",
+            "pd-d",
+            "approval.decided",
+            "XK-PD",
+            denied(),
+        ),
+        (
+            "2026-11-03T09:00:00+08:00",
+            "xpl-x",
+            "approval.extended",
+            "XK-XPL",
+            extended(),
+        ),
+        (
+            "2026-11-02T10:00:00+08:00",
+            "pxl-s",
+            "approval.suspended",
+            "XK-PXL",
+            suspended(),
+        ),
+        (
+            "2026-11-03T10:00:00+08:00",
+            "pxl-r",
+            "approval.resumed",
+            "XK-PXL",
+            json!({}),
+        ),
+        (
+            "2026-11-03T11:00:00+08:00",
+            "pxl-x",
+            "approval.extended",
+            "XK-PXL",
+            extended(),
+        ),
+        (
+            "2026-11-03T15:00:00+08:00",
+            "pxl-d",
+            "approval.decided",
+            "XK-PXL",
+            denied(),
+        ),
+        (
+            "2026-11-03T10:00:00+08:00",
+            "pl-r",
+            "approval.resumed",
+            "XK-PL",
+            json!({}),
+        ),
+        (
+            "2026-11-03T10:00:00+08:00",
+            "xpl-r",
+            "approval.resumed",
+            "XK-XPL",
+            json!({}),
+        ),
+        (
+            "2026-11-03T15:00:00+08:00",
+            "pl-d",
+            "approval.decided",
+            "XK-PL",
+            denied(),
+        ),
+        (
+            "2026-11-04T10:00:00+08:00",
+            "xl-d",
+            "approval.decided",
+            "XK-XL",
+            denied(),
+        ),
+        (
+            "2026-11-04T10:00:00+08:00",
+            "xpl-d",
+            "approval.decided",
+            "XK-XPL",
+            denied(),
+        ),
+    ];
+    events.sort_by_key(|e| e.0);
+    let lines: Vec<String> = events
+        .into_iter()
+        .map(|(time, id, kind, case, data)| ev(id, kind, time, case, data))
+        .collect();
+    let r = replay(&lines, Some("2026-11-20T00:00:00+08:00"));
+    r.assert_clean();
+    for (case, decided) in [
+        ("XK-PL", "2026-11-03T15:00:00+08:00"),
+        ("XK-PXL", "2026-11-03T15:00:00+08:00"),
+        ("XK-XL", "2026-11-04T10:00:00+08:00"),
+        ("XK-XPL", "2026-11-04T10:00:00+08:00"),
+    ] {
+        assert_eq!(
+            r.lights(case, "xk.decision"),
+            [
+                format!("yellow firing approaching at={XK_YELLOW} deadline={XK_RED}"),
+                format!("red firing overdue at={XK_RED} deadline={XK_RED}"),
+                format!("yellow resolved completed_late at={decided} deadline={XK_RED}"),
+                format!("red resolved completed_late at={decided} deadline={XK_RED}"),
+            ],
+            "{case}"
+        );
+    }
+    assert_eq!(
+        r.lights("XK-PD", "xk.decision"),
+        [
+            format!("yellow firing approaching at={XK_YELLOW} deadline={XK_RED}"),
+            "yellow resolved completed at=2026-11-02T17:00:00+08:00 deadline=2026-11-03T00:00:00+08:00"
+                .to_string(),
+        ]
+    );
+}
+
 /// Withdrawal: a 承诺件 promised in 15 workdays (from 09-29: 09-29 #1, 09-30 #2, 10-08 #3,
 /// 10-09 #4, 10-10 #5, 10-12..16 #6-10, 10-19..23 #11-15 → red 10-24T00:00; yellow 13.5
 /// workdays = 12:00 of #14, 10-22T12:00). Both fire; the applicant withdraws on 10-26 10:00:
