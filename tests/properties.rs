@@ -558,3 +558,228 @@ proptest! {
         }
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// A plain model of SPEC §3 for the workday clocks that pause and extend (`xk.decision`,
+// `xz.promised`), checked against the engine event by event.
+//
+// The model keeps time in local (UTC+8) milliseconds and counts by walking the calendar day
+// by day, asking only whether each day is a workday: none of the engine's measures,
+// workday indices or their inverse. What it shares with the engine is the state a clock
+// keeps (running since, paused at, counted so far, extensions granted) and the choices of
+// docs/rules.md: a second pause or a resume without a pause change nothing; an extension
+// over the cap is granted up to it; a pause or extension after the deadline leaves it
+// where it was.
+
+const MODEL_DAY: i64 = 86_400_000;
+const BEIJING_MS: i64 = 8 * 3_600_000;
+
+struct Model<'a> {
+    cal: &'a redlight::calendar::Calendar,
+    /// Counting starts at 00:00 of the day after the start (民法典 Art. 201).
+    origin: i64,
+    /// The limit with the extensions granted, in workday milliseconds.
+    limit: i64,
+    cap: Option<u32>,
+    extended: u32,
+    since: Option<i64>,
+    paused_at: Option<i64>,
+    counted: i64,
+    deadline: Option<i64>,
+    last_deadline: Option<i64>,
+    yellow: Option<i64>,
+}
+
+impl Model<'_> {
+    fn workday(&self, day: i64) -> bool {
+        let date =
+            chrono::NaiveDate::from_num_days_from_ce_opt(719_163 + day as i32).expect("a date");
+        self.cal
+            .is_workday(date)
+            .expect("the test stays inside the data")
+    }
+
+    /// Workday time in `[a, b)`, day by day.
+    fn workday_time(&self, a: i64, b: i64) -> i64 {
+        let mut total = 0;
+        let mut day = a.div_euclid(MODEL_DAY);
+        while day * MODEL_DAY < b {
+            let (from, to) = (a.max(day * MODEL_DAY), b.min((day + 1) * MODEL_DAY));
+            if to > from && self.workday(day) {
+                total += to - from;
+            }
+            day += 1;
+        }
+        total
+    }
+
+    /// The instant at which `need` more workday time has run from `from`, day by day.
+    fn reach(&self, from: i64, mut need: i64) -> i64 {
+        if need <= 0 {
+            return from;
+        }
+        let mut day = from.div_euclid(MODEL_DAY);
+        loop {
+            let start = from.max(day * MODEL_DAY);
+            if self.workday(day) {
+                let left = (day + 1) * MODEL_DAY - start;
+                if need <= left {
+                    return start + need;
+                }
+                need -= left;
+            }
+            day += 1;
+        }
+    }
+
+    /// 24:00 of the day on which `t` falls (Art. 203); 00:00 closes the day before it.
+    fn day_end(t: i64) -> i64 {
+        ((t - 1).div_euclid(MODEL_DAY) + 1) * MODEL_DAY
+    }
+
+    fn schedule(&mut self) {
+        let since = self.since.expect("running").max(self.origin);
+        let deadline = Self::day_end(self.reach(since, self.limit - self.counted));
+        let warn = (self.limit as f64 * 0.9).round() as i64;
+        self.deadline = Some(deadline);
+        self.yellow = Some(self.reach(since, warn - self.counted).min(deadline));
+    }
+
+    fn start(
+        cal: &redlight::calendar::Calendar,
+        s: i64,
+        workdays: u32,
+        cap: Option<u32>,
+    ) -> Model<'_> {
+        let mut m = Model {
+            cal,
+            origin: (s.div_euclid(MODEL_DAY) + 1) * MODEL_DAY,
+            limit: i64::from(workdays) * MODEL_DAY,
+            cap,
+            extended: 0,
+            since: Some(s),
+            paused_at: None,
+            counted: 0,
+            deadline: None,
+            last_deadline: None,
+            yellow: None,
+        };
+        m.schedule();
+        m
+    }
+
+    fn pause(&mut self, t: i64) {
+        let Some(since) = self.since else { return };
+        let t = t.max(since);
+        self.counted += self.workday_time(since.max(self.origin), t.max(self.origin));
+        self.since = None;
+        self.paused_at = Some(t);
+        self.last_deadline = self.deadline.take();
+        self.yellow = None;
+    }
+
+    fn resume(&mut self, t: i64) {
+        let (None, Some(paused)) = (self.since, self.paused_at) else {
+            return;
+        };
+        self.since = Some(t.max(paused));
+        self.paused_at = None;
+        match self.last_deadline {
+            Some(d) if d < paused && self.counted >= self.limit => {
+                self.deadline = Some(d);
+                self.yellow = Some(d);
+            }
+            _ => self.schedule(),
+        }
+    }
+
+    fn extend(&mut self, t: i64, requested: u32) {
+        let Some(cap) = self.cap else { return };
+        let ran_out = match (self.since, self.paused_at) {
+            (Some(_), _) => self.deadline.is_some_and(|d| d < t),
+            (None, Some(p)) => self.last_deadline.is_some_and(|d| d < p && d < t),
+            (None, None) => false,
+        };
+        let granted = if ran_out {
+            0
+        } else {
+            requested.min(cap - self.extended)
+        };
+        self.extended += granted;
+        self.limit += i64::from(granted) * MODEL_DAY;
+        if granted > 0 && self.since.is_some() {
+            self.schedule();
+        }
+    }
+}
+
+/// The engine's clock of `rule` in the case as (deadline, yellow, the deadline it had when
+/// it was paused, if it is, extended), its instants in local milliseconds.
+fn clock_state(
+    engine: &Engine,
+    case: &str,
+    rule: &str,
+) -> (Option<i64>, Option<i64>, Option<i64>, u32) {
+    let r = engine.rules().index_of(rule).expect("a shipped rule");
+    let c = engine.case(case).expect("the case");
+    let k = c.clocks.iter().find(|k| k.rule == r).expect("its clock");
+    let local = |t: Option<i64>| t.map(|t| t + BEIJING_MS);
+    (
+        local(k.deadline.get()),
+        local(k.yellow_at.get()),
+        local(k.last_deadline.get().filter(|_| k.since.get().is_none())),
+        k.extended,
+    )
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 300, ..ProptestConfig::default() })]
+
+    /// The workday clocks of an approval (`xk.decision`: 20 or 45 workdays, extensions up
+    /// to 10 or 15; `xz.promised`: the promised workdays) through suspensions, resumptions
+    /// and extensions at random minutes, before and after their deadlines: after every event
+    /// the engine's deadline, yellow instant and extensions are the model's.
+    #[test]
+    fn workday_clocks_agree_with_a_day_by_day_model(
+        s in (0i64..((2276 - 1) * 24 * 60)).prop_map(|m| {
+            // 2020-01-01 00:00 +08:00 plus up to 2026-03-26, so that 60 workdays and
+            // 8 steps of up to 12 days stay inside the data.
+            DateTime::parse_from_rfc3339("2020-01-01T00:00:00+08:00").expect("t") + Duration::minutes(m)
+        }),
+        joint in any::<bool>(),
+        promised in 1u32..=20,
+        steps in prop::collection::vec((0u8..3, 1i64..(12 * 24 * 60), 0u32..13), 0..9),
+    ) {
+        let mut engine = engine();
+        let cal = engine.calendar().clone();
+        let local = |t: DateTime<FixedOffset>| t.timestamp_millis() + BEIJING_MS;
+        let data = json!({"kind": "promised", "promised_workdays": promised, "joint": joint});
+        run(&mut engine, &[event("a", "approval.accepted", s, "C", data)]);
+        let mut decision = Model::start(&cal, local(s), if joint { 45 } else { 20 }, Some(if joint { 15 } else { 10 }));
+        let mut promise = Model::start(&cal, local(s), promised, None);
+        let mut t = s;
+        for (i, (kind, gap, n)) in steps.into_iter().enumerate() {
+            t += Duration::minutes(gap);
+            let (name, data) = match kind {
+                0 => ("approval.suspended", json!({"procedure": "expert_review"})),
+                1 => ("approval.resumed", json!({})),
+                _ => ("approval.extended", json!({"extra_workdays": n, "approved_by": "局长"})),
+            };
+            run(&mut engine, &[event(&format!("e{i}"), name, t, "C", data)]);
+            for m in [&mut decision, &mut promise] {
+                match kind {
+                    0 => m.pause(local(t)),
+                    1 => m.resume(local(t)),
+                    _ => m.extend(local(t), n),
+                }
+            }
+            for (rule, m) in [("xk.decision", &decision), ("xz.promised", &promise)] {
+                prop_assert_eq!(
+                    clock_state(&engine, "C", rule),
+                    (m.deadline, m.yellow, m.last_deadline.filter(|_| m.since.is_none()), m.extended),
+                    "{} after {} at {}", rule, name, t
+                );
+            }
+        }
+    }
+}
