@@ -1801,7 +1801,9 @@ impl Core {
             {
                 clock.deadline = Some(deadline).into();
                 clock.last_deadline = Some(deadline).into();
-                clock.yellow_at = Some(yellow).into();
+                if !clock.yellow_fired {
+                    clock.yellow_at = Some(yellow).into();
+                }
                 settled = true;
             }
         }
@@ -1997,6 +1999,7 @@ impl Core {
                 clock.deadline = None.into();
                 clock.yellow_at = None.into();
                 self.reconcile(case, r, t, old_deadline, old_yellow, out);
+                keep_fired_yellow(case, r, old_yellow);
             }
             Handler::Resume(r) => {
                 let counting = Counting {
@@ -2035,7 +2038,10 @@ impl Core {
                 clock.since = Some(since).into();
                 clock.paused_at = None.into();
                 clock.deadline = deadline.into();
-                clock.yellow_at = yellow.into();
+                // A yellow that fired keeps the instant it fired at (the pause kept it).
+                if !clock.yellow_fired {
+                    clock.yellow_at = yellow.into();
+                }
                 if let Some(e) = pending {
                     self.clock_pending(&case.id, r, ev, &e);
                 }
@@ -2125,6 +2131,7 @@ impl Core {
                     );
                 }
                 self.reconcile(case, r, t, old_deadline, old_yellow, out);
+                keep_fired_yellow(case, r, old_yellow);
                 if let Some(e) = pending {
                     self.clock_pending(&case.id, r, ev, &e);
                 }
@@ -2758,6 +2765,20 @@ struct Schedule {
 
 /// See [`Schedule`]. A day missing before the data begins is an error: that data will
 /// never come.
+/// A yellow that fired and was not retracted keeps the instant it fired at, whatever a
+/// pause or an extension did to the clock's yellow instant: it stays firing until the clock
+/// stops (docs/rules.md), and the stop judges against that instant whether it came before the
+/// light (`retracted`, a late delivery) or after it (`completed`). Without this, an
+/// extension after the yellow moved its instant later, and a pause or stop before the new
+/// instant called a yellow that was true when it fired a false alarm.
+fn keep_fired_yellow(case: &mut Case, r: u16, fired_at: Option<i64>) {
+    if let Some(clock) = case.active_clock(r)
+        && clock.yellow_fired
+    {
+        clock.yellow_at = fired_at.into();
+    }
+}
+
 fn schedule_or_pending(
     counting: &Counting<'_>,
     span: &Span,

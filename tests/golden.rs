@@ -750,6 +750,90 @@ fn xk_decision_pause_or_extension_after_the_deadline_keeps_the_breach() {
     );
 }
 
+/// A yellow that fired stays a true warning when an extension later moves the yellow
+/// instant (docs/rules.md: both lights stay firing until the clock stops). Both cases are
+/// accepted as in the worked example; their yellow fires at 10-29T00:00 (18 workdays), and on
+/// 10-29 10:00, before the deadline, each is extended by 5 workdays: 25 workdays, #21–#25 are
+/// 11-02..06, red 24:00 of 11-06 = 11-07T00:00; the new yellow, 22.5 workdays, would be 12:00
+/// of #23, 11-04.
+/// - XK-Y1 is decided on 11-03 10:00: in time, after its yellow fired: `completed` (not
+///   `retracted`, which is for a stop that happened before the light).
+/// - XK-Y2 is suspended on 10-29 11:00 (no alert: the pause came after the yellow) with
+///   18 workdays and 11 hours counted (10-29 is #19), resumed Mon 11-02 10:00 with 6 d 13 h
+///   left: 14 h of 11-02, then 11-03, 04, 05, 06, 09 (5 d), then 23 h of 11-10: red 24:00 of
+///   11-10 = 11-11T00:00. Decided 11-02 15:00: `completed`.
+#[test]
+fn a_yellow_stays_true_when_an_extension_moves_its_instant() {
+    let extended = || json!({"extra_workdays": 5, "approved_by": "局长"});
+    let denied = || json!({"outcome": "denied"});
+    let r = replay(
+        &[
+            ev("y1-a", "approval.accepted", ACCEPTED, "XK-Y1", plain()),
+            ev("y2-a", "approval.accepted", ACCEPTED, "XK-Y2", plain()),
+            ev(
+                "y1-x",
+                "approval.extended",
+                "2026-10-29T10:00:00+08:00",
+                "XK-Y1",
+                extended(),
+            ),
+            ev(
+                "y2-x",
+                "approval.extended",
+                "2026-10-29T10:00:00+08:00",
+                "XK-Y2",
+                extended(),
+            ),
+            ev(
+                "y2-s",
+                "approval.suspended",
+                "2026-10-29T11:00:00+08:00",
+                "XK-Y2",
+                json!({"procedure": "expert_review"}),
+            ),
+            ev(
+                "y2-r",
+                "approval.resumed",
+                "2026-11-02T10:00:00+08:00",
+                "XK-Y2",
+                json!({}),
+            ),
+            ev(
+                "y2-d",
+                "approval.decided",
+                "2026-11-02T15:00:00+08:00",
+                "XK-Y2",
+                denied(),
+            ),
+            ev(
+                "y1-d",
+                "approval.decided",
+                "2026-11-03T10:00:00+08:00",
+                "XK-Y1",
+                denied(),
+            ),
+        ],
+        Some("2026-11-20T00:00:00+08:00"),
+    );
+    r.assert_clean();
+    assert_eq!(
+        r.lights("XK-Y1", "xk.decision"),
+        [
+            format!("yellow firing approaching at={XK_YELLOW} deadline={XK_RED}"),
+            "yellow resolved completed at=2026-11-03T10:00:00+08:00 deadline=2026-11-07T00:00:00+08:00"
+                .to_string(),
+        ]
+    );
+    assert_eq!(
+        r.lights("XK-Y2", "xk.decision"),
+        [
+            format!("yellow firing approaching at={XK_YELLOW} deadline={XK_RED}"),
+            "yellow resolved completed at=2026-11-02T15:00:00+08:00 deadline=2026-11-11T00:00:00+08:00"
+                .to_string(),
+        ]
+    );
+}
+
 /// Withdrawal: a 承诺件 promised in 15 workdays (from 09-29: 09-29 #1, 09-30 #2, 10-08 #3,
 /// 10-09 #4, 10-10 #5, 10-12..16 #6-10, 10-19..23 #11-15 → red 10-24T00:00; yellow 13.5
 /// workdays = 12:00 of #14, 10-22T12:00). Both fire; the applicant withdraws on 10-26 10:00:

@@ -588,6 +588,8 @@ struct Model<'a> {
     deadline: Option<i64>,
     last_deadline: Option<i64>,
     yellow: Option<i64>,
+    /// A fired yellow keeps its instant until the clock stops.
+    yellow_fired: bool,
 }
 
 impl Model<'_> {
@@ -642,7 +644,17 @@ impl Model<'_> {
         let deadline = Self::day_end(self.reach(since, self.limit - self.counted));
         let warn = (self.limit as f64 * 0.9).round() as i64;
         self.deadline = Some(deadline);
-        self.yellow = Some(self.reach(since, warn - self.counted).min(deadline));
+        if !self.yellow_fired {
+            self.yellow = Some(self.reach(since, warn - self.counted).min(deadline));
+        }
+    }
+
+    /// The engine's clock has reached `t`: a yellow due before it has fired (timers fire
+    /// strictly before an event's time).
+    fn advance(&mut self, t: i64) {
+        if self.since.is_some() && self.yellow.is_some_and(|y| y < t) {
+            self.yellow_fired = true;
+        }
     }
 
     fn start(
@@ -663,6 +675,7 @@ impl Model<'_> {
             deadline: None,
             last_deadline: None,
             yellow: None,
+            yellow_fired: false,
         };
         m.schedule();
         m
@@ -675,7 +688,9 @@ impl Model<'_> {
         self.since = None;
         self.paused_at = Some(t);
         self.last_deadline = self.deadline.take();
-        self.yellow = None;
+        if !self.yellow_fired {
+            self.yellow = None;
+        }
     }
 
     fn resume(&mut self, t: i64) {
@@ -687,7 +702,9 @@ impl Model<'_> {
         match self.last_deadline {
             Some(d) if d < paused && self.counted >= self.limit => {
                 self.deadline = Some(d);
-                self.yellow = Some(d);
+                if !self.yellow_fired {
+                    self.yellow = Some(d);
+                }
             }
             _ => self.schedule(),
         }
@@ -767,6 +784,7 @@ proptest! {
             };
             run(&mut engine, &[event(&format!("e{i}"), name, t, "C", data)]);
             for m in [&mut decision, &mut promise] {
+                m.advance(local(t));
                 match kind {
                     0 => m.pause(local(t)),
                     1 => m.resume(local(t)),
@@ -779,6 +797,49 @@ proptest! {
                     (m.deadline, m.yellow, m.last_deadline.filter(|_| m.since.is_none()), m.extended),
                     "{} after {} at {}", rule, name, t
                 );
+            }
+        }
+    }
+}
+
+/// One line per event: its time, case, type and the data the approval rules read.
+fn brief(events: &[Event]) -> String {
+    events
+        .iter()
+        .map(|e| {
+            let d = |k: &str| e.data.get(k).map_or("-".to_string(), |v| v.to_string());
+            format!(
+                "{} {} {} extra={} promised={} joint={} kind={} outcome={}\n",
+                e.time.to_rfc3339(),
+                e.subject,
+                e.kind,
+                d("extra_workdays"),
+                d("promised_workdays"),
+                d("joint"),
+                d("kind"),
+                d("outcome")
+            )
+        })
+        .collect()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 300, ..ProptestConfig::default() })]
+
+    /// Events that arrive in the order they happened never make a light a false alarm: a
+    /// light fires only once an event after its instant arrives, so no later event can have
+    /// happened before it (SPEC §4 `retracted` is for late delivery). And a clock's red
+    /// fires at its deadline.
+    #[test]
+    fn in_time_order_no_light_is_retracted(events in stream()) {
+        let mut e = engine();
+        let mut alerts = run(&mut e, &events);
+        let end = DateTime::parse_from_rfc3339("2026-12-31T00:00:00+08:00").expect("t");
+        e.advance(end.timestamp_millis(), &mut alerts);
+        for a in &alerts {
+            prop_assert!(a.reason != redlight::alert::Reason::Retracted, "{:?} after\n{}", a, brief(&events));
+            if a.reason == redlight::alert::Reason::Overdue {
+                prop_assert_eq!(Some(&a.at), a.deadline.as_ref(), "{:?}", a);
             }
         }
     }
