@@ -829,17 +829,38 @@ proptest! {
     /// Events that arrive in the order they happened never make a light a false alarm: a
     /// light fires only once an event after its instant arrives, so no later event can have
     /// happened before it (SPEC §4 `retracted` is for late delivery). And a clock's red
-    /// fires at its deadline.
+    /// fires at its deadline; a light is resolved only after it fired; a stop after the
+    /// deadline is `completed_late`, one at or before it `completed`.
     #[test]
     fn in_time_order_no_light_is_retracted(events in stream()) {
         let mut e = engine();
         let mut alerts = run(&mut e, &events);
         let end = DateTime::parse_from_rfc3339("2026-12-31T00:00:00+08:00").expect("t");
         e.advance(end.timestamp_millis(), &mut alerts);
+        use redlight::alert::{Level, Reason, Status};
+        let instant = |s: &str| DateTime::parse_from_rfc3339(s).expect("an RFC 3339 instant");
+        let mut firing: std::collections::HashMap<(&str, &str, Level), i32> = Default::default();
         for a in &alerts {
-            prop_assert!(a.reason != redlight::alert::Reason::Retracted, "{:?} after\n{}", a, brief(&events));
-            if a.reason == redlight::alert::Reason::Overdue {
-                prop_assert_eq!(Some(&a.at), a.deadline.as_ref(), "{:?}", a);
+            prop_assert!(a.reason != Reason::Retracted, "{:?} after\n{}", a, brief(&events));
+            let key = (&*a.case, &*a.rule, a.level);
+            let (Some(deadline), Status::Resolved) = (a.deadline.as_deref().map(instant), a.status) else {
+                if a.status == Status::Firing {
+                    *firing.entry(key).or_default() += 1;
+                }
+                if a.reason == Reason::Overdue {
+                    prop_assert_eq!(Some(&a.at), a.deadline.as_ref(), "{:?}", a);
+                }
+                continue;
+            };
+            // Resolved: it fired before, and the reason agrees with the deadline (in time
+            // order the alert's `at` is the stop's own time).
+            let n = firing.entry(key).or_default();
+            *n -= 1;
+            prop_assert!(*n >= 0, "resolved without firing: {:?} after\n{}", a, brief(&events));
+            match a.reason {
+                Reason::CompletedLate => prop_assert!(instant(&a.at) > deadline, "{:?}", a),
+                Reason::Completed => prop_assert!(instant(&a.at) <= deadline, "{:?}", a),
+                _ => {}
             }
         }
     }
