@@ -1935,14 +1935,29 @@ impl Core {
                 };
                 let deadline = clock.last_deadline.get();
                 let at = self.now;
+                let yellow_reason = if late {
+                    Reason::CompletedLate
+                } else if yellow_at.is_some_and(|y| t <= y) {
+                    Reason::Retracted
+                } else {
+                    Reason::Completed
+                };
+                let red_reason = if late {
+                    Reason::CompletedLate
+                } else {
+                    Reason::Retracted
+                };
+                // A light retracted is on record as not having fired, as a retraction by a
+                // pause or an extension leaves it: the clock's facts are those of its events'
+                // times, however late they were delivered.
+                if yf && yellow_reason == Reason::Retracted {
+                    clock.yellow_fired = false;
+                }
+                if rf && red_reason == Reason::Retracted {
+                    clock.red_fired = false;
+                }
                 if yf {
-                    let reason = if late {
-                        Reason::CompletedLate
-                    } else if yellow_at.is_some_and(|y| t < y) {
-                        Reason::Retracted
-                    } else {
-                        Reason::Completed
-                    };
+                    let reason = yellow_reason;
                     out.push(make_alert(
                         &rules,
                         &zone,
@@ -1958,11 +1973,7 @@ impl Core {
                     ));
                 }
                 if rf {
-                    let reason = if late {
-                        Reason::CompletedLate
-                    } else {
-                        Reason::Retracted
-                    };
+                    let reason = red_reason;
                     out.push(make_alert(
                         &rules,
                         &zone,
@@ -2581,7 +2592,7 @@ impl Core {
             retract.push(Level::Red);
         }
         if clock.yellow_fired
-            && old_yellow.is_some_and(|y| t < y)
+            && old_yellow.is_some_and(|y| t <= y)
             && clock.yellow_at.get().is_none_or(|y| y > now)
         {
             clock.yellow_fired = false;
@@ -2666,6 +2677,15 @@ impl Core {
                         c.last_deadline.get(),
                     ));
                 }
+            }
+            // A light whose instant the withdrawal came at or before fired only because the
+            // withdrawal was delivered late: resolved `withdrawn` like the others, but on
+            // record as not having fired, as with a stop (see `Handler::Stop`).
+            if c.yellow_at.get().is_some_and(|y| t <= y) {
+                c.yellow_fired = false;
+            }
+            if c.deadline.get().is_some_and(|d| t <= d) {
+                c.red_fired = false;
             }
         }
         for v in case.violations.iter_mut().filter(|v| !v.resolved) {

@@ -834,6 +834,56 @@ fn a_yellow_stays_true_when_an_extension_moves_its_instant() {
     );
 }
 
+/// An event at exactly a light's instant came before the light (timers fire strictly
+/// before an event's time, docs/rules.md), also when it is delivered late. XK-YE and XK-YP
+/// are accepted as in the worked example (yellow 10-29T00:00, red 10-31T00:00). An event of
+/// another case at 10-29 10:00 moves the engine's clock past their yellow, which fires. Then
+/// XK-YE's decision and XK-YP's suspension arrive, both at exactly 10-29T00:00: each yellow
+/// was a false alarm, `retracted` at the engine's clock, 10-29 10:00. In time order neither
+/// would have fired. XK-YP stays paused: no red.
+#[test]
+fn an_event_at_the_yellow_instant_delivered_late_retracts_it() {
+    let r = replay(
+        &[
+            ev("ye-a", "approval.accepted", ACCEPTED, "XK-YE", plain()),
+            ev("yp-a", "approval.accepted", ACCEPTED, "XK-YP", plain()),
+            ev(
+                "yo-a",
+                "approval.accepted",
+                "2026-10-29T10:00:00+08:00",
+                "XK-YO",
+                plain(),
+            ),
+            ev(
+                "ye-d",
+                "approval.decided",
+                XK_YELLOW,
+                "XK-YE",
+                json!({"outcome": "denied"}),
+            ),
+            ev(
+                "yp-s",
+                "approval.suspended",
+                XK_YELLOW,
+                "XK-YP",
+                json!({"procedure": "expert_review"}),
+            ),
+        ],
+        Some("2026-11-20T00:00:00+08:00"),
+    );
+    r.assert_clean();
+    for case in ["XK-YE", "XK-YP"] {
+        assert_eq!(
+            r.lights(case, "xk.decision"),
+            [
+                format!("yellow firing approaching at={XK_YELLOW} deadline={XK_RED}"),
+                format!("yellow resolved retracted at=2026-10-29T10:00:00+08:00 deadline={XK_RED}"),
+            ],
+            "{case}"
+        );
+    }
+}
+
 /// Withdrawal: a 承诺件 promised in 15 workdays (from 09-29: 09-29 #1, 09-30 #2, 10-08 #3,
 /// 10-09 #4, 10-10 #5, 10-12..16 #6-10, 10-19..23 #11-15 → red 10-24T00:00; yellow 13.5
 /// workdays = 12:00 of #14, 10-22T12:00). Both fire; the applicant withdraws on 10-26 10:00:
