@@ -183,7 +183,17 @@ fn stream() -> impl Strategy<Value = Vec<Event>> {
         "safety.accident_occurred",
         "safety.accident_discovered",
         "safety.accident_reported",
+        "safety.accident_relayed",
         "safety.meeting_held",
+        "safety.hazard_reported",
+        "safety.hazard_investigation_started",
+        "safety.rectification_ordered",
+        "safety.hazard_rectified",
+        "market.change_decided",
+        "market.change_registered",
+        "market.reconsideration_requested",
+        "market.reconsideration_decided",
+        "approval.material_incomplete",
     ]);
     let step = (
         kinds,
@@ -212,6 +222,7 @@ fn stream() -> impl Strategy<Value = Vec<Event>> {
                     "promised_workdays": n, "extra_workdays": n % 12, "joint": n % 5 == 0,
                     "outcome": if n % 3 == 0 { "denied" } else { "approved" },
                     "period": "2026Q1", "major": flag,
+                    "due": (t + Duration::hours(i64::from(n) * 6)).to_rfc3339(),
                 });
                 event(&id, kind, t, &format!("CASE-{case}"), data)
             })
