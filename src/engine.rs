@@ -212,7 +212,8 @@ impl Clock {
     /// Ran out before `t`: running with a deadline before `t`, or paused after its
     /// deadline had passed (the deadline it had is then `last_deadline`). Its breach is on
     /// record: a pause, resume or extension after that leaves the deadline where it was
-    /// (docs/rules.md, "Late events"). At exactly the deadline it has not run out.
+    /// (docs/rules.md, "A clock that has run out stays run out"). At exactly the deadline it
+    /// has not run out.
     pub fn ran_out_before(&self, t: i64) -> bool {
         match (self.since.get(), self.paused_at.get()) {
             (Some(_), _) => self.deadline.get().is_some_and(|d| d < t),
@@ -2783,8 +2784,6 @@ struct Schedule {
     pending: Option<CalendarError>,
 }
 
-/// See [`Schedule`]. A day missing before the data begins is an error: that data will
-/// never come.
 /// A yellow that fired and was not retracted keeps the instant it fired at, whatever a
 /// pause or an extension did to the clock's yellow instant: it stays firing until the clock
 /// stops (docs/rules.md), and the stop judges against that instant whether it came before the
@@ -2799,6 +2798,8 @@ fn keep_fired_yellow(case: &mut Case, r: u16, fired_at: Option<i64>) {
     }
 }
 
+/// See [`Schedule`]. A day missing before the data begins is an error: that data will
+/// never come.
 fn schedule_or_pending(
     counting: &Counting<'_>,
     span: &Span,
