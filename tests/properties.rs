@@ -1031,3 +1031,43 @@ proptest! {
         prop_assert!(diffs.is_empty(), "in time order / delivered late:\n{}\ndelivered as\n{}", diffs.join("\n"), brief(&delivered));
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 300, ..ProptestConfig::default() })]
+
+    /// What goes quiet stays quiet: an event whose id the case has seen raises no alert and
+    /// is reported a duplicate; after a case's withdrawal no light of it fires again, and its
+    /// later events are reported as to a withdrawn case (SPEC §1, docs/rules.md).
+    #[test]
+    fn duplicates_and_withdrawn_cases_stay_quiet(events in stream()) {
+        let mut e = engine();
+        e.set_retention_days(3650);
+        let mut seen: std::collections::HashSet<(String, String)> = Default::default();
+        let mut withdrawn: std::collections::HashSet<String> = Default::default();
+        let mut out = Vec::new();
+        for (i, ev) in events.iter().enumerate() {
+            out.clear();
+            e.advance_before(ev.time_ms(), &mut out);
+            for a in &out {
+                prop_assert!(
+                    !(withdrawn.contains(&*a.case) && a.status == redlight::alert::Status::Firing),
+                    "a timer of withdrawn {} fired: {:?}\n{}", a.case, a, brief(&events[..=i])
+                );
+            }
+            out.clear();
+            let applied = e.apply(ev, &mut out).expect("calendar covers the stream");
+            let key = (ev.subject.clone(), ev.id.clone());
+            if seen.contains(&key) {
+                prop_assert_eq!(applied, redlight::engine::Applied::Duplicate);
+                prop_assert!(out.is_empty(), "a duplicate raised {:?}", out);
+            } else if withdrawn.contains(&ev.subject) {
+                prop_assert_eq!(applied, redlight::engine::Applied::CaseWithdrawn);
+                prop_assert!(out.is_empty(), "an event of a withdrawn case raised {:?}", out);
+            } else if ev.kind == "approval.withdrawn" && applied == redlight::engine::Applied::Applied {
+                prop_assert!(out.iter().all(|a| a.status == redlight::alert::Status::Resolved));
+                withdrawn.insert(ev.subject.clone());
+            }
+            seen.insert(key);
+        }
+    }
+}
