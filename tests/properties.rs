@@ -1071,3 +1071,35 @@ proptest! {
         }
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 300, ..ProptestConfig::default() })]
+
+    /// 即办件 (`xz.immediate`): the deadline is 24:00 of the acceptance day when it is a
+    /// workday, else of the next workday, found by walking the calendar day by day; the
+    /// yellow comes 8 hours before it, or at once when less is left.
+    #[test]
+    fn same_workday_clocks_agree_with_a_day_by_day_walk(s in instant()) {
+        let mut e = engine();
+        run(&mut e, &[event("a", "approval.accepted", s, "I", json!({"kind": "immediate"}))]);
+        let mut day = s.date_naive();
+        while !e.calendar().is_workday(day).expect("in data") {
+            day = day.succ_opt().expect("date");
+        }
+        let deadline = day
+            .succ_opt()
+            .expect("date")
+            .and_hms_opt(0, 0, 0)
+            .expect("midnight")
+            .and_local_timezone(beijing())
+            .single()
+            .expect("fixed offset")
+            .timestamp_millis();
+        let yellow = (deadline - 8 * 3_600_000).max(s.timestamp_millis());
+        let (got_deadline, got_yellow, _, _) = clock_state(&e, "I", "xz.immediate");
+        prop_assert_eq!(
+            (got_deadline, got_yellow),
+            (Some(deadline + BEIJING_MS), Some(yellow + BEIJING_MS))
+        );
+    }
+}
