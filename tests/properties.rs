@@ -580,7 +580,7 @@ proptest! {
 // keeps (running since, paused at, counted so far, extensions granted) and the choices of
 // docs/rules.md: a second pause or a resume without a pause change nothing; an extension
 // over the cap is granted up to it; a pause or extension after the deadline leaves it
-// where it was.
+// where it was; a yellow that fired keeps the instant it fired at.
 
 const MODEL_DAY: i64 = 86_400_000;
 const BEIJING_MS: i64 = 8 * 3_600_000;
