@@ -221,6 +221,16 @@ impl Clock {
             (None, None) => false,
         }
     }
+    /// Whether an event at `t` came at or before the instant of this clock's yellow, and of
+    /// its red (a running clock's deadline): timers fire strictly before an event's time, so
+    /// a light that fired had then fired only because the event was delivered late. Asked
+    /// before the event changes the clock.
+    fn came_before_lights(&self, t: i64) -> (bool, bool) {
+        (
+            self.yellow_at.get().is_some_and(|y| t <= y),
+            self.since.is_some() && self.deadline.get().is_some_and(|d| t <= d),
+        )
+    }
     pub fn light(&self) -> Light {
         if !self.active() {
             Light::Green
@@ -1919,7 +1929,7 @@ impl Core {
                     (Some(d), Some(_)) => t > d,
                     _ => clock.red_fired,
                 };
-                let yellow_at = clock.yellow_at.get();
+                let (before_yellow, _) = clock.came_before_lights(t);
                 clock.stopped = Some(t).into();
                 clock.late = late;
                 clock.since = None.into();
@@ -1938,7 +1948,7 @@ impl Core {
                 let at = self.now;
                 let yellow_reason = if late {
                     Reason::CompletedLate
-                } else if yellow_at.is_some_and(|y| t <= y) {
+                } else if before_yellow {
                     Reason::Retracted
                 } else {
                     Reason::Completed
@@ -1958,7 +1968,6 @@ impl Core {
                     clock.red_fired = false;
                 }
                 if yf {
-                    let reason = yellow_reason;
                     out.push(make_alert(
                         &rules,
                         &zone,
@@ -1967,14 +1976,13 @@ impl Core {
                         &occ,
                         Level::Yellow,
                         Status::Resolved,
-                        reason,
+                        yellow_reason,
                         at,
                         deadline,
                         None,
                     ));
                 }
                 if rf {
-                    let reason = red_reason;
                     out.push(make_alert(
                         &rules,
                         &zone,
@@ -1983,7 +1991,7 @@ impl Core {
                         &occ,
                         Level::Red,
                         Status::Resolved,
-                        reason,
+                        red_reason,
                         at,
                         deadline,
                         None,
@@ -2664,6 +2672,7 @@ impl Core {
         let rules = self.rules.clone();
         let mut resolved = Vec::new();
         for c in case.clocks.iter_mut().filter(|c| c.active()) {
+            let (before_yellow, before_red) = c.came_before_lights(t);
             c.stopped = Some(t).into();
             c.since = None.into();
             if c.deadline.get().is_some() {
@@ -2682,10 +2691,10 @@ impl Core {
             // A light whose instant the withdrawal came at or before fired only because the
             // withdrawal was delivered late: resolved `withdrawn` like the others, but on
             // record as not having fired, as with a stop (see `Handler::Stop`).
-            if c.yellow_at.get().is_some_and(|y| t <= y) {
+            if before_yellow {
                 c.yellow_fired = false;
             }
-            if c.deadline.get().is_some_and(|d| t <= d) {
+            if before_red {
                 c.red_fired = false;
             }
         }
