@@ -2019,7 +2019,7 @@ impl Core {
                 clock.deadline = None.into();
                 clock.yellow_at = None.into();
                 self.reconcile(case, r, t, old_deadline, old_yellow, out);
-                keep_fired_yellow(case, r, old_yellow);
+                keep_fired_yellow(case, r, t, old_yellow);
             }
             Handler::Resume(r) => {
                 let counting = Counting {
@@ -2151,7 +2151,7 @@ impl Core {
                     );
                 }
                 self.reconcile(case, r, t, old_deadline, old_yellow, out);
-                keep_fired_yellow(case, r, old_yellow);
+                keep_fired_yellow(case, r, t, old_yellow);
                 if let Some(e) = pending {
                     self.clock_pending(&case.id, r, ev, &e);
                 }
@@ -2793,15 +2793,18 @@ struct Schedule {
     pending: Option<CalendarError>,
 }
 
-/// A yellow that fired and was not retracted keeps the instant it fired at, whatever a
-/// pause or an extension did to the clock's yellow instant: it stays firing until the clock
-/// stops (docs/rules.md), and the stop judges against that instant whether it came before the
-/// light (`retracted`, a late delivery) or after it (`completed`). Without this, an
-/// extension after the yellow moved its instant later, and a pause or stop before the new
-/// instant called a yellow that was true when it fired a false alarm.
-fn keep_fired_yellow(case: &mut Case, r: u16, fired_at: Option<i64>) {
+/// A yellow that fired before an event at `t` and was not retracted keeps the instant it
+/// fired at, whatever a pause or an extension at `t` did to the clock's yellow instant: it
+/// stays firing until the clock stops (docs/rules.md), and the stop judges against that
+/// instant whether it came before the light (`retracted`, a late delivery) or after it
+/// (`completed`). Without this, an extension after the yellow moved its instant later, and
+/// a pause or stop before the new instant called a yellow that was true when it fired a
+/// false alarm. A yellow at or after `t` fired only because the event was delivered late;
+/// if it still fires, it is at the new instant, as in time order.
+fn keep_fired_yellow(case: &mut Case, r: u16, t: i64, fired_at: Option<i64>) {
     if let Some(clock) = case.active_clock(r)
         && clock.yellow_fired
+        && fired_at.is_some_and(|y| y < t)
     {
         clock.yellow_at = fired_at.into();
     }

@@ -884,6 +884,55 @@ fn an_event_at_the_yellow_instant_delivered_late_retracts_it() {
     }
 }
 
+/// An extension that happened before the yellow, delivered after it fired, moves the
+/// yellow's instant as it would have in time order, even when the new instant has passed
+/// too. XK-YL is accepted as in the worked example (yellow 10-29T00:00, red 10-31T00:00).
+/// An event of another case at 10-30 12:00 fires the yellow. Then XK-YL's extension by
+/// 1 workday, made on 10-28 19:30, arrives: 21 workdays, red 24:00 of #21 (11-02) =
+/// 11-03T00:00; yellow at 18.9 workdays = 21:36 of #19, 10-29. That has passed as well, so
+/// the yellow stays firing, now with that instant. The decision, made on 10-29 20:00, arrives
+/// last: before the yellow instant, so the yellow was a false alarm, `retracted` at the
+/// engine's clock (in time order it never fires).
+#[test]
+fn an_extension_delivered_late_moves_the_yellow_that_fired_early() {
+    let r = replay(
+        &[
+            ev("yl-a", "approval.accepted", ACCEPTED, "XK-YL", plain()),
+            ev(
+                "yo-a",
+                "approval.accepted",
+                "2026-10-30T12:00:00+08:00",
+                "XK-YO",
+                plain(),
+            ),
+            ev(
+                "yl-x",
+                "approval.extended",
+                "2026-10-28T19:30:00+08:00",
+                "XK-YL",
+                json!({"extra_workdays": 1, "approved_by": "局长"}),
+            ),
+            ev(
+                "yl-d",
+                "approval.decided",
+                "2026-10-29T20:00:00+08:00",
+                "XK-YL",
+                json!({"outcome": "denied"}),
+            ),
+        ],
+        Some("2026-11-20T00:00:00+08:00"),
+    );
+    r.assert_clean();
+    assert_eq!(
+        r.lights("XK-YL", "xk.decision"),
+        [
+            format!("yellow firing approaching at={XK_YELLOW} deadline={XK_RED}"),
+            "yellow resolved retracted at=2026-10-30T12:00:00+08:00 deadline=2026-11-03T00:00:00+08:00"
+                .to_string(),
+        ]
+    );
+}
+
 /// Withdrawal: a 承诺件 promised in 15 workdays (from 09-29: 09-29 #1, 09-30 #2, 10-08 #3,
 /// 10-09 #4, 10-10 #5, 10-12..16 #6-10, 10-19..23 #11-15 → red 10-24T00:00; yellow 13.5
 /// workdays = 12:00 of #14, 10-22T12:00). Both fire; the applicant withdraws on 10-26 10:00:
