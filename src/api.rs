@@ -563,6 +563,8 @@ mod stored {
         missing: Vec<(i32, i64)>,
         #[serde(default)]
         _pending: IgnoredAny,
+        #[serde(default)]
+        _start: IgnoredAny,
     }
 
     /// The merged data, `[[key, value], …]`: the three fields the views show, the other

@@ -1211,6 +1211,15 @@ impl Loop<'_> {
                 open.add(class, -1);
                 p.open.add(class, -1);
             }
+            // Missed periods stay on the scorecard when their report comes late (the
+            // case's own rows no longer show them then); retracted ones are taken back.
+            for mark in p.engine.take_period_marks() {
+                match crate::scorecard::period_mark_row(p.engine.rules(), &mark) {
+                    Some((at, case, key, Some(json))) => batch.ledger.push((at, case, key, json)),
+                    Some((at, case, key, None)) => batch.ledger_taken_back.push((at, case, key)),
+                    None => {}
+                }
+            }
             let changed = p.engine.take_changed();
             for (i, id) in changed.iter().enumerate() {
                 // The next cases' cache misses overlap this one's encoding (a batch's

@@ -405,6 +405,25 @@ pub struct Duty {
     /// `due` is only a retry time: the calendar lacked the data to compute the real one.
     #[serde(default)]
     pub pending: bool,
+    /// The period the duty started with; `None` in a duty stored before it was kept.
+    #[serde(default)]
+    pub start: Option<i32>,
+}
+
+/// A periodic duty's period that went red as missing, or whose red was retracted
+/// ([`Engine::take_period_marks`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PeriodMark {
+    /// The period's due time.
+    pub due: i64,
+    pub case: Arc<str>,
+    pub rule: u16,
+    /// See [`period_index`].
+    pub period: i32,
+    /// The case's `department` then.
+    pub department: Option<String>,
+    /// Went red; else its red was retracted.
+    pub missed: bool,
 }
 
 /// A value of a case's merged data: what the JSON value was, with strings shared (a million
@@ -964,6 +983,9 @@ struct Core {
     /// The non-zero [`Case::tag`]s of the cases forgotten since the last
     /// [`Engine::take_released`].
     released: Vec<u64>,
+    /// The periods that went red as missing, or whose red was retracted, since the last
+    /// [`Engine::take_period_marks`], while changes are tracked.
+    period_marks: Vec<PeriodMark>,
     /// How many days past an event a clock computation can reach (see [`horizon_days`]):
     /// events further than this from the calendar's edges cannot fail, so `apply` needs no
     /// copy of the case to roll back.
@@ -1180,6 +1202,7 @@ impl Engine {
                 stats: Stats::default(),
                 changed: None,
                 released: Vec::new(),
+                period_marks: Vec::new(),
                 horizon_days,
                 scratch: Vec::new(),
                 data_problems: Vec::new(),
@@ -1216,6 +1239,16 @@ impl Engine {
     /// [`Engine::restore`]) since the last call.
     pub fn take_released(&mut self) -> Vec<u64> {
         std::mem::take(&mut self.core.released)
+    }
+
+    /// The periods of periodic duties that went red as missing, and those whose red was
+    /// then retracted (met by a report made by the due time but delivered after it, or a
+    /// withdrawal made by then), since the last call, in the order they happened, while
+    /// changes are tracked ([`Engine::track_changes`]). What the scorecard counts: a period
+    /// missed stays missed when its report comes late, though it leaves the duty's
+    /// `missing` list (see [`crate::scorecard::period_mark_row`]).
+    pub fn take_period_marks(&mut self) -> Vec<PeriodMark> {
+        std::mem::take(&mut self.core.period_marks)
     }
 
     pub fn rules(&self) -> &RuleSet {
@@ -1488,6 +1521,24 @@ impl Core {
         }
     }
 
+    /// Keeps a period that went red as missing (`missed`) or whose red was retracted, for
+    /// [`Engine::take_period_marks`], while changes are tracked.
+    fn mark_period(&mut self, case: &Case, rule: u16, period: i32, due: i64, missed: bool) {
+        if self.changed.is_some() {
+            self.period_marks.push(PeriodMark {
+                due,
+                case: case.id.clone(),
+                rule,
+                period,
+                department: case
+                    .get("department")
+                    .and_then(Datum::as_str)
+                    .map(str::to_string),
+                missed,
+            });
+        }
+    }
+
     fn mark_changed(&mut self, id: &Arc<str>) {
         if let Some(c) = &mut self.changed {
             c.insert(id.clone());
@@ -1585,7 +1636,7 @@ impl Core {
         } else {
             None
         };
-        let mark = out.len();
+        let mark = (out.len(), self.period_marks.len());
         // A rejected event keeps nothing, not even the deadlines its earlier handlers left
         // pending for want of calendar data, nor their data problems: it counts once.
         let counted = (self.stats.calendar_errors, self.stats.data_problems);
@@ -1610,7 +1661,8 @@ impl Core {
             self.pending_logged = true;
         }
         if let Err((source, h)) = result {
-            out.truncate(mark);
+            out.truncate(mark.0);
+            self.period_marks.truncate(mark.1);
             (self.stats.calendar_errors, self.stats.data_problems) = counted;
             self.stats.calendar_errors += 1;
             let rule = handler_rule(h)
@@ -1778,6 +1830,7 @@ impl Core {
         }
         if !case.duties[pos].met.contains(&period) {
             case.duties[pos].missing.push((period, due));
+            self.mark_period(case, rule, period, due, true);
             let label = period_label(p.period, period);
             out.push(make_alert(
                 &rules,
@@ -1794,6 +1847,48 @@ impl Core {
             ));
         }
         self.schedule_duty(case, pos, p, period + 1);
+    }
+
+    /// The period a fulfilling event without a label at `t` is for: the oldest period
+    /// missing at `t` (due before it), else the one watched at `t` (the first whose due time
+    /// is at or after it). The same however late the event is delivered: a period that
+    /// went red only because the event came late, or that was met while it was held back,
+    /// is still the one watched at `t`. Without the duty's start (a duty stored before it
+    /// was kept) or a due time the calendar cannot give: the oldest missing period, else
+    /// the one watched now.
+    fn unlabelled_period(&self, d: &Duty, p: &PeriodicRule, t: i64) -> i32 {
+        let oldest_missing = d.missing.iter().min_by_key(|m| m.0).copied();
+        if let Some((m, due)) = oldest_missing
+            && due < t
+        {
+            return m;
+        }
+        let now = oldest_missing.map_or(d.period, |m| m.0);
+        let Some(start) = d.start else {
+            return now;
+        };
+        let counting = Counting {
+            cal: &self.cal,
+            zone: &self.zone,
+        };
+        let due_of = |x: i32| -> Option<i64> {
+            if let Some(&(_, due)) = d.missing.iter().find(|m| m.0 == x) {
+                Some(due)
+            } else if x == d.period && !d.pending {
+                Some(d.due)
+            } else {
+                period_due(&counting, p, x).ok()
+            }
+        };
+        let mut w = period_index(p.period, self.zone.date_of(t)).max(start);
+        while w > start {
+            match due_of(w - 1) {
+                Some(due) if due >= t => w -= 1,
+                Some(_) => break,
+                None => return now,
+            }
+        }
+        w
     }
 
     /// Computes the deadlines of the case's pending clocks that the calendar now covers;
@@ -2278,6 +2373,7 @@ impl Core {
                     met: Vec::new(),
                     missing: Vec::new(),
                     pending: false,
+                    start: Some(period),
                 });
                 let pos = case.duties.len() - 1;
                 self.schedule_duty(case, pos, p, period);
@@ -2301,12 +2397,9 @@ impl Core {
                                 return Ok(());
                             }
                         },
-                        // Without a label the report is for the oldest period still open:
-                        // a missing one if any, else the one being watched.
-                        None => {
-                            let d = &case.duties[pos];
-                            d.missing.iter().map(|m| m.0).min().unwrap_or(d.period)
-                        }
+                        // Without a label the report is for the oldest period still open
+                        // when it was made: a missing one if any, else the one watched then.
+                        None => self.unlabelled_period(&case.duties[pos], p, t),
                     },
                     None => period_index(p.period, self.zone.date_of(t)),
                 };
@@ -2314,6 +2407,28 @@ impl Core {
                 if let Some(i) = duty.missing.iter().position(|m| m.0 == period) {
                     let (_, missed_due) = duty.missing.remove(i);
                     let label = period_label(p.period, period);
+                    // Made by its due time but delivered after the red fired: the red was
+                    // a false alarm of late delivery (SPEC §4), as for a clock's stop, and
+                    // the period was met. The daemon takes its `missing` row off the
+                    // scorecard's ledger ([`Engine::take_period_marks`]).
+                    let in_time = t <= missed_due;
+                    if in_time {
+                        self.mark_period(case, r, period, missed_due, false);
+                    }
+                    let (reason, detail) = if in_time {
+                        (
+                            Reason::Retracted,
+                            format!(
+                                "`{}` for {label} was made in time and delivered late",
+                                p.fulfil
+                            ),
+                        )
+                    } else {
+                        (
+                            Reason::CompletedLate,
+                            format!("`{}` for {label} came late", p.fulfil),
+                        )
+                    };
                     out.push(make_alert(
                         &rules,
                         &zone,
@@ -2322,10 +2437,10 @@ impl Core {
                         &label,
                         Level::Red,
                         Status::Resolved,
-                        Reason::CompletedLate,
+                        reason,
                         self.now,
                         Some(missed_due),
-                        Some(format!("`{}` for {label} came late", p.fulfil)),
+                        Some(detail),
                     ));
                 } else if period >= duty.period && !duty.met.contains(&period) {
                     duty.met.push(period);
@@ -2671,6 +2786,7 @@ impl Core {
         let zone = self.zone;
         let rules = self.rules.clone();
         let mut resolved = Vec::new();
+        let mut unmissed = Vec::new();
         for c in case.clocks.iter_mut().filter(|c| c.active()) {
             let (before_yellow, before_red) = c.came_before_lights(t);
             c.stopped = Some(t).into();
@@ -2678,19 +2794,28 @@ impl Core {
             if c.deadline.get().is_some() {
                 c.last_deadline = c.deadline.get().into();
             }
-            for (fired, level) in [(c.yellow_fired, Level::Yellow), (c.red_fired, Level::Red)] {
+            // A light whose instant the withdrawal came at or before fired only because the
+            // withdrawal was delivered late: a false alarm, `retracted` and on record as not
+            // having fired, as with a stop (see `Handler::Stop`); the others `withdrawn`.
+            for (fired, before, level) in [
+                (c.yellow_fired, before_yellow, Level::Yellow),
+                (c.red_fired, before_red, Level::Red),
+            ] {
                 if fired {
+                    let reason = if before {
+                        Reason::Retracted
+                    } else {
+                        Reason::Withdrawn
+                    };
                     resolved.push((
                         c.rule,
                         c.occurrence().to_string(),
                         level,
                         c.last_deadline.get(),
+                        reason,
                     ));
                 }
             }
-            // A light whose instant the withdrawal came at or before fired only because the
-            // withdrawal was delivered late: resolved `withdrawn` like the others, but on
-            // record as not having fired, as with a stop (see `Handler::Stop`).
             if before_yellow {
                 c.yellow_fired = false;
             }
@@ -2700,18 +2825,35 @@ impl Core {
         }
         for v in case.violations.iter_mut().filter(|v| !v.resolved) {
             v.resolved = true;
-            resolved.push((v.rule, v.key.clone(), Level::Red, None));
+            resolved.push((v.rule, v.key.clone(), Level::Red, None, Reason::Withdrawn));
         }
         for d in &case.duties {
             if let RuleKind::Periodic(p) = &rules.rule(d.rule).kind {
-                for (m, due) in &d.missing {
-                    resolved.push((d.rule, period_label(p.period, *m), Level::Red, Some(*due)));
+                for &(m, due) in &d.missing {
+                    // Withdrawn by the period's due time: the duty had ended before it was
+                    // due, and its red was a false alarm of late delivery.
+                    let reason = if t <= due {
+                        unmissed.push((d.rule, m, due));
+                        Reason::Retracted
+                    } else {
+                        Reason::Withdrawn
+                    };
+                    resolved.push((
+                        d.rule,
+                        period_label(p.period, m),
+                        Level::Red,
+                        Some(due),
+                        reason,
+                    ));
                 }
             }
         }
+        for (rule, period, due) in unmissed {
+            self.mark_period(case, rule, period, due, false);
+        }
         case.duties.clear();
         case.withdrawn = true;
-        for (rule, occ, level, deadline) in resolved {
+        for (rule, occ, level, deadline, reason) in resolved {
             out.push(make_alert(
                 &rules,
                 &zone,
@@ -2720,7 +2862,7 @@ impl Core {
                 &occ,
                 level,
                 Status::Resolved,
-                Reason::Withdrawn,
+                reason,
                 at,
                 deadline,
                 None,

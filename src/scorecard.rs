@@ -14,11 +14,14 @@
 //!   Withdrawn cases are not counted as closed.
 //! - `violation:<rule>:<key>` — a red violation (a check, a stage out of order, a promise or
 //!   extension over the statutory limit), at the instant it fired;
-//! - `missing:<rule>:<period>` — a periodic duty not met in its period, at its due time.
+//! - `missing:<rule>:<period>` — a periodic duty not met in its period, at its due time:
+//!   written when the period goes red (from [`crate::engine::Engine::take_period_marks`]:
+//!   the case's own state lets the period go when a late report comes), and taken back
+//!   when the red is retracted (the report was made in time and delivered late).
 
 use crate::clock::Zone;
 use crate::config::ScorecardConfig;
-use crate::engine::{Case, period_bounds, period_index, period_label};
+use crate::engine::{Case, PeriodMark, period_bounds, period_index, period_label};
 use crate::rules::{Period, RuleKind, RuleSet};
 use chrono::NaiveDate;
 use serde::{Deserialize, Serialize};
@@ -124,13 +127,13 @@ pub fn ledger_rows(case: &Case, rules: &RuleSet, out: &mut Vec<(i64, String, Str
         let Some(rule) = rules.rules.get(d.rule as usize) else {
             continue;
         };
-        let RuleKind::Periodic(p) = &rule.kind else {
-            continue;
-        };
         for (period, due) in &d.missing {
+            let Some(key) = missing_key(rules, d.rule, *period) else {
+                continue;
+            };
             push(
                 *due,
-                format!("missing:{}:{}", rule.id, period_label(p.period, *period)),
+                key,
                 Record {
                     department: department.clone(),
                     kind: "missing".into(),
@@ -140,6 +143,47 @@ pub fn ledger_rows(case: &Case, rules: &RuleSet, out: &mut Vec<(i64, String, Str
             );
         }
     }
+}
+
+/// What a [`PeriodMark`] does to the ledger, keyed `(due, case id, key)`: a period that went
+/// red as missing writes its `missing` row (with the JSON, `Some`), to stay there when its
+/// report comes late, though the duty's `missing` list, which [`ledger_rows`] reads, lets
+/// the period go then; a red retracted (the report was made in time and delivered late)
+/// takes the row back (`None`).
+pub fn period_mark_row(rules: &RuleSet, m: &PeriodMark) -> Option<LedgerChange> {
+    let key = missing_key(rules, m.rule, m.period)?;
+    let value = if m.missed {
+        let rule = rules.rules.get(usize::from(m.rule))?;
+        let record = Record {
+            department: m
+                .department
+                .clone()
+                .unwrap_or_else(|| NO_DEPARTMENT.to_string()),
+            kind: "missing".into(),
+            late: false,
+            rules: vec![rule.id.to_string()],
+        };
+        Some(serde_json::to_vec(&record).ok()?)
+    } else {
+        None
+    };
+    Some((m.due, m.case.to_string(), key, value))
+}
+
+/// A ledger row to write (`Some` JSON) or to take back (`None`): [`period_mark_row`].
+pub type LedgerChange = (i64, String, String, Option<Vec<u8>>);
+
+/// `missing:<rule>:<period>`; `None` for a rule that is not periodic.
+fn missing_key(rules: &RuleSet, rule: u16, period: i32) -> Option<String> {
+    let rule = rules.rules.get(usize::from(rule))?;
+    let RuleKind::Periodic(p) = &rule.kind else {
+        return None;
+    };
+    Some(format!(
+        "missing:{}:{}",
+        rule.id,
+        period_label(p.period, period)
+    ))
 }
 
 /// A scorecard period: a year (`2026`), a quarter (`2026Q3`) or a month (`2026-07`).

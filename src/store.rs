@@ -510,6 +510,10 @@ pub struct WriteBatch {
     pub clocks: Vec<(String, u32, i64)>,
     /// Scorecard records `(instant, case id, record key, JSON)`, written idempotently.
     pub ledger: Vec<(i64, String, String, Vec<u8>)>,
+    /// Scorecard records `(instant, case id, record key)` taken back (a missed period whose
+    /// report was made in time and delivered late, [`crate::scorecard::period_mark_row`]),
+    /// deleted after `ledger` is written: such a record is never written again.
+    pub ledger_taken_back: Vec<(i64, String, String)>,
 }
 
 impl WriteBatch {
@@ -518,6 +522,7 @@ impl WriteBatch {
             && self.alerts.is_empty()
             && self.offsets.is_empty()
             && self.ledger.is_empty()
+            && self.ledger_taken_back.is_empty()
     }
 }
 
@@ -2636,11 +2641,16 @@ impl Store {
             }
             generation.alert_count = seqs.len();
             generation.last_alert = seqs.last().copied().unwrap_or(0);
-            if !batch.ledger.is_empty() {
+            if !batch.ledger.is_empty() || !batch.ledger_taken_back.is_empty() {
                 let mut ledger = tx.open_table(LEDGER).map_err(|e| self.err(e))?;
                 for (at, case, key, value) in &batch.ledger {
                     ledger
                         .insert((*at, case.as_str(), key.as_str()), value.as_slice())
+                        .map_err(|e| self.err(e))?;
+                }
+                for (at, case, key) in &batch.ledger_taken_back {
+                    ledger
+                        .remove((*at, case.as_str(), key.as_str()))
                         .map_err(|e| self.err(e))?;
                 }
             }

@@ -302,6 +302,17 @@ fn concealed(case: &str, dept: &str, at: &str) -> String {
     )
 }
 
+/// A department's line of a scorecard.
+fn department_line(card: &Value, dept: &str) -> Value {
+    card["departments"]
+        .as_array()
+        .expect("departments")
+        .iter()
+        .find(|l| l["department"] == dept)
+        .unwrap_or_else(|| panic!("{dept} in {card}"))
+        .clone()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_scorecard_grades_departments_and_flags_two_unqualified_years() {
     let d = Daemon::start("api-score", 2, "").await;
@@ -343,15 +354,7 @@ async fn the_scorecard_grades_departments_and_flags_two_unqualified_years() {
     assert_eq!(card["period"], "2026Q3");
     assert_eq!(card["from"], "2026-07-01T00:00:00+08:00");
     assert_eq!(card["to"], "2026-10-01T00:00:00+08:00");
-    let line = |dept: &str| -> Value {
-        card["departments"]
-            .as_array()
-            .expect("departments")
-            .iter()
-            .find(|l| l["department"] == dept)
-            .unwrap_or_else(|| panic!("{dept} in {card}"))
-            .clone()
-    };
+    let line = |dept: &str| department_line(&card, dept);
     let j = line("甲局");
     assert_eq!(
         (
@@ -416,6 +419,90 @@ async fn the_scorecard_grades_departments_and_flags_two_unqualified_years() {
         d.json("/api/v1/scorecard?period=2026Q3")["departments"],
         card["departments"]
     );
+}
+
+/// A quarterly report made by its due time but delivered after the red fired: the red is
+/// `retracted`, and the missed period it put on the scorecard's ledger is taken back, so
+/// the department is not marked down for it. One partition, so one engine's clock: M-T's
+/// Q2 report (due 07-16T00:00), made on 07-15 at 20:00, is produced after an event of
+/// another case at 07-16 09:00, which fires the red first. M-L's report, made on 07-16 at
+/// 08:00, is late: its missed period stays counted, also when the red and the report are
+/// written in the same batch (the case's own state no longer lists the period then).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_report_made_in_time_and_delivered_late_is_not_counted_missing() {
+    let d = Daemon::start("api-unmissed", 1, "").await;
+    let event = |id: &str, ty: &str, at: &str, case: &str, data: &str| {
+        format!(
+            r#"{{"specversion":"1.0","id":"{id}","source":"/t","type":"{ty}","time":"{at}","subject":"{case}","data":{data}}}"#
+        )
+    };
+    let mut lines = Vec::new();
+    for (case, dept) in [("M-T", "甲局"), ("M-L", "乙局")] {
+        lines.push(event(
+            &format!("{case}-d"),
+            "market.registration_decided",
+            "2026-05-11T10:00:00+08:00",
+            case,
+            &format!(r#"{{"outcome":"approved","department":"{dept}"}}"#),
+        ));
+    }
+    // Each department closes a case on time in Q3, so that both have a scorecard line.
+    lines.extend(hazard("H-J", "甲局", "2026-07-20T09:00:00+08:00", 2));
+    lines.extend(hazard("H-Y", "乙局", "2026-07-20T09:00:00+08:00", 2));
+    lines.insert(
+        2,
+        event(
+            "o-a",
+            "market.registration_accepted",
+            "2026-07-16T09:00:00+08:00",
+            "M-O",
+            "{}",
+        ),
+    );
+    lines.insert(
+        3,
+        event(
+            "M-T-r",
+            "market.report_submitted",
+            "2026-07-15T20:00:00+08:00",
+            "M-T",
+            r#"{"period":"2026Q2"}"#,
+        ),
+    );
+    lines.insert(
+        4,
+        event(
+            "M-L-r",
+            "market.report_submitted",
+            "2026-07-16T08:00:00+08:00",
+            "M-L",
+            r#"{"period":"2026Q2"}"#,
+        ),
+    );
+    let n = lines.len() as u64;
+    produce(&broker(), &d.topic, &lines).await;
+    let mut d = d;
+    d.wait_consumed(n);
+
+    let reasons = |case: &str| -> Vec<String> {
+        d.json(&format!(
+            "/api/v1/alerts?case={case}&rule=nx.quarterly_report&status=resolved&limit=100"
+        ))["alerts"]
+            .as_array()
+            .expect("alerts")
+            .iter()
+            .map(|a| &a["alert"])
+            .filter(|a| a["deadline"] == "2026-07-16T00:00:00+08:00")
+            .map(|a| a["reason"].as_str().unwrap_or_default().to_string())
+            .collect()
+    };
+    assert_eq!(reasons("M-T"), ["retracted"]);
+    assert_eq!(reasons("M-L"), ["completed_late"]);
+    let card = d.json("/api/v1/scorecard?period=2026Q3");
+    let line = |dept: &str| department_line(&card, dept);
+    assert_eq!(line("甲局")["violations"], 0, "{card}");
+    assert_eq!(line("甲局")["grade"], "优秀", "{card}");
+    assert_eq!(line("乙局")["violations"], 1, "{card}");
 }
 
 const TOKEN: &str = "tok-3f9a7c21e5b84d06a1c2";

@@ -979,6 +979,63 @@ fn approval_withdrawn_resolves_lights_and_silences_the_case() {
     );
 }
 
+/// A withdrawal delivered late: lights whose instant it came at or before were false
+/// alarms, `retracted` as a stop would retract them; those that came before it stay
+/// `withdrawn`. XK-WE and XK-WL are accepted as in the worked example (xk.decision yellow
+/// 10-29T00:00, red 10-31T00:00); an event of another case at 10-31 10:00 moves the
+/// engine's clock past both lights, which fire. Then the withdrawals arrive: XK-WE's made on
+/// 10-28 15:00, before both lights (both `retracted`); XK-WL's on 10-30 09:00, after the
+/// yellow and before the red (yellow `withdrawn`, red `retracted`). All at the engine's
+/// clock, 10-31 10:00.
+#[test]
+fn a_withdrawal_delivered_late_retracts_the_lights_it_came_before() {
+    let r = replay(
+        &[
+            ev("we-a", "approval.accepted", ACCEPTED, "XK-WE", plain()),
+            ev("wl-a", "approval.accepted", ACCEPTED, "XK-WL", plain()),
+            ev(
+                "wo-a",
+                "approval.accepted",
+                "2026-10-31T10:00:00+08:00",
+                "XK-WO",
+                plain(),
+            ),
+            ev(
+                "we-w",
+                "approval.withdrawn",
+                "2026-10-28T15:00:00+08:00",
+                "XK-WE",
+                json!({}),
+            ),
+            ev(
+                "wl-w",
+                "approval.withdrawn",
+                "2026-10-30T09:00:00+08:00",
+                "XK-WL",
+                json!({}),
+            ),
+        ],
+        Some("2026-11-20T00:00:00+08:00"),
+    );
+    r.assert_clean();
+    let at = "at=2026-10-31T10:00:00+08:00";
+    for (case, yellow, red) in [
+        ("XK-WE", "retracted", "retracted"),
+        ("XK-WL", "withdrawn", "retracted"),
+    ] {
+        assert_eq!(
+            r.lights(case, "xk.decision"),
+            [
+                format!("yellow firing approaching at={XK_YELLOW} deadline={XK_RED}"),
+                format!("red firing overdue at={XK_RED} deadline={XK_RED}"),
+                format!("yellow resolved {yellow} {at} deadline={XK_RED}"),
+                format!("red resolved {red} {at} deadline={XK_RED}"),
+            ],
+            "{case}"
+        );
+    }
+}
+
 /// SPEC §1: a repeated id is a duplicate and changes nothing — not even when the repeated
 /// message carries different data. Without the guard the repeated extension would total 20
 /// workdays (a violation) and move the deadline.
@@ -1724,6 +1781,125 @@ fn nx_quarterly_report_resolution_keeps_the_due_as_deadline() {
             "red resolved completed_late at=2026-10-20T10:00:00+08:00 deadline=2026-10-16T00:00:00+08:00",
         ]
     );
+}
+
+/// A report made by its due time but delivered after the red fired retracts the red, as a
+/// clock's stop does (SPEC §4): the red was a false alarm of late delivery. Both markets are
+/// registered on 08-10, so 2026Q3 (ends 09-30) is due 15 days after it: 10-15 is a
+/// Thursday, a workday, so 24:00 of it, 10-16T00:00. Another case's event at 10-16 09:00
+/// moves the engine's clock past it: both reds fire. Then the reports arrive: NX-MT's made
+/// on 10-15 at 20:00 (in time: `retracted`), NX-ML's on 10-16 at 08:00 (late:
+/// `completed_late`), each resolved at the engine's clock, 10-16 09:00.
+#[test]
+fn nx_quarterly_report_made_in_time_and_delivered_late_retracts_the_red() {
+    let decided = "2026-08-10T10:00:00+08:00";
+    let due = "2026-10-16T00:00:00+08:00";
+    let r = replay(
+        &[
+            ev(
+                "t-d",
+                "market.registration_decided",
+                decided,
+                "NX-MT",
+                json!({"outcome": "approved"}),
+            ),
+            ev(
+                "l-d",
+                "market.registration_decided",
+                decided,
+                "NX-ML",
+                json!({"outcome": "approved"}),
+            ),
+            ev(
+                "o-a",
+                "market.registration_accepted",
+                "2026-10-16T09:00:00+08:00",
+                "NX-MO",
+                json!({}),
+            ),
+            ev(
+                "t-r",
+                "market.report_submitted",
+                "2026-10-15T20:00:00+08:00",
+                "NX-MT",
+                json!({"period": "2026Q3"}),
+            ),
+            ev(
+                "l-r",
+                "market.report_submitted",
+                "2026-10-16T08:00:00+08:00",
+                "NX-ML",
+                json!({"period": "2026Q3"}),
+            ),
+        ],
+        None,
+    );
+    r.assert_clean();
+    for (case, reason) in [("NX-MT", "retracted"), ("NX-ML", "completed_late")] {
+        assert_eq!(
+            r.lights(case, "nx.quarterly_report"),
+            [
+                format!("red firing missing at={due} deadline={due}"),
+                format!("red resolved {reason} at=2026-10-16T09:00:00+08:00 deadline={due}"),
+            ],
+            "{case}"
+        );
+    }
+    assert!(
+        field(r.of("NX-MT", "nx.quarterly_report")[1], "detail").contains("made in time"),
+        "{}",
+        r.stdout
+    );
+}
+
+/// A report without a label is for the period it was made in time for, however late it is
+/// delivered. NX-MU is registered on 05-11 (2026Q2: due 15 days after 06-30, 07-15, a
+/// Wednesday: 07-16T00:00); its Q2 report, labelled, comes on 07-10. A second report without
+/// a label, made on 07-15 at 20:00, is delivered after another case's event at 07-16 09:00
+/// has moved the engine's clock past Q2's due time: it was made while Q2 was watched, so it
+/// is for Q2, already met, and changes nothing. Q3 (due 10-16T00:00) has no report and goes
+/// red.
+#[test]
+fn nx_quarterly_report_without_a_label_is_for_the_period_it_was_made_in() {
+    let r = replay(
+        &[
+            ev(
+                "u-d",
+                "market.registration_decided",
+                "2026-05-11T10:00:00+08:00",
+                "NX-MU",
+                json!({"outcome": "approved"}),
+            ),
+            ev(
+                "u-r2",
+                "market.report_submitted",
+                "2026-07-10T10:00:00+08:00",
+                "NX-MU",
+                json!({"period": "2026Q2"}),
+            ),
+            ev(
+                "o-a",
+                "market.registration_accepted",
+                "2026-07-16T09:00:00+08:00",
+                "NX-MO",
+                json!({}),
+            ),
+            ev(
+                "u-r",
+                "market.report_submitted",
+                "2026-07-15T20:00:00+08:00",
+                "NX-MU",
+                json!({}),
+            ),
+        ],
+        Some("2026-10-20T00:00:00+08:00"),
+    );
+    r.assert_clean();
+    assert_eq!(
+        r.lights("NX-MU", "nx.quarterly_report"),
+        ["red firing missing at=2026-10-16T00:00:00+08:00 deadline=2026-10-16T00:00:00+08:00"]
+    );
+    assert!(field(r.of("NX-MU", "nx.quarterly_report")[0], "detail").contains("2026Q3"));
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -429,4 +429,23 @@ mod tests {
             same_bytes(&case);
         }
     }
+    /// A duty stored before its start period was kept (six fields) reads back without one,
+    /// and one stored now keeps it.
+    #[test]
+    fn a_duty_stored_before_its_start_was_kept_reads_back() {
+        let old =
+            rmp_serde::to_vec(&[(4u16, 24_309i32, 7i64, vec![1i32], vec![(3i32, 7i64)], true)])
+                .expect("encode");
+        let duties: Vec<crate::engine::Duty> = rmp_serde::from_slice(&old).expect("decode");
+        assert_eq!(
+            (duties[0].rule, duties[0].period, duties[0].start),
+            (4, 24_309, None)
+        );
+        assert_eq!(duties[0].missing, [(3, 7)]);
+        let mut now = duties.clone();
+        now[0].start = Some(24_300);
+        let bytes = rmp_serde::to_vec(&now).expect("encode");
+        let back: Vec<crate::engine::Duty> = rmp_serde::from_slice(&bytes).expect("decode");
+        assert_eq!(back, now);
+    }
 }
