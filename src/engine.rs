@@ -378,6 +378,8 @@ pub struct Violation {
     pub rule: u16,
     /// The event (or period) it is about: the alert's occurrence key.
     pub key: String,
+    /// When it happened: the time of the event that broke the rule (until 2026-12-05 the
+    /// engine's clock then, later than that for an event delivered late).
     pub at: i64,
     pub detail: String,
     pub resolved: bool,
@@ -2756,7 +2758,6 @@ impl Core {
         detail: String,
         out: &mut Vec<Alert>,
     ) {
-        let at = self.now.max(t);
         out.push(make_alert(
             &self.rules,
             &self.zone,
@@ -2766,14 +2767,17 @@ impl Core {
             Level::Red,
             Status::Firing,
             Reason::Violation,
-            at,
+            self.now.max(t),
             None,
             Some(detail.clone()),
         ));
+        // On record at the event's own time, when the rule was broken: the same however late
+        // the event was delivered (the scorecard counts it in the period it happened in);
+        // the alert's `at` is the engine's clock, when the light changed (SPEC §4).
         case.violations.push(Violation {
             rule: r,
             key: key.to_string(),
-            at,
+            at: t,
             detail,
             resolved: false,
         });

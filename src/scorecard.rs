@@ -13,7 +13,8 @@
 //!   is started again (a change registration after the registration) closes again.
 //!   Withdrawn cases are not counted as closed.
 //! - `violation:<rule>:<key>` — a red violation (a check, a stage out of order, a promise or
-//!   extension over the statutory limit), at the instant it fired;
+//!   extension over the statutory limit), at the time of the event that broke the rule
+//!   (however late it was delivered);
 //! - `missing:<rule>:<period>` — a periodic duty not met in its period, at its due time:
 //!   written when the period goes red (from [`crate::engine::Engine::take_period_marks`]:
 //!   the case's own state lets the period go when a late report comes), and taken back
