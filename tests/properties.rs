@@ -1021,14 +1021,9 @@ fn json_diff(path: &str, a: &serde_json::Value, b: &serde_json::Value, out: &mut
     }
 }
 
-/// Late delivery changes lights, not facts: the same events delivered with some held back
-/// behind up to three later ones (`delays`; each case's own events still in their order, as
-/// one partition keeps them) leave every case as delivery in time order does, once the
-/// clock has passed every deadline: the same deadlines, stops, breaches (a clock stopped
-/// late) and missed periods, whatever red fired early and was retracted meanwhile. And in
-/// both, halfway and at the end, a receiver following the alerts holds exactly the lights
-/// the cases show; every light but the retracted ones ends the same way.
-fn late_delivery_leaves_the_same(events: &[Event], delays: &[usize]) -> Result<(), TestCaseError> {
+/// The events delivered with some held back behind up to three later ones (`delays`), each
+/// case's own events still in their order, as one partition keeps them.
+fn delivered_late(events: &[Event], delays: &[usize]) -> Vec<Event> {
     let mut keyed: Vec<(usize, usize)> = Vec::new();
     let mut last_of_case: std::collections::HashMap<&str, usize> = Default::default();
     for (i, e) in events.iter().enumerate() {
@@ -1040,7 +1035,18 @@ fn late_delivery_leaves_the_same(events: &[Event], delays: &[usize]) -> Result<(
         keyed.push((key, i));
     }
     keyed.sort();
-    let delivered: Vec<Event> = keyed.iter().map(|&(_, i)| events[i].clone()).collect();
+    keyed.iter().map(|&(_, i)| events[i].clone()).collect()
+}
+
+/// Late delivery changes lights, not facts: the same events delivered with some held back
+/// behind up to three later ones (`delays`; each case's own events still in their order, as
+/// one partition keeps them) leave every case as delivery in time order does, once the
+/// clock has passed every deadline: the same deadlines, stops, breaches (a clock stopped
+/// late) and missed periods, whatever red fired early and was retracted meanwhile. And in
+/// both, halfway and at the end, a receiver following the alerts holds exactly the lights
+/// the cases show; every light but the retracted ones ends the same way.
+fn late_delivery_leaves_the_same(events: &[Event], delays: &[usize]) -> Result<(), TestCaseError> {
+    let delivered = delivered_late(events, delays);
     let end = DateTime::parse_from_rfc3339("2026-12-31T00:00:00+08:00")
         .expect("t")
         .timestamp_millis();
@@ -1102,6 +1108,81 @@ fn late_delivery_leaves_the_same(events: &[Event], delays: &[usize]) -> Result<(
         diffs.is_empty(),
         "in time order / delivered late:\n{}\ndelivered as\n{}",
         diffs.join("\n"),
+        brief(&delivered)
+    );
+    Ok(())
+}
+
+/// The scorecard's ledger as the daemon writes it: the rows of an event's case after each
+/// event, then at the end of each batch (`batches` says after which events one ends) the
+/// periods marked missed or retracted and the rows of every changed case, written in that
+/// order, the rows taken back last.
+type Ledger = std::collections::BTreeMap<(i64, String, String), String>;
+
+fn ledger_as_written(order: &[Event], batches: &[bool]) -> Ledger {
+    let end = DateTime::parse_from_rfc3339("2026-12-31T00:00:00+08:00")
+        .expect("t")
+        .timestamp_millis();
+    let mut e = engine();
+    e.set_retention_days(3650);
+    e.track_changes();
+    let mut ledger = Ledger::new();
+    let mut rows = Vec::new();
+    let mut out = Vec::new();
+    let persist =
+        |e: &mut Engine, rows: &mut Vec<(i64, String, String, Vec<u8>)>, ledger: &mut Ledger| {
+            let mut back = Vec::new();
+            for m in e.take_period_marks() {
+                match redlight::scorecard::period_mark_row(e.rules(), &m) {
+                    Some((at, case, key, Some(json))) => rows.push((at, case, key, json)),
+                    Some((at, case, key, None)) => back.push((at, case, key)),
+                    None => {}
+                }
+            }
+            for id in e.take_changed() {
+                if let Some(c) = e.case(&id) {
+                    redlight::scorecard::ledger_rows(c, e.rules(), rows);
+                }
+            }
+            for (at, case, key, json) in rows.drain(..) {
+                ledger.insert((at, case, key), String::from_utf8(json).expect("utf-8"));
+            }
+            for k in back {
+                ledger.remove(&k);
+            }
+        };
+    for (i, ev) in order.iter().enumerate() {
+        e.advance_before(ev.time_ms(), &mut out);
+        e.apply(ev, &mut out).expect("calendar covers the stream");
+        if let Some(c) = e.case(&ev.subject) {
+            redlight::scorecard::ledger_rows(c, e.rules(), &mut rows);
+        }
+        if batches[i % batches.len()] {
+            persist(&mut e, &mut rows, &mut ledger);
+        }
+    }
+    e.advance(end, &mut out);
+    persist(&mut e, &mut rows, &mut ledger);
+    ledger
+}
+
+/// The scorecard counts the same however late events arrive and however they are cut into
+/// batches: its ledger (cases closed, on time or late; violations; missed periods) from the
+/// events in time order, written in one batch each, equals the ledger from the same events
+/// delivered with some held back (as in [`late_delivery_leaves_the_same`]) and written in
+/// random batches.
+fn scorecard_is_the_same(
+    events: &[Event],
+    delays: &[usize],
+    batches: &[bool],
+) -> Result<(), TestCaseError> {
+    let delivered = delivered_late(events, delays);
+    let in_time = ledger_as_written(events, &[true]);
+    let late = ledger_as_written(&delivered, batches);
+    prop_assert_eq!(
+        &in_time,
+        &late,
+        "in time order / delivered late, delivered as\n{}",
         brief(&delivered)
     );
     Ok(())
@@ -1186,6 +1267,26 @@ proptest! {
     /// [`late_delivery_leaves_the_same`] over reports and meetings around their due times:
     /// a report or meeting made by its due time and delivered after its period went red
     /// retracts the red, as a clock's stop does.
+    /// [`scorecard_is_the_same`] over random streams of every event type.
+    #[test]
+    fn late_delivery_and_batches_leave_the_same_scorecard(
+        events in stream(),
+        delays in prop::collection::vec(0usize..4, 80),
+        batches in prop::collection::vec(prop::bool::weighted(0.2), 1..20),
+    ) {
+        scorecard_is_the_same(&events, &delays, &batches)?;
+    }
+
+    /// [`scorecard_is_the_same`] over reports and meetings around their due times.
+    #[test]
+    fn late_delivery_and_batches_leave_the_same_scorecard_of_periodic_duties(
+        events in periodic_stream(),
+        delays in prop::collection::vec(0usize..4, 80),
+        batches in prop::collection::vec(prop::bool::weighted(0.2), 1..20),
+    ) {
+        scorecard_is_the_same(&events, &delays, &batches)?;
+    }
+
     #[test]
     fn late_delivery_leaves_the_same_periodic_duties(
         events in periodic_stream(),
