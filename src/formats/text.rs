@@ -172,7 +172,7 @@ fn reason_text(r: Reason) -> &'static str {
         Reason::Missing => "未按期履行（红灯）",
         Reason::Completed => "按期办结",
         Reason::CompletedLate => "超期办结",
-        Reason::Retracted => "撤回：办结按期发生、消息迟到，此前的灯为误报",
+        Reason::Retracted => "撤回：事件在时限内已发生、消息迟到，此前的灯为误报",
         Reason::Withdrawn => "申请人撤回申请，计时终止",
     }
 }
