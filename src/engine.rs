@@ -2784,7 +2784,8 @@ impl Core {
     }
 
     /// The applicant withdrew: every clock stops, lights that fired are resolved with
-    /// reason `withdrawn`, and the case goes quiet.
+    /// reason `withdrawn` (`retracted` when the withdrawal came at or before their instant,
+    /// delivered late), and the case goes quiet.
     fn withdraw(&mut self, case: &mut Case, t: i64, out: &mut Vec<Alert>) {
         let at = self.now;
         let zone = self.zone;
