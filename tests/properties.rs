@@ -916,32 +916,37 @@ fn case_facts(engine: &Engine) -> Vec<serde_json::Value> {
     cases
 }
 
-/// The clock lights a receiver that follows the alerts holds firing: per case, rule and
-/// level, the clock alerts that fired (`approaching`, `overdue`) less those resolved (a
-/// resolution of a clock names its deadline; violations and missed periods are left out).
+/// The lights a receiver that follows the alerts holds firing: per case, rule and level,
+/// the clock alerts that fired (`approaching`, `overdue`) less those resolved (a resolution
+/// of a clock names its deadline), and per missed period (`red@` its due time) the
+/// `missing` alerts less their resolutions; violations are left out.
 fn lights_told(alerts: &[Alert]) -> std::collections::BTreeMap<(String, String, String), i64> {
     use redlight::alert::{Reason, Status};
     let mut lights: std::collections::BTreeMap<(String, String, String), i64> = Default::default();
     for a in alerts {
         let periodic = matches!(&*a.rule, "nx.quarterly_report" | "hz.safety_meeting");
         let delta = match (a.status, a.reason) {
-            (Status::Firing, Reason::Approaching | Reason::Overdue) => 1,
-            (Status::Resolved, _) if a.deadline.is_some() && !periodic => -1,
+            (Status::Firing, Reason::Approaching | Reason::Overdue | Reason::Missing) => 1,
+            (Status::Resolved, _) if a.deadline.is_some() => -1,
             _ => continue,
         };
+        let level = if periodic {
+            let at = DateTime::parse_from_rfc3339(a.deadline.as_deref().unwrap_or_default())
+                .map_or(0, |t| t.timestamp_millis());
+            format!("red@{at}")
+        } else {
+            a.level.as_str().to_string()
+        };
         *lights
-            .entry((
-                a.case.to_string(),
-                a.rule.to_string(),
-                a.level.as_str().to_string(),
-            ))
+            .entry((a.case.to_string(), a.rule.to_string(), level))
             .or_default() += delta;
     }
     lights.retain(|_, n| *n != 0);
     lights
 }
 
-/// The clock lights the engine's cases show: running clocks whose yellow or red fired.
+/// The lights the engine's cases show: running clocks whose yellow or red fired, and the
+/// periods of duties still missing.
 fn lights_on(engine: &Engine) -> std::collections::BTreeMap<(String, String, String), i64> {
     let mut lights: std::collections::BTreeMap<(String, String, String), i64> = Default::default();
     for c in engine.cases() {
@@ -953,6 +958,14 @@ fn lights_on(engine: &Engine) -> std::collections::BTreeMap<(String, String, Str
                         .entry((c.id.to_string(), rule.clone(), level.to_string()))
                         .or_default() += 1;
                 }
+            }
+        }
+        for d in &c.duties {
+            let rule = engine.rules().rule(d.rule).id.to_string();
+            for (_, due) in &d.missing {
+                *lights
+                    .entry((c.id.to_string(), rule.clone(), format!("red@{due}")))
+                    .or_default() += 1;
             }
         }
     }
