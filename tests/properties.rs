@@ -1034,7 +1034,7 @@ fn json_diff(path: &str, a: &serde_json::Value, b: &serde_json::Value, out: &mut
     }
 }
 
-/// The events delivered with some held back behind up to three later ones (`delays`), each
+/// The events delivered with some held back behind up to eleven later ones (`delays`), each
 /// case's own events still in their order, as one partition keeps them.
 fn delivered_late(events: &[Event], delays: &[usize]) -> Vec<Event> {
     let mut keyed: Vec<(usize, usize)> = Vec::new();
@@ -1052,7 +1052,7 @@ fn delivered_late(events: &[Event], delays: &[usize]) -> Vec<Event> {
 }
 
 /// Late delivery changes lights, not facts: the same events delivered with some held back
-/// behind up to three later ones (`delays`; each case's own events still in their order, as
+/// behind up to eleven later ones (`delays`; each case's own events still in their order, as
 /// one partition keeps them) leave every case as delivery in time order does, once the
 /// clock has passed every deadline: the same deadlines, stops, breaches (a clock stopped
 /// late) and missed periods, whatever red fired early and was retracted meanwhile. And in
@@ -1272,7 +1272,7 @@ proptest! {
     #[test]
     fn late_delivery_leaves_the_same_cases(
         events in stream(),
-        delays in prop::collection::vec(0usize..4, 80),
+        delays in prop::collection::vec(0usize..12, 80),
     ) {
         late_delivery_leaves_the_same(&events, &delays)?;
     }
@@ -1284,7 +1284,7 @@ proptest! {
     #[test]
     fn late_delivery_and_batches_leave_the_same_scorecard(
         events in stream(),
-        delays in prop::collection::vec(0usize..4, 80),
+        delays in prop::collection::vec(0usize..12, 80),
         batches in prop::collection::vec(prop::bool::weighted(0.2), 1..20),
     ) {
         scorecard_is_the_same(&events, &delays, &batches)?;
@@ -1294,7 +1294,7 @@ proptest! {
     #[test]
     fn late_delivery_and_batches_leave_the_same_scorecard_of_periodic_duties(
         events in periodic_stream(),
-        delays in prop::collection::vec(0usize..4, 80),
+        delays in prop::collection::vec(0usize..12, 80),
         batches in prop::collection::vec(prop::bool::weighted(0.2), 1..20),
     ) {
         scorecard_is_the_same(&events, &delays, &batches)?;
@@ -1303,7 +1303,7 @@ proptest! {
     #[test]
     fn late_delivery_leaves_the_same_periodic_duties(
         events in periodic_stream(),
-        delays in prop::collection::vec(0usize..4, 80),
+        delays in prop::collection::vec(0usize..12, 80),
     ) {
         late_delivery_leaves_the_same(&events, &delays)?;
     }
