@@ -1213,13 +1213,11 @@ impl Loop<'_> {
             }
             // Missed periods stay on the scorecard when their report comes late (the
             // case's own rows no longer show them then); retracted ones are taken back.
-            for mark in p.engine.take_period_marks() {
-                match crate::scorecard::period_mark_row(p.engine.rules(), &mark) {
-                    Some((at, case, key, Some(json))) => batch.ledger.push((at, case, key, json)),
-                    Some((at, case, key, None)) => batch.ledger_taken_back.push((at, case, key)),
-                    None => {}
-                }
-            }
+            crate::scorecard::take_period_rows(
+                &mut p.engine,
+                &mut batch.ledger,
+                &mut batch.ledger_taken_back,
+            );
             let changed = p.engine.take_changed();
             for (i, id) in changed.iter().enumerate() {
                 // The next cases' cache misses overlap this one's encoding (a batch's

@@ -22,7 +22,7 @@
 
 use crate::clock::Zone;
 use crate::config::ScorecardConfig;
-use crate::engine::{Case, PeriodMark, period_bounds, period_index, period_label};
+use crate::engine::{Case, Engine, period_bounds, period_index, period_label};
 use crate::rules::{Period, RuleKind, RuleSet};
 use chrono::NaiveDate;
 use serde::{Deserialize, Serialize};
@@ -125,65 +125,58 @@ pub fn ledger_rows(case: &Case, rules: &RuleSet, out: &mut Vec<(i64, String, Str
         );
     }
     for d in &case.duties {
-        let Some(rule) = rules.rules.get(d.rule as usize) else {
-            continue;
-        };
-        for (period, due) in &d.missing {
-            let Some(key) = missing_key(rules, d.rule, *period) else {
-                continue;
-            };
-            push(
-                *due,
-                key,
-                Record {
-                    department: department.clone(),
-                    kind: "missing".into(),
-                    late: false,
-                    rules: vec![rule.id.to_string()],
-                },
-            );
+        for &(period, due) in &d.missing {
+            if let Some((key, record)) = missing_row(rules, d.rule, period, &department) {
+                push(due, key, record);
+            }
         }
     }
 }
 
-/// What a [`PeriodMark`] does to the ledger, keyed `(due, case id, key)`: a period that went
-/// red as missing writes its `missing` row (with the JSON, `Some`), to stay there when its
-/// report comes late, though the duty's `missing` list, which [`ledger_rows`] reads, lets
-/// the period go then; a red retracted (the report was made in time and delivered late)
-/// takes the row back (`None`).
-pub fn period_mark_row(rules: &RuleSet, m: &PeriodMark) -> Option<LedgerChange> {
-    let key = missing_key(rules, m.rule, m.period)?;
-    let value = if m.missed {
-        let rule = rules.rules.get(usize::from(m.rule))?;
-        let record = Record {
-            department: m
-                .department
-                .clone()
-                .unwrap_or_else(|| NO_DEPARTMENT.to_string()),
-            kind: "missing".into(),
-            late: false,
-            rules: vec![rule.id.to_string()],
+/// Moves the periods the engine marked since the last call
+/// ([`crate::engine::Engine::take_period_marks`]) into a batch's ledger rows: a period that
+/// went red as missing writes its `missing` row into `rows`, to stay there when its report
+/// comes late (the duty's `missing` list, which [`ledger_rows`] reads, lets the period go
+/// then); a red retracted (the report was made in time and delivered late) puts the row's
+/// key into `taken_back`, to be deleted after `rows` are written.
+pub fn take_period_rows(
+    engine: &mut Engine,
+    rows: &mut Vec<(i64, String, String, Vec<u8>)>,
+    taken_back: &mut Vec<(i64, String, String)>,
+) {
+    for m in engine.take_period_marks() {
+        let department = m.department.as_deref().unwrap_or(NO_DEPARTMENT);
+        let Some((key, record)) = missing_row(engine.rules(), m.rule, m.period, department) else {
+            continue;
         };
-        Some(serde_json::to_vec(&record).ok()?)
-    } else {
-        None
-    };
-    Some((m.due, m.case.to_string(), key, value))
+        if !m.missed {
+            taken_back.push((m.due, m.case.to_string(), key));
+        } else if let Ok(json) = serde_json::to_vec(&record) {
+            rows.push((m.due, m.case.to_string(), key, json));
+        }
+    }
 }
 
-/// A ledger row to write (`Some` JSON) or to take back (`None`): [`period_mark_row`].
-pub type LedgerChange = (i64, String, String, Option<Vec<u8>>);
-
-/// `missing:<rule>:<period>`; `None` for a rule that is not periodic.
-fn missing_key(rules: &RuleSet, rule: u16, period: i32) -> Option<String> {
+/// The `missing:<rule>:<period>` row's key and record; `None` for a rule that is not
+/// periodic.
+fn missing_row(
+    rules: &RuleSet,
+    rule: u16,
+    period: i32,
+    department: &str,
+) -> Option<(String, Record)> {
     let rule = rules.rules.get(usize::from(rule))?;
     let RuleKind::Periodic(p) = &rule.kind else {
         return None;
     };
-    Some(format!(
-        "missing:{}:{}",
-        rule.id,
-        period_label(p.period, period)
+    Some((
+        format!("missing:{}:{}", rule.id, period_label(p.period, period)),
+        Record {
+            department: department.to_string(),
+            kind: "missing".into(),
+            late: false,
+            rules: vec![rule.id.to_string()],
+        },
     ))
 }
 

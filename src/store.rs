@@ -511,7 +511,7 @@ pub struct WriteBatch {
     /// Scorecard records `(instant, case id, record key, JSON)`, written idempotently.
     pub ledger: Vec<(i64, String, String, Vec<u8>)>,
     /// Scorecard records `(instant, case id, record key)` taken back (a missed period whose
-    /// report was made in time and delivered late, [`crate::scorecard::period_mark_row`]),
+    /// report was made in time and delivered late, [`crate::scorecard::take_period_rows`]),
     /// deleted after `ledger` is written: such a record is never written again.
     pub ledger_taken_back: Vec<(i64, String, String)>,
 }
