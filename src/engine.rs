@@ -1248,7 +1248,7 @@ impl Engine {
     /// withdrawal made by then), since the last call, in the order they happened, while
     /// changes are tracked ([`Engine::track_changes`]). What the scorecard counts: a period
     /// missed stays missed when its report comes late, though it leaves the duty's
-    /// `missing` list (see [`crate::scorecard::period_mark_row`]).
+    /// `missing` list (see [`crate::scorecard::take_period_rows`]).
     pub fn take_period_marks(&mut self) -> Vec<PeriodMark> {
         std::mem::take(&mut self.core.period_marks)
     }
@@ -2413,11 +2413,8 @@ impl Core {
                     // a false alarm of late delivery (SPEC §4), as for a clock's stop, and
                     // the period was met. The daemon takes its `missing` row off the
                     // scorecard's ledger ([`Engine::take_period_marks`]).
-                    let in_time = t <= missed_due;
-                    if in_time {
+                    let (reason, detail) = if t <= missed_due {
                         self.mark_period(case, r, period, missed_due, false);
-                    }
-                    let (reason, detail) = if in_time {
                         (
                             Reason::Retracted,
                             format!(
@@ -2791,7 +2788,6 @@ impl Core {
         let zone = self.zone;
         let rules = self.rules.clone();
         let mut resolved = Vec::new();
-        let mut unmissed = Vec::new();
         for c in case.clocks.iter_mut().filter(|c| c.active()) {
             let (before_yellow, before_red) = c.came_before_lights(t);
             c.stopped = Some(t).into();
@@ -2838,7 +2834,7 @@ impl Core {
                     // Withdrawn by the period's due time: the duty had ended before it was
                     // due, and its red was a false alarm of late delivery.
                     let reason = if t <= due {
-                        unmissed.push((d.rule, m, due));
+                        self.mark_period(case, d.rule, m, due, false);
                         Reason::Retracted
                     } else {
                         Reason::Withdrawn
@@ -2852,9 +2848,6 @@ impl Core {
                     ));
                 }
             }
-        }
-        for (rule, period, due) in unmissed {
-            self.mark_period(case, rule, period, due, false);
         }
         case.duties.clear();
         case.withdrawn = true;
