@@ -341,18 +341,11 @@ fn engine_bench(opts: &Options, config_path: &Path, summary: &mut Vec<(u8, Strin
         let mut engine = config.build_engine()?;
         let mut alerts: Vec<Alert> = Vec::with_capacity(64);
         let mut tally = Tally::default();
-        let mut chunk: Vec<Event> = Vec::with_capacity(CHUNK);
-        for start in (0..n).step_by(CHUNK) {
-            chunk.clear();
-            chunk.extend((start..(start + CHUNK).min(n)).map(|i| w.event(&w.load_step(i))));
-            drive(&mut engine, &chunk, &mut alerts, &mut tally);
-        }
+        w.load_in_chunks(|chunk| drive(&mut engine, chunk, &mut alerts, &mut tally));
         if opts.mix {
-            for part in w.mix_plan().chunks(CHUNK) {
-                chunk.clear();
-                chunk.extend(part.iter().map(|p| w.event(p)));
-                drive(&mut engine, &chunk, &mut alerts, &mut tally);
-            }
+            w.in_chunks(w.mix_plan(), |chunk| {
+                drive(&mut engine, chunk, &mut alerts, &mut tally)
+            });
         }
         drop(engine);
         println!(
@@ -368,13 +361,7 @@ fn engine_bench(opts: &Options, config_path: &Path, summary: &mut Vec<(u8, Strin
 
     // Load: one opening event per case, built CHUNK at a time outside the timed section.
     let mut load = Tally::default();
-    let mut chunk: Vec<Event> = Vec::with_capacity(CHUNK);
-    for start in (0..n).step_by(CHUNK) {
-        chunk.clear();
-        chunk.extend((start..(start + CHUNK).min(n)).map(|i| w.event(&w.load_step(i))));
-        drive_load(&mut engine, &chunk, &mut alerts, &mut load);
-    }
-    chunk = Vec::new();
+    w.load_in_chunks(|chunk| drive_load(&mut engine, chunk, &mut alerts, &mut load));
     alerts.clear();
     alerts.shrink_to(64);
     let open = engine.cases().filter(|c| c.active()).count();
@@ -441,16 +428,13 @@ fn engine_bench(opts: &Options, config_path: &Path, summary: &mut Vec<(u8, Strin
     );
     let mut mix = Tally::default();
     let mut by_type = BTreeMap::new();
-    for part in plan.chunks(CHUNK) {
-        chunk.clear();
-        chunk.extend(part.iter().map(|p| w.event(p)));
+    w.in_chunks(plan.iter().copied(), |chunk| {
         if opts.breakdown {
-            drive_breakdown(&mut engine, &chunk, &mut alerts, &mut mix, &mut by_type);
+            drive_breakdown(&mut engine, chunk, &mut alerts, &mut mix, &mut by_type);
         } else {
-            drive_mix(&mut engine, &chunk, &mut alerts, &mut mix);
+            drive_mix(&mut engine, chunk, &mut alerts, &mut mix);
         }
-    }
-    drop(chunk);
+    });
     let rss_mixed = rss_bytes();
     mix.report("mix");
     // The cases' later events add to them (a third clock, more data) before closed ones
@@ -1227,6 +1211,27 @@ impl Workload {
     }
 
     /// Every event after the opening one, for every case, in time order.
+    /// Builds the load's events (one opening event per case) `CHUNK` at a time, outside
+    /// the timed sections, and hands each chunk to `drive`.
+    fn load_in_chunks(&self, drive: impl FnMut(&[Event])) {
+        self.in_chunks((0..self.n).map(|i| self.load_step(i)), drive);
+    }
+
+    /// Builds the planned events `CHUNK` at a time and hands each chunk to `drive`.
+    fn in_chunks(&self, plan: impl IntoIterator<Item = Planned>, mut drive: impl FnMut(&[Event])) {
+        let mut chunk: Vec<Event> = Vec::with_capacity(CHUNK);
+        for p in plan {
+            chunk.push(self.event(&p));
+            if chunk.len() == CHUNK {
+                drive(&chunk);
+                chunk.clear();
+            }
+        }
+        if !chunk.is_empty() {
+            drive(&chunk);
+        }
+    }
+
     fn mix_plan(&self) -> Vec<Planned> {
         let mut out = Vec::with_capacity(self.specs.len() * 5);
         for i in 0..self.specs.len() {

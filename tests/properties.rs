@@ -916,6 +916,11 @@ fn case_facts(engine: &Engine) -> Vec<serde_json::Value> {
     cases
 }
 
+/// Whether a shipped rule is a periodic duty (its alerts are keyed by period).
+fn periodic_rule(rule: &str) -> bool {
+    matches!(rule, "nx.quarterly_report" | "hz.safety_meeting")
+}
+
 /// The lights a receiver that follows the alerts holds firing: per case, rule and level,
 /// the clock alerts that fired (`approaching`, `overdue`) less those resolved (a resolution
 /// of a clock names its deadline), and per missed period (`red@` its due time) the
@@ -924,7 +929,7 @@ fn lights_told(alerts: &[Alert]) -> std::collections::BTreeMap<(String, String, 
     use redlight::alert::{Reason, Status};
     let mut lights: std::collections::BTreeMap<(String, String, String), i64> = Default::default();
     for a in alerts {
-        let periodic = matches!(&*a.rule, "nx.quarterly_report" | "hz.safety_meeting");
+        let periodic = periodic_rule(&a.rule);
         let delta = match (a.status, a.reason) {
             (Status::Firing, Reason::Approaching | Reason::Overdue | Reason::Missing) => 1,
             (Status::Resolved, _) if a.deadline.is_some() => -1,
@@ -984,7 +989,7 @@ fn resolutions(
         if a.status != Status::Resolved || a.reason == Reason::Retracted {
             continue;
         }
-        let periodic = matches!(&*a.rule, "nx.quarterly_report" | "hz.safety_meeting");
+        let periodic = periodic_rule(&a.rule);
         let due = if periodic {
             a.deadline.clone().unwrap_or_default()
         } else {
@@ -1145,13 +1150,7 @@ fn ledger_as_written(order: &[Event], batches: &[bool]) -> Ledger {
     let persist =
         |e: &mut Engine, rows: &mut Vec<(i64, String, String, Vec<u8>)>, ledger: &mut Ledger| {
             let mut back = Vec::new();
-            for m in e.take_period_marks() {
-                match redlight::scorecard::period_mark_row(e.rules(), &m) {
-                    Some((at, case, key, Some(json))) => rows.push((at, case, key, json)),
-                    Some((at, case, key, None)) => back.push((at, case, key)),
-                    None => {}
-                }
-            }
+            redlight::scorecard::take_period_rows(e, rows, &mut back);
             for id in e.take_changed() {
                 if let Some(c) = e.case(&id) {
                     redlight::scorecard::ledger_rows(c, e.rules(), rows);
