@@ -91,6 +91,13 @@ pub struct KafkaConfig {
     /// came for this long; until then its clock is its events' time, like `replay`.
     #[serde(default = "default_idle_ms")]
     pub idle_ms: u64,
+    /// An event whose `time` is more than this far ahead of the daemon's wall clock is
+    /// refused (dead-lettered, reason code `time_in_future`): applied, it would move its
+    /// partition's engine clock ahead, firing every deadline up to then at once and
+    /// forgetting quiet cases early. Five minutes covers producers' clock drift; a time
+    /// zone written wrong (local time labelled `Z`: eight hours ahead) is refused.
+    #[serde(default = "default_future_tolerance_ms")]
+    pub future_tolerance_ms: u64,
     /// Raw librdkafka settings, applied last (the escape hatch: security, timeouts, …).
     #[serde(default)]
     pub librdkafka: BTreeMap<String, String>,
@@ -106,6 +113,7 @@ impl Default for KafkaConfig {
             batch_max: default_batch_max(),
             batch_wait_ms: default_batch_wait_ms(),
             idle_ms: default_idle_ms(),
+            future_tolerance_ms: default_future_tolerance_ms(),
             librdkafka: BTreeMap::new(),
         }
     }
@@ -131,6 +139,9 @@ const fn default_batch_wait_ms() -> u64 {
 }
 const fn default_idle_ms() -> u64 {
     1000
+}
+const fn default_future_tolerance_ms() -> u64 {
+    300_000
 }
 
 /// `[store]`: the embedded store.

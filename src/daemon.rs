@@ -894,6 +894,8 @@ impl Loop<'_> {
         // `redlight_events_consumed_total`, by topic and type, counted here and added to
         // the counters once a batch.
         let mut consumed = Tally::default();
+        // Events more than `kafka.future_tolerance_ms` ahead of this are refused.
+        let wall = wall_ms();
         for (i, (m, parsed)) in messages.iter().zip(&events).enumerate() {
             let Ok(partition) = u32::try_from(m.partition()) else {
                 continue;
@@ -929,7 +931,10 @@ impl Loop<'_> {
                 slot: slot.clone(),
                 offset,
             };
-            let ev = match parsed {
+            let ev = match parsed.as_ref().map_err(Clone::clone).and_then(|ev| {
+                ev.not_ahead_of(wall, self.config.kafka.future_tolerance_ms)
+                    .map(|()| ev)
+            }) {
                 Ok(ev) => ev,
                 Err(e) => {
                     self.metrics

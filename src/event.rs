@@ -204,6 +204,17 @@ pub enum EventError {
     SpecVersion(String),
     #[error("attribute `time` is {value:?}, not an RFC 3339 time with an offset: {reason}")]
     BadTime { value: String, reason: String },
+    #[error(
+        "attribute `time` is {value}, {ahead_s} s ahead of this daemon's clock \
+         ({now}); events from the future are refused beyond `kafka.future_tolerance_ms` \
+         ({tolerance_ms} ms): the producer's clock or time zone is wrong"
+    )]
+    InFuture {
+        value: String,
+        now: String,
+        ahead_s: i64,
+        tolerance_ms: u64,
+    },
     #[error("attribute `data` must be a JSON object, found {0}")]
     DataNotObject(&'static str),
     #[error("attribute `datacontenttype` is {0:?}; structured mode needs JSON data")]
@@ -220,6 +231,7 @@ impl EventError {
             EventError::NotString { .. } => "bad_attribute",
             EventError::SpecVersion(_) => "bad_specversion",
             EventError::BadTime { .. } => "bad_time",
+            EventError::InFuture { .. } => "time_in_future",
             EventError::DataNotObject(_) => "data_not_object",
             EventError::ContentType(_) => "bad_datacontenttype",
         }
@@ -391,6 +403,30 @@ impl Event {
         self.time.timestamp_millis()
     }
 
+    /// Refuses an event whose time is more than `tolerance_ms` after `now_ms` (the daemon's
+    /// wall clock): nothing happens in the future, so such a time is a producer's clock or
+    /// time zone gone wrong, and applied it would move the engine's clock ahead with it.
+    pub fn not_ahead_of(&self, now_ms: i64, tolerance_ms: u64) -> Result<(), EventError> {
+        let t = self.time_ms();
+        let limit = now_ms.saturating_add(i64::try_from(tolerance_ms).unwrap_or(i64::MAX));
+        if t <= limit {
+            return Ok(());
+        }
+        let now = DateTime::from_timestamp_millis(now_ms).map_or_else(
+            || now_ms.to_string(),
+            |n| {
+                n.with_timezone(self.time.offset())
+                    .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+            },
+        );
+        Err(EventError::InFuture {
+            value: self.time.to_rfc3339(),
+            now,
+            ahead_s: t.saturating_sub(now_ms) / 1000,
+            tolerance_ms,
+        })
+    }
+
     /// A string field of `data`, if present and a string.
     pub fn data_str(&self, field: &str) -> Option<&str> {
         self.data.get(field).and_then(Value::as_str)
@@ -462,6 +498,39 @@ mod tests {
             }
         }
         v.to_string()
+    }
+
+    #[test]
+    fn a_time_ahead_of_the_clock_is_refused_beyond_the_tolerance() {
+        // Local time labelled UTC, the usual mistake: 10:00 in Shanghai sent as 10:00Z,
+        // eight hours ahead of a daemon whose clock reads 10:00 +08:00.
+        let now = DateTime::parse_from_rfc3339("2026-09-28T10:00:00+08:00")
+            .expect("now")
+            .timestamp_millis();
+        let utc = with("time", Some(r#""2026-09-28T10:00:00Z""#));
+        let e = Event::parse(utc.as_bytes()).expect("valid");
+        let err = e.not_ahead_of(now, 300_000).expect_err("eight hours ahead");
+        assert_eq!(err.reason_code(), "time_in_future");
+        let text = err.to_string();
+        for part in [
+            "`time` is 2026-09-28T10:00:00+00:00",
+            "28800 s ahead",
+            "(2026-09-28T02:00:00Z)",
+            "kafka.future_tolerance_ms",
+        ] {
+            assert!(text.contains(part), "{part:?} in {text}");
+        }
+        // Within the tolerance, at it, and in the past: accepted.
+        let good = Event::parse(GOOD.as_bytes()).expect("valid");
+        let t = good.time_ms();
+        assert_eq!(good.not_ahead_of(t - 300_000, 300_000), Ok(()));
+        assert_eq!(good.not_ahead_of(t - 1, 300_000), Ok(()));
+        assert_eq!(good.not_ahead_of(t + 86_400_000, 0), Ok(()));
+        assert!(good.not_ahead_of(t - 300_001, 300_000).is_err());
+        assert!(good.not_ahead_of(t - 1, 0).is_err());
+        // A tolerance past the range of instants accepts anything.
+        assert_eq!(good.not_ahead_of(0, u64::MAX), Ok(()));
+        assert!(good.not_ahead_of(i64::MIN, 0).is_err());
     }
 
     #[test]

@@ -23,8 +23,8 @@ mod workload;
 
 use harness::{
     Daemon, Landed, Msg, Names, Producer, TestDir, Topics, alert_census, broker, end_offsets,
-    free_port, kafka_sh, multiset_diff, now_ms, poll_until, replay, serial, set_librdkafka,
-    write_config,
+    free_port, kafka_sh, multiset_diff, now_ms, poll_until, replay, serial, set_config,
+    set_librdkafka, write_config,
 };
 use rdkafka::Message as _;
 use rdkafka::config::ClientConfig;
@@ -816,6 +816,11 @@ fn bad_messages_go_to_dead_letters() {
         bad_time["time"] = json!("2026-02-30 25:61");
         let mut bad_data = valid(&format!("BAD-D-{i}"));
         bad_data["data"] = json!(["department", "市住建局"]);
+        // Dated in 2099: the daemon refuses an event that claims to have happened after
+        // its own clock (beyond `kafka.future_tolerance_ms`), which would otherwise move the
+        // partition's engine clock with it and fire every deadline up to then.
+        let mut future = valid(&format!("BAD-F-{i}"));
+        future["time"] = json!(format!("2099-0{}-01T10:00:00+08:00", i + 1));
         let truncated = format!(
             r#"{{"specversion":"1.0","id":"bad-j-{i}","type":"approval.accepted","subject":"BAD-J-{i}","time":"#
         );
@@ -843,6 +848,12 @@ fn bad_messages_go_to_dead_letters() {
                 bad_data.to_string(),
                 "data_not_object",
                 "data",
+            ),
+            (
+                format!("BAD-F-{i}"),
+                future.to_string(),
+                "time_in_future",
+                "kafka.future_tolerance_ms",
             ),
         ] {
             bads.push(Bad {
@@ -949,20 +960,33 @@ fn bad_messages_go_to_dead_letters() {
 
     let port = free_port();
     let config = write_config(&dir.path, &b.bootstrap, &names, port);
+    // The calendar events above lie in next year's December, up to two years ahead of the
+    // daemon's clock: allowed here, three years; 2099 is still refused.
+    set_config(
+        &config,
+        &["kafka"],
+        "future_tolerance_ms",
+        toml::Value::Integer(3 * 366 * 86_400_000),
+    );
     let mut d = Daemon::new(config.clone(), dir.path.join("daemon.log"), port);
     d.start();
     // Every good one processed: replay over every line (it rejects the same lines; the
-    // empty message is no line at all).
-    let lines: Vec<String> = msgs
+    // empty message is no line at all) but those from the future: replay has no clock
+    // but its events' and takes them.
+    let future = |b: &Option<usize>| b.is_some_and(|i| bads[i].code == "time_in_future");
+    let lines: Vec<String> = stream
         .iter()
-        .filter_map(|m| m.payload.as_ref())
+        .filter(|(_, b)| !future(b))
+        .filter_map(|(m, _)| m.payload.as_ref())
         .map(|p| String::from_utf8_lossy(p).into_owned())
         .collect();
     let texts: Vec<&str> = lines.iter().map(String::as_str).collect();
     let r = replay(&config, &texts, now_ms());
     assert_eq!(
         r.summary.rejected as usize,
-        bads.iter().filter(|b| b.msg.payload.is_some()).count(),
+        bads.iter()
+            .filter(|b| b.msg.payload.is_some() && b.code != "time_in_future")
+            .count(),
         "replay rejects the same lines:\n{}",
         r.stderr
     );
@@ -1279,6 +1303,13 @@ fn a_pending_deadline_is_computed_after_a_restart_with_next_years_calendar() {
 
     let port = free_port();
     let config = write_config(&dir.path, &b.bootstrap, &names, port);
+    // The accept lies in next year's December, up to two years ahead of the daemon's clock.
+    set_config(
+        &config,
+        &["kafka"],
+        "future_tolerance_ms",
+        toml::Value::Integer(3 * 366 * 86_400_000),
+    );
     let mut d = Daemon::new(config.clone(), dir.path.join("daemon.log"), port);
     d.start();
     d.wait_idle(&ends, &names.topic, 0, QUIET, Duration::from_secs(120));

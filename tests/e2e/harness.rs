@@ -439,18 +439,23 @@ pub fn write_config(dir: &Path, bootstrap: &str, names: &Names, port: u16) -> Pa
 
 /// Sets `[kafka.librdkafka]` `key = value` in a configuration written by [`write_config`].
 pub fn set_librdkafka(config: &Path, key: &str, value: &str) {
+    set_config(config, &["kafka", "librdkafka"], key, value.into());
+}
+
+/// Sets `key = value` in the table at `path` (created if missing) of a configuration
+/// written by [`write_config`].
+pub fn set_config(config: &Path, path: &[&str], key: &str, value: toml::Value) {
     let text = std::fs::read_to_string(config).expect("reading the test config");
     let mut doc: toml::Table = toml::from_str(&text).expect("the test config is TOML");
-    let kafka = doc
-        .get_mut("kafka")
-        .and_then(toml::Value::as_table_mut)
-        .expect("[kafka]");
-    kafka
-        .entry("librdkafka")
-        .or_insert_with(|| toml::Value::Table(toml::Table::new()))
-        .as_table_mut()
-        .expect("[kafka.librdkafka] is a table")
-        .insert(key.into(), value.into());
+    let mut table = &mut doc;
+    for name in path {
+        table = table
+            .entry(*name)
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()))
+            .as_table_mut()
+            .unwrap_or_else(|| panic!("[{name}] is a table"));
+    }
+    table.insert(key.into(), value);
     std::fs::write(config, toml::to_string(&doc).expect("config TOML")).expect("writing config");
 }
 
