@@ -948,11 +948,20 @@ impl Loop<'_> {
                     continue;
                 }
             };
-            if tracing::enabled!(tracing::Level::DEBUG)
-                && let Some(key) = m.key()
-                && key != ev.subject.as_bytes()
-            {
-                tracing::debug!(event = %ev.id, subject = %ev.subject, "message key differs from the subject; the subject is the case id");
+            if m.key() != Some(ev.subject.as_bytes()) {
+                // The subject is the case id either way; but a producer that keys messages
+                // otherwise (or not at all) may spread a case over partitions, whose
+                // engines then each see part of it: false reds, missed stops.
+                self.metrics.events_key_mismatch.inc();
+                let n = self.metrics.events_key_mismatch.get();
+                if n == 10u64.pow(n.ilog10()) {
+                    let key = m.key().map(String::from_utf8_lossy);
+                    tracing::warn!(topic = %slot.0, partition = slot.1, offset, event = %ev.id,
+                        subject = %ev.subject, key = ?key, mismatches = n,
+                        "message key is not the event's subject (the case id); key each \
+                         message by its case id so that a case stays on one partition \
+                         (logged at the 1st, 10th, 100th, ... such message)");
+                }
             }
             // The cases of the partition's next events are fetched while this one is
             // applied (see `Engine::prefetch`).

@@ -15,6 +15,7 @@ pub struct Metrics {
     pub events_rejected: IntCounterVec,
     /// Events whose id was already applied to their case.
     pub events_duplicate: IntCounter,
+    pub events_key_mismatch: IntCounter,
     /// Alerts raised, by level, status and rule.
     pub alerts: IntCounterVec,
     /// Clocks that needed a calendar year without data.
@@ -98,6 +99,13 @@ impl Metrics {
             events_duplicate: IntCounter::new(
                 "redlight_events_duplicate_total",
                 "Events whose id was already applied to their case.",
+            )
+            .expect("valid metric"),
+            events_key_mismatch: IntCounter::new(
+                "redlight_events_key_mismatch_total",
+                "Events whose Kafka message key is missing or is not their subject (the case \
+                 id): a case's events may then be split across partitions, each seeing part \
+                 of the case.",
             )
             .expect("valid metric"),
             alerts: IntCounterVec::new(
@@ -296,6 +304,7 @@ impl Metrics {
             Box::new(m.events_consumed.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(m.events_rejected.clone()),
             Box::new(m.events_duplicate.clone()),
+            Box::new(m.events_key_mismatch.clone()),
             Box::new(m.alerts.clone()),
             Box::new(m.calendar_errors.clone()),
             Box::new(m.data_problems.clone()),

@@ -944,8 +944,17 @@ fn bad_messages_go_to_dead_letters() {
     }
     let mut tail = Gen::new(0x5EED_D7A1, "D2");
     tail.start_only_cases(60);
-    for l in tail.finish() {
-        stream.push((Msg::event(&l.key, &l.line), None));
+    for (i, l) in tail.finish().into_iter().enumerate() {
+        // Two of them keyed wrongly, without a key and by department: applied as the
+        // others (the subject is the case id), and counted for the operator, since such a
+        // producer can split a case over partitions.
+        let mut msg = Msg::event(&l.key, &l.line);
+        msg.key = match i {
+            0 => None,
+            1 => Some("市住建局".to_string()),
+            _ => msg.key,
+        };
+        stream.push((msg, None));
     }
 
     let msgs: Vec<Msg> = stream.iter().map(|(m, _)| m.clone()).collect();
@@ -1122,10 +1131,16 @@ fn bad_messages_go_to_dead_letters() {
         "no_calendar_data",
     );
     let calendar_bads = bads.iter().filter(|b| b.code == "no_calendar_data").count();
-    if consumed != good_count || dead != bads.len() || calendar_rejected as usize != calendar_bads {
+    let mismatched = m.sum("redlight_events_key_mismatch_total");
+    if consumed != good_count
+        || dead != bads.len()
+        || calendar_rejected as usize != calendar_bads
+        || mismatched != 2.0
+    {
         d.fail(&format!(
             "metrics: consumed {consumed} (expected {good_count}), dead letters {dead} \
-             (expected {}), calendar rejections {calendar_rejected} (expected {calendar_bads})",
+             (expected {}), calendar rejections {calendar_rejected} (expected \
+             {calendar_bads}), keys not the case id {mismatched} (expected 2)",
             bads.len()
         ));
     }
