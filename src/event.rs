@@ -207,7 +207,7 @@ pub enum EventError {
     #[error(
         "attribute `time` is {value}, {ahead_s} s ahead of this daemon's clock \
          ({now}); events from the future are refused beyond `kafka.future_tolerance_ms` \
-         ({tolerance_ms} ms): the producer's clock or time zone is wrong"
+         ({tolerance_ms} ms): the producer's clock or time zone is wrong, or this host's clock"
     )]
     InFuture {
         value: String,
