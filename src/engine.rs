@@ -2014,6 +2014,22 @@ impl Core {
                     return Ok(());
                 };
                 if t < clock.started {
+                    // A stop of an earlier cycle, delivered late, leaves this cycle running.
+                    // With no earlier cycle it stops nothing either: a decision cannot come
+                    // before the acceptance it decides, so one dated so is a wrong time (or
+                    // a case's events in the wrong order), and the clock runs on. Counted
+                    // and logged for the producer.
+                    if clock.cycle == 1 {
+                        let started = zone.format(clock.started);
+                        if let Some(problems) = self.data_problem(r) {
+                            tracing::warn!(rule = %rules.rule(r).id, event = %ev.id,
+                                case = %ev.subject, time = %ev.time.to_rfc3339(), started,
+                                problems,
+                                "a stop dated before its clock's start stops nothing; the \
+                                 clock runs on (logged at the 1st, 10th, 100th, ... data \
+                                 problem of the rule)");
+                        }
+                    }
                     return Ok(());
                 }
                 if clock.deadline_pending() {
@@ -3491,6 +3507,91 @@ mod tests {
         apply(&mut engine, "b1", "REVERSED", "approval.decided", decided);
         apply(&mut engine, "b2", "REVERSED", "approval.accepted", accepted);
         assert_eq!(engine.stats().data_problems, 1);
+    }
+
+    /// A stop dated before its clock's start stops nothing: with no earlier cycle of the
+    /// rule it is counted as a data problem (a wrong time: a decision dated years before
+    /// its acceptance must not close the case in time), and the clock runs on to its red.
+    /// A late stop of an earlier cycle is no problem, and leaves the new cycle running.
+    #[test]
+    fn a_stop_dated_before_its_start_stops_nothing() {
+        let mut engine = shipped_engine();
+        let mut alerts = Vec::new();
+        let apply = |engine: &mut Engine,
+                     alerts: &mut Vec<Alert>,
+                     id: &str,
+                     kind: &str,
+                     time: &str,
+                     data: &str| {
+            let ev = event(id, "BACKDATED", kind, time, data);
+            engine.apply(&ev, alerts).expect("applied");
+        };
+        let accepted = r#"{"kind":"promised","promised_workdays":20}"#;
+        let decided = r#"{"outcome":"denied"}"#;
+        apply(
+            &mut engine,
+            &mut alerts,
+            "a1",
+            "approval.accepted",
+            "2026-09-28T10:00:00+08:00",
+            accepted,
+        );
+        apply(
+            &mut engine,
+            &mut alerts,
+            "a2",
+            "approval.decided",
+            "2020-01-02T10:00:00+08:00",
+            decided,
+        );
+        assert_eq!(engine.stats().data_problems, 1);
+        let decision = |engine: &Engine| {
+            let case = engine.case("BACKDATED").expect("case");
+            let rule = engine.rules().index_of("xk.decision").expect("rule");
+            let clock = case.clocks.iter().rev().find(|c| c.rule == rule);
+            clock.map(|c| (c.cycle, c.stopped.get()))
+        };
+        let ms = |t: &str| {
+            chrono::DateTime::parse_from_rfc3339(t)
+                .expect("time")
+                .timestamp_millis()
+        };
+        assert_eq!(decision(&engine), Some((1, None)), "still running");
+        engine.advance(ms("2026-10-31T00:00:00+08:00"), &mut alerts);
+        assert!(
+            alerts
+                .iter()
+                .any(|a| a.rule.as_ref() == "xk.decision" && a.reason == Reason::Overdue),
+            "{alerts:?}"
+        );
+        // Decided in time, then accepted again: the second cycle runs, and the first
+        // cycle's decision delivered again under another id is no problem.
+        apply(
+            &mut engine,
+            &mut alerts,
+            "a3",
+            "approval.decided",
+            "2026-10-31T10:00:00+08:00",
+            decided,
+        );
+        apply(
+            &mut engine,
+            &mut alerts,
+            "a4",
+            "approval.accepted",
+            "2026-11-02T10:00:00+08:00",
+            accepted,
+        );
+        apply(
+            &mut engine,
+            &mut alerts,
+            "a5",
+            "approval.decided",
+            "2026-10-31T10:00:00+08:00",
+            decided,
+        );
+        assert_eq!(engine.stats().data_problems, 1);
+        assert_eq!(decision(&engine), Some((2, None)));
     }
 
     /// An event rejected for want of calendar data counts once among the calendar errors
