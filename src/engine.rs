@@ -2404,20 +2404,46 @@ impl Core {
                     return Ok(());
                 };
                 let period = match &p.period_field {
-                    Some(f) => match ev.data.get(f).and_then(Value::as_str) {
-                        Some(label) => match parse_period(p.period, label) {
-                            Some(x) => x,
-                            // Another kind of period (an annual report `2026` for a
-                            // quarterly duty): not this duty's report.
-                            None => {
-                                tracing::debug!(event = %ev.id, case = %ev.subject, field = %f,
-                                    value = %label, "report for another kind of period");
-                                return Ok(());
-                            }
-                        },
+                    Some(f) => match ev.data.get(f) {
                         // Without a label the report is for the oldest period still open
                         // when it was made: a missing one if any, else the one watched then.
-                        None => self.unlabelled_period(&case.duties[pos], p, t),
+                        None | Some(Value::Null) => self.unlabelled_period(&case.duties[pos], p, t),
+                        Some(value) => {
+                            // A label, as a string or a number (`2026`, a year).
+                            let label = match value {
+                                Value::String(s) => Some(std::borrow::Cow::from(s.as_str())),
+                                Value::Number(n) if n.is_u64() => Some(n.to_string().into()),
+                                _ => None,
+                            };
+                            match label.as_deref().and_then(|l| parse_period(p.period, l)) {
+                                Some(x) => x,
+                                None => {
+                                    let is_period = label.as_deref().is_some_and(|l| {
+                                        [Period::Month, Period::Quarter, Period::Year]
+                                            .into_iter()
+                                            .any(|k| parse_period(k, l).is_some())
+                                    });
+                                    if is_period {
+                                        // Another kind of period (an annual report `2026`
+                                        // for a quarterly duty): not this duty's report.
+                                        tracing::debug!(event = %ev.id, case = %ev.subject,
+                                            field = %f, value = %value,
+                                            "report for another kind of period");
+                                    } else if let Some(problems) = self.data_problem(r) {
+                                        // No period at all (`2026-Q3`, `第三季度`): it meets
+                                        // none, and the period it was meant for may go red.
+                                        tracing::warn!(rule = %rules.rule(r).id,
+                                            event = %ev.id, case = %ev.subject, field = %f,
+                                            value = %value, problems,
+                                            "the period label is none of `2026Q3`, `2026-07`, \
+                                             `2026`; the report meets no period (logged at \
+                                             the 1st, 10th, 100th, ... data problem of the \
+                                             rule)");
+                                    }
+                                    return Ok(());
+                                }
+                            }
+                        }
                     },
                     None => period_index(p.period, self.zone.date_of(t)),
                 };

@@ -1902,6 +1902,56 @@ fn nx_quarterly_report_without_a_label_is_for_the_period_it_was_made_in() {
     assert!(field(r.of("NX-MU", "nx.quarterly_report")[0], "detail").contains("2026Q3"));
 }
 
+/// A report's period label must name a period: `2026Q2` meets the second quarter; `2026` (a
+/// string or a number) is an annual report, another kind of period, and meets no quarter;
+/// `2026-Q2` names no period at all: it meets nothing either, and is counted as a data
+/// problem (`redlight_data_problems_total`) so that the producer learns why its market went
+/// red. Q2 is due 15 days after June 30: 07-15 24:00 = 07-16T00:00.
+#[test]
+fn nx_quarterly_report_labels_that_name_no_quarter_meet_nothing() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/redlight.toml");
+    let mut engine = Config::load(&path)
+        .expect("config")
+        .build_engine()
+        .expect("engine");
+    let mut lines = Vec::new();
+    for (case, label) in [
+        ("NX-L-GOOD", json!("2026Q2")),
+        ("NX-L-YEAR", json!(2026)),
+        ("NX-L-YEAR-TEXT", json!("2026")),
+        ("NX-L-BAD", json!("2026-Q2")),
+    ] {
+        lines.push(ev(
+            &format!("{case}-d"),
+            "market.registration_decided",
+            "2026-05-11T10:00:00+08:00",
+            case,
+            json!({"outcome": "approved"}),
+        ));
+        lines.push(ev(
+            &format!("{case}-r"),
+            "market.report_submitted",
+            "2026-07-10T10:00:00+08:00",
+            case,
+            json!({ "period": label }),
+        ));
+    }
+    lines.sort_by_key(|l| l.contains("report_submitted"));
+    let r = replay_on(&mut engine, &lines, Some("2026-07-20T00:00:00+08:00"));
+    r.assert_clean();
+    let missing =
+        ["red firing missing at=2026-07-16T00:00:00+08:00 deadline=2026-07-16T00:00:00+08:00"];
+    assert_eq!(r.lights("NX-L-GOOD", "nx.quarterly_report"), [""; 0]);
+    for case in ["NX-L-YEAR", "NX-L-YEAR-TEXT", "NX-L-BAD"] {
+        assert_eq!(r.lights(case, "nx.quarterly_report"), missing, "{case}");
+    }
+    assert_eq!(
+        engine.stats().data_problems,
+        1,
+        "only `2026-Q2` names no period"
+    );
+}
+
 // ---------------------------------------------------------------------------------------------
 // aq — 生产安全事故报告
 // ---------------------------------------------------------------------------------------------
