@@ -2610,6 +2610,8 @@ impl Core {
             crate::rules::Warn::Before { unit, amount } => (None, Some((unit, amount))),
         };
         let mut violation = None;
+        // A due time before the event itself (see below).
+        let mut backdated = None;
         let mode = match limit {
             Limit::Span { unit, amount } => Mode::Span(SpanState {
                 unit: *unit,
@@ -2677,6 +2679,9 @@ impl Core {
                     return Ok(());
                 };
                 let deadline = due.timestamp_millis();
+                if deadline < s {
+                    backdated = Some((field.clone(), due));
+                }
                 Mode::Fixed {
                     deadline,
                     warn_at: fixed_yellow(s, deadline, d.warn),
@@ -2695,6 +2700,17 @@ impl Core {
                 pending: None,
             },
         };
+        if let Some((field, due)) = backdated
+            && let Some(problems) = self.data_problem(r)
+        {
+            // Kept as given (the order says so, and the clock is overdue at once), but a
+            // due time before the order itself is a mistyped date, usually.
+            tracing::warn!(rule = %self.rules.rule(r).id, event = %ev.id, case = %ev.subject,
+                field = %field, due = %due.to_rfc3339(), time = %ev.time.to_rfc3339(),
+                problems,
+                "the due time is before the event's own time; the clock is overdue at once \
+                 (logged at the 1st, 10th, 100th, ... data problem of the rule)");
+        }
         let cycle = case
             .clocks
             .iter()

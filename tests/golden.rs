@@ -2232,6 +2232,50 @@ fn hz_rectification_uses_the_due_of_the_order() {
     );
 }
 
+/// An order whose `due` lies before the order itself (2025 typed for 2026): the clock is
+/// taken as given and is overdue at once, its lights at the due time as for any deadline
+/// that had passed when its event came; and it is counted as a data problem, logged for
+/// the producer. An order due after it is no problem.
+#[test]
+fn hz_rectification_due_before_the_order_is_overdue_at_once_and_a_data_problem() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/redlight.toml");
+    let mut engine = Config::load(&path)
+        .expect("config")
+        .build_engine()
+        .expect("engine");
+    let r = replay_on(
+        &mut engine,
+        &[
+            ev(
+                "b1",
+                "safety.rectification_ordered",
+                "2026-11-02T10:00:00+08:00",
+                "HZ-BACK",
+                json!({"department": "西湖区应急管理局", "due": "2025-11-12T10:00:00+08:00"}),
+            ),
+            ev(
+                "b2",
+                "safety.rectification_ordered",
+                "2026-11-02T10:00:00+08:00",
+                "HZ-FINE",
+                json!({"department": "西湖区应急管理局", "due": "2026-11-12T10:00:00+08:00"}),
+            ),
+        ],
+        Some("2026-11-03T00:00:00+08:00"),
+    );
+    r.assert_clean();
+    let d = "deadline=2025-11-12T10:00:00+08:00";
+    assert_eq!(
+        r.lights("HZ-BACK", "hz.rectification"),
+        [
+            format!("yellow firing approaching at=2025-11-12T10:00:00+08:00 {d}"),
+            format!("red firing overdue at=2025-11-12T10:00:00+08:00 {d}"),
+        ]
+    );
+    assert!(r.lights("HZ-FINE", "hz.rectification").is_empty());
+    assert_eq!(engine.stats().data_problems, 1);
+}
+
 /// Art. 13(2), one meeting each quarter, watched from the first meeting on (which meets its
 /// own quarter). D1 meets on 05-20 (Q2) and not in Q3 → Q2 met at its end (07-01T00:00),
 /// red `missing` when Q3 closes, 24:00 of 09-30 = 10-01T00:00 (no grace: the period's own
