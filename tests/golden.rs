@@ -71,10 +71,14 @@ struct Replay {
 /// Runs `lines` through a fresh engine built from the shipped configuration, exactly as
 /// `redlight replay --config config/redlight.toml [--until UNTIL] -` does.
 fn replay(lines: &[String], until: Option<&str>) -> Replay {
+    replay_on(&mut shipped_engine(), lines, until)
+}
+
+/// A fresh engine built from the shipped configuration.
+fn shipped_engine() -> redlight::engine::Engine {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/redlight.toml");
     let config = Config::load(&path).expect("config/redlight.toml loads");
-    let mut engine = config.build_engine().expect("engine builds");
-    replay_on(&mut engine, lines, until)
+    config.build_engine().expect("engine builds")
 }
 
 /// [`replay`] on a given engine.
@@ -1909,11 +1913,7 @@ fn nx_quarterly_report_without_a_label_is_for_the_period_it_was_made_in() {
 /// red. Q2 is due 15 days after June 30: 07-15 24:00 = 07-16T00:00.
 #[test]
 fn nx_quarterly_report_labels_that_name_no_quarter_meet_nothing() {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/redlight.toml");
-    let mut engine = Config::load(&path)
-        .expect("config")
-        .build_engine()
-        .expect("engine");
+    let mut engine = shipped_engine();
     let mut lines = Vec::new();
     for (case, label) in [
         ("NX-L-GOOD", json!("2026Q2")),
@@ -2238,11 +2238,7 @@ fn hz_rectification_uses_the_due_of_the_order() {
 /// the producer. An order due after it is no problem.
 #[test]
 fn hz_rectification_due_before_the_order_is_overdue_at_once_and_a_data_problem() {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/redlight.toml");
-    let mut engine = Config::load(&path)
-        .expect("config")
-        .build_engine()
-        .expect("engine");
+    let mut engine = shipped_engine();
     let r = replay_on(
         &mut engine,
         &[
