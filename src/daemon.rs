@@ -1037,11 +1037,11 @@ impl Loop<'_> {
                     // apply() rolled its own alerts back; the timers fired before it stay.
                     self.metrics
                         .events_rejected
-                        .with_label_values(&["no_calendar_data"])
+                        .with_label_values(&[e.reason_code()])
                         .inc();
                     tracing::error!(topic = %slot.0, partition = slot.1, offset, error = %e,
-                        "event needs calendar data that is missing; copied to the dead-letter topic");
-                    dead.push(dead_letter(e.to_string(), "no_calendar_data"));
+                        "event refused for want of calendar data; copied to the dead-letter topic");
+                    dead.push(dead_letter(e.to_string(), e.reason_code()));
                 }
             }
             self.handled(&slot, offset_u, &mut touched);

@@ -860,6 +860,30 @@ pub enum EngineError {
         #[source]
         source: Box<CalendarError>,
     },
+    /// An event dated before the first day of the calendar data: years without data are
+    /// not guessed, and such a time is nearly always a default (`1970-01-01T00:00:00Z`
+    /// from a zero timestamp) rather than when something happened.
+    #[error(
+        "event {event} (case {case}): its time {time} is before the calendar data, which \
+         begins on {first_day}: a default or zero timestamp? (add older calendar files to \
+         take older events)"
+    )]
+    BeforeCalendar {
+        event: String,
+        case: String,
+        time: String,
+        first_day: NaiveDate,
+    },
+}
+
+impl EngineError {
+    /// A short, stable label for metrics and dead-letter headers.
+    pub fn reason_code(&self) -> &'static str {
+        match self {
+            EngineError::Calendar { .. } => "no_calendar_data",
+            EngineError::BeforeCalendar { .. } => "before_calendar_data",
+        }
+    }
 }
 
 /// Counters the daemon exports as metrics.
@@ -1474,6 +1498,14 @@ impl Engine {
             return Ok(Applied::UnknownType);
         };
         let t = ev.time_ms();
+        if self.core.zone.to_local(t).div_euclid(DAY) < self.core.cal.first_day_idx() {
+            return Err(EngineError::BeforeCalendar {
+                event: ev.id.to_string(),
+                case: ev.subject.to_string(),
+                time: ev.time.to_rfc3339(),
+                first_day: self.core.cal.first_day(),
+            });
+        }
         self.core.now = self.core.now.max(t);
         let hash = id_hash(&ev.id);
         let subject = ev.subject.as_str();

@@ -821,6 +821,14 @@ fn bad_messages_go_to_dead_letters() {
         // partition's engine clock with it and fire every deadline up to then.
         let mut future = valid(&format!("BAD-F-{i}"));
         future["time"] = json!(format!("2099-0{}-01T10:00:00+08:00", i + 1));
+        // A zero timestamp: before the calendar data, refused (by replay too).
+        let zero = event_json(
+            &format!("bad-z-{i}"),
+            "safety.accident_occurred",
+            "1970-01-01T00:00:00Z",
+            &format!("BAD-Z-{i}"),
+            json!({"department": "市应急管理局", "unit": "某厂", "grade": "一般"}),
+        );
         let truncated = format!(
             r#"{{"specversion":"1.0","id":"bad-j-{i}","type":"approval.accepted","subject":"BAD-J-{i}","time":"#
         );
@@ -854,6 +862,12 @@ fn bad_messages_go_to_dead_letters() {
                 future.to_string(),
                 "time_in_future",
                 "kafka.future_tolerance_ms",
+            ),
+            (
+                format!("BAD-Z-{i}"),
+                zero.to_string(),
+                "before_calendar_data",
+                "before the calendar data",
             ),
         ] {
             bads.push(Bad {

@@ -1960,6 +1960,54 @@ fn accident() -> Value {
     json!({"department": "市应急管理局", "unit": "某建筑公司", "grade": "一般", "deaths": 1, "injuries": 2})
 }
 
+/// An event dated before the calendar data (which begins 2020-01-01) is refused, even for a
+/// rule of hours that needs no calendar: such a time is nearly always a zero timestamp
+/// (1970-01-01T00:00:00Z), and applied it would fire an accident's red for 1970. Its line
+/// is reported with the time and where the data begins; the first instant of the data is
+/// taken (in Asia/Shanghai: 2019-12-31T16:00Z is 2020-01-01 00:00 there).
+#[test]
+fn an_event_before_the_calendar_data_is_refused() {
+    let r = replay(
+        &[
+            ev(
+                "z1",
+                "safety.accident_occurred",
+                "1970-01-01T00:00:00Z",
+                "AQ-ZERO",
+                accident(),
+            ),
+            ev(
+                "z2",
+                "safety.accident_occurred",
+                "2019-12-31T16:00:00Z",
+                "AQ-FIRST",
+                accident(),
+            ),
+            ev(
+                "z3",
+                "safety.accident_occurred",
+                "2019-12-31T15:59:59Z",
+                "AQ-BEFORE",
+                accident(),
+            ),
+        ],
+        Some("2020-01-02T00:00:00+08:00"),
+    );
+    assert_eq!(r.summary.rejected, 2, "stderr: {}", r.stderr);
+    let lines: Vec<&str> = r.stderr.lines().collect();
+    assert!(lines[0].starts_with("line 1: ") && lines[0].contains("1970-01-01T00:00:00+00:00"));
+    assert!(lines[0].contains("before the calendar data, which begins on 2020-01-01"));
+    assert!(lines[1].starts_with("line 3: "), "{}", r.stderr);
+    assert!(r.case("AQ-ZERO").is_empty());
+    assert_eq!(
+        r.lights("AQ-FIRST", "aq.accident_report"),
+        [
+            "yellow firing approaching at=2020-01-01T00:54:00+08:00 deadline=2020-01-01T01:00:00+08:00",
+            "red firing overdue at=2020-01-01T01:00:00+08:00 deadline=2020-01-01T01:00:00+08:00",
+        ]
+    );
+}
+
 /// Hours count from the occurrence itself; holidays do not matter. Occurred 2026-10-02 23:30
 /// (National Day): report within 1 hour → red 10-03T00:30; yellow 90% × 60 min = 54 min →
 /// 10-03T00:24.
