@@ -2051,16 +2051,16 @@ impl Core {
                     // before the acceptance it decides, so one dated so is a wrong time (or
                     // a case's events in the wrong order), and the clock runs on. Counted
                     // and logged for the producer.
-                    if clock.cycle == 1 {
+                    if clock.cycle == 1
+                        && let Some(problems) = self.data_problem(r)
+                    {
                         let started = zone.format(clock.started);
-                        if let Some(problems) = self.data_problem(r) {
-                            tracing::warn!(rule = %rules.rule(r).id, event = %ev.id,
-                                case = %ev.subject, time = %ev.time.to_rfc3339(), started,
-                                problems,
-                                "a stop dated before its clock's start stops nothing; the \
-                                 clock runs on (logged at the 1st, 10th, 100th, ... data \
-                                 problem of the rule)");
-                        }
+                        tracing::warn!(rule = %rules.rule(r).id, event = %ev.id,
+                            case = %ev.subject, time = %ev.time.to_rfc3339(), started,
+                            problems,
+                            "a stop dated before its clock's start stops nothing; the clock \
+                             runs on (logged at the 1st, 10th, 100th, ... data problem of \
+                             the rule)");
                     }
                     return Ok(());
                 }
