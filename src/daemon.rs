@@ -954,7 +954,7 @@ impl Loop<'_> {
                 // engines then each see part of it: false reds, missed stops.
                 self.metrics.events_key_mismatch.inc();
                 let n = self.metrics.events_key_mismatch.get();
-                if n == 10u64.pow(n.ilog10()) {
+                if crate::engine::is_power_of_ten(n) {
                     let key = m.key().map(String::from_utf8_lossy);
                     tracing::warn!(topic = %slot.0, partition = slot.1, offset, event = %ev.id,
                         subject = %ev.subject, key = ?key, mismatches = n,

@@ -1201,6 +1201,12 @@ fn cel_map<'a>(entries: impl IntoIterator<Item = (&'a str, cel::Value)>) -> cel:
     cel::Value::Map(cel::objects::Map { map: Arc::new(map) })
 }
 
+/// Whether `n` is 1, 10, 100, …: the counts at which a repeated problem is logged, so that
+/// a stream of them is seen without flooding the log.
+pub(crate) fn is_power_of_ten(n: u64) -> bool {
+    n > 0 && n == 10u64.pow(n.ilog10())
+}
+
 /// Hash of an event id for duplicate detection (SipHash with fixed keys: the same in every
 /// run and on every machine, as persisted state requires).
 fn id_hash(id: &str) -> u64 {
@@ -1883,6 +1889,44 @@ impl Core {
         self.schedule_duty(case, pos, p, period + 1);
     }
 
+    /// The period a fulfilling event's label names (a string, or a number for a year), if
+    /// it is of the duty's kind. A label of another kind of period (an annual report `2026`
+    /// for a quarterly duty) is not this duty's report; one that names no period at all
+    /// (`2026-Q3`, `第三季度`) is a data problem: it meets none, and the period it was meant
+    /// for may go red.
+    fn labelled_period(
+        &mut self,
+        r: u16,
+        p: &PeriodicRule,
+        field: &str,
+        value: &Value,
+        ev: &Event,
+    ) -> Option<i32> {
+        let label = match value {
+            Value::String(s) => Some(std::borrow::Cow::from(s.as_str())),
+            Value::Number(n) if n.is_u64() => Some(n.to_string().into()),
+            _ => None,
+        };
+        if let Some(x) = label.as_deref().and_then(|l| parse_period(p.period, l)) {
+            return Some(x);
+        }
+        let is_period = label.as_deref().is_some_and(|l| {
+            [Period::Month, Period::Quarter, Period::Year]
+                .into_iter()
+                .any(|k| parse_period(k, l).is_some())
+        });
+        if is_period {
+            tracing::debug!(event = %ev.id, case = %ev.subject, field = %field, value = %value,
+                "report for another kind of period");
+        } else if let Some(problems) = self.data_problem(r) {
+            tracing::warn!(rule = %self.rules.rule(r).id, event = %ev.id, case = %ev.subject,
+                field = %field, value = %value, problems,
+                "the period label is none of `2026Q3`, `2026-07`, `2026`; the report meets \
+                 no period (logged at the 1st, 10th, 100th, ... data problem of the rule)");
+        }
+        None
+    }
+
     /// The period a fulfilling event without a label at `t` is for: the oldest period
     /// missing at `t` (due before it), else the one watched at `t` (the first whose due time
     /// is at or after it). The same however late the event is delivered: a period that
@@ -2440,42 +2484,10 @@ impl Core {
                         // Without a label the report is for the oldest period still open
                         // when it was made: a missing one if any, else the one watched then.
                         None | Some(Value::Null) => self.unlabelled_period(&case.duties[pos], p, t),
-                        Some(value) => {
-                            // A label, as a string or a number (`2026`, a year).
-                            let label = match value {
-                                Value::String(s) => Some(std::borrow::Cow::from(s.as_str())),
-                                Value::Number(n) if n.is_u64() => Some(n.to_string().into()),
-                                _ => None,
-                            };
-                            match label.as_deref().and_then(|l| parse_period(p.period, l)) {
-                                Some(x) => x,
-                                None => {
-                                    let is_period = label.as_deref().is_some_and(|l| {
-                                        [Period::Month, Period::Quarter, Period::Year]
-                                            .into_iter()
-                                            .any(|k| parse_period(k, l).is_some())
-                                    });
-                                    if is_period {
-                                        // Another kind of period (an annual report `2026`
-                                        // for a quarterly duty): not this duty's report.
-                                        tracing::debug!(event = %ev.id, case = %ev.subject,
-                                            field = %f, value = %value,
-                                            "report for another kind of period");
-                                    } else if let Some(problems) = self.data_problem(r) {
-                                        // No period at all (`2026-Q3`, `第三季度`): it meets
-                                        // none, and the period it was meant for may go red.
-                                        tracing::warn!(rule = %rules.rule(r).id,
-                                            event = %ev.id, case = %ev.subject, field = %f,
-                                            value = %value, problems,
-                                            "the period label is none of `2026Q3`, `2026-07`, \
-                                             `2026`; the report meets no period (logged at \
-                                             the 1st, 10th, 100th, ... data problem of the \
-                                             rule)");
-                                    }
-                                    return Ok(());
-                                }
-                            }
-                        }
+                        Some(value) => match self.labelled_period(r, p, f, value, ev) {
+                            Some(x) => x,
+                            None => return Ok(()),
+                        },
                     },
                     None => period_index(p.period, self.zone.date_of(t)),
                 };
@@ -2569,11 +2581,7 @@ impl Core {
         }
         let n = self.data_problems[i] + 1;
         self.data_problems[i] = n;
-        let mut power = 1;
-        while power < n {
-            power = power.saturating_mul(10);
-        }
-        (power == n).then_some(n)
+        is_power_of_ten(n).then_some(n)
     }
 
     /// Evaluates a CEL condition with `event`, `data` and `case` (its id, merged data and
@@ -2642,8 +2650,6 @@ impl Core {
             crate::rules::Warn::Before { unit, amount } => (None, Some((unit, amount))),
         };
         let mut violation = None;
-        // A due time before the event itself (see below).
-        let mut backdated = None;
         let mode = match limit {
             Limit::Span { unit, amount } => Mode::Span(SpanState {
                 unit: *unit,
@@ -2711,9 +2717,6 @@ impl Core {
                     return Ok(());
                 };
                 let deadline = due.timestamp_millis();
-                if deadline < s {
-                    backdated = Some((field.clone(), due));
-                }
                 Mode::Fixed {
                     deadline,
                     warn_at: fixed_yellow(s, deadline, d.warn),
@@ -2732,14 +2735,15 @@ impl Core {
                 pending: None,
             },
         };
-        if let Some((field, due)) = backdated
+        if let (Limit::DueFrom { field }, Mode::Fixed { deadline, .. }) = (limit, &mode)
+            && *deadline < s
             && let Some(problems) = self.data_problem(r)
         {
             // Kept as given (the order says so, and the clock is overdue at once), but a
             // due time before the order itself is a mistyped date, usually.
             tracing::warn!(rule = %self.rules.rule(r).id, event = %ev.id, case = %ev.subject,
-                field = %field, due = %due.to_rfc3339(), time = %ev.time.to_rfc3339(),
-                problems,
+                field = %field, due = %self.zone.format(*deadline),
+                time = %ev.time.to_rfc3339(), problems,
                 "the due time is before the event's own time; the clock is overdue at once \
                  (logged at the 1st, 10th, 100th, ... data problem of the rule)");
         }
