@@ -634,9 +634,7 @@ fn memory_breakdown(engine: &Engine, grown: u64) {
         data_cap += c.data.capacity();
         data_vec += chunk(c.data.capacity() * size_of::<(arcstr::ArcStr, Datum)>());
         data_values += c.data.iter().map(|(_, v)| datum_heap(v)).sum::<usize>();
-        if c.seen.spilled() {
-            seen += chunk(c.seen.capacity() * 8);
-        }
+        seen += chunk(c.seen.heap_bytes());
         clock_len += c.clocks.len();
         // The first two clocks live inside the Box<Case>; only the rest are an allocation.
         clock_spilled += c.clocks.spilled().len();

@@ -259,6 +259,14 @@ mod tests {
         write_case(&mut mine, case).expect("writes");
         let theirs = rmp_serde::to_vec(case).expect("rmp_serde");
         assert_eq!(mine, theirs, "case {}: {case:?}", case.id);
+        // And reads back as it was, its event ids' index (past 64) rebuilt.
+        let back: Case = rmp_serde::from_slice(&mine).expect("reads back");
+        assert_eq!(&back, case);
+        assert!(case.seen.iter().all(|&h| back.seen.contains(h)));
+        let absent = (0x5a5a_0000u64..)
+            .find(|h| !case.seen.iter().any(|x| x == h))
+            .expect("a hash not there");
+        assert!(!back.seen.contains(absent));
     }
 
     #[test]
@@ -376,7 +384,7 @@ mod tests {
             case.last_event = n.wrapping_neg();
             case.types = (n as u128) << (i * 3);
             case.withdrawn = i % 2 == 1;
-            case.seen = (0..[0, 2, 3, 15, 16, 17][i % 6])
+            case.seen = (0..[0, 2, 6, 7, 16, 64, 65, 100][i % 8])
                 .map(|k| (n as u64).wrapping_add(k))
                 .collect();
             let modes = [
