@@ -2636,6 +2636,7 @@ impl Core {
                 let RuleKind::Check(c) = &rules.rule(r).kind else {
                     return Ok(());
                 };
+                self.judge_values(r, case, ev);
                 if !c
                     .when
                     .matches(|k, want| case.get(k).is_some_and(|have| have.matches_json(want)))
@@ -2758,6 +2759,7 @@ impl Core {
         case: &Case,
         ev: &Event,
     ) -> bool {
+        self.judge_values(r, case, ev);
         if !when.matches(|k, want| case.get(k).is_some_and(|have| have.matches_json(want))) {
             return false;
         }
@@ -2775,6 +2777,36 @@ impl Core {
                     false
                 }
             },
+        }
+    }
+
+    /// A field of the case's data that rule `r` declares `values` for (see
+    /// [`crate::rules::Rule::values`]), holding none of them, is a data problem of the
+    /// rule: a `kind` of `"Promised"` matches neither `when = { kind = "promised" }` nor
+    /// `"immediate"`, and would start no clock without a word.
+    fn judge_values(&mut self, r: u16, case: &Case, ev: &Event) {
+        let values = &self.rules.rule(r).values;
+        if values.is_empty() {
+            return;
+        }
+        let Some((field, have, allowed)) = values.iter().find_map(|(field, allowed)| {
+            let have = case.get(field)?;
+            (!allowed.iter().any(|v| have.matches_json(v))).then(|| {
+                (
+                    field.clone(),
+                    have.to_value(),
+                    crate::rules::listed(allowed),
+                )
+            })
+        }) else {
+            return;
+        };
+        if let Some(problems) = self.data_problem(r) {
+            tracing::warn!(rule = %self.rules.rule(r).id, event = %ev.id, case = %ev.subject,
+                field = %field, value = %have, allowed = %allowed, problems,
+                "the field holds none of the values the rule declares for it; a `when` on it \
+                 matches nothing (logged at the 1st, 10th, 100th, ... data problem of the \
+                 rule)");
         }
     }
 

@@ -385,6 +385,11 @@ pub struct Rule {
     pub basis: Arc<str>,
     pub pack: String,
     pub kind: RuleKind,
+    /// The values a field of the case's data may take (`values = { kind = ["immediate",
+    /// "promised"] }`): another value, where the engine judges the rule's `when`, is a data
+    /// problem of the rule. A misspelt `kind` would otherwise match no `when` and start no
+    /// clock without a word. A field that is absent is not judged.
+    pub values: Vec<(String, Vec<Value>)>,
 }
 
 /// What an event type does to one rule. The engine runs them in this order (the derive
@@ -766,6 +771,7 @@ struct RuleDef {
     pause: Option<OneOrMany>,
     resume: Option<OneOrMany>,
     when: Option<toml::Table>,
+    values: Option<toml::Table>,
     condition: Option<String>,
     limit: Option<LimitDef>,
     variant: Option<Vec<VariantDef>>,
@@ -881,6 +887,28 @@ impl Cx<'_> {
             }
         }
         Matcher(out)
+    }
+
+    /// `values = { field = [value, …] }`: each a non-empty list of strings, numbers or
+    /// booleans.
+    fn values(&mut self, t: Option<toml::Table>) -> Vec<(String, Vec<Value>)> {
+        let mut out = Vec::new();
+        for (k, v) in t.unwrap_or_default() {
+            let list: Option<Vec<Value>> = match &v {
+                toml::Value::Array(items) if !items.is_empty() => {
+                    items.iter().map(toml_to_json).collect()
+                }
+                _ => None,
+            };
+            match list {
+                Some(list) => out.push((k, list)),
+                None => self.problem(
+                    Some(&format!("values.{k}")),
+                    "must be a non-empty list of strings, numbers or booleans".into(),
+                ),
+            }
+        }
+        out
     }
 
     fn condition(&mut self, field: &str, src: Option<String>) -> Option<Condition> {
@@ -1066,6 +1094,7 @@ fn compile_rule(cx: &mut Cx<'_>, raw: toml::Table, meta: &PackMeta) -> Option<Ru
         );
     }
     let pack_share = meta.warn_share.unwrap_or(DEFAULT_WARN_SHARE);
+    let values = cx.values(def.values);
     let kind = match def.kind {
         KindName::Deadline => {
             cx.forbid(
@@ -1310,6 +1339,23 @@ fn compile_rule(cx: &mut Cx<'_>, raw: toml::Table, meta: &PackMeta) -> Option<Ru
             })
         }
     };
+    // A `when` that names a value its field is declared never to take can never match.
+    for (field, when) in whens(&kind) {
+        for (k, want) in &when.0 {
+            if let Some((_, allowed)) = values.iter().find(|(f, _)| f == k)
+                && !allowed.iter().any(|v| json_eq(v, want))
+            {
+                cx.problem(
+                    Some(&format!("{field}.{k}")),
+                    format!(
+                        "{want} is none of the values `values.{k}` declares ({}): it can never \
+                         match",
+                        listed(allowed)
+                    ),
+                );
+            }
+        }
+    }
     if cx.problems.len() > before {
         return None;
     }
@@ -1319,12 +1365,40 @@ fn compile_rule(cx: &mut Cx<'_>, raw: toml::Table, meta: &PackMeta) -> Option<Ru
         basis: def.basis.into(),
         pack: meta.name.clone(),
         kind,
+        values,
     })
+}
+
+/// A rule's `when` tables with where each is in the rule (`when`, `variant[0].when`, …).
+fn whens(kind: &RuleKind) -> Vec<(String, &Matcher)> {
+    match kind {
+        RuleKind::Deadline(d) => std::iter::once(("when".to_string(), &d.when))
+            .chain(
+                d.variants
+                    .iter()
+                    .enumerate()
+                    .map(|(n, v)| (format!("variant[{n}].when"), &v.when)),
+            )
+            .collect(),
+        RuleKind::Sequence(s) => vec![("when".into(), &s.when)],
+        RuleKind::Check(c) => vec![("when".into(), &c.when)],
+        RuleKind::Periodic(p) => vec![("when".into(), &p.when)],
+    }
+}
+
+/// Values as a list for a message: `"immediate", "promised"`.
+pub fn listed(values: &[Value]) -> String {
+    values
+        .iter()
+        .map(Value::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     fn load(text: &str) -> Result<RuleSet, Vec<Problem>> {
         RuleSet::from_sources(&[(PathBuf::from("rules/test.toml"), text.to_string())])
@@ -1414,6 +1488,94 @@ strat = \"approval.accepted\"
             joined.contains("rule `t.c`: field `strat`: unknown field `strat`"),
             "{joined}"
         );
+    }
+
+    /// `values` declares what a field may hold: `check` refuses a list that is empty or not
+    /// of scalars, and a `when` (or a variant's) naming a value outside it, which could
+    /// never match (a misspelt `"promissed"` in the pack).
+    #[test]
+    fn values_are_lists_of_scalars_and_every_when_names_one_of_them() {
+        let rule = |values: &str, when: &str| {
+            format!(
+                "{HEAD}
+[[rule]]
+id = \"t.p\"
+kind = \"deadline\"
+title = \"p\"
+basis = \"b\"
+start = \"approval.accepted\"
+stop = \"approval.completed\"
+when = {when}
+values = {values}
+limit = {{ workdays = 20 }}
+
+[[rule.variant]]
+when = {{ kind = \"promised\", joint = \"yes\" }}
+limit = {{ workdays = 45 }}
+"
+            )
+        };
+        let ok = load(&rule(
+            r#"{ kind = ["immediate", "promised"], joint = [true, false] }"#,
+            r#"{ kind = "promised" }"#,
+        ))
+        .expect_err("the variant's joint");
+        let text: Vec<String> = ok.iter().map(|p| p.to_string()).collect();
+        assert_eq!(
+            text,
+            [
+                "rules/test.toml: rule `t.p`: field `variant[0].when.joint`: \"yes\" is none of the \
+                 values `values.joint` declares (true, false): it can never match"
+            ]
+        );
+        let set = load(&rule(
+            r#"{ kind = ["immediate", "promised"], joint = ["yes", "no"] }"#,
+            r#"{ kind = "promised" }"#,
+        ))
+        .expect("valid");
+        assert_eq!(
+            set.rules[0].values,
+            [
+                ("joint".to_string(), vec![json!("yes"), json!("no")]),
+                (
+                    "kind".to_string(),
+                    vec![json!("immediate"), json!("promised")]
+                ),
+            ]
+        );
+        for (values, when, field, message) in [
+            (
+                "{ kind = [] }",
+                r#"{ kind = "promised" }"#,
+                "values.kind",
+                "non-empty list",
+            ),
+            (
+                "{ kind = \"promised\" }",
+                "{}",
+                "values.kind",
+                "non-empty list",
+            ),
+            (
+                "{ kind = [{ a = 1 }] }",
+                "{}",
+                "values.kind",
+                "non-empty list",
+            ),
+            (
+                r#"{ kind = ["immediate", "promised"], joint = ["yes"] }"#,
+                r#"{ kind = "promissed" }"#,
+                "when.kind",
+                "\"promissed\" is none of the values `values.kind` declares (\"immediate\", \"promised\")",
+            ),
+        ] {
+            let errs = load(&rule(values, when)).expect_err(values);
+            assert!(
+                errs.iter()
+                    .any(|p| p.field.as_deref() == Some(field) && p.message.contains(message)),
+                "{values} {when}: {errs:?}"
+            );
+        }
     }
 
     /// CEL's standard macros bind their own variables: `check` accepts those inside the

@@ -1421,6 +1421,43 @@ fn xz_promised_missing_or_over_the_statutory_limit_is_a_violation() {
     );
 }
 
+/// `kind` is `immediate` or `promised` (SPEC §1; `values` in config/rules/xz.toml). A case
+/// sent with another value — capitalised, or in Chinese — matches neither rule's `when`,
+/// so neither clock starts: the same as before, but now a data problem of each of the two
+/// rules (`redlight_data_problems_total`), so that the producer learns why its 承诺件 has
+/// no light. A case without `kind` is not judged (not every approval is managed under the
+/// 实施意见), and the statutory clock `xk.decision` runs for all of them.
+#[test]
+fn xz_a_kind_that_is_neither_immediate_nor_promised_is_a_data_problem() {
+    let mut engine = shipped_engine();
+    let accepted = |id: &str, case: &str, kind: Value| {
+        let mut data = promised(json!({"promised_workdays": 15}));
+        data["kind"] = kind;
+        ev(id, "approval.accepted", ACCEPTED, case, data)
+    };
+    let mut no_kind = promised(json!({"promised_workdays": 15}));
+    no_kind.as_object_mut().expect("object").remove("kind");
+    let r = replay_on(
+        &mut engine,
+        &[
+            accepted("k1", "XZ-K1", json!("Promised")),
+            accepted("k2", "XZ-K2", json!("承诺件")),
+            accepted("k3", "XZ-K3", json!("promised")),
+            ev("k4", "approval.accepted", ACCEPTED, "XZ-K4", no_kind),
+        ],
+        Some("2026-11-15T00:00:00+08:00"),
+    );
+    r.assert_clean();
+    for case in ["XZ-K1", "XZ-K2", "XZ-K4"] {
+        assert!(r.lights(case, "xz.promised").is_empty(), "{case}");
+        assert!(r.lights(case, "xz.immediate").is_empty(), "{case}");
+        assert!(!r.lights(case, "xk.decision").is_empty(), "{case}");
+    }
+    assert_eq!(r.lights("XZ-K3", "xz.promised").len(), 2);
+    // Two cases, each judged by the two rules of the kind.
+    assert_eq!(engine.stats().data_problems, 4);
+}
+
 /// 受理 → 审核 → 审批 → 办结. S1 in order: nothing. S2 skips 审核 (decided right after
 /// accepted): a violation at the decision. S3 reviews again after the decision (reversed): a
 /// violation at that review. Violations carry no deadline and name the stages.
