@@ -1028,7 +1028,21 @@ impl Loop<'_> {
                     if let Some(case) = p.engine.case(&ev.subject) {
                         crate::scorecard::ledger_rows(case, p.engine.rules(), &mut self.ledger);
                     }
-                    consumed.count((m.topic(), ev.kind.as_str()));
+                    if applied == Applied::UnknownType {
+                        // Not a label of `events_consumed`: every misspelt or made-up type
+                        // would be a series of its own, for ever.
+                        self.metrics.events_unknown_type.inc();
+                        let n = self.metrics.events_unknown_type.get();
+                        if crate::engine::is_power_of_ten(n) {
+                            let kind: String = ev.kind.chars().take(200).collect();
+                            tracing::warn!(topic = %slot.0, partition = slot.1, offset,
+                                event = %ev.id, case = %ev.subject, r#type = %kind, unknown = n,
+                                "event of a type no rule pack names; ignored (logged at the \
+                                 1st, 10th, 100th, ... such event)");
+                        }
+                    } else {
+                        consumed.count((m.topic(), ev.kind.as_str()));
+                    }
                     if applied == Applied::Duplicate {
                         self.metrics.events_duplicate.inc();
                     }

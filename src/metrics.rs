@@ -16,6 +16,7 @@ pub struct Metrics {
     /// Events whose id was already applied to their case.
     pub events_duplicate: IntCounter,
     pub events_key_mismatch: IntCounter,
+    pub events_unknown_type: IntCounter,
     /// Alerts raised, by level, status and rule.
     pub alerts: IntCounterVec,
     /// Clocks that needed a calendar year without data.
@@ -106,6 +107,12 @@ impl Metrics {
                 "Events whose Kafka message key is missing or is not their subject (the case \
                  id): a case's events may then be split across partitions, each seeing part \
                  of the case.",
+            )
+            .expect("valid metric"),
+            events_unknown_type: IntCounter::new(
+                "redlight_events_unknown_type_total",
+                "Events of a type no rule pack names, ignored. Not labelled by type: a \
+                 producer could send any number of them; the log names the type.",
             )
             .expect("valid metric"),
             alerts: IntCounterVec::new(
@@ -305,6 +312,7 @@ impl Metrics {
             Box::new(m.events_rejected.clone()),
             Box::new(m.events_duplicate.clone()),
             Box::new(m.events_key_mismatch.clone()),
+            Box::new(m.events_unknown_type.clone()),
             Box::new(m.alerts.clone()),
             Box::new(m.calendar_errors.clone()),
             Box::new(m.data_problems.clone()),
