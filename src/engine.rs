@@ -3850,6 +3850,34 @@ mod tests {
         assert_eq!(case.seen.len(), 200_000);
     }
 
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig { cases: 200, ..Default::default() })]
+
+        /// Event ids behave as the set of ids applied, in their order, at any size and
+        /// with repeats anywhere, also after being stored and read back half-way.
+        #[test]
+        fn event_ids_are_the_set_of_ids_applied(
+            ids in proptest::collection::vec(0u64..150, 0..400),
+            cut in 0usize..400,
+        ) {
+            let mut got = EventIds::default();
+            let mut model: Vec<u64> = Vec::new();
+            for (i, &n) in ids.iter().enumerate() {
+                if i == cut {
+                    got = rmp_serde::from_slice(&rmp_serde::to_vec(&got).expect("encode"))
+                        .expect("decode");
+                }
+                let hash = n.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+                proptest::prop_assert_eq!(got.contains(hash), model.contains(&hash), "id {} at {}", n, i);
+                if !model.contains(&hash) {
+                    proptest::prop_assert_eq!(got.push(hash), model.len() + 1);
+                    model.push(hash);
+                }
+            }
+            proptest::prop_assert_eq!(got.as_slice(), model.as_slice());
+        }
+    }
+
     /// SPEC §1 for a case with many events: a repeated id changes nothing, whether it was
     /// the case's first event or its two-hundredth.
     #[test]
