@@ -2241,6 +2241,57 @@ fn hz_hazard_investigation_within_24_hours() {
     assert_eq!(r.case("HZ-H3"), Vec::<String>::new());
 }
 
+/// `major` is a boolean (SPEC §1; `values` in config/rules/hz.toml). A major hazard reported
+/// with `"major": "true"` or `"是"` matches `when = { major = true }` no more than before, so
+/// no 24-hour clock starts; but each is now a data problem of the rule, so the producer
+/// learns why. `false` is a value like `true`: no problem.
+#[test]
+fn hz_major_given_as_text_is_a_data_problem() {
+    let mut engine = shipped_engine();
+    let t = "2026-10-01T08:00:00+08:00";
+    let hazard = |major: Value| json!({"department": "西湖区应急管理局", "location": "某化工厂储罐区", "major": major, "reporter": "王五"});
+    let r = replay_on(
+        &mut engine,
+        &[
+            ev(
+                "m1",
+                "safety.hazard_reported",
+                t,
+                "HZ-M1",
+                hazard(json!("true")),
+            ),
+            ev(
+                "m2",
+                "safety.hazard_reported",
+                t,
+                "HZ-M2",
+                hazard(json!("是")),
+            ),
+            ev(
+                "m3",
+                "safety.hazard_reported",
+                t,
+                "HZ-M3",
+                hazard(json!(false)),
+            ),
+            ev(
+                "m4",
+                "safety.hazard_reported",
+                t,
+                "HZ-M4",
+                hazard(json!(true)),
+            ),
+        ],
+        Some("2026-10-03T00:00:00+08:00"),
+    );
+    r.assert_clean();
+    for case in ["HZ-M1", "HZ-M2", "HZ-M3"] {
+        assert_eq!(r.case(case), Vec::<String>::new(), "{case}");
+    }
+    assert_eq!(r.lights("HZ-M4", "hz.hazard_investigation").len(), 2);
+    assert_eq!(engine.stats().data_problems, 2);
+}
+
 /// Art. 10(3): the order names its due time, here given in UTC: 2026-11-12T02:00:00Z =
 /// 2026-11-12T10:00+08:00 (printed in the configured zone). Ordered 11-02 10:00: the span is
 /// 10 days = 240 h; yellow at 90% = 216 h = 9 days → 11-11T10:00.
