@@ -92,7 +92,14 @@ pub struct ReplaySummary {
     pub events: u64,
     pub rejected: u64,
     pub alerts: u64,
+    /// Of `events`, those of a type no rule pack names (ignored).
+    pub unknown: u64,
 }
+
+/// The unknown event types `replay` names at its end, most frequent first, and how many
+/// distinct ones it keeps counts of (a file of made-up types must not grow it unbounded).
+const UNKNOWN_TYPES_NAMED: usize = 10;
+const UNKNOWN_TYPES_KEPT: usize = 1000;
 
 /// Runs the engine over JSON Lines of CloudEvents. The clock is the event time: timers due
 /// before an event fire before it is applied; then the clock advances to `until` if given.
@@ -113,6 +120,7 @@ pub fn replay(
     mut err: impl Write,
 ) -> io::Result<ReplaySummary> {
     let mut summary = ReplaySummary::default();
+    let mut unknown: std::collections::HashMap<String, u64> = Default::default();
     let mut alerts: Vec<Alert> = Vec::new();
     let mut input = input;
     let stopped = || io::Error::other("the replay's parser thread stopped");
@@ -175,7 +183,23 @@ pub fn replay(
                 write_alerts(&mut out, &alerts)?;
                 summary.alerts += alerts.len() as u64;
                 match applied {
-                    Ok(_) => summary.events += 1,
+                    Ok(applied) => {
+                        summary.events += 1;
+                        if applied == crate::engine::Applied::UnknownType {
+                            summary.unknown += 1;
+                            // Named by its first 200 characters at most.
+                            let kind = ev.kind.as_str();
+                            let kind = kind
+                                .char_indices()
+                                .nth(200)
+                                .map_or(kind, |(i, _)| &kind[..i]);
+                            if let Some(n) = unknown.get_mut(kind) {
+                                *n += 1;
+                            } else if unknown.len() < UNKNOWN_TYPES_KEPT {
+                                unknown.insert(kind.to_string(), 1);
+                            }
+                        }
+                    }
                     Err(e) => {
                         summary.rejected += 1;
                         writeln!(err, "line {n}: rejected: {e}")?;
@@ -194,6 +218,28 @@ pub fn replay(
         summary.alerts += alerts.len() as u64;
     }
     out.flush()?;
+    if summary.unknown > 0 {
+        // Not an error (a producer may send types no rule watches), but a misspelt type
+        // starts and stops nothing: say which, once, at the end.
+        let mut types: Vec<(&String, &u64)> = unknown.iter().collect();
+        types.sort_by(|a, b| b.1.cmp(a.1).then_with(|| a.0.cmp(b.0)));
+        let named: Vec<String> = types
+            .iter()
+            .take(UNKNOWN_TYPES_NAMED)
+            .map(|(t, n)| format!("`{t}` ({n})"))
+            .collect();
+        let more = if types.len() > UNKNOWN_TYPES_NAMED {
+            ", and others"
+        } else {
+            ""
+        };
+        writeln!(
+            err,
+            "ignored {} event(s) of types no rule pack names: {}{more}",
+            summary.unknown,
+            named.join(", ")
+        )?;
+    }
     Ok(summary)
 }
 
@@ -296,6 +342,39 @@ mod tests {
             "--to 2026-12-28 is before --from 2026-12-30"
         );
         assert!(out.is_empty());
+    }
+
+    /// The unknown types are named once, at the end, the most frequent first (ties by
+    /// name), ten at most; a known type is not among them.
+    #[test]
+    fn unknown_types_are_named_once_at_the_end() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let config =
+            crate::config::Config::load(&root.join("config/redlight.toml")).expect("config");
+        let mut engine = config.build_engine().expect("engine");
+        let mut input = String::new();
+        let mut n = 0;
+        for (k, count) in (0..12).map(|k| (k, if k < 2 { 3 } else { 1 })) {
+            for _ in 0..count {
+                n += 1;
+                input.push_str(&format!(
+                    r#"{{"specversion":"1.0","id":"e{n}","source":"/t","type":"x.t{k:02}","time":"2026-11-02T10:00:00+08:00","subject":"C{n}","data":{{}}}}"#
+                ));
+                input.push('\n');
+            }
+        }
+        input.push_str(r#"{"specversion":"1.0","id":"ok","source":"/t","type":"approval.accepted","time":"2026-11-02T10:00:00+08:00","subject":"K","data":{}}"#);
+        input.push('\n');
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        let summary =
+            replay(&mut engine, input.as_bytes(), None, &mut out, &mut err).expect("replayed");
+        assert_eq!((summary.events, summary.unknown), (17, 16));
+        assert_eq!(
+            String::from_utf8(err).expect("utf-8"),
+            "ignored 16 event(s) of types no rule pack names: `x.t00` (3), `x.t01` (3), \
+             `x.t02` (1), `x.t03` (1), `x.t04` (1), `x.t05` (1), `x.t06` (1), `x.t07` (1), \
+             `x.t08` (1), `x.t09` (1), and others\n"
+        );
     }
 
     #[test]

@@ -265,6 +265,7 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
                 events = summary.events,
                 rejected = summary.rejected,
                 alerts = summary.alerts,
+                unknown_types = summary.unknown,
                 "replay done"
             );
             Ok(ExitCode::SUCCESS)

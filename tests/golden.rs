@@ -2546,7 +2546,7 @@ fn replay_is_deterministic() {
 
 /// SPEC §1 and §5: a line that is not JSON, lacks `subject`, or has a malformed time is
 /// reported on stderr with its line number and skipped; the lines after it still count. An
-/// unknown type is not an error.
+/// unknown type is not an error, but is named once at the end.
 #[test]
 fn bad_lines_are_reported_and_skipped() {
     let mut no_subject: Value =
@@ -2571,7 +2571,7 @@ fn bad_lines_are_reported_and_skipped() {
     ];
     let r = replay(&lines, Some("2026-11-01T00:00:00+08:00"));
     let err: Vec<&str> = r.stderr.lines().collect();
-    assert_eq!(err.len(), 3, "{}", r.stderr);
+    assert_eq!(err.len(), 4, "{}", r.stderr);
     assert!(err[0].starts_with("line 2: "), "{}", err[0]);
     assert!(err[0].contains("JSON"), "{}", err[0]);
     assert!(err[1].starts_with("line 3: "), "{}", err[1]);
@@ -2588,8 +2588,15 @@ fn bad_lines_are_reported_and_skipped() {
             lines: 6,
             events: 3,
             rejected: 3,
-            alerts: 4
+            alerts: 4,
+            unknown: 1,
         }
+    );
+    // The unknown type is no error, but named once at the end: a misspelt type starts and
+    // stops nothing.
+    assert_eq!(
+        err[3],
+        "ignored 1 event(s) of types no rule pack names: `approval.teleported` (1)"
     );
     for case in ["BAD-1", "BAD-6"] {
         assert_eq!(
