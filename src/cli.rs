@@ -104,7 +104,8 @@ const UNKNOWN_TYPES_KEPT: usize = 1000;
 /// Runs the engine over JSON Lines of CloudEvents. The clock is the event time: timers due
 /// before an event fire before it is applied; then the clock advances to `until` if given.
 /// Alerts go to `out` as JSON lines in the order they happen; bad lines are reported on
-/// `err` with their line number and skipped.
+/// `err` with their line number and skipped, and events of types no rule pack names are
+/// named there once, at the end.
 ///
 /// The lines are read and parsed on a second thread, a chunk of [`REPLAY_CHUNK`] lines
 /// ahead of the engine (parsing was about a quarter of the time), and each chunk goes back
