@@ -188,12 +188,7 @@ pub fn replay(
                         summary.events += 1;
                         if applied == crate::engine::Applied::UnknownType {
                             summary.unknown += 1;
-                            // Named by its first 200 characters at most.
-                            let kind = ev.kind.as_str();
-                            let kind = kind
-                                .char_indices()
-                                .nth(200)
-                                .map_or(kind, |(i, _)| &kind[..i]);
+                            let kind = ev.kind_shown();
                             if let Some(n) = unknown.get_mut(kind) {
                                 *n += 1;
                             } else if unknown.len() < UNKNOWN_TYPES_KEPT {

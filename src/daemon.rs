@@ -952,9 +952,7 @@ impl Loop<'_> {
                 // The subject is the case id either way; but a producer that keys messages
                 // otherwise (or not at all) may spread a case over partitions, whose
                 // engines then each see part of it: false reds, missed stops.
-                self.metrics.events_key_mismatch.inc();
-                let n = self.metrics.events_key_mismatch.get();
-                if crate::engine::is_power_of_ten(n) {
+                if let Some(n) = count_and_log(&self.metrics.events_key_mismatch) {
                     let key = m.key().map(String::from_utf8_lossy);
                     tracing::warn!(topic = %slot.0, partition = slot.1, offset, event = %ev.id,
                         subject = %ev.subject, key = ?key, mismatches = n,
@@ -1031,12 +1029,10 @@ impl Loop<'_> {
                     if applied == Applied::UnknownType {
                         // Not a label of `events_consumed`: every misspelt or made-up type
                         // would be a series of its own, for ever.
-                        self.metrics.events_unknown_type.inc();
-                        let n = self.metrics.events_unknown_type.get();
-                        if crate::engine::is_power_of_ten(n) {
-                            let kind: String = ev.kind.chars().take(200).collect();
+                        if let Some(n) = count_and_log(&self.metrics.events_unknown_type) {
                             tracing::warn!(topic = %slot.0, partition = slot.1, offset,
-                                event = %ev.id, case = %ev.subject, r#type = %kind, unknown = n,
+                                event = %ev.id, case = %ev.subject, r#type = %ev.kind_shown(),
+                                unknown = n,
                                 "event of a type no rule pack names; ignored (logged at the \
                                  1st, 10th, 100th, ... such event)");
                         }
@@ -1327,6 +1323,14 @@ impl<K: std::hash::Hash + Eq> Tally<K> {
     fn count(&mut self, key: K) {
         *self.0.entry(key).or_insert(0) += 1;
     }
+}
+
+/// Counts one more of a repeated input problem; its count when it is one to log: the 1st,
+/// 10th, 100th, … (so that a stream of them is seen without flooding the log).
+fn count_and_log(counter: &prometheus::IntCounter) -> Option<u64> {
+    counter.inc();
+    let n = counter.get();
+    crate::engine::is_power_of_ten(n).then_some(n)
 }
 
 /// The partitions a batch handled messages of, in the order first seen: a batch has a few,

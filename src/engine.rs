@@ -812,21 +812,9 @@ fn indexed(list: Vec<u64>) -> (Vec<u64>, hashbrown::HashTable<u64>) {
 impl FromIterator<u64> for EventIds {
     fn from_iter<I: IntoIterator<Item = u64>>(iter: I) -> EventIds {
         let mut ids = EventIds::default();
-        let iter = iter.into_iter();
-        if iter.size_hint().0 <= 6 {
-            for hash in iter {
-                ids.push(hash);
-            }
-            return ids;
+        for hash in iter {
+            ids.push(hash);
         }
-        let list: Vec<u64> = iter.collect();
-        ids.0 = if list.len() >= EventIds::INDEX_FROM {
-            Ids::Indexed(Box::new(indexed(list)))
-        } else if list.len() > 6 {
-            Ids::Listed(list)
-        } else {
-            return list.into_iter().collect();
-        };
         ids
     }
 }
@@ -859,9 +847,28 @@ impl Serialize for EventIds {
     }
 }
 
+/// Read element by element into place: a restart reads a million cases, most with their
+/// ids inline, and a vector for each would be a million allocations for nothing.
 impl<'de> Deserialize<'de> for EventIds {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<EventIds, D::Error> {
-        Ok(Vec::<u64>::deserialize(d)?.into_iter().collect())
+        struct Hashes;
+        impl<'de> serde::de::Visitor<'de> for Hashes {
+            type Value = EventIds;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a sequence of event id hashes")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<EventIds, A::Error> {
+                let mut ids = EventIds::default();
+                while let Some(hash) = seq.next_element::<u64>()? {
+                    ids.push(hash);
+                }
+                Ok(ids)
+            }
+        }
+        d.deserialize_seq(Hashes)
     }
 }
 
@@ -2636,11 +2643,7 @@ impl Core {
                 let RuleKind::Check(c) = &rules.rule(r).kind else {
                     return Ok(());
                 };
-                self.judge_values(r, case, ev);
-                if !c
-                    .when
-                    .matches(|k, want| case.get(k).is_some_and(|have| have.matches_json(want)))
-                {
+                if !self.applies(r, &c.when, &None, case, ev) {
                     return Ok(());
                 }
                 match self.eval(&c.condition, case, ev, types_before) {

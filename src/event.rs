@@ -427,6 +427,15 @@ impl Event {
         })
     }
 
+    /// The type as logs and reports name it: its first 200 characters at most (a type no
+    /// rule pack names may be anything a producer sent).
+    pub fn kind_shown(&self) -> &str {
+        let kind = self.kind.as_str();
+        kind.char_indices()
+            .nth(200)
+            .map_or(kind, |(i, _)| &kind[..i])
+    }
+
     /// A string field of `data`, if present and a string.
     pub fn data_str(&self, field: &str) -> Option<&str> {
         self.data.get(field).and_then(Value::as_str)
