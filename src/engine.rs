@@ -4083,7 +4083,9 @@ mod tests {
         // none); the check is the condition's.
         let fires = |condition: &str| -> bool {
             let pack = format!(
-                "[pack]\nname = \"t\"\ntitle = \"t\"\n[[rule]]\nid = \"t.d\"\nkind = \"deadline\"\n\
+                "[pack]\nname = \"t\"\ntitle = \"t\"\n\
+                 fields = [\"items\", \"count\", \"ratio\", \"delta\"]\n\
+                 [[rule]]\nid = \"t.d\"\nkind = \"deadline\"\n\
                  title = \"d\"\nbasis = \"b\"\nstart = \"safety.accident_reported\"\n\
                  stop = [\"safety.accident_relayed\"]\nlimit = {{ hours = 2 }}\n\
                  [[rule]]\nid = \"t.c\"\nkind = \"check\"\n\

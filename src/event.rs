@@ -475,6 +475,40 @@ pub const CATALOGUE: &[&str] = &[
     "safety.meeting_held",
 ];
 
+/// The fields of `data` SPEC §1's catalogue names, of every type. A rule pack that names
+/// another field (in a `when`, a `values`, a limit or extension taken from the event, a
+/// period label, a CEL condition's `data.x`) must declare it in its `[pack] fields`: the
+/// producers' own fields are welcome, a misspelt one would match nothing, for ever.
+pub const DATA_FIELDS: &[&str] = &[
+    "amount_yuan",
+    "approved_by",
+    "by",
+    "change",
+    "deaths",
+    "department",
+    "due",
+    "extra_workdays",
+    "fee_code",
+    "grade",
+    "handler",
+    "injuries",
+    "item",
+    "joint",
+    "kind",
+    "location",
+    "major",
+    "market",
+    "missing",
+    "outcome",
+    "period",
+    "procedure",
+    "promised_workdays",
+    "reason",
+    "reporter",
+    "to",
+    "unit",
+];
+
 #[cfg(test)]
 mod tests {
     use super::*;

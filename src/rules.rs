@@ -12,7 +12,7 @@
 //! Loading never stops at the first mistake: every problem is collected with its file, rule
 //! and field, so `redlight check` can print them all.
 
-use crate::event::CATALOGUE;
+use crate::event::{CATALOGUE, DATA_FIELDS};
 use cel::common::ast::{EntryExpr, Expr, IdedExpr, MapExpr, StructExpr};
 use rustc_hash::{FxHashMap, FxHashSet};
 use serde::Deserialize;
@@ -223,6 +223,19 @@ struct Refs {
     /// `(variable, field)` of each `event.x` and `case.x` (the variables, not a macro's
     /// names that shadow them): their fields are fixed, so a misspelt one is known.
     fields: BTreeSet<(String, String)>,
+    /// The fields of the data read as `data.x` or `case.data.x` (the variables, not a
+    /// macro's names): they must be in the catalogue or a pack's `fields`.
+    data_fields: BTreeSet<String>,
+}
+
+/// ` (did you mean `x`?)` when one of `known` is within two edits of `name` (a letter
+/// missing, extra, changed or two swapped), else nothing.
+fn did_you_mean<'k>(name: &str, known: impl Iterator<Item = &'k String>) -> String {
+    known
+        .map(|k| (strsim::damerau_levenshtein(name, k), k))
+        .filter(|(d, k)| *d <= 2 && *d < k.chars().count())
+        .min()
+        .map_or_else(String::new, |(_, k)| format!(" (did you mean `{k}`?)"))
 }
 
 fn refs(program: &cel::Program) -> Refs {
@@ -245,11 +258,22 @@ fn refs(program: &cel::Program) -> Refs {
                 }
             }
             Expr::Select(select) => {
-                if let Expr::Ident(name) = &select.operand.expr
-                    && (name == "event" || name == "case")
-                    && !bound.iter().any(|b| b == name)
-                {
-                    out.fields.insert((name.clone(), select.field.clone()));
+                let free = |name: &str| !bound.iter().any(|b| b == name);
+                match &select.operand.expr {
+                    Expr::Ident(name) if (name == "event" || name == "case") && free(name) => {
+                        out.fields.insert((name.clone(), select.field.clone()));
+                    }
+                    Expr::Ident(name) if name == "data" && free(name) => {
+                        out.data_fields.insert(select.field.clone());
+                    }
+                    Expr::Select(inner)
+                        if inner.field == "data"
+                            && matches!(&inner.operand.expr,
+                                Expr::Ident(name) if name == "case" && free(name)) =>
+                    {
+                        out.data_fields.insert(select.field.clone());
+                    }
+                    _ => {}
                 }
                 walk(&select.operand, bound, out)
             }
@@ -511,10 +535,14 @@ impl RuleSet {
         };
         let mut withdraw: Vec<String> = Vec::new();
         let mut parsed = Vec::new();
+        // The data fields a rule may name: the catalogue's and every pack's own.
+        let mut known_fields: BTreeSet<String> =
+            DATA_FIELDS.iter().map(|s| s.to_string()).collect();
         for (file, text) in sources {
             match parse_pack(file, text) {
                 Ok(p) => {
                     set.known_types.extend(p.meta.types.iter().cloned());
+                    known_fields.extend(p.meta.fields.iter().cloned());
                     withdraw.extend(p.meta.withdraw.iter().cloned());
                     set.packs.push(PackInfo {
                         name: p.meta.name.clone(),
@@ -538,6 +566,7 @@ impl RuleSet {
                         .unwrap_or_else(|| format!("#{}", i + 1)),
                     problems: &mut problems,
                     known: &set.known_types,
+                    known_fields: &known_fields,
                 };
                 let Some(rule) = compile_rule(&mut cx, raw, &pack.meta) else {
                     continue;
@@ -657,6 +686,9 @@ struct PackMeta {
     /// Event types this pack adds to the catalogue of SPEC §1.
     #[serde(default)]
     types: Vec<String>,
+    /// Fields of events' `data` this pack's rules name beyond those SPEC §1 lists.
+    #[serde(default)]
+    fields: Vec<String>,
     /// Event types that withdraw a case: every clock stops, no alert (`approval.withdrawn`).
     #[serde(default)]
     withdraw: Vec<String>,
@@ -830,6 +862,7 @@ struct Cx<'a> {
     rule: String,
     problems: &'a mut Vec<Problem>,
     known: &'a FxHashSet<String>,
+    known_fields: &'a BTreeSet<String>,
 }
 
 impl Cx<'_> {
@@ -862,14 +895,41 @@ impl Cx<'_> {
     }
 
     fn check_type(&mut self, field: &str, t: &str) {
-        if !self.known.contains(t) {
-            self.problem(
-                Some(field),
-                format!(
-                    "event type `{t}` is not in the catalogue (SPEC §1) nor in the pack's `types`"
-                ),
-            );
+        let known = self.known;
+        if !known.contains(t) {
+            self.unknown(field, ("event type", t), "types", known.iter(), "");
         }
+    }
+
+    /// A field of events' data that the rule names (at `at`) must be one SPEC §1 lists or
+    /// a pack declares in `fields`: a misspelt one would be absent from every case, and the
+    /// rule would never apply (a `when`), never count a limit or extension, never warn.
+    fn data_field(&mut self, at: &str, name: &str) {
+        let known = self.known_fields;
+        if !known.contains(name) {
+            let advice = "; declare a field of the producers' own in `[pack] fields`";
+            self.unknown(at, ("data field", name), "fields", known.iter(), advice);
+        }
+    }
+
+    /// Reports a name (`what`, `name`) in neither SPEC §1 nor a pack's `key`, with the
+    /// nearest of `known`.
+    fn unknown<'k>(
+        &mut self,
+        at: &str,
+        (what, name): (&str, &str),
+        key: &str,
+        known: impl Iterator<Item = &'k String>,
+        advice: &str,
+    ) {
+        let hint = did_you_mean(name, known);
+        self.problem(
+            Some(at),
+            format!(
+                "{what} `{name}` is not in the catalogue (SPEC §1) nor in a pack's `{key}`{hint}\
+                 {advice}"
+            ),
+        );
     }
 
     fn matcher(&mut self, field: &str, t: Option<toml::Table>) -> Matcher {
@@ -878,6 +938,7 @@ impl Cx<'_> {
         };
         let mut out = Vec::new();
         for (k, v) in t {
+            self.data_field(&format!("{field}.{k}"), &k);
             match toml_to_json(&v) {
                 Some(j) => out.push((k, j)),
                 None => self.problem(
@@ -894,6 +955,7 @@ impl Cx<'_> {
     fn values(&mut self, t: Option<toml::Table>) -> Vec<(String, Vec<Value>)> {
         let mut out = Vec::new();
         for (k, v) in t.unwrap_or_default() {
+            self.data_field(&format!("values.{k}"), &k);
             let list: Option<Vec<Value>> = match &v {
                 toml::Value::Array(items) if !items.is_empty() => {
                     items.iter().map(toml_to_json).collect()
@@ -946,6 +1008,9 @@ impl Cx<'_> {
                         );
                     }
                 }
+                for name in &refs.data_fields {
+                    self.data_field(field, name);
+                }
                 for var in &refs.variables {
                     if !["event", "data", "case"].contains(&var.as_str())
                         && !CEL_TYPE_NAMES.contains(&var.as_str())
@@ -986,13 +1051,14 @@ impl Cx<'_> {
             }
         }
         let froms = [
-            (def.minutes_from, Unit::Minutes),
-            (def.hours_from, Unit::Hours),
-            (def.days_from, Unit::Days),
-            (def.workdays_from, Unit::Workdays),
+            (def.minutes_from, Unit::Minutes, "minutes_from"),
+            (def.hours_from, Unit::Hours, "hours_from"),
+            (def.days_from, Unit::Days, "days_from"),
+            (def.workdays_from, Unit::Workdays, "workdays_from"),
         ];
-        for (v, unit) in froms {
+        for (v, unit, key) in froms {
             if let Some(f) = v {
+                self.data_field(&format!("{field}.{key}"), &f);
                 match def.max {
                     Some(max) => found.push(Limit::SpanFrom {
                         unit,
@@ -1010,6 +1076,7 @@ impl Cx<'_> {
             found.push(Limit::SameWorkday);
         }
         if let Some(f) = def.due_from {
+            self.data_field(&format!("{field}.due_from"), &f);
             found.push(Limit::DueFrom { field: f });
         }
         if found.len() != 1 {
@@ -1146,6 +1213,7 @@ fn compile_rule(cx: &mut Cx<'_>, raw: toml::Table, meta: &PackMeta) -> Option<Ru
             }
             let extend = def.extend.map(|e| {
                 cx.check_type("extend.on", &e.on);
+                cx.data_field("extend.field", &e.field);
                 Extend {
                     on: e.on,
                     field: e.field,
@@ -1321,6 +1389,9 @@ fn compile_rule(cx: &mut Cx<'_>, raw: toml::Table, meta: &PackMeta) -> Option<Ru
                 Period::Quarter
             });
             let grace = def.grace.and_then(|g| cx.limit("grace", g, false));
+            if let Some(f) = &def.period_field {
+                cx.data_field("period_field", f);
+            }
             if let Some(g) = &grace
                 && g.unit().is_none()
             {
@@ -1493,6 +1564,135 @@ strat = \"approval.accepted\"
     /// `values` declares what a field may hold: `check` refuses a list that is empty or not
     /// of scalars, and a `when` (or a variant's) naming a value outside it, which could
     /// never match (a misspelt `"promissed"` in the pack).
+    /// Every place a rule names a field of events' data is checked against SPEC §1's
+    /// fields and the packs' `fields`, with the nearest known name offered; a field a pack
+    /// declares (in any pack) is accepted everywhere. A misspelt field would be absent from
+    /// every case: the rule would never apply, count or warn, and nothing would say why.
+    #[test]
+    fn a_data_field_a_rule_names_is_one_the_catalogue_or_a_pack_knows() {
+        let pack = |fields: &str, kidn: &str, promised: &str, extra: &str, period: &str| {
+            format!(
+                "[pack]
+name = \"t\"
+title = \"test\"
+{fields}
+[[rule]]
+id = \"t.p\"
+kind = \"deadline\"
+title = \"p\"
+basis = \"b\"
+start = \"approval.accepted\"
+stop = \"approval.completed\"
+when = {{ {kidn} = \"promised\" }}
+values = {{ {kidn} = [\"immediate\", \"promised\"] }}
+limit = {{ workdays_from = \"{promised}\", max = 20 }}
+extend = {{ on = \"approval.extended\", field = \"{extra}\", max = 10 }}
+condition = 'has(data.fee_level)'
+
+[[rule.variant]]
+when = {{ {kidn} = \"promised\", joint = true }}
+limit = {{ workdays_from = \"{promised}\", max = 45 }}
+
+[[rule]]
+id = \"t.q\"
+kind = \"periodic\"
+title = \"q\"
+basis = \"b\"
+start = \"market.registration_decided\"
+fulfil = \"market.report_submitted\"
+period = \"quarter\"
+period_field = \"{period}\"
+
+[[rule]]
+id = \"t.h\"
+kind = \"deadline\"
+title = \"h\"
+basis = \"b\"
+start = \"safety.rectification_ordered\"
+stop = \"safety.hazard_rectified\"
+limit = {{ due_from = \"{period}\" }}
+"
+            )
+        };
+        let fields = "fields = [\"fee_level\"]";
+        load(&pack(
+            fields,
+            "kind",
+            "promised_workdays",
+            "extra_workdays",
+            "due",
+        ))
+        .expect("the catalogue's fields and the pack's own");
+        let errs = load(&pack(
+            "",
+            "kidn",
+            "promised_wrokdays",
+            "extra_workday",
+            "perod",
+        ))
+        .expect_err("misspelt fields");
+        let text: Vec<String> = errs.iter().map(|p| p.to_string()).collect();
+        let says = |rule: &str, at: &str, name: &str, hint: &str| {
+            format!(
+                "rules/test.toml: rule `{rule}`: field `{at}`: data field `{name}` is not in \
+                 the catalogue (SPEC §1) nor in a pack's `fields`{hint}; declare a field of \
+                 the producers' own in `[pack] fields`"
+            )
+        };
+        let mean = |k: &str| format!(" (did you mean `{k}`?)");
+        assert_eq!(
+            text,
+            [
+                says("t.p", "values.kidn", "kidn", &mean("kind")),
+                says("t.p", "when.kidn", "kidn", &mean("kind")),
+                says("t.p", "condition", "fee_level", ""),
+                says(
+                    "t.p",
+                    "limit.workdays_from",
+                    "promised_wrokdays",
+                    &mean("promised_workdays")
+                ),
+                says("t.p", "variant[0].when.kidn", "kidn", &mean("kind")),
+                says(
+                    "t.p",
+                    "variant[0].limit.workdays_from",
+                    "promised_wrokdays",
+                    &mean("promised_workdays")
+                ),
+                says(
+                    "t.p",
+                    "extend.field",
+                    "extra_workday",
+                    &mean("extra_workdays")
+                ),
+                says("t.q", "period_field", "perod", &mean("period")),
+                says("t.h", "limit.due_from", "perod", &mean("period")),
+            ]
+        );
+        // A field one pack declares serves the rules of every pack, as `types` do.
+        let other = "[pack]\nname = \"u\"\ntitle = \"u\"\nfields = [\"fee_level\"]\n";
+        RuleSet::from_sources(&[
+            (
+                PathBuf::from("rules/test.toml"),
+                pack("", "kind", "promised_workdays", "extra_workdays", "due"),
+            ),
+            (PathBuf::from("rules/u.toml"), other.to_string()),
+        ])
+        .expect("declared in the other pack");
+        // An event type gets the same offer.
+        let errs = load(&format!(
+            "{HEAD}[[rule]]\nid = \"t.c\"\nkind = \"check\"\ntitle = \"c\"\nbasis = \"b\"\n\
+             on = \"approval.acepted\"\ncondition = \"true\"\n"
+        ))
+        .expect_err("misspelt type");
+        assert!(
+            errs[0]
+                .message
+                .ends_with(" (did you mean `approval.accepted`?)"),
+            "{errs:?}"
+        );
+    }
+
     #[test]
     fn values_are_lists_of_scalars_and_every_when_names_one_of_them() {
         let rule = |values: &str, when: &str| {
@@ -1586,7 +1786,7 @@ limit = {{ workdays = 45 }}
     fn cel_names_are_checked_and_reads_are_recorded() {
         let check = |condition: &str| {
             format!(
-                "{HEAD}
+                "{HEAD}fields = [\"items\", \"n\"]
 [[rule]]
 id = \"t.x\"
 kind = \"check\"
@@ -1628,6 +1828,11 @@ condition = '{condition}'
             r(false, true, false),
             "a macro's `event` is its own: any field"
         );
+        assert_eq!(
+            reads("data.items.exists(data, data.foo == 1)"),
+            r(false, true, false),
+            "a macro's `data` is its own: any field"
+        );
         // Functions of the standard library, timestamps and durations, type names.
         assert_eq!(
             reads(concat!(
@@ -1666,6 +1871,21 @@ condition = '{condition}'
             // `event` and `case` have fixed fields: a misspelt one is known as well.
             (r#"event.tyep == "x""#, "`event` has no field `tyep` in CEL"),
             ("has(case.type)", "`case` has no field `type` in CEL"),
+            // So are the data's, against the catalogue and the packs' `fields`.
+            (
+                r#"has(data.deparment)"#,
+                "data field `deparment` is not in the catalogue (SPEC §1) nor in a pack's \
+                 `fields` (did you mean `department`?)",
+            ),
+            (
+                r#"size(case.data.itmes) > 0"#,
+                "data field `itmes` is not in the catalogue (SPEC §1) nor in a pack's \
+                 `fields` (did you mean `items`?)",
+            ),
+            (
+                r#"data.fee > 0"#,
+                "data field `fee` is not in the catalogue",
+            ),
         ] {
             let errs = load(&check(condition)).expect_err(condition);
             let text: Vec<String> = errs.iter().map(|p| p.to_string()).collect();
