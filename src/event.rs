@@ -196,6 +196,9 @@ pub enum EventError {
     NotJson(String),
     #[error("the message is not a JSON object")]
     NotObject,
+    /// The message names an attribute twice (serde's message names which and where).
+    #[error("an attribute appears more than once: {0}")]
+    Repeated(String),
     #[error("missing required attribute `{0}`")]
     Missing(&'static str),
     #[error("attribute `{attribute}` must be a non-empty string")]
@@ -227,6 +230,7 @@ impl EventError {
         match self {
             EventError::NotJson(_) => "not_json",
             EventError::NotObject => "not_object",
+            EventError::Repeated(_) => "repeated_attribute",
             EventError::Missing(_) => "missing_attribute",
             EventError::NotString { .. } => "bad_attribute",
             EventError::SpecVersion(_) => "bad_specversion",
@@ -354,7 +358,16 @@ impl Event {
     fn parse_general(bytes: &[u8]) -> Result<Event, EventError> {
         let wire: Wire = match serde_json::from_slice(bytes) {
             Ok(w) => w,
-            Err(e) if e.is_data() => return Err(EventError::NotObject),
+            // `Wire` takes any value for every attribute, so an object fails it only by
+            // naming one twice.
+            Err(e) if e.is_data() => {
+                let object = serde_json::from_slice::<serde_json::Map<String, Value>>(bytes);
+                return Err(if object.is_ok() {
+                    EventError::Repeated(e.to_string())
+                } else {
+                    EventError::NotObject
+                });
+            }
             Err(e) => return Err(EventError::NotJson(e.to_string())),
         };
         let specversion = required(wire.specversion, "specversion")?;
@@ -640,6 +653,24 @@ mod tests {
             Event::parse(b"[1]").expect_err("array"),
             EventError::NotObject
         );
+        // An object that names an attribute twice is one, and the rejection says which.
+        let twice = GOOD.replacen(
+            "{\"specversion\"",
+            "{\"subject\":\"XZ-2\",\"specversion\"",
+            1,
+        );
+        match Event::parse(twice.as_bytes()).expect_err("twice") {
+            err @ EventError::Repeated(_) => {
+                assert_eq!(err.reason_code(), "repeated_attribute");
+                assert!(
+                    err.to_string().starts_with(
+                        "an attribute appears more than once: duplicate field `subject`"
+                    ),
+                    "{err}"
+                );
+            }
+            other => panic!("{other:?}"),
+        }
         let err = Event::parse(with("specversion", Some("\"0.3\"")).as_bytes()).expect_err("v");
         assert_eq!(err, EventError::SpecVersion("0.3".into()));
         let err =

@@ -896,6 +896,17 @@ fn bad_messages_go_to_dead_letters() {
     });
     bads.push(Bad {
         msg: Msg {
+            key: Some("BAD-TWICE".into()),
+            payload: Some(
+                br#"{"specversion":"1.0","id":"bad-twice","source":"/t","type":"approval.accepted","time":"2026-06-01T10:00:00+08:00","subject":"BAD-TWICE","subject":"BAD-THRICE"}"#
+                    .to_vec(),
+            ),
+        },
+        code: "repeated_attribute",
+        names: "duplicate field `subject`".to_string(),
+    });
+    bads.push(Bad {
+        msg: Msg {
             key: Some("BAD-EMPTY".into()),
             payload: None,
         },
