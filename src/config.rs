@@ -6,7 +6,7 @@
 //! started from any working directory. Errors name the key and the problem.
 
 use crate::calendar::Calendar;
-use crate::engine::{DEFAULT_RETENTION_DAYS, Engine};
+use crate::engine::{DEFAULT_MAX_EVENTS_PER_CASE, DEFAULT_RETENTION_DAYS, Engine};
 use crate::rules::{Problem, RuleSet};
 use figment::Figment;
 use figment::providers::{Env, Format, Toml};
@@ -63,6 +63,20 @@ pub struct EngineConfig {
     /// Days an inactive case is remembered for duplicate and late events.
     #[serde(default = "default_retention_days")]
     pub retention_days: u32,
+    /// The most events a case takes; further ones are refused (see
+    /// `engine::DEFAULT_MAX_EVENTS_PER_CASE`).
+    #[serde(default = "default_max_events_per_case")]
+    pub max_events_per_case: u32,
+}
+
+impl EngineConfig {
+    /// The engine's settings beyond its rules and calendar.
+    pub fn settings(&self) -> crate::engine::Settings {
+        crate::engine::Settings {
+            retention_days: self.retention_days,
+            max_events_per_case: self.max_events_per_case,
+        }
+    }
 }
 
 /// `[kafka]`: where events come from (the daemon only).
@@ -489,6 +503,10 @@ fn default_timezone() -> String {
 fn default_calendars() -> PathBuf {
     PathBuf::from("calendars")
 }
+const fn default_max_events_per_case() -> u32 {
+    DEFAULT_MAX_EVENTS_PER_CASE
+}
+
 const fn default_retention_days() -> u32 {
     DEFAULT_RETENTION_DAYS
 }
@@ -544,6 +562,11 @@ impl Config {
             .unwrap_or_else(|| PathBuf::from("."));
         if config.engine.rule_packs.is_empty() {
             return Err(invalid("`engine.rule_packs` lists no pack".into()));
+        }
+        if config.engine.max_events_per_case == 0 {
+            return Err(invalid(
+                "`engine.max_events_per_case` must be at least 1".into(),
+            ));
         }
         config.timezone().map_err(|_| ConfigError::TimeZone {
             file: path.to_path_buf(),
@@ -713,7 +736,7 @@ impl Config {
         let cal = self.load_calendar()?;
         let rules = self.load_rules()?;
         let mut engine = Engine::new(Arc::new(rules), Arc::new(cal));
-        engine.set_retention_days(self.engine.retention_days);
+        engine.configure(self.engine.settings());
         Ok(engine)
     }
 }

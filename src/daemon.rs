@@ -18,7 +18,7 @@
 
 use crate::alert::Alert;
 use crate::config::Config;
-use crate::engine::{Applied, Case, Engine};
+use crate::engine::{Applied, Case, Engine, EngineError};
 use crate::event::Event;
 use crate::metrics::Metrics;
 use crate::store::{Store, WriteBatch};
@@ -280,7 +280,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     let preload = {
         let (store, rules, calendar) = (store.clone(), rules.clone(), calendar.clone());
         let topics = config.kafka.topics.clone();
-        let retention = config.engine.retention_days;
+        let settings = config.engine.settings();
         std::thread::Builder::new()
             .name("redlight-preload".into())
             .spawn(move || {
@@ -290,7 +290,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
                     .filter(|(topic, _, _)| topics.contains(topic))
                     .map(|(topic, partition, _)| (topic, partition))
                     .collect();
-                restore_partitions(&store, &rules, &calendar, retention, &slots)
+                restore_partitions(&store, &rules, &calendar, settings, &slots)
             })
             .context("starting the partition preload")?
     };
@@ -459,7 +459,7 @@ fn restore_partitions(
     store: &Store,
     rules: &Arc<crate::rules::RuleSet>,
     calendar: &Arc<crate::calendar::Calendar>,
-    retention_days: u32,
+    settings: crate::engine::Settings,
     slots: &[Slot],
 ) -> anyhow::Result<Vec<Restored>> {
     if slots.is_empty() {
@@ -479,13 +479,7 @@ fn restore_partitions(
                         let Some(slot) = slots.get(i) else {
                             return Ok::<_, anyhow::Error>(done);
                         };
-                        done.push(restore_partition(
-                            store,
-                            rules,
-                            calendar,
-                            retention_days,
-                            slot,
-                        )?);
+                        done.push(restore_partition(store, rules, calendar, settings, slot)?);
                     }
                 })
             })
@@ -507,12 +501,12 @@ fn restore_partition(
     store: &Store,
     rules: &Arc<crate::rules::RuleSet>,
     calendar: &Arc<crate::calendar::Calendar>,
-    retention_days: u32,
+    settings: crate::engine::Settings,
     slot: &Slot,
 ) -> anyhow::Result<Restored> {
     let started = Instant::now();
     let mut engine = Engine::new(rules.clone(), calendar.clone());
-    engine.set_retention_days(retention_days);
+    engine.configure(settings);
     engine.track_changes();
     let mut classifier = crate::open_counts::Classifier::default();
     let mut open = crate::open_counts::Counts::default();
@@ -776,9 +770,9 @@ impl Loop<'_> {
             self.rules.clone(),
             self.calendar.clone(),
         );
-        let retention = self.config.engine.retention_days;
+        let settings = self.config.engine.settings();
         restored.extend(tokio::task::block_in_place(|| {
-            restore_partitions(&store, &rules, &calendar, retention, &missing)
+            restore_partitions(&store, &rules, &calendar, settings, &missing)
         })?);
         let consumer = &self.consumer;
         let highs: Vec<Option<u64>> = tokio::task::block_in_place(|| {
@@ -1045,12 +1039,24 @@ impl Loop<'_> {
                 }
                 Err(e) => {
                     // apply() rolled its own alerts back; the timers fired before it stay.
-                    self.metrics
+                    let counter = self
+                        .metrics
                         .events_rejected
-                        .with_label_values(&[e.reason_code()])
-                        .inc();
-                    tracing::error!(topic = %slot.0, partition = slot.1, offset, error = %e,
-                        "event refused for want of calendar data; copied to the dead-letter topic");
+                        .with_label_values(&[e.reason_code()]);
+                    if let EngineError::CaseFull { .. } = e {
+                        // A producer in a loop sends many: logged at the 1st, 10th, ….
+                        if let Some(n) = count_and_log(&counter) {
+                            tracing::error!(topic = %slot.0, partition = slot.1, offset,
+                                error = %e, refused = n,
+                                "event refused: its case has too many events; copied to the \
+                                 dead-letter topic (logged at the 1st, 10th, 100th, ... such \
+                                 event)");
+                        }
+                    } else {
+                        counter.inc();
+                        tracing::error!(topic = %slot.0, partition = slot.1, offset, error = %e,
+                            "event refused; copied to the dead-letter topic");
+                    }
                     dead.push(dead_letter(e.to_string(), e.reason_code()));
                 }
             }

@@ -39,6 +39,31 @@ use std::sync::Arc;
 /// detection and late events, by default.
 pub const DEFAULT_RETENTION_DAYS: u32 = 30;
 
+/// The most events a case takes, by default (`engine.max_events_per_case`). A real case has
+/// a handful (an approval five or six, a market four reports a year); one that reaches this
+/// many is fed by a producer in a loop, and every further event would grow what is stored
+/// for the case at each batch (8 bytes an event id, kept for duplicate detection) and slow
+/// its whole partition. Further events of the case are refused (dead letters in the daemon,
+/// reported lines in `replay`): nothing is lost, and the case's lights stay as they were.
+pub const DEFAULT_MAX_EVENTS_PER_CASE: u32 = 100_000;
+
+/// An engine's settings beyond its rules and calendar (`[engine]` in the configuration),
+/// for the owners that build one engine per partition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Settings {
+    pub retention_days: u32,
+    pub max_events_per_case: u32,
+}
+
+impl Default for Settings {
+    fn default() -> Settings {
+        Settings {
+            retention_days: DEFAULT_RETENTION_DAYS,
+            max_events_per_case: DEFAULT_MAX_EVENTS_PER_CASE,
+        }
+    }
+}
+
 /// The light of a clock or a case.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -1081,6 +1106,18 @@ pub enum EngineError {
         time: String,
         first_day: NaiveDate,
     },
+    /// An event of a case that already has `engine.max_events_per_case` events (see
+    /// [`DEFAULT_MAX_EVENTS_PER_CASE`]).
+    #[error(
+        "event {event} (case {case}): the case already has {events} events, the most \
+         `engine.max_events_per_case` allows: is its producer sending in a loop? (raise the \
+         limit, and send the case's dead letters again, to apply it)"
+    )]
+    CaseFull {
+        event: String,
+        case: String,
+        events: usize,
+    },
 }
 
 impl EngineError {
@@ -1089,6 +1126,7 @@ impl EngineError {
         match self {
             EngineError::Calendar { .. } => "no_calendar_data",
             EngineError::BeforeCalendar { .. } => "before_calendar_data",
+            EngineError::CaseFull { .. } => "case_event_limit",
         }
     }
 }
@@ -1206,6 +1244,8 @@ struct Core {
     /// The engine's clock: the latest of the event times applied and the times advanced to.
     now: i64,
     retention_ms: i64,
+    /// The most events a case takes (`engine.max_events_per_case`).
+    max_events: usize,
     /// Interned data keys: a million cases share one copy of `"department"`.
     keys: Interner,
     /// Interned string values of case data: departments, items, handlers.
@@ -1444,6 +1484,7 @@ impl Engine {
                 timer_entries: 0,
                 now: i64::MIN,
                 retention_ms: i64::from(DEFAULT_RETENTION_DAYS) * DAY,
+                max_events: DEFAULT_MAX_EVENTS_PER_CASE as usize,
                 keys: Interner::default(),
                 strings: Values::default(),
                 stats: Stats::default(),
@@ -1464,6 +1505,16 @@ impl Engine {
     /// How long inactive cases are kept (for duplicate detection and late events).
     pub fn set_retention_days(&mut self, days: u32) {
         self.core.retention_ms = i64::from(days) * DAY;
+    }
+
+    /// The most events a case takes (see [`DEFAULT_MAX_EVENTS_PER_CASE`]).
+    pub fn set_max_events_per_case(&mut self, n: u32) {
+        self.core.max_events = n as usize;
+    }
+
+    pub fn configure(&mut self, settings: Settings) {
+        self.set_retention_days(settings.retention_days);
+        self.set_max_events_per_case(settings.max_events_per_case);
     }
 
     /// Starts recording which cases change, for an owner that persists them.
@@ -1874,6 +1925,16 @@ impl Core {
         if case.seen.contains(hash) {
             self.stats.duplicates += 1;
             return Ok(Applied::Duplicate);
+        }
+        if case.seen.len() >= self.max_events {
+            return Err((
+                EngineError::CaseFull {
+                    event: ev.id.clone(),
+                    case: ev.subject.clone(),
+                    events: case.seen.len(),
+                },
+                false,
+            ));
         }
         if case.withdrawn {
             if let Some(n) = case.record_event(hash) {
@@ -3924,6 +3985,78 @@ mod tests {
         let case = engine.case("XZ-1").expect("case");
         assert_eq!(case.seen.len(), 202);
         assert_eq!((decision_deadline(&engine), case.clone()), before);
+    }
+
+    /// A case takes at most `engine.max_events_per_case` events: a further one is refused
+    /// with the reason, and the case (its lights, its deadline, its event ids) stays as it
+    /// was; a repeat of one it has is still a duplicate, and other cases are not limited.
+    #[test]
+    fn a_case_takes_at_most_max_events_and_refuses_more() {
+        let mut engine = shipped_engine();
+        engine.set_max_events_per_case(5);
+        let mut alerts = Vec::new();
+        let mut apply = |engine: &mut Engine, id: &str, case: &str, kind: &str, data: &str| {
+            let ev = event(id, case, kind, "2026-10-09T10:00:00+08:00", data);
+            engine.apply(&ev, &mut alerts)
+        };
+        let accepted = r#"{"kind":"promised","promised_workdays":20}"#;
+        apply(&mut engine, "a", "XZ-1", "approval.accepted", accepted).expect("applied");
+        for n in 0..4 {
+            apply(
+                &mut engine,
+                &format!("r{n}"),
+                "XZ-1",
+                "approval.reviewed",
+                "{}",
+            )
+            .expect("applied");
+        }
+        let before = (
+            decision_deadline(&engine),
+            engine.case("XZ-1").expect("case").clone(),
+        );
+        let refused = apply(
+            &mut engine,
+            "x",
+            "XZ-1",
+            "approval.extended",
+            r#"{"extra_workdays":2}"#,
+        )
+        .expect_err("the sixth event");
+        assert_eq!(refused.reason_code(), "case_event_limit");
+        assert!(
+            refused.to_string().starts_with(
+                "event x (case XZ-1): the case already has 5 events, the most \
+                 `engine.max_events_per_case` allows"
+            ),
+            "{refused}"
+        );
+        assert_eq!(
+            (
+                decision_deadline(&engine),
+                engine.case("XZ-1").expect("case").clone()
+            ),
+            before
+        );
+        assert_eq!(
+            apply(&mut engine, "r1", "XZ-1", "approval.reviewed", "{}").ok(),
+            Some(Applied::Duplicate)
+        );
+        assert_eq!(
+            apply(&mut engine, "b", "XZ-2", "approval.accepted", accepted).ok(),
+            Some(Applied::Applied)
+        );
+        // Raised (as after a restart with a larger setting), the case takes it.
+        engine.set_max_events_per_case(6);
+        apply(
+            &mut engine,
+            "x",
+            "XZ-1",
+            "approval.extended",
+            r#"{"extra_workdays":2}"#,
+        )
+        .expect("applied");
+        assert!(decision_deadline(&engine) > before.0);
     }
 
     /// A start that arrives after a stop of the same rule, with no clock of the rule ever

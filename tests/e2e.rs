@@ -997,6 +997,47 @@ fn bad_messages_go_to_dead_letters() {
         }
     }
 
+    // Last, a case fed in a loop: it takes `engine.max_events_per_case` events (set just
+    // above the most any other case here has) and refuses the three after them. An
+    // accident at the instant every partition's clock has reached (its 1-hour deadline
+    // fires in neither run), then fees, which no rule watches.
+    let mut per_case: HashMap<&str, usize> = HashMap::new();
+    for (m, b) in &stream {
+        if let (Some(key), None) = (&m.key, b) {
+            *per_case.entry(key.as_str()).or_default() += 1;
+        }
+    }
+    let limit = per_case.values().max().copied().unwrap_or(0) + 5;
+    let looping = |n: usize| {
+        let (kind, data) = if n == 0 {
+            (
+                "safety.accident_occurred",
+                json!({"department": "市应急管理局", "unit": "某厂", "grade": "一般"}),
+            )
+        } else {
+            (
+                "approval.fee_charged",
+                json!({"amount_yuan": n, "fee_code": "F1"}),
+            )
+        };
+        Msg::event(
+            "D-LOOP",
+            &event_json(&format!("D-loop-{n}"), kind, &stop_at, "D-LOOP", data).to_string(),
+        )
+    };
+    for n in 0..limit + 3 {
+        if n < limit {
+            stream.push((looping(n), None));
+        } else {
+            bads.push(Bad {
+                msg: looping(n),
+                code: "case_event_limit",
+                names: format!("already has {limit} events"),
+            });
+            stream.push((bads[bads.len() - 1].msg.clone(), Some(bads.len() - 1)));
+        }
+    }
+
     let msgs: Vec<Msg> = stream.iter().map(|(m, _)| m.clone()).collect();
     let landed = Producer::new(&b.bootstrap).send_all(&names.topic, &msgs);
     let ends = end_offsets(&landed);
@@ -1016,6 +1057,12 @@ fn bad_messages_go_to_dead_letters() {
         &["kafka"],
         "future_tolerance_ms",
         toml::Value::Integer(3 * 366 * 86_400_000),
+    );
+    set_config(
+        &config,
+        &["engine"],
+        "max_events_per_case",
+        toml::Value::Integer(limit as i64),
     );
     let mut d = Daemon::new(config.clone(), dir.path.join("daemon.log"), port);
     d.start();
