@@ -223,8 +223,8 @@ struct Refs {
     /// `(variable, field)` of each `event.x` and `case.x` (the variables, not a macro's
     /// names that shadow them): their fields are fixed, so a misspelt one is known.
     fields: BTreeSet<(String, String)>,
-    /// The fields of the data read as `data.x` or `case.data.x` (the variables, not a
-    /// macro's names): they must be in the catalogue or a pack's `fields`.
+    /// The fields of the data read as `data.x`, `event.data.x` or `case.data.x` (the
+    /// variables, not a macro's names): they must be in the catalogue or a pack's `fields`.
     data_fields: BTreeSet<String>,
 }
 
@@ -269,7 +269,8 @@ fn refs(program: &cel::Program) -> Refs {
                     Expr::Select(inner)
                         if inner.field == "data"
                             && matches!(&inner.operand.expr,
-                                Expr::Ident(name) if name == "case" && free(name)) =>
+                                Expr::Ident(name) if (name == "case" || name == "event")
+                                    && free(name)) =>
                     {
                         out.data_fields.insert(select.field.clone());
                     }
@@ -1884,6 +1885,10 @@ condition = '{condition}'
             ),
             (
                 r#"data.fee > 0"#,
+                "data field `fee` is not in the catalogue",
+            ),
+            (
+                r#"event.data.fee > 0"#,
                 "data field `fee` is not in the catalogue",
             ),
         ] {
