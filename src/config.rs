@@ -113,8 +113,10 @@ pub struct KafkaConfig {
     #[serde(default = "default_future_tolerance_ms")]
     pub future_tolerance_ms: u64,
     /// Raw librdkafka settings, applied last (the escape hatch: security, timeouts, …).
+    /// Each value a `Secret`: `sasl.password` and `ssl.key.password` are set here, and a
+    /// `{:?}` of the configuration prints none of them.
     #[serde(default)]
-    pub librdkafka: BTreeMap<String, String>,
+    pub librdkafka: BTreeMap<String, Secret>,
 }
 
 impl Default for KafkaConfig {

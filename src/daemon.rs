@@ -331,7 +331,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         cc.set(key, value);
     }
     for (key, value) in &k.librdkafka {
-        cc.set(key, value);
+        cc.set(key, value.expose());
     }
     let consumer: Arc<StreamConsumer<Ctx>> = Arc::new(
         cc.create_with_context(ctx)
@@ -348,7 +348,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         .set("acks", "all")
         .set("client.id", "redlight-dead-letter");
     for (key, value) in &k.librdkafka {
-        pc.set(key, value);
+        pc.set(key, value.expose());
     }
     let producer: FutureProducer = pc.create().context("creating the Kafka producer")?;
     shared.started.store(true, Ordering::SeqCst);

@@ -1301,6 +1301,27 @@ async fn a_missing_secret_stops_the_start_naming_the_key() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// The Kafka client's settings (`[kafka.librdkafka]`) hold its SASL password: a `{:?}` of
+/// the configuration shows their keys and none of their values.
+#[test]
+fn kafka_client_settings_are_not_printed() {
+    let dir = tmp("librdkafka-secret");
+    let config = load_config(
+        &dir,
+        "[kafka.librdkafka]\n\"sasl.username\" = \"redlight\"\n\"sasl.password\" = \"hunter2-42\"\n",
+    );
+    let password = config
+        .kafka
+        .librdkafka
+        .get("sasl.password")
+        .map(|s| s.expose());
+    assert_eq!(password, Some("hunter2-42"));
+    let shown = format!("{config:?}");
+    assert!(shown.contains("sasl.password"), "{shown}");
+    assert!(!shown.contains("hunter2"), "{shown}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 // ---------------------------------------------------------------------------------------
 // kill -9: a child process (this test binary, re-run on one ignored test) commits alerts and
 // delivers; the parent kills it with SIGKILL and starts another on the same store.

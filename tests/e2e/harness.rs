@@ -210,8 +210,15 @@ pub struct Producer {
 
 impl Producer {
     pub fn new(bootstrap: &str) -> Producer {
+        Producer::compressing(bootstrap, "none")
+    }
+
+    /// A producer that compresses its batches with `codec` (librdkafka's
+    /// `compression.codec`: none, gzip, snappy, lz4, zstd).
+    pub fn compressing(bootstrap: &str, codec: &str) -> Producer {
         let inner: FutureProducer = ClientConfig::new()
             .set("bootstrap.servers", bootstrap)
+            .set("compression.codec", codec)
             .set("enable.idempotence", "true")
             .set("acks", "all")
             .set("linger.ms", "5")
@@ -464,6 +471,8 @@ pub struct Daemon {
     pub config: PathBuf,
     pub log: PathBuf,
     pub port: u16,
+    /// Environment variables the daemon starts with (overrides of the configuration).
+    pub env: Vec<(String, String)>,
     child: Option<Child>,
     starts: u32,
 }
@@ -474,6 +483,7 @@ impl Daemon {
             config,
             log,
             port,
+            env: Vec::new(),
             child: None,
             starts: 0,
         }
@@ -496,12 +506,14 @@ impl Daemon {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log);
-        // Our configuration file is the whole truth: no overrides from the environment.
+        // Our configuration file is the whole truth: no overrides from the environment,
+        // but those the test sets.
         for (k, _) in std::env::vars() {
             if k.starts_with("REDLIGHT_") && k.contains("__") {
                 cmd.env_remove(k);
             }
         }
+        cmd.envs(self.env.iter().map(|(k, v)| (k, v)));
         self.child = Some(cmd.spawn().expect("starting redlight run"));
     }
 
