@@ -32,6 +32,12 @@ pub fn check(config_path: &Path, today: NaiveDate) -> CheckReport {
             return report;
         }
     };
+    if let Err(e) = crate::daemon::check_kafka_settings(&config.kafka) {
+        report.problems.push(format!(
+            "{}: [kafka] or [kafka.librdkafka]: {e}",
+            config_path.display()
+        ));
+    }
     let calendar = match config.load_calendar() {
         Ok(cal) => Some(cal),
         Err(e) => {

@@ -317,40 +317,19 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         pending,
     };
     let k = &config.kafka;
-    let mut cc = ClientConfig::new();
-    cc.set("bootstrap.servers", &k.brokers)
-        .set("group.id", &k.group_id)
-        .set("enable.auto.commit", "false")
-        .set("enable.auto.offset.store", "false")
-        .set("auto.offset.reset", "earliest")
-        .set("enable.partition.eof", "false")
-        .set("session.timeout.ms", "10000")
-        .set("statistics.interval.ms", "1000")
-        .set("client.id", "redlight");
-    for (key, value) in FETCH_SETTINGS {
-        cc.set(key, value);
-    }
-    for (key, value) in &k.librdkafka {
-        cc.set(key, value.expose());
-    }
+    let cc = consumer_config(k);
     let consumer: Arc<StreamConsumer<Ctx>> = Arc::new(
         cc.create_with_context(ctx)
-            .context("creating the Kafka consumer")?,
+            .map_err(|e| anyhow::anyhow!("creating the Kafka consumer: {}", setting_refused(e)))?,
     );
     let _ = consumer_cell.set(consumer.clone());
     let topics: Vec<&str> = k.topics.iter().map(String::as_str).collect();
     consumer
         .subscribe(&topics)
         .with_context(|| format!("subscribing to {topics:?}"))?;
-    let mut pc = ClientConfig::new();
-    pc.set("bootstrap.servers", &k.brokers)
-        .set("message.timeout.ms", "30000")
-        .set("acks", "all")
-        .set("client.id", "redlight-dead-letter");
-    for (key, value) in &k.librdkafka {
-        pc.set(key, value.expose());
-    }
-    let producer: FutureProducer = pc.create().context("creating the Kafka producer")?;
+    let producer: FutureProducer = producer_config(k)
+        .create()
+        .map_err(|e| anyhow::anyhow!("creating the Kafka producer: {}", setting_refused(e)))?;
     shared.started.store(true, Ordering::SeqCst);
     tracing::info!(topics = ?k.topics, group = %k.group_id, data = %data_dir.display(), "redlight running");
 
@@ -561,6 +540,65 @@ fn restore_partition(
         next_offset,
         elapsed: started.elapsed(),
     })
+}
+
+/// The consumer's settings: redlight's, then `[kafka.librdkafka]`.
+fn consumer_config(k: &crate::config::KafkaConfig) -> ClientConfig {
+    let mut cc = ClientConfig::new();
+    cc.set("bootstrap.servers", &k.brokers)
+        .set("group.id", &k.group_id)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("enable.partition.eof", "false")
+        .set("session.timeout.ms", "10000")
+        .set("statistics.interval.ms", "1000")
+        .set("client.id", "redlight");
+    for (key, value) in FETCH_SETTINGS {
+        cc.set(key, value);
+    }
+    for (key, value) in &k.librdkafka {
+        cc.set(key, value.expose());
+    }
+    cc
+}
+
+/// The dead-letter producer's settings: redlight's, then `[kafka.librdkafka]`.
+fn producer_config(k: &crate::config::KafkaConfig) -> ClientConfig {
+    let mut pc = ClientConfig::new();
+    pc.set("bootstrap.servers", &k.brokers)
+        .set("message.timeout.ms", "30000")
+        .set("acks", "all")
+        .set("client.id", "redlight-dead-letter");
+    for (key, value) in &k.librdkafka {
+        pc.set(key, value.expose());
+    }
+    pc
+}
+
+/// Whether librdkafka takes the Kafka settings, as the daemon would at start, without
+/// reaching a broker: for `redlight check`. A misspelt or unknown `[kafka.librdkafka]` key,
+/// a value it refuses, a protocol this build lacks (`SASL_SSL` without the `kafka-tls`
+/// feature) are found before the deployment rather than at its start.
+pub fn check_kafka_settings(k: &crate::config::KafkaConfig) -> Result<(), String> {
+    consumer_config(k)
+        .create::<BaseConsumer>()
+        .map(drop)
+        .map_err(|e| format!("the Kafka consumer: {}", setting_refused(e)))?;
+    producer_config(k)
+        .create::<rdkafka::producer::BaseProducer>()
+        .map(drop)
+        .map_err(|e| format!("the dead-letter producer: {}", setting_refused(e)))
+}
+
+/// A Kafka client's creation error without the value of the setting it refused:
+/// librdkafka's description names the property, and the error's own text adds the value,
+/// which may be a password.
+fn setting_refused(e: KafkaError) -> String {
+    match e {
+        KafkaError::ClientConfig(_, desc, _, _) => desc,
+        other => other.to_string(),
+    }
 }
 
 /// How the consumer fetches, where redlight differs from librdkafka's defaults; set

@@ -1319,6 +1319,35 @@ fn kafka_client_settings_are_not_printed() {
     let shown = format!("{config:?}");
     assert!(shown.contains("sasl.password"), "{shown}");
     assert!(!shown.contains("hunter2"), "{shown}");
+    // `redlight check` asks librdkafka whether it takes the settings, as the daemon's start
+    // would: TLS with a SCRAM login passes (the default build has OpenSSL); a misspelt key
+    // fails, named, and its value (here the password) is not printed.
+    let check = |extra: &str| {
+        let path = write_config(&dir, extra);
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_redlight"))
+            .args(["check", "--config"])
+            .arg(&path)
+            .output()
+            .expect("redlight check");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.code(), text)
+    };
+    let tls = "[kafka.librdkafka]\n\"security.protocol\" = \"SASL_SSL\"\n\
+               \"sasl.mechanism\" = \"SCRAM-SHA-256\"\n\"sasl.username\" = \"redlight\"\n\
+               \"sasl.password\" = \"hunter2-42\"\n";
+    let (code, text) = check(tls);
+    assert_eq!(code, Some(0), "{text}");
+    let (code, text) = check(&tls.replace("sasl.password", "sasl.pasword"));
+    assert_eq!(code, Some(2), "{text}");
+    assert!(
+        text.contains("No such configuration property: \"sasl.pasword\""),
+        "{text}"
+    );
+    assert!(!text.contains("hunter2"), "{text}");
     let _ = std::fs::remove_dir_all(&dir);
 }
 
