@@ -27,7 +27,7 @@ use rdkafka::ClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, StreamConsumer};
 use rdkafka::error::KafkaError;
-use rdkafka::message::{Header, Message, OwnedHeaders};
+use rdkafka::message::{Header, Headers as _, Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::types::RDKafkaRespErr;
@@ -415,6 +415,8 @@ struct Loop<'c> {
 struct DeadLetter {
     key: Option<Vec<u8>>,
     payload: Option<Vec<u8>>,
+    /// The message's own headers, copied before redlight's.
+    headers: Option<MsgHeaders>,
     reason: String,
     code: &'static str,
     slot: Slot,
@@ -958,6 +960,7 @@ impl Loop<'_> {
             let dead_letter = |reason: String, code: &'static str| DeadLetter {
                 key: m.key().map(<[u8]>::to_vec),
                 payload: m.payload().map(<[u8]>::to_vec),
+                headers: m.headers.clone(),
                 reason,
                 code,
                 slot: slot.clone(),
@@ -969,6 +972,13 @@ impl Loop<'_> {
             }) {
                 Ok(ev) => ev,
                 Err(e) => {
+                    // A CloudEvent in binary content mode (attributes in `ce_` headers):
+                    // its body is the data alone, so it fails as an event; say why.
+                    let e = if parsed.is_err() && m.binary_mode() {
+                        crate::event::EventError::BinaryMode
+                    } else {
+                        e
+                    };
                     self.metrics
                         .events_rejected
                         .with_label_values(&[e.reason_code()])
@@ -1140,7 +1150,14 @@ impl Loop<'_> {
             loop {
                 let offset = d.offset.to_string();
                 let partition = d.slot.1.to_string();
-                let headers = OwnedHeaders::new()
+                let mut headers = OwnedHeaders::new();
+                for (key, value) in d.headers.iter().flat_map(|h| h.iter()) {
+                    headers = headers.insert(Header {
+                        key: key.as_str(),
+                        value: value.as_deref(),
+                    });
+                }
+                let headers = headers
                     .insert(Header {
                         key: "redlight-reason",
                         value: Some(d.reason.as_str()),
@@ -1413,7 +1430,12 @@ pub(crate) struct Msg {
     /// The key's length; `None`: no key.
     key_len: Option<usize>,
     has_payload: bool,
+    /// The message's headers, when it has any (most have none: nothing is copied).
+    headers: Option<MsgHeaders>,
 }
+
+/// A message's headers: names and values as sent.
+type MsgHeaders = Arc<[(String, Option<Vec<u8>>)]>;
 
 impl Msg {
     fn copy(m: &impl Message, previous: Option<&Msg>) -> Msg {
@@ -1434,7 +1456,20 @@ impl Msg {
             bytes: bytes.into_boxed_slice(),
             key_len: key.map(<[u8]>::len),
             has_payload: payload.is_some(),
+            headers: m.headers().filter(|h| h.count() > 0).map(|h| {
+                h.iter()
+                    .map(|h| (h.key.to_string(), h.value.map(<[u8]>::to_vec)))
+                    .collect()
+            }),
         }
+    }
+
+    /// Whether it carries a CloudEvent in binary content mode: its attributes in `ce_`
+    /// headers (the Kafka protocol binding), where redlight reads structured mode.
+    fn binary_mode(&self) -> bool {
+        self.headers
+            .as_ref()
+            .is_some_and(|h| h.iter().any(|(k, _)| k == "ce_specversion"))
     }
 
     fn topic(&self) -> &str {

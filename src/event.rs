@@ -222,6 +222,14 @@ pub enum EventError {
     DataNotObject(&'static str),
     #[error("attribute `datacontenttype` is {0:?}; structured mode needs JSON data")]
     ContentType(String),
+    /// A Kafka message whose `ce_` headers carry the attributes (the binary content mode
+    /// of the CloudEvents Kafka binding): its body is the data alone.
+    #[error(
+        "a CloudEvent in binary content mode (attributes in `ce_` headers, the data as the \
+         body); redlight reads structured mode, the whole event as the JSON body (SPEC §1): \
+         produce it so (with the CloudEvents SDKs, their structured mode)"
+    )]
+    BinaryMode,
 }
 
 impl EventError {
@@ -238,6 +246,7 @@ impl EventError {
             EventError::InFuture { .. } => "time_in_future",
             EventError::DataNotObject(_) => "data_not_object",
             EventError::ContentType(_) => "bad_datacontenttype",
+            EventError::BinaryMode => "binary_content_mode",
         }
     }
 }

@@ -959,6 +959,7 @@ fn bad_messages_go_to_dead_letters() {
                 msg: Msg {
                     key: Some(key),
                     payload: Some(payload.into_bytes()),
+                    ..Msg::default()
                 },
                 code,
                 names: names.to_string(),
@@ -969,6 +970,7 @@ fn bad_messages_go_to_dead_letters() {
         msg: Msg {
             key: Some("BAD-ARRAY".into()),
             payload: Some(b"[1,2,3]".to_vec()),
+            ..Msg::default()
         },
         code: "not_object",
         names: "object".to_string(),
@@ -980,6 +982,7 @@ fn bad_messages_go_to_dead_letters() {
                 br#"{"specversion":"1.0","id":"bad-twice","source":"/t","type":"approval.accepted","time":"2026-06-01T10:00:00+08:00","subject":"BAD-TWICE","subject":"BAD-THRICE"}"#
                     .to_vec(),
             ),
+            ..Msg::default()
         },
         code: "repeated_attribute",
         names: "duplicate field `subject`".to_string(),
@@ -988,9 +991,30 @@ fn bad_messages_go_to_dead_letters() {
         msg: Msg {
             key: Some("BAD-EMPTY".into()),
             payload: None,
+            ..Msg::default()
         },
         code: "not_json",
         names: "JSON".to_string(),
+    });
+    // A CloudEvent in binary content mode: its attributes in `ce_` headers, its data the
+    // body. Refused with that said, and its headers kept on the dead letter.
+    let ce = |k: &str, v: &str| (format!("ce_{k}"), v.to_string());
+    bads.push(Bad {
+        msg: Msg {
+            key: Some("BAD-BINARY".into()),
+            payload: Some(r#"{"department":"市住建局","kind":"immediate"}"#.as_bytes().to_vec()),
+            headers: vec![
+                ce("specversion", "1.0"),
+                ce("id", "bad-binary"),
+                ce("source", "/t"),
+                ce("type", "approval.accepted"),
+                ce("time", "2026-06-01T10:00:00+08:00"),
+                ce("subject", "BAD-BINARY"),
+                ("content-type".into(), "application/json".into()),
+            ],
+        },
+        code: "binary_content_mode",
+        names: "binary content mode".to_string(),
     });
     let mut rng = workload::Rng::new(0xBAD);
     for (i, bad) in bads.iter().enumerate() {
@@ -1253,6 +1277,11 @@ fn bad_messages_go_to_dead_letters() {
         }
         if h.get("redlight-source-topic") != Some(&names.topic) {
             problems.push(format!("{:?}: source topic {h:?}", bad.msg.key));
+        }
+        for (k, v) in &bad.msg.headers {
+            if h.get(k) != Some(v) {
+                problems.push(format!("{:?}: header {k} lost: {h:?}", bad.msg.key));
+            }
         }
         if m.payload().map(<[u8]>::to_vec) != bad.msg.payload
             || m.key().map(<[u8]>::to_vec) != bad.msg.key.as_ref().map(|k| k.as_bytes().to_vec())

@@ -178,11 +178,12 @@ pub fn poll_until<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Optio
     }
 }
 
-/// A message to produce: key and payload (either may be absent).
-#[derive(Clone, Debug)]
+/// A message to produce: key and payload (either may be absent), and headers.
+#[derive(Clone, Debug, Default)]
 pub struct Msg {
     pub key: Option<String>,
     pub payload: Option<Vec<u8>>,
+    pub headers: Vec<(String, String)>,
 }
 
 impl Msg {
@@ -190,6 +191,7 @@ impl Msg {
         Msg {
             key: Some(key.to_string()),
             payload: Some(line.as_bytes().to_vec()),
+            headers: Vec::new(),
         }
     }
 }
@@ -242,6 +244,16 @@ impl Producer {
             }
             if let Some(p) = &m.payload {
                 record = record.payload(p.as_slice());
+            }
+            if !m.headers.is_empty() {
+                let mut headers = rdkafka::message::OwnedHeaders::new();
+                for (key, value) in &m.headers {
+                    headers = headers.insert(rdkafka::message::Header {
+                        key: key.as_str(),
+                        value: Some(value.as_str()),
+                    });
+                }
+                record = record.headers(headers);
             }
             loop {
                 match self.inner.send_result(record) {
