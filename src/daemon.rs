@@ -1151,7 +1151,10 @@ impl Loop<'_> {
                 let offset = d.offset.to_string();
                 let partition = d.slot.1.to_string();
                 let mut headers = OwnedHeaders::new();
-                for (key, value) in d.headers.iter().flat_map(|h| h.iter()) {
+                // A dead letter sent back to the input and refused again carries the first
+                // refusal's `redlight-` headers: only this one's are kept.
+                let own = d.headers.iter().flat_map(|h| h.iter());
+                for (key, value) in own.filter(|(k, _)| !k.starts_with("redlight-")) {
                     headers = headers.insert(Header {
                         key: key.as_str(),
                         value: value.as_deref(),
