@@ -484,14 +484,18 @@ cmd_start() {
   release_locks
 }
 
-# The SASL_SSL listener's user, added once per data dir (the broker keeps it in its
-# metadata) through the plaintext listener.
+# The SASL_SSL listener's user, added through the plaintext listener once per data dir
+# and user and password (the broker keeps it in its metadata; the mark file holds the
+# user and a hash of the password it was added with).
 add_scram_user() {
-  [[ -s "$TLS_CA" && ! -f "$SCRAM_MARK" ]] || return 0
+  [[ -s "$TLS_CA" ]] || return 0
+  local mark
+  mark="$KAFKA_SASL_USER $(printf '%s' "$KAFKA_SASL_PASSWORD" | sha256sum | cut -c1-16)"
+  [[ "$(cat -- "$SCRAM_MARK" 2>/dev/null)" == "$mark" ]] && return 0
   if run_class kafka.admin.ConfigCommand --bootstrap-server "127.0.0.1:$KAFKA_PORT" \
       --command-config "$ADMIN_PROPS" --alter --entity-type users --entity-name "$KAFKA_SASL_USER" \
       --add-config "SCRAM-SHA-256=[iterations=4096,password=$KAFKA_SASL_PASSWORD]" >>"$LOG_FILE" 2>&1; then
-    printf '%s\n' "$KAFKA_SASL_USER" >"$SCRAM_MARK"
+    printf '%s\n' "$mark" >"$SCRAM_MARK"
   else
     fail_start "$1" "could not add the SASL user $KAFKA_SASL_USER (log: $LOG_FILE)"
   fi

@@ -55,15 +55,6 @@ pub struct Settings {
     pub max_events_per_case: u32,
 }
 
-impl Default for Settings {
-    fn default() -> Settings {
-        Settings {
-            retention_days: DEFAULT_RETENTION_DAYS,
-            max_events_per_case: DEFAULT_MAX_EVENTS_PER_CASE,
-        }
-    }
-}
-
 /// The light of a clock or a case.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
