@@ -815,7 +815,7 @@ impl Loop<'_> {
             restore_partitions(&store, &rules, &calendar, settings, &missing)
         })?);
         let consumer = &self.consumer;
-        let highs: Vec<Option<u64>> = tokio::task::block_in_place(|| {
+        let watermarks: Vec<Option<(i64, i64)>> = tokio::task::block_in_place(|| {
             std::thread::scope(|scope| {
                 let asks: Vec<_> = restored
                     .iter()
@@ -828,14 +828,29 @@ impl Loop<'_> {
                                     Duration::from_secs(5),
                                 )
                                 .ok()
-                                .and_then(|(_, high)| u64::try_from(high).ok())
                         })
                     })
                     .collect();
                 asks.into_iter().map(|a| a.join().ok().flatten()).collect()
             })
         });
-        for (r, high_watermark) in restored.into_iter().zip(highs) {
+        for (r, marks) in restored.into_iter().zip(watermarks) {
+            let high_watermark = marks.and_then(|(_, high)| u64::try_from(high).ok());
+            // The log now begins after the offset the store holds: the broker deleted the
+            // events between (its retention is shorter than this daemon was away, or
+            // records were deleted), and the cases they belonged to may show wrong lights.
+            let log_start = marks.and_then(|(low, _)| u64::try_from(low).ok());
+            if let (Some(next), Some(start)) = (r.next_offset, log_start)
+                && start > next
+            {
+                self.metrics.events_lost.inc_by(start - next);
+                tracing::error!(topic = %r.slot.0, partition = r.slot.1, stored_offset = next,
+                    log_start_offset = start, lost = start - next,
+                    "events deleted by the broker before redlight read them (the topic's \
+                     retention is shorter than this daemon was away); the cases they belong \
+                     to may show wrong lights: produce them again from their source if it \
+                     keeps them");
+            }
             tracing::info!(topic = %r.slot.0, partition = r.slot.1, cases = r.cases,
                 next_offset = r.next_offset, high_watermark,
                 restore_ms = r.elapsed.as_millis() as u64, "partition restored");

@@ -17,6 +17,8 @@ pub struct Metrics {
     pub events_duplicate: IntCounter,
     pub events_key_mismatch: IntCounter,
     pub events_unknown_type: IntCounter,
+    /// Events the broker deleted before redlight read them (see `Loop::load`).
+    pub events_lost: IntCounter,
     /// Alerts raised, by level, status and rule.
     pub alerts: IntCounterVec,
     /// Clocks that needed a calendar year without data.
@@ -113,6 +115,12 @@ impl Metrics {
                 "redlight_events_unknown_type_total",
                 "Events of a type no rule pack names, ignored. Not labelled by type: a \
                  producer could send any number of them; the log names the type.",
+            )
+            .expect("valid metric"),
+            events_lost: IntCounter::new(
+                "redlight_events_lost_total",
+                "Events the broker deleted (its retention) before redlight read them: a \
+                 partition assigned whose log begins after the offset the store holds.",
             )
             .expect("valid metric"),
             alerts: IntCounterVec::new(
@@ -313,6 +321,7 @@ impl Metrics {
             Box::new(m.events_duplicate.clone()),
             Box::new(m.events_key_mismatch.clone()),
             Box::new(m.events_unknown_type.clone()),
+            Box::new(m.events_lost.clone()),
             Box::new(m.alerts.clone()),
             Box::new(m.calendar_errors.clone()),
             Box::new(m.data_problems.clone()),

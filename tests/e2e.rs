@@ -27,6 +27,8 @@ use harness::{
     set_librdkafka, write_config,
 };
 use rdkafka::Message as _;
+use rdkafka::admin::{AdminClient, AdminOptions};
+use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Headers as _;
@@ -351,6 +353,71 @@ fn the_daemon_reads_a_broker_over_tls_with_a_sasl_login() {
         alerts.len(),
         secs(t0)
     );
+}
+
+/// Events the broker deleted while the daemon was away (a retention shorter than the
+/// outage; here deleted records): counted and logged with the partition when it comes
+/// back, and the daemon goes on from where the log now begins.
+#[test]
+fn events_the_broker_deleted_unread_are_counted() {
+    let _serial = serial();
+    let b = broker();
+    let dir = TestDir::new("h");
+    let names = Names::new("h");
+    let _topics = Topics::create(&b.bootstrap, &[(&names.topic, 1), (&names.dead_letter, 1)]);
+    let mut workload = Gen::new(0x5EED_1057, "H");
+    workload.full_cases(60);
+    let lines = workload.finish();
+    let (first, later) = lines.split_at(lines.len() / 2);
+    let producer = Producer::new(&b.bootstrap);
+    let read = end_offsets(&producer.send_all(&names.topic, &msgs_of(first)))[&0];
+    let port = free_port();
+    let config = write_config(&dir.path, &b.bootstrap, &names, port);
+    let mut d = Daemon::new(config, dir.path.join("daemon.log"), port);
+    let durable = |d: &Daemon, offset: i64| {
+        poll_until(Duration::from_secs(120), "the offsets durable", || {
+            let o = d.metrics()?.durable_offsets(&names.topic);
+            (o.get(&0) == Some(&offset)).then_some(())
+        })
+    };
+    d.start();
+    durable(&d, read);
+    d.stop_gracefully();
+
+    // Away: more events come, and the broker deletes the first few of them.
+    let end = end_offsets(&producer.send_all(&names.topic, &msgs_of(later)))[&0];
+    let lost = 7;
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", &b.bootstrap)
+        .create()
+        .expect("admin client");
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(&names.topic, 0, Offset::Offset(read + lost))
+        .expect("tpl");
+    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+    let deleted = harness::runtime()
+        .block_on(admin.delete_records(&tpl, &opts))
+        .expect("delete_records");
+    assert_eq!(
+        deleted.find_partition(&names.topic, 0).map(|p| p.offset()),
+        Some(Offset::Offset(read + lost)),
+        "the log begins after the deleted records"
+    );
+
+    d.start();
+    durable(&d, end);
+    let m = d.metrics().expect("/metrics");
+    if m.sum("redlight_events_lost_total") != lost as f64 {
+        d.fail(&format!(
+            "redlight_events_lost_total {}, expected {lost}",
+            m.sum("redlight_events_lost_total")
+        ));
+    }
+    let logged = d.log_lines("events deleted by the broker before redlight read them");
+    if logged.len() != 1 || !logged[0].contains(&format!("lost={lost}")) {
+        d.fail(&format!("the log line for the lost events: {logged:?}"));
+    }
+    d.stop_gracefully();
 }
 
 /// b. A stream produced at a steady pace while the daemon is killed with SIGKILL four
