@@ -332,6 +332,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         .map_err(|e| anyhow::anyhow!("creating the Kafka producer: {}", setting_refused(e)))?;
     shared.started.store(true, Ordering::SeqCst);
     tracing::info!(topics = ?k.topics, group = %k.group_id, data = %data_dir.display(), "redlight running");
+    check_dead_letter_topic(consumer.clone(), k.dead_letter_topic.clone());
 
     let mut lp = Loop {
         config: &config,
@@ -542,6 +543,40 @@ fn restore_partition(
         next_offset,
         elapsed: started.elapsed(),
     })
+}
+
+/// Asks the brokers, on a thread of its own, whether the dead-letter topic exists, and
+/// says so at start when it does not. It is written only when a bad message comes, and a
+/// dead letter is never dropped: a send that fails is retried, and the batch (the
+/// partitions behind it) waits. Without the topic, the first bad message would stop the
+/// daemon with nothing in the log but retries.
+fn check_dead_letter_topic(consumer: Arc<StreamConsumer<Ctx>>, topic: String) {
+    let spawned = std::thread::Builder::new()
+        .name("redlight-dlq-check".into())
+        .spawn(
+            move || match consumer.fetch_metadata(Some(&topic), Duration::from_secs(10)) {
+                Ok(md) => {
+                    let error = md.topics().iter().find(|t| t.name() == topic).map_or(
+                        Some(RDKafkaRespErr::RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART),
+                        |t| t.error(),
+                    );
+                    if let Some(error) = error {
+                        tracing::error!(dead_letter_topic = %topic, error = ?error,
+                        "the dead-letter topic does not exist or cannot be read: the first bad \
+                         message would hold its batch, and every partition behind it, until \
+                         it can be written; create it (`kafka.dead_letter_topic`) unless the \
+                         brokers create topics on first write");
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(dead_letter_topic = %topic, error = %e,
+                    "could not ask the brokers whether the dead-letter topic exists");
+                }
+            },
+        );
+    if let Err(e) = spawned {
+        tracing::warn!(error = %e, "could not start the dead-letter topic check");
+    }
 }
 
 /// The consumer's settings: redlight's, then `[kafka.librdkafka]`.

@@ -417,6 +417,33 @@ fn events_the_broker_deleted_unread_are_counted() {
     if logged.len() != 1 || !logged[0].contains(&format!("lost={lost}")) {
         d.fail(&format!("the log line for the lost events: {logged:?}"));
     }
+    // Its dead-letter topic exists: nothing said of it (see the next test).
+    if !d.log_lines("dead-letter topic does not exist").is_empty() {
+        d.fail("a dead-letter topic that exists was said not to");
+    }
+    d.stop_gracefully();
+}
+
+/// A dead-letter topic that does not exist is said at start: the first bad message would
+/// otherwise hold its batch (a dead letter is never dropped) with only retries in the log.
+#[test]
+fn a_missing_dead_letter_topic_is_said_at_start() {
+    let _serial = serial();
+    let b = broker();
+    let dir = TestDir::new("i");
+    let names = Names::new("i");
+    let _topics = Topics::create(&b.bootstrap, &[(&names.topic, 1)]);
+    let port = free_port();
+    let config = write_config(&dir.path, &b.bootstrap, &names, port);
+    let mut d = Daemon::new(config, dir.path.join("daemon.log"), port);
+    d.start();
+    let line = poll_until(
+        Duration::from_secs(60),
+        "the dead-letter topic's line",
+        || d.log_lines("dead-letter topic does not exist").pop(),
+    );
+    assert!(line.contains(&names.dead_letter), "{line}");
+    d.assert_alive("after saying so");
     d.stop_gracefully();
 }
 
