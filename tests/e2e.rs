@@ -370,29 +370,23 @@ fn events_the_broker_deleted_unread_are_counted() {
     let lines = workload.finish();
     let (first, later) = lines.split_at(lines.len() / 2);
     let producer = Producer::new(&b.bootstrap);
-    let read = end_offsets(&producer.send_all(&names.topic, &msgs_of(first)))[&0];
+    let read = end_offsets(&producer.send_all(&names.topic, &msgs_of(first)));
     let port = free_port();
     let config = write_config(&dir.path, &b.bootstrap, &names, port);
     let mut d = Daemon::new(config, dir.path.join("daemon.log"), port);
-    let durable = |d: &Daemon, offset: i64| {
-        poll_until(Duration::from_secs(120), "the offsets durable", || {
-            let o = d.metrics()?.durable_offsets(&names.topic);
-            (o.get(&0) == Some(&offset)).then_some(())
-        })
-    };
     d.start();
-    durable(&d, read);
+    d.wait_idle(&read, &names.topic, 0, QUIET, Duration::from_secs(120));
     d.stop_gracefully();
 
     // Away: more events come, and the broker deletes the first few of them.
-    let end = end_offsets(&producer.send_all(&names.topic, &msgs_of(later)))[&0];
+    let ends = end_offsets(&producer.send_all(&names.topic, &msgs_of(later)));
     let lost = 7;
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
         .set("bootstrap.servers", &b.bootstrap)
         .create()
         .expect("admin client");
     let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset(&names.topic, 0, Offset::Offset(read + lost))
+    tpl.add_partition_offset(&names.topic, 0, Offset::Offset(read[&0] + lost))
         .expect("tpl");
     let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
     let deleted = harness::runtime()
@@ -400,12 +394,12 @@ fn events_the_broker_deleted_unread_are_counted() {
         .expect("delete_records");
     assert_eq!(
         deleted.find_partition(&names.topic, 0).map(|p| p.offset()),
-        Some(Offset::Offset(read + lost)),
+        Some(Offset::Offset(read[&0] + lost)),
         "the log begins after the deleted records"
     );
 
     d.start();
-    durable(&d, end);
+    d.wait_idle(&ends, &names.topic, 0, QUIET, Duration::from_secs(120));
     let m = d.metrics().expect("/metrics");
     if m.sum("redlight_events_lost_total") != lost as f64 {
         d.fail(&format!(
