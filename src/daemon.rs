@@ -31,7 +31,7 @@ use rdkafka::message::{Header, Headers as _, Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::types::RDKafkaRespErr;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -333,16 +333,24 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     shared.started.store(true, Ordering::SeqCst);
     tracing::info!(topics = ?k.topics, group = %k.group_id, data = %data_dir.display(), "redlight running");
     check_dead_letter_topic(consumer.clone(), k.dead_letter_topic.clone());
+    let (dead_letters_stop, stop) = tokio::sync::watch::channel(false);
+    let dead_letters = tokio::spawn(send_dead_letters(
+        store.clone(),
+        producer,
+        k.dead_letter_topic.clone(),
+        metrics.clone(),
+        stop,
+    ));
 
     let mut lp = Loop {
         config: &config,
         store,
         consumer,
-        producer,
         shared: shared.clone(),
         metrics,
         partitions: BTreeMap::new(),
         ledger: Vec::new(),
+        dead_letters: Vec::new(),
         rules,
         calendar,
         writer,
@@ -357,6 +365,16 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     };
     let result = lp.run(shutdown, notify).await;
     lp.finish();
+    // Dead letters the broker has not acknowledged yet stay in the store for the next start.
+    let _ = dead_letters_stop.send(true);
+    if tokio::time::timeout(DEAD_LETTERS_STOP_WAIT, dead_letters)
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            "the dead-letter sender did not stop in time; the store keeps what was not acknowledged"
+        );
+    }
     // The process is about to exit and everything is durable: the engines' cases are left
     // for the system to take back at once rather than freed one by one (0.4 s of the exit
     // with a million open cases, in perf). `run` is the process's only run of the loop.
@@ -389,12 +407,13 @@ struct Loop<'c> {
     config: &'c Config,
     store: Arc<Store>,
     consumer: Arc<StreamConsumer<Ctx>>,
-    producer: FutureProducer,
     shared: Arc<Shared>,
     metrics: Metrics,
     partitions: BTreeMap<Slot, PartitionState>,
     /// Scorecard rows of the events applied since the last persist (see `src/scorecard.rs`).
     ledger: Vec<(i64, String, String, Vec<u8>)>,
+    /// Messages refused since the last persist, encoded ([`Loop::keep_dead_letters`]).
+    dead_letters: Vec<Vec<u8>>,
     /// The rules and calendar, loaded once at start: a pack edited on disk while the daemon
     /// runs must not reach some partitions and not others (or stop it at a rebalance).
     rules: Arc<crate::rules::RuleSet>,
@@ -412,15 +431,21 @@ struct Loop<'c> {
     parser: Option<Parser>,
 }
 
-/// A message that cannot be applied, on its way to the dead-letter topic.
+/// A message that cannot be applied, on its way to the dead-letter topic: written to the
+/// store with the batch that refused it (MessagePack, in `input_dead_letters`) and sent from there
+/// by [`send_dead_letters`].
+#[derive(serde::Serialize, serde::Deserialize)]
 struct DeadLetter {
+    #[serde(with = "serde_bytes")]
     key: Option<Vec<u8>>,
+    #[serde(with = "serde_bytes")]
     payload: Option<Vec<u8>>,
     /// The message's own headers, copied before redlight's.
-    headers: Option<MsgHeaders>,
+    headers: Vec<(String, Option<serde_bytes::ByteBuf>)>,
     reason: String,
-    code: &'static str,
-    slot: Slot,
+    code: String,
+    topic: String,
+    partition: u32,
     offset: i64,
 }
 
@@ -545,11 +570,256 @@ fn restore_partition(
     })
 }
 
+/// How many dead letters [`send_dead_letters`] hands librdkafka at once.
+const DEAD_LETTER_CHUNK: usize = 500;
+/// The wait before dead letters the brokers did not take are tried again, doubled after
+/// every failed round up to the second.
+const DEAD_LETTER_RETRY: (Duration, Duration) =
+    (Duration::from_millis(500), Duration::from_secs(60));
+/// How long shutdown waits for the dead-letter sender (a send in flight ends within
+/// librdkafka's `message.timeout.ms`; its dead letter stays in the store until acknowledged).
+const DEAD_LETTERS_STOP_WAIT: Duration = Duration::from_secs(5);
+
+/// Sends the dead letters the store holds to the dead-letter topic and deletes each once
+/// the broker has acknowledged it, until `stop`. Apart from the consumer loop: a batch's
+/// refused messages are durable with it (in the store's `input_dead_letters`, in the same
+/// transaction as its offsets), so the input flows on while the broker is away, the topic
+/// is missing or it refuses a dead letter (too large for the topic, not authorised). Those
+/// are tried again, every [`DEAD_LETTER_RETRY`] at most, and counted in
+/// `redlight_dead_letters_pending` until the topic has them. Before, the loop sent each and
+/// waited for it in turn: 178 bad messages a second (20,000 in 112 s), and a dead letter
+/// the topic refused for good stopped its partitions for good.
+async fn send_dead_letters(
+    store: Arc<Store>,
+    producer: FutureProducer,
+    topic: String,
+    metrics: Metrics,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut wait = DEAD_LETTER_RETRY.0;
+    let mut alone = HashSet::new();
+    loop {
+        if let Ok(n) = store.dead_letter_count() {
+            metrics
+                .dead_letters_pending
+                .set(i64::try_from(n).unwrap_or(i64::MAX));
+        }
+        let failed = send_dead_letter_round(&store, &producer, &topic, &metrics, &mut alone).await;
+        if let Ok(n) = store.dead_letter_count() {
+            metrics
+                .dead_letters_pending
+                .set(i64::try_from(n).unwrap_or(i64::MAX));
+        }
+        if failed == 0 {
+            wait = DEAD_LETTER_RETRY.0;
+            tokio::select! {
+                _ = store.dead_letters_written() => {}
+                _ = stop.changed() => return,
+            }
+        } else {
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = stop.changed() => return,
+            }
+            wait = (wait * 2).min(DEAD_LETTER_RETRY.1);
+        }
+    }
+}
+
+/// A dead letter's record: the message's key, payload and own headers, then redlight's
+/// (`partition` and `offset` are the source's, as text).
+fn dead_letter_record<'a>(
+    d: &'a DeadLetter,
+    topic: &'a str,
+    partition: &'a str,
+    offset: &'a str,
+) -> FutureRecord<'a, [u8], [u8]> {
+    let mut headers = OwnedHeaders::new();
+    // A dead letter sent back to the input and refused again carries the first refusal's
+    // `redlight-` headers: only this one's are kept.
+    for (key, value) in d
+        .headers
+        .iter()
+        .filter(|(k, _)| !k.starts_with("redlight-"))
+    {
+        headers = headers.insert(Header {
+            key: key.as_str(),
+            value: value.as_deref().map(|v| &v[..]),
+        });
+    }
+    let headers = headers
+        .insert(Header {
+            key: "redlight-reason",
+            value: Some(d.reason.as_str()),
+        })
+        .insert(Header {
+            key: "redlight-reason-code",
+            value: Some(d.code.as_str()),
+        })
+        .insert(Header {
+            key: "redlight-source-topic",
+            value: Some(d.topic.as_str()),
+        })
+        .insert(Header {
+            key: "redlight-source-partition",
+            value: Some(partition),
+        })
+        .insert(Header {
+            key: "redlight-source-offset",
+            value: Some(offset),
+        });
+    let mut record = FutureRecord::to(topic).headers(headers);
+    if let Some(k) = &d.key {
+        record = record.key(k.as_slice());
+    }
+    if let Some(p) = &d.payload {
+        record = record.payload(p.as_slice());
+    }
+    record
+}
+
+/// Whether the brokers refused a dead letter for its size: librdkafka sends the records
+/// queued together in one batch, which the broker refuses whole when it is too large, so
+/// such a dead letter is sent alone from then on, and the others go.
+fn refused_for_size(e: &KafkaError) -> bool {
+    use rdkafka::error::RDKafkaErrorCode as C;
+    matches!(
+        e.rdkafka_error_code(),
+        Some(C::MessageSizeTooLarge | C::InvalidMessageSize | C::MessageBatchTooLarge)
+    )
+}
+
+/// Offers every dead letter in the store to the broker once, [`DEAD_LETTER_CHUNK`] at a
+/// time, and deletes those acknowledged. Those in `alone` (refused for their size before)
+/// are sent one at a time after the rest. Returns how many were not sent (or could not be
+/// read).
+async fn send_dead_letter_round(
+    store: &Arc<Store>,
+    producer: &FutureProducer,
+    topic: &str,
+    metrics: &Metrics,
+    alone: &mut HashSet<u64>,
+) -> usize {
+    let mut from = 0;
+    let mut failed = 0;
+    // The first refusal of the round, for the log.
+    let mut refusal: Option<(KafkaError, u64)> = None;
+    loop {
+        let rows = match store.dead_letters(from, DEAD_LETTER_CHUNK) {
+            Ok(rows) => rows,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read the dead letters from the store");
+                return failed + 1;
+            }
+        };
+        let Some(&(last, _)) = rows.last() else {
+            break;
+        };
+        from = last + 1;
+        let mut done = Vec::with_capacity(rows.len());
+        let mut letters = Vec::with_capacity(rows.len());
+        for (seq, row) in &rows {
+            match rmp_serde::from_slice::<DeadLetter>(row) {
+                Ok(d) => {
+                    let source = (d.partition.to_string(), d.offset.to_string());
+                    letters.push((*seq, d, source));
+                }
+                Err(e) => {
+                    // Written by this daemon: only a bug or a damaged file gets here, and
+                    // kept it would be tried for ever.
+                    tracing::error!(seq, error = %e, "a dead letter in the store cannot be read; deleted");
+                    done.push(*seq);
+                }
+            }
+        }
+        let mut outcomes = Vec::with_capacity(letters.len());
+        let (single, together): (Vec<_>, Vec<_>) =
+            letters.iter().partition(|(seq, _, _)| alone.contains(seq));
+        let mut sending = Vec::with_capacity(together.len());
+        for (seq, d, (partition, offset)) in together {
+            match producer.send_result(dead_letter_record(d, topic, partition, offset)) {
+                Ok(delivery) => sending.push((*seq, delivery)),
+                Err((e, _)) => outcomes.push((*seq, Err(e))),
+            }
+        }
+        for (seq, delivery) in sending {
+            outcomes.push((seq, delivery.await.map_err(|_| KafkaError::Canceled)));
+        }
+        for (seq, d, (partition, offset)) in single {
+            let outcome =
+                match producer.send_result(dead_letter_record(d, topic, partition, offset)) {
+                    Ok(delivery) => delivery.await.map_err(|_| KafkaError::Canceled),
+                    Err((e, _)) => Err(e),
+                };
+            outcomes.push((*seq, outcome));
+        }
+        for (seq, outcome) in outcomes {
+            match outcome.and_then(|sent| sent.map_err(|(e, _)| e)) {
+                Ok(_) => {
+                    alone.remove(&seq);
+                    done.push(seq);
+                }
+                Err(e) => {
+                    failed += 1;
+                    if refused_for_size(&e) {
+                        alone.insert(seq);
+                    }
+                    refusal.get_or_insert((e, seq));
+                }
+            }
+        }
+        let acknowledged = done.len();
+        let removing = store.clone();
+        match tokio::task::spawn_blocking(move || removing.remove_dead_letters(&done)).await {
+            Ok(Ok(())) => {
+                metrics.dead_letters.inc_by(acknowledged as u64);
+                if let Ok(n) = store.dead_letter_count() {
+                    metrics
+                        .dead_letters_pending
+                        .set(i64::try_from(n).unwrap_or(i64::MAX));
+                }
+            }
+            Ok(Err(e)) => {
+                // Sent, and sent again next round: the topic is at least once.
+                tracing::error!(error = %e, "cannot delete dead letters the broker acknowledged");
+                return failed + 1;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "the dead-letter deletion failed");
+                return failed + 1;
+            }
+        }
+    }
+    if let Some((e, seq)) = refusal {
+        metrics.kafka_errors.inc_by(failed as u64);
+        use rdkafka::error::RDKafkaErrorCode as C;
+        let lasting = refused_for_size(&e)
+            || matches!(
+                e.rdkafka_error_code(),
+                Some(
+                    C::InvalidRecord
+                        | C::TopicAuthorizationFailed
+                        | C::ClusterAuthorizationFailed
+                        | C::InvalidTopic
+                )
+            );
+        if lasting {
+            tracing::error!(dead_letter_topic = %topic, failed, first = seq, error = %e,
+                "the brokers refuse dead letters; they stay in the store and are tried \
+                 again (redlight_dead_letters_pending): fix the topic (its max.message.bytes, \
+                 its ACLs) and they go out by themselves");
+        } else {
+            tracing::warn!(dead_letter_topic = %topic, failed, first = seq, error = %e,
+                "dead letters not sent; they stay in the store and are tried again");
+        }
+    }
+    failed
+}
+
 /// Asks the brokers, on a thread of its own, whether the dead-letter topic exists, and
-/// says so at start when it does not. It is written only when a bad message comes, and a
-/// dead letter is never dropped: a send that fails is retried, and the batch (the
-/// partitions behind it) waits. Without the topic, the first bad message would stop the
-/// daemon with nothing in the log but retries.
+/// says so at start when it does not. It is written only when a bad message comes; until
+/// then the store keeps the dead letters ([`send_dead_letters`]), and without the topic
+/// they would wait there with nothing in the log but retries.
 fn check_dead_letter_topic(consumer: Arc<StreamConsumer<Ctx>>, topic: String) {
     let spawned = std::thread::Builder::new()
         .name("redlight-dlq-check".into())
@@ -562,10 +832,10 @@ fn check_dead_letter_topic(consumer: Arc<StreamConsumer<Ctx>>, topic: String) {
                     );
                     if let Some(error) = error {
                         tracing::error!(dead_letter_topic = %topic, error = ?error,
-                        "the dead-letter topic does not exist or cannot be read: the first bad \
-                         message would hold its batch, and every partition behind it, until \
-                         it can be written; create it (`kafka.dead_letter_topic`) unless the \
-                         brokers create topics on first write");
+                        "the dead-letter topic does not exist or cannot be read: bad messages \
+                         would wait in the store (redlight_dead_letters_pending) until it can \
+                         be written; create it (`kafka.dead_letter_topic`) unless the brokers \
+                         create topics on first write");
                     }
                 }
                 Err(e) => {
@@ -1007,13 +1277,19 @@ impl Loop<'_> {
             if p.next_offset.is_some_and(|next| offset_u < next) {
                 continue; // already durable: a redelivery
             }
-            let dead_letter = |reason: String, code: &'static str| DeadLetter {
+            let dead_letter = |reason: String, code: &str| DeadLetter {
                 key: m.key().map(<[u8]>::to_vec),
                 payload: m.payload().map(<[u8]>::to_vec),
-                headers: m.headers.clone(),
+                headers: m
+                    .headers
+                    .iter()
+                    .flat_map(|h| h.iter())
+                    .map(|(k, v)| (k.clone(), v.clone().map(serde_bytes::ByteBuf::from)))
+                    .collect(),
                 reason,
-                code,
-                slot: slot.clone(),
+                code: code.to_string(),
+                topic: slot.0.clone(),
+                partition: slot.1,
                 offset,
             };
             let ev = match parsed.as_ref().map_err(Clone::clone).and_then(|ev| {
@@ -1086,7 +1362,7 @@ impl Loop<'_> {
                     .engine
                     .advance_before_bounded(ev.time_ms(), slice, &mut alerts)
             {
-                self.send_dead_letters(std::mem::take(&mut dead)).await?;
+                self.keep_dead_letters(std::mem::take(&mut dead))?;
                 let written = std::mem::replace(&mut alerts, self.writer.alert_vec());
                 self.persist(written, &touched)?;
             }
@@ -1174,7 +1450,7 @@ impl Loop<'_> {
             }
         }
         let done = self.advance_idle(&mut alerts);
-        self.send_dead_letters(dead).await?;
+        self.keep_dead_letters(dead)?;
         self.persist(alerts, &touched)?;
         if !done {
             // More fell due than one slice: the main loop's timer wakes at once for the rest.
@@ -1192,65 +1468,12 @@ impl Loop<'_> {
         }
     }
 
-    /// Copies rejected messages to the dead-letter topic and waits until the broker has
-    /// them: their offsets are committed with the batch, so they must not be lost.
-    async fn send_dead_letters(&mut self, dead: Vec<DeadLetter>) -> anyhow::Result<()> {
-        let topic = self.config.kafka.dead_letter_topic.clone();
+    /// Encodes rejected messages for the next batch written: the store keeps them, with
+    /// the batch and its offsets, until the dead-letter topic has them ([`send_dead_letters`]).
+    fn keep_dead_letters(&mut self, dead: Vec<DeadLetter>) -> anyhow::Result<()> {
         for d in dead {
-            loop {
-                let offset = d.offset.to_string();
-                let partition = d.slot.1.to_string();
-                let mut headers = OwnedHeaders::new();
-                // A dead letter sent back to the input and refused again carries the first
-                // refusal's `redlight-` headers: only this one's are kept.
-                let own = d.headers.iter().flat_map(|h| h.iter());
-                for (key, value) in own.filter(|(k, _)| !k.starts_with("redlight-")) {
-                    headers = headers.insert(Header {
-                        key: key.as_str(),
-                        value: value.as_deref(),
-                    });
-                }
-                let headers = headers
-                    .insert(Header {
-                        key: "redlight-reason",
-                        value: Some(d.reason.as_str()),
-                    })
-                    .insert(Header {
-                        key: "redlight-reason-code",
-                        value: Some(d.code),
-                    })
-                    .insert(Header {
-                        key: "redlight-source-topic",
-                        value: Some(d.slot.0.as_str()),
-                    })
-                    .insert(Header {
-                        key: "redlight-source-partition",
-                        value: Some(partition.as_str()),
-                    })
-                    .insert(Header {
-                        key: "redlight-source-offset",
-                        value: Some(offset.as_str()),
-                    });
-                let mut record: FutureRecord<'_, [u8], [u8]> =
-                    FutureRecord::to(&topic).headers(headers);
-                if let Some(k) = &d.key {
-                    record = record.key(k.as_slice());
-                }
-                if let Some(p) = &d.payload {
-                    record = record.payload(p.as_slice());
-                }
-                match self.producer.send(record, Duration::from_secs(30)).await {
-                    Ok(_) => {
-                        self.metrics.dead_letters.inc();
-                        break;
-                    }
-                    Err((e, _)) => {
-                        self.metrics.kafka_errors.inc();
-                        tracing::warn!(error = %e, topic = %topic, "dead-letter send failed; retrying");
-                        tokio::time::sleep(Duration::from_millis(500)).await;
-                    }
-                }
-            }
+            let row = rmp_serde::to_vec_named(&d).context("encoding a dead letter")?;
+            self.dead_letters.push(row);
         }
         Ok(())
     }
@@ -1339,6 +1562,7 @@ impl Loop<'_> {
         let mut batch = WriteBatch {
             ledger: std::mem::take(&mut self.ledger),
             cases: self.writer.case_buffer(),
+            dead_letters: std::mem::take(&mut self.dead_letters),
             ..WriteBatch::default()
         };
         let mut cases = 0usize;

@@ -26,6 +26,7 @@ pub struct Metrics {
     pub data_problems: IntCounter,
     /// Messages copied to the dead-letter topic.
     pub dead_letters: IntCounter,
+    pub dead_letters_pending: IntGauge,
     /// Kafka client errors (broker down, …): the consumer recovers by itself.
     pub kafka_errors: IntCounter,
     /// Time to make one batch durable (store transaction).
@@ -146,6 +147,12 @@ impl Metrics {
             dead_letters: IntCounter::new(
                 "redlight_dead_letters_total",
                 "Messages copied to the dead-letter topic.",
+            )
+            .expect("valid metric"),
+            dead_letters_pending: IntGauge::new(
+                "redlight_dead_letters_pending",
+                "Refused messages kept in the store that the dead-letter topic does not have \
+                 yet (the broker away, the topic missing, or a dead letter it refuses).",
             )
             .expect("valid metric"),
             kafka_errors: IntCounter::new(
@@ -326,6 +333,7 @@ impl Metrics {
             Box::new(m.calendar_errors.clone()),
             Box::new(m.data_problems.clone()),
             Box::new(m.dead_letters.clone()),
+            Box::new(m.dead_letters_pending.clone()),
             Box::new(m.kafka_errors.clone()),
             Box::new(m.commit_seconds.clone()),
             Box::new(m.journal_entries.clone()),

@@ -23,6 +23,8 @@
 //! - `ledger`: `(instant, case id, record key)` → JSON: what the scorecard counts (a case
 //!   closed on time or late, a violation), kept after the case itself is forgotten; written
 //!   with the case in the same transaction (see `src/scorecard.rs`).
+//! - `input_dead_letters`: number → a message the batch refused, encoded by the daemon, until
+//!   the dead-letter topic has it ([`Store::dead_letters`]);
 //! - the alert-delivery outbox, dead letters and escalation steps: written by
 //!   [`CommitHook`] in the same transaction as the alerts (see `src/delivery.rs`).
 //!
@@ -97,6 +99,10 @@ const CLOCKS: TableDefinition<(&str, u32), i64> = TableDefinition::new("engine_c
 const ALERTS: TableDefinition<u64, &[u8]> = TableDefinition::new("alerts");
 const CASE_ALERTS: TableDefinition<(&str, u64), ()> = TableDefinition::new("case_alerts");
 const LEDGER: TableDefinition<(i64, &str, &str), &[u8]> = TableDefinition::new("ledger");
+/// Messages refused as input, kept until the dead-letter topic has them: written with the
+/// batch that refused them, deleted once the broker has acknowledged them (the daemon's
+/// encoding, `src/daemon.rs`). Numbered in the order they were refused.
+const DEAD_LETTERS: TableDefinition<u64, &[u8]> = TableDefinition::new("input_dead_letters");
 /// Cases changed since the last checkpoint: one row per batch, numbered in commit order,
 /// holding the batch's changed cases in one value (see [`CaseChanges`]). One insert of a
 /// few MiB instead of thousands of small ones.
@@ -514,6 +520,8 @@ pub struct WriteBatch {
     /// report was made in time and delivered late, [`crate::scorecard::take_period_rows`]),
     /// deleted after `ledger` is written: such a record is never written again.
     pub ledger_taken_back: Vec<(i64, String, String)>,
+    /// Messages the batch refused, encoded, for the dead-letter topic ([`Store::dead_letters`]).
+    pub dead_letters: Vec<Vec<u8>>,
 }
 
 impl WriteBatch {
@@ -523,6 +531,7 @@ impl WriteBatch {
             && self.offsets.is_empty()
             && self.ledger.is_empty()
             && self.ledger_taken_back.is_empty()
+            && self.dead_letters.is_empty()
     }
 }
 
@@ -573,6 +582,8 @@ pub struct Store {
     step_bytes: AtomicUsize,
     /// The batches' writer's buffers (one writer at a time: redb's write transaction).
     scratch: Mutex<WriterScratch>,
+    /// Woken when a commit has written dead letters ([`Store::dead_letters_written`]).
+    dead_letters_written: tokio::sync::Notify,
 }
 
 /// What a checkpoint thread hands back to the store.
@@ -1853,6 +1864,7 @@ impl Store {
             chunk_bytes: AtomicUsize::new(runs::CHUNK_BYTES),
             step_bytes: AtomicUsize::new((cache_mib.saturating_mul(1 << 20) / 4).max(1 << 20)),
             scratch: Mutex::new(WriterScratch::default()),
+            dead_letters_written: tokio::sync::Notify::new(),
         };
         store.check_schema()?;
         store.load_overlay()?;
@@ -2666,6 +2678,16 @@ impl Store {
                     .insert((topic.as_str(), *partition), *now)
                     .map_err(|e| self.err(e))?;
             }
+            if !batch.dead_letters.is_empty() {
+                let mut dead = tx.open_table(DEAD_LETTERS).map_err(|e| self.err(e))?;
+                let first = match dead.last().map_err(|e| self.err(e))? {
+                    Some((k, _)) => k.value() + 1,
+                    None => 0,
+                };
+                for (seq, d) in (first..).zip(&batch.dead_letters) {
+                    dead.insert(seq, d.as_slice()).map_err(|e| self.err(e))?;
+                }
+            }
         }
         let hook = self.hook.read().ok().and_then(|h| h.clone());
         if let Some(hook) = &hook
@@ -2703,6 +2725,9 @@ impl Store {
             && !batch.alerts.is_empty()
         {
             hook.committed();
+        }
+        if !batch.dead_letters.is_empty() {
+            self.dead_letters_written.notify_one();
         }
         self.start_checkpoint();
         Ok((seqs, durable))
@@ -2807,6 +2832,57 @@ impl Store {
             out.push((topic.to_string(), partition, v.value()));
         }
         Ok(out)
+    }
+
+    /// Up to `limit` dead letters not yet acknowledged by the broker, from number `from` on,
+    /// with their numbers: what [`WriteBatch::dead_letters`] held. Lazily committed ones
+    /// included: a crash may undo one already sent, and its batch, redone, refuses the
+    /// message again (the dead-letter topic is at least once).
+    pub fn dead_letters(&self, from: u64, limit: usize) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
+        let tx = self.db.begin_read().map_err(|e| self.err(e))?;
+        let t = match tx.open_table(DEAD_LETTERS) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+            Err(e) => return Err(self.err(e)),
+        };
+        let mut out = Vec::new();
+        for row in t.range(from..).map_err(|e| self.err(e))?.take(limit) {
+            let (k, v) = row.map_err(|e| self.err(e))?;
+            out.push((k.value(), v.value().to_vec()));
+        }
+        Ok(out)
+    }
+
+    /// How many dead letters wait for the broker.
+    pub fn dead_letter_count(&self) -> Result<u64, StoreError> {
+        let tx = self.db.begin_read().map_err(|e| self.err(e))?;
+        match tx.open_table(DEAD_LETTERS) {
+            Ok(t) => t.len().map_err(|e| self.err(e)),
+            Err(redb::TableError::TableDoesNotExist(_)) => Ok(0),
+            Err(e) => Err(self.err(e)),
+        }
+    }
+
+    /// Deletes dead letters the broker has acknowledged, durably (with every lazy commit
+    /// before it): one lost in a crash would be sent again.
+    pub fn remove_dead_letters(&self, seqs: &[u64]) -> Result<(), StoreError> {
+        if seqs.is_empty() {
+            return Ok(());
+        }
+        let tx = self.db.begin_write().map_err(|e| self.err(e))?;
+        {
+            let mut t = tx.open_table(DEAD_LETTERS).map_err(|e| self.err(e))?;
+            for seq in seqs {
+                t.remove(*seq).map_err(|e| self.err(e))?;
+            }
+        }
+        tx.commit().map_err(|e| self.err(e))
+    }
+
+    /// Resolves once a commit has written dead letters since the last call returned (or
+    /// at once if one has and nobody waited).
+    pub async fn dead_letters_written(&self) {
+        self.dead_letters_written.notified().await;
     }
 
     /// Visits the cases of one partition in case-id order, each parsed as it is read (a
@@ -3101,6 +3177,65 @@ mod tests {
         assert_eq!(store.offset("events", 0).expect("read"), Some(42));
         assert_eq!(store.offset("events", 1).expect("read"), Some(7));
         assert_eq!(store.offset("events", 2).expect("read"), None);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A batch's dead letters are kept with its offsets, in order, across a reopen, until
+    /// deleted; numbers go on after the last kept, and the table's name is its own (the
+    /// delivery outbox's dead letters are `dead_letters` in the same file).
+    #[test]
+    fn dead_letters_are_kept_with_their_batch_until_deleted() {
+        let dir = tmp("dead-letters");
+        let store = Store::open(&dir).expect("open");
+        assert_eq!(store.dead_letter_count().expect("count"), 0);
+        let mut b = WriteBatch::default();
+        b.offsets.push(("events".into(), 0, 3));
+        b.dead_letters = vec![b"first".to_vec(), b"second".to_vec()];
+        assert!(!b.is_empty(), "dead letters alone are a batch to write");
+        store.commit_lazy(&b).expect("commit");
+        let mut b = WriteBatch::default();
+        b.offsets.push(("events".into(), 0, 5));
+        b.dead_letters = vec![b"third".to_vec()];
+        store.commit(&b).expect("commit");
+        drop(store);
+        let store = Store::open(&dir).expect("reopen");
+        assert_eq!(store.offset("events", 0).expect("read"), Some(5));
+        let kept = |store: &Store, from| -> Vec<(u64, String)> {
+            store
+                .dead_letters(from, 10)
+                .expect("read")
+                .into_iter()
+                .map(|(seq, v)| (seq, String::from_utf8_lossy(&v).into_owned()))
+                .collect()
+        };
+        let all = kept(&store, 0);
+        assert_eq!(
+            all,
+            [
+                (0, "first".into()),
+                (1, "second".into()),
+                (2, "third".into())
+            ]
+        );
+        assert_eq!(kept(&store, 2), [(2, "third".to_string())]);
+        assert_eq!(
+            store.dead_letters(0, 1).expect("read").len(),
+            1,
+            "the limit"
+        );
+        store.remove_dead_letters(&[0, 2]).expect("remove");
+        let b = WriteBatch {
+            dead_letters: vec![b"fourth".to_vec()],
+            ..WriteBatch::default()
+        };
+        store.commit_lazy(&b).expect("commit");
+        drop(store);
+        let store = Store::open(&dir).expect("reopen");
+        assert_eq!(
+            kept(&store, 0),
+            [(1, "second".into()), (2, "fourth".into())]
+        );
+        assert_eq!(store.dead_letter_count().expect("count"), 2);
         let _ = std::fs::remove_dir_all(&dir);
     }
 

@@ -23,15 +23,12 @@ mod workload;
 
 use harness::{
     Daemon, Landed, Msg, Names, Producer, TestDir, Topics, alert_census, broker, end_offsets,
-    free_port, kafka_sh, multiset_diff, now_ms, poll_until, replay, serial, set_config,
-    set_librdkafka, write_config,
+    free_port, kafka_sh, multiset_diff, now_ms, poll_until, read_topic, replay, serial, set_config,
+    set_librdkafka, set_topic_config, write_config,
 };
-use rdkafka::Message as _;
 use rdkafka::admin::{AdminClient, AdminOptions};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::Headers as _;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -439,6 +436,140 @@ fn a_missing_dead_letter_topic_is_said_at_start() {
     assert!(line.contains(&names.dead_letter), "{line}");
     d.assert_alive("after saying so");
     d.stop_gracefully();
+}
+
+/// j. Dead letters the topic refuses for good (larger than its `max.message.bytes`) do not
+/// hold the input up: the events after them are applied, the other dead letters go out, and
+/// the refused ones wait in the store, through a `kill -9`, until the topic takes them.
+#[test]
+fn dead_letters_the_topic_refuses_wait_in_the_store() {
+    let _serial = serial();
+    let t0 = Instant::now();
+    let b = broker();
+    let dir = TestDir::new("j");
+    let names = Names::new("j");
+    let _topics = Topics::create(&b.bootstrap, &[(&names.topic, 1), (&names.dead_letter, 1)]);
+    set_topic_config(
+        &b.bootstrap,
+        &names.dead_letter,
+        "max.message.bytes",
+        "4000",
+    );
+
+    let mut workload = Gen::new(0x5EED_D1E7, "J");
+    workload.full_cases(60);
+    let lines = workload.finish();
+    let good = msgs_of(&lines);
+    // Not JSON, so each is refused: two small, two of 6,000 bytes the topic refuses, each
+    // sent right after a small one (librdkafka may put them in one request).
+    let bad = |key: &str, len: usize| Msg {
+        key: Some(key.to_string()),
+        payload: Some(vec![b'#'; len]),
+        headers: vec![("origin".to_string(), key.to_string())],
+    };
+    let mut stream = good.clone();
+    let bads = [
+        (good.len() / 4, bad("J-small-1", 40)),
+        (good.len() / 4 + 1, bad("J-big-1", 6000)),
+        (good.len() / 2, bad("J-small-2", 40)),
+        (good.len() / 2 + 1, bad("J-big-2", 6000)),
+    ];
+    // In order, so that each lands at its index in `stream`.
+    for (at, m) in &bads {
+        stream.insert(*at, m.clone());
+    }
+    let landed = Producer::new(&b.bootstrap).send_all(&names.topic, &stream);
+    let ends = end_offsets(&landed);
+
+    let port = free_port();
+    let config = write_config(&dir.path, &b.bootstrap, &names, port);
+    let r = replay(&config, &lines_of(&lines), now_ms());
+    let mut d = Daemon::new(config, dir.path.join("daemon.log"), port);
+    d.start();
+    // Every event applied, the ones after the refused dead letters too.
+    let alerts = d.wait_idle(
+        &ends,
+        &names.topic,
+        r.alerts.len(),
+        QUIET,
+        Duration::from_secs(120),
+    );
+    assert_same_alerts(
+        &d,
+        &values(&alerts),
+        &r.alerts,
+        "dead_letters_the_topic_refuses",
+    );
+    let pending = |d: &Daemon| {
+        d.metrics()
+            .map(|m| m.sum("redlight_dead_letters_pending") as usize)
+    };
+    poll_until(Duration::from_secs(60), "two dead letters pending", || {
+        (pending(&d) == Some(2)).then_some(())
+    });
+    let line = poll_until(Duration::from_secs(30), "the refusal's log line", || {
+        d.log_lines("the brokers refuse dead letters").pop()
+    });
+    assert!(line.contains(&names.dead_letter), "{line}");
+    let sent = read_topic(&b.bootstrap, &names.dead_letter, 2, Duration::from_secs(30));
+    let keys = |records: &[harness::Record]| -> Vec<String> {
+        let mut k: Vec<String> = records
+            .iter()
+            .map(|r| String::from_utf8_lossy(r.key.as_deref().unwrap_or_default()).into_owned())
+            .collect();
+        k.sort();
+        k
+    };
+    assert_eq!(
+        keys(&sent),
+        ["J-small-1", "J-small-2"],
+        "the small dead letters went out"
+    );
+
+    // Killed and started again, the refused two are still there, and go once the topic
+    // takes them.
+    d.kill9();
+    d.start();
+    d.wait_ready(Duration::from_secs(60));
+    poll_until(
+        Duration::from_secs(60),
+        "two dead letters pending after kill -9",
+        || (pending(&d) == Some(2)).then_some(()),
+    );
+    set_topic_config(
+        &b.bootstrap,
+        &names.dead_letter,
+        "max.message.bytes",
+        "1048588",
+    );
+    poll_until(Duration::from_secs(120), "no dead letter pending", || {
+        (pending(&d) == Some(0)).then_some(())
+    });
+    let all = read_topic(&b.bootstrap, &names.dead_letter, 4, Duration::from_secs(30));
+    assert_eq!(
+        keys(&all),
+        ["J-big-1", "J-big-2", "J-small-1", "J-small-2"],
+        "each dead letter once"
+    );
+    for (at, m) in &bads {
+        let key = m.key.as_deref().unwrap_or_default();
+        let r = all
+            .iter()
+            .find(|r| r.key.as_deref() == Some(key.as_bytes()))
+            .unwrap_or_else(|| d.fail(&format!("{key} missing")));
+        let source = landed[*at];
+        assert_eq!(r.payload, m.payload, "{key}: the payload whole");
+        assert_eq!(r.header("origin"), Some(key), "{key}: its own header");
+        assert_eq!(r.header("redlight-reason-code"), Some("not_json"), "{key}");
+        assert_eq!(
+            r.header("redlight-source-offset"),
+            Some(source.offset.to_string().as_str()),
+            "{key}: where it came from"
+        );
+    }
+    d.assert_alive("at the end");
+    d.stop_gracefully();
+    eprintln!("[j] passed in {}", secs(t0));
 }
 
 /// b. A stream produced at a steady pace while the daemon is killed with SIGKILL four
@@ -1302,39 +1433,19 @@ fn bad_messages_go_to_dead_letters() {
         .zip(&landed)
         .filter_map(|((_, b), l)| b.map(|i| ((l.partition, l.offset), i)))
         .collect();
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &b.bootstrap)
-        .set("group.id", format!("{}.reader", names.group))
-        .set("enable.auto.commit", "false")
-        .create()
-        .expect("dead-letter consumer");
-    let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset(&names.dead_letter, 0, Offset::Beginning)
-        .expect("tpl");
-    consumer.assign(&tpl).expect("assign");
     let mut seen: HashMap<usize, usize> = HashMap::new();
     let mut problems = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let mut quiet_since = Instant::now();
-    while Instant::now() < deadline {
-        let Some(m) = consumer.poll(Duration::from_millis(200)) else {
-            if seen.values().sum::<usize>() >= bads.len()
-                && quiet_since.elapsed() > Duration::from_secs(2)
-            {
-                break;
-            }
-            continue;
-        };
-        quiet_since = Instant::now();
-        let m = m.expect("reading the dead-letter topic");
+    for m in read_topic(
+        &b.bootstrap,
+        &names.dead_letter,
+        bads.len(),
+        Duration::from_secs(60),
+    ) {
         let mut h: BTreeMap<String, String> = BTreeMap::new();
         let mut twice = Vec::new();
-        if let Some(hs) = m.headers() {
-            for x in hs.iter() {
-                let value = String::from_utf8_lossy(x.value.unwrap_or_default()).into_owned();
-                if h.insert(x.key.to_string(), value).is_some() {
-                    twice.push(x.key.to_string());
-                }
+        for (key, value) in &m.headers {
+            if h.insert(key.clone(), value.clone()).is_some() {
+                twice.push(key.clone());
             }
         }
         let source = (
@@ -1377,8 +1488,8 @@ fn bad_messages_go_to_dead_letters() {
                 problems.push(format!("{:?}: header {k} lost: {h:?}", bad.msg.key));
             }
         }
-        if m.payload().map(<[u8]>::to_vec) != bad.msg.payload
-            || m.key().map(<[u8]>::to_vec) != bad.msg.key.as_ref().map(|k| k.as_bytes().to_vec())
+        if m.payload != bad.msg.payload
+            || m.key != bad.msg.key.as_ref().map(|k| k.as_bytes().to_vec())
         {
             problems.push(format!(
                 "{:?}: the dead letter's key or payload is not the original's",

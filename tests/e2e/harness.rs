@@ -1,7 +1,9 @@
 //! The harness of the end-to-end tests: the shared broker, the daemon as a child process,
 //! a minimal HTTP client for its API, a Kafka producer, and `redlight replay` in-process.
 
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::admin::{
+    AdminClient, AdminOptions, AlterConfig, NewTopic, ResourceSpecifier, TopicReplication,
+};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -298,6 +300,86 @@ impl Producer {
         let f = self.enqueue(topic, msgs);
         self.delivered(f)
     }
+}
+
+/// Sets one setting of a topic (`kafka-configs --alter`), as the broker then applies it.
+pub fn set_topic_config(bootstrap: &str, topic: &str, key: &str, value: &str) {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()
+        .expect("admin client");
+    let config = AlterConfig::new(ResourceSpecifier::Topic(topic)).set(key, value);
+    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+    let results = runtime()
+        .block_on(admin.alter_configs(&[config], &opts))
+        .expect("alter_configs");
+    for r in results {
+        if let Err((resource, code)) = r {
+            panic!("setting {key} = {value} of {resource:?}: {code:?}");
+        }
+    }
+}
+
+/// A record read back from a topic: its headers in order, key and payload.
+pub struct Record {
+    pub headers: Vec<(String, String)>,
+    pub key: Option<Vec<u8>>,
+    pub payload: Option<Vec<u8>>,
+}
+
+impl Record {
+    /// The value of header `key` (the first, if repeated).
+    pub fn header(&self, key: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Reads `topic` (partition 0) from the beginning until it has given at least `expected`
+/// records and nothing more for two seconds, or `timeout` has passed.
+pub fn read_topic(bootstrap: &str, topic: &str, expected: usize, timeout: Duration) -> Vec<Record> {
+    use rdkafka::Message as _;
+    use rdkafka::message::Headers as _;
+    use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", format!("{topic}.reader"))
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("topic reader");
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(topic, 0, Offset::Beginning)
+        .expect("tpl");
+    consumer.assign(&tpl).expect("assign");
+    let mut out = Vec::new();
+    let deadline = Instant::now() + timeout;
+    let mut quiet_since = Instant::now();
+    while Instant::now() < deadline {
+        let Some(m) = consumer.poll(Duration::from_millis(200)) else {
+            if out.len() >= expected && quiet_since.elapsed() > Duration::from_secs(2) {
+                break;
+            }
+            continue;
+        };
+        quiet_since = Instant::now();
+        let m = m.unwrap_or_else(|e| panic!("reading {topic}: {e}"));
+        let headers = m.headers().map_or_else(Vec::new, |hs| {
+            hs.iter()
+                .map(|h| {
+                    let value = String::from_utf8_lossy(h.value.unwrap_or_default());
+                    (h.key.to_string(), value.into_owned())
+                })
+                .collect()
+        });
+        out.push(Record {
+            headers,
+            key: m.key().map(<[u8]>::to_vec),
+            payload: m.payload().map(<[u8]>::to_vec),
+        });
+    }
+    out
 }
 
 /// The end offset of every partition the messages landed in (the next offset to consume).
