@@ -136,6 +136,11 @@ pub fn alert_id(case: &str, rule: &str, occurrence: &str, level: Level, status: 
 /// `to_rfc3339_opts(SecondsFormat::AutoSi, false)`, to which it falls back for what the
 /// fast path does not cover (years outside 0–9999, offsets with seconds); a test compares
 /// the two over many instants and zones.
+///
+/// RFC 3339 writes four-digit years: an instant whose date in the zone lies past 9999 (or
+/// before year 0) is written in UTC when its date there has four digits. That is a "never"
+/// a producer gave as `due`, `9999-12-31T23:59:59Z`, which is already 10000 in Beijing:
+/// chrono writes `+10000-01-01T07:59:59+08:00`, which no RFC 3339 reader takes.
 pub fn format_instant(ms: i64, tz: Tz) -> String {
     let utc: DateTime<Utc> = match Utc.timestamp_millis_opt(ms).single() {
         Some(t) => t,
@@ -144,6 +149,11 @@ pub fn format_instant(ms: i64, tz: Tz) -> String {
     let local = utc.with_timezone(&tz).fixed_offset();
     let offset = local.offset().local_minus_utc();
     format_at_offset(ms, i64::from(offset) * 1000)
+        .or_else(|| {
+            (!(0..=9999).contains(&local.year()))
+                .then(|| format_at_offset(ms, 0))
+                .flatten()
+        })
         .unwrap_or_else(|| local.to_rfc3339_opts(SecondsFormat::AutoSi, false))
 }
 
@@ -238,6 +248,14 @@ mod tests {
             let tz: Tz = zone.parse().expect("zone");
             for &ms in &instants {
                 let want = match Utc.timestamp_millis_opt(ms).single() {
+                    // Past 9999 in the zone and not in UTC: in UTC (see format_instant).
+                    Some(t)
+                        if !(0..=9999).contains(&t.with_timezone(&tz).year())
+                            && (0..=9999).contains(&t.year()) =>
+                    {
+                        t.fixed_offset()
+                            .to_rfc3339_opts(SecondsFormat::AutoSi, false)
+                    }
                     Some(t) => t
                         .with_timezone(&tz)
                         .fixed_offset()
@@ -255,6 +273,15 @@ mod tests {
         assert_eq!(
             format_instant(1_793_376_000_123, shanghai),
             "2026-10-31T00:00:00.123+08:00"
+        );
+        // "Never" as producers write it: 10000-01-01 in Beijing, so written in UTC.
+        assert_eq!(
+            format_instant(253_402_300_799_000, shanghai),
+            "9999-12-31T23:59:59+00:00"
+        );
+        assert_eq!(
+            format_instant(253_402_271_999_000, shanghai),
+            "9999-12-31T23:59:59+08:00"
         );
     }
 
