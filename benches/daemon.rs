@@ -1,7 +1,8 @@
 //! Daemon benchmark against the real local Kafka broker (SPEC issue: the daemon).
 //!
 //! `cargo bench --bench daemon` (add `-- --quick` for a small run, `-- --events N` for N,
-//! `-- --no-restart` to skip step 4, `-- --lifecycle` for the second stream below). Needs
+//! `-- --no-restart` to skip step 4, `-- --lifecycle` for the second stream below,
+//! `-- --rejected 0.1` to make that share of the messages bad, not JSON). Needs
 //! a broker: it uses `REDLIGHT_TEST_KAFKA` if set, else starts one with
 //! `scripts/kafka.sh start`.
 //!
@@ -52,6 +53,15 @@ fn main() {
     let args: Vec<String> = std::env::args().collect();
     let quick = args.iter().any(|a| a == "--quick");
     let lifecycle = args.iter().any(|a| a == "--lifecycle");
+    // `--rejected SHARE`: that share of the messages (0 to 1) is not JSON, each refused
+    // and copied to the dead-letter topic (a producer gone wrong).
+    let rejected: f64 = args
+        .iter()
+        .position(|a| a == "--rejected")
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0_f64)
+        .clamp(0.0, 1.0);
     // `--events N` for a run of another size.
     let n: u64 = args
         .iter()
@@ -76,7 +86,7 @@ fn main() {
 
     // 1. Produce.
     let t = Instant::now();
-    let cases = produce(&brokers, &topic, n, lifecycle);
+    let (cases, bad) = produce(&brokers, &topic, n, lifecycle, rejected);
     let produce_s = t.elapsed().as_secs_f64();
 
     // 2. Raw read.
@@ -95,9 +105,18 @@ fn main() {
     // How much firing the run held: the events' 30 days and the calendar decide how many
     // deadlines fall inside them, so it moves with the hour the bench runs at (the store
     // got 962,000 alerts in one run and 1,184,000 two hours later). Compare runs with it.
-    let alerts = http_get(port, "/metrics")
+    let metrics = http_get(port, "/metrics")
         .filter(|(status, _)| *status == 200)
-        .map(|(_, body)| metric_sum(&body, "redlight_alerts_total"));
+        .map(|(_, body)| body);
+    let alerts = metrics
+        .as_deref()
+        .map(|body| metric_sum(body, "redlight_alerts_total"));
+    let dead = metrics.as_deref().map(|body| {
+        (
+            metric_sum(body, "redlight_dead_letters_total"),
+            metric_sum(body, "redlight_dead_letters_pending"),
+        )
+    });
     let rss = rss_bytes(daemon.0.id());
     let cpu = cpu_seconds(daemon.0.id());
     // The cases held once every event is applied: open, or closed less than
@@ -158,6 +177,12 @@ fn main() {
         println!(
             "work:     {alerts:.0} alerts fired by then (deadlines inside the events' 30 days: \
              the number moves with the hour of the run)"
+        );
+    }
+    if let (true, Some((sent, pending))) = (bad > 0, dead) {
+        println!(
+            "rejected: {bad} messages not JSON; by then {sent:.0} in the dead-letter topic, \
+             {pending:.0} waiting in the store"
         );
     }
     if let Some(cpu) = &cpu {
@@ -293,7 +318,9 @@ fn create_topic(root: &Path, topic: &str) {
 }
 
 /// Produces the stream (see the module's comment); returns how many cases it holds.
-fn produce(brokers: &str, topic: &str, n: u64, lifecycle: bool) -> u64 {
+/// Produces the stream; returns how many cases it opens and how many messages are bad
+/// (`rejected`: the share of messages sent without their first byte, so not JSON).
+fn produce(brokers: &str, topic: &str, n: u64, lifecycle: bool, rejected: f64) -> (u64, u64) {
     let producer: BaseProducer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("linger.ms", "20")
@@ -321,10 +348,16 @@ fn produce(brokers: &str, topic: &str, n: u64, lifecycle: bool) -> u64 {
             .collect()
     };
     let cases = plan.iter().filter(|s| s.kind == Kind::Accepted).count() as u64;
-    for step in &plan {
+    let mut bad = 0;
+    for (i, step) in plan.iter().enumerate() {
         let time = start + chrono::Duration::seconds(step.t);
         let subject = format!("BENCH-{:08}", step.case);
-        let payload = step.payload(&subject, &time.to_rfc3339());
+        let mut payload = step.payload(&subject, &time.to_rfc3339());
+        // Spread evenly: message i is bad when the share's running count steps up at it.
+        if ((i + 1) as f64 * rejected).floor() > (i as f64 * rejected).floor() {
+            payload.remove(0);
+            bad += 1;
+        }
         let mut record = BaseRecord::to(topic).key(&subject).payload(&payload);
         loop {
             match producer.send(record) {
@@ -346,7 +379,7 @@ fn produce(brokers: &str, topic: &str, n: u64, lifecycle: bool) -> u64 {
         }
     }
     producer.flush(Duration::from_secs(120)).expect("flush");
-    cases
+    (cases, bad)
 }
 
 /// One event of the stream: when (seconds into its 30 days), of which case, of what type.
