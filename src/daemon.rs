@@ -199,6 +199,9 @@ struct PartitionState {
     last_message: Instant,
     /// When the high watermark was last asked of the broker.
     watermark_checked: Instant,
+    /// Offsets below this were looked at for events the broker deleted unread (at the
+    /// assignment, or a gap in the offsets: [`Loop::check_gap`]).
+    lost_checked_to: u64,
 }
 
 impl PartitionState {
@@ -1156,6 +1159,7 @@ impl Loop<'_> {
                      to may show wrong lights: produce them again from their source if it \
                      keeps them");
             }
+            let lost_checked_to = log_start.unwrap_or(0).max(r.next_offset.unwrap_or(0));
             tracing::info!(topic = %r.slot.0, partition = r.slot.1, cases = r.cases,
                 next_offset = r.next_offset, high_watermark,
                 restore_ms = r.elapsed.as_millis() as u64, "partition restored");
@@ -1180,10 +1184,58 @@ impl Loop<'_> {
                     high_watermark,
                     last_message: Instant::now(),
                     watermark_checked: Instant::now(),
+                    lost_checked_to,
                 },
             );
         }
         Ok(())
+    }
+
+    /// A message came at `offset` where `next` was expected: if the log now begins after
+    /// `next`, the broker deleted the events between before they were read (this daemon
+    /// fell behind by more than the topic's retention, or records were deleted), and
+    /// librdkafka went on from the log's start. Asked of the broker on a blocking thread,
+    /// counted and logged from there as at the assignment. A gap of one offset is not
+    /// asked about: that is a transaction's commit marker, one per transaction. Other gaps
+    /// without loss (aborted transactions, a compacted topic) cost a question each.
+    fn check_gap(&mut self, slot: &Slot, offset: u64) {
+        let Some(p) = self.partitions.get_mut(slot) else {
+            return;
+        };
+        let Some(next) = p.next_offset else {
+            return;
+        };
+        let from = next.max(p.lost_checked_to);
+        if offset <= from + 1 {
+            return;
+        }
+        p.lost_checked_to = offset;
+        let consumer = self.consumer.clone();
+        let metrics = self.metrics.clone();
+        let (topic, partition) = slot.clone();
+        tokio::task::spawn_blocking(move || {
+            match consumer.fetch_watermarks(&topic, partition as i32, Duration::from_secs(10)) {
+                Ok((low, _)) => {
+                    let start = u64::try_from(low).unwrap_or(0).min(offset);
+                    if start > from {
+                        metrics.events_lost.inc_by(start - from);
+                        tracing::error!(topic = %topic, partition, expected_offset = from,
+                            next_message_offset = offset, log_start_offset = low,
+                            lost = start - from,
+                            "events deleted by the broker before redlight read them (it \
+                             fell behind by more than the topic's retention); the cases they \
+                             belong to may show wrong lights: produce them again from their \
+                             source if it keeps them");
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(topic = %topic, partition, expected_offset = from,
+                        next_message_offset = offset, error = %e,
+                        "a gap in the offsets, and the broker did not say where its log begins: \
+                         events it deleted unread, if any, are not counted");
+                }
+            }
+        });
     }
 
     /// Stops the daemon when librdkafka reports a fatal error: the consumer can do nothing
@@ -1276,6 +1328,9 @@ impl Loop<'_> {
             };
             if p.next_offset.is_some_and(|next| offset_u < next) {
                 continue; // already durable: a redelivery
+            }
+            if p.next_offset.is_some_and(|next| offset_u > next + 1) {
+                self.check_gap(&slot, offset_u);
             }
             let dead_letter = |reason: String, code: &str| DeadLetter {
                 key: m.key().map(<[u8]>::to_vec),

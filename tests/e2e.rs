@@ -354,7 +354,8 @@ fn the_daemon_reads_a_broker_over_tls_with_a_sasl_login() {
 
 /// Events the broker deleted while the daemon was away (a retention shorter than the
 /// outage; here deleted records): counted and logged with the partition when it comes
-/// back, and the daemon goes on from where the log now begins.
+/// back, and the daemon goes on from where the log now begins. And the same while it runs
+/// but has fallen behind (here stopped with SIGSTOP): the gap in the offsets is counted.
 #[test]
 fn events_the_broker_deleted_unread_are_counted() {
     let _serial = serial();
@@ -365,7 +366,8 @@ fn events_the_broker_deleted_unread_are_counted() {
     let mut workload = Gen::new(0x5EED_1057, "H");
     workload.full_cases(60);
     let lines = workload.finish();
-    let (first, later) = lines.split_at(lines.len() / 2);
+    let (first, rest) = lines.split_at(lines.len() / 2);
+    let (later, last) = rest.split_at(rest.len() / 2);
     let producer = Producer::new(&b.bootstrap);
     let read = end_offsets(&producer.send_all(&names.topic, &msgs_of(first)));
     let port = free_port();
@@ -378,22 +380,25 @@ fn events_the_broker_deleted_unread_are_counted() {
     // Away: more events come, and the broker deletes the first few of them.
     let ends = end_offsets(&producer.send_all(&names.topic, &msgs_of(later)));
     let lost = 7;
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", &b.bootstrap)
-        .create()
-        .expect("admin client");
-    let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset(&names.topic, 0, Offset::Offset(read[&0] + lost))
-        .expect("tpl");
-    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
-    let deleted = harness::runtime()
-        .block_on(admin.delete_records(&tpl, &opts))
-        .expect("delete_records");
-    assert_eq!(
-        deleted.find_partition(&names.topic, 0).map(|p| p.offset()),
-        Some(Offset::Offset(read[&0] + lost)),
-        "the log begins after the deleted records"
-    );
+    let delete_before = |offset: i64| {
+        let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+            .set("bootstrap.servers", &b.bootstrap)
+            .create()
+            .expect("admin client");
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(&names.topic, 0, Offset::Offset(offset))
+            .expect("tpl");
+        let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+        let deleted = harness::runtime()
+            .block_on(admin.delete_records(&tpl, &opts))
+            .expect("delete_records");
+        assert_eq!(
+            deleted.find_partition(&names.topic, 0).map(|p| p.offset()),
+            Some(Offset::Offset(offset)),
+            "the log begins after the deleted records"
+        );
+    };
+    delete_before(read[&0] + lost);
 
     d.start();
     d.wait_idle(&ends, &names.topic, 0, QUIET, Duration::from_secs(120));
@@ -411,6 +416,39 @@ fn events_the_broker_deleted_unread_are_counted() {
     // Its dead-letter topic exists: nothing said of it (see the next test).
     if !d.log_lines("dead-letter topic does not exist").is_empty() {
         d.fail("a dead-letter topic that exists was said not to");
+    }
+
+    // Running but behind: stopped (after its fetch waiting at the broker has been answered,
+    // empty), more events come and the first few are deleted; it goes on from the log's
+    // new start, a gap in the offsets, and counts what the broker deleted.
+    let behind = 5;
+    let pid = d.pid().to_string();
+    let signal = |sig: &str| {
+        let status = std::process::Command::new("kill")
+            .args([sig, pid.as_str()])
+            .status()
+            .expect("kill");
+        assert!(status.success(), "kill {sig}");
+    };
+    signal("-STOP");
+    std::thread::sleep(Duration::from_secs(2));
+    let last_ends = end_offsets(&producer.send_all(&names.topic, &msgs_of(last)));
+    delete_before(ends[&0] + behind);
+    signal("-CONT");
+    d.wait_idle(&last_ends, &names.topic, 0, QUIET, Duration::from_secs(120));
+    let counted = poll_until(Duration::from_secs(30), "the gap counted", || {
+        let n = d.metrics()?.sum("redlight_events_lost_total");
+        (n > lost as f64).then_some(n)
+    });
+    if counted != (lost + behind) as f64 {
+        d.fail(&format!(
+            "redlight_events_lost_total {counted}, expected {}",
+            lost + behind
+        ));
+    }
+    let logged = d.log_lines("events deleted by the broker before redlight read them");
+    if logged.len() != 2 || !logged[1].contains(&format!("lost={behind}")) {
+        d.fail(&format!("the log lines for the lost events: {logged:?}"));
     }
     d.stop_gracefully();
 }
