@@ -140,7 +140,13 @@ const META_JOURNAL_NEXT: &str = "journal_next";
 /// Format 6 stored the journal's rows and the alerts' groups as they are; format 7 packs
 /// them (see [`runs::pack`]). Rows of formats 4 to 6 are read as they are, and such a store
 /// is marked format 7 when opened.
-pub const SCHEMA_VERSION: &str = "redlight-store-7";
+/// Format 8 adds `input_dead_letters` (messages refused as input, until the dead-letter
+/// topic has them): a store of formats 4 to 7 is marked format 8 when opened, so that an
+/// older redlight, which would leave such dead letters unsent, refuses it.
+pub const SCHEMA_VERSION: &str = "redlight-store-8";
+
+/// Format 7: no `input_dead_letters` (dead letters were sent before their batch committed).
+const SCHEMA_NO_DEAD_LETTERS: &str = "redlight-store-7";
 
 /// Format 6: journal rows and alert groups not packed.
 const SCHEMA_UNPACKED: &str = "redlight-store-6";
@@ -2196,14 +2202,20 @@ impl Store {
                 .map_err(|e| self.err(e))?
                 .map(|v| String::from_utf8_lossy(v.value()).into_owned());
             if let Some(from) = found.clone().filter(|f| {
-                f == SCHEMA_JSON_ALERTS || f == SCHEMA_ALERT_ROWS || f == SCHEMA_UNPACKED
+                f == SCHEMA_JSON_ALERTS
+                    || f == SCHEMA_ALERT_ROWS
+                    || f == SCHEMA_UNPACKED
+                    || f == SCHEMA_NO_DEAD_LETTERS
             }) {
-                // Formats 4 to 6 are format 7 with rows not packed, and formats 4 and 5
-                // with an alert per row (in JSON in format 4): all stay readable.
+                // Formats 4 to 7 are format 8 without dead letters kept, formats 4 to 6
+                // with rows not packed, and formats 4 and 5 with an alert per row (in JSON
+                // in format 4): all stay readable.
                 meta.insert("schema", SCHEMA_VERSION.as_bytes())
                     .map_err(|e| self.err(e))?;
                 tracing::info!(file = %self.file.display(), from = %from, to = SCHEMA_VERSION,
-                    "store format upgraded: its rows stay as they are; new ones are packed, new alerts stored in groups");
+                    "store format upgraded: its rows stay as they are; new ones are packed, \
+                     new alerts stored in groups, refused messages kept until the \
+                     dead-letter topic has them");
                 found = Some(SCHEMA_VERSION.to_string());
             }
             let upgrade = match found.as_deref() {
@@ -2241,6 +2253,7 @@ impl Store {
             tx.open_table(CLOCKS).map_err(|e| self.err(e))?;
             tx.open_table(ALERTS).map_err(|e| self.err(e))?;
             tx.open_table(LEDGER).map_err(|e| self.err(e))?;
+            tx.open_table(DEAD_LETTERS).map_err(|e| self.err(e))?;
             if upgrade {
                 Some(SCHEMA_ONE_FILE.to_string())
             } else {
@@ -3236,6 +3249,34 @@ mod tests {
             [(1, "second".into()), (2, "fourth".into())]
         );
         assert_eq!(store.dead_letter_count().expect("count"), 2);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A store of format 7 (before dead letters were kept) opens with none, and is marked
+    /// format 8, which a redlight of format 7 refuses rather than leave them unsent.
+    #[test]
+    fn a_store_before_dead_letters_were_kept_opens_and_is_marked() {
+        let dir = tmp("format-7");
+        drop(Store::open(&dir).expect("open"));
+        {
+            let db = Database::open(dir.join(FILE_NAME)).expect("batches' file");
+            let tx = db.begin_write().expect("tx");
+            tx.delete_table(DEAD_LETTERS).expect("delete");
+            tx.open_table(META)
+                .expect("meta")
+                .insert("schema", SCHEMA_NO_DEAD_LETTERS.as_bytes())
+                .expect("schema");
+            tx.commit().expect("commit");
+        }
+        let store = Store::open(&dir).expect("open format 7");
+        assert_eq!(store.dead_letter_count().expect("count"), 0);
+        assert!(store.dead_letters(0, 10).expect("read").is_empty());
+        let tx = store.db.begin_read().expect("tx");
+        let meta = tx.open_table(META).expect("meta");
+        let v = meta.get("schema").expect("get").expect("schema");
+        assert_eq!(v.value(), SCHEMA_VERSION.as_bytes());
+        assert_eq!(SCHEMA_VERSION, "redlight-store-8");
+        drop((meta, tx, store));
         let _ = std::fs::remove_dir_all(&dir);
     }
 
