@@ -573,8 +573,9 @@ fn restore_partition(
     })
 }
 
-/// How many dead letters [`send_dead_letters`] hands librdkafka at once.
-const DEAD_LETTER_CHUNK: usize = 500;
+/// How many dead letters [`send_dead_letters`] hands librdkafka at once, and their bytes
+/// at most (a dead letter is as large as its message, up to the broker's limit).
+const DEAD_LETTER_CHUNK: (usize, usize) = (500, 16 << 20);
 /// The wait before dead letters the brokers did not take are tried again, doubled after
 /// every failed round up to the second.
 const DEAD_LETTER_RETRY: (Duration, Duration) =
@@ -692,7 +693,7 @@ fn refused_for_size(e: &KafkaError) -> bool {
     )
 }
 
-/// Offers every dead letter in the store to the broker once, [`DEAD_LETTER_CHUNK`] at a
+/// Offers every dead letter in the store to the broker once, a [`DEAD_LETTER_CHUNK`] at a
 /// time, and deletes those acknowledged. Those in `alone` (refused for their size before)
 /// are sent one at a time after the rest. Returns how many were not sent (or could not be
 /// read).
@@ -708,10 +709,18 @@ async fn send_dead_letter_round(
     // The first refusal of the round, for the log.
     let mut refusal: Option<(KafkaError, u64)> = None;
     loop {
-        let rows = match store.dead_letters(from, DEAD_LETTER_CHUNK) {
-            Ok(rows) => rows,
-            Err(e) => {
+        let reading = store.clone();
+        let (limit, max_bytes) = DEAD_LETTER_CHUNK;
+        let read =
+            tokio::task::spawn_blocking(move || reading.dead_letters(from, limit, max_bytes));
+        let rows = match read.await {
+            Ok(Ok(rows)) => rows,
+            Ok(Err(e)) => {
                 tracing::error!(error = %e, "cannot read the dead letters from the store");
+                return failed + 1;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "the dead letters' read failed");
                 return failed + 1;
             }
         };

@@ -2847,20 +2847,30 @@ impl Store {
         Ok(out)
     }
 
-    /// Up to `limit` dead letters not yet acknowledged by the broker, from number `from` on,
-    /// with their numbers: what [`WriteBatch::dead_letters`] held. Lazily committed ones
-    /// included: a crash may undo one already sent, and its batch, redone, refuses the
-    /// message again (the dead-letter topic is at least once).
-    pub fn dead_letters(&self, from: u64, limit: usize) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
+    /// Dead letters not yet acknowledged by the broker, from number `from` on, with their
+    /// numbers: what [`WriteBatch::dead_letters`] held. At most `limit` of them, and no more
+    /// once they reach `max_bytes` together (at least one: a dead letter is up to the size
+    /// of a message). Lazily committed ones included: a crash may undo one already sent, and
+    /// its batch, redone, refuses the message again (the dead-letter topic is at least once).
+    pub fn dead_letters(
+        &self,
+        from: u64,
+        limit: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
         let tx = self.db.begin_read().map_err(|e| self.err(e))?;
         let t = match tx.open_table(DEAD_LETTERS) {
             Ok(t) => t,
             Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
             Err(e) => return Err(self.err(e)),
         };
-        let mut out = Vec::new();
+        let (mut out, mut bytes) = (Vec::new(), 0);
         for row in t.range(from..).map_err(|e| self.err(e))?.take(limit) {
+            if bytes >= max_bytes {
+                break;
+            }
             let (k, v) = row.map_err(|e| self.err(e))?;
+            bytes += v.value().len();
             out.push((k.value(), v.value().to_vec()));
         }
         Ok(out)
@@ -3215,7 +3225,7 @@ mod tests {
         assert_eq!(store.offset("events", 0).expect("read"), Some(5));
         let kept = |store: &Store, from| -> Vec<(u64, String)> {
             store
-                .dead_letters(from, 10)
+                .dead_letters(from, 10, usize::MAX)
                 .expect("read")
                 .into_iter()
                 .map(|(seq, v)| (seq, String::from_utf8_lossy(&v).into_owned()))
@@ -3232,9 +3242,16 @@ mod tests {
         );
         assert_eq!(kept(&store, 2), [(2, "third".to_string())]);
         assert_eq!(
-            store.dead_letters(0, 1).expect("read").len(),
+            store.dead_letters(0, 1, usize::MAX).expect("read").len(),
             1,
             "the limit"
+        );
+        // "first" is 5 bytes, "second" 6: the bytes' limit reached after the first two.
+        assert_eq!(store.dead_letters(0, 10, 11).expect("read").len(), 2);
+        assert_eq!(
+            store.dead_letters(0, 10, 1).expect("read").len(),
+            1,
+            "at least one"
         );
         store.remove_dead_letters(&[0, 2]).expect("remove");
         let b = WriteBatch {
@@ -3270,7 +3287,12 @@ mod tests {
         }
         let store = Store::open(&dir).expect("open format 7");
         assert_eq!(store.dead_letter_count().expect("count"), 0);
-        assert!(store.dead_letters(0, 10).expect("read").is_empty());
+        assert!(
+            store
+                .dead_letters(0, 10, usize::MAX)
+                .expect("read")
+                .is_empty()
+        );
         let tx = store.db.begin_read().expect("tx");
         let meta = tx.open_table(META).expect("meta");
         let v = meta.get("schema").expect("get").expect("schema");
