@@ -602,6 +602,12 @@ async fn send_dead_letters(
 ) {
     let mut wait = DEAD_LETTER_RETRY.0;
     let mut alone = HashSet::new();
+    match store.dead_letter_count() {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(dead_letters = n, dead_letter_topic = %topic,
+            "dead letters kept in the store from before the start; sending them"),
+        Err(e) => tracing::error!(error = %e, "cannot count the dead letters in the store"),
+    }
     loop {
         if let Ok(n) = store.dead_letter_count() {
             metrics

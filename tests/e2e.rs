@@ -574,6 +574,11 @@ fn dead_letters_the_topic_refuses_wait_in_the_store() {
         "two dead letters pending after kill -9",
         || (pending(&d) == Some(2)).then_some(()),
     );
+    let said = d.log_lines("dead letters kept in the store from before the start");
+    assert!(
+        said.len() == 1 && said[0].contains("dead_letters=2"),
+        "said at start: {said:?}"
+    );
     set_topic_config(
         &b.bootstrap,
         &names.dead_letter,
