@@ -583,6 +583,28 @@ impl Config {
                 "`kafka.topics` must list at least one topic name".into(),
             ));
         }
+        // Kafka's rule for a topic's name; one an input names with a leading `^` is a
+        // pattern librdkafka subscribes to. A dead-letter topic the brokers refuse by its
+        // name would keep every dead letter waiting in the store.
+        let named = |key: &str, name: &str| -> Result<(), ConfigError> {
+            let legal = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
+            if name.is_empty()
+                || name.len() > 249
+                || name == "."
+                || name == ".."
+                || !name.chars().all(legal)
+            {
+                return Err(invalid(format!(
+                    "`{key}` {name:?} is not a Kafka topic name: 1 to 249 of the letters a-z \
+                     and A-Z, digits, `.`, `_` and `-` (and not `.` or `..`)"
+                )));
+            }
+            Ok(())
+        };
+        for t in k.topics.iter().filter(|t| !t.starts_with('^')) {
+            named("kafka.topics", t)?;
+        }
+        named("kafka.dead_letter_topic", &k.dead_letter_topic)?;
         if k.topics.contains(&k.dead_letter_topic) {
             return Err(invalid(format!(
                 "`kafka.dead_letter_topic` {:?} is also an input topic",

@@ -1301,6 +1301,40 @@ async fn a_missing_secret_stops_the_start_naming_the_key() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// Topic names the brokers would refuse are refused at start, named with the key: a
+/// dead-letter topic's would keep every dead letter waiting in the store. An input given
+/// as a pattern (`^…`, librdkafka's regex subscription) is left to librdkafka.
+#[test]
+fn kafka_topic_names_are_checked_at_start() {
+    let dir = tmp("topic-names");
+    let load = |kafka: &str| {
+        redlight::config::Config::load(&write_config(&dir, &format!("[kafka]\n{kafka}\n")))
+    };
+    let err = load("dead_letter_topic = \"redlight dead letters\"")
+        .expect_err("a space in a topic name")
+        .to_string();
+    assert!(
+        err.contains(
+            "`kafka.dead_letter_topic` \"redlight dead letters\" is not a Kafka topic name"
+        ),
+        "{err}"
+    );
+    let err = load("topics = [\"redlight.events\", \"事件\"]")
+        .expect_err("a topic name not in ASCII")
+        .to_string();
+    assert!(err.contains("`kafka.topics` \"事件\""), "{err}");
+    let long = "t".repeat(250);
+    assert!(
+        load(&format!("dead_letter_topic = \"{long}\"")).is_err(),
+        "250 characters"
+    );
+    assert!(load("dead_letter_topic = \"..\"").is_err());
+    let config = load("topics = [\"^redlight\\\\..*\", \"zj_2026.events-a\"]\ndead_letter_topic = \"redlight.dead-letter\"")
+        .expect("a pattern and legal names");
+    assert_eq!(config.kafka.topics[0], "^redlight\\..*");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// The Kafka client's settings (`[kafka.librdkafka]`) hold its SASL password: a `{:?}` of
 /// the configuration shows their keys and none of their values.
 #[test]
