@@ -1347,6 +1347,24 @@ impl Loop<'_> {
             if p.next_offset.is_some_and(|next| offset_u > next + 1) {
                 self.check_gap(&slot, offset_u);
             }
+            if slot.0 == self.config.kafka.dead_letter_topic {
+                // A pattern in `kafka.topics` matches the dead-letter topic: its messages are
+                // redlight's own refusals. Applied, they would bypass the operator who sends
+                // them back on purpose; refused, they would be copied to it again for ever.
+                let counter = self
+                    .metrics
+                    .events_rejected
+                    .with_label_values(&["dead_letter_topic"]);
+                if let Some(n) = count_and_log(&counter) {
+                    tracing::error!(topic = %slot.0, partition = slot.1, offset, skipped = n,
+                        "a message of the dead-letter topic, which a pattern in kafka.topics \
+                         matches: skipped, neither applied nor copied to it again; make the \
+                         pattern leave it out (logged at the 1st, 10th, 100th, ... such \
+                         message)");
+                }
+                self.handled(&slot, offset_u, &mut touched);
+                continue;
+            }
             let dead_letter = |reason: String, code: &str| DeadLetter {
                 key: m.key().map(<[u8]>::to_vec),
                 payload: m.payload().map(<[u8]>::to_vec),

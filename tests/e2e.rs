@@ -615,6 +615,81 @@ fn dead_letters_the_topic_refuses_wait_in_the_store() {
     eprintln!("[j] passed in {}", secs(t0));
 }
 
+/// k. Inputs given as a pattern that also matches the dead-letter topic: the events are
+/// applied as with a name, and the dead letters read back from that topic are skipped,
+/// counted and said once, not copied to it again (a loop for ever).
+#[test]
+fn a_pattern_that_matches_the_dead_letter_topic_does_not_loop() {
+    let _serial = serial();
+    let b = broker();
+    let dir = TestDir::new("k");
+    let names = Names::new("k");
+    let _topics = Topics::create(&b.bootstrap, &[(&names.topic, 1), (&names.dead_letter, 1)]);
+    let base = names.topic.trim_end_matches(".events");
+    let mut workload = Gen::new(0x5EED_600D, "K");
+    workload.full_cases(30);
+    let lines = workload.finish();
+    let mut stream = msgs_of(&lines);
+    let n = stream.len();
+    for (at, key) in [(n / 3, "K-bad-1"), (2 * n / 3, "K-bad-2")] {
+        stream.insert(
+            at,
+            Msg {
+                key: Some(key.to_string()),
+                payload: Some(b"not an event".to_vec()),
+                headers: Vec::new(),
+            },
+        );
+    }
+    let ends = end_offsets(&Producer::new(&b.bootstrap).send_all(&names.topic, &stream));
+    let port = free_port();
+    let config = write_config(&dir.path, &b.bootstrap, &names, port);
+    let pattern = format!("^{base}\\..*");
+    set_config(
+        &config,
+        &["kafka"],
+        "topics",
+        toml::Value::Array(vec![pattern.as_str().into()]),
+    );
+    let r = replay(&config, &lines_of(&lines), now_ms());
+    let mut d = Daemon::new(config, dir.path.join("daemon.log"), port);
+    d.start();
+    let alerts = d.wait_idle(
+        &ends,
+        &names.topic,
+        r.alerts.len(),
+        QUIET,
+        Duration::from_secs(120),
+    );
+    assert_same_alerts(&d, &values(&alerts), &r.alerts, "a pattern for the inputs");
+    poll_until(
+        Duration::from_secs(60),
+        "the dead letters read back and skipped",
+        || {
+            let m = d.metrics()?;
+            (m.sum_where(
+                "redlight_events_rejected_total",
+                "reason",
+                "dead_letter_topic",
+            ) == 2.0)
+                .then_some(())
+        },
+    );
+    // Nothing copied back: the topic holds the two, and still two a while later.
+    std::thread::sleep(Duration::from_secs(3));
+    let held = read_topic(&b.bootstrap, &names.dead_letter, 2, Duration::from_secs(30));
+    let keys: Vec<_> = held.iter().map(|r| r.key.clone()).collect();
+    assert_eq!(
+        keys,
+        [Some(b"K-bad-1".to_vec()), Some(b"K-bad-2".to_vec())],
+        "each dead letter once"
+    );
+    let said = d.log_lines("a message of the dead-letter topic");
+    assert_eq!(said.len(), 1, "said at the first: {said:?}");
+    d.assert_alive("at the end");
+    d.stop_gracefully();
+}
+
 /// b. A stream produced at a steady pace while the daemon is killed with SIGKILL four
 /// times and restarted on the same data directory: every alert exactly once, none extra,
 /// and the stored cases equal replay's.
