@@ -712,8 +712,8 @@ async fn send_dead_letter_round(
 ) -> usize {
     let mut from = 0;
     let mut failed = 0;
-    // The first refusal of the round, for the log.
-    let mut refusal: Option<(KafkaError, u64)> = None;
+    // The first refusal of the round, for the log, with the message it refused.
+    let mut refusal: Option<(KafkaError, String)> = None;
     loop {
         let reading = store.clone();
         let (limit, max_bytes) = DEAD_LETTER_CHUNK;
@@ -750,39 +750,50 @@ async fn send_dead_letter_round(
                 }
             }
         }
+        // Outcomes by index into `letters`.
         let mut outcomes = Vec::with_capacity(letters.len());
         let (single, together): (Vec<_>, Vec<_>) =
-            letters.iter().partition(|(seq, _, _)| alone.contains(seq));
+            (0..letters.len()).partition(|&i| alone.contains(&letters[i].0));
         let mut sending = Vec::with_capacity(together.len());
-        for (seq, d, (partition, offset)) in together {
+        for i in together {
+            let (_, d, (partition, offset)) = &letters[i];
             match producer.send_result(dead_letter_record(d, topic, partition, offset)) {
-                Ok(delivery) => sending.push((*seq, delivery)),
-                Err((e, _)) => outcomes.push((*seq, Err(e))),
+                Ok(delivery) => sending.push((i, delivery)),
+                Err((e, _)) => outcomes.push((i, Err(e))),
             }
         }
-        for (seq, delivery) in sending {
-            outcomes.push((seq, delivery.await.map_err(|_| KafkaError::Canceled)));
+        for (i, delivery) in sending {
+            outcomes.push((i, delivery.await.map_err(|_| KafkaError::Canceled)));
         }
-        for (seq, d, (partition, offset)) in single {
+        for i in single {
+            let (_, d, (partition, offset)) = &letters[i];
             let outcome =
                 match producer.send_result(dead_letter_record(d, topic, partition, offset)) {
                     Ok(delivery) => delivery.await.map_err(|_| KafkaError::Canceled),
                     Err((e, _)) => Err(e),
                 };
-            outcomes.push((*seq, outcome));
+            outcomes.push((i, outcome));
         }
-        for (seq, outcome) in outcomes {
+        for (i, outcome) in outcomes {
+            let (seq, d, _) = &letters[i];
             match outcome.and_then(|sent| sent.map_err(|(e, _)| e)) {
                 Ok(_) => {
-                    alone.remove(&seq);
-                    done.push(seq);
+                    alone.remove(seq);
+                    done.push(*seq);
                 }
                 Err(e) => {
                     failed += 1;
                     if refused_for_size(&e) {
-                        alone.insert(seq);
+                        alone.insert(*seq);
                     }
-                    refusal.get_or_insert((e, seq));
+                    if refusal.is_none() {
+                        let bytes = d.payload.as_ref().map_or(0, Vec::len);
+                        let message = format!(
+                            "{}/{}@{} ({} bytes, {})",
+                            d.topic, d.partition, d.offset, bytes, d.code
+                        );
+                        refusal = Some((e, message));
+                    }
                 }
             }
         }
@@ -808,7 +819,7 @@ async fn send_dead_letter_round(
             }
         }
     }
-    if let Some((e, seq)) = refusal {
+    if let Some((e, message)) = refusal {
         metrics.kafka_errors.inc_by(failed as u64);
         use rdkafka::error::RDKafkaErrorCode as C;
         let lasting = refused_for_size(&e)
@@ -822,12 +833,12 @@ async fn send_dead_letter_round(
                 )
             );
         if lasting {
-            tracing::error!(dead_letter_topic = %topic, failed, first = seq, error = %e,
+            tracing::error!(dead_letter_topic = %topic, failed, first = %message, error = %e,
                 "the brokers refuse dead letters; they stay in the store and are tried \
                  again (redlight_dead_letters_pending): fix the topic (its max.message.bytes, \
                  its ACLs) and they go out by themselves");
         } else {
-            tracing::warn!(dead_letter_topic = %topic, failed, first = seq, error = %e,
+            tracing::warn!(dead_letter_topic = %topic, failed, first = %message, error = %e,
                 "dead letters not sent; they stay in the store and are tried again");
         }
     }

@@ -545,8 +545,14 @@ fn dead_letters_the_topic_refuses_wait_in_the_store() {
     poll_until(Duration::from_secs(60), "two dead letters pending", || {
         (pending(&d) == Some(2)).then_some(())
     });
+    // Once the small ones are out, each round's line names the first big one refused:
+    // where it came from, its size and reason.
+    let big_1 = landed[bads[1].0].offset;
+    let first = format!("first={}/0@{big_1} (6000 bytes, not_json)", names.topic);
     let line = poll_until(Duration::from_secs(30), "the refusal's log line", || {
-        d.log_lines("the brokers refuse dead letters").pop()
+        d.log_lines("the brokers refuse dead letters")
+            .into_iter()
+            .find(|l| l.contains(&first))
     });
     assert!(line.contains(&names.dead_letter), "{line}");
     let sent = read_topic(&b.bootstrap, &names.dead_letter, 2, Duration::from_secs(30));
