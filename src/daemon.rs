@@ -609,17 +609,9 @@ async fn send_dead_letters(
         Err(e) => tracing::error!(error = %e, "cannot count the dead letters in the store"),
     }
     loop {
-        if let Ok(n) = store.dead_letter_count() {
-            metrics
-                .dead_letters_pending
-                .set(i64::try_from(n).unwrap_or(i64::MAX));
-        }
+        publish_pending(&store, &metrics);
         let failed = send_dead_letter_round(&store, &producer, &topic, &metrics, &mut alone).await;
-        if let Ok(n) = store.dead_letter_count() {
-            metrics
-                .dead_letters_pending
-                .set(i64::try_from(n).unwrap_or(i64::MAX));
-        }
+        publish_pending(&store, &metrics);
         if failed == 0 {
             wait = DEAD_LETTER_RETRY.0;
             tokio::select! {
@@ -633,6 +625,26 @@ async fn send_dead_letters(
             }
             wait = (wait * 2).min(DEAD_LETTER_RETRY.1);
         }
+    }
+}
+
+/// Sets `redlight_dead_letters_pending` to what the store holds now.
+fn publish_pending(store: &Store, metrics: &Metrics) {
+    if let Ok(n) = store.dead_letter_count() {
+        metrics
+            .dead_letters_pending
+            .set(i64::try_from(n).unwrap_or(i64::MAX));
+    }
+}
+
+/// Runs a store call on a blocking thread rather than a runtime worker (the loop and the
+/// HTTP API share those); a panic there comes back as an error too.
+async fn off_workers<T: Send + 'static>(
+    call: impl FnOnce() -> Result<T, crate::store::StoreError> + Send + 'static,
+) -> Result<T, String> {
+    match tokio::task::spawn_blocking(call).await {
+        Ok(result) => result.map_err(|e| e.to_string()),
+        Err(e) => Err(e.to_string()),
     }
 }
 
@@ -717,16 +729,10 @@ async fn send_dead_letter_round(
     loop {
         let reading = store.clone();
         let (limit, max_bytes) = DEAD_LETTER_CHUNK;
-        let read =
-            tokio::task::spawn_blocking(move || reading.dead_letters(from, limit, max_bytes));
-        let rows = match read.await {
-            Ok(Ok(rows)) => rows,
-            Ok(Err(e)) => {
-                tracing::error!(error = %e, "cannot read the dead letters from the store");
-                return failed + 1;
-            }
+        let rows = match off_workers(move || reading.dead_letters(from, limit, max_bytes)).await {
+            Ok(rows) => rows,
             Err(e) => {
-                tracing::error!(error = %e, "the dead letters' read failed");
+                tracing::error!(error = %e, "cannot read the dead letters from the store");
                 return failed + 1;
             }
         };
@@ -799,22 +805,14 @@ async fn send_dead_letter_round(
         }
         let acknowledged = done.len();
         let removing = store.clone();
-        match tokio::task::spawn_blocking(move || removing.remove_dead_letters(&done)).await {
-            Ok(Ok(())) => {
+        match off_workers(move || removing.remove_dead_letters(&done)).await {
+            Ok(()) => {
                 metrics.dead_letters.inc_by(acknowledged as u64);
-                if let Ok(n) = store.dead_letter_count() {
-                    metrics
-                        .dead_letters_pending
-                        .set(i64::try_from(n).unwrap_or(i64::MAX));
-                }
-            }
-            Ok(Err(e)) => {
-                // Sent, and sent again next round: the topic is at least once.
-                tracing::error!(error = %e, "cannot delete dead letters the broker acknowledged");
-                return failed + 1;
+                publish_pending(store, metrics);
             }
             Err(e) => {
-                tracing::error!(error = %e, "the dead-letter deletion failed");
+                // Sent, and sent again next round: the topic is at least once.
+                tracing::error!(error = %e, "cannot delete dead letters the broker acknowledged");
                 return failed + 1;
             }
         }

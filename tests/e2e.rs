@@ -26,9 +26,7 @@ use harness::{
     free_port, kafka_sh, multiset_diff, now_ms, poll_until, read_topic, replay, serial, set_config,
     set_librdkafka, set_topic_config, write_config,
 };
-use rdkafka::admin::{AdminClient, AdminOptions};
-use rdkafka::client::DefaultClientContext;
-use rdkafka::config::ClientConfig;
+use rdkafka::admin::AdminOptions;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -381,10 +379,7 @@ fn events_the_broker_deleted_unread_are_counted() {
     let ends = end_offsets(&producer.send_all(&names.topic, &msgs_of(later)));
     let lost = 7;
     let delete_before = |offset: i64| {
-        let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-            .set("bootstrap.servers", &b.bootstrap)
-            .create()
-            .expect("admin client");
+        let admin = harness::admin(&b.bootstrap);
         let mut tpl = TopicPartitionList::new();
         tpl.add_partition_offset(&names.topic, 0, Offset::Offset(offset))
             .expect("tpl");

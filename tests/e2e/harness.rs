@@ -89,12 +89,17 @@ pub fn runtime() -> tokio::runtime::Runtime {
         .expect("tokio runtime")
 }
 
-/// Creates the topics (name, partitions) and waits until their metadata shows them.
-pub fn create_topics(bootstrap: &str, topics: &[(&str, i32)]) {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+/// An admin client of the broker at `bootstrap`.
+pub fn admin(bootstrap: &str) -> AdminClient<DefaultClientContext> {
+    ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .create()
-        .expect("admin client");
+        .expect("admin client")
+}
+
+/// Creates the topics (name, partitions) and waits until their metadata shows them.
+pub fn create_topics(bootstrap: &str, topics: &[(&str, i32)]) {
+    let admin = admin(bootstrap);
     let new: Vec<NewTopic<'_>> = topics
         .iter()
         .map(|(name, parts)| NewTopic::new(name, *parts, TopicReplication::Fixed(1)))
@@ -304,10 +309,7 @@ impl Producer {
 
 /// Sets one setting of a topic (`kafka-configs --alter`), as the broker then applies it.
 pub fn set_topic_config(bootstrap: &str, topic: &str, key: &str, value: &str) {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .create()
-        .expect("admin client");
+    let admin = admin(bootstrap);
     let config = AlterConfig::new(ResourceSpecifier::Topic(topic)).set(key, value);
     let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
     let results = runtime()
