@@ -31,7 +31,7 @@ use rdkafka::message::{Header, Headers as _, Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::types::RDKafkaRespErr;
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -57,6 +57,11 @@ pub struct Shared {
     /// The open cases of the partitions held, per class, as the consumer loop counts them
     /// (the open-case gauges: `src/open_counts.rs`).
     pub open: Mutex<crate::open_counts::Totals>,
+    /// What sending each dead letter still in the store met ([`send_dead_letters`]), for
+    /// `/api/v1/input/dead-letters`.
+    pub dead_letter_tries: Arc<DeadLetterTries>,
+    /// `kafka.dead_letter_topic`.
+    pub dead_letter_topic: String,
 }
 
 /// The consumer's context: applies stored offsets on assignment and tells the loop.
@@ -251,6 +256,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
             Arc::new(template.calendar().clone()),
         ),
         open: Mutex::new(crate::open_counts::Totals::default()),
+        dead_letter_tries: Arc::default(),
+        dead_letter_topic: config.kafka.dead_letter_topic.clone(),
     });
     let rules = Arc::new(template.rules().clone());
     let calendar = Arc::new(template.calendar().clone());
@@ -342,6 +349,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         producer,
         k.dead_letter_topic.clone(),
         metrics.clone(),
+        shared.dead_letter_tries.clone(),
         stop,
     ));
 
@@ -450,6 +458,210 @@ struct DeadLetter {
     topic: String,
     partition: u32,
     offset: i64,
+}
+
+/// Per dead letter still in the store (by its number), what the sender met the last time
+/// it offered it to the brokers; in memory only, so a restart starts the count again.
+#[derive(Default)]
+pub struct DeadLetterTries(Mutex<HashMap<u64, Tried>>);
+
+/// One dead letter's refusals since the start.
+#[derive(Clone)]
+struct Tried {
+    attempts: u32,
+    error: Arc<str>,
+    at_ms: i64,
+}
+
+impl DeadLetterTries {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Tried>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A refusal of dead letter `seq`.
+    fn refused(&self, seq: u64, error: &Arc<str>, at_ms: i64) {
+        let mut tries = self.lock();
+        let t = tries.entry(seq).or_insert_with(|| Tried {
+            attempts: 0,
+            error: error.clone(),
+            at_ms,
+        });
+        t.attempts += 1;
+        t.error = error.clone();
+        t.at_ms = at_ms;
+    }
+
+    /// Dead letters the topic has (or that were deleted): forgotten.
+    fn gone(&self, seqs: &[u64]) {
+        let mut tries = self.lock();
+        for seq in seqs {
+            tries.remove(seq);
+        }
+    }
+}
+
+/// A dead letter waiting in the store, as `/api/v1/input/dead-letters` and `redlight
+/// dead-letters` list it: where the message came from, why it was refused, and what the
+/// brokers said when it was offered to the dead-letter topic.
+#[derive(Debug, serde::Serialize)]
+pub struct DeadLetterView {
+    /// Its number in the store (the listing's order; `after` pages on it).
+    pub seq: u64,
+    pub topic: String,
+    pub partition: u32,
+    pub offset: i64,
+    /// The reason code, as in the `redlight-reason-code` header.
+    pub code: String,
+    pub reason: String,
+    /// The message's key, as text (invalid UTF-8 replaced).
+    pub key: Option<String>,
+    /// The payload's size.
+    pub bytes: usize,
+    /// The payload's first 300 characters, as text, on one line.
+    pub payload_excerpt: Option<String>,
+    /// Refusals by the brokers since the daemon started (0: not offered yet, or offered
+    /// and still in flight, or no daemon running).
+    pub attempts: u32,
+    pub last_error: Option<String>,
+    pub last_attempt: Option<String>,
+}
+
+/// The dead letters waiting in the store after number `after` (from the first without it:
+/// they are numbered from 0), oldest first: at most
+/// `limit`, and fewer once their payloads reach 16 MiB together; and whether more follow.
+pub fn list_dead_letters(
+    store: &Store,
+    after: Option<u64>,
+    limit: usize,
+    tries: Option<&DeadLetterTries>,
+    tz: chrono_tz::Tz,
+) -> Result<(Vec<DeadLetterView>, bool), crate::store::StoreError> {
+    let from = match after {
+        None => 0,
+        Some(after) => match after.checked_add(1) {
+            Some(from) => from,
+            None => return Ok((Vec::new(), false)),
+        },
+    };
+    let rows = store.dead_letters(from, limit, DEAD_LETTER_CHUNK.1)?;
+    let more = match rows.last() {
+        Some(&(last, _)) => !store.dead_letters(last + 1, 1, 1)?.is_empty(),
+        None => false,
+    };
+    let tries = tries.map(|t| t.lock().clone());
+    let rows = rows
+        .into_iter()
+        .map(|(seq, row)| {
+            let tried = tries.as_ref().and_then(|t| t.get(&seq));
+            let (attempts, last_error, last_attempt) = tried.map_or((0, None, None), |t| {
+                (
+                    t.attempts,
+                    Some(t.error.to_string()),
+                    Some(crate::alert::format_instant(t.at_ms, tz)),
+                )
+            });
+            match rmp_serde::from_slice::<DeadLetter>(&row) {
+                Ok(d) => DeadLetterView {
+                    seq,
+                    topic: d.topic,
+                    partition: d.partition,
+                    offset: d.offset,
+                    code: d.code,
+                    reason: d.reason,
+                    key: d.key.map(|k| String::from_utf8_lossy(&k).into_owned()),
+                    bytes: d.payload.as_ref().map_or(0, Vec::len),
+                    payload_excerpt: d.payload.as_deref().map(crate::delivery::excerpt),
+                    attempts,
+                    last_error,
+                    last_attempt,
+                },
+                // The sender deletes such a row when it meets it.
+                Err(e) => DeadLetterView {
+                    seq,
+                    topic: String::new(),
+                    partition: 0,
+                    offset: -1,
+                    code: "unreadable".into(),
+                    reason: format!("the stored dead letter cannot be read: {e}"),
+                    key: None,
+                    bytes: row.len(),
+                    payload_excerpt: None,
+                    attempts,
+                    last_error,
+                    last_attempt,
+                },
+            }
+        })
+        .collect();
+    Ok((rows, more))
+}
+
+/// `redlight dead-letters`: the input's dead letters waiting in the store, as JSON lines,
+/// from the running daemon's API (it holds the store's lock) or, with no daemon running,
+/// from the store itself. Says on `err` how many wait in all when more follow.
+pub async fn dead_letters_command(
+    config: &Config,
+    after: Option<u64>,
+    limit: usize,
+    out: &mut (dyn std::io::Write + Send),
+    err: &mut (dyn std::io::Write + Send),
+) -> anyhow::Result<()> {
+    let mut path = format!("/api/v1/input/dead-letters?limit={limit}");
+    if let Some(after) = after {
+        path.push_str(&format!("&after={after}"));
+    }
+    let answer = crate::delivery::call_daemon(config, http::Method::GET, &path, None).await?;
+    let (pending, rows, more) = match answer {
+        Some(answer) => {
+            let pending = answer
+                .get("pending")
+                .and_then(serde_json::Value::as_u64)
+                .unwrap_or(0);
+            let rows = match answer.get("dead_letters") {
+                Some(serde_json::Value::Array(rows)) => rows.clone(),
+                _ => anyhow::bail!("the daemon's answer has no `dead_letters`: {answer}"),
+            };
+            let more = answer.get("more").and_then(serde_json::Value::as_bool) == Some(true);
+            (pending, rows, more)
+        }
+        None => {
+            let store = config.open_store().map_err(|e| match e {
+                crate::store::StoreError::Locked { .. } => anyhow::anyhow!(
+                    "{e}, but nothing answers on http.listen {}; is the daemon's HTTP port \
+                     somewhere else?",
+                    config.http.listen
+                ),
+                e => e.into(),
+            })?;
+            let tz = config.timezone().map_err(|e| {
+                anyhow::anyhow!("`engine.timezone` {:?}: {e}", config.engine.timezone)
+            })?;
+            let (rows, more) = list_dead_letters(&store, after, limit, None, tz)?;
+            let rows = rows
+                .into_iter()
+                .map(serde_json::to_value)
+                .collect::<Result<Vec<_>, _>>()?;
+            (store.dead_letter_count()?, rows, more)
+        }
+    };
+    for r in &rows {
+        writeln!(out, "{r}")?;
+    }
+    if more {
+        let next = rows
+            .last()
+            .and_then(|r| r.get("seq"))
+            .and_then(serde_json::Value::as_u64)
+            .or(after)
+            .unwrap_or(0);
+        writeln!(
+            err,
+            "{} listed, {pending} waiting for `{}` in all; `--after {next}` lists the next",
+            rows.len(),
+            config.kafka.dead_letter_topic
+        )?;
+    }
+    Ok(())
 }
 
 /// One partition as restored from the store.
@@ -598,6 +810,7 @@ async fn send_dead_letters(
     producer: FutureProducer,
     topic: String,
     metrics: Metrics,
+    tries: Arc<DeadLetterTries>,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
     let mut wait = DEAD_LETTER_RETRY.0;
@@ -610,7 +823,8 @@ async fn send_dead_letters(
     }
     loop {
         publish_pending(&store, &metrics);
-        let failed = send_dead_letter_round(&store, &producer, &topic, &metrics, &mut alone).await;
+        let failed =
+            send_dead_letter_round(&store, &producer, &topic, &metrics, &tries, &mut alone).await;
         publish_pending(&store, &metrics);
         if failed == 0 {
             wait = DEAD_LETTER_RETRY.0;
@@ -720,6 +934,7 @@ async fn send_dead_letter_round(
     producer: &FutureProducer,
     topic: &str,
     metrics: &Metrics,
+    tries: &DeadLetterTries,
     alone: &mut HashSet<u64>,
 ) -> usize {
     let mut from = 0;
@@ -792,6 +1007,7 @@ async fn send_dead_letter_round(
                     if refused_for_size(&e) {
                         alone.insert(*seq);
                     }
+                    tries.refused(*seq, &Arc::from(e.to_string()), wall_ms());
                     if refusal.is_none() {
                         let bytes = d.payload.as_ref().map_or(0, Vec::len);
                         let message = format!(
@@ -805,8 +1021,9 @@ async fn send_dead_letter_round(
         }
         let acknowledged = done.len();
         let removing = store.clone();
-        match off_workers(move || removing.remove_dead_letters(&done)).await {
-            Ok(()) => {
+        match off_workers(move || removing.remove_dead_letters(&done).map(|()| done)).await {
+            Ok(done) => {
+                tries.gone(&done);
                 metrics.dead_letters.inc_by(acknowledged as u64);
                 publish_pending(store, metrics);
             }
@@ -2037,6 +2254,83 @@ mod tests {
             ),
             None,
         )
+    }
+
+    #[test]
+    fn kept_dead_letters_are_listed_from_the_first_with_what_the_brokers_said() {
+        let dir = std::env::temp_dir().join(format!(
+            "redlight-daemon-dead-letters-{}",
+            std::process::id()
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        let store = Store::open(&dir).expect("open");
+        let letter = |offset: i64, key: &str, payload: &[u8]| {
+            rmp_serde::to_vec_named(&DeadLetter {
+                key: Some(key.as_bytes().to_vec()),
+                payload: Some(payload.to_vec()),
+                headers: Vec::new(),
+                reason: "not valid JSON".into(),
+                code: "not_json".into(),
+                topic: "events".into(),
+                partition: 2,
+                offset,
+            })
+            .expect("encode")
+        };
+        let mut b = WriteBatch::default();
+        b.offsets.push(("events".into(), 2, 12));
+        b.dead_letters = vec![
+            letter(7, "A-1", b"{oops\nsecond line"),
+            b"not MessagePack".to_vec(),
+            letter(11, "A-2", &[0xff, b'x']),
+        ];
+        store.commit(&b).expect("commit");
+        let tz = chrono_tz::Asia::Shanghai;
+        let tries = DeadLetterTries::default();
+        let refusal: Arc<str> = Arc::from("Broker: Message size too large");
+        tries.refused(0, &refusal, 1_764_900_000_000);
+        tries.refused(0, &refusal, 1_764_900_060_000);
+
+        let (rows, more) = list_dead_letters(&store, None, 10, Some(&tries), tz).expect("list");
+        assert!(!more);
+        let seqs: Vec<u64> = rows.iter().map(|r| r.seq).collect();
+        assert_eq!(seqs, [0, 1, 2], "from the first, numbered from 0");
+        let first = &rows[0];
+        assert_eq!(
+            (first.topic.as_str(), first.partition, first.offset),
+            ("events", 2, 7)
+        );
+        assert_eq!(
+            (first.code.as_str(), first.key.as_deref()),
+            ("not_json", Some("A-1"))
+        );
+        assert_eq!(first.bytes, 17);
+        assert_eq!(first.payload_excerpt.as_deref(), Some("{oops second line"));
+        assert_eq!(first.attempts, 2);
+        assert_eq!(first.last_error.as_deref(), Some(&*refusal));
+        assert_eq!(
+            first.last_attempt.as_deref(),
+            Some("2025-12-05T10:01:00+08:00")
+        );
+        assert_eq!(
+            rows[1].code, "unreadable",
+            "a damaged row is listed, not hidden"
+        );
+        assert_eq!((rows[2].offset, rows[2].attempts), (11, 0));
+        assert_eq!(rows[2].payload_excerpt.as_deref(), Some("\u{fffd}x"));
+
+        let (page, more) = list_dead_letters(&store, None, 2, None, tz).expect("list");
+        assert_eq!((page.len(), more), (2, true));
+        let (page, more) = list_dead_letters(&store, Some(1), 2, None, tz).expect("list");
+        assert_eq!((page.len(), page[0].seq, more), (1, 2, false));
+        let (page, more) = list_dead_letters(&store, Some(u64::MAX), 2, None, tz).expect("list");
+        assert!(page.is_empty() && !more);
+
+        tries.gone(&[0]);
+        let (rows, _) = list_dead_letters(&store, None, 1, Some(&tries), tz).expect("list");
+        assert_eq!((rows[0].attempts, rows[0].last_error.as_deref()), (0, None));
+        drop(store);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

@@ -1745,7 +1745,8 @@ fn retry_after(h: &http::HeaderMap, now_ms: i64) -> Option<Duration> {
     Some(d.min(MAX_RETRY_AFTER))
 }
 
-fn excerpt(body: &[u8]) -> String {
+/// A body's first 300 characters as text, on one line (also dead letters' payloads).
+pub(crate) fn excerpt(body: &[u8]) -> String {
     let s = String::from_utf8_lossy(body);
     let s = s.trim();
     let mut end = s.len().min(300);

@@ -33,6 +33,7 @@ pub async fn serve(
         .route("/api/v1/deliveries/waiting", get(waiting))
         .route("/api/v1/deliveries/dead", get(dead_letters))
         .route("/api/v1/deliveries/dead/resend", post(resend_dead))
+        .route("/api/v1/input/dead-letters", get(input_dead_letters))
         .layer(axum::middleware::from_fn_with_state(
             shared.clone(),
             crate::api::guard,
@@ -117,8 +118,8 @@ async fn deliveries(State(s): State<Arc<Shared>>) -> Response {
             "escalations_pending": escalations,
         }))
         .into_response(),
-        Ok(Err(e)) => delivery_error(e.to_string()),
-        Err(e) => delivery_error(e.to_string()),
+        Ok(Err(e)) => store_error("deliveries", e.to_string()),
+        Err(e) => store_error("deliveries", e.to_string()),
     }
 }
 
@@ -175,8 +176,57 @@ async fn delivery_page(
             let next = rows.last().map_or(q.after, |r| r.seq);
             axum::Json(json!({key: rows, "next": next})).into_response()
         }
-        Ok(Err(e)) => delivery_error(e.to_string()),
-        Err(e) => delivery_error(e.to_string()),
+        Ok(Err(e)) => store_error("deliveries", e.to_string()),
+        Err(e) => store_error("deliveries", e.to_string()),
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct InputDeadQuery {
+    /// Dead letters are numbered from 0: without `after`, the listing starts there.
+    #[serde(default)]
+    after: Option<u64>,
+    #[serde(default)]
+    limit: Option<usize>,
+}
+
+/// `/api/v1/input/dead-letters?after=SEQ&limit=N`: input messages refused (not JSON, a bad
+/// attribute, …) that the dead-letter topic has not taken yet, oldest first, with why each
+/// was refused and what the brokers last said; `pending` counts them all, `more` says
+/// whether `after=NEXT` has more. Those the topic has are in the topic, not here.
+async fn input_dead_letters(
+    State(s): State<Arc<Shared>>,
+    axum::extract::Query(q): axum::extract::Query<InputDeadQuery>,
+) -> Response {
+    let limit = q.limit.unwrap_or(100).clamp(1, 1000);
+    let shared = s.clone();
+    let result = tokio::task::spawn_blocking(move || {
+        Ok::<_, crate::store::StoreError>((
+            shared.store.dead_letter_count()?,
+            crate::daemon::list_dead_letters(
+                &shared.store,
+                q.after,
+                limit,
+                Some(&shared.dead_letter_tries),
+                shared.tz,
+            )?,
+        ))
+    })
+    .await;
+    match result {
+        Ok(Ok((pending, (rows, more)))) => {
+            let next = rows.last().map(|r| r.seq).or(q.after);
+            axum::Json(json!({
+                "dead_letter_topic": s.dead_letter_topic,
+                "pending": pending,
+                "dead_letters": rows,
+                "more": more,
+                "next": next,
+            }))
+            .into_response()
+        }
+        Ok(Err(e)) => store_error("input dead letters", e.to_string()),
+        Err(e) => store_error("input dead letters", e.to_string()),
     }
 }
 
@@ -208,13 +258,14 @@ async fn resend_dead(State(s): State<Arc<Shared>>, body: axum::body::Bytes) -> R
     .await;
     match result {
         Ok(Ok(n)) => axum::Json(json!({"resent": n})).into_response(),
-        Ok(Err(e)) => delivery_error(e.to_string()),
-        Err(e) => delivery_error(e.to_string()),
+        Ok(Err(e)) => store_error("deliveries", e.to_string()),
+        Err(e) => store_error("deliveries", e.to_string()),
     }
 }
 
-fn delivery_error(message: String) -> Response {
-    tracing::error!(error = %message, "delivery API");
+/// A store read for the API failed: said in the log and answered 500.
+fn store_error(what: &'static str, message: String) -> Response {
+    tracing::error!(error = %message, api = what, "a store call for the API failed");
     (
         StatusCode::INTERNAL_SERVER_ERROR,
         axum::Json(json!({"error": message})),

@@ -63,6 +63,19 @@ enum Command {
         #[command(subcommand)]
         action: DeliveriesAction,
     },
+    /// Input messages that could not be applied (not JSON, a bad attribute, …) and that the
+    /// dead-letter topic has not taken yet, as JSON lines with the reason and what the
+    /// brokers last said. Talks to the running daemon's HTTP port; with no daemon running
+    /// it reads the store directly.
+    DeadLetters {
+        #[arg(long, default_value = "config/redlight.toml")]
+        config: PathBuf,
+        /// Only those numbered after this (`seq` in the output), to page on.
+        #[arg(long)]
+        after: Option<u64>,
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
     /// Ask the working calendar.
     Calendar {
         #[arg(long, default_value = "config/redlight.toml")]
@@ -290,6 +303,26 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
                 .context("starting the async runtime")?;
             let mut out = io::stdout();
             runtime.block_on(redlight::delivery::command(&config, cmd, &mut out))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::DeadLetters {
+            config,
+            after,
+            limit,
+        } => {
+            let config = Config::load(&config)?;
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("starting the async runtime")?;
+            let (mut out, mut err) = (io::stdout(), io::stderr());
+            runtime.block_on(redlight::daemon::dead_letters_command(
+                &config,
+                after,
+                limit.clamp(1, 1000),
+                &mut out,
+                &mut err,
+            ))?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Calendar { config, query } => {

@@ -564,10 +564,90 @@ fn dead_letters_the_topic_refuses_wait_in_the_store() {
         ["J-small-1", "J-small-2"],
         "the small dead letters went out"
     );
+    // The API lists the two waiting: where each came from, why, and the brokers' refusal.
+    let big = [landed[bads[1].0].offset, landed[bads[3].0].offset];
+    let waiting = |rows: &[Value], tried: bool| {
+        let got: Vec<(i64, &str)> = rows
+            .iter()
+            .map(|r| {
+                (
+                    r["offset"].as_i64().unwrap_or(-1),
+                    r["key"].as_str().unwrap_or(""),
+                )
+            })
+            .collect();
+        assert_eq!(got, [(big[0], "J-big-1"), (big[1], "J-big-2")], "{rows:?}");
+        for r in rows {
+            assert_eq!(r["topic"], names.topic.as_str(), "{r}");
+            assert_eq!(r["code"], "not_json", "{r}");
+            assert_eq!(r["bytes"], 6000, "{r}");
+            assert!(
+                r["payload_excerpt"]
+                    .as_str()
+                    .is_some_and(|p| p.starts_with("####")),
+                "{r}"
+            );
+            if tried {
+                assert!(r["attempts"].as_u64().is_some_and(|n| n >= 1), "{r}");
+                assert!(
+                    r["last_error"]
+                        .as_str()
+                        .is_some_and(|e| e.contains("too large")),
+                    "{r}"
+                );
+            }
+        }
+    };
+    let (code, body) = d
+        .get("/api/v1/input/dead-letters")
+        .unwrap_or_else(|| d.fail("GET /api/v1/input/dead-letters"));
+    let listing: Value =
+        serde_json::from_str(&body).unwrap_or_else(|e| d.fail(&format!("{e}: {body}")));
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(listing["pending"], 2, "{body}");
+    assert_eq!(listing["more"], false, "{body}");
+    assert_eq!(
+        listing["dead_letter_topic"],
+        names.dead_letter.as_str(),
+        "{body}"
+    );
+    waiting(
+        listing["dead_letters"].as_array().map_or(&[][..], |v| v),
+        true,
+    );
 
-    // Killed and started again, the refused two are still there, and go once the topic
-    // takes them.
+    // Killed, the store is read directly: a page of one, then the next.
     d.kill9();
+    let dead_letters = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_redlight"))
+            .args(["dead-letters", "--config"])
+            .arg(&d.config)
+            .args(args)
+            .output()
+            .expect("redlight dead-letters");
+        assert!(
+            out.status.success(),
+            "redlight dead-letters {args:?}: {out:?}"
+        );
+        let rows: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("a JSON line"))
+            .collect();
+        (rows, String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    let (first, said) = dead_letters(&["--limit", "1"]);
+    let seq = first.first().and_then(|r| r["seq"].as_u64()).unwrap_or(0);
+    assert!(
+        first.len() == 1
+            && said.contains("1 listed, 2 waiting")
+            && said.contains(&format!("--after {seq}")),
+        "{first:?} {said}"
+    );
+    let (second, said) = dead_letters(&["--after", &seq.to_string()]);
+    assert!(second.len() == 1 && said.is_empty(), "{second:?} {said}");
+    waiting(&[first[0].clone(), second[0].clone()], false);
+
+    // Started again, the refused two are still there, and go once the topic takes them.
     d.start();
     d.wait_ready(Duration::from_secs(60));
     poll_until(
@@ -589,6 +669,12 @@ fn dead_letters_the_topic_refuses_wait_in_the_store() {
     poll_until(Duration::from_secs(120), "no dead letter pending", || {
         (pending(&d) == Some(0)).then_some(())
     });
+    let empty: Value = d
+        .get("/api/v1/input/dead-letters")
+        .and_then(|(_, body)| serde_json::from_str(&body).ok())
+        .unwrap_or_default();
+    assert_eq!(empty["pending"], 0, "{empty}");
+    assert_eq!(empty["dead_letters"], Value::Array(Vec::new()), "{empty}");
     let all = read_topic(&b.bootstrap, &names.dead_letter, 4, Duration::from_secs(30));
     assert_eq!(
         keys(&all),
