@@ -26,7 +26,7 @@ use anyhow::Context as _;
 use rdkafka::ClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, StreamConsumer};
-use rdkafka::error::KafkaError;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, Headers as _, Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
@@ -75,6 +75,9 @@ struct Ctx {
     /// Batches handed to the store writer and not yet durable: the rebalance waits for
     /// them, so that a seek reads the offsets of everything applied.
     pending: Arc<crate::writer::Pending>,
+    /// The offset of the last batch librdkafka could not decompress, from its error's text
+    /// (the consumer's error says only the code): [`Loop::unreadable_batch`].
+    unreadable_at: Mutex<Option<u64>>,
 }
 
 enum Change {
@@ -85,6 +88,14 @@ enum Change {
 impl ClientContext for Ctx {
     fn error(&self, error: KafkaError, reason: &str) {
         self.metrics.kafka_errors.inc();
+        if error.rdkafka_error_code() == Some(RDKafkaErrorCode::BadCompression) {
+            // Said by the loop, with the partition, once a minute: librdkafka meets the
+            // batch again at every fetch.
+            *self.unreadable_at.lock().unwrap_or_else(|p| p.into_inner()) =
+                unreadable_offset(reason);
+            tracing::debug!(%error, reason, "kafka client error");
+            return;
+        }
         // Most errors pass (librdkafka retries by itself); a fatal one leaves the consumer
         // unusable, and the callback gets the underlying code, not "fatal": the loop is
         // woken to ask the client (`check_fatal`) and stops if so.
@@ -325,6 +336,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         notify: notify.clone(),
         metrics: metrics.clone(),
         pending,
+        unreadable_at: Mutex::new(None),
     };
     let k = &config.kafka;
     let cc = consumer_config(k);
@@ -362,6 +374,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         partitions: BTreeMap::new(),
         ledger: Vec::new(),
         dead_letters: Vec::new(),
+        unreadable: BTreeMap::new(),
         rules,
         calendar,
         writer,
@@ -425,6 +438,9 @@ struct Loop<'c> {
     ledger: Vec<(i64, String, String, Vec<u8>)>,
     /// Messages refused since the last persist, encoded ([`Loop::keep_dead_letters`]).
     dead_letters: Vec<Vec<u8>>,
+    /// Partitions stopped at a batch that cannot be decompressed, with the next offset they
+    /// stopped at and when that was last said ([`Loop::unreadable_batch`]).
+    unreadable: BTreeMap<Slot, (u64, Instant)>,
     /// The rules and calendar, loaded once at start: a pack edited on disk while the daemon
     /// runs must not reach some partitions and not others (or stop it at a rebalance).
     rules: Arc<crate::rules::RuleSet>,
@@ -1175,6 +1191,16 @@ pub const FETCH_SETTINGS: [(&str, &str); 2] = [
     ("fetch.queue.backoff.ms", "20"),
 ];
 
+/// The offset in librdkafka's "Decompression (codec 0x1) of message at 10 of 647 bytes
+/// failed: …".
+fn unreadable_offset(reason: &str) -> Option<u64> {
+    let rest = &reason[reason.find(" of message at ")? + " of message at ".len()..];
+    let end = rest
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(rest.len());
+    rest[..end].parse().ok()
+}
+
 fn wall_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
@@ -1464,7 +1490,8 @@ impl Loop<'_> {
                             next_message_offset = offset, log_start_offset = low,
                             lost = start - from,
                             "events deleted by the broker before redlight read them (it \
-                             fell behind by more than the topic's retention); the cases they \
+                             fell behind by more than the topic's retention, or they were \
+                             deleted by hand); the cases they \
                              belong to may show wrong lights: produce them again from their \
                              source if it keeps them");
                     }
@@ -1494,6 +1521,80 @@ impl Loop<'_> {
         Ok(())
     }
 
+    /// librdkafka could not decompress a batch the broker sent (damaged on the broker's
+    /// disk: the broker checks what producers send). It cannot read past it, so the
+    /// partition stops there, and nothing after it is applied or skipped unsaid. Says which
+    /// partition (the one behind whose next offset is nearest the batch's base offset,
+    /// which librdkafka's error names) at error level once a minute, and counts it
+    /// in `redlight_partitions_unreadable` until the partition moves on (the broker's copy
+    /// repaired, or the records deleted: then the daemon counts them as lost).
+    fn unreadable_batch(&mut self) {
+        let base = *self
+            .consumer
+            .context()
+            .unreadable_at
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        // Those behind first (the high watermark may not be known yet after a start); the
+        // next offset may lie inside the batch (a store restored past its start) or before
+        // it (a transaction's marker), so the nearest either way.
+        let stopped = self
+            .partitions
+            .iter()
+            .filter_map(|(slot, p)| {
+                let next = p.next_offset.unwrap_or(0);
+                let distance = match base {
+                    Some(base) => next.abs_diff(base),
+                    None if p.caught_up() => return None,
+                    None => 0,
+                };
+                Some(((p.caught_up(), distance), slot, next))
+            })
+            .min_by_key(|(key, ..)| *key);
+        let Some((_, slot, next)) = stopped else {
+            tracing::debug!(offset = ?base, "a batch the broker sent cannot be decompressed, \
+                 and no partition is held; retrying");
+            return;
+        };
+        let slot = slot.clone();
+        let now = Instant::now();
+        let say = match self.unreadable.get(&slot) {
+            Some(&(at, said)) => at != next || now.duration_since(said) >= Duration::from_secs(60),
+            None => true,
+        };
+        if say {
+            tracing::error!(topic = %slot.0, partition = slot.1, offset = next,
+                batch_offset = base,
+                "a batch the broker holds for this partition cannot be decompressed (damaged on \
+                 its disk?): nothing from this offset on can be read, so the partition stops \
+                 here, and nothing is skipped. Repair the broker's copy (from a replica), or \
+                 delete the records up to the batch's end (kafka-delete-records.sh); redlight \
+                 then goes on and counts them in redlight_events_lost_total. Said once a minute");
+            self.unreadable.insert(slot, (next, now));
+        }
+        self.metrics
+            .partitions_unreadable
+            .set(self.unreadable.len() as i64);
+    }
+
+    /// Forgets the partitions stopped at an unreadable batch that have moved on (or are no
+    /// longer held).
+    fn unreadable_moved_on(&mut self) {
+        let before = self.unreadable.len();
+        let partitions = &self.partitions;
+        self.unreadable.retain(|slot, (at, _)| {
+            partitions
+                .get(slot)
+                .is_some_and(|p| p.next_offset.unwrap_or(0) <= *at)
+        });
+        if self.unreadable.len() != before {
+            tracing::info!("a partition stopped at an unreadable batch reads again");
+            self.metrics
+                .partitions_unreadable
+                .set(self.unreadable.len() as i64);
+        }
+    }
+
     /// Receives up to `batch_max` messages (waiting at most `batch_wait_ms` for more), applies
     /// them, and makes the batch durable.
     async fn batch(&mut self, first: Result<Msg, KafkaError>) -> anyhow::Result<()> {
@@ -1506,11 +1607,16 @@ impl Loop<'_> {
             Err(e) => {
                 self.metrics.kafka_errors.inc();
                 self.check_fatal()?;
-                tracing::warn!(error = %e, "kafka error while consuming; retrying");
+                if e.rdkafka_error_code() == Some(RDKafkaErrorCode::BadCompression) {
+                    self.unreadable_batch();
+                } else {
+                    tracing::warn!(error = %e, "kafka error while consuming; retrying");
+                }
                 tokio::time::sleep(Duration::from_millis(200)).await;
                 return Ok(());
             }
         }
+        let mut unreadable = false;
         while messages.len() < max {
             match tokio::time::timeout_at(deadline, self.consumer.recv()).await {
                 Ok(Ok(m)) => {
@@ -1519,7 +1625,13 @@ impl Loop<'_> {
                 }
                 Ok(Err(e)) => {
                     self.metrics.kafka_errors.inc();
-                    tracing::warn!(error = %e, "kafka error while consuming; retrying");
+                    if e.rdkafka_error_code() == Some(RDKafkaErrorCode::BadCompression) {
+                        // Said once the messages before it are applied: the partition's
+                        // next offset is then the batch's.
+                        unreadable = true;
+                    } else {
+                        tracing::warn!(error = %e, "kafka error while consuming; retrying");
+                    }
                     break;
                 }
                 Err(_) => break,
@@ -1766,6 +1878,12 @@ impl Loop<'_> {
         let done = self.advance_idle(&mut alerts);
         self.keep_dead_letters(dead)?;
         self.persist(alerts, &touched)?;
+        if !self.unreadable.is_empty() {
+            self.unreadable_moved_on();
+        }
+        if unreadable {
+            self.unreadable_batch();
+        }
         if !done {
             // More fell due than one slice: the main loop's timer wakes at once for the rest.
             tracing::debug!("catch-up continues in the next slice");
@@ -2254,6 +2372,19 @@ mod tests {
             ),
             None,
         )
+    }
+
+    #[test]
+    fn the_offset_of_a_batch_that_cannot_be_decompressed_is_read_from_the_reason() {
+        let reason = "Decompression (codec 0x1) of message at 10 of 647 bytes failed: \
+                      Local: Invalid compressed data";
+        assert_eq!(unreadable_offset(reason), Some(10));
+        assert_eq!(
+            unreadable_offset("Decompression of message at 9876543210"),
+            Some(9_876_543_210)
+        );
+        assert_eq!(unreadable_offset("Decompression failed"), None);
+        assert_eq!(unreadable_offset("Decompression of message at x"), None);
     }
 
     #[test]

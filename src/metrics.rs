@@ -27,6 +27,8 @@ pub struct Metrics {
     /// Messages copied to the dead-letter topic.
     pub dead_letters: IntCounter,
     pub dead_letters_pending: IntGauge,
+    /// Partitions stopped at a batch the broker holds that cannot be decompressed.
+    pub partitions_unreadable: IntGauge,
     /// Kafka client errors (broker down, …): the consumer recovers by itself.
     pub kafka_errors: IntCounter,
     /// Time to make one batch durable (store transaction).
@@ -153,6 +155,13 @@ impl Metrics {
                 "redlight_dead_letters_pending",
                 "Refused messages kept in the store that the dead-letter topic does not have \
                  yet (the broker away, the topic missing, or a dead letter it refuses).",
+            )
+            .expect("valid metric"),
+            partitions_unreadable: IntGauge::new(
+                "redlight_partitions_unreadable",
+                "Partitions stopped at a batch the broker holds that cannot be decompressed \
+                 (damaged on its disk): nothing from it on is read until it is repaired or \
+                 its records deleted; the log names the partition and the offset.",
             )
             .expect("valid metric"),
             kafka_errors: IntCounter::new(
@@ -334,6 +343,7 @@ impl Metrics {
             Box::new(m.data_problems.clone()),
             Box::new(m.dead_letters.clone()),
             Box::new(m.dead_letters_pending.clone()),
+            Box::new(m.partitions_unreadable.clone()),
             Box::new(m.kafka_errors.clone()),
             Box::new(m.commit_seconds.clone()),
             Box::new(m.journal_entries.clone()),

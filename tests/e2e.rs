@@ -22,12 +22,10 @@ mod harness;
 mod workload;
 
 use harness::{
-    Daemon, Landed, Msg, Names, Producer, TestDir, Topics, alert_census, broker, end_offsets,
-    free_port, kafka_sh, multiset_diff, now_ms, poll_until, read_topic, replay, serial, set_config,
-    set_librdkafka, set_topic_config, write_config,
+    Daemon, Landed, Msg, Names, Producer, TestDir, Topics, alert_census, broker, damage_gzip_batch,
+    delete_records_before, end_offsets, free_port, kafka_sh, multiset_diff, now_ms, poll_until,
+    read_topic, replay, serial, set_config, set_librdkafka, set_topic_config, write_config,
 };
-use rdkafka::admin::AdminOptions;
-use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
@@ -378,21 +376,7 @@ fn events_the_broker_deleted_unread_are_counted() {
     // Away: more events come, and the broker deletes the first few of them.
     let ends = end_offsets(&producer.send_all(&names.topic, &msgs_of(later)));
     let lost = 7;
-    let delete_before = |offset: i64| {
-        let admin = harness::admin(&b.bootstrap);
-        let mut tpl = TopicPartitionList::new();
-        tpl.add_partition_offset(&names.topic, 0, Offset::Offset(offset))
-            .expect("tpl");
-        let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
-        let deleted = harness::runtime()
-            .block_on(admin.delete_records(&tpl, &opts))
-            .expect("delete_records");
-        assert_eq!(
-            deleted.find_partition(&names.topic, 0).map(|p| p.offset()),
-            Some(Offset::Offset(offset)),
-            "the log begins after the deleted records"
-        );
-    };
+    let delete_before = |offset: i64| delete_records_before(&b.bootstrap, &names.topic, 0, offset);
     delete_before(read[&0] + lost);
 
     d.start();
@@ -700,6 +684,105 @@ fn dead_letters_the_topic_refuses_wait_in_the_store() {
     d.assert_alive("at the end");
     d.stop_gracefully();
     eprintln!("[j] passed in {}", secs(t0));
+}
+
+/// l. A batch the broker holds that cannot be decompressed (damaged on its disk): librdkafka
+/// cannot read past it, so its partition stops there, said once a minute (not at every
+/// fetch) and counted in `redlight_partitions_unreadable`, while the other partition flows.
+/// Once the damaged records are deleted, the daemon goes on, counts them as lost, and its
+/// alerts are replay's of every event but those.
+#[test]
+fn a_damaged_batch_on_the_broker_stops_its_partition_until_deleted() {
+    let _serial = serial();
+    let t0 = Instant::now();
+    let b = broker();
+    let dir = TestDir::new("l");
+    let names = Names::new("l");
+    let _topics = Topics::create(&b.bootstrap, &[(&names.topic, 2), (&names.dead_letter, 1)]);
+    // One stream in time order (each partition's clock is then replay's), its middle third
+    // sent in gzip batches.
+    let mut workload = Gen::new(0x5EED_0BAD, "L");
+    workload.full_cases(120);
+    let lines = workload.finish();
+    let third = lines.len() / 3;
+    let parts = [
+        &lines[..third],
+        &lines[third..2 * third],
+        &lines[2 * third..],
+    ];
+    let mut landed = Producer::new(&b.bootstrap).send_all(&names.topic, &msgs_of(parts[0]));
+    landed.extend(
+        Producer::compressing(&b.bootstrap, "gzip").send_all(&names.topic, &msgs_of(parts[1])),
+    );
+    landed.extend(Producer::new(&b.bootstrap).send_all(&names.topic, &msgs_of(parts[2])));
+    let ends = end_offsets(&landed);
+    let Some((base, last)) = damage_gzip_batch(b.port, &names.topic, 0) else {
+        eprintln!("[l] skipped: the broker's files are not on this machine");
+        return;
+    };
+    let kept: Vec<&str> = lines
+        .iter()
+        .zip(&landed)
+        .filter(|(_, l)| !(l.partition == 0 && (base..=last).contains(&l.offset)))
+        .map(|(line, _)| line.line.as_str())
+        .collect();
+    let lost = lines.len() - kept.len();
+    assert_eq!(
+        lost as i64,
+        last - base + 1,
+        "the damaged batch holds events"
+    );
+
+    let port = free_port();
+    let config = write_config(&dir.path, &b.bootstrap, &names, port);
+    let r = replay(&config, &kept, now_ms());
+    let mut d = Daemon::new(config, dir.path.join("daemon.log"), port);
+    d.start();
+    // Partition 1 reads to its end, partition 0 stops at the damaged batch.
+    poll_until(
+        Duration::from_secs(120),
+        "partition 0 stopped, 1 read",
+        || {
+            let m = d.metrics()?;
+            let durable = m.durable_offsets(&names.topic);
+            (m.sum("redlight_partitions_unreadable") == 1.0
+                && durable.get(&0) == Some(&base)
+                && durable.get(&1) == ends.get(&1))
+            .then_some(())
+        },
+    );
+    // librdkafka meets the batch again at every fetch (twice a second); it is said once.
+    std::thread::sleep(Duration::from_secs(4));
+    let said = d.log_lines("cannot be decompressed");
+    assert!(
+        said.len() == 1
+            && said[0].contains("ERROR")
+            && said[0].contains(&format!("topic={} partition=0 offset={base}", names.topic)),
+        "said once, with the partition and offset: {said:?}"
+    );
+    d.assert_alive("while a partition is stopped");
+
+    delete_records_before(&b.bootstrap, &names.topic, 0, last + 1);
+    let alerts = d.wait_idle(
+        &ends,
+        &names.topic,
+        r.alerts.len(),
+        QUIET,
+        Duration::from_secs(120),
+    );
+    assert_same_alerts(&d, &values(&alerts), &r.alerts, "a_damaged_batch");
+    let m = d.metrics().unwrap_or_else(|| d.fail("/metrics"));
+    assert_eq!(m.sum("redlight_partitions_unreadable"), 0.0, "moved on");
+    assert_eq!(
+        m.sum("redlight_events_lost_total"),
+        lost as f64,
+        "the deleted counted"
+    );
+    d.stop_gracefully();
+    eprintln!(
+        "[l] passed in {} ({lost} events in the damaged batch)",
+        secs(t0)
+    );
 }
 
 /// k. Inputs given as a pattern that also matches the dead-letter topic: the events are

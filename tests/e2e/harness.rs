@@ -8,13 +8,14 @@ use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::types::RDKafkaErrorCode;
 use redlight::cli;
 use redlight::config::Config;
 use serde_json::Value;
 use std::collections::{BTreeMap, HashMap};
 use std::fs::OpenOptions;
-use std::io::{Read, Write};
+use std::io::{Read, Seek, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -322,6 +323,76 @@ pub fn set_topic_config(bootstrap: &str, topic: &str, key: &str, value: &str) {
     }
 }
 
+/// Deletes a partition's records before `offset` (`kafka-delete-records`), as retention or
+/// an operator would: the log then begins there.
+pub fn delete_records_before(bootstrap: &str, topic: &str, partition: i32, offset: i64) {
+    let admin = admin(bootstrap);
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(topic, partition, Offset::Offset(offset))
+        .expect("tpl");
+    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+    let deleted = runtime()
+        .block_on(admin.delete_records(&tpl, &opts))
+        .expect("delete_records");
+    assert_eq!(
+        deleted.find_partition(topic, partition).map(|p| p.offset()),
+        Some(Offset::Offset(offset)),
+        "the log begins after the deleted records"
+    );
+}
+
+/// Damages, on the local broker's disk, the first batch of `topic`'s `partition` that is
+/// compressed with gzip: 16 bytes in the middle of its compressed records are inverted,
+/// as a failing disk might (the broker checks what producers send, not what it serves).
+/// Returns the batch's first and last offsets, or `None` when the broker's files are not
+/// here (a broker elsewhere, `REDLIGHT_TEST_KAFKA`).
+pub fn damage_gzip_batch(port: u16, topic: &str, partition: i32) -> Option<(i64, i64)> {
+    let env = String::from_utf8_lossy(&kafka_sh(Some(port), &["env"]).stdout).into_owned();
+    let data = env.lines().find_map(|l| l.strip_prefix("KAFKA_DATA="))?;
+    let dir = Path::new(data)
+        .join("logs")
+        .join(format!("{topic}-{partition}"));
+    let mut segments: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .ok()?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "log"))
+        .collect();
+    segments.sort();
+    for segment in segments {
+        let mut bytes = std::fs::read(&segment).expect("reading a segment");
+        let mut pos = 0;
+        // Record batch v2: base offset (8), length (4), leader epoch (4), magic (1), CRC (4),
+        // attributes (2), last offset delta (4), … 61 bytes before the records.
+        while pos + 61 <= bytes.len() {
+            let at = |i: usize, n: usize| -> i64 {
+                bytes[pos + i..pos + i + n]
+                    .iter()
+                    .fold(0i64, |v, b| (v << 8) | i64::from(*b))
+            };
+            let (base, length) = (at(0, 8), at(8, 4) as usize);
+            let (attributes, last_delta) = (at(21, 2), at(23, 4));
+            let end = pos + 12 + length;
+            if attributes & 7 == 1 {
+                let middle = pos + 61 + (end - pos - 61) / 2;
+                for b in &mut bytes[middle..(middle + 16).min(end)] {
+                    *b ^= 0xff;
+                }
+                let mut f = OpenOptions::new()
+                    .write(true)
+                    .open(&segment)
+                    .expect("opening the segment");
+                f.seek(std::io::SeekFrom::Start(middle as u64))
+                    .expect("seek");
+                f.write_all(&bytes[middle..(middle + 16).min(end)])
+                    .expect("damaging the segment");
+                return Some((base, base + last_delta));
+            }
+            pos = end;
+        }
+    }
+    panic!("no gzip batch in {}", dir.display());
+}
+
 /// A record read back from a topic: its headers in order, key and payload.
 pub struct Record {
     pub headers: Vec<(String, String)>,
@@ -344,7 +415,7 @@ impl Record {
 pub fn read_topic(bootstrap: &str, topic: &str, expected: usize, timeout: Duration) -> Vec<Record> {
     use rdkafka::Message as _;
     use rdkafka::message::Headers as _;
-    use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .set("group.id", format!("{topic}.reader"))
