@@ -32,7 +32,8 @@
 //! directory, the daemon's logs and the topic (otherwise deleted at the end, and when the
 //! bench panics half-way; a daemon still running then is killed);
 //! `REDLIGHT_BENCH_LOG` sets the daemon's `RUST_LOG` (for example
-//! `warn,redlight::daemon=info,redlight::store=debug` to log checkpoints).
+//! `warn,redlight::daemon=info,redlight::store=debug` to log checkpoints);
+//! `--librdkafka KEY=VALUE` (repeatable) sets one of the daemon's consumer settings.
 
 #[path = "../tests/common/calendar.rs"]
 mod calendar;
@@ -69,6 +70,13 @@ fn main() {
         .and_then(|i| args.get(i + 1))
         .and_then(|v| v.parse().ok())
         .unwrap_or(if quick { 20_000 } else { 1_000_000 });
+    // `--librdkafka KEY=VALUE` (repeatable): a setting of the daemon's consumer, in its
+    // `[kafka.librdkafka]` (the bare consumer keeps the daemon's fetch settings).
+    let librdkafka: Vec<(String, String)> = args
+        .windows(2)
+        .filter(|w| w[0] == "--librdkafka")
+        .filter_map(|w| w[1].split_once('=').map(|(k, v)| (k.into(), v.into())))
+        .collect();
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let brokers = broker(&root);
     let stamp = std::process::id();
@@ -98,7 +106,7 @@ fn main() {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("temp dir");
     let port = free_port();
-    let config = write_config(&root, &dir, &brokers, &topic, port);
+    let config = write_config(&root, &dir, &brokers, &topic, port, &librdkafka);
     let mut daemon = start(&config, &dir.join("daemon-1.log"));
     let (first, done, journal) = wait_durable(port, n, &mut daemon.0);
     let daemon_s = (done - first).as_secs_f64();
@@ -538,7 +546,14 @@ fn free_port() -> u16 {
     l.local_addr().expect("addr").port()
 }
 
-fn write_config(root: &Path, dir: &Path, brokers: &str, topic: &str, port: u16) -> PathBuf {
+fn write_config(
+    root: &Path,
+    dir: &Path,
+    brokers: &str,
+    topic: &str,
+    port: u16,
+    librdkafka: &[(String, String)],
+) -> PathBuf {
     let cfg = root.join("config");
     let text = format!(
         r#"[engine]
@@ -566,6 +581,13 @@ listen = "127.0.0.1:{port}"
             .join(", "),
         data = dir.join("data").display(),
     );
+    let mut text = text;
+    if !librdkafka.is_empty() {
+        text.push_str("\n[kafka.librdkafka]\n");
+        for (key, value) in librdkafka {
+            text.push_str(&format!("{key:?} = {value:?}\n"));
+        }
+    }
     let path = dir.join("redlight.toml");
     std::fs::write(&path, text).expect("config");
     path
