@@ -564,11 +564,18 @@ pub fn list_dead_letters(
         Some(&(last, _)) => !store.dead_letters(last + 1, 1, 1)?.is_empty(),
         None => false,
     };
-    let tries = tries.map(|t| t.lock().clone());
+    // Only the listed ones' (the sender's map holds every dead letter it was refused).
+    let tried: Vec<Option<Tried>> = match tries {
+        Some(t) => {
+            let t = t.lock();
+            rows.iter().map(|(seq, _)| t.get(seq).cloned()).collect()
+        }
+        None => vec![None; rows.len()],
+    };
     let rows = rows
         .into_iter()
-        .map(|(seq, row)| {
-            let tried = tries.as_ref().and_then(|t| t.get(&seq));
+        .zip(tried)
+        .map(|((seq, row), tried)| {
             let (attempts, last_error, last_attempt) = tried.map_or((0, None, None), |t| {
                 (
                     t.attempts,

@@ -263,7 +263,7 @@ async fn resend_dead(State(s): State<Arc<Shared>>, body: axum::body::Bytes) -> R
     }
 }
 
-/// A store read for the API failed: said in the log and answered 500.
+/// A store call for the API failed: said in the log and answered 500.
 fn store_error(what: &'static str, message: String) -> Response {
     tracing::error!(error = %message, api = what, "a store call for the API failed");
     (

@@ -521,6 +521,9 @@ async fn a_configured_token_guards_the_api_and_the_board_and_is_never_shown() {
         "/api/v1/alerts",
         "/api/v1/scorecard",
         "/api/v1/cases/x",
+        "/api/v1/deliveries",
+        // Dead letters' payloads are the producers' data.
+        "/api/v1/input/dead-letters",
     ] {
         let r = get(d.port, path, &[]).expect("GET");
         assert_eq!(r.status, 401, "{path} without a token");
