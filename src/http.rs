@@ -51,16 +51,30 @@ async fn healthz() -> impl IntoResponse {
     axum::Json(json!({"status": "alive"}))
 }
 
-/// Ready when the store is restored, partitions are assigned and the calendar covers today.
+/// Ready when the store is restored and partitions are assigned. The calendar data having
+/// ended is a warning here, not a reason to be unready: readiness decides whether a pod gets
+/// traffic (a Kubernetes Service drops one that is not ready), and the board and the API
+/// are what the supervisors need then too. Every clock in hours, and every deadline before
+/// the data ends, is still counted; the deadlines beyond wait, counted in `calendar_errors`,
+/// and the board's header, `redlight check` and the alert `RedlightCalendarEnded` say so.
 async fn readyz(State(s): State<Arc<Shared>>) -> Response {
     let (reasons, assigned) = readiness(&s);
+    let today = chrono::Utc::now().with_timezone(&s.tz).date_naive();
+    let mut warnings = Vec::new();
+    if today > s.calendar_last_day {
+        warnings.push(format!(
+            "calendar data ended on {}; deadlines after it wait (calendar_errors): add the \
+             next year's holiday notice (config/calendars/README.md) and restart",
+            s.calendar_last_day
+        ));
+    }
     let body = json!({
         "ready": reasons.is_empty(),
         "reasons": reasons,
+        "warnings": warnings,
         "partitions": assigned,
         "calendar_last_day": s.calendar_last_day.to_string(),
-        // Deadlines waiting for next year's data (and events rejected for it): shown, not a
-        // reason to be unready; the data ending before today is.
+        // Deadlines waiting for next year's data (and events rejected for it).
         "calendar_errors": s.metrics.calendar_errors.get(),
     });
     let code = if reasons.is_empty() {
@@ -80,13 +94,6 @@ fn readiness(s: &Shared) -> (Vec<String>, usize) {
     let assigned = s.assigned.lock().map(|a| a.len()).unwrap_or(0);
     if assigned == 0 {
         reasons.push("no Kafka partitions assigned".to_string());
-    }
-    let today = chrono::Utc::now().with_timezone(&s.tz).date_naive();
-    if today > s.calendar_last_day {
-        reasons.push(format!(
-            "calendar data ended on {}; add the next year's holiday notice",
-            s.calendar_last_day
-        ));
     }
     (reasons, assigned)
 }

@@ -816,3 +816,48 @@ async fn many_cases_latency_figures() {
     let _ = child.wait();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The calendar data having ended is said on `/readyz`, the board and `/metrics`, but the
+/// daemon stays ready: readiness decides whether a pod gets traffic (a Kubernetes Service
+/// drops one that is not ready), and the supervisors need the board then too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_calendar_that_has_ended_is_a_warning_not_unreadiness() {
+    let old = std::env::temp_dir().join(format!("redlight-old-calendar-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&old);
+    std::fs::create_dir_all(&old).expect("calendar dir");
+    for year in 2020..=2022 {
+        let file = format!("{year}.toml");
+        std::fs::copy(root().join("config/calendars").join(&file), old.join(&file))
+            .expect("copying a calendar file");
+    }
+    let calendars = old.display().to_string();
+    // Starting waits for /readyz to answer 200.
+    let mut d = Daemon::start_with(
+        "calendar-ended",
+        1,
+        "",
+        "",
+        &[("REDLIGHT_ENGINE__CALENDARS", calendars.as_str())],
+    )
+    .await;
+    let ready = d.json("/readyz");
+    assert_eq!(ready["ready"], true, "{ready}");
+    assert_eq!(ready["calendar_last_day"], "2022-12-31", "{ready}");
+    let warnings = ready["warnings"].as_array().cloned().unwrap_or_default();
+    assert!(
+        warnings.len() == 1
+            && warnings[0]
+                .as_str()
+                .is_some_and(|w| w.contains("calendar data ended on 2022-12-31")),
+        "{ready}"
+    );
+    let board = d.get("/");
+    assert!(
+        board.body.contains("id=\"calendar-notice\""),
+        "the board says so"
+    );
+    let metrics = d.get("/metrics").body;
+    assert!(metrics.contains("\nredlight_ready 1\n"), "{metrics}");
+    d.stop();
+    let _ = std::fs::remove_dir_all(&old);
+}
