@@ -415,7 +415,6 @@ impl Record {
 pub fn read_topic(bootstrap: &str, topic: &str, expected: usize, timeout: Duration) -> Vec<Record> {
     use rdkafka::Message as _;
     use rdkafka::message::Headers as _;
-
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .set("group.id", format!("{topic}.reader"))
