@@ -648,14 +648,7 @@ pub async fn dead_letters_command(
             (pending, rows, more)
         }
         None => {
-            let store = config.open_store().map_err(|e| match e {
-                crate::store::StoreError::Locked { .. } => anyhow::anyhow!(
-                    "{e}, but nothing answers on http.listen {}; is the daemon's HTTP port \
-                     somewhere else?",
-                    config.http.listen
-                ),
-                e => e.into(),
-            })?;
+            let store = crate::delivery::open_store_without_daemon(config)?;
             let tz = config.timezone().map_err(|e| {
                 anyhow::anyhow!("`engine.timezone` {:?}: {e}", config.engine.timezone)
             })?;

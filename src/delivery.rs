@@ -2261,6 +2261,19 @@ pub async fn call_daemon(
     })?))
 }
 
+/// Opens the store for a command when no daemon answers on `http.listen` ([`call_daemon`]
+/// gave `None`): free then, unless something else holds it, which the error says.
+pub fn open_store_without_daemon(config: &Config) -> anyhow::Result<Store> {
+    config.open_store().map_err(|e| match e {
+        StoreError::Locked { .. } => anyhow::anyhow!(
+            "{e}, but nothing answers on http.listen {}; is the daemon's HTTP port \
+             somewhere else?",
+            config.http.listen
+        ),
+        e => e.into(),
+    })
+}
+
 /// `redlight deliveries …`.
 #[derive(Debug, Clone)]
 pub enum Command {
@@ -2303,15 +2316,7 @@ pub async fn command(
     let answer = match call_daemon(config, method, &path, body).await? {
         Some(v) => v,
         None => {
-            // No daemon: the store is free, unless something else holds it.
-            let store = config.open_store().map_err(|e| match e {
-                StoreError::Locked { .. } => anyhow::anyhow!(
-                    "{e}, but nothing answers on http.listen {}; is the daemon's HTTP port \
-                     somewhere else?",
-                    config.http.listen
-                ),
-                e => e.into(),
-            })?;
+            let store = open_store_without_daemon(config)?;
             init_tables(&store)?;
             match &cmd {
                 Command::Status => serde_json::json!({
