@@ -2,7 +2,8 @@
 //! installs it when missing) against a daemon fed with the sample events: the rendered DOM
 //! shows the counts the API gives, every red and yellow sample case where it belongs, no
 //! script and no unescaped event text; and a screenshot is taken for people to look at
-//! (target/redlight-board.png).
+//! (target/redlight-board.png). Also: the quick start's samples that feed it still come
+//! out once the shipped calendar data has ended.
 
 mod view_support;
 
@@ -106,7 +107,7 @@ async fn the_board_shows_every_colour_with_the_expected_counts() {
     let stamp = "B1";
     let mut d = Daemon::start("board", 2, "").await;
     let mut lines = fixed_samples();
-    lines.extend(relative_samples(stamp));
+    lines.extend(d.relative_samples(stamp));
     // Event text that looks like markup must show as text.
     lines.push(format!(
         r#"{{"specversion":"1.0","id":"esc-1","source":"/t","type":"approval.accepted","time":"2026-01-05T09:00:00+08:00","subject":"ESC-{stamp}","data":{{"department":"市住建局","item":"<script>alert(1)</script>","handler":"<i>赵</i>","kind":"immediate"}}}}"#
@@ -235,4 +236,96 @@ async fn the_board_shows_every_colour_with_the_expected_counts() {
     assert_eq!(r.status, 200);
     assert_eq!(r.header("content-type"), Some("text/html; charset=utf-8"));
     let _: Value = d.json("/readyz");
+}
+
+/// The quick start on a day after the shipped calendar data ends (January 11 of the year
+/// after its last file): it must not die on the two samples timed in workdays, which no
+/// calendar places then; it leaves them out and says why, and the other samples still go
+/// (the daemon stays ready and its /readyz warns). With a calendar that covers the day
+/// (the tests' placeholders) every sample is placed, the workday ones by that calendar.
+#[test]
+fn the_quick_start_samples_still_come_after_the_calendar_data_ends() {
+    let shipped_last = std::fs::read_dir(root().join("config/calendars"))
+        .expect("config/calendars")
+        .filter_map(|e| e.ok()?.path().file_stem()?.to_str()?.parse::<i32>().ok())
+        .max()
+        .expect("a calendar file");
+    let day = format!("{}-01-11", shipped_last + 1);
+    let now =
+        chrono::DateTime::parse_from_rfc3339(&format!("{day}T10:00:00+08:00")).expect("an instant");
+    let template = std::fs::read_to_string(root().join("config/samples/relative.jsonl"))
+        .expect("config/samples/relative.jsonl");
+    let lines = template.lines().filter(|l| !l.trim().is_empty()).count();
+    let in_workdays = template
+        .lines()
+        .filter(|l| l.contains("@{workdays-"))
+        .count();
+    assert!(
+        in_workdays > 0,
+        "the template has samples timed in workdays"
+    );
+
+    let events = |config: &Path| {
+        Command::new(root().join("scripts/quickstart.sh"))
+            .arg("events")
+            .env("REDLIGHT_BIN", env!("CARGO_BIN_EXE_redlight"))
+            .env("QUICKSTART_CONFIG", config)
+            .env("QUICKSTART_NOW", now.timestamp().to_string())
+            .env("QUICKSTART_STAMP", "T")
+            .output()
+            .expect("scripts/quickstart.sh events")
+    };
+
+    // The shipped calendar ends before the day.
+    let out = events(&root().join("config/redlight.toml"));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "quickstart.sh events failed: {stderr}"
+    );
+    assert_eq!(stdout.lines().count(), lines - in_workdays, "{stdout}");
+    assert!(!stdout.contains("@{"), "every token expanded: {stdout}");
+    assert!(
+        !stdout.contains(r#""subject":"XZ-T-02""#),
+        "the workday-timed case is left out: {stdout}"
+    );
+    assert!(
+        stderr.contains(&format!(
+            "{in_workdays} sample event(s) timed in workdays left out"
+        )) && stderr.contains("config/calendars/README.md"),
+        "says what was left out and what to add: {stderr}"
+    );
+
+    // The tests' calendar covers the day: all of them, XZ-T-02 accepted 19 of its
+    // workdays before the day, at 10:00.
+    let dir = std::env::temp_dir().join(unique("quickstart-after-data"));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let config = write_config(&dir, "127.0.0.1:9", "t", "127.0.0.1:0", "", "");
+    let out = events(&config);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "quickstart.sh events failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(stdout.lines().count(), lines, "{stdout}");
+    let accepted: Value = stdout
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).expect("a JSON sample"))
+        .find(|e| e["subject"] == "XZ-T-02" && e["type"] == "approval.accepted")
+        .expect("XZ-T-02 accepted");
+    let accepted_day = accepted["time"]
+        .as_str()
+        .and_then(|t| t.strip_suffix("T10:00:00+08:00"))
+        .expect("accepted at 10:00 Beijing time")
+        .to_string();
+    let add = Command::new(env!("CARGO_BIN_EXE_redlight"))
+        .args(["calendar", "--config"])
+        .arg(&config)
+        .args(["add", &accepted_day, "19"])
+        .output()
+        .expect("redlight calendar add");
+    assert_eq!(String::from_utf8_lossy(&add.stdout).trim(), day);
+    let _ = std::fs::remove_dir_all(&dir);
 }

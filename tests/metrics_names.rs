@@ -133,7 +133,7 @@ receivers = ["accepts", "refuses"]
     );
     let mut d = Daemon::start_with("metrics-names", 2, "", &extra, &[]).await;
     let mut lines = fixed_samples();
-    lines.extend(relative_samples("M1"));
+    lines.extend(d.relative_samples("M1"));
     lines.push("this is not a CloudEvent".to_string());
     let n = lines.len() as u64;
     produce(&broker(), &d.topic, &lines).await;
@@ -192,7 +192,7 @@ async fn department_labels_are_capped_and_nothing_is_lost() {
     )
     .await;
     let mut lines = fixed_samples();
-    lines.extend(relative_samples("D1"));
+    lines.extend(d.relative_samples("D1"));
     let n = lines.len() as u64;
     produce(&broker(), &d.topic, &lines).await;
     d.wait_consumed(n);
@@ -378,7 +378,7 @@ async fn open_case_gauges_equal_the_open_cases_the_api_lists() {
         ),
     ];
     produce(&broker(), &d.topic, &more).await;
-    let consumed = (fixed_samples().len() + relative_samples("G1").len() + more.len()) as u64;
+    let consumed = (fixed_samples().len() + d.relative_samples("G1").len() + more.len()) as u64;
     d.wait_consumed(consumed);
     let (rules, lights) = gauges_equal_the_listed_cases(&d, "after two withdrawals");
     assert!(

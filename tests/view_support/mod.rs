@@ -112,11 +112,14 @@ pub fn fixed_samples() -> Vec<String> {
 }
 
 /// The relative samples, timed for now by `scripts/quickstart.sh events`, with `stamp` in
-/// their case ids.
-pub fn relative_samples(stamp: &str) -> Vec<String> {
+/// their case ids. The workdays are counted by `config`'s calendar: the test daemon's,
+/// which covers next year too (`calendar::calendars_for_now`), so that the samples are
+/// placed as the daemon counts also after the shipped data ends.
+pub fn relative_samples(config: &Path, stamp: &str) -> Vec<String> {
     let out = Command::new(root().join("scripts/quickstart.sh"))
         .arg("events")
         .env("REDLIGHT_BIN", env!("CARGO_BIN_EXE_redlight"))
+        .env("QUICKSTART_CONFIG", config)
         .env("QUICKSTART_STAMP", stamp)
         .output()
         .expect("scripts/quickstart.sh events");
@@ -245,6 +248,11 @@ impl Daemon {
         };
         d.wait_ready();
         d
+    }
+
+    /// The relative samples placed by this daemon's calendar ([`relative_samples`]).
+    pub fn relative_samples(&self, stamp: &str) -> Vec<String> {
+        relative_samples(&self.dir.join("redlight.toml"), stamp)
     }
 
     pub fn wait_ready(&mut self) {
@@ -429,7 +437,7 @@ pub async fn fed_daemon(name: &str, stamp: &str) -> Daemon {
     let retention = [("REDLIGHT_ENGINE__RETENTION_DAYS", "36500")];
     let mut d = Daemon::start_with(name, 2, "", "", &retention).await;
     let mut lines = fixed_samples();
-    lines.extend(relative_samples(stamp));
+    lines.extend(d.relative_samples(stamp));
     let n = lines.len() as u64;
     produce(&broker(), &d.topic, &lines).await;
     d.wait_consumed(n);
