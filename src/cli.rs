@@ -61,12 +61,17 @@ pub fn check(config_path: &Path, today: NaiveDate) -> CheckReport {
     if let Some(cal) = &calendar {
         let last = cal.last_day();
         let left = (last - today).num_days();
+        // Data that has ended is a warning, not a problem: the configuration is valid and
+        // the daemon counts every clock it can (deadlines past the data wait, pending; an
+        // event that needs a day without data goes to the dead-letter topic). As a problem
+        // it failed `check`, and with it the systemd unit's ExecStartPre: no restart, and
+        // the board and every clock in hours gone dark, until the next notice was added.
         if left < 0 {
-            report.problems.push(format!(
-                "{}: calendar data ended on {last}; clocks that reach {} cannot be computed — add \
-                 the State Council's notice for {}",
+            report.warnings.push(format!(
+                "{}: calendar data ended on {last}; deadlines after it wait, and events that \
+                 need a day after it go to the dead-letter topic, until the State Council's \
+                 notice for {} is added (see config/calendars/README.md)",
                 config.calendar_dir().display(),
-                today,
                 last.succ_opt().map_or(0, |d| chrono::Datelike::year(&d))
             ));
         } else if left <= CALENDAR_WARN_DAYS {
@@ -320,6 +325,44 @@ pub fn calendar_list(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `check` passes the shipped configuration on any day: it warns from 60 days before
+    /// the calendar data ends, and after the end says what waits, without failing (exit 0).
+    #[test]
+    fn the_calendar_data_ending_is_a_warning_of_check_never_a_problem() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let path = root.join("config/redlight.toml");
+        let config = crate::config::Config::load(&path).expect("config");
+        let last = config.load_calendar().expect("calendar").last_day();
+        let day = |n: i64| last + chrono::Duration::days(n);
+
+        let early = check(&path, day(-CALENDAR_WARN_DAYS - 1));
+        assert!(early.problems.is_empty(), "{:?}", early.problems);
+        assert!(early.warnings.is_empty(), "{:?}", early.warnings);
+
+        let ending = check(&path, day(-3));
+        assert!(ending.problems.is_empty(), "{:?}", ending.problems);
+        assert!(
+            ending.warnings.len() == 1
+                && ending.warnings[0].contains(&format!("calendar data ends on {last}, in 3 days")),
+            "{:?}",
+            ending.warnings
+        );
+
+        for after in [1, 400] {
+            let ended = check(&path, day(after));
+            assert!(ended.problems.is_empty(), "{:?}", ended.problems);
+            assert!(ended.summary.starts_with("ok: "), "{}", ended.summary);
+            let next = chrono::Datelike::year(&day(1));
+            assert!(
+                ended.warnings.len() == 1
+                    && ended.warnings[0].contains(&format!("calendar data ended on {last}"))
+                    && ended.warnings[0].contains(&format!("notice for {next} is added")),
+                "{:?}",
+                ended.warnings
+            );
+        }
+    }
 
     /// A range lists every day in it with its kind; a range the wrong way round is an
     /// error naming both ends, not an empty list.
