@@ -10,6 +10,20 @@ step() { printf '\n==> %s\n' "$*" >&2; }
 step "cargo fmt --check"
 cargo fmt --all -- --check
 
+as_root() { if [[ $(id -u) -eq 0 ]]; then "$@"; else sudo "$@"; fi; }
+
+step "Debian packages: Cyrus SASL (the kafka-gssapi feature), MIT Kerberos (the test broker's KDC)"
+# libsasl2-dev to build librdkafka with GSSAPI, its GSSAPI plugin and kinit to log in, and
+# the KDC that scripts/kafka.sh runs beside the broker for the Kerberos end-to-end test.
+missing=()
+for p in libsasl2-dev libsasl2-modules-gssapi-mit krb5-user krb5-kdc krb5-admin-server; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  as_root apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
 step "cargo clippy --all-targets -- -D warnings"
 cargo clippy --all-targets --quiet -- -D warnings
 
@@ -26,7 +40,6 @@ REDLIGHT_TEST_KAFKA="$(scripts/kafka.sh bootstrap)"
 export REDLIGHT_TEST_KAFKA
 
 step "headless Chromium and a CJK font for the board test (Debian's chromium)"
-as_root() { if [[ $(id -u) -eq 0 ]]; then "$@"; else sudo "$@"; fi; }
 if ! command -v chromium >/dev/null 2>&1; then
   as_root apt-get update -qq
   as_root apt-get install -y -qq chromium >/dev/null

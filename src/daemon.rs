@@ -1146,8 +1146,18 @@ fn producer_config(k: &crate::config::KafkaConfig) -> ClientConfig {
 /// Whether librdkafka takes the Kafka settings, as the daemon would at start, without
 /// reaching a broker: for `redlight check`. A misspelt or unknown `[kafka.librdkafka]` key,
 /// a value it refuses, a protocol this build lacks (`SASL_SSL` without the `kafka-tls`
-/// feature) are found before the deployment rather than at its start.
+/// feature, `GSSAPI` without `kafka-gssapi`) are found before the deployment rather than
+/// at its start. So is a Kerberos keytab that cannot be read: librdkafka only has `kinit`
+/// print that on stderr and starts anyway, and the daemon would then never log in.
 pub fn check_kafka_settings(k: &crate::config::KafkaConfig) -> Result<(), String> {
+    let setting = |key: &str| k.librdkafka.get(key).map(crate::config::Secret::expose);
+    let mechanism = setting("sasl.mechanism").or_else(|| setting("sasl.mechanisms"));
+    if mechanism.is_some_and(|m| m.trim().eq_ignore_ascii_case("GSSAPI"))
+        && let Some(keytab) = setting("sasl.kerberos.keytab")
+    {
+        std::fs::File::open(keytab)
+            .map_err(|e| format!("sasl.kerberos.keytab: cannot read {keytab}: {e}"))?;
+    }
     consumer_config(k)
         .create::<BaseConsumer>()
         .map(drop)

@@ -1382,6 +1382,27 @@ fn kafka_client_settings_are_not_printed() {
         "{text}"
     );
     assert!(!text.contains("hunter2"), "{text}");
+    // Kerberos: the default build takes GSSAPI (here with a ticket cache kept by the host,
+    // no keytab, no kinit); a keytab that cannot be read is named, since librdkafka would
+    // start anyway and never log in.
+    let kerberos = "[kafka.librdkafka]\n\"security.protocol\" = \"SASL_PLAINTEXT\"\n\
+                    \"sasl.mechanism\" = \"GSSAPI\"\n\"sasl.kerberos.service.name\" = \"kafka\"\n\
+                    \"sasl.kerberos.min.time.before.relogin\" = \"0\"\n";
+    let (code, text) = check(kerberos);
+    assert_eq!(code, Some(0), "{text}");
+    let missing = dir.join("missing.keytab");
+    let (code, text) = check(&format!(
+        "{kerberos}\"sasl.kerberos.keytab\" = \"{}\"\n",
+        missing.display()
+    ));
+    assert_eq!(code, Some(2), "{text}");
+    assert!(
+        text.contains(&format!(
+            "sasl.kerberos.keytab: cannot read {}",
+            missing.display()
+        )),
+        "{text}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 
