@@ -366,8 +366,11 @@ fn the_daemon_reads_a_broker_over_tls_with_a_sasl_login() {
 /// A broker that asks for Kerberos, as the Hadoop distributions' Kafka does: the daemon
 /// logs in with a keytab (librdkafka runs `kinit` with it) to the SASL_PLAINTEXT/GSSAPI
 /// listener `scripts/kafka.sh` starts with a KDC of its own, gives exactly the alerts replay
-/// gives, and sends a bad message to the dead-letter topic through the same login. (Until
-/// 2026-12-05 the build had no Cyrus SASL and refused `sasl.mechanism = "GSSAPI"`.)
+/// gives, and sends a bad message to the dead-letter topic through the same login. It
+/// starts while the KDC is down: unready, saying why, until it logs in by itself once the
+/// KDC is back (librdkafka runs `kinit` again every `sasl.kerberos.min.time.before.relogin`:
+/// 60 s by default, 5 s here). (Until 2026-12-05 the build had no Cyrus SASL and refused
+/// `sasl.mechanism = "GSSAPI"`.)
 #[test]
 fn the_daemon_reads_a_kerberos_broker_with_a_keytab() {
     let _serial = serial();
@@ -411,17 +414,47 @@ fn the_daemon_reads_a_kerberos_broker_with_a_keytab() {
         ("sasl.kerberos.service.name", "kafka"),
         ("sasl.kerberos.keytab", keytab.as_str()),
         ("sasl.kerberos.principal", principal.as_str()),
+        ("sasl.kerberos.min.time.before.relogin", "5000"),
     ] {
         set_librdkafka(&config, key, value);
     }
     let mut d = Daemon::new(config.clone(), dir.path.join("daemon.log"), port);
     // The realm's KDC, and a ticket cache of the test's own (kinit writes it).
-    d.env.push(("KRB5_CONFIG".into(), krb5_conf));
+    d.env.push(("KRB5_CONFIG".into(), krb5_conf.clone()));
     d.env.push((
         "KRB5CCNAME".into(),
         format!("FILE:{}", dir.path.join("krb5cc").display()),
     ));
+    // The KDC down (`scripts/kafka.sh start` starts it again): no ticket, no login.
+    let kdc_pid = std::path::Path::new(&krb5_conf).with_file_name("kdc.pid");
+    let pid = std::fs::read_to_string(&kdc_pid).expect("the KDC's pid file");
+    let killed = std::process::Command::new("kill")
+        .arg(pid.trim())
+        .status()
+        .expect("kill");
+    assert!(killed.success(), "stopping the KDC (pid {})", pid.trim());
     d.start();
+    let why = poll_until(
+        Duration::from_secs(60),
+        "the reason it cannot log in",
+        || {
+            d.log_lines("No Kerberos credentials available")
+                .into_iter()
+                .next()
+        },
+    );
+    assert!(why.contains("GSSAPI"), "{why}");
+    let (status, body) = d.get("/readyz").expect("/readyz answers");
+    assert_eq!(status, 503, "unready without a login: {body}");
+    let down = Instant::now();
+    let out = kafka_sh(Some(b.port), &["start"]);
+    assert!(out.status.success(), "scripts/kafka.sh start: {out:?}");
+    poll_until(
+        Duration::from_secs(60),
+        "ready once the KDC is back",
+        || d.get("/readyz").filter(|(s, _)| *s == 200),
+    );
+    eprintln!("[m] logged in {} after the KDC came back", secs(down));
     let n =
         assert_gives_replays_alerts(&mut d, &config, &lines, &ends, &names.topic, "over GSSAPI");
     let dead = read_topic(&b.bootstrap, &names.dead_letter, 1, Duration::from_secs(30));
