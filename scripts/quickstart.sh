@@ -284,13 +284,16 @@ cmd_start() {
     say "warning: $((errors - refused)) sample deadline(s) wait for calendar data beyond config/calendars/ (no red until it is added), $refused sample event(s) went to $DEAD_LETTER;"
     say "         add the next year's State Council holiday notice (config/calendars/README.md)"
   fi
+  # The yellow approval to look at, unless it was left out (the calendar data has ended).
+  local shown="XZ-$STAMP-02"
+  calendar_covers_today || shown="XZ-$STAMP-01"
   cat <<EOF
 
   红绿灯看板 (the red-light board):  http://127.0.0.1:$PORT/
       红灯 $(sum red) · 黄灯 $(sum yellow) · 绿灯 $(sum green)      (ready in $((SECONDS - t0)) s)
 
   JSON API:   curl -s 'http://127.0.0.1:$PORT/api/v1/cases?light=red'
-              curl -s 'http://127.0.0.1:$PORT/api/v1/cases/XZ-$STAMP-02'
+              curl -s 'http://127.0.0.1:$PORT/api/v1/cases/$shown'
               curl -s 'http://127.0.0.1:$PORT/api/v1/alerts?level=red'
               curl -s 'http://127.0.0.1:$PORT/api/v1/scorecard?period=$(TZ="$TZ_NAME" date +%Y)'
   Metrics:    curl -s http://127.0.0.1:$PORT/metrics | grep ^redlight_
