@@ -62,6 +62,10 @@ pub struct Shared {
     pub dead_letter_tries: Arc<DeadLetterTries>,
     /// `kafka.dead_letter_topic`.
     pub dead_letter_topic: String,
+    /// The Kafka client's last error and its reason (when, and what), for /readyz: when no
+    /// partition is assigned it says why (a broker out of reach, a refused login, "No
+    /// Kerberos credentials available"), which otherwise only the log had.
+    pub kafka_error: Mutex<Option<(std::time::Instant, String)>>,
 }
 
 /// The consumer's context: applies stored offsets on assignment and tells the loop.
@@ -78,6 +82,8 @@ struct Ctx {
     /// The offset of the last batch librdkafka could not decompress, from its error's text
     /// (the consumer's error says only the code): [`Loop::unreadable_batch`].
     unreadable_at: Mutex<Option<u64>>,
+    /// For /readyz: `Shared::kafka_error`.
+    shared: Arc<Shared>,
 }
 
 enum Change {
@@ -100,6 +106,12 @@ impl ClientContext for Ctx {
         // unusable, and the callback gets the underlying code, not "fatal": the loop is
         // woken to ask the client (`check_fatal`) and stops if so.
         tracing::warn!(%error, reason, "kafka client error");
+        *self
+            .shared
+            .kafka_error
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) =
+            Some((std::time::Instant::now(), format!("{error}: {reason}")));
         self.notify.notify_one();
     }
 
@@ -269,6 +281,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         open: Mutex::new(crate::open_counts::Totals::default()),
         dead_letter_tries: Arc::default(),
         dead_letter_topic: config.kafka.dead_letter_topic.clone(),
+        kafka_error: Mutex::new(None),
     });
     let rules = Arc::new(template.rules().clone());
     let calendar = Arc::new(template.calendar().clone());
@@ -337,6 +350,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         metrics: metrics.clone(),
         pending,
         unreadable_at: Mutex::new(None),
+        shared: shared.clone(),
     };
     let k = &config.kafka;
     let cc = consumer_config(k);

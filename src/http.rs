@@ -85,6 +85,11 @@ async fn readyz(State(s): State<Arc<Shared>>) -> Response {
     (code, axum::Json(body)).into_response()
 }
 
+/// How long the Kafka client's last error is shown on /readyz while no partition is
+/// assigned: longer than librdkafka's reconnection backoff (10 s at most), so a broker
+/// that stays out of reach stays named, and short enough not to blame an old error.
+const KAFKA_ERROR_SHOWN: std::time::Duration = std::time::Duration::from_secs(120);
+
 /// Why the daemon is not ready (empty when it is), and the partitions assigned.
 fn readiness(s: &Shared) -> (Vec<String>, usize) {
     let mut reasons = Vec::new();
@@ -93,7 +98,20 @@ fn readiness(s: &Shared) -> (Vec<String>, usize) {
     }
     let assigned = s.assigned.lock().map(|a| a.len()).unwrap_or(0);
     if assigned == 0 {
-        reasons.push("no Kafka partitions assigned".to_string());
+        // With the client's last error, if it is recent: why there are none, often.
+        let last = s
+            .kafka_error
+            .lock()
+            .ok()
+            .and_then(|e| e.clone())
+            .filter(|(at, _)| at.elapsed() < KAFKA_ERROR_SHOWN);
+        reasons.push(match last {
+            Some((at, what)) => format!(
+                "no Kafka partitions assigned (the Kafka client's last error, {} s ago: {what})",
+                at.elapsed().as_secs()
+            ),
+            None => "no Kafka partitions assigned".to_string(),
+        });
     }
     (reasons, assigned)
 }

@@ -444,8 +444,14 @@ fn the_daemon_reads_a_kerberos_broker_with_a_keytab() {
         },
     );
     assert!(why.contains("GSSAPI"), "{why}");
+    // /readyz says why too: the Kafka client's last error.
     let (status, body) = d.get("/readyz").expect("/readyz answers");
     assert_eq!(status, 503, "unready without a login: {body}");
+    assert!(
+        body.contains("no Kafka partitions assigned (the Kafka client's last error")
+            && body.contains("No Kerberos credentials available"),
+        "/readyz names the login's failure: {body}"
+    );
     let down = Instant::now();
     let out = kafka_sh(Some(b.port), &["start"]);
     assert!(out.status.success(), "scripts/kafka.sh start: {out:?}");
