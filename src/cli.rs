@@ -22,8 +22,11 @@ pub struct CheckReport {
     pub summary: String,
 }
 
-/// Validates the configuration, every rule pack and the calendar data.
-pub fn check(config_path: &Path, today: NaiveDate) -> CheckReport {
+/// Validates the configuration, every rule pack and the calendar data. `today` judges the
+/// calendar's coverage; without it, today in the configured time zone (as the daemon
+/// counts), not the host's: a host on UTC would otherwise say the data ends "in 0 days"
+/// for the first eight hours of January 1st in Beijing.
+pub fn check(config_path: &Path, today: Option<NaiveDate>) -> CheckReport {
     let mut report = CheckReport::default();
     let config = match Config::load(config_path) {
         Ok(c) => c,
@@ -59,6 +62,8 @@ pub fn check(config_path: &Path, today: NaiveDate) -> CheckReport {
         }
     };
     if let Some(cal) = &calendar {
+        let today =
+            today.unwrap_or_else(|| chrono::Utc::now().with_timezone(&cal.tz()).date_naive());
         let last = cal.last_day();
         let left = (last - today).num_days();
         // Data that has ended is a warning, not a problem: the configuration is valid and
@@ -336,11 +341,11 @@ mod tests {
         let last = config.load_calendar().expect("calendar").last_day();
         let day = |n: i64| last + chrono::Duration::days(n);
 
-        let early = check(&path, day(-CALENDAR_WARN_DAYS - 1));
+        let early = check(&path, Some(day(-CALENDAR_WARN_DAYS - 1)));
         assert!(early.problems.is_empty(), "{:?}", early.problems);
         assert!(early.warnings.is_empty(), "{:?}", early.warnings);
 
-        let ending = check(&path, day(-3));
+        let ending = check(&path, Some(day(-3)));
         assert!(ending.problems.is_empty(), "{:?}", ending.problems);
         assert!(
             ending.warnings.len() == 1
@@ -350,7 +355,7 @@ mod tests {
         );
 
         for after in [1, 400] {
-            let ended = check(&path, day(after));
+            let ended = check(&path, Some(day(after)));
             assert!(ended.problems.is_empty(), "{:?}", ended.problems);
             assert!(ended.summary.starts_with("ok: "), "{}", ended.summary);
             let next = chrono::Datelike::year(&day(1));

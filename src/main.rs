@@ -39,7 +39,8 @@ enum Command {
     Check {
         #[arg(long, default_value = "config/redlight.toml")]
         config: PathBuf,
-        /// Judge the calendar's coverage as of this date instead of today (YYYY-MM-DD).
+        /// Judge the calendar's coverage as of this date (YYYY-MM-DD) instead of today in
+        /// the configured time zone.
         #[arg(long)]
         today: Option<NaiveDate>,
     },
@@ -221,7 +222,6 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Check { config, today } => {
-            let today = today.unwrap_or_else(|| chrono::Local::now().date_naive());
             let report = cli::check(&config, today);
             for w in &report.warnings {
                 eprintln!("warning: {w}");
