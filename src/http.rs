@@ -130,21 +130,20 @@ async fn metrics(State(s): State<Arc<Shared>>) -> Response {
 /// escalation steps waiting.
 async fn deliveries(State(s): State<Arc<Shared>>) -> Response {
     let store = s.store.clone();
-    let result = tokio::task::spawn_blocking(move || {
-        Ok::<_, crate::store::StoreError>((
+    let result = store_call("deliveries", move || {
+        Ok((
             crate::delivery::stats(&store)?,
             crate::delivery::pending_escalations(&store)?,
         ))
     })
     .await;
     match result {
-        Ok(Ok((receivers, escalations))) => axum::Json(json!({
+        Ok((receivers, escalations)) => axum::Json(json!({
             "receivers": receivers,
             "escalations_pending": escalations,
         }))
         .into_response(),
-        Ok(Err(e)) => store_error("deliveries", e.to_string()),
-        Err(e) => store_error("deliveries", e.to_string()),
+        Err(answer) => answer,
     }
 }
 
@@ -193,16 +192,16 @@ async fn delivery_page(
 ) -> Response {
     let store = s.store.clone();
     let limit = q.limit.unwrap_or(1000).clamp(1, 10_000);
-    let result =
-        tokio::task::spawn_blocking(move || list(&store, q.after, limit, q.receiver.as_deref()))
-            .await;
+    let result = store_call("deliveries", move || {
+        list(&store, q.after, limit, q.receiver.as_deref())
+    })
+    .await;
     match result {
-        Ok(Ok(rows)) => {
+        Ok(rows) => {
             let next = rows.last().map_or(q.after, |r| r.seq);
             axum::Json(json!({key: rows, "next": next})).into_response()
         }
-        Ok(Err(e)) => store_error("deliveries", e.to_string()),
-        Err(e) => store_error("deliveries", e.to_string()),
+        Err(answer) => answer,
     }
 }
 
@@ -225,8 +224,8 @@ async fn input_dead_letters(
 ) -> Response {
     let limit = q.limit.unwrap_or(100).clamp(1, 1000);
     let shared = s.clone();
-    let result = tokio::task::spawn_blocking(move || {
-        Ok::<_, crate::store::StoreError>((
+    let result = store_call("input dead letters", move || {
+        Ok((
             shared.store.dead_letter_count()?,
             crate::daemon::list_dead_letters(
                 &shared.store,
@@ -239,7 +238,7 @@ async fn input_dead_letters(
     })
     .await;
     match result {
-        Ok(Ok((pending, (rows, more)))) => {
+        Ok((pending, (rows, more))) => {
             let next = rows.last().map(|r| r.seq).or(q.after);
             axum::Json(json!({
                 "dead_letter_topic": s.dead_letter_topic,
@@ -250,8 +249,7 @@ async fn input_dead_letters(
             }))
             .into_response()
         }
-        Ok(Err(e)) => store_error("input dead letters", e.to_string()),
-        Err(e) => store_error("input dead letters", e.to_string()),
+        Err(answer) => answer,
     }
 }
 
@@ -276,15 +274,27 @@ async fn resend_dead(State(s): State<Arc<Shared>>, body: axum::body::Bytes) -> R
     };
     let store = s.store.clone();
     let metrics = s.metrics.clone();
-    let result = tokio::task::spawn_blocking(move || {
+    let result = store_call("deliveries", move || {
         let now = chrono::Utc::now().timestamp_millis();
         crate::delivery::resend_dead(&store, Some(&metrics), &selection, now)
     })
     .await;
     match result {
-        Ok(Ok(n)) => axum::Json(json!({"resent": n})).into_response(),
-        Ok(Err(e)) => store_error("deliveries", e.to_string()),
-        Err(e) => store_error("deliveries", e.to_string()),
+        Ok(n) => axum::Json(json!({"resent": n})).into_response(),
+        Err(answer) => answer,
+    }
+}
+
+/// Runs a store call for API `what` off the async threads; its failure (or the blocking
+/// task's) is the answer to give: [`store_error`].
+async fn store_call<T: Send + 'static>(
+    what: &'static str,
+    f: impl FnOnce() -> Result<T, crate::store::StoreError> + Send + 'static,
+) -> Result<T, Response> {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(store_error(what, e.to_string())),
+        Err(e) => Err(store_error(what, e.to_string())),
     }
 }
 
