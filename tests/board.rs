@@ -265,16 +265,7 @@ fn the_quick_start_samples_still_come_after_the_calendar_data_ends() {
         "the template has samples timed in workdays"
     );
 
-    let events = |config: &Path| {
-        Command::new(root().join("scripts/quickstart.sh"))
-            .arg("events")
-            .env("REDLIGHT_BIN", env!("CARGO_BIN_EXE_redlight"))
-            .env("QUICKSTART_CONFIG", config)
-            .env("QUICKSTART_NOW", now.timestamp().to_string())
-            .env("QUICKSTART_STAMP", "T")
-            .output()
-            .expect("scripts/quickstart.sh events")
-    };
+    let events = |config: &Path| quickstart_events(config, "T", Some(now.timestamp()));
 
     // The shipped calendar ends before the day.
     let out = events(&root().join("config/redlight.toml"));

@@ -82,6 +82,18 @@ pub fn kafka_sh(port: Option<u16>, args: &[&str]) -> std::process::Output {
     cmd.output().expect("running scripts/kafka.sh")
 }
 
+/// What `scripts/kafka.sh WHAT` prints for the broker on `port` (trimmed), which must
+/// succeed: `tls-bootstrap`, `tls-ca`, `gssapi-bootstrap`, `kerberos`.
+pub fn kafka_sh_says(port: u16, what: &str) -> String {
+    let out = kafka_sh(Some(port), &[what]);
+    assert!(
+        out.status.success(),
+        "scripts/kafka.sh {what}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
 /// A tokio runtime for the rdkafka futures.
 pub fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()

@@ -116,13 +116,7 @@ pub fn fixed_samples() -> Vec<String> {
 /// which covers next year too (`calendar::calendars_for_now`), so that the samples are
 /// placed as the daemon counts also after the shipped data ends.
 pub fn relative_samples(config: &Path, stamp: &str) -> Vec<String> {
-    let out = Command::new(root().join("scripts/quickstart.sh"))
-        .arg("events")
-        .env("REDLIGHT_BIN", env!("CARGO_BIN_EXE_redlight"))
-        .env("QUICKSTART_CONFIG", config)
-        .env("QUICKSTART_STAMP", stamp)
-        .output()
-        .expect("scripts/quickstart.sh events");
+    let out = quickstart_events(config, stamp, None);
     assert!(
         out.status.success(),
         "scripts/quickstart.sh events: {}",
@@ -133,6 +127,20 @@ pub fn relative_samples(config: &Path, stamp: &str) -> Vec<String> {
         .filter(|l| !l.trim().is_empty())
         .map(String::from)
         .collect()
+}
+
+/// `scripts/quickstart.sh events` with `config`'s calendar, `stamp` in the case ids and,
+/// if given, `now` (epoch seconds) instead of the clock's.
+pub fn quickstart_events(config: &Path, stamp: &str, now: Option<i64>) -> std::process::Output {
+    let mut cmd = Command::new(root().join("scripts/quickstart.sh"));
+    cmd.arg("events")
+        .env("REDLIGHT_BIN", env!("CARGO_BIN_EXE_redlight"))
+        .env("QUICKSTART_CONFIG", config)
+        .env("QUICKSTART_STAMP", stamp);
+    if let Some(now) = now {
+        cmd.env("QUICKSTART_NOW", now.to_string());
+    }
+    cmd.output().expect("scripts/quickstart.sh events")
 }
 
 pub fn free_port() -> u16 {
