@@ -33,7 +33,9 @@
 //! bench panics half-way; a daemon still running then is killed);
 //! `REDLIGHT_BENCH_LOG` sets the daemon's `RUST_LOG` (for example
 //! `warn,redlight::daemon=info,redlight::store=debug` to log checkpoints);
-//! `--librdkafka KEY=VALUE` (repeatable) sets one of the daemon's consumer settings.
+//! `--librdkafka KEY=VALUE` (repeatable) sets one of the daemon's consumer settings;
+//! `REDLIGHT_BENCH_BIN` runs another `redlight` binary than this build's (a copy of an
+//! earlier build's, to compare two builds in alternating runs).
 
 #[path = "../tests/common/calendar.rs"]
 mod calendar;
@@ -595,7 +597,9 @@ listen = "127.0.0.1:{port}"
 
 fn start(config: &Path, log: &Path) -> Running {
     let log = std::fs::File::create(log).expect("log");
-    let child = Command::new(env!("CARGO_BIN_EXE_redlight"))
+    let bin = std::env::var_os("REDLIGHT_BENCH_BIN")
+        .unwrap_or_else(|| env!("CARGO_BIN_EXE_redlight").into());
+    let child = Command::new(bin)
         .args(["run", "--config"])
         .arg(config)
         .env(

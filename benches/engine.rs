@@ -319,7 +319,7 @@ fn drive_breakdown(
         tally.elapsed += d;
         tally.count_result(&r);
         tally.count_alerts(alerts);
-        let e = by_type.entry(ev.kind.clone()).or_default();
+        let e = by_type.entry(ev.kind.to_string()).or_default();
         e.0 += 1;
         e.1 += d;
         e.2 += alerts.len() as u64;
@@ -1588,11 +1588,11 @@ impl Workload {
             .single()
             .unwrap_or_default();
         Event {
-            id: format!("{subject}#{}", p.seq),
-            source: source.to_string(),
-            kind: p.step.kind().to_string(),
+            id: compact_str::format_compact!("{subject}#{}", p.seq),
+            source: source.into(),
+            kind: p.step.kind().into(),
             time,
-            subject,
+            subject: subject.into(),
             data,
         }
     }

@@ -1679,7 +1679,7 @@ impl Loop<'_> {
         let mut consumed = Tally::default();
         // Events more than `kafka.future_tolerance_ms` ahead of this are refused.
         let wall = wall_ms();
-        for (i, (m, parsed)) in messages.iter().zip(&events).enumerate() {
+        'messages: for (i, (m, parsed)) in messages.iter().zip(&events).enumerate() {
             let Ok(partition) = u32::try_from(m.partition()) else {
                 continue;
             };
@@ -1779,18 +1779,21 @@ impl Loop<'_> {
                          (logged at the 1st, 10th, 100th, ... such message)");
                 }
             }
+            // The partition's state, looked up once for what follows (the map's key is
+            // the topic's name: every lookup compares names).
+            let Some(mut p) = self.partitions.get_mut(&slot) else {
+                continue;
+            };
             // The cases of the partition's next events are fetched while this one is
             // applied (see `Engine::prefetch`).
-            if let Some(p) = self.partitions.get(&slot) {
-                p.engine.prefetch(|k| {
-                    let next = messages.get(i + k)?;
-                    if next.partition() != m.partition() || !next.same_topic(m) {
-                        return None;
-                    }
-                    let ev = events.get(i + k)?.as_ref().ok()?;
-                    Some(ev.subject.as_str())
-                });
-            }
+            p.engine.prefetch(|k| {
+                let next = messages.get(i + k)?;
+                if next.partition() != m.partition() || !next.same_topic(m) {
+                    return None;
+                }
+                let ev = events.get(i + k)?.as_ref().ok()?;
+                Some(ev.subject.as_str())
+            });
             // The timers due before the event fire first (as in replay). After days without
             // events that can be millions: each slice is made durable on its own, with the
             // offsets of the messages handled before this one.
@@ -1803,22 +1806,23 @@ impl Loop<'_> {
             // Deadlines and duties left pending for want of calendar data, by the timers
             // and the event, and a rejection (below), and the event's data problems:
             // counted from the engine's own counts.
-            let (calendar_errors, data_problems) = self.partitions.get(&slot).map_or((0, 0), |p| {
+            let (calendar_errors, data_problems) = {
                 let s = p.engine.stats();
                 (s.calendar_errors, s.data_problems)
-            });
-            while let Some(p) = self.partitions.get_mut(&slot)
-                && !p
-                    .engine
-                    .advance_before_bounded(ev.time_ms(), slice, &mut alerts)
+            };
+            while !p
+                .engine
+                .advance_before_bounded(ev.time_ms(), slice, &mut alerts)
             {
                 self.keep_dead_letters(std::mem::take(&mut dead))?;
                 let written = std::mem::replace(&mut alerts, self.writer.alert_vec());
                 self.persist(written, &touched)?;
+                // Revoked while the slices were persisted: nothing more of it here.
+                let Some(again) = self.partitions.get_mut(&slot) else {
+                    continue 'messages;
+                };
+                p = again;
             }
-            let Some(p) = self.partitions.get_mut(&slot) else {
-                continue;
-            };
             let t1 = timed.then(Instant::now);
             let applied = p.engine.apply(ev, &mut alerts);
             let stats = p.engine.stats();
@@ -1884,7 +1888,9 @@ impl Loop<'_> {
                     dead.push(dead_letter(e.to_string(), e.reason_code()));
                 }
             }
-            self.handled(&slot, offset_u, &mut touched);
+            // As `handled` does, with the partition at hand.
+            p.next_offset = Some(offset_u + 1);
+            touched.add(&slot);
         }
         for ((topic, kind), n) in consumed.0 {
             self.metrics
@@ -2135,7 +2141,9 @@ struct Touched(Vec<Slot>);
 
 impl Touched {
     fn add(&mut self, slot: &Slot) {
-        if self.0.last() != Some(slot) && !self.0.contains(slot) {
+        // The partition first: it tells most slots apart without comparing topic names.
+        let same = |s: &Slot| s.1 == slot.1 && s.0 == slot.0;
+        if !self.0.last().is_some_and(same) && !self.0.iter().any(same) {
             self.0.push(slot.clone());
         }
     }

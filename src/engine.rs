@@ -1920,8 +1920,8 @@ impl Core {
         if case.seen.len() >= self.max_events {
             return Err((
                 EngineError::CaseFull {
-                    event: ev.id.clone(),
-                    case: ev.subject.clone(),
+                    event: ev.id.to_string(),
+                    case: ev.subject.to_string(),
                     events: case.seen.len(),
                 },
                 false,
@@ -1986,8 +1986,8 @@ impl Core {
             // can_fail() covers every failing handler.
             return Err((
                 EngineError::Calendar {
-                    event: ev.id.clone(),
-                    case: ev.subject.clone(),
+                    event: ev.id.to_string(),
+                    case: ev.subject.to_string(),
                     rule,
                     source: Box::new(source),
                 },
@@ -2275,7 +2275,7 @@ impl Core {
             self.log_first_pending(PendingLine::Clock {
                 case: case.to_string(),
                 rule,
-                event: ev.id.clone(),
+                event: ev.id.to_string(),
                 error: e.to_string(),
             });
         } else {

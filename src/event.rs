@@ -18,15 +18,15 @@ mod fast;
 #[derive(Debug, Clone, PartialEq)]
 pub struct Event {
     /// Unique per event; a repeated id within a case is a duplicate and changes nothing.
-    pub id: String,
+    pub id: CompactString,
     /// Which system produced the event (kept for the record, not interpreted).
-    pub source: String,
+    pub source: CompactString,
     /// The catalogue type, e.g. `approval.accepted`.
-    pub kind: String,
+    pub kind: CompactString,
     /// Event time, with the offset the producer gave. All deadline arithmetic uses it.
     pub time: DateTime<FixedOffset>,
     /// The case id: an approval case, a market, a hazard, an accident, a department.
-    pub subject: String,
+    pub subject: CompactString,
     /// The event's data object; fields beyond the catalogue's are kept for rule conditions.
     pub data: Data,
 }
@@ -298,7 +298,7 @@ fn json_content_type(ct: &str) -> bool {
 impl Borrowed<'_> {
     /// The event, when this message is one; `None` sends it to the general path.
     fn event(self) -> Option<Event> {
-        let present = |v: Option<&str>| v.filter(|s| !s.is_empty()).map(str::to_string);
+        let present = |v: Option<&str>| v.filter(|s| !s.is_empty()).map(CompactString::from);
         if self.specversion != Some("1.0") {
             return None;
         }
@@ -411,11 +411,11 @@ impl Event {
             Some(other) => return Err(EventError::DataNotObject(json_kind(&other))),
         };
         Ok(Event {
-            id,
-            source,
-            kind,
+            id: id.into(),
+            source: source.into(),
+            kind: kind.into(),
             time,
-            subject,
+            subject: subject.into(),
             data,
         })
     }

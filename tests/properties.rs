@@ -239,8 +239,8 @@ proptest! {
         let mut lines = String::new();
         for e in &events {
             lines.push_str(&json!({
-                "specversion": "1.0", "id": e.id, "source": e.source, "type": e.kind,
-                "time": e.time.to_rfc3339(), "subject": e.subject, "data": e.data,
+                "specversion": "1.0", "id": e.id.as_str(), "source": e.source.as_str(), "type": e.kind.as_str(),
+                "time": e.time.to_rfc3339(), "subject": e.subject.as_str(), "data": e.data,
             }).to_string());
             lines.push('\n');
         }
@@ -1332,16 +1332,16 @@ proptest! {
             }
             out.clear();
             let applied = e.apply(ev, &mut out).expect("calendar covers the stream");
-            let key = (ev.subject.clone(), ev.id.clone());
+            let key = (ev.subject.to_string(), ev.id.to_string());
             if seen.contains(&key) {
                 prop_assert_eq!(applied, redlight::engine::Applied::Duplicate);
                 prop_assert!(out.is_empty(), "a duplicate raised {:?}", out);
-            } else if withdrawn.contains(&ev.subject) {
+            } else if withdrawn.contains(ev.subject.as_str()) {
                 prop_assert_eq!(applied, redlight::engine::Applied::CaseWithdrawn);
                 prop_assert!(out.is_empty(), "an event of a withdrawn case raised {:?}", out);
             } else if ev.kind == "approval.withdrawn" && applied == redlight::engine::Applied::Applied {
                 prop_assert!(out.iter().all(|a| a.status == redlight::alert::Status::Resolved));
-                withdrawn.insert(ev.subject.clone());
+                withdrawn.insert(ev.subject.to_string());
             }
             seen.insert(key);
         }
