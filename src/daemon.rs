@@ -1689,7 +1689,7 @@ impl Loop<'_> {
         // The messages of a batch mostly come from one partition after another: the slot
         // is built anew only when it changes.
         let mut slot: Slot = (String::new(), u32::MAX);
-        // The shared name of the topic in `slot` (see `Msg::copy`): while messages share
+        // The shared name of the topic in `slot` (see `shared_topic`): while messages share
         // it, the slot's topic is theirs without comparing the names.
         let mut slot_topic: Option<Arc<str>> = None;
         // `redlight_events_consumed_total`, by topic and type, counted here and added to
