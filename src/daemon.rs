@@ -2052,7 +2052,7 @@ impl Loop<'_> {
     /// of `touched` partitions; the offsets go to Kafka once it is durable.
     fn persist(&mut self, alerts: Vec<Alert>, touched: &Touched) -> anyhow::Result<()> {
         let mut batch = WriteBatch {
-            ledger: std::mem::take(&mut self.ledger),
+            ledger: std::mem::replace(&mut self.ledger, self.writer.ledger_vec()),
             cases: self.writer.case_buffer(),
             dead_letters: std::mem::take(&mut self.dead_letters),
             ..WriteBatch::default()

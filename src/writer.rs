@@ -133,7 +133,13 @@ pub struct Writer {
 struct Spare {
     cases: Vec<CaseChanges>,
     alerts: Vec<Vec<Alert>>,
+    /// Scorecard rows' vectors: grown from nothing for every batch (a row per case closed),
+    /// their growth was 1.5% of the loop's samples in the whole-case bench.
+    ledgers: Vec<Ledger>,
 }
+
+/// A batch's scorecard rows (`WriteBatch::ledger`).
+type Ledger = Vec<(i64, String, String, Vec<u8>)>;
 
 const SPARE: usize = QUEUE + 2;
 
@@ -222,15 +228,20 @@ impl Writer {
             while let Ok(mut done) = recycle.try_recv() {
                 let mut cases = std::mem::take(&mut done.cases);
                 let mut alerts = std::mem::take(&mut done.alerts);
+                let mut ledger = std::mem::take(&mut done.ledger);
                 drop(done);
                 cases.clear();
                 alerts.clear();
+                ledger.clear();
                 if let Ok(mut spare) = self.spare.lock() {
                     if spare.cases.len() < SPARE {
                         spare.cases.push(cases);
                     }
                     if spare.alerts.len() < SPARE {
                         spare.alerts.push(alerts);
+                    }
+                    if spare.ledgers.len() < SPARE {
+                        spare.ledgers.push(ledger);
                     }
                 }
             }
@@ -263,6 +274,16 @@ impl Writer {
             .lock()
             .ok()
             .and_then(|mut s| s.alerts.pop())
+            .unwrap_or_default()
+    }
+
+    /// An empty vector for the next batch's scorecard rows, with the room a committed one
+    /// had.
+    pub fn ledger_vec(&self) -> Ledger {
+        self.spare
+            .lock()
+            .ok()
+            .and_then(|mut s| s.ledgers.pop())
             .unwrap_or_default()
     }
 
