@@ -18,6 +18,8 @@ use crate::rules::Unit;
 
 /// Appends the case's bytes to `out`.
 pub(super) fn write_case(out: &mut Vec<u8>, case: &Case) -> Result<(), rmp_serde::encode::Error> {
+    // Room for a case of a few hundred bytes at once, rather than growing on the way.
+    out.reserve(1024);
     array_len(out, 11);
     str(out, &case.id);
     array_len(out, case.data.len());
@@ -177,8 +179,18 @@ fn bool(out: &mut Vec<u8>, b: bool) {
 }
 
 fn f64(out: &mut Vec<u8>, f: f64) {
-    out.push(0xcb);
-    out.extend_from_slice(&f.to_be_bytes());
+    tagged(out, 0xcb, &f.to_be_bytes());
+}
+
+/// A marker byte and what follows it, in one copy: pushing the marker on its own checked
+/// the vector's room twice per value (with the rest of the encoding, a few percent of the
+/// daemon loop's samples).
+#[inline]
+fn tagged(out: &mut Vec<u8>, tag: u8, bytes: &[u8]) {
+    let mut buf = [0u8; 9];
+    buf[0] = tag;
+    buf[1..=bytes.len()].copy_from_slice(bytes);
+    out.extend_from_slice(&buf[..=bytes.len()]);
 }
 
 /// The smallest form of an unsigned integer, as `rmp::encode::write_uint`.
@@ -188,14 +200,11 @@ fn uint(out: &mut Vec<u8>, v: u64) {
     } else if let Ok(v) = u8::try_from(v) {
         out.extend_from_slice(&[0xcc, v]);
     } else if let Ok(v) = u16::try_from(v) {
-        out.push(0xcd);
-        out.extend_from_slice(&v.to_be_bytes());
+        tagged(out, 0xcd, &v.to_be_bytes());
     } else if let Ok(v) = u32::try_from(v) {
-        out.push(0xce);
-        out.extend_from_slice(&v.to_be_bytes());
+        tagged(out, 0xce, &v.to_be_bytes());
     } else {
-        out.push(0xcf);
-        out.extend_from_slice(&v.to_be_bytes());
+        tagged(out, 0xcf, &v.to_be_bytes());
     }
 }
 
@@ -207,32 +216,28 @@ fn sint(out: &mut Vec<u8>, v: i64) {
     } else if v >= -32 {
         out.push(v as u8); // negative fixint: 0xe0..=0xff
     } else if let Ok(v) = i8::try_from(v) {
-        out.push(0xd0);
-        out.extend_from_slice(&v.to_be_bytes());
+        tagged(out, 0xd0, &v.to_be_bytes());
     } else if let Ok(v) = i16::try_from(v) {
-        out.push(0xd1);
-        out.extend_from_slice(&v.to_be_bytes());
+        tagged(out, 0xd1, &v.to_be_bytes());
     } else if let Ok(v) = i32::try_from(v) {
-        out.push(0xd2);
-        out.extend_from_slice(&v.to_be_bytes());
+        tagged(out, 0xd2, &v.to_be_bytes());
     } else {
-        out.push(0xd3);
-        out.extend_from_slice(&v.to_be_bytes());
+        tagged(out, 0xd3, &v.to_be_bytes());
     }
 }
 
 fn str(out: &mut Vec<u8>, s: &str) {
     let n = s.len();
+    // The marker, the length and the bytes: room checked once.
+    out.reserve(5 + n);
     if n < 32 {
         out.push(0xa0 | n as u8);
     } else if let Ok(n) = u8::try_from(n) {
         out.extend_from_slice(&[0xd9, n]);
     } else if let Ok(n) = u16::try_from(n) {
-        out.push(0xda);
-        out.extend_from_slice(&n.to_be_bytes());
+        tagged(out, 0xda, &n.to_be_bytes());
     } else {
-        out.push(0xdb);
-        out.extend_from_slice(&(n as u32).to_be_bytes());
+        tagged(out, 0xdb, &(n as u32).to_be_bytes());
     }
     out.extend_from_slice(s.as_bytes());
 }
@@ -241,11 +246,9 @@ fn array_len(out: &mut Vec<u8>, n: usize) {
     if n < 16 {
         out.push(0x90 | n as u8);
     } else if let Ok(n) = u16::try_from(n) {
-        out.push(0xdc);
-        out.extend_from_slice(&n.to_be_bytes());
+        tagged(out, 0xdc, &n.to_be_bytes());
     } else {
-        out.push(0xdd);
-        out.extend_from_slice(&(n as u32).to_be_bytes());
+        tagged(out, 0xdd, &(n as u32).to_be_bytes());
     }
 }
 
