@@ -2238,6 +2238,17 @@ fn shared_topic(m: &impl Message, previous: Option<&Msg>) -> Arc<str> {
     }
 }
 
+/// A message's headers, names and values copied out as sent (none: empty).
+fn headers_of(m: &impl Message) -> Vec<(String, Option<Vec<u8>>)> {
+    m.headers()
+        .map(|h| {
+            h.iter()
+                .map(|h| (h.key.to_string(), h.value.map(<[u8]>::to_vec)))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 impl Msg {
     /// Keeps librdkafka's message as it is.
     ///
@@ -2273,14 +2284,7 @@ impl Msg {
                 bytes: bytes.into_boxed_slice(),
                 key_len: key.map(<[u8]>::len),
                 has_payload: payload.is_some(),
-                headers: m
-                    .headers()
-                    .map(|h| {
-                        h.iter()
-                            .map(|h| (h.key.to_string(), h.value.map(<[u8]>::to_vec)))
-                            .collect()
-                    })
-                    .unwrap_or_default(),
+                headers: headers_of(m),
             },
         }
     }
@@ -2288,14 +2292,7 @@ impl Msg {
     /// The message's headers, names and values as sent (read when asked: see [`Body`]).
     fn headers(&self) -> Vec<(String, Option<Vec<u8>>)> {
         match &self.body {
-            Body::Held(m) => m
-                .headers()
-                .map(|h| {
-                    h.iter()
-                        .map(|h| (h.key.to_string(), h.value.map(<[u8]>::to_vec)))
-                        .collect()
-                })
-                .unwrap_or_default(),
+            Body::Held(m) => headers_of(m),
             #[cfg(test)]
             Body::Copied { headers, .. } => headers.clone(),
         }
@@ -2481,10 +2478,10 @@ impl Drop for Parser {
 
 fn parse(m: &Msg) -> ParsedMsg {
     let parsed = Event::parse(m.payload().unwrap_or(&[]));
-    let keyed = parsed
-        .as_ref()
-        .is_ok_and(|ev| m.key() == Some(ev.subject.as_bytes()))
-        || parsed.is_err();
+    let keyed = match &parsed {
+        Ok(ev) => m.key() == Some(ev.subject.as_bytes()),
+        Err(_) => true,
+    };
     (parsed, keyed)
 }
 
