@@ -23,6 +23,7 @@ use crate::event::Event;
 use crate::metrics::Metrics;
 use crate::store::{Store, WriteBatch};
 use anyhow::Context as _;
+use futures_core::Stream as _;
 use rdkafka::ClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, StreamConsumer};
@@ -1650,15 +1651,20 @@ impl Loop<'_> {
             }
         }
         let mut unreadable = false;
+        // One stream for the batch: `StreamConsumer::recv` makes a stream per message,
+        // registering and unregistering a waker slot under a lock each time.
+        let consumer = Arc::clone(&self.consumer);
+        let mut stream = consumer.stream();
         while messages.len() < max {
-            match tokio::time::timeout_at(deadline, self.consumer.recv()).await {
-                Ok(Ok(m)) => {
+            let next = std::future::poll_fn(|cx| std::pin::Pin::new(&mut stream).poll_next(cx));
+            match tokio::time::timeout_at(deadline, next).await {
+                Ok(Some(Ok(m))) => {
                     // SAFETY: kept in `messages`, which go into a `Batch` holding the
                     // consumer, or are dropped here while it lives.
                     let m = unsafe { Msg::held(m, messages.last()) };
                     messages.push(m);
                 }
-                Ok(Err(e)) => {
+                Ok(Some(Err(e))) => {
                     self.metrics.kafka_errors.inc();
                     if e.rdkafka_error_code() == Some(RDKafkaErrorCode::BadCompression) {
                         // Said once the messages before it are applied: the partition's
@@ -1669,9 +1675,11 @@ impl Loop<'_> {
                     }
                     break;
                 }
-                Err(_) => break,
+                // rdkafka's streams never end; the deadline ends the batch.
+                Ok(None) | Err(_) => break,
             }
         }
+        drop(stream);
         // Assignments that arrived while receiving: load them before applying.
         self.apply_changes()?;
         let mut alerts = self.writer.alert_vec();
