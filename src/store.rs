@@ -521,7 +521,7 @@ pub struct WriteBatch {
     /// `(topic, partition, the engine's clock in ms)`.
     pub clocks: Vec<(String, u32, i64)>,
     /// Scorecard records `(instant, case id, record key, JSON)`, written idempotently.
-    pub ledger: Vec<(i64, String, String, Vec<u8>)>,
+    pub ledger: Vec<LedgerRow>,
     /// Scorecard records `(instant, case id, record key)` taken back (a missed period whose
     /// report was made in time and delivered late, [`crate::scorecard::take_period_rows`]),
     /// deleted after `ledger` is written: such a record is never written again.
@@ -1068,6 +1068,30 @@ fn key_order<'r>(n: usize, key: impl Fn(usize) -> (&'r [u8], u32, &'r [u8])) -> 
         }
     }
     out
+}
+
+/// A scorecard record: `(instant, case id, record key, JSON)`.
+pub type LedgerRow = (i64, String, String, Vec<u8>);
+
+/// A batch's scorecard rows in key order, of a key written more than once the last row
+/// (what inserting them all in their order leaves). The loop records a case's rows after
+/// each event and again with its batch (`src/daemon.rs`), so most rows of a batch come
+/// twice: inserting each once, in the table's order, halves the B-tree inserts.
+fn ledger_once(rows: &[LedgerRow]) -> impl Iterator<Item = &LedgerRow> {
+    fn key(r: &LedgerRow) -> (i64, &str, &str) {
+        (r.0, r.1.as_str(), r.2.as_str())
+    }
+    let mut order: Vec<&LedgerRow> = rows.iter().collect();
+    // Stable: rows of one key stay in their order, and the last of them is kept.
+    order.sort_by(|a, b| key(a).cmp(&key(b)));
+    let mut once: Vec<&LedgerRow> = Vec::with_capacity(order.len());
+    for row in order {
+        match once.last_mut() {
+            Some(last) if key(last) == key(row) => *last = row,
+            _ => once.push(row),
+        }
+    }
+    once.into_iter()
 }
 
 /// Opening's reading of the journal, a row's generation (`row`) at a time: it joins the
@@ -2799,7 +2823,7 @@ impl Store {
             generation.last_alert = seqs.last().copied().unwrap_or(0);
             if !batch.ledger.is_empty() || !batch.ledger_taken_back.is_empty() {
                 let mut ledger = tx.open_table(LEDGER).map_err(|e| self.err(e))?;
-                for (at, case, key, value) in &batch.ledger {
+                for (at, case, key, value) in ledger_once(&batch.ledger) {
                     ledger
                         .insert((*at, case.as_str(), key.as_str()), value.as_slice())
                         .map_err(|e| self.err(e))?;
@@ -3331,6 +3355,46 @@ mod tests {
         assert_eq!(store.offset("events", 0).expect("read"), Some(42));
         assert_eq!(store.offset("events", 1).expect("read"), Some(7));
         assert_eq!(store.offset("events", 2).expect("read"), None);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A batch's scorecard rows, most of them written twice by the loop, are stored once
+    /// each with the last value written under their key, and a key taken back goes.
+    #[test]
+    fn a_batch_stores_the_last_of_each_scorecard_row() {
+        let dir = tmp("ledger-once");
+        let store = Store::open(&dir).expect("open");
+        let row = |at: i64, case: &str, key: &str, value: &str| -> LedgerRow {
+            (at, case.into(), key.into(), value.as_bytes().to_vec())
+        };
+        let mut b = WriteBatch::default();
+        b.offsets.push(("events".into(), 0, 9));
+        b.ledger = vec![
+            row(20, "B", "closed", "first"),
+            row(10, "A", "violation:r:1", "v"),
+            row(20, "B", "closed", "second"),
+            row(20, "A", "closed", "a"),
+            row(30, "C", "missing:r:2026-11", "m"),
+            row(20, "B", "closed", "third"),
+        ];
+        b.ledger_taken_back = vec![(30, "C".into(), "missing:r:2026-11".into())];
+        store.commit(&b).expect("commit");
+        drop(store);
+        let store = Store::open(&dir).expect("reopen");
+        let mut rows = Vec::new();
+        store
+            .scan_ledger(0, 100, |at, case, key, value| {
+                rows.push(row(at, case, key, &String::from_utf8_lossy(value)));
+            })
+            .expect("scan");
+        assert_eq!(
+            rows,
+            [
+                row(10, "A", "violation:r:1", "v"),
+                row(20, "A", "closed", "a"),
+                row(20, "B", "closed", "third"),
+            ]
+        );
         let _ = std::fs::remove_dir_all(&dir);
     }
 
