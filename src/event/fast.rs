@@ -237,14 +237,13 @@ impl<'a> Scanner<'a> {
             self.literal("null")?;
             return Some(None);
         }
-        // As serde's visitor: room for eight members, grown when there are more. Kept in
-        // name order as they come by `Data::insert` (of a name given twice, the last
-        // value), which is what `Data::from_members` makes of them, without its sort.
-        let mut data = Data(Vec::with_capacity(8));
+        // As serde's visitor: room for eight members, grown when there are more, put in
+        // name order once they are all read (of a name given twice, the last value).
+        let mut members = Vec::with_capacity(8);
         self.object(|s, name| {
-            data.insert(name, s.scalar()?);
+            members.push((compact_str::CompactString::from(name), s.scalar()?));
             Some(())
         })?;
-        Some(Some(data))
+        Some(Some(Data::from_members(members)))
     }
 }
