@@ -1045,10 +1045,13 @@ pub enum TimerKind {
     Purge,
 }
 
-/// `(hash of the case id, case id)`, kept under the case's earliest due instant: one entry
-/// per case, not one per timer. The hash orders a bucket without comparing strings; the id
-/// after it keeps the order total (and the same on every machine: see [`id_hash`]). The id
-/// is an inline copy, like the case map's key: finding the case reads no other memory.
+/// `(the case map's hash of the case id, case id)`, kept under the case's earliest due
+/// instant: one entry per case, not one per timer. The hash orders a bucket without
+/// comparing strings, and finds the case without hashing its id again; the id after it
+/// keeps the order total. [`key_hash`] has no random seed, so the order is the same in
+/// every run and on every machine (of one build: it is rustc-hash's FxHash, which
+/// `Cargo.lock` pins). Nothing stored depends on it: timers are set anew on restore. The
+/// id is an inline copy, like the case map's key: finding the case reads no other memory.
 type Timer = (u64, CompactString);
 
 /// The timers due at one instant, in chunks of at most [`CHUNK`]: a million 20-workday
@@ -1593,7 +1596,7 @@ impl Engine {
             core.mark_changed(&id);
         }
         if let Some(first) = core.earliest(&case) {
-            core.set_timer(first, (id_hash(&id), CompactString::from(&*id)));
+            core.set_timer(first, (key_hash(&id), CompactString::from(&*id)));
         }
         let slot = (CompactString::from(&*id), Box::new(case));
         match self
@@ -1668,9 +1671,7 @@ impl Engine {
             for j in 0..bucket.len() {
                 self.prefetch(|k| bucket.get(j + k).map(|t| t.1.as_str()));
                 let timer = std::mem::take(&mut bucket[j]);
-                let found = self
-                    .cases
-                    .find_entry(key_hash(timer.1.as_str()), |(k, _)| *k == timer.1);
+                let found = self.cases.find_entry(timer.0, |(k, _)| *k == timer.1);
                 self.core.stats.timer_entries_due += 1;
                 let Ok(mut slot) = found else {
                     self.core.stats.timer_entries_obsolete += 1;
@@ -2007,7 +2008,7 @@ impl Core {
             self.set_timer(
                 first,
                 (
-                    id_hash(&ev.subject),
+                    key_hash(ev.subject.as_str()),
                     CompactString::from(ev.subject.as_str()),
                 ),
             );
