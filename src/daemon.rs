@@ -402,7 +402,6 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
             })
             .ok(),
         spare_messages: Vec::new(),
-        spare_events: Vec::new(),
     };
     let result = lp.run(shutdown, notify).await;
     lp.finish();
@@ -471,13 +470,13 @@ struct Loop<'c> {
     preloaded: BTreeMap<Slot, Restored>,
     /// Judges the cases persisted for the open-case gauges (`src/open_counts.rs`).
     classifier: crate::open_counts::Classifier,
-    /// Parses beside the loop ([`parse_all`]); `None` when it could not be started.
+    /// Parses ahead of the loop ([`ParsedEvents`]); `None` when it could not be started.
     parser: Option<Parser>,
-    /// The last batch's vectors of messages and of their events, emptied, for the next
-    /// batch: allocated anew for each batch, their hundreds of KiB came as fresh pages to
-    /// zero (3% of the loop's samples in the whole-case bench).
+    /// The last batch's vector of messages, emptied, for the next batch: allocated anew
+    /// for each batch, its hundreds of KiB came as fresh pages to zero (with the events'
+    /// vector, then one too, 3% of the loop's samples in the whole-case bench; the events
+    /// now come in a vector per chunk, [`ParsedEvents`]).
     spare_messages: Vec<Msg>,
-    spare_events: Vec<ParsedMsg>,
 }
 
 /// A message that cannot be applied, on its way to the dead-letter topic: written to the
@@ -1689,11 +1688,7 @@ impl Loop<'_> {
             messages,
             _consumer: Some(self.consumer.clone()),
         });
-        let events = parse_all(
-            &messages,
-            self.parser.as_ref(),
-            std::mem::take(&mut self.spare_events),
-        );
+        let events = ParsedEvents::start(&messages, self.parser.as_ref());
         // The messages of a batch mostly come from one partition after another: the slot
         // is built anew only when it changes.
         let mut slot: Slot = (String::new(), u32::MAX);
@@ -1705,7 +1700,11 @@ impl Loop<'_> {
         let mut consumed = Tally::default();
         // Events more than `kafka.future_tolerance_ms` ahead of this are refused.
         let wall = wall_ms();
-        'messages: for (i, (m, (parsed, keyed))) in messages.iter().zip(&events).enumerate() {
+        'messages: for (i, m) in messages.iter().enumerate() {
+            // Its chunk parsed (by the parser's thread ahead of the loop, or here).
+            let Some((parsed, keyed)) = events.get(i) else {
+                continue;
+            };
             let Ok(partition) = u32::try_from(m.partition()) else {
                 continue;
             };
@@ -1926,9 +1925,7 @@ impl Loop<'_> {
         // The vectors are kept for the next batch, emptied: the events now, the messages
         // once the parser's thread has let go of them (it does as it finishes its last
         // chunk), before the consumer they came from.
-        let mut events = events;
-        events.clear();
-        self.spare_events = events;
+        drop(events);
         if let Ok(Batch {
             mut messages,
             _consumer,
@@ -2364,15 +2361,16 @@ type ParsedMsg = (Parsed, bool);
 /// parsed: about 50 µs of parsing, the longest the loop may wait for the other thread.
 const PARSE_CHUNK: usize = 64;
 
-/// The smallest batch whose parsing [`parse_all`] shares with the [`Parser`]'s thread:
+/// The smallest batch whose parsing [`ParsedEvents`] hands to the [`Parser`]'s thread:
 /// handing work over costs about as much as parsing a few dozen events.
 const PARSE_SPLIT: usize = 256;
 
 /// A chunk's events, or `Err` when its parsing panicked.
 type ChunkParsed = Result<Vec<ParsedMsg>, ()>;
 
-/// A batch being parsed by the loop and the [`Parser`]'s thread together: each takes the
-/// next chunk of [`PARSE_CHUNK`] messages until none is left.
+/// A batch being parsed by the [`Parser`]'s thread, and by the loop for the chunks it
+/// needs before that thread has taken them: each takes the next chunk of [`PARSE_CHUNK`]
+/// messages.
 struct ParseJob {
     messages: Messages,
     /// The next chunk to take.
@@ -2399,24 +2397,27 @@ impl ParseJob {
         })
     }
 
-    /// The events of all chunks in order, once every chunk is done: the loop waits at
-    /// most for the chunks the other thread has taken and not finished.
-    fn collect(&self, mut out: Vec<ParsedMsg>) -> Vec<ParsedMsg> {
-        out.clear();
-        out.reserve(self.messages.len());
-        for c in 0..self.count {
-            let mut chunks = self.chunks.lock().unwrap_or_else(|p| p.into_inner());
-            while chunks.get(c).is_some_and(Option::is_none) {
-                chunks = self.done.wait(chunks).unwrap_or_else(|p| p.into_inner());
-            }
-            let parsed = chunks.get_mut(c).and_then(Option::take);
-            drop(chunks);
-            match parsed {
-                Some(Ok(parsed)) => out.extend(parsed),
-                _ => out.extend(self.chunk(c).iter().map(parse)),
+    /// Chunk `c`'s events: taking and parsing chunks here until `c` is
+    /// taken (by either thread), then waiting for it if the other thread has it. The loop
+    /// asks for the chunks in order, so it parses only those the other thread has not
+    /// reached yet: a chunk at the start of a batch, before that thread wakes, and all of
+    /// them should it have gone.
+    fn take(&self, c: usize) -> Vec<ParsedMsg> {
+        while self.next.load(Ordering::Relaxed) <= c {
+            if !self.work_one() {
+                break;
             }
         }
-        out
+        let mut chunks = self.chunks.lock().unwrap_or_else(|p| p.into_inner());
+        while chunks.get(c).is_some_and(Option::is_none) {
+            chunks = self.done.wait(chunks).unwrap_or_else(|p| p.into_inner());
+        }
+        let parsed = chunks.get_mut(c).and_then(Option::take);
+        drop(chunks);
+        match parsed {
+            Some(Ok(parsed)) => parsed,
+            _ => self.chunk(c).iter().map(parse).collect(),
+        }
     }
 
     /// Chunk `c`'s messages.
@@ -2428,31 +2429,35 @@ impl ParseJob {
 
     /// Parses chunks until none is left to take.
     fn work(&self) {
-        loop {
-            let c = self.next.fetch_add(1, Ordering::Relaxed);
-            if c >= self.count {
-                return;
-            }
-            let parsed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                self.chunk(c).iter().map(parse).collect::<Vec<_>>()
-            }))
-            .map_err(|_| ());
-            let mut chunks = self.chunks.lock().unwrap_or_else(|p| p.into_inner());
-            if let Some(slot) = chunks.get_mut(c) {
-                *slot = Some(parsed);
-            }
-            drop(chunks);
-            self.done.notify_all();
+        while self.work_one() {}
+    }
+
+    /// Takes the next chunk and parses it; `false` when none was left.
+    fn work_one(&self) -> bool {
+        let c = self.next.fetch_add(1, Ordering::Relaxed);
+        if c >= self.count {
+            return false;
         }
+        let parsed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            self.chunk(c).iter().map(parse).collect::<Vec<_>>()
+        }))
+        .map_err(|_| ());
+        let mut chunks = self.chunks.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(slot) = chunks.get_mut(c) {
+            *slot = Some(parsed);
+        }
+        drop(chunks);
+        self.done.notify_all();
+        true
     }
 }
 
-/// The thread that parses beside the loop ([`parse_all`]): parsing is about a tenth of the
-/// loop's time, and the loop is the daemon's bottleneck. The loop never waits for it to
-/// start: when it has not taken a chunk by the time the loop has taken the last one, the
-/// loop has parsed the whole batch. One thread for the daemon's life: a thread per batch
-/// (as before) started its allocator heap afresh each time, and the loop waited for it
-/// (in a stream of whole cases, a fifth of the loop's time went on joining it).
+/// The thread that parses ahead of the loop ([`ParsedEvents`]): parsing is about a fifth
+/// of the loop's work, and the loop is the daemon's bottleneck. The loop never waits for
+/// it to start: a chunk the loop needs that this thread has not taken yet, the loop parses
+/// itself. One thread for the daemon's life: a thread per batch (as before) started its
+/// allocator heap afresh each time, and the loop waited for it (in a stream of whole
+/// cases, a fifth of the loop's time went on joining it).
 struct Parser {
     tx: Option<std::sync::mpsc::Sender<Arc<ParseJob>>>,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -2493,27 +2498,56 @@ fn parse(m: &Msg) -> ParsedMsg {
     (parsed, keyed)
 }
 
-/// Parses a batch's messages, in order, into `out` (emptied first: a vector kept from the
-/// batch before); a batch of at least [`PARSE_SPLIT`] together with the [`Parser`]'s
-/// thread, when there is one.
-fn parse_all(
-    messages: &Messages,
-    parser: Option<&Parser>,
-    mut out: Vec<ParsedMsg>,
-) -> Vec<ParsedMsg> {
-    let tx = match parser {
-        Some(Parser { tx: Some(tx), .. }) if messages.len() >= PARSE_SPLIT => tx,
-        _ => {
-            out.clear();
-            out.extend(messages.iter().map(parse));
-            return out;
+/// A batch's events as the loop applies them, in the messages' order. A batch of at least
+/// [`PARSE_SPLIT`] is parsed a chunk at a time by the [`Parser`]'s thread, which runs
+/// ahead, and the loop applies each chunk as soon as it is done: parsing is about a fifth
+/// of the loop's work, and when the loop parsed half of each batch itself before applying
+/// it, the other thread's core was idle while the loop applied. Smaller batches are
+/// parsed here at once.
+struct ParsedEvents {
+    /// `None`: the batch was parsed at once, its events the one chunk.
+    job: Option<Arc<ParseJob>>,
+    /// Each chunk's events once taken. Cells, not a growing vector: the loop keeps
+    /// references to earlier events (its counts by type) while it takes later chunks.
+    chunks: Vec<std::cell::OnceCell<Vec<ParsedMsg>>>,
+}
+
+impl ParsedEvents {
+    /// Starts parsing `messages`.
+    fn start(messages: &Messages, parser: Option<&Parser>) -> Self {
+        match parser {
+            Some(Parser { tx: Some(tx), .. }) if messages.len() >= PARSE_SPLIT => {
+                let job = ParseJob::new(messages);
+                // Should the thread have gone, the loop takes every chunk itself.
+                let _ = tx.send(job.clone());
+                ParsedEvents {
+                    chunks: (0..job.count).map(|_| std::cell::OnceCell::new()).collect(),
+                    job: Some(job),
+                }
+            }
+            _ => ParsedEvents {
+                job: None,
+                chunks: vec![std::cell::OnceCell::from(
+                    messages.iter().map(parse).collect::<Vec<_>>(),
+                )],
+            },
         }
-    };
-    let job = ParseJob::new(messages);
-    // Should the thread have gone, the loop parses every chunk itself.
-    let _ = tx.send(job.clone());
-    job.work();
-    job.collect(out)
+    }
+
+    /// The `i`th message's event, its chunk taken first if it has not been (waiting for
+    /// the parser's thread, or parsing it here).
+    fn get(&self, i: usize) -> Option<&ParsedMsg> {
+        match &self.job {
+            None => self.chunks.first()?.get()?.get(i),
+            Some(job) => {
+                let c = i / PARSE_CHUNK;
+                self.chunks
+                    .get(c)?
+                    .get_or_init(|| job.take(c))
+                    .get(i % PARSE_CHUNK)
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -2679,6 +2713,19 @@ mod tests {
         );
     }
 
+    /// A batch's events as the loop sees them, every chunk ready.
+    fn parse_all(messages: &Messages, parser: Option<&Parser>) -> Vec<ParsedMsg> {
+        let events = ParsedEvents::start(messages, parser);
+        let all: Vec<ParsedMsg> = (0..messages.len())
+            .map(|i| events.get(i).cloned().expect("every message has its event"))
+            .collect();
+        assert!(
+            events.get(messages.len()).is_none(),
+            "no event past the last"
+        );
+        all
+    }
+
     #[test]
     fn a_big_batch_is_parsed_in_order_with_each_rejection_in_its_place() {
         let parser = Parser::start().expect("parser thread");
@@ -2699,10 +2746,10 @@ mod tests {
                 messages,
                 _consumer: None,
             });
-            let parsed = parse_all(&messages, Some(&parser), Vec::new());
+            let parsed = parse_all(&messages, Some(&parser));
             assert_eq!(parsed.len(), n, "batch of {n}");
             assert_eq!(
-                parse_all(&messages, None, Vec::new()),
+                parse_all(&messages, None),
                 parsed,
                 "batch of {n}, parsed by the loop alone"
             );
@@ -2711,11 +2758,15 @@ mod tests {
             if let Some(tx) = &parser.tx {
                 tx.send(job.clone()).expect("parser thread running");
             }
-            assert_eq!(
-                job.collect(Vec::new()),
-                parsed,
-                "batch of {n}, parsed by the parser's thread"
-            );
+            while job.next.load(Ordering::Relaxed) < job.count {
+                std::thread::yield_now();
+            }
+            let alone: Vec<ParsedMsg> = (0..job.count).flat_map(|c| job.take(c)).collect();
+            assert_eq!(alone, parsed, "batch of {n}, parsed by the parser's thread");
+            // The loop alone, taking each chunk as it needs it (no thread to hand it to).
+            let job = ParseJob::new(&messages);
+            let taken: Vec<ParsedMsg> = (0..job.count).flat_map(|c| job.take(c)).collect();
+            assert_eq!(taken, parsed, "batch of {n}, each chunk taken by the loop");
             for (i, (p, keyed)) in parsed.iter().enumerate() {
                 // These messages have no key: only a message without an event passes.
                 assert_eq!(*keyed, p.is_err(), "{i} of {n}: keyed");
