@@ -1633,7 +1633,10 @@ impl Loop<'_> {
         let max = self.config.kafka.batch_max;
         let deadline =
             tokio::time::Instant::now() + Duration::from_millis(self.config.kafka.batch_wait_ms);
-        let mut messages = std::mem::take(&mut self.spare_messages);
+        let mut messages = match self.parser.as_ref().and_then(Parser::spare_messages) {
+            Some(spare) => spare,
+            None => std::mem::take(&mut self.spare_messages),
+        };
         messages.reserve(max.min(1 << 14));
         match first {
             Ok(m) => messages.push(m),
@@ -1922,20 +1925,16 @@ impl Loop<'_> {
                 .with_label_values(&[topic, kind])
                 .inc_by(n);
         }
-        // The events are freed on the parser's thread; the messages' vector is kept for
-        // the next batch, emptied, once the parser's thread has let go of the messages (it
-        // does as it finishes its last chunk), before the consumer they came from.
+        // The events and the messages are freed on the parser's thread, which keeps the
+        // messages' vector, emptied, for a batch to come; without it, here.
         match &self.parser {
-            Some(parser) => parser.free(events),
-            None => drop(events),
-        }
-        if let Ok(Batch {
-            mut messages,
-            _consumer,
-        }) = Arc::try_unwrap(messages)
-        {
-            messages.clear();
-            self.spare_messages = messages;
+            Some(parser) => parser.free(events, messages),
+            None => {
+                drop(events);
+                if let Some(emptied) = emptied(messages) {
+                    self.spare_messages = emptied;
+                }
+            }
         }
         let now = Instant::now();
         for slot in &touched.0 {
@@ -2462,30 +2461,66 @@ impl ParseJob {
 /// allocator heap afresh each time, and the loop waited for it (in a stream of whole
 /// cases, a fifth of the loop's time went on joining it).
 ///
-/// It also frees each batch's events once the loop is done with them ([`ParserWork::Free`]):
-/// most were allocated on this thread, where freeing them is cheaper, and the loop has
-/// better to do (dropping them was about 1% of the samples of a whole-case run, on the
-/// loop's thread). It frees them when no batch waits to be parsed, so that freeing never
-/// holds up the next batch's parsing.
+/// It also frees each batch's events and messages once the loop is done with them
+/// ([`ParserWork::Free`]): most events were allocated on this thread, where freeing them is
+/// cheaper, and the loop has better to do (dropping the events and librdkafka's messages
+/// was about 2.5% of the samples of a whole-case run, on the loop's thread). It frees them
+/// when no batch waits to be parsed, so that freeing never holds up the next batch's
+/// parsing, and keeps the messages' emptied vectors for the loop's next batches (allocated
+/// anew for each batch, their hundreds of KiB came as fresh pages to zero).
 struct Parser {
     tx: Option<std::sync::mpsc::Sender<ParserWork>>,
     thread: Option<std::thread::JoinHandle<()>>,
+    /// Emptied vectors of messages, for the loop's next batches (at most [`SPARE_VECTORS`]).
+    spare: Arc<Mutex<Vec<Vec<Msg>>>>,
 }
+
+/// How many emptied vectors of messages the [`Parser`] keeps: the loop takes one for a batch
+/// while the batch before is still being freed.
+const SPARE_VECTORS: usize = 2;
 
 /// What the loop hands to the [`Parser`]'s thread.
 enum ParserWork {
     Parse(Arc<ParseJob>),
-    /// A batch's events, applied: to be freed.
-    Free(EventChunks),
+    /// A batch, applied: its events and messages to be freed.
+    Free(EventChunks, Messages),
+}
+
+/// A batch's events and messages to be freed ([`ParserWork::Free`]); the messages' vector
+/// is kept, emptied, in `spare`.
+fn free_batch(events: EventChunks, messages: Messages, spare: &Mutex<Vec<Vec<Msg>>>) {
+    drop(events);
+    // Not held elsewhere once its parse job is done (this thread's own copy went as it
+    // finished the job, before this).
+    if let Some(messages) = emptied(messages)
+        && let Ok(mut spare) = spare.lock()
+        && spare.len() < SPARE_VECTORS
+    {
+        spare.push(messages);
+    }
+}
+
+/// A batch's vector of messages, emptied, when no one else holds the batch (else `None`:
+/// it is freed by whoever holds it last). The messages go before the consumer they came
+/// from (the batch's `_consumer`, dropped after them).
+fn emptied(messages: Messages) -> Option<Vec<Msg>> {
+    let Batch {
+        mut messages,
+        _consumer,
+    } = Arc::try_unwrap(messages).ok()?;
+    messages.clear();
+    Some(messages)
 }
 
 impl Parser {
     fn start() -> std::io::Result<Parser> {
         let (tx, work) = std::sync::mpsc::channel::<ParserWork>();
+        let spare = Arc::new(Mutex::new(Vec::new()));
+        let kept = spare.clone();
         let thread = std::thread::Builder::new()
             .name("redlight-parse".into())
             .spawn(move || {
-                let mut garbage: Vec<EventChunks> = Vec::new();
+                let mut garbage: Vec<(EventChunks, Messages)> = Vec::new();
                 loop {
                     let next = if garbage.is_empty() {
                         work.recv().ok()
@@ -2493,7 +2528,9 @@ impl Parser {
                         match work.try_recv() {
                             Ok(w) => Some(w),
                             Err(std::sync::mpsc::TryRecvError::Empty) => {
-                                garbage.clear();
+                                for (events, messages) in garbage.drain(..) {
+                                    free_batch(events, messages, &kept);
+                                }
                                 continue;
                             }
                             Err(std::sync::mpsc::TryRecvError::Disconnected) => None,
@@ -2501,7 +2538,9 @@ impl Parser {
                     };
                     match next {
                         Some(ParserWork::Parse(job)) => job.work(),
-                        Some(ParserWork::Free(events)) => garbage.push(events),
+                        Some(ParserWork::Free(events, messages)) => {
+                            garbage.push((events, messages));
+                        }
                         None => return,
                     }
                 }
@@ -2509,18 +2548,25 @@ impl Parser {
         Ok(Parser {
             tx: Some(tx),
             thread: Some(thread),
+            spare,
         })
     }
 
-    /// Hands a batch's events to the thread to free (freed here should it have gone).
-    fn free(&self, events: ParsedEvents) {
+    /// Hands a batch's events and messages to the thread to free (freed here should it
+    /// have gone).
+    fn free(&self, events: ParsedEvents, messages: Messages) {
         let ParsedEvents { job, chunks } = events;
-        // The job (and its hold on the batch's messages) goes now: the loop keeps the
-        // messages' vector for the next batch once no one holds it.
+        // The job's hold on the messages goes now, so that the thread finds them held by
+        // no one else.
         drop(job);
         if let Some(tx) = &self.tx {
-            let _ = tx.send(ParserWork::Free(chunks));
+            let _ = tx.send(ParserWork::Free(chunks, messages));
         }
+    }
+
+    /// An emptied vector of messages kept from an earlier batch, if there is one.
+    fn spare_messages(&self) -> Option<Vec<Msg>> {
+        self.spare.lock().ok()?.pop()
     }
 }
 
@@ -2773,10 +2819,10 @@ mod tests {
         all
     }
 
-    /// The loop keeps a batch's vector of messages for the next batch once nothing else
-    /// holds the messages: handing the events over to be freed must let go of them.
+    /// The parser's thread frees a batch handed over, and keeps its vector of messages for
+    /// the loop's next batch: nothing else may hold the messages then (their parse job).
     #[test]
-    fn events_handed_over_to_be_freed_let_go_of_their_messages() {
+    fn a_batch_handed_over_is_freed_and_its_vector_kept() {
         let parser = Parser::start().expect("parser thread");
         let messages: Vec<_> = (0..1000i64)
             .map(|i| {
@@ -2795,16 +2841,23 @@ mod tests {
         let events = ParsedEvents::start(&messages, Some(&parser));
         let last = events.get(999).expect("the last event");
         assert_eq!(last.0.as_ref().map(|ev| ev.subject.as_str()), Ok("C999"));
-        parser.free(events);
-        // The parser's thread lets go of its job as it finishes its last chunk.
+        let held = Arc::downgrade(&messages);
+        parser.free(events, messages);
+        // The parser's thread frees the messages once it is idle, and keeps their vector.
         let deadline = Instant::now() + Duration::from_secs(10);
-        while Arc::strong_count(&messages) > 1 && Instant::now() < deadline {
+        while held.strong_count() > 0 && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(1));
         }
-        assert_eq!(
-            Arc::strong_count(&messages),
-            1,
-            "the messages are held still"
+        assert_eq!(held.strong_count(), 0, "the messages are held still");
+        let spare = parser.spare_messages().expect("their vector kept");
+        assert!(
+            spare.is_empty() && spare.capacity() >= 1000,
+            "{}",
+            spare.capacity()
+        );
+        assert!(
+            parser.spare_messages().is_none(),
+            "one vector for one batch"
         );
     }
 
