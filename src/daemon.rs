@@ -2479,6 +2479,10 @@ struct Parser {
 /// while the batch before is still being freed.
 const SPARE_VECTORS: usize = 2;
 
+/// How many applied batches the [`Parser`]'s thread holds at most before freeing them,
+/// idle or not (it is idle between batches but for the rarest scheduling).
+const GARBAGE_MAX: usize = 4;
+
 /// What the loop hands to the [`Parser`]'s thread.
 enum ParserWork {
     Parse(Arc<ParseJob>),
@@ -2524,6 +2528,12 @@ impl Parser {
                 loop {
                     let next = if garbage.is_empty() {
                         work.recv().ok()
+                    } else if garbage.len() >= GARBAGE_MAX {
+                        // Never idle between batches for a while: freed now all the same.
+                        for (events, messages) in garbage.drain(..) {
+                            free_batch(events, messages, &kept);
+                        }
+                        continue;
                     } else {
                         match work.try_recv() {
                             Ok(w) => Some(w),
