@@ -472,10 +472,11 @@ struct Loop<'c> {
     classifier: crate::open_counts::Classifier,
     /// Parses ahead of the loop ([`ParsedEvents`]); `None` when it could not be started.
     parser: Option<Parser>,
-    /// The last batch's vector of messages, emptied, for the next batch: allocated anew
-    /// for each batch, its hundreds of KiB came as fresh pages to zero (with the events'
-    /// vector, then one too, 3% of the loop's samples in the whole-case bench; the events
-    /// now come in a vector per chunk, [`ParsedEvents`]).
+    /// The last batch's vector of messages, emptied, for the next batch, when there is no
+    /// parser's thread to keep it ([`Parser::spare_messages`]): allocated anew for each
+    /// batch, its hundreds of KiB came as fresh pages to zero (with the events' vector,
+    /// then one too, 3% of the loop's samples in the whole-case bench; the events now come
+    /// in a vector per chunk, [`ParsedEvents`]).
     spare_messages: Vec<Msg>,
 }
 
@@ -2490,17 +2491,19 @@ enum ParserWork {
     Free(EventChunks, Messages),
 }
 
-/// A batch's events and messages to be freed ([`ParserWork::Free`]); the messages' vector
-/// is kept, emptied, in `spare`.
-fn free_batch(events: EventChunks, messages: Messages, spare: &Mutex<Vec<Vec<Msg>>>) {
-    drop(events);
-    // Not held elsewhere once its parse job is done (this thread's own copy went as it
-    // finished the job, before this).
-    if let Some(messages) = emptied(messages)
-        && let Ok(mut spare) = spare.lock()
-        && spare.len() < SPARE_VECTORS
-    {
-        spare.push(messages);
+/// Frees the batches handed over ([`ParserWork::Free`]), their events and messages; the
+/// messages' vectors are kept, emptied, in `spare`.
+fn free_batches(garbage: &mut Vec<(EventChunks, Messages)>, spare: &Mutex<Vec<Vec<Msg>>>) {
+    for (events, messages) in garbage.drain(..) {
+        drop(events);
+        // Not held elsewhere once its parse job is done (this thread's own copy went as it
+        // finished the job, before this).
+        if let Some(messages) = emptied(messages)
+            && let Ok(mut spare) = spare.lock()
+            && spare.len() < SPARE_VECTORS
+        {
+            spare.push(messages);
+        }
     }
 }
 
@@ -2530,17 +2533,13 @@ impl Parser {
                         work.recv().ok()
                     } else if garbage.len() >= GARBAGE_MAX {
                         // Never idle between batches for a while: freed now all the same.
-                        for (events, messages) in garbage.drain(..) {
-                            free_batch(events, messages, &kept);
-                        }
+                        free_batches(&mut garbage, &kept);
                         continue;
                     } else {
                         match work.try_recv() {
                             Ok(w) => Some(w),
                             Err(std::sync::mpsc::TryRecvError::Empty) => {
-                                for (events, messages) in garbage.drain(..) {
-                                    free_batch(events, messages, &kept);
-                                }
+                                free_batches(&mut garbage, &kept);
                                 continue;
                             }
                             Err(std::sync::mpsc::TryRecvError::Disconnected) => None,
