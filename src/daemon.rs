@@ -641,6 +641,154 @@ pub fn list_dead_letters(
     Ok((rows, more))
 }
 
+/// A dead letter dropped by hand (`redlight dead-letters --drop`, `POST
+/// /api/v1/input/dead-letters/drop`): all of the message, so that the operator who drops it
+/// keeps it (the listing shows only an excerpt). Key, payload and header values in base64:
+/// they are bytes, not always text.
+#[derive(Debug, serde::Serialize)]
+pub struct DroppedDeadLetter {
+    pub seq: u64,
+    pub topic: String,
+    pub partition: u32,
+    pub offset: i64,
+    pub code: String,
+    pub reason: String,
+    /// The key as text (invalid UTF-8 replaced), for reading; `key_base64` is exact.
+    pub key: Option<String>,
+    pub key_base64: Option<String>,
+    pub payload_base64: Option<String>,
+    /// The message's own headers: name and value (`None`: a header without a value).
+    pub headers: Vec<(String, Option<String>)>,
+}
+
+/// Drops the dead letters numbered `seqs` from the store by an operator's hand: they are
+/// no longer offered to the dead-letter topic. For one the topic will never take (larger
+/// than the brokers allow) when the topic cannot be changed. Returns what was dropped, in
+/// full, and the numbers the store did not hold (sent meanwhile, dropped before, or never
+/// there). A dropped row that cannot be read is dropped all the same and shown by its
+/// number and size.
+pub fn drop_dead_letters(
+    store: &Store,
+    seqs: &[u64],
+    tries: Option<&DeadLetterTries>,
+) -> Result<(Vec<DroppedDeadLetter>, Vec<u64>), crate::store::StoreError> {
+    use base64::Engine as _;
+    let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
+    let taken = store.take_dead_letters(seqs)?;
+    if let Some(tries) = tries {
+        let numbers: Vec<u64> = taken.iter().map(|(seq, _)| *seq).collect();
+        tries.gone(&numbers);
+    }
+    let missing = seqs
+        .iter()
+        .copied()
+        .filter(|s| !taken.iter().any(|(t, _)| t == s))
+        .collect();
+    let dropped = taken
+        .into_iter()
+        .map(|(seq, row)| {
+            let d = match rmp_serde::from_slice::<DeadLetter>(&row) {
+                Ok(d) => DroppedDeadLetter {
+                    seq,
+                    topic: d.topic,
+                    partition: d.partition,
+                    offset: d.offset,
+                    code: d.code,
+                    reason: d.reason,
+                    key: d
+                        .key
+                        .as_deref()
+                        .map(|k| String::from_utf8_lossy(k).into_owned()),
+                    key_base64: d.key.as_deref().map(b64),
+                    payload_base64: d.payload.as_deref().map(b64),
+                    headers: d
+                        .headers
+                        .iter()
+                        .map(|(name, value)| (name.clone(), value.as_deref().map(|v| b64(v))))
+                        .collect(),
+                },
+                Err(e) => DroppedDeadLetter {
+                    seq,
+                    topic: String::new(),
+                    partition: 0,
+                    offset: -1,
+                    code: "unreadable".into(),
+                    reason: format!(
+                        "the stored dead letter ({} bytes) cannot be read: {e}",
+                        row.len()
+                    ),
+                    key: None,
+                    key_base64: None,
+                    payload_base64: None,
+                    headers: Vec::new(),
+                },
+            };
+            tracing::warn!(seq = d.seq, topic = %d.topic, partition = d.partition,
+                offset = d.offset, code = %d.code,
+                "a dead letter dropped by hand: it will not reach the dead-letter topic");
+            d
+        })
+        .collect();
+    Ok((dropped, missing))
+}
+
+/// `redlight dead-letters --drop SEQ …`: drops those dead letters, through the running
+/// daemon's API or, with no daemon running, from the store itself; writes each dropped one
+/// in full on `out` as a JSON line. Numbers the store did not hold are an error, after the
+/// others are dropped and written.
+pub async fn drop_dead_letters_command(
+    config: &Config,
+    seqs: &[u64],
+    out: &mut (dyn std::io::Write + Send),
+    err: &mut (dyn std::io::Write + Send),
+) -> anyhow::Result<()> {
+    let body = serde_json::json!({ "seqs": seqs });
+    let answer = crate::delivery::call_daemon(
+        config,
+        http::Method::POST,
+        "/api/v1/input/dead-letters/drop",
+        Some(body),
+    )
+    .await?;
+    let (dropped, missing): (Vec<serde_json::Value>, Vec<u64>) = match answer {
+        Some(answer) => {
+            let dropped = match answer.get("dropped") {
+                Some(serde_json::Value::Array(rows)) => rows.clone(),
+                _ => anyhow::bail!("the daemon's answer has no `dropped`: {answer}"),
+            };
+            let missing = answer
+                .get("not_found")
+                .and_then(serde_json::Value::as_array)
+                .map(|v| v.iter().filter_map(serde_json::Value::as_u64).collect())
+                .unwrap_or_default();
+            (dropped, missing)
+        }
+        None => {
+            let store = crate::delivery::open_store_without_daemon(config)?;
+            let (dropped, missing) = drop_dead_letters(&store, seqs, None)?;
+            let dropped = dropped
+                .into_iter()
+                .map(serde_json::to_value)
+                .collect::<Result<Vec<_>, _>>()?;
+            (dropped, missing)
+        }
+    };
+    for r in &dropped {
+        writeln!(out, "{r}")?;
+    }
+    writeln!(err, "{} dropped", dropped.len())?;
+    if !missing.is_empty() {
+        let list: Vec<String> = missing.iter().map(u64::to_string).collect();
+        anyhow::bail!(
+            "no dead letter numbered {} in the store (sent to `{}` meanwhile, dropped before, \
+             or never there: `redlight dead-letters` lists those waiting)",
+            list.join(", "),
+            config.kafka.dead_letter_topic
+        );
+    }
+    Ok(())
+}
+
 /// `redlight dead-letters`: the input's dead letters waiting in the store, as JSON lines,
 /// from the running daemon's API (it holds the store's lock) or, with no daemon running,
 /// from the store itself. Says on `err` how many wait in all when more follow.
@@ -2686,26 +2834,41 @@ mod tests {
         assert_eq!(unreadable_offset("Decompression of message at x"), None);
     }
 
-    #[test]
-    fn kept_dead_letters_are_listed_from_the_first_with_what_the_brokers_said() {
-        let dir = std::env::temp_dir().join(format!(
-            "redlight-daemon-dead-letters-{}",
-            std::process::id()
-        ));
+    /// A fresh store in a directory of its own (removed first).
+    fn dead_letter_store(name: &str) -> (std::path::PathBuf, Store) {
+        let dir =
+            std::env::temp_dir().join(format!("redlight-daemon-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let store = Store::open(&dir).expect("open");
+        (dir, store)
+    }
+
+    /// A refused message of `events`, as the store keeps it.
+    fn dead_letter_row(
+        partition: u32,
+        offset: i64,
+        key: &[u8],
+        payload: &[u8],
+        headers: Vec<(String, Option<serde_bytes::ByteBuf>)>,
+    ) -> Vec<u8> {
+        rmp_serde::to_vec_named(&DeadLetter {
+            key: Some(key.to_vec()),
+            payload: Some(payload.to_vec()),
+            headers,
+            reason: "not valid JSON".into(),
+            code: "not_json".into(),
+            topic: "events".into(),
+            partition,
+            offset,
+        })
+        .expect("encode")
+    }
+
+    #[test]
+    fn kept_dead_letters_are_listed_from_the_first_with_what_the_brokers_said() {
+        let (dir, store) = dead_letter_store("dead-letters");
         let letter = |offset: i64, key: &str, payload: &[u8]| {
-            rmp_serde::to_vec_named(&DeadLetter {
-                key: Some(key.as_bytes().to_vec()),
-                payload: Some(payload.to_vec()),
-                headers: Vec::new(),
-                reason: "not valid JSON".into(),
-                code: "not_json".into(),
-                topic: "events".into(),
-                partition: 2,
-                offset,
-            })
-            .expect("encode")
+            dead_letter_row(2, offset, key.as_bytes(), payload, Vec::new())
         };
         let mut b = WriteBatch::default();
         b.offsets.push(("events".into(), 2, 12));
@@ -2759,6 +2922,77 @@ mod tests {
         tries.gone(&[0]);
         let (rows, _) = list_dead_letters(&store, None, 1, Some(&tries), tz).expect("list");
         assert_eq!((rows[0].attempts, rows[0].last_error.as_deref()), (0, None));
+        drop(store);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_dead_letter_dropped_by_hand_is_given_back_whole_and_gone_for_good() {
+        use base64::Engine as _;
+        let (dir, store) = dead_letter_store("drop-dead-letters");
+        let payload: Vec<u8> = (0..=255u8).cycle().take(5000).collect();
+        let letter = |offset: i64, key: &[u8], payload: &[u8]| {
+            let origin = serde_bytes::ByteBuf::from(b"B-1".to_vec());
+            let headers = vec![("origin".into(), Some(origin)), ("flag".into(), None)];
+            dead_letter_row(1, offset, key, payload, headers)
+        };
+        let mut b = WriteBatch::default();
+        b.offsets.push(("events".into(), 1, 30));
+        b.dead_letters = vec![
+            letter(20, b"B-1", &payload),
+            b"not MessagePack".to_vec(),
+            letter(29, b"B-2", b"{"),
+        ];
+        store.commit(&b).expect("commit");
+        let tries = DeadLetterTries::default();
+        let refusal: Arc<str> = Arc::from("Broker: Message size too large");
+        tries.refused(0, &refusal, 1_764_900_000_000);
+
+        let (dropped, missing) = drop_dead_letters(&store, &[0, 1, 7], Some(&tries)).expect("drop");
+        assert_eq!(missing, [7], "a number the store does not hold is said");
+        let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
+        let first = &dropped[0];
+        assert_eq!(
+            (
+                first.seq,
+                first.topic.as_str(),
+                first.partition,
+                first.offset
+            ),
+            (0, "events", 1, 20)
+        );
+        assert_eq!(
+            first.payload_base64.as_deref(),
+            Some(b64(&payload).as_str()),
+            "the payload whole, not an excerpt"
+        );
+        assert_eq!(first.key.as_deref(), Some("B-1"));
+        assert_eq!(first.key_base64.as_deref(), Some(b64(b"B-1").as_str()));
+        assert_eq!(
+            first.headers,
+            [
+                ("origin".to_string(), Some(b64(b"B-1"))),
+                ("flag".to_string(), None)
+            ]
+        );
+        assert_eq!(
+            (dropped[1].seq, dropped[1].code.as_str()),
+            (1, "unreadable"),
+            "a damaged row is dropped too, and said"
+        );
+        assert!(tries.lock().is_empty(), "the sender's count forgets it");
+
+        let tz = chrono_tz::Asia::Shanghai;
+        let (rows, _) = list_dead_letters(&store, None, 10, None, tz).expect("list");
+        let left: Vec<(u64, i64)> = rows.iter().map(|r| (r.seq, r.offset)).collect();
+        assert_eq!(left, [(2, 29)], "only the one not dropped waits");
+        assert_eq!(store.dead_letter_count().expect("count"), 1);
+        drop(store);
+        // Durable: the store opened again holds no more of them.
+        let store = Store::open(&dir).expect("reopen");
+        assert_eq!(store.dead_letter_count().expect("count"), 1);
+        let (again, missing) = drop_dead_letters(&store, &[0], None).expect("drop");
+        assert!(again.is_empty() && missing == [0]);
         drop(store);
         let _ = std::fs::remove_dir_all(&dir);
     }

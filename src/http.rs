@@ -34,6 +34,10 @@ pub async fn serve(
         .route("/api/v1/deliveries/dead", get(dead_letters))
         .route("/api/v1/deliveries/dead/resend", post(resend_dead))
         .route("/api/v1/input/dead-letters", get(input_dead_letters))
+        .route(
+            "/api/v1/input/dead-letters/drop",
+            post(drop_input_dead_letters),
+        )
         .layer(axum::middleware::from_fn_with_state(
             shared.clone(),
             crate::api::guard,
@@ -249,6 +253,65 @@ async fn input_dead_letters(
             }))
             .into_response()
         }
+        Err(answer) => answer,
+    }
+}
+
+/// `POST /api/v1/input/dead-letters/drop` with `{"seqs": [3, 4]}`: drops those input dead
+/// letters (no longer offered to the dead-letter topic) and answers with each in full
+/// (`dropped`) and the numbers the store did not hold (`not_found`). Never all at once:
+/// the numbers are required, from `GET /api/v1/input/dead-letters`.
+async fn drop_input_dead_letters(
+    State(s): State<Arc<Shared>>,
+    body: axum::body::Bytes,
+) -> Response {
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Drop {
+        seqs: Vec<u64>,
+    }
+    let seqs = match serde_json::from_slice::<Drop>(&body) {
+        Ok(Drop { seqs }) if !seqs.is_empty() => seqs,
+        Ok(_) => {
+            return (
+                StatusCode::BAD_REQUEST,
+                axum::Json(json!({"error": "`seqs` is empty: name the dead letters to drop"})),
+            )
+                .into_response();
+        }
+        Err(e) => {
+            return (
+                StatusCode::BAD_REQUEST,
+                axum::Json(json!({"error": format!(
+                    "the body must be {{\"seqs\": [1, 2]}}, the numbers `seq` of \
+                     GET /api/v1/input/dead-letters: {e}"
+                )})),
+            )
+                .into_response();
+        }
+    };
+    let shared = s.clone();
+    let result = store_call("input dead letters", move || {
+        let dropped = crate::daemon::drop_dead_letters(
+            &shared.store,
+            &seqs,
+            Some(&shared.dead_letter_tries),
+        )?;
+        let pending = shared.store.dead_letter_count()?;
+        shared
+            .metrics
+            .dead_letters_pending
+            .set(i64::try_from(pending).unwrap_or(i64::MAX));
+        Ok((dropped, pending))
+    })
+    .await;
+    match result {
+        Ok(((dropped, not_found), pending)) => axum::Json(json!({
+            "dropped": dropped,
+            "not_found": not_found,
+            "pending": pending,
+        }))
+        .into_response(),
         Err(answer) => answer,
     }
 }

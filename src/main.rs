@@ -72,10 +72,15 @@ enum Command {
         #[arg(long, default_value = "config/redlight.toml")]
         config: PathBuf,
         /// Only those numbered after this (`seq` in the output), to page on.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "drop")]
         after: Option<u64>,
-        #[arg(long, default_value_t = 100)]
+        #[arg(long, default_value_t = 100, conflicts_with = "drop")]
         limit: usize,
+        /// Drop this dead letter (its `seq`; repeatable): it is no longer offered to the
+        /// dead-letter topic. For one the topic will never take. Each dropped one is
+        /// written in full (key, payload and headers in base64) as a JSON line: keep it.
+        #[arg(long, value_name = "SEQ")]
+        drop: Vec<u64>,
     },
     /// Ask the working calendar.
     Calendar {
@@ -309,6 +314,7 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
             config,
             after,
             limit,
+            drop,
         } => {
             let config = Config::load(&config)?;
             let runtime = tokio::runtime::Builder::new_current_thread()
@@ -316,6 +322,12 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
                 .build()
                 .context("starting the async runtime")?;
             let (mut out, mut err) = (io::stdout(), io::stderr());
+            if !drop.is_empty() {
+                runtime.block_on(redlight::daemon::drop_dead_letters_command(
+                    &config, &drop, &mut out, &mut err,
+                ))?;
+                return Ok(ExitCode::SUCCESS);
+            }
             runtime.block_on(redlight::daemon::dead_letters_command(
                 &config,
                 after,

@@ -3058,6 +3058,27 @@ impl Store {
         tx.commit().map_err(|e| self.err(e))
     }
 
+    /// Deletes the dead letters numbered `seqs` by an operator's hand, durably, and gives back
+    /// the rows it deleted (with their numbers, in the order asked; a number not in the store
+    /// is left out): the caller shows them, so that what is dropped is not lost unseen.
+    pub fn take_dead_letters(&self, seqs: &[u64]) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
+        if seqs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let tx = self.db.begin_write().map_err(|e| self.err(e))?;
+        let mut taken = Vec::new();
+        {
+            let mut t = tx.open_table(DEAD_LETTERS).map_err(|e| self.err(e))?;
+            for seq in seqs {
+                if let Some(row) = t.remove(*seq).map_err(|e| self.err(e))? {
+                    taken.push((*seq, row.value().to_vec()));
+                }
+            }
+        }
+        tx.commit().map_err(|e| self.err(e))?;
+        Ok(taken)
+    }
+
     /// Resolves once a commit has written dead letters since the last call returned (or
     /// at once if one has and nobody waited).
     pub async fn dead_letters_written(&self) {

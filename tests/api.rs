@@ -541,6 +541,27 @@ async fn a_configured_token_guards_the_api_and_the_board_and_is_never_shown() {
         );
         assert!(!r.body.contains(TOKEN), "{path} shows the token");
     }
+    // Dropping input dead letters by hand takes the token too, and their numbers: never
+    // all at once by an empty or mistyped body.
+    let drop_path = "/api/v1/input/dead-letters/drop";
+    let r = post(d.port, drop_path, r#"{"seqs": [0]}"#, &[]).expect("POST");
+    assert_eq!(r.status, 401, "{drop_path} without a token");
+    for body in [r#"{"seqs": []}"#, "", r#"{"seq": [0]}"#] {
+        let r = post(d.port, drop_path, body, &[("Authorization", &bearer)]).expect("POST");
+        assert_eq!(r.status, 400, "{drop_path} with {body:?}: {}", r.body);
+        assert!(r.body.contains("seqs"), "{body:?}: {}", r.body);
+    }
+    let r = post(
+        d.port,
+        drop_path,
+        r#"{"seqs": [41, 42]}"#,
+        &[("Authorization", &bearer)],
+    )
+    .expect("POST");
+    assert_eq!(r.status, 200, "{}", r.body);
+    let answer: Value = serde_json::from_str(&r.body).expect("JSON");
+    assert_eq!(answer["dropped"], serde_json::json!([]), "{answer}");
+    assert_eq!(answer["not_found"], serde_json::json!([41, 42]), "{answer}");
     // Prometheus and the probes need no token.
     for path in ["/metrics", "/healthz", "/readyz"] {
         let r = get(d.port, path, &[]).expect("GET");

@@ -748,19 +748,104 @@ fn dead_letters_the_topic_refuses_wait_in_the_store() {
     assert!(second.len() == 1 && said.is_empty(), "{second:?} {said}");
     waiting(&[first[0].clone(), second[0].clone()], false);
 
-    // Started again, the refused two are still there, and go once the topic takes them.
+    // Dropped by hand, from the store: given back whole, and no longer offered. A number
+    // the store does not hold is an error naming it.
+    let config = d.config.clone();
+    let drop_letters = |seqs: &[u64]| {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_redlight"));
+        cmd.args(["dead-letters", "--config"]).arg(&config);
+        for s in seqs {
+            cmd.args(["--drop", &s.to_string()]);
+        }
+        let out = cmd.output().expect("redlight dead-letters --drop");
+        let rows: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("a JSON line"))
+            .collect();
+        (
+            out.status.success(),
+            rows,
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let whole = |row: &Value, key: &str| {
+        use base64::Engine as _;
+        let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
+        assert_eq!(row["key"], key, "{row}");
+        assert_eq!(row["code"], "not_json", "{row}");
+        assert_eq!(
+            row["payload_base64"].as_str(),
+            Some(b64(&[b'#'; 6000]).as_str()),
+            "the payload whole: {row}"
+        );
+        assert_eq!(
+            row["headers"],
+            serde_json::json!([["origin", b64(key.as_bytes())]]),
+            "{row}"
+        );
+    };
+    let (ok, rows, said) = drop_letters(&[seq]);
+    assert!(
+        ok && rows.len() == 1 && said.contains("1 dropped"),
+        "{rows:?} {said}"
+    );
+    whole(&rows[0], "J-big-1");
+    let (ok, rows, said) = drop_letters(&[seq]);
+    assert!(
+        !ok && rows.is_empty() && said.contains(&format!("no dead letter numbered {seq}")),
+        "dropped twice: {rows:?} {said}"
+    );
+    let (rest, _) = dead_letters(&[]);
+    assert_eq!(rest.len(), 1, "{rest:?}");
+    assert_eq!(rest[0]["key"], "J-big-2", "{rest:?}");
+
+    // Started again, the refused one left is still there; one more refused joins it, and
+    // is dropped through the running daemon's API.
     d.start();
     d.wait_ready(Duration::from_secs(60));
     poll_until(
         Duration::from_secs(60),
-        "two dead letters pending after kill -9",
-        || (pending(&d) == Some(2)).then_some(()),
+        "one dead letter pending after kill -9",
+        || (pending(&d) == Some(1)).then_some(()),
     );
     let said = d.log_lines("dead letters kept in the store from before the start");
     assert!(
-        said.len() == 1 && said[0].contains("dead_letters=2"),
+        said.len() == 1 && said[0].contains("dead_letters=1"),
         "said at start: {said:?}"
     );
+    Producer::new(&b.bootstrap).send_all(&names.topic, &[bad("J-big-3", 6000)]);
+    poll_until(
+        Duration::from_secs(60),
+        "the third refused one pending",
+        || (pending(&d) == Some(2)).then_some(()),
+    );
+    let (_, body) = d
+        .get("/api/v1/input/dead-letters")
+        .unwrap_or_else(|| d.fail("GET /api/v1/input/dead-letters"));
+    let listing: Value =
+        serde_json::from_str(&body).unwrap_or_else(|e| d.fail(&format!("{e}: {body}")));
+    let third = listing["dead_letters"]
+        .as_array()
+        .and_then(|rows| rows.iter().find(|r| r["key"] == "J-big-3"))
+        .and_then(|r| r["seq"].as_u64())
+        .unwrap_or_else(|| d.fail(&format!("J-big-3 not listed: {body}")));
+    let (ok, rows, said) = drop_letters(&[third]);
+    assert!(
+        ok && rows.len() == 1 && said.contains("1 dropped"),
+        "{rows:?} {said}"
+    );
+    whole(&rows[0], "J-big-3");
+    poll_until(
+        Duration::from_secs(30),
+        "one dead letter pending after the drop",
+        || (pending(&d) == Some(1)).then_some(()),
+    );
+    let said = d.log_lines("a dead letter dropped by hand");
+    assert!(
+        said.len() == 1 && said[0].contains(&format!("seq={third}")),
+        "the daemon logs the drop: {said:?}"
+    );
+    d.assert_alive("after a drop");
     set_topic_config(
         &b.bootstrap,
         &names.dead_letter,
@@ -776,14 +861,17 @@ fn dead_letters_the_topic_refuses_wait_in_the_store() {
         .unwrap_or_default();
     assert_eq!(empty["pending"], 0, "{empty}");
     assert_eq!(empty["dead_letters"], Value::Array(Vec::new()), "{empty}");
-    let all = read_topic(&b.bootstrap, &names.dead_letter, 4, Duration::from_secs(30));
+    let all = read_topic(&b.bootstrap, &names.dead_letter, 3, Duration::from_secs(30));
     assert_eq!(
         keys(&all),
-        ["J-big-1", "J-big-2", "J-small-1", "J-small-2"],
-        "each dead letter once"
+        ["J-big-2", "J-small-1", "J-small-2"],
+        "each dead letter once, the dropped ones never"
     );
     for (at, m) in &bads {
         let key = m.key.as_deref().unwrap_or_default();
+        if key == "J-big-1" {
+            continue; // dropped by hand
+        }
         let r = all
             .iter()
             .find(|r| r.key.as_deref() == Some(key.as_bytes()))

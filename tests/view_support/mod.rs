@@ -379,13 +379,36 @@ impl Resp {
 
 /// A minimal HTTP/1.1 GET (one request per connection; chunked bodies decoded).
 pub fn get(port: u16, path: &str, headers: &[(&str, &str)]) -> Option<Resp> {
+    request(port, "GET", path, None, headers)
+}
+
+/// `POST` of a JSON body.
+#[allow(dead_code)] // not every test binary that includes this module posts
+pub fn post(port: u16, path: &str, body: &str, headers: &[(&str, &str)]) -> Option<Resp> {
+    request(port, "POST", path, Some(body), headers)
+}
+
+fn request(
+    port: u16,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+    headers: &[(&str, &str)],
+) -> Option<Resp> {
     let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(30))).ok()?;
-    let mut req = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n");
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n");
     for (k, v) in headers {
         req.push_str(&format!("{k}: {v}\r\n"));
     }
-    req.push_str("\r\n");
+    if let Some(body) = body {
+        req.push_str(&format!(
+            "Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        ));
+    } else {
+        req.push_str("\r\n");
+    }
     s.write_all(req.as_bytes()).ok()?;
     let mut buf = Vec::new();
     s.read_to_end(&mut buf).ok()?;
