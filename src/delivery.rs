@@ -8,7 +8,9 @@
 //! outcome in transactions of its own (batched): delivered rows leave the outbox, failed ones
 //! are rescheduled on the retry schedule, refused ones (a 4xx other than 408/429, a chat
 //! robot's error code, an exhausted schedule) move to the dead letters, where they stay
-//! until re-sent (`POST /api/v1/deliveries/dead/resend`, `redlight deliveries resend`).
+//! until re-sent (`POST /api/v1/deliveries/dead/resend`, `redlight deliveries resend`) or
+//! dropped by hand for a receiver that will never take them (`POST
+//! /api/v1/deliveries/dead/drop`, `redlight deliveries drop`).
 //!
 //! Delivery is at least once: a request whose success was not yet recorded when the process
 //! died is sent again after the restart (receivers drop duplicates by `webhook-id` / the
@@ -880,6 +882,72 @@ pub struct Selection {
     pub seqs: Vec<u64>,
 }
 
+/// The dead letters `sel` picks (every one when it names neither numbers nor a receiver),
+/// with their rows, in order.
+fn selected(
+    store: &Store,
+    dead: &impl ReadableTable<u64, &'static [u8]>,
+    sel: &Selection,
+) -> Result<Vec<(u64, Row)>, StoreError> {
+    let mut picked = Vec::new();
+    for row in dead.iter().map_err(|e| store_err(store, e))? {
+        let (k, v) = row.map_err(|e| store_err(store, e))?;
+        let seq = k.value();
+        if !sel.seqs.is_empty() && !sel.seqs.contains(&seq) {
+            continue;
+        }
+        let r: Row = decode(store, &format!("dead letter {seq}"), v.value())?;
+        if sel
+            .receiver
+            .as_ref()
+            .is_some_and(|want| *want != r.receiver)
+        {
+            continue;
+        }
+        picked.push((seq, r));
+    }
+    Ok(picked)
+}
+
+/// Deletes the selected dead letters for good: those of a receiver that is gone or will
+/// never take them (whose dead letters would otherwise stay, and keep the alert
+/// `RedlightDeliveryDeadLetters` firing, for ever). The alerts themselves stay in the
+/// store's alert log (`/api/v1/alerts`); only their delivery to that receiver is given up.
+/// An empty selection drops nothing: the receiver or the numbers must be named. Returns how
+/// many were dropped, per receiver.
+pub fn drop_dead(
+    store: &Store,
+    metrics: Option<&Metrics>,
+    sel: &Selection,
+) -> Result<BTreeMap<String, u64>, StoreError> {
+    let mut dropped: BTreeMap<String, u64> = BTreeMap::new();
+    if sel.receiver.is_none() && sel.seqs.is_empty() {
+        return Ok(dropped);
+    }
+    let tx = store
+        .database()
+        .begin_write()
+        .map_err(|e| store_err(store, e))?;
+    {
+        let mut dead = tx.open_table(DEAD).map_err(|e| store_err(store, e))?;
+        for (seq, r) in selected(store, &dead, sel)? {
+            dead.remove(seq).map_err(|e| store_err(store, e))?;
+            *dropped.entry(r.receiver).or_default() += 1;
+        }
+    }
+    tx.commit().map_err(|e| store_err(store, e))?;
+    for (receiver, n) in &dropped {
+        if let Some(m) = metrics {
+            m.delivery_dead_letters
+                .with_label_values(&[receiver.as_str()])
+                .sub(i64::try_from(*n).unwrap_or(i64::MAX));
+        }
+        tracing::warn!(receiver = %receiver, count = n,
+            "delivery dead letters dropped by hand: those alerts will not reach this receiver");
+    }
+    Ok(dropped)
+}
+
 /// Moves the selected dead letters back into the outbox, due now, with a fresh retry
 /// schedule; returns how many. A running worker picks them up within a second.
 pub fn resend_dead(
@@ -897,24 +965,7 @@ pub fn resend_dead(
         let mut dead = tx.open_table(DEAD).map_err(|e| store_err(store, e))?;
         let mut outbox = tx.open_table(OUTBOX).map_err(|e| store_err(store, e))?;
         let mut due = tx.open_table(OUTBOX_DUE).map_err(|e| store_err(store, e))?;
-        let mut picked = Vec::new();
-        for row in dead.iter().map_err(|e| store_err(store, e))? {
-            let (k, v) = row.map_err(|e| store_err(store, e))?;
-            let seq = k.value();
-            if !sel.seqs.is_empty() && !sel.seqs.contains(&seq) {
-                continue;
-            }
-            let r: Row = decode(store, &format!("dead letter {seq}"), v.value())?;
-            if sel
-                .receiver
-                .as_ref()
-                .is_some_and(|want| *want != r.receiver)
-            {
-                continue;
-            }
-            picked.push((seq, r));
-        }
-        for (seq, mut r) in picked {
+        for (seq, mut r) in selected(store, &dead, sel)? {
             dead.remove(seq).map_err(|e| store_err(store, e))?;
             r.attempts = 0;
             r.next_ms = now_ms;
@@ -2286,6 +2337,8 @@ pub enum Command {
     },
     /// Re-send dead letters.
     Resend(Selection),
+    /// Drop dead letters for good (a receiver or numbers named).
+    Drop(Selection),
 }
 
 /// Runs a `redlight deliveries` command against the running daemon (its HTTP port, since
@@ -2312,6 +2365,16 @@ pub async fn command(
             "/api/v1/deliveries/dead/resend".to_string(),
             Some(serde_json::to_value(sel)?),
         ),
+        Command::Drop(sel) => {
+            if sel.receiver.is_none() && sel.seqs.is_empty() {
+                anyhow::bail!("name the dead letters to drop: `--receiver NAME` or `--seq N`");
+            }
+            (
+                http::Method::POST,
+                "/api/v1/deliveries/dead/drop".to_string(),
+                Some(serde_json::to_value(sel)?),
+            )
+        }
     };
     let answer = match call_daemon(config, method, &path, body).await? {
         Some(v) => v,
@@ -2329,6 +2392,9 @@ pub async fn command(
                 Command::Resend(sel) => serde_json::json!({
                     "resent": resend_dead(&store, None, sel, wall_ms())?,
                     "note": "the daemon is not running: the deliveries go out when it starts",
+                }),
+                Command::Drop(sel) => serde_json::json!({
+                    "dropped": drop_dead(&store, None, sel)?,
                 }),
             }
         }
@@ -2387,6 +2453,15 @@ pub async fn command(
             writeln!(out, "re-sent {n} dead letter(s)")?;
             if let Some(note) = answer.get("note").and_then(|v| v.as_str()) {
                 writeln!(out, "{note}")?;
+            }
+        }
+        Command::Drop(_) => {
+            let by: BTreeMap<String, u64> =
+                serde_json::from_value(answer.get("dropped").cloned().unwrap_or_default())
+                    .unwrap_or_default();
+            writeln!(out, "dropped {} dead letter(s)", by.values().sum::<u64>())?;
+            for (receiver, n) in by {
+                writeln!(out, "{receiver:<24} {n:>9}")?;
             }
         }
     }

@@ -33,6 +33,7 @@ pub async fn serve(
         .route("/api/v1/deliveries/waiting", get(waiting))
         .route("/api/v1/deliveries/dead", get(dead_letters))
         .route("/api/v1/deliveries/dead/resend", post(resend_dead))
+        .route("/api/v1/deliveries/dead/drop", post(drop_dead))
         .route("/api/v1/input/dead-letters", get(input_dead_letters))
         .route(
             "/api/v1/input/dead-letters/drop",
@@ -316,6 +317,17 @@ async fn drop_input_dead_letters(
     }
 }
 
+/// A 400 for a body that is not a selection of delivery dead letters.
+fn bad_selection(e: &serde_json::Error) -> Response {
+    (
+        StatusCode::BAD_REQUEST,
+        axum::Json(json!({"error": format!(
+            "the body must be {{\"receiver\": \"name\"}} or {{\"seqs\": [1, 2]}}: {e}"
+        )})),
+    )
+        .into_response()
+}
+
 /// `POST /api/v1/deliveries/dead/resend` with `{"receiver": "…"}`, `{"seqs": [3, 4]}` or an
 /// empty body (all): moves dead letters back into the outbox with a fresh retry schedule.
 async fn resend_dead(State(s): State<Arc<Shared>>, body: axum::body::Bytes) -> Response {
@@ -324,15 +336,7 @@ async fn resend_dead(State(s): State<Arc<Shared>>, body: axum::body::Bytes) -> R
     } else {
         match serde_json::from_slice(&body) {
             Ok(sel) => sel,
-            Err(e) => {
-                return (
-                    StatusCode::BAD_REQUEST,
-                    axum::Json(json!({"error": format!(
-                        "the body must be {{\"receiver\": \"name\"}} or {{\"seqs\": [1, 2]}}: {e}"
-                    )})),
-                )
-                    .into_response();
-            }
+            Err(e) => return bad_selection(&e),
         }
     };
     let store = s.store.clone();
@@ -344,6 +348,39 @@ async fn resend_dead(State(s): State<Arc<Shared>>, body: axum::body::Bytes) -> R
     .await;
     match result {
         Ok(n) => axum::Json(json!({"resent": n})).into_response(),
+        Err(answer) => answer,
+    }
+}
+
+/// `POST /api/v1/deliveries/dead/drop` with `{"receiver": "…"}` and/or `{"seqs": [3, 4]}`:
+/// deletes those dead letters for good (the alerts stay in the alert log). Never all at
+/// once: an empty selection is refused.
+async fn drop_dead(State(s): State<Arc<Shared>>, body: axum::body::Bytes) -> Response {
+    let selection: crate::delivery::Selection = match serde_json::from_slice(&body) {
+        Ok(
+            sel @ crate::delivery::Selection {
+                receiver: Some(_), ..
+            },
+        ) => sel,
+        Ok(sel) if !sel.seqs.is_empty() => sel,
+        Ok(_) => {
+            return (
+                StatusCode::BAD_REQUEST,
+                axum::Json(json!({"error": "name the dead letters to drop: \
+                    {\"receiver\": \"name\"} or {\"seqs\": [1, 2]}"})),
+            )
+                .into_response();
+        }
+        Err(e) => return bad_selection(&e),
+    };
+    let store = s.store.clone();
+    let metrics = s.metrics.clone();
+    let result = store_call("deliveries", move || {
+        crate::delivery::drop_dead(&store, Some(&metrics), &selection)
+    })
+    .await;
+    match result {
+        Ok(by) => axum::Json(json!({"dropped": by})).into_response(),
         Err(answer) => answer,
     }
 }

@@ -111,6 +111,16 @@ enum DeliveriesAction {
         #[arg(long = "seq")]
         seqs: Vec<u64>,
     },
+    /// Drop dead letters for good: a receiver's (`--receiver`, for one removed or that will
+    /// never take them) or the given ones (`--seq N`, repeatable); one of them is required.
+    /// The alerts stay in the alert log; only their delivery there is given up.
+    #[command(group = clap::ArgGroup::new("which").required(true).multiple(true))]
+    Drop {
+        #[arg(long, group = "which")]
+        receiver: Option<String>,
+        #[arg(long = "seq", group = "which")]
+        seqs: Vec<u64>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -297,6 +307,12 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
                 }
                 DeliveriesAction::Resend { receiver, seqs } => {
                     redlight::delivery::Command::Resend(redlight::delivery::Selection {
+                        receiver,
+                        seqs,
+                    })
+                }
+                DeliveriesAction::Drop { receiver, seqs } => {
+                    redlight::delivery::Command::Drop(redlight::delivery::Selection {
                         receiver,
                         seqs,
                     })

@@ -543,14 +543,19 @@ async fn a_configured_token_guards_the_api_and_the_board_and_is_never_shown() {
     }
     // Dropping input dead letters by hand takes the token too, and their numbers: never
     // all at once by an empty or mistyped body.
-    let drop_path = "/api/v1/input/dead-letters/drop";
-    let r = post(d.port, drop_path, r#"{"seqs": [0]}"#, &[]).expect("POST");
-    assert_eq!(r.status, 401, "{drop_path} without a token");
-    for body in [r#"{"seqs": []}"#, "", r#"{"seq": [0]}"#] {
-        let r = post(d.port, drop_path, body, &[("Authorization", &bearer)]).expect("POST");
-        assert_eq!(r.status, 400, "{drop_path} with {body:?}: {}", r.body);
-        assert!(r.body.contains("seqs"), "{body:?}: {}", r.body);
+    for drop_path in [
+        "/api/v1/input/dead-letters/drop",
+        "/api/v1/deliveries/dead/drop",
+    ] {
+        let r = post(d.port, drop_path, r#"{"seqs": [0]}"#, &[]).expect("POST");
+        assert_eq!(r.status, 401, "{drop_path} without a token");
+        for body in [r#"{"seqs": []}"#, "", r#"{"seq": [0]}"#, "{}"] {
+            let r = post(d.port, drop_path, body, &[("Authorization", &bearer)]).expect("POST");
+            assert_eq!(r.status, 400, "{drop_path} with {body:?}: {}", r.body);
+            assert!(r.body.contains("seqs"), "{body:?}: {}", r.body);
+        }
     }
+    let drop_path = "/api/v1/input/dead-letters/drop";
     let r = post(
         d.port,
         drop_path,

@@ -598,6 +598,105 @@ async fn too_many_requests_waits_for_retry_after() {
     s.stop().await;
 }
 
+/// Dead letters of a receiver that will never take them are dropped by hand: only those
+/// named (by number, or the receiver's), never all for want of a selection; gone from the
+/// dead letters and the metric, never delivered when the receiver answers again, and the
+/// alerts themselves still in the alert log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_letters_dropped_by_hand_are_gone_and_their_alerts_kept() {
+    let sink = Sink::start().await;
+    sink.set_plan(|_, _| Answer::status(410).body("retired"));
+    let s = Setup::start(
+        "drop",
+        &json_receiver(&sink.url("/old"), r#"["50ms", "50ms"]"#, ""),
+    );
+    s.commit((1..=3).map(|n| red(&s.rules, n)).collect());
+    let dead_seqs = || -> Vec<u64> {
+        delivery::dead_letters(&s.store, 0, 10, None)
+            .map(|d| d.iter().map(|r| r.seq).collect())
+            .unwrap_or_default()
+    };
+    assert!(eventually(WAIT, || dead_seqs().len() == 3).await);
+    let gauge = || {
+        s.metrics
+            .delivery_dead_letters
+            .with_label_values(&["hook"])
+            .get()
+    };
+    assert_eq!(gauge(), 3);
+    let alerts_before = s.store.alert_count().expect("alerts");
+
+    let none = delivery::drop_dead(&s.store, Some(&s.metrics), &Selection::default())
+        .expect("drop nothing");
+    assert!(none.is_empty(), "an empty selection drops nothing");
+    assert_eq!(dead_seqs().len(), 3);
+
+    let first = dead_seqs()[0];
+    let by = delivery::drop_dead(
+        &s.store,
+        Some(&s.metrics),
+        &Selection {
+            receiver: None,
+            seqs: vec![first],
+        },
+    )
+    .expect("drop one");
+    assert_eq!(by.get("hook"), Some(&1));
+    assert_eq!(dead_seqs().len(), 2);
+    assert!(!dead_seqs().contains(&first));
+    assert_eq!(gauge(), 2);
+
+    let other = delivery::drop_dead(
+        &s.store,
+        Some(&s.metrics),
+        &Selection {
+            receiver: Some("elsewhere".into()),
+            seqs: vec![],
+        },
+    )
+    .expect("drop another receiver's");
+    assert!(
+        other.is_empty(),
+        "another receiver's selection leaves these"
+    );
+    let by = delivery::drop_dead(
+        &s.store,
+        Some(&s.metrics),
+        &Selection {
+            receiver: Some("hook".into()),
+            seqs: vec![],
+        },
+    )
+    .expect("drop the receiver's");
+    assert_eq!(by.get("hook"), Some(&2));
+    assert!(dead_seqs().is_empty());
+    assert_eq!(gauge(), 0);
+    assert_eq!(
+        s.count("hook", "dead"),
+        3,
+        "the counter of dead letters keeps history"
+    );
+
+    // The receiver answers again: nothing dropped comes back to it.
+    sink.set_plan(|_, _| Answer::ok(""));
+    let resent = delivery::resend_dead(
+        &s.store,
+        Some(&s.metrics),
+        &Selection::default(),
+        chrono::Utc::now().timestamp_millis(),
+    )
+    .expect("resend");
+    assert_eq!(resent, 0);
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(sink.hits().len(), 3, "only the three refused attempts");
+    assert_eq!(
+        s.store.alert_count().expect("alerts"),
+        alerts_before,
+        "the alerts stay in the log"
+    );
+    s.stop().await;
+}
+
 /// A 4xx is a dead letter at once (visible in the API's data and the metrics); fixed and
 /// re-sent, it is delivered. 408 is retried like a 5xx.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1859,6 +1958,34 @@ receivers = ["picky"]
     assert!(metrics.contains(r#"redlight_delivery_dead_letters{receiver="picky"} 1"#));
     assert!(metrics.contains(r#"redlight_outbox_depth{receiver="office"} 0"#));
     assert!(!metrics.contains("picky-key-123"));
+    // Dropping needs a selection; another receiver's drops none of picky's (through the
+    // running daemon's API).
+    let deliveries = |args: &'static [&'static str]| {
+        let config_path = config_path.clone();
+        tokio::task::spawn_blocking(move || {
+            std::process::Command::new(env!("CARGO_BIN_EXE_redlight"))
+                .args(["deliveries", "--config"])
+                .arg(&config_path)
+                .args(args)
+                .output()
+                .expect("redlight deliveries")
+        })
+    };
+    let out = deliveries(&["drop"]).await.expect("join");
+    assert!(!out.status.success(), "drop without a selection");
+    let out = deliveries(&["drop", "--receiver", "nobody"])
+        .await
+        .expect("join");
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && said.contains("dropped 0 dead letter"),
+        "{said} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        get_text(http_addr, "/metrics")
+            .contains(r#"redlight_delivery_dead_letters{receiver="picky"} 1"#)
+    );
     // 5. Fixed, and re-sent with the subcommand, which talks to the running daemon.
     sink.set_plan(|_, h| platform_ok(&h.path));
     let out = tokio::task::spawn_blocking({
