@@ -268,11 +268,11 @@ async fn drop_input_dead_letters(
 ) -> Response {
     #[derive(serde::Deserialize)]
     #[serde(deny_unknown_fields)]
-    struct Drop {
+    struct Named {
         seqs: Vec<u64>,
     }
-    let seqs = match serde_json::from_slice::<Drop>(&body) {
-        Ok(Drop { seqs }) if !seqs.is_empty() => seqs,
+    let seqs = match serde_json::from_slice::<Named>(&body) {
+        Ok(Named { seqs }) if !seqs.is_empty() => seqs,
         Ok(_) => {
             return (
                 StatusCode::BAD_REQUEST,

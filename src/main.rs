@@ -66,8 +66,8 @@ enum Command {
     },
     /// Input messages that could not be applied (not JSON, a bad attribute, …) and that the
     /// dead-letter topic has not taken yet, as JSON lines with the reason and what the
-    /// brokers last said. Talks to the running daemon's HTTP port; with no daemon running
-    /// it reads the store directly.
+    /// brokers last said; or, with `--drop`, drops those named. Talks to the running
+    /// daemon's HTTP port; with no daemon running it uses the store directly.
     DeadLetters {
         #[arg(long, default_value = "config/redlight.toml")]
         config: PathBuf,
