@@ -253,6 +253,31 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     let store = Arc::new(config.open_store()?);
     // Build one engine up front: a broken pack or calendar fails here, before consuming.
     let template = config.build_engine()?;
+    // The stored cases name their rules by position: refuse packs that number them
+    // otherwise, before anything is restored.
+    let ids: Vec<String> = template
+        .rules()
+        .rules
+        .iter()
+        .map(|r| r.id.to_string())
+        .collect();
+    let stored = store.rule_order()?;
+    if let Some(stored) = &stored {
+        check_rule_order(stored, &ids).map_err(|message| {
+            anyhow::anyhow!(
+                "{message} (the store in {}; `engine.rule_packs` in the configuration)",
+                data_dir.display()
+            )
+        })?;
+    }
+    if stored.as_deref() != Some(ids.as_slice()) {
+        store.record_rule_order(&ids)?;
+        tracing::info!(
+            rules = ids.len(),
+            before = stored.as_ref().map(Vec::len),
+            "recorded the order of the packs' rules in the store"
+        );
+    }
     let metrics = Metrics::new();
     // The journal read back on open (the writer updates it after every commit).
     metrics
@@ -848,6 +873,41 @@ pub async fn dead_letters_command(
         )?;
     }
     Ok(())
+}
+
+/// Whether rules numbered as `current` (the packs' rule ids in order) can take over cases
+/// stored when they were numbered as `stored`: a case's clocks, stages and duties name their
+/// rule by its position, so every stored position must still hold the same rule. Rules
+/// added after the existing ones (at the end of the last pack, or in a pack listed last)
+/// are fine; a rule inserted before others, a pack moved, or a rule removed would put the
+/// restored clocks under other rules (another deadline, title and legal basis) or under
+/// none. The error names the first position that differs and what to do.
+pub fn check_rule_order(stored: &[String], current: &[String]) -> Result<(), String> {
+    let Some((at, was)) = stored
+        .iter()
+        .enumerate()
+        .find(|&(i, id)| current.get(i) != Some(id))
+    else {
+        return Ok(());
+    };
+    let now = match current.get(at) {
+        Some(id) => format!("is `{id}` now"),
+        None => "is gone now".to_string(),
+    };
+    let moved = match current.iter().position(|id| id == was) {
+        Some(p) => format!("`{was}` is rule {} now", p + 1),
+        None => format!("`{was}` is no longer in any pack"),
+    };
+    Err(format!(
+        "the rule packs number their rules otherwise than when the stored cases were \
+         written: rule {} was `{was}` and {now} ({moved}). A case's clocks name their rule by \
+         its number, so restoring them would put them under other rules. Keep the packs \
+         in the order they were and every rule in its place; add new rules only after the \
+         existing ones (at the end of the last pack, or in a new pack listed last). The \
+         rules the store knows, in order: {}",
+        at + 1,
+        stored.join(", ")
+    ))
 }
 
 /// One partition as restored from the store.
@@ -2922,6 +2982,52 @@ mod tests {
         tries.gone(&[0]);
         let (rows, _) = list_dead_letters(&store, None, 1, Some(&tries), tz).expect("list");
         assert_eq!((rows[0].attempts, rows[0].last_error.as_deref()), (0, None));
+        drop(store);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn rules_may_be_added_after_the_stored_ones_and_never_moved() {
+        let ids = |s: &[&str]| s.iter().map(|i| i.to_string()).collect::<Vec<_>>();
+        let stored = ids(&["xk.decision", "xk.promised", "xz.decision"]);
+        assert_eq!(check_rule_order(&stored, &stored), Ok(()));
+        let appended = ids(&["xk.decision", "xk.promised", "xz.decision", "aq.report"]);
+        assert_eq!(check_rule_order(&stored, &appended), Ok(()), "added after");
+        assert_eq!(
+            check_rule_order(&[], &appended),
+            Ok(()),
+            "nothing stored yet"
+        );
+
+        let inserted = ids(&["xk.decision", "xk.new", "xk.promised", "xz.decision"]);
+        let e = check_rule_order(&stored, &inserted).expect_err("inserted before others");
+        assert!(
+            e.contains("rule 2 was `xk.promised` and is `xk.new` now")
+                && e.contains("`xk.promised` is rule 3 now")
+                && e.contains("xk.decision, xk.promised, xz.decision"),
+            "{e}"
+        );
+        let moved = ids(&["xz.decision", "xk.decision", "xk.promised"]);
+        let e = check_rule_order(&stored, &moved).expect_err("a pack moved");
+        assert!(e.contains("rule 1 was `xk.decision`"), "{e}");
+        let removed = ids(&["xk.decision", "xk.promised"]);
+        let e = check_rule_order(&stored, &removed).expect_err("a rule removed");
+        assert!(
+            e.contains("rule 3 was `xz.decision` and is gone now")
+                && e.contains("no longer in any pack"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn the_rule_order_is_kept_in_the_store() {
+        let (dir, store) = dead_letter_store("rule-order");
+        assert_eq!(store.rule_order().expect("read"), None, "a new store");
+        let ids = vec!["xk.decision".to_string(), "aq.report".to_string()];
+        store.record_rule_order(&ids).expect("record");
+        drop(store);
+        let store = Store::open(&dir).expect("reopen");
+        assert_eq!(store.rule_order().expect("read"), Some(ids));
         drop(store);
         let _ = std::fs::remove_dir_all(&dir);
     }

@@ -887,3 +887,85 @@ async fn a_calendar_that_has_ended_is_a_warning_not_unreadiness() {
     d.stop();
     let _ = std::fs::remove_dir_all(&old);
 }
+
+/// The stored cases name their rules by position: a start whose packs number the rules
+/// otherwise (a pack moved, a rule inserted or removed) is refused before anything is
+/// restored, naming the rule; rules added after the stored ones start, and are recorded.
+/// No broker is needed: the check comes first.
+#[test]
+fn a_start_with_the_rules_renumbered_is_refused() {
+    let dir = std::env::temp_dir().join(unique("rule-order"));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let listen = format!("127.0.0.1:{}", free_port());
+    let config_path = write_config(&dir, "127.0.0.1:1", "rule-order", &listen, "", "");
+    let config = redlight::config::Config::load(&config_path).expect("config");
+    let ids: Vec<String> = config
+        .load_rules()
+        .expect("rules")
+        .rules
+        .iter()
+        .map(|r| r.id.to_string())
+        .collect();
+    let record = |order: &[String]| {
+        let store = redlight::store::Store::open(&dir.join("data")).expect("store");
+        store.record_rule_order(order).expect("record");
+    };
+    let log = dir.join("daemon.log");
+    let start = || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_redlight"))
+            .args(["run", "--config"])
+            .arg(&config_path)
+            .stderr(std::fs::File::create(&log).expect("log"))
+            .spawn()
+            .expect("redlight run")
+    };
+    let wait = |child: &mut std::process::Child, what: &str| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                return Some(status);
+            }
+            let said = std::fs::read_to_string(&log).unwrap_or_default();
+            if said.contains(what) || std::time::Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                return None;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    };
+
+    // Stored as if the first pack had been listed last.
+    let mut moved = ids.clone();
+    let first = moved.remove(0);
+    moved.push(first.clone());
+    record(&moved);
+    let mut child = start();
+    let status = wait(&mut child, "\u{0}never");
+    let said = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        status.is_some_and(|s| !s.success()),
+        "refused and stopped: {status:?} {said}"
+    );
+    assert!(
+        said.contains("number their rules otherwise")
+            && said.contains(&format!("rule 1 was `{}`", moved[0]))
+            && said.contains("engine.rule_packs"),
+        "{said}"
+    );
+    assert!(
+        !said.contains("http listening"),
+        "refused before anything started: {said}"
+    );
+
+    // Stored with all but the last rule: the last is added after them, which is fine.
+    record(&ids[..ids.len() - 1]);
+    let mut child = start();
+    let status = wait(&mut child, "recorded the order of the packs' rules");
+    let said = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(status.is_none(), "started: {status:?} {said}");
+    let store = redlight::store::Store::open(&dir.join("data")).expect("store");
+    assert_eq!(store.rule_order().expect("read"), Some(ids), "{said}");
+    drop(store);
+    let _ = std::fs::remove_dir_all(&dir);
+}
