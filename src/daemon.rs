@@ -253,31 +253,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     let store = Arc::new(config.open_store()?);
     // Build one engine up front: a broken pack or calendar fails here, before consuming.
     let template = config.build_engine()?;
-    // The stored cases name their rules by position: refuse packs that number them
-    // otherwise, before anything is restored.
-    let ids: Vec<String> = template
-        .rules()
-        .rules
-        .iter()
-        .map(|r| r.id.to_string())
-        .collect();
-    let stored = store.rule_order()?;
-    if let Some(stored) = &stored {
-        check_rule_order(stored, &ids).map_err(|message| {
-            anyhow::anyhow!(
-                "{message} (the store in {}; `engine.rule_packs` in the configuration)",
-                data_dir.display()
-            )
-        })?;
-    }
-    if stored.as_deref() != Some(ids.as_slice()) {
-        store.record_rule_order(&ids)?;
-        tracing::info!(
-            rules = ids.len(),
-            before = stored.as_ref().map(Vec::len),
-            "recorded the order of the packs' rules in the store"
-        );
-    }
+    let rules = stored_order(&store, template.rules())
+        .with_context(|| format!("the store in {}", data_dir.display()))?;
     let metrics = Metrics::new();
     // The journal read back on open (the writer updates it after every commit).
     metrics
@@ -301,7 +278,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         tz: template.zone().tz(),
         view: crate::api::View::new(
             &config,
-            Arc::new(template.rules().clone()),
+            rules.clone(),
             Arc::new(template.calendar().clone()),
         ),
         open: Mutex::new(crate::open_counts::Totals::default()),
@@ -309,7 +286,6 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         dead_letter_topic: config.kafka.dead_letter_topic.clone(),
         kafka_error: Mutex::new(None),
     });
-    let rules = Arc::new(template.rules().clone());
     let calendar = Arc::new(template.calendar().clone());
     drop(template);
     // Alert delivery: the outbox is written with each batch (the store's commit hook), the
@@ -873,6 +849,42 @@ pub async fn dead_letters_command(
         )?;
     }
     Ok(())
+}
+
+/// The rules as the store's cases number them, checked against the packs and recorded
+/// (durably, before anything is restored or written). A case names its rules by position
+/// and its seen event types by bit: the rules must keep every stored position
+/// ([`check_rule_order`], else an error), and the types keep their stored bits
+/// ([`crate::rules::RuleSet::with_type_order`]); rules and types added since are numbered
+/// after them. A store from before records the packs as they are.
+fn stored_order(
+    store: &Store,
+    rules: &crate::rules::RuleSet,
+) -> anyhow::Result<Arc<crate::rules::RuleSet>> {
+    let ids: Vec<String> = rules.rules.iter().map(|r| r.id.to_string()).collect();
+    let stored_rules = store.rule_order()?;
+    if let Some(stored) = &stored_rules {
+        check_rule_order(stored, &ids).map_err(|message| {
+            anyhow::anyhow!("{message} (`engine.rule_packs` in the configuration)")
+        })?;
+    }
+    let stored_types = store.type_order()?;
+    let rules = match &stored_types {
+        Some(stored) => rules.with_type_order(stored).map_err(anyhow::Error::msg)?,
+        None => rules.clone(),
+    };
+    let types = rules.type_order();
+    if stored_rules.as_deref() != Some(ids.as_slice()) || stored_types.as_deref() != Some(types) {
+        store.record_order(&ids, types)?;
+        tracing::info!(
+            rules = ids.len(),
+            types = types.len(),
+            rules_before = stored_rules.as_ref().map(Vec::len),
+            types_before = stored_types.as_ref().map(Vec::len),
+            "recorded the order of the packs' rules and event types in the store"
+        );
+    }
+    Ok(Arc::new(rules))
 }
 
 /// Whether rules numbered as `current` (the packs' rule ids in order) can take over cases
@@ -3023,11 +3035,14 @@ mod tests {
     fn the_rule_order_is_kept_in_the_store() {
         let (dir, store) = dead_letter_store("rule-order");
         assert_eq!(store.rule_order().expect("read"), None, "a new store");
+        assert_eq!(store.type_order().expect("read"), None, "a new store");
         let ids = vec!["xk.decision".to_string(), "aq.report".to_string()];
-        store.record_rule_order(&ids).expect("record");
+        let types = vec!["b.two".to_string(), "a.one".to_string()];
+        store.record_order(&ids, &types).expect("record");
         drop(store);
         let store = Store::open(&dir).expect("reopen");
         assert_eq!(store.rule_order().expect("read"), Some(ids));
+        assert_eq!(store.type_order().expect("read"), Some(types));
         drop(store);
         let _ = std::fs::remove_dir_all(&dir);
     }

@@ -3606,6 +3606,88 @@ mod tests {
         config.build_engine().expect("engine")
     }
 
+    /// A case keeps the meaning of the event types it has seen when a pack declaring a new
+    /// type is added (which renumbers the types in name order): the daemon numbers them as
+    /// the store did ([`crate::rules::RuleSet::with_type_order`]). Here the accident was
+    /// reported before the restart, so its discovery after it is no 瞒报; numbered afresh,
+    /// the report would have read as another type and the discovery raised a false red.
+    #[test]
+    fn a_restored_case_keeps_its_seen_types_when_a_pack_adds_one() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let config =
+            crate::config::Config::load(&root.join("config/redlight.toml")).expect("config");
+        let mut before = config.build_engine().expect("engine");
+        let mut out = Vec::new();
+        for (id, kind, time, data) in [
+            (
+                "k2",
+                "safety.accident_occurred",
+                "2026-06-10T10:00:00+08:00",
+                r#"{"department":"d","severity":"general","deaths":1}"#,
+            ),
+            (
+                "k2r",
+                "safety.accident_reported",
+                "2026-06-10T10:40:00+08:00",
+                r#"{"to":"区应急管理局"}"#,
+            ),
+        ] {
+            let ev = event(id, "AQ-K2", kind, time, data);
+            before.advance_before(ev.time_ms(), &mut out);
+            before.apply(&ev, &mut out).expect("apply");
+        }
+        let case = before.case("AQ-K2").expect("case").clone();
+        let stored_types = before.rules().type_order().to_vec();
+
+        let dir = std::env::temp_dir().join(format!("redlight-type-order-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let extra = dir.join("new.toml");
+        std::fs::write(
+            &extra,
+            "[pack]\nname = \"new\"\ntitle = \"new\"\ntypes = [\"aaa.new\"]\n",
+        )
+        .expect("pack");
+        let mut paths = config.rule_pack_paths();
+        paths.push(extra);
+        let renumbered = crate::rules::RuleSet::load(&paths).expect("rules");
+        let _ = std::fs::remove_dir_all(&dir);
+        assert_eq!(
+            renumbered.type_order()[0],
+            "aaa.new",
+            "the new type sorts first"
+        );
+        let calendar = Arc::new(config.load_calendar().expect("calendar"));
+        let discovered = event(
+            "k2d",
+            "AQ-K2",
+            "safety.accident_discovered",
+            "2026-06-10T14:00:00+08:00",
+            r#"{"by":"inspection"}"#,
+        );
+        let concealed = |rules: crate::rules::RuleSet| {
+            let mut after = Engine::new(Arc::new(rules), calendar.clone());
+            after.restore(case.clone());
+            let mut out = Vec::new();
+            after.advance_before(discovered.time_ms(), &mut out);
+            after.apply(&discovered, &mut out).expect("apply");
+            out.iter().filter(|a| &*a.rule == "aq.concealed").count()
+        };
+        let kept = renumbered
+            .with_type_order(&stored_types)
+            .expect("numbered as stored");
+        assert_eq!(&kept.type_order()[..stored_types.len()], &stored_types[..]);
+        assert_eq!(
+            kept.type_order().last().map(String::as_str),
+            Some("aaa.new")
+        );
+        assert_eq!(concealed(kept), 0, "the report before the restart counts");
+        assert_eq!(
+            concealed(renumbered),
+            1,
+            "numbered afresh the seen types shift (what the daemon no longer does)"
+        );
+    }
+
     /// A CloudEvent of `kind` for case `subject`, with `data` (a JSON object) as given.
     fn event(id: &str, subject: &str, kind: &str, time: &str, data: &str) -> Event {
         let line = format!(

@@ -451,7 +451,8 @@ pub struct RuleSet {
     pub packs: Vec<PackInfo>,
     by_type: FxHashMap<String, TypeInfo>,
     known_types: FxHashSet<String>,
-    /// Known types sorted; a type's position is its bit in a case's seen-types set.
+    /// Known types sorted (or as a store numbers them, [`RuleSet::with_type_order`]); a
+    /// type's position is its bit in a case's seen-types set.
     type_bits: Vec<String>,
 }
 
@@ -492,6 +493,41 @@ impl RuleSet {
             .map(|i| self.type_bits[i].as_str())
             .collect()
     }
+    /// The known types in the order a case's seen-types set numbers them (its bits).
+    pub fn type_order(&self) -> &[String] {
+        &self.type_bits
+    }
+
+    /// This rule set with its types numbered as `stored` numbers them (the order a store's
+    /// cases were written with), the types `stored` lacks numbered after them in name order.
+    /// A stored type no pack declares any more keeps its number, unused by events. So a pack
+    /// added with types of its own never renumbers the types stored cases have seen (their
+    /// bits are stored as they are). An error when that makes more than 128.
+    pub fn with_type_order(&self, stored: &[String]) -> Result<RuleSet, String> {
+        let mut bits: Vec<String> = stored.to_vec();
+        bits.extend(
+            self.type_bits
+                .iter()
+                .filter(|t| !stored.contains(t))
+                .cloned(),
+        );
+        if bits.len() > 128 {
+            return Err(format!(
+                "{} event types with those the stored cases have seen ({}); at most 128",
+                bits.len(),
+                stored.len()
+            ));
+        }
+        let mut set = self.clone();
+        for (i, t) in bits.iter().enumerate() {
+            if let Some(info) = set.by_type.get_mut(t) {
+                info.bit = i as u8;
+            }
+        }
+        set.type_bits = bits;
+        Ok(set)
+    }
+
     pub fn rule(&self, idx: u16) -> &Rule {
         &self.rules[idx as usize]
     }

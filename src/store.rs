@@ -130,6 +130,9 @@ const META_JOURNAL_NEXT: &str = "journal_next";
 /// so that a start with the rule packs numbering them otherwise is refused rather than
 /// restoring clocks under the wrong rules (`daemon::check_rule_order`).
 const META_RULE_ORDER: &str = "rule_order";
+/// Batches' file `meta` key: the event types in the order the stored cases' seen-types sets
+/// number them (JSON), which a start keeps (`RuleSet::with_type_order`).
+const META_TYPE_ORDER: &str = "type_order";
 
 /// The format version of the store. A store written by another version is refused with a
 /// clear error rather than misread.
@@ -3037,36 +3040,51 @@ impl Store {
     }
 
     /// The rule ids in the order the store's cases number them (a clock, a stage or a duty
-    /// names its rule by position), as [`Store::record_rule_order`] last wrote them; `None`
-    /// for a store written before they were recorded.
+    /// names its rule by position), as [`Store::record_order`] last wrote them; `None` for
+    /// a store written before they were recorded.
     pub fn rule_order(&self) -> Result<Option<Vec<String>>, StoreError> {
+        self.meta_list(META_RULE_ORDER)
+    }
+
+    /// The event types in the order the store's cases' seen-types sets number them; `None`
+    /// for a store written before they were recorded.
+    pub fn type_order(&self) -> Result<Option<Vec<String>>, StoreError> {
+        self.meta_list(META_TYPE_ORDER)
+    }
+
+    /// Records the rule ids and the event types in the order the cases written from now on
+    /// number them, durably.
+    pub fn record_order(&self, rules: &[String], types: &[String]) -> Result<(), StoreError> {
+        let rules = serde_json::to_vec(rules).map_err(|e| self.err(e))?;
+        let types = serde_json::to_vec(types).map_err(|e| self.err(e))?;
+        let tx = self.db.begin_write().map_err(|e| self.err(e))?;
+        {
+            let mut meta = tx.open_table(META).map_err(|e| self.err(e))?;
+            meta.insert(META_RULE_ORDER, rules.as_slice())
+                .map_err(|e| self.err(e))?;
+            meta.insert(META_TYPE_ORDER, types.as_slice())
+                .map_err(|e| self.err(e))?;
+        }
+        tx.commit().map_err(|e| self.err(e))
+    }
+
+    /// A JSON list of strings in the batches' file's `meta`.
+    fn meta_list(&self, key: &str) -> Result<Option<Vec<String>>, StoreError> {
         let tx = self.db.begin_read().map_err(|e| self.err(e))?;
         let meta = match tx.open_table(META) {
             Ok(t) => t,
             Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
             Err(e) => return Err(self.err(e)),
         };
-        let Some(v) = meta.get(META_RULE_ORDER).map_err(|e| self.err(e))? else {
+        let Some(v) = meta.get(key).map_err(|e| self.err(e))? else {
             return Ok(None);
         };
         serde_json::from_slice(v.value())
             .map(Some)
             .map_err(|e| StoreError::Corrupt {
                 file: self.file.clone(),
-                message: format!("meta {META_RULE_ORDER:?} is not a JSON list of rule ids: {e}"),
+                message: format!("meta {key:?} is not a JSON list of names: {e}"),
             })
-    }
-
-    /// Records the rule ids in the order the cases written from now on number them, durably.
-    pub fn record_rule_order(&self, ids: &[String]) -> Result<(), StoreError> {
-        let json = serde_json::to_vec(ids).map_err(|e| self.err(e))?;
-        let tx = self.db.begin_write().map_err(|e| self.err(e))?;
-        {
-            let mut meta = tx.open_table(META).map_err(|e| self.err(e))?;
-            meta.insert(META_RULE_ORDER, json.as_slice())
-                .map_err(|e| self.err(e))?;
-        }
-        tx.commit().map_err(|e| self.err(e))
     }
 
     /// How many dead letters wait for the broker.

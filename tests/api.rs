@@ -899,16 +899,12 @@ fn a_start_with_the_rules_renumbered_is_refused() {
     let listen = format!("127.0.0.1:{}", free_port());
     let config_path = write_config(&dir, "127.0.0.1:1", "rule-order", &listen, "", "");
     let config = redlight::config::Config::load(&config_path).expect("config");
-    let ids: Vec<String> = config
-        .load_rules()
-        .expect("rules")
-        .rules
-        .iter()
-        .map(|r| r.id.to_string())
-        .collect();
+    let rules = config.load_rules().expect("rules");
+    let ids: Vec<String> = rules.rules.iter().map(|r| r.id.to_string()).collect();
+    let types = rules.type_order().to_vec();
     let record = |order: &[String]| {
         let store = redlight::store::Store::open(&dir.join("data")).expect("store");
-        store.record_rule_order(order).expect("record");
+        store.record_order(order, &types).expect("record");
     };
     let log = dir.join("daemon.log");
     let start = || {
@@ -966,6 +962,7 @@ fn a_start_with_the_rules_renumbered_is_refused() {
     assert!(status.is_none(), "started: {status:?} {said}");
     let store = redlight::store::Store::open(&dir.join("data")).expect("store");
     assert_eq!(store.rule_order().expect("read"), Some(ids), "{said}");
+    assert_eq!(store.type_order().expect("read"), Some(types), "{said}");
     drop(store);
     let _ = std::fs::remove_dir_all(&dir);
 }
