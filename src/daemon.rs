@@ -856,19 +856,30 @@ pub async fn dead_letters_command(
 /// and its seen event types by bit: the rules must keep every stored position
 /// ([`check_rule_order`], else an error), and the types keep their stored bits
 /// ([`crate::rules::RuleSet::with_type_order`]); rules and types added since are numbered
-/// after them. A store from before records the packs as they are.
+/// after them. A store from before records the packs as they are, and so does a store that
+/// has applied no event yet, whatever it recorded.
 fn stored_order(
     store: &Store,
     rules: &crate::rules::RuleSet,
 ) -> anyhow::Result<Arc<crate::rules::RuleSet>> {
     let ids: Vec<String> = rules.rules.iter().map(|r| r.id.to_string()).collect();
-    let stored_rules = store.rule_order()?;
-    if let Some(stored) = &stored_rules {
-        check_rule_order(stored, &ids).map_err(|message| {
-            anyhow::anyhow!("{message} (`engine.rule_packs` in the configuration)")
-        })?;
+    let mut stored_rules = store.rule_order()?;
+    let mut stored_types = store.type_order()?;
+    if let Some(stored) = &stored_rules
+        && let Err(message) = check_rule_order(stored, &ids)
+    {
+        // No offset stored: no event was ever applied, so no case names a rule (a case
+        // is written with its batch's offsets). The packs may be reordered freely then.
+        if !store.offsets()?.is_empty() {
+            anyhow::bail!("{message} (`engine.rule_packs` in the configuration)");
+        }
+        tracing::info!(
+            "the rule packs number their rules otherwise than when the store was started, \
+             but it holds no case yet: numbered as the packs are now"
+        );
+        stored_rules = None;
+        stored_types = None;
     }
-    let stored_types = store.type_order()?;
     let rules = match &stored_types {
         Some(stored) => rules.with_type_order(stored).map_err(anyhow::Error::msg)?,
         None => rules.clone(),

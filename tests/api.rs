@@ -931,10 +931,28 @@ fn a_start_with_the_rules_renumbered_is_refused() {
         }
     };
 
-    // Stored as if the first pack had been listed last.
+    // Stored as if the first pack had been listed last, before any event was applied: a
+    // store without cases takes the packs as they are now.
     let mut moved = ids.clone();
     let first = moved.remove(0);
     moved.push(first.clone());
+    record(&moved);
+    let mut child = start();
+    let status = wait(&mut child, "recorded the order of the packs' rules");
+    let said = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        status.is_none() && said.contains("it holds no case yet"),
+        "started on a store without cases: {status:?} {said}"
+    );
+    {
+        let store = redlight::store::Store::open(&dir.join("data")).expect("store");
+        assert_eq!(store.rule_order().expect("read"), Some(ids.clone()));
+        // Once an event has been applied (its offset stored with its case), the same
+        // change is refused.
+        let mut batch = redlight::store::WriteBatch::default();
+        batch.offsets.push(("rule-order".into(), 0, 1));
+        store.commit(&batch).expect("an offset");
+    }
     record(&moved);
     let mut child = start();
     let status = wait(&mut child, "\u{0}never");
