@@ -1091,10 +1091,10 @@ async fn send_dead_letters(
         Err(e) => tracing::error!(error = %e, "cannot count the dead letters in the store"),
     }
     loop {
-        publish_pending(&store, &metrics);
+        let _ = publish_pending(&store, &metrics);
         let failed =
             send_dead_letter_round(&store, &producer, &topic, &metrics, &tries, &mut alone).await;
-        publish_pending(&store, &metrics);
+        let _ = publish_pending(&store, &metrics);
         if failed == 0 {
             wait = DEAD_LETTER_RETRY.0;
             tokio::select! {
@@ -1111,13 +1111,16 @@ async fn send_dead_letters(
     }
 }
 
-/// Sets `redlight_dead_letters_pending` to what the store holds now.
-fn publish_pending(store: &Store, metrics: &Metrics) {
-    if let Ok(n) = store.dead_letter_count() {
-        metrics
-            .dead_letters_pending
-            .set(i64::try_from(n).unwrap_or(i64::MAX));
-    }
+/// Sets `redlight_dead_letters_pending` to what the store holds now, and returns it.
+pub(crate) fn publish_pending(
+    store: &Store,
+    metrics: &Metrics,
+) -> Result<u64, crate::store::StoreError> {
+    let n = store.dead_letter_count()?;
+    metrics
+        .dead_letters_pending
+        .set(i64::try_from(n).unwrap_or(i64::MAX));
+    Ok(n)
 }
 
 /// Runs a store call on a blocking thread rather than a runtime worker (the loop and the
@@ -1294,7 +1297,7 @@ async fn send_dead_letter_round(
             Ok(done) => {
                 tries.gone(&done);
                 metrics.dead_letters.inc_by(acknowledged as u64);
-                publish_pending(store, metrics);
+                let _ = publish_pending(store, metrics);
             }
             Err(e) => {
                 // Sent, and sent again next round: the topic is at least once.

@@ -882,6 +882,13 @@ pub struct Selection {
     pub seqs: Vec<u64>,
 }
 
+impl Selection {
+    /// Names neither a receiver nor numbers: every dead letter to re-send, none to drop.
+    pub fn names_none(&self) -> bool {
+        self.receiver.is_none() && self.seqs.is_empty()
+    }
+}
+
 /// The dead letters `sel` picks (every one when it names neither numbers nor a receiver),
 /// with their rows, in order.
 fn selected(
@@ -921,7 +928,7 @@ pub fn drop_dead(
     sel: &Selection,
 ) -> Result<BTreeMap<String, u64>, StoreError> {
     let mut dropped: BTreeMap<String, u64> = BTreeMap::new();
-    if sel.receiver.is_none() && sel.seqs.is_empty() {
+    if sel.names_none() {
         return Ok(dropped);
     }
     let tx = store
@@ -2366,7 +2373,7 @@ pub async fn command(
             Some(serde_json::to_value(sel)?),
         ),
         Command::Drop(sel) => {
-            if sel.receiver.is_none() && sel.seqs.is_empty() {
+            if sel.names_none() {
                 anyhow::bail!("name the dead letters to drop: `--receiver NAME` or `--seq N`");
             }
             (

@@ -298,11 +298,7 @@ async fn drop_input_dead_letters(
             &seqs,
             Some(&shared.dead_letter_tries),
         )?;
-        let pending = shared.store.dead_letter_count()?;
-        shared
-            .metrics
-            .dead_letters_pending
-            .set(i64::try_from(pending).unwrap_or(i64::MAX));
+        let pending = crate::daemon::publish_pending(&shared.store, &shared.metrics)?;
         Ok((dropped, pending))
     })
     .await;
@@ -356,13 +352,8 @@ async fn resend_dead(State(s): State<Arc<Shared>>, body: axum::body::Bytes) -> R
 /// deletes those dead letters for good (the alerts stay in the alert log). Never all at
 /// once: an empty selection is refused.
 async fn drop_dead(State(s): State<Arc<Shared>>, body: axum::body::Bytes) -> Response {
-    let selection: crate::delivery::Selection = match serde_json::from_slice(&body) {
-        Ok(
-            sel @ crate::delivery::Selection {
-                receiver: Some(_), ..
-            },
-        ) => sel,
-        Ok(sel) if !sel.seqs.is_empty() => sel,
+    let selection = match serde_json::from_slice::<crate::delivery::Selection>(&body) {
+        Ok(sel) if !sel.names_none() => sel,
         Ok(_) => {
             return (
                 StatusCode::BAD_REQUEST,

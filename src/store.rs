@@ -3100,6 +3100,25 @@ impl Store {
     /// Deletes dead letters the broker has acknowledged, durably (with every lazy commit
     /// before it): one lost in a crash would be sent again.
     pub fn remove_dead_letters(&self, seqs: &[u64]) -> Result<(), StoreError> {
+        self.delete_dead_letters(seqs, |_, _| {})
+    }
+
+    /// Deletes the dead letters numbered `seqs` by an operator's hand, durably, and gives back
+    /// the rows it deleted (with their numbers, in the order asked; a number not in the store
+    /// is left out): the caller shows them, so that what is dropped is not lost unseen.
+    pub fn take_dead_letters(&self, seqs: &[u64]) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
+        let mut taken = Vec::new();
+        self.delete_dead_letters(seqs, |seq, row| taken.push((seq, row.to_vec())))?;
+        Ok(taken)
+    }
+
+    /// Deletes the dead letters numbered `seqs` in one durable transaction, showing each row
+    /// deleted to `deleted`.
+    fn delete_dead_letters(
+        &self,
+        seqs: &[u64],
+        mut deleted: impl FnMut(u64, &[u8]),
+    ) -> Result<(), StoreError> {
         if seqs.is_empty() {
             return Ok(());
         }
@@ -3107,31 +3126,12 @@ impl Store {
         {
             let mut t = tx.open_table(DEAD_LETTERS).map_err(|e| self.err(e))?;
             for seq in seqs {
-                t.remove(*seq).map_err(|e| self.err(e))?;
-            }
-        }
-        tx.commit().map_err(|e| self.err(e))
-    }
-
-    /// Deletes the dead letters numbered `seqs` by an operator's hand, durably, and gives back
-    /// the rows it deleted (with their numbers, in the order asked; a number not in the store
-    /// is left out): the caller shows them, so that what is dropped is not lost unseen.
-    pub fn take_dead_letters(&self, seqs: &[u64]) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
-        if seqs.is_empty() {
-            return Ok(Vec::new());
-        }
-        let tx = self.db.begin_write().map_err(|e| self.err(e))?;
-        let mut taken = Vec::new();
-        {
-            let mut t = tx.open_table(DEAD_LETTERS).map_err(|e| self.err(e))?;
-            for seq in seqs {
                 if let Some(row) = t.remove(*seq).map_err(|e| self.err(e))? {
-                    taken.push((*seq, row.value().to_vec()));
+                    deleted(*seq, row.value());
                 }
             }
         }
-        tx.commit().map_err(|e| self.err(e))?;
-        Ok(taken)
+        tx.commit().map_err(|e| self.err(e))
     }
 
     /// Resolves once a commit has written dead letters since the last call returned (or
