@@ -402,9 +402,24 @@ fn department_bytes(d: &str) -> Option<memchr::memmem::Finder<'static>> {
 }
 
 /// Reads a stored case for the views; `None` (after a warning naming it) when unreadable.
-fn read_lite(topic: &str, partition: u32, id: &str, bytes: &[u8]) -> Option<CaseLite> {
+/// What it holds of retired rules is left out, as the engine drops it when it restores the
+/// case ([`Case::drop_retired`]).
+fn read_lite(
+    rules: &RuleSet,
+    topic: &str,
+    partition: u32,
+    id: &str,
+    bytes: &[u8],
+) -> Option<CaseLite> {
     match stored::decode(bytes) {
-        Ok(c) => Some(c),
+        Ok(mut c) => {
+            if rules.any_retired() {
+                c.clocks.retain(|x| !rules.is_retired(x.rule));
+                c.violations.retain(|x| !rules.is_retired(x.rule));
+                c.duties.retain(|x| !rules.is_retired(x.rule));
+            }
+            Some(c)
+        }
         Err(e) => {
             tracing::warn!(topic, partition, case = id, error = %e, "unreadable case skipped");
             None
@@ -912,7 +927,7 @@ fn scan_snapshot(store: &crate::store::Store, view: &View) -> Result<Snapshot, A
     store
         .scan_cases(None, |topic, partition, id, bytes| {
             scanned += 1;
-            let Some(case) = read_lite(topic, partition, id, bytes) else {
+            let Some(case) = read_lite(&view.rules, topic, partition, id, bytes) else {
                 unreadable += 1;
                 return true;
             };
@@ -1151,7 +1166,7 @@ pub async fn cases(
                 if in_bytes.as_ref().is_some_and(|f| f.find(bytes).is_none()) {
                     return true; // not of this department: skipped undecoded
                 }
-                let Some(c) = read_lite(topic, partition, id, bytes) else {
+                let Some(c) = read_lite(&s2.view.rules, topic, partition, id, bytes) else {
                     return true;
                 };
                 if department.as_deref().is_some_and(|d| c.department() != d) {
@@ -1393,7 +1408,10 @@ pub async fn case(
         let found = s2.store.find_case(&id).map_err(ApiError::internal)?;
         let alerts = s2.store.case_alerts(&id).map_err(ApiError::internal)?;
         Ok(match found {
-            Some((topic, partition, case)) => Some(case_json(&s2.view, &topic, partition, &case, alerts)),
+            Some((topic, partition, mut case)) => {
+                let _ = case.drop_retired(&s2.view.rules);
+                Some(case_json(&s2.view, &topic, partition, &case, alerts))
+            }
             None if !alerts.is_empty() => {
                 // Forgotten after its retention time, but its alerts are kept.
                 Some(json!({"id": id, "forgotten": true, "alerts": alerts.into_iter().map(|(seq, a)| json!({"seq": seq, "alert": a})).collect::<Vec<_>>()}))
@@ -1725,12 +1743,12 @@ mod tests {
         let case: Case = serde_json::from_str(json).expect("parse");
         // Through the store's encoding, as the views read it.
         let bytes = crate::store::encode_case(&case).expect("encode");
-        let c = read_lite("t", 0, "A", &bytes).expect("readable");
+        let c = read_lite(&RuleSet::default(), "t", 0, "A", &bytes).expect("readable");
         assert_eq!(c.data.department.as_deref(), Some("市住建局"));
         assert_eq!(c.data.handler.as_deref(), Some("张三"));
         assert_eq!(c.data.item.as_deref(), Some("7"));
         assert!(!c.judge().open);
-        assert!(read_lite("t", 0, "A", &bytes[..bytes.len() / 2]).is_none());
+        assert!(read_lite(&RuleSet::default(), "t", 0, "A", &bytes[..bytes.len() / 2]).is_none());
     }
 
     /// A yellow clock whose deadline waits for next year's calendar data is listed after

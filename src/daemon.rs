@@ -851,13 +851,14 @@ pub async fn dead_letters_command(
     Ok(())
 }
 
-/// The rules as the store's cases number them, checked against the packs and recorded
-/// (durably, before anything is restored or written). A case names its rules by position
-/// and its seen event types by bit: the rules must keep every stored position
-/// ([`check_rule_order`], else an error), and the types keep their stored bits
-/// ([`crate::rules::RuleSet::with_type_order`]); rules and types added since are numbered
-/// after them. A store from before records the packs as they are, and so does a store that
-/// has applied no event yet, whatever it recorded.
+/// The rules and event types as the store's cases number them, recorded (durably, before
+/// anything is restored or written). A case names its rules by number and its seen event
+/// types by bit: the stored rules keep their numbers wherever the packs list them now, and
+/// those retired with `enabled = false` keep theirs as places that do nothing
+/// ([`crate::rules::RuleSet::with_rule_order`]); a stored rule no pack has is an error. The
+/// types keep their stored bits ([`crate::rules::RuleSet::with_type_order`]). Rules and
+/// types added since are numbered after them. A store from before records the packs as
+/// they are, and so does a store that has applied no event yet, whatever it recorded.
 fn stored_order(
     store: &Store,
     rules: &crate::rules::RuleSet,
@@ -865,72 +866,51 @@ fn stored_order(
     let ids: Vec<String> = rules.rules.iter().map(|r| r.id.to_string()).collect();
     let mut stored_rules = store.rule_order()?;
     let mut stored_types = store.type_order()?;
-    if let Some(stored) = &stored_rules
-        && let Err(message) = check_rule_order(stored, &ids)
-    {
-        // No offset stored: no event was ever applied, so no case names a rule (a case
-        // is written with its batch's offsets). The packs may be reordered freely then.
-        if !store.offsets()?.is_empty() {
-            anyhow::bail!("{message} (`engine.rule_packs` in the configuration)");
+    // No offset stored: no event was ever applied, so no case names a rule (a case is
+    // written with its batch's offsets). The packs may be reordered freely then.
+    if stored_rules.is_some() && store.offsets()?.is_empty() {
+        if stored_rules.as_deref() != Some(ids.as_slice()) {
+            tracing::info!(
+                "the rule packs number their rules otherwise than when the store was \
+                 started, but it holds no case yet: numbered as the packs are now"
+            );
         }
-        tracing::info!(
-            "the rule packs number their rules otherwise than when the store was started, \
-             but it holds no case yet: numbered as the packs are now"
-        );
         stored_rules = None;
         stored_types = None;
     }
+    let (rules, order) = match &stored_rules {
+        Some(stored) => rules
+            .with_rule_order(stored)
+            .map_err(|m| anyhow::anyhow!("{m} (`engine.rule_packs` in the configuration)"))?,
+        None => (rules.clone(), ids),
+    };
     let rules = match &stored_types {
         Some(stored) => rules.with_type_order(stored).map_err(anyhow::Error::msg)?,
-        None => rules.clone(),
+        None => rules,
     };
     let types = rules.type_order();
-    if stored_rules.as_deref() != Some(ids.as_slice()) || stored_types.as_deref() != Some(types) {
-        store.record_order(&ids, types)?;
+    if stored_rules.as_deref() != Some(order.as_slice()) || stored_types.as_deref() != Some(types) {
+        store.record_order(&order, types)?;
         tracing::info!(
-            rules = ids.len(),
+            rules = order.len(),
             types = types.len(),
             rules_before = stored_rules.as_ref().map(Vec::len),
             types_before = stored_types.as_ref().map(Vec::len),
             "recorded the order of the packs' rules and event types in the store"
         );
     }
-    Ok(Arc::new(rules))
-}
-
-/// Whether rules numbered as `current` (the packs' rule ids in order) can take over cases
-/// stored when they were numbered as `stored`: a case's clocks, stages and duties name their
-/// rule by its position, so every stored position must still hold the same rule. Rules
-/// added after the existing ones (at the end of the last pack, or in a pack listed last)
-/// are fine; a rule inserted before others, a pack moved, or a rule removed would put the
-/// restored clocks under other rules (another deadline, title and legal basis) or under
-/// none. The error names the first position that differs and what to do.
-pub fn check_rule_order(stored: &[String], current: &[String]) -> Result<(), String> {
-    let Some((at, was)) = stored
+    let retired: Vec<&str> = order
         .iter()
-        .enumerate()
-        .find(|&(i, id)| current.get(i) != Some(id))
-    else {
-        return Ok(());
-    };
-    let now = match current.get(at) {
-        Some(id) => format!("is `{id}` now"),
-        None => "is gone now".to_string(),
-    };
-    let moved = match current.iter().position(|id| id == was) {
-        Some(p) => format!("`{was}` is rule {} now", p + 1),
-        None => format!("`{was}` is no longer in any pack"),
-    };
-    Err(format!(
-        "the rule packs number their rules otherwise than when the stored cases were \
-         written: rule {} was `{was}` and {now} ({moved}). A case's clocks name their rule by \
-         its number, so restoring them would put them under other rules. Keep the packs \
-         in the order they were and every rule in its place; add new rules only after the \
-         existing ones (at the end of the last pack, or in a new pack listed last). The \
-         rules the store knows, in order: {}",
-        at + 1,
-        stored.join(", ")
-    ))
+        .filter_map(|id| id.strip_prefix(crate::rules::RETIRED))
+        .collect();
+    if !retired.is_empty() {
+        tracing::info!(
+            rules = %retired.join(", "),
+            "retired rules (`enabled = false`, or retired before): what cases hold of them \
+             is dropped as they are restored"
+        );
+    }
+    Ok(Arc::new(rules))
 }
 
 /// One partition as restored from the store.
@@ -1023,9 +1003,11 @@ fn restore_partition(
             })
             .context("starting a restore reader thread")?;
         for case in rx.into_iter().flatten() {
-            let (was, is) = classifier.rejudge(&case);
-            open.moved(was, is);
-            engine.restore(case);
+            // Judged as the engine holds it: without what it held of retired rules.
+            engine.restore_seen(case, |case| {
+                let (was, is) = classifier.rejudge(case);
+                open.moved(was, is);
+            });
         }
         match reader.join() {
             Ok(r) => Ok(r?),
@@ -3010,39 +2992,6 @@ mod tests {
         assert_eq!((rows[0].attempts, rows[0].last_error.as_deref()), (0, None));
         drop(store);
         let _ = std::fs::remove_dir_all(&dir);
-    }
-
-    #[test]
-    fn rules_may_be_added_after_the_stored_ones_and_never_moved() {
-        let ids = |s: &[&str]| s.iter().map(|i| i.to_string()).collect::<Vec<_>>();
-        let stored = ids(&["xk.decision", "xk.promised", "xz.decision"]);
-        assert_eq!(check_rule_order(&stored, &stored), Ok(()));
-        let appended = ids(&["xk.decision", "xk.promised", "xz.decision", "aq.report"]);
-        assert_eq!(check_rule_order(&stored, &appended), Ok(()), "added after");
-        assert_eq!(
-            check_rule_order(&[], &appended),
-            Ok(()),
-            "nothing stored yet"
-        );
-
-        let inserted = ids(&["xk.decision", "xk.new", "xk.promised", "xz.decision"]);
-        let e = check_rule_order(&stored, &inserted).expect_err("inserted before others");
-        assert!(
-            e.contains("rule 2 was `xk.promised` and is `xk.new` now")
-                && e.contains("`xk.promised` is rule 3 now")
-                && e.contains("xk.decision, xk.promised, xz.decision"),
-            "{e}"
-        );
-        let moved = ids(&["xz.decision", "xk.decision", "xk.promised"]);
-        let e = check_rule_order(&stored, &moved).expect_err("a pack moved");
-        assert!(e.contains("rule 1 was `xk.decision`"), "{e}");
-        let removed = ids(&["xk.decision", "xk.promised"]);
-        let e = check_rule_order(&stored, &removed).expect_err("a rule removed");
-        assert!(
-            e.contains("rule 3 was `xz.decision` and is gone now")
-                && e.contains("no longer in any pack"),
-            "{e}"
-        );
     }
 
     #[test]

@@ -923,6 +923,37 @@ impl std::fmt::Debug for HostTag {
 }
 
 impl Case {
+    /// Drops what the case holds of retired rules (see [`RuleSet::with_rule_order`]): a
+    /// store's case restored, or read for a view, under packs that retire some of its rules.
+    /// Returns whether it dropped anything.
+    pub fn drop_retired(&mut self, rules: &RuleSet) -> bool {
+        if !rules.any_retired() {
+            return false;
+        }
+        let held = (
+            self.clocks.len(),
+            self.stages.len(),
+            self.violations.len(),
+            self.duties.len(),
+        );
+        if self.clocks.iter().any(|c| rules.is_retired(c.rule)) {
+            self.clocks = std::mem::take(&mut self.clocks)
+                .iter()
+                .filter(|c| !rules.is_retired(c.rule))
+                .cloned()
+                .collect();
+        }
+        self.stages.retain(|s| !rules.is_retired(s.rule));
+        self.violations.retain(|v| !rules.is_retired(v.rule));
+        self.duties.retain(|d| !rules.is_retired(d.rule));
+        held != (
+            self.clocks.len(),
+            self.stages.len(),
+            self.violations.len(),
+            self.duties.len(),
+        )
+    }
+
     fn new(id: Arc<str>, t: i64) -> Case {
         Case {
             id,
@@ -1596,11 +1627,24 @@ impl Engine {
     /// A clock whose deadline was pending for want of calendar data gets it now if the
     /// calendar has grown since (the next year's file added, the daemon restarted); a
     /// deadline or yellow instant that has passed meanwhile fires at the next advance.
-    pub fn restore(&mut self, mut case: Case) {
+    ///
+    /// What the case holds of a retired rule (see [`RuleSet::with_rule_order`]) is dropped:
+    /// its clocks, stages, duties and violations, and the case is marked changed. The alerts
+    /// the rule raised stay in the daemon's alert log, and its scorecard rows in the ledger.
+    pub fn restore(&mut self, case: Case) {
+        self.restore_seen(case, |_| ());
+    }
+
+    /// [`Engine::restore`], showing `seen` the case as the engine holds it, before it is
+    /// filed (the daemon judges its open-case gauge class).
+    pub fn restore_seen(&mut self, mut case: Case, seen: impl FnOnce(&Case)) {
         let core = &mut self.core;
+        let dropped = case.drop_retired(&core.rules);
+        seen(&case);
         core.share_data(&mut case);
         let id = case.id.clone();
-        if core.settle_pending(&mut case) {
+        // Changed: the next batch writes the case as it is now (and its scorecard rows).
+        if core.settle_pending(&mut case) || dropped {
             core.mark_changed(&id);
         }
         if let Some(first) = core.earliest(&case) {
@@ -1887,7 +1931,9 @@ impl Core {
             .filter(|t| t.0 == due)
             .map(|t| (t.1, t.2))
             .collect();
-        group.sort_unstable();
+        // In the rules' pack order (their numbers, unless a store numbers them otherwise).
+        let rules = &self.rules;
+        group.sort_unstable_by_key(|&(rule, kind)| (rules.rank(rule), kind));
         group.dedup();
         for (i, &(rule, kind)) in group.iter().enumerate() {
             if i > 0 {
@@ -3685,6 +3731,177 @@ mod tests {
             concealed(renumbered),
             1,
             "numbered afresh the seen types shift (what the daemon no longer does)"
+        );
+    }
+
+    /// A case written under one numbering of the rules and restored under packs listed in
+    /// another order, numbered as the store numbers them (`RuleSet::with_rule_order`), goes
+    /// on exactly as a replay of all its events under the packs as they are now: the same
+    /// alerts, in the same order (within an instant, in the packs' order). Restored under
+    /// the packs' own numbering, its clocks would run under other rules. And a rule retired
+    /// with `enabled = false` goes quiet: its clock leaves the case, the others run on.
+    #[test]
+    fn a_restored_case_keeps_its_rules_when_the_packs_are_reordered_or_one_is_retired() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let config =
+            crate::config::Config::load(&root.join("config/redlight.toml")).expect("config");
+        let calendar = Arc::new(config.load_calendar().expect("calendar"));
+        // Twenty promised workdays: the promise's clock and the statutory one (xk.decision)
+        // turn yellow and red at the same instants.
+        let data = r#"{"department":"d","kind":"promised","promised_workdays":20}"#;
+        let events = [
+            event(
+                "e1",
+                "XZ-9",
+                "approval.accepted",
+                "2026-06-01T09:00:00+08:00",
+                data,
+            ),
+            event(
+                "e2",
+                "XZ-9",
+                "approval.reviewed",
+                "2026-06-02T09:00:00+08:00",
+                "{}",
+            ),
+            event(
+                "e3",
+                "XZ-9",
+                "approval.decided",
+                "2026-07-03T09:00:00+08:00",
+                "{}",
+            ),
+            event(
+                "e4",
+                "XZ-9",
+                "approval.completed",
+                "2026-07-06T09:00:00+08:00",
+                "{}",
+            ),
+        ];
+        let end = event(
+            "x",
+            "X",
+            "approval.accepted",
+            "2026-12-01T00:00:00+08:00",
+            "{}",
+        );
+        let run = |engine: &mut Engine, events: &[Event]| {
+            let mut out = Vec::new();
+            for ev in events {
+                engine.advance_before(ev.time_ms(), &mut out);
+                engine.apply(ev, &mut out).expect("apply");
+            }
+            out
+        };
+        let finish = |engine: &mut Engine, events: &[Event]| {
+            let mut out = run(engine, events);
+            engine.advance(end.time_ms(), &mut out);
+            out
+        };
+        let mut before = config.build_engine().expect("engine");
+        let stored: Vec<String> = before
+            .rules()
+            .rules
+            .iter()
+            .map(|r| r.id.to_string())
+            .collect();
+        run(&mut before, &events[..2]);
+        let case = before.case("XZ-9").expect("case").clone();
+        let restored = |rules: crate::rules::RuleSet| {
+            let mut e = Engine::new(Arc::new(rules), calendar.clone());
+            e.restore(case.clone());
+            e
+        };
+        let fresh = |rules: &crate::rules::RuleSet| {
+            let mut e = Engine::new(Arc::new(rules.clone()), calendar.clone());
+            finish(&mut e, &events)
+        };
+        let expected = finish(&mut before, &events[2..]);
+        let levels = |alerts: &[Alert]| -> Vec<(String, Level, Status)> {
+            alerts
+                .iter()
+                .map(|a| (a.rule.to_string(), a.level, a.status))
+                .collect()
+        };
+        assert_eq!(
+            levels(&expected[..4]),
+            [
+                ("xk.decision".into(), Level::Yellow, Status::Firing),
+                ("xz.promised".into(), Level::Yellow, Status::Firing),
+                ("xk.decision".into(), Level::Red, Status::Firing),
+                ("xz.promised".into(), Level::Red, Status::Firing),
+            ],
+            "{expected:#?}"
+        );
+
+        let texts: Vec<(std::path::PathBuf, String)> = config
+            .rule_pack_paths()
+            .into_iter()
+            .map(|p| {
+                let text = std::fs::read_to_string(&p).expect("pack");
+                (p, text)
+            })
+            .collect();
+        let reversed: Vec<_> = texts.iter().rev().cloned().collect();
+        let reversed = crate::rules::RuleSet::from_sources(&reversed).expect("rules");
+        assert_ne!(
+            reversed.index_of("xk.decision"),
+            before.rules().index_of("xk.decision")
+        );
+        let replayed = fresh(&reversed);
+        assert_eq!(
+            levels(&replayed[..2]),
+            [
+                ("xz.promised".into(), Level::Yellow, Status::Firing),
+                ("xk.decision".into(), Level::Yellow, Status::Firing),
+            ],
+            "in the packs' order now"
+        );
+        let (kept, _) = reversed
+            .with_rule_order(&stored)
+            .expect("numbered as stored");
+        assert_eq!(finish(&mut restored(kept), &events[2..]), replayed);
+        assert_ne!(
+            finish(&mut restored(reversed), &events[2..]),
+            replayed,
+            "numbered as the packs now are, the clocks change rules"
+        );
+
+        let disabled: Vec<_> = texts
+            .iter()
+            .map(|(p, t)| {
+                let t = t.replace(
+                    "id = \"xk.decision\"\n",
+                    "id = \"xk.decision\"\nenabled = false\n",
+                );
+                (p.clone(), t)
+            })
+            .collect();
+        let disabled = crate::rules::RuleSet::from_sources(&disabled).expect("rules");
+        assert_eq!(disabled.index_of("xk.decision"), None);
+        let (retired, order) = disabled.with_rule_order(&stored).expect("retired");
+        let at = stored
+            .iter()
+            .position(|r| r == "xk.decision")
+            .expect("stored");
+        assert_eq!(order[at], "retired xk.decision");
+        let mut engine = restored(retired);
+        let held = engine.case("XZ-9").expect("case");
+        assert_eq!(
+            held.clocks.len(),
+            case.clocks.len() - 1,
+            "its clock dropped"
+        );
+        let quiet: Vec<Alert> = expected
+            .iter()
+            .filter(|a| &*a.rule != "xk.decision")
+            .cloned()
+            .collect();
+        assert_eq!(
+            finish(&mut engine, &events[2..]),
+            quiet,
+            "the retired rule raises nothing"
         );
     }
 

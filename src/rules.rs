@@ -401,7 +401,14 @@ pub enum RuleKind {
     Sequence(SequenceRule),
     Check(CheckRule),
     Periodic(PeriodicRule),
+    /// A rule the store's cases number but the packs retire (`enabled = false`): it keeps
+    /// its number and does nothing (see [`RuleSet::with_rule_order`]).
+    Retired,
 }
+
+/// What a store's rule order has in place of a retired rule's id (before it). Rule ids
+/// are words without white space, so no rule id starts with it.
+pub const RETIRED: &str = "retired ";
 
 #[derive(Debug, Clone)]
 pub struct Rule {
@@ -417,8 +424,22 @@ pub struct Rule {
     pub values: Vec<(String, Vec<Value>)>,
 }
 
-/// What an event type does to one rule. The engine runs them in this order (the derive
-/// orders by phase): a withdrawal first, then stops, pauses, resumes and extensions of
+impl Rule {
+    /// The place of a retired rule (see [`RuleSet::with_rule_order`]).
+    fn retired(id: &str) -> Rule {
+        Rule {
+            id: Arc::from(id),
+            title: Arc::from(""),
+            basis: Arc::from(""),
+            pack: String::new(),
+            kind: RuleKind::Retired,
+            values: Vec::new(),
+        }
+    }
+}
+
+/// What an event type does to one rule. The engine runs them phase by phase, in this order
+/// ([`Handler::phase`]), and within a phase in the rules' pack order: a withdrawal first, then stops, pauses, resumes and extensions of
 /// running clocks, and only then starts, so that one event may stop one clock and start
 /// the next (`approval.accepted` stops `xk.notify_incomplete` and starts `xk.decision`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -435,6 +456,24 @@ pub enum Handler {
     // `safety.meeting_held` both starts the quarterly duty and meets the current quarter.
     PeriodicStart(u16),
     PeriodicFulfil(u16),
+}
+
+impl Handler {
+    /// Its phase: handlers run phase by phase, and within one in the rules' pack order.
+    fn phase(self) -> u8 {
+        match self {
+            Handler::Withdraw => 0,
+            Handler::Stop(_) => 1,
+            Handler::Pause(_) => 2,
+            Handler::Resume(_) => 3,
+            Handler::Extend(_) => 4,
+            Handler::Start(_) => 5,
+            Handler::Stage(..) => 6,
+            Handler::Check(_) => 7,
+            Handler::PeriodicStart(_) => 8,
+            Handler::PeriodicFulfil(_) => 9,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -454,6 +493,18 @@ pub struct RuleSet {
     /// Known types sorted (or as a store numbers them, [`RuleSet::with_type_order`]); a
     /// type's position is its bit in a case's seen-types set.
     type_bits: Vec<String>,
+    /// The ids of the rules the packs have with `enabled = false`.
+    disabled: Vec<String>,
+    /// Event types that withdraw a case (every pack's `withdraw`).
+    withdraw: Vec<String>,
+    /// Per rule number, its position in the packs' order (a retired rule: `u16::MAX`).
+    /// The identity, unless a store numbers the rules otherwise
+    /// ([`RuleSet::with_rule_order`]): the engine runs an event's handlers, and a case's
+    /// timers due at one instant, in this order, so that the alerts are the same whatever
+    /// the numbering.
+    rank: Vec<u16>,
+    /// Whether any rule is retired (asked for every case restored).
+    retired: bool,
 }
 
 /// What the engine needs to know about one known event type, found with one lookup.
@@ -526,6 +577,110 @@ impl RuleSet {
         }
         set.type_bits = bits;
         Ok(set)
+    }
+
+    /// This rule set with its rules numbered as `stored` numbers them (the rule ids in the
+    /// order a store's cases were written with: a case names the rule of each clock, stage,
+    /// duty and violation by number), with the order to record for the cases written from
+    /// now on. So the packs may be reordered, and rules added anywhere, while a store holds
+    /// cases:
+    /// - a stored rule keeps its number wherever its pack now lists it;
+    /// - a rule the store lacks is numbered after the stored ones, in pack order;
+    /// - a stored rule the packs have with `enabled = false` keeps its number as a
+    ///   [`RuleKind::Retired`] rule, which does nothing: the engine drops its clocks,
+    ///   stages, duties and violations from cases as they are restored. Its place is
+    ///   recorded as retired for good ([`RETIRED`] before its id), so that enabling the
+    ///   rule again numbers it anew, rather than bringing back the clocks it left in cases
+    ///   no event has rewritten since;
+    /// - a stored rule no pack has at all is an error naming it: a pack left out of the
+    ///   configuration by mistake would otherwise silence its rules' running clocks.
+    ///
+    /// The engine runs an event's handlers and a case's simultaneous timers in pack order
+    /// whatever the numbering, so a store's numbering changes no alert.
+    pub fn with_rule_order(&self, stored: &[String]) -> Result<(RuleSet, Vec<String>), String> {
+        let by_id: FxHashMap<&str, usize> = self
+            .rules
+            .iter()
+            .enumerate()
+            .map(|(i, r)| (&*r.id, i))
+            .collect();
+        let mut placed = vec![false; self.rules.len()];
+        let mut rules = Vec::with_capacity(stored.len() + self.rules.len());
+        let mut rank = Vec::with_capacity(rules.capacity());
+        let mut order = Vec::with_capacity(rules.capacity());
+        let mut gone = Vec::new();
+        for id in stored {
+            if let Some(&i) = by_id.get(id.as_str())
+                && !placed[i]
+            {
+                placed[i] = true;
+                rules.push(self.rules[i].clone());
+                rank.push(self.rank[i]);
+                order.push(id.clone());
+                continue;
+            }
+            let live = id.strip_prefix(RETIRED).unwrap_or(id);
+            if id.starts_with(RETIRED) || self.disabled.iter().any(|d| d == live) {
+                rules.push(Rule::retired(live));
+                rank.push(u16::MAX);
+                order.push(format!("{RETIRED}{live}"));
+            } else {
+                gone.push(id.as_str());
+            }
+        }
+        if !gone.is_empty() {
+            return Err(format!(
+                "the store's cases have clocks, stages or duties of {} that no rule pack has: \
+                 {}. Add the pack that has {} back to `engine.rule_packs`; to retire a rule \
+                 for good, keep it in its pack with `enabled = false` (its running clocks \
+                 then go quiet at the start)",
+                if gone.len() == 1 { "a rule" } else { "rules" },
+                gone.iter()
+                    .map(|g| format!("`{g}`"))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                if gone.len() == 1 { "it" } else { "them" },
+            ));
+        }
+        for (i, rule) in self.rules.iter().enumerate() {
+            if !placed[i] {
+                rules.push(rule.clone());
+                rank.push(self.rank[i]);
+                order.push(rule.id.to_string());
+            }
+        }
+        if rules.len() > usize::from(u16::MAX) {
+            return Err(format!(
+                "{} rules with those the store's cases number; at most 65535",
+                rules.len()
+            ));
+        }
+        let mut set = self.clone();
+        set.retired = rank.contains(&u16::MAX);
+        set.rules = rules;
+        set.rank = rank;
+        set.index();
+        Ok((set, order))
+    }
+
+    /// Whether the rule numbered `idx` is retired: it does nothing, and the engine drops
+    /// what restored cases hold of it.
+    #[inline]
+    pub fn is_retired(&self, idx: u16) -> bool {
+        self.rank
+            .get(usize::from(idx))
+            .is_none_or(|&r| r == u16::MAX)
+    }
+    /// Whether any rule is retired (see [`RuleSet::with_rule_order`]).
+    #[inline]
+    pub fn any_retired(&self) -> bool {
+        self.retired
+    }
+    /// The rule's position in the packs' order: the order the engine runs handlers and
+    /// simultaneous timers in.
+    #[inline]
+    pub fn rank(&self, idx: u16) -> u16 {
+        self.rank.get(usize::from(idx)).copied().unwrap_or(u16::MAX)
     }
 
     pub fn rule(&self, idx: u16) -> &Rule {
@@ -605,6 +760,9 @@ impl RuleSet {
                     known: &set.known_types,
                     known_fields: &known_fields,
                 };
+                if raw.get("enabled").and_then(toml::Value::as_bool) == Some(false) {
+                    set.disabled.push(cx.rule.clone());
+                }
                 let Some(rule) = compile_rule(&mut cx, raw, &pack.meta) else {
                     continue;
                 };
@@ -651,11 +809,13 @@ impl RuleSet {
         let mut bits: Vec<String> = set.known_types.iter().cloned().collect();
         bits.sort();
         set.type_bits = bits;
-        set.index(&withdraw);
+        set.rank = (0..set.rules.len() as u16).collect();
+        set.withdraw = withdraw;
+        set.index();
         Ok(set)
     }
 
-    fn index(&mut self, withdraw: &[String]) {
+    fn index(&mut self) {
         let mut by_type: FxHashMap<String, TypeInfo> = self
             .type_bits
             .iter()
@@ -675,11 +835,16 @@ impl RuleSet {
                 info.handlers.push(h);
             }
         };
-        for w in withdraw {
+        for w in &self.withdraw {
             add(w, Handler::Withdraw);
         }
-        for (i, rule) in self.rules.iter().enumerate() {
-            let i = i as u16;
+        // In the packs' order, whatever the numbering, sorted by phase below (stably).
+        let mut order: Vec<u16> = (0..self.rules.len() as u16)
+            .filter(|&i| !self.is_retired(i))
+            .collect();
+        order.sort_by_key(|&i| self.rank[usize::from(i)]);
+        for i in order {
+            let rule = &self.rules[usize::from(i)];
             match &rule.kind {
                 RuleKind::Deadline(d) => {
                     d.start.iter().for_each(|t| add(t, Handler::Start(i)));
@@ -702,10 +867,11 @@ impl RuleSet {
                         .for_each(|t| add(t, Handler::PeriodicStart(i)));
                     add(&p.fulfil, Handler::PeriodicFulfil(i));
                 }
+                RuleKind::Retired => {}
             }
         }
         for info in by_type.values_mut() {
-            info.handlers.sort();
+            info.handlers.sort_by_key(|h| h.phase());
             info.handlers.dedup();
         }
         self.by_type = by_type;
@@ -1491,6 +1657,7 @@ fn whens(kind: &RuleKind) -> Vec<(String, &Matcher)> {
         RuleKind::Sequence(s) => vec![("when".into(), &s.when)],
         RuleKind::Check(c) => vec![("when".into(), &c.when)],
         RuleKind::Periodic(p) => vec![("when".into(), &p.when)],
+        RuleKind::Retired => Vec::new(),
     }
 }
 
@@ -1513,6 +1680,124 @@ mod tests {
     }
 
     const HEAD: &str = "[pack]\nname = \"t\"\ntitle = \"test\"\n";
+
+    /// Two packs of deadline rules started by `approval.accepted`; `disabled` names rules
+    /// written with `enabled = false`.
+    fn packs(order: &[&str], disabled: &[&str]) -> RuleSet {
+        let rule = |id: &str| {
+            let enabled = if disabled.contains(&id) {
+                "enabled = false\n"
+            } else {
+                ""
+            };
+            format!(
+                "[[rule]]\nid = \"{id}\"\nkind = \"deadline\"\ntitle = \"t\"\nbasis = \"b\"\n\
+                 {enabled}start = \"approval.accepted\"\nstop = \"approval.decided\"\n\
+                 limit = {{ days = 1 }}\n"
+            )
+        };
+        let pack = |name: &str| {
+            let rules: String = order
+                .iter()
+                .filter(|id| id.starts_with(name))
+                .map(|id| rule(id))
+                .collect();
+            (
+                PathBuf::from(format!("rules/{name}.toml")),
+                format!("[pack]\nname = \"{name}\"\ntitle = \"{name}\"\n{rules}"),
+            )
+        };
+        let mut names: Vec<&str> = Vec::new();
+        for id in order {
+            let name = &id[..1];
+            if !names.contains(&name) {
+                names.push(name);
+            }
+        }
+        let sources: Vec<_> = names.iter().map(|n| pack(n)).collect();
+        RuleSet::from_sources(&sources).expect("packs")
+    }
+
+    fn ids(set: &RuleSet) -> Vec<String> {
+        set.rules.iter().map(|r| r.id.to_string()).collect()
+    }
+
+    /// The handlers of `approval.accepted` as the rule ids they start, in the order run.
+    fn starts(set: &RuleSet) -> Vec<String> {
+        set.handlers("approval.accepted")
+            .iter()
+            .map(|h| match h {
+                Handler::Start(r) => set.rule(*r).id.to_string(),
+                other => panic!("{other:?}"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_store_keeps_its_rule_numbers_whatever_order_the_packs_list_them_in() {
+        let stored = ids(&packs(&["a1", "a2", "b1"], &[]));
+        assert_eq!(stored, ["a1", "a2", "b1"]);
+
+        // The packs listed the other way round, and a rule added before the others.
+        let now = packs(&["b0", "b1", "a1", "a2"], &[]);
+        assert_eq!(ids(&now), ["b0", "b1", "a1", "a2"]);
+        let (kept, order) = now.with_rule_order(&stored).expect("kept");
+        assert_eq!(
+            ids(&kept),
+            ["a1", "a2", "b1", "b0"],
+            "stored numbers kept, the new after"
+        );
+        assert_eq!(order, ids(&kept));
+        assert!(!kept.any_retired());
+        assert_eq!(
+            starts(&kept),
+            starts(&now),
+            "handlers run in pack order, not by number"
+        );
+        assert_eq!(starts(&now), ["b0", "b1", "a1", "a2"]);
+        assert_eq!(
+            (0..4).map(|i| kept.rank(i)).collect::<Vec<_>>(),
+            [2, 3, 1, 0]
+        );
+        // Numbered as stored again: nothing moves.
+        let (again, order2) = kept.with_rule_order(&order).expect("again");
+        assert_eq!((ids(&again), order2), (ids(&kept), order.clone()));
+
+        // Retired with `enabled = false`: its number stays, doing nothing.
+        let retiring = packs(&["b0", "b1", "a1", "a2"], &["a2"]);
+        let (retired, order) = retiring.with_rule_order(&order).expect("retired");
+        assert_eq!(order, ["a1", "retired a2", "b1", "b0"]);
+        assert!(retired.any_retired() && retired.is_retired(1) && !retired.is_retired(0));
+        assert!(matches!(retired.rule(1).kind, RuleKind::Retired));
+        assert_eq!(starts(&retired), ["b0", "b1", "a1"]);
+        // Enabled again, it is numbered anew: what cases still hold under its old number
+        // stays retired.
+        let (back, order) = packs(&["b0", "b1", "a1", "a2"], &[])
+            .with_rule_order(&order)
+            .expect("back");
+        assert_eq!(order, ["a1", "retired a2", "b1", "b0", "a2"]);
+        assert!(back.is_retired(1) && !back.is_retired(4));
+        assert_eq!(starts(&back), ["b0", "b1", "a1", "a2"]);
+        // Once retired, the rule may leave its pack: its place stays retired.
+        let without = packs(&["b0", "b1", "a1"], &[]);
+        let (_, kept_order) = without
+            .with_rule_order(&["a1".into(), "retired a2".into(), "b1".into(), "b0".into()])
+            .expect("retired before, removed now");
+        assert_eq!(kept_order, ["a1", "retired a2", "b1", "b0"]);
+
+        // A stored rule no pack has (a pack left out) is refused, naming it.
+        let e = packs(&["a1", "a2"], &[])
+            .with_rule_order(&["a1".into(), "a2".into(), "b1".into(), "b0".into()])
+            .expect_err("rules gone");
+        assert!(
+            e.contains("`b1`, `b0`") && e.contains("enabled = false"),
+            "{e}"
+        );
+        let e = packs(&["a1", "b1"], &[])
+            .with_rule_order(&["a1".into(), "a2".into(), "b1".into()])
+            .expect_err("a rule gone");
+        assert!(e.contains("of a rule that no rule pack has: `a2`"), "{e}");
+    }
 
     #[test]
     fn a_deadline_rule_compiles_and_is_indexed_by_event_type() {

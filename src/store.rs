@@ -126,9 +126,9 @@ const META_INDEXED: &str = "case_alerts_through";
 /// Checkpoints' file `meta` key: the first journal batch number not in the checkpoint
 /// (big-endian u64).
 const META_JOURNAL_NEXT: &str = "journal_next";
-/// Batches' file `meta` key: the rule ids in the order the stored cases number them (JSON),
-/// so that a start with the rule packs numbering them otherwise is refused rather than
-/// restoring clocks under the wrong rules (`daemon::check_rule_order`).
+/// Batches' file `meta` key: the rule ids in the order the stored cases number them (JSON;
+/// a retired rule's place as `retired <id>`), which a start keeps whatever order the packs
+/// list them in (`RuleSet::with_rule_order`).
 const META_RULE_ORDER: &str = "rule_order";
 /// Batches' file `meta` key: the event types in the order the stored cases' seen-types sets
 /// number them (JSON), which a start keeps (`RuleSet::with_type_order`).

@@ -888,12 +888,13 @@ async fn a_calendar_that_has_ended_is_a_warning_not_unreadiness() {
     let _ = std::fs::remove_dir_all(&old);
 }
 
-/// The stored cases name their rules by position: a start whose packs number the rules
-/// otherwise (a pack moved, a rule inserted or removed) is refused before anything is
-/// restored, naming the rule; rules added after the stored ones start, and are recorded.
-/// No broker is needed: the check comes first.
+/// The stored cases name their rules by number, which a start keeps whatever order the
+/// packs list the rules in now; a stored rule no pack has is refused before anything is
+/// restored, naming it; a rule the packs retire with `enabled = false` keeps its place,
+/// recorded as retired; rules added are numbered after the stored ones, and recorded.
+/// No broker is needed: all this comes before consuming.
 #[test]
-fn a_start_with_the_rules_renumbered_is_refused() {
+fn a_start_keeps_the_stored_rule_numbers_whatever_the_packs_order() {
     let dir = std::env::temp_dir().join(unique("rule-order"));
     std::fs::create_dir_all(&dir).expect("dir");
     let listen = format!("127.0.0.1:{}", free_port());
@@ -905,6 +906,10 @@ fn a_start_with_the_rules_renumbered_is_refused() {
     let record = |order: &[String]| {
         let store = redlight::store::Store::open(&dir.join("data")).expect("store");
         store.record_order(order, &types).expect("record");
+    };
+    let stored = || {
+        let store = redlight::store::Store::open(&dir.join("data")).expect("store");
+        store.rule_order().expect("read")
     };
     let log = dir.join("daemon.log");
     let start = || {
@@ -931,8 +936,8 @@ fn a_start_with_the_rules_renumbered_is_refused() {
         }
     };
 
-    // Stored as if the first pack had been listed last, before any event was applied: a
-    // store without cases takes the packs as they are now.
+    // Stored as if the first pack's first rule had been listed last, before any event was
+    // applied: a store without cases takes the packs as they are now.
     let mut moved = ids.clone();
     let first = moved.remove(0);
     moved.push(first.clone());
@@ -944,16 +949,26 @@ fn a_start_with_the_rules_renumbered_is_refused() {
         status.is_none() && said.contains("it holds no case yet"),
         "started on a store without cases: {status:?} {said}"
     );
+    assert_eq!(stored(), Some(ids.clone()));
     {
+        // An event applied (its offset stored with its case): from now on the stored
+        // numbers are kept.
         let store = redlight::store::Store::open(&dir.join("data")).expect("store");
-        assert_eq!(store.rule_order().expect("read"), Some(ids.clone()));
-        // Once an event has been applied (its offset stored with its case), the same
-        // change is refused.
         let mut batch = redlight::store::WriteBatch::default();
         batch.offsets.push(("rule-order".into(), 0, 1));
         store.commit(&batch).expect("an offset");
     }
     record(&moved);
+    let mut child = start();
+    let status = wait(&mut child, "http listening");
+    let said = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(status.is_none(), "started: {status:?} {said}");
+    assert_eq!(stored(), Some(moved.clone()), "numbered as stored: {said}");
+
+    // A stored rule no pack has: refused, naming it.
+    let mut gone = moved.clone();
+    gone.push("zz.repealed".into());
+    record(&gone);
     let mut child = start();
     let status = wait(&mut child, "\u{0}never");
     let said = std::fs::read_to_string(&log).unwrap_or_default();
@@ -962,8 +977,8 @@ fn a_start_with_the_rules_renumbered_is_refused() {
         "refused and stopped: {status:?} {said}"
     );
     assert!(
-        said.contains("number their rules otherwise")
-            && said.contains(&format!("rule 1 was `{}`", moved[0]))
+        said.contains("no rule pack has: `zz.repealed`")
+            && said.contains("enabled = false")
             && said.contains("engine.rule_packs"),
         "{said}"
     );
@@ -971,15 +986,82 @@ fn a_start_with_the_rules_renumbered_is_refused() {
         !said.contains("http listening"),
         "refused before anything started: {said}"
     );
+    assert_eq!(stored(), Some(gone), "nothing recorded");
 
-    // Stored with all but the last rule: the last is added after them, which is fine.
+    // Stored with all but the last rule: the last is added after them. And the packs
+    // retire `xk.decision` (a copy of its pack with `enabled = false`): its place stays,
+    // recorded as retired.
+    let xk = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/rules/xk.toml");
+    let text = std::fs::read_to_string(&xk).expect("xk pack");
+    let retiring = text.replace(
+        "id = \"xk.decision\"\n",
+        "id = \"xk.decision\"\nenabled = false\n",
+    );
+    assert_ne!(retiring, text);
+    let copy = dir.join("xk.toml");
+    std::fs::write(&copy, retiring).expect("pack copy");
+    let cfg = std::fs::read_to_string(&config_path).expect("config");
+    let cfg = cfg.replace(&xk.display().to_string(), &copy.display().to_string());
+    std::fs::write(&config_path, cfg).expect("config");
     record(&ids[..ids.len() - 1]);
+    {
+        // A stored case with clocks of `xk.decision` and `xz.promised`, numbered as the
+        // packs were (the stored order's prefix).
+        let mut engine = config.build_engine().expect("engine");
+        let line = r#"{"specversion":"1.0","id":"e1","source":"/t","type":"approval.accepted","time":"2026-06-01T09:00:00+08:00","subject":"XZ-9","data":{"department":"d","kind":"promised","promised_workdays":20}}"#;
+        let ev = redlight::event::Event::parse(line.as_bytes()).expect("event");
+        engine.apply(&ev, &mut Vec::new()).expect("apply");
+        let case = engine.case("XZ-9").expect("case");
+        assert_eq!(case.clocks.len(), 2);
+        let store = redlight::store::Store::open(&dir.join("data")).expect("store");
+        let mut batch = redlight::store::WriteBatch::default();
+        batch.cases.put("rule-order", 0, case).expect("encode");
+        batch.offsets.push(("rule-order".into(), 0, 2));
+        store.commit(&batch).expect("a case");
+    }
     let mut child = start();
-    let status = wait(&mut child, "recorded the order of the packs' rules");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .contains("http listening")
+        && std::time::Instant::now() < deadline
+    {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    // The case as the API shows it: without the retired rule's clock.
+    let port: u16 = listen
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("port");
+    let shown = get(port, "/api/v1/cases/XZ-9", &[]);
+    let _ = child.kill();
+    let _ = child.wait();
     let said = std::fs::read_to_string(&log).unwrap_or_default();
-    assert!(status.is_none(), "started: {status:?} {said}");
+    assert!(
+        said.contains("retired rules") && said.contains("xk.decision"),
+        "{said}"
+    );
+    let shown: Value = serde_json::from_str(&shown.expect("the case").body).expect("json");
+    let clocks: Vec<&str> = shown["clocks"]
+        .as_array()
+        .expect("clocks")
+        .iter()
+        .filter_map(|c| c["rule"].as_str())
+        .collect();
+    assert_eq!(clocks, ["xz.promised"], "{shown}");
+    let expected: Vec<String> = ids
+        .iter()
+        .map(|id| {
+            if id == "xk.decision" {
+                "retired xk.decision".to_string()
+            } else {
+                id.clone()
+            }
+        })
+        .collect();
+    assert_eq!(stored(), Some(expected), "{said}");
     let store = redlight::store::Store::open(&dir.join("data")).expect("store");
-    assert_eq!(store.rule_order().expect("read"), Some(ids), "{said}");
     assert_eq!(store.type_order().expect("read"), Some(types), "{said}");
     drop(store);
     let _ = std::fs::remove_dir_all(&dir);

@@ -71,7 +71,7 @@ pub fn measure_of(ctx: &Context, rule: &str) -> Measure {
     match &ctx.rules.rule(idx).kind {
         RuleKind::Deadline(d) => from_limit(&d.limit),
         RuleKind::Periodic(p) => p.grace.as_ref().map_or(Measure::Days, from_limit),
-        RuleKind::Sequence(_) | RuleKind::Check(_) => Measure::Auto,
+        RuleKind::Sequence(_) | RuleKind::Check(_) | RuleKind::Retired => Measure::Auto,
     }
 }
 
