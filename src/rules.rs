@@ -439,9 +439,10 @@ impl Rule {
 }
 
 /// What an event type does to one rule. The engine runs them phase by phase, in this order
-/// ([`Handler::phase`]), and within a phase in the rules' pack order: a withdrawal first, then stops, pauses, resumes and extensions of
-/// running clocks, and only then starts, so that one event may stop one clock and start
-/// the next (`approval.accepted` stops `xk.notify_incomplete` and starts `xk.decision`).
+/// ([`Handler::phase`]), and within a phase in the rules' pack order: a withdrawal first,
+/// then stops, pauses, resumes and extensions of running clocks, and only then starts, so
+/// that one event may stop one clock and start the next (`approval.accepted` stops
+/// `xk.notify_incomplete` and starts `xk.decision`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Handler {
     Withdraw,
@@ -630,8 +631,8 @@ impl RuleSet {
         }
         if !gone.is_empty() {
             return Err(format!(
-                "the store's cases have clocks, stages or duties of {} that no rule pack has: \
-                 {}. Add the pack that has {} back to `engine.rule_packs`; to retire a rule \
+                "the store's cases hold clocks, stages, duties or violations of {} that no rule \
+                 pack has: {}. Add the pack that has {} back to `engine.rule_packs`; to retire a rule \
                  for good, keep it in its pack with `enabled = false` (its running clocks \
                  then go quiet at the start)",
                 if gone.len() == 1 { "a rule" } else { "rules" },
