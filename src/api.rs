@@ -72,6 +72,17 @@ impl View {
         self.zone.format(ms)
     }
 
+    /// A case's lights per rule, in the packs' order (rules are numbered as the store
+    /// numbers them, which after a reorder is not that order).
+    fn rule_lights(&self, lights: &[(u16, Light)]) -> Vec<Value> {
+        let mut lights = lights.to_vec();
+        lights.sort_by_key(|&(r, _)| self.rules.rank(r));
+        lights
+            .iter()
+            .map(|&(r, l)| json!({"rule": self.rule_id(r), "light": light_str(l)}))
+            .collect()
+    }
+
     fn rule_id(&self, idx: u16) -> String {
         self.rules
             .rules
@@ -1090,7 +1101,7 @@ fn summary(view: &View, topic: &str, partition: u32, c: &CaseLite, j: &Judged) -
         "department": c.data.department,
         "item": c.data.item,
         "handler": c.data.handler,
-        "rules": j.rules.iter().map(|(r, l)| json!({"rule": view.rule_id(*r), "light": light_str(*l)})).collect::<Vec<_>>(),
+        "rules": view.rule_lights(&j.rules),
         "next_deadline": j.next_deadline.map(|d| view.fmt(d)),
         "first_event": view.fmt(c.first_event),
         "last_event": view.fmt(c.last_event),
@@ -1354,7 +1365,7 @@ fn case_json(
         // of types seen: the events themselves are in Kafka.
         "events": {"count": c.seen.len(), "types": view.rules.types_of(c.types)},
         "data": data,
-        "rules": j.rules.iter().map(|(r, l)| json!({"rule": view.rule_id(*r), "light": light_str(*l)})).collect::<Vec<_>>(),
+        "rules": view.rule_lights(&j.rules),
         "clocks": c.clocks.iter().map(|x| clock_json(view, x, now)).collect::<Vec<_>>(),
         "stages": c.stages.iter().map(|st| {
             let r = rule_of(st.rule);
