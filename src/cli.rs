@@ -88,9 +88,24 @@ pub fn check(config_path: &Path, today: Option<NaiveDate>) -> CheckReport {
             ));
         }
     }
+    if let Some(rules) = &rules {
+        // Retiring is for good in a daemon that holds cases: worth a word before a restart.
+        for id in rules.disabled() {
+            report.warnings.push(format!(
+                "rule `{id}` has `enabled = false`: a daemon holding cases drops what they \
+                 hold of it (running clocks, stages, duties, violations) at its next start, \
+                 for good; enabled again later, the rule starts afresh (see \
+                 \"Changing packs while the daemon holds cases\" in docs/rules.md)"
+            ));
+        }
+    }
     if let (Some(cal), Some(rules)) = (&calendar, &rules) {
+        let disabled = match rules.disabled().len() {
+            0 => String::new(),
+            n => format!(" ({n} more disabled)"),
+        };
         report.summary = format!(
-            "ok: {} packs, {} rules, calendar {}..={} ({})",
+            "ok: {} packs, {} rules{disabled}, calendar {}..={} ({})",
             rules.packs.len(),
             rules.rules.len(),
             cal.first_day(),
@@ -367,6 +382,68 @@ mod tests {
                 ended.warnings
             );
         }
+    }
+
+    /// A rule with `enabled = false` passes `check` with a warning saying what a daemon
+    /// holding cases does with it, and the summary counts it apart.
+    #[test]
+    fn a_disabled_rule_is_a_warning_of_check() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
+        let dir =
+            std::env::temp_dir().join(format!("redlight-check-disabled-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("rules")).expect("dir");
+        std::fs::create_dir_all(dir.join("calendars")).expect("dir");
+        for sub in ["rules", "calendars"] {
+            for entry in std::fs::read_dir(root.join(sub)).expect("read") {
+                let path = entry.expect("entry").path();
+                let text = std::fs::read_to_string(&path).expect("file");
+                let text = text.replace(
+                    "id = \"xk.decision\"\n",
+                    "id = \"xk.decision\"\nenabled = false\n",
+                );
+                let name = path.file_name().expect("name");
+                std::fs::write(dir.join(sub).join(name), text).expect("copy");
+            }
+        }
+        let config = std::fs::read_to_string(root.join("redlight.toml")).expect("config");
+        std::fs::write(dir.join("redlight.toml"), config).expect("config");
+        let last = crate::config::Config::load(&root.join("redlight.toml"))
+            .expect("config")
+            .load_calendar()
+            .expect("calendar")
+            .last_day();
+        let early = Some(last - chrono::Duration::days(CALENDAR_WARN_DAYS + 1));
+        let shipped = check(&root.join("redlight.toml"), early);
+        let report = check(&dir.join("redlight.toml"), early);
+        let _ = std::fs::remove_dir_all(&dir);
+        assert!(report.problems.is_empty(), "{:?}", report.problems);
+        assert!(
+            report.warnings.len() == 1
+                && report.warnings[0].contains("rule `xk.decision` has `enabled = false`")
+                && report.warnings[0].contains("for good"),
+            "{:?}",
+            report.warnings
+        );
+        assert!(shipped.warnings.is_empty(), "{:?}", shipped.warnings);
+        let rules = |summary: &str| -> usize {
+            let words: Vec<&str> = summary.split(' ').collect();
+            let at = words
+                .iter()
+                .position(|w| w.starts_with("rules"))
+                .expect("rules");
+            words[at - 1].parse().expect("a count")
+        };
+        assert_eq!(
+            rules(&report.summary),
+            rules(&shipped.summary) - 1,
+            "{}",
+            report.summary
+        );
+        assert!(
+            report.summary.contains("(1 more disabled)"),
+            "{}",
+            report.summary
+        );
     }
 
     /// A range lists every day in it with its kind; a range the wrong way round is an

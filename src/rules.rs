@@ -672,6 +672,10 @@ impl RuleSet {
             .get(usize::from(idx))
             .is_none_or(|&r| r == u16::MAX)
     }
+    /// The ids of the rules the packs have with `enabled = false`.
+    pub fn disabled(&self) -> &[String] {
+        &self.disabled
+    }
     /// Whether any rule is retired (see [`RuleSet::with_rule_order`]).
     #[inline]
     pub fn any_retired(&self) -> bool {
