@@ -3810,6 +3810,7 @@ mod tests {
         let case = before.case("XZ-9").expect("case").clone();
         let restored = |rules: crate::rules::RuleSet| {
             let mut e = Engine::new(Arc::new(rules), calendar.clone());
+            e.track_changes(); // as the daemon does, so that restoring marks what it changed
             e.restore(case.clone());
             e
         };
@@ -3892,6 +3893,19 @@ mod tests {
             held.clocks.len(),
             case.clocks.len() - 1,
             "its clock dropped"
+        );
+        assert_eq!(
+            engine.take_changed(),
+            [Arc::<str>::from("XZ-9")],
+            "marked changed: the next batch writes it without the clock"
+        );
+        let (kept, _) = crate::rules::RuleSet::from_sources(&texts)
+            .expect("rules")
+            .with_rule_order(&stored)
+            .expect("as stored");
+        assert!(
+            restored(kept).take_changed().is_empty(),
+            "nothing to write when nothing is dropped"
         );
         let quiet: Vec<Alert> = expected
             .iter()
