@@ -1690,6 +1690,38 @@ pub fn refresh_gauges(s: &Shared) {
 mod tests {
     use super::*;
 
+    /// A case's per-rule lights are listed in the packs' order, whatever numbers the store
+    /// gives the rules (here the packs listed the other way round from when it was started).
+    #[test]
+    fn a_cases_rule_lights_follow_the_packs_order_not_the_stored_numbers() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let config = Config::load(&root.join("config/redlight.toml")).expect("config");
+        let shipped = config.load_rules().expect("rules");
+        let stored: Vec<String> = shipped.rules.iter().map(|r| r.id.to_string()).collect();
+        let mut paths = config.rule_pack_paths();
+        paths.reverse();
+        let (rules, _) = RuleSet::load(&paths)
+            .expect("reversed")
+            .with_rule_order(&stored)
+            .expect("numbered as stored");
+        let (decision, promised) = (
+            rules.index_of("xk.decision").expect("rule"),
+            rules.index_of("xz.promised").expect("rule"),
+        );
+        assert!(decision < promised, "numbered as the store was");
+        let calendar = Arc::new(config.load_calendar().expect("calendar"));
+        let view = View::new(&config, Arc::new(rules), calendar);
+        let listed = view.rule_lights(&[(decision, Light::Red), (promised, Light::Green)]);
+        assert_eq!(
+            listed,
+            [
+                json!({"rule": "xz.promised", "light": "green"}),
+                json!({"rule": "xk.decision", "light": "red"}),
+            ],
+            "xz.toml is listed before xk.toml now"
+        );
+    }
+
     #[test]
     fn the_department_byte_search_finds_exactly_the_stored_pair() {
         let case = |dept: &str| -> Vec<u8> {
