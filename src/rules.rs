@@ -843,10 +843,9 @@ impl RuleSet {
         for w in &self.withdraw {
             add(w, Handler::Withdraw);
         }
-        // In the packs' order, whatever the numbering, sorted by phase below (stably).
-        let mut order: Vec<u16> = (0..self.rules.len() as u16)
-            .filter(|&i| !self.is_retired(i))
-            .collect();
+        // In the packs' order, whatever the numbering, sorted by phase below (stably). A
+        // retired rule adds nothing (its arm below).
+        let mut order: Vec<u16> = (0..self.rules.len() as u16).collect();
         order.sort_by_key(|&i| self.rank[usize::from(i)]);
         for i in order {
             let rule = &self.rules[usize::from(i)];
