@@ -49,7 +49,7 @@ const STYLE: &str = r#"
 html, body { margin:0; background:var(--bg); color:var(--text);
   font-family:"Noto Sans CJK SC","Source Han Sans SC","PingFang SC","Microsoft YaHei","WenQuanYi Zen Hei",sans-serif;
   font-size:20px; line-height:1.35; }
-header { display:flex; align-items:center; gap:32px; padding:16px 28px; background:var(--panel); border-bottom:2px solid var(--line); }
+header { display:flex; flex-wrap:wrap; align-items:center; gap:32px; padding:16px 28px; background:var(--panel); border-bottom:2px solid var(--line); }
 h1 { font-size:34px; margin:0; letter-spacing:2px; white-space:nowrap; }
 .totals { display:flex; gap:28px; flex:1; justify-content:center; }
 .total { display:flex; align-items:center; gap:12px; padding:6px 20px; border-radius:12px; background:#0e1626; }
@@ -57,7 +57,7 @@ h1 { font-size:34px; margin:0; letter-spacing:2px; white-space:nowrap; }
 .total .n { font-size:52px; font-weight:700; font-variant-numeric:tabular-nums; }
 .dot { width:30px; height:30px; border-radius:50%; display:inline-block; box-shadow:0 0 12px currentColor; background:currentColor; }
 .red { color:var(--red); } .yellow { color:var(--yellow); } .green { color:var(--green); }
-.meta { color:var(--muted); font-size:17px; text-align:right; white-space:nowrap; }
+.meta { color:var(--muted); font-size:17px; text-align:right; white-space:nowrap; margin-left:auto; }
 .stale { color:var(--yellow); }
 main { display:grid; grid-template-columns:minmax(0,1fr) minmax(0,1.15fr) minmax(0,1.15fr); gap:18px; padding:18px 28px; }
 section { background:var(--panel); border:1px solid var(--line); border-radius:12px; padding:12px 16px; min-width:0; }
@@ -73,9 +73,12 @@ td.all { color:var(--muted); }
 ol { list-style:none; margin:0; padding:0; }
 li { padding:8px 4px 8px 14px; border-bottom:1px solid var(--line); border-left:6px solid; margin-bottom:2px; }
 li.red { border-left-color:var(--red); } li.yellow { border-left-color:var(--yellow); }
-.l1 { display:flex; justify-content:space-between; gap:12px; align-items:baseline; }
-.case-id { flex:1 1 auto; min-width:0; font-weight:700; color:var(--text); font-size:22px; overflow:hidden; text-overflow:ellipsis; white-space:nowrap; }
-.time { flex:0 0 auto; font-weight:700; font-size:22px; white-space:nowrap; }
+/* A case's id is what a supervisor looks for: it shows whole, and when the id and its time
+   do not fit on one line, the time goes under it. Likewise the header wraps on a narrow screen
+   rather than run off its right edge (tests/board.rs measures both in Chromium). */
+.l1 { display:flex; flex-wrap:wrap; justify-content:space-between; column-gap:12px; align-items:baseline; }
+.case-id { flex:0 1 auto; min-width:0; font-weight:700; color:var(--text); font-size:22px; overflow:hidden; text-overflow:ellipsis; white-space:nowrap; }
+.time { flex:0 0 auto; margin-left:auto; font-weight:700; font-size:22px; white-space:nowrap; }
 .time .wd { font-size:16px; font-weight:normal; }
 .note { color:var(--text); }
 li.red .time { color:var(--red); } li.yellow .time { color:var(--yellow); }

@@ -848,14 +848,7 @@ async fn many_cases_latency_figures() {
 /// drops one that is not ready), and the supervisors need the board then too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_calendar_that_has_ended_is_a_warning_not_unreadiness() {
-    let old = std::env::temp_dir().join(format!("redlight-old-calendar-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&old);
-    std::fs::create_dir_all(&old).expect("calendar dir");
-    for year in 2020..=2022 {
-        let file = format!("{year}.toml");
-        std::fs::copy(root().join("config/calendars").join(&file), old.join(&file))
-            .expect("copying a calendar file");
-    }
+    let old = shipped_calendars("redlight-old-calendar", 2020..=2022);
     let calendars = old.display().to_string();
     // Starting waits for /readyz to answer 200.
     let mut d = Daemon::start_with(

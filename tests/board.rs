@@ -1,7 +1,8 @@
 //! The red-light board in a real headless Chromium (Debian's `chromium`; scripts/test.sh
 //! installs it when missing) against a daemon fed with the sample events: the rendered DOM
 //! shows the counts the API gives, every red and yellow sample case where it belongs, no
-//! script and no unescaped event text; and a screenshot is taken for people to look at
+//! script and no unescaped event text; laid out 1280 and 1920 px wide, every case id whole
+//! and nothing past the right edge; and a screenshot is taken for people to look at
 //! (target/redlight-board.png). Also: the quick start's samples that feed it still come
 //! out once the shipped calendar data has ended.
 
@@ -231,11 +232,99 @@ async fn the_board_shows_every_colour_with_the_expected_counts() {
     assert_eq!((width, height), (1600, 1000));
     assert!(png.len() > 50_000, "a board, not a blank page");
 
+    // Laid out on a narrow screen (1280 px, a projector) as on a wide one, every listed
+    // case's id shows whole and nothing runs off the page's right edge.
+    for width in [1280, 1920] {
+        assert_eq!(
+            layout_problems(&d, &profile, width),
+            "[]",
+            "at {width} px wide"
+        );
+    }
+
     // The same page is served to a wall screen without a token on loopback only.
     let r = d.get("/");
     assert_eq!(r.status, 200);
     assert_eq!(r.header("content-type"), Some("text/html; charset=utf-8"));
     let _: Value = d.json("/readyz");
+}
+
+/// What is wrong with the board's layout in Chromium `width` px wide, as a JSON list: case
+/// ids cut short, and the page wider than the window. A copy of the page with a script that
+/// measures after layout and writes what it found into the DOM (the board has no script).
+fn layout_problems(d: &Daemon, profile: &Path, width: u32) -> String {
+    let page = d.get("/");
+    let measure = r#"<script>addEventListener('load', () => {
+  const found = [];
+  for (const e of document.querySelectorAll('.case-id')) {
+    if (e.scrollWidth > e.clientWidth) found.push('case id cut: ' + e.textContent);
+  }
+  const w = document.documentElement.scrollWidth;
+  if (w > innerWidth) found.push('page ' + w + ' px wide in ' + innerWidth);
+  const out = document.createElement('pre');
+  out.id = 'layout';
+  out.textContent = JSON.stringify(found);
+  document.body.appendChild(out);
+});</script></body>"#;
+    let measured = page.body.replace("</body>", measure);
+    assert_ne!(measured, page.body, "the page ends its body");
+    let copy = d.dir.join("board-measured.html");
+    std::fs::write(&copy, measured).expect("page copy written");
+    let dom = chromium(
+        &[
+            "--dump-dom",
+            &format!("--window-size={width},1000"),
+            &format!("file://{}", copy.display()),
+        ],
+        profile,
+    );
+    text_after(&dom, "id=\"layout\"")
+        .map(unescape)
+        .unwrap_or_else(|| panic!("the measuring script ran at {width} px: {dom}"))
+}
+
+/// The board's header with the calendar's warning at its end (the shipped data alone, which
+/// ends with 2026: from 60 days before its end the header says how many days are left, after
+/// it that deadlines past it cannot be computed) still fits a 1280 px screen, and the red and
+/// yellow cases' ids show whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_board_fits_a_narrow_screen_with_the_calendars_warning() {
+    // The fixed samples are dated in 2026: the shipped files up to it.
+    let cal = shipped_calendars("board-calendars", 2020..=2026);
+    let cal_path = cal.display().to_string();
+    let mut d = Daemon::start_with(
+        "board-narrow",
+        1,
+        "",
+        "",
+        &[("REDLIGHT_ENGINE__CALENDARS", cal_path.as_str())],
+    )
+    .await;
+    let lines = fixed_samples();
+    produce(&broker(), &d.topic, &lines).await;
+    d.wait_consumed(lines.len() as u64);
+    std::thread::sleep(std::time::Duration::from_millis(1200));
+
+    let page = d.get("/");
+    assert!(
+        page.body.contains("节假日数据"),
+        "the header warns of the calendar's end: {}",
+        page.body
+    );
+    assert!(
+        page.body.contains("class=\"case-id\""),
+        "cases listed: {}",
+        page.body
+    );
+    let profile = d.dir.join("chromium-profile");
+    for width in [1280, 1920] {
+        assert_eq!(
+            layout_problems(&d, &profile, width),
+            "[]",
+            "at {width} px wide"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&cal);
 }
 
 /// The quick start on a day after the shipped calendar data ends (January 11 of the year

@@ -55,6 +55,20 @@ pub fn unique(prefix: &str) -> String {
     format!("{prefix}-{}-{nanos}", std::process::id())
 }
 
+/// A fresh folder holding the shipped calendar files of `years` (config/calendars), for a
+/// daemon whose calendar data ends with them (`REDLIGHT_ENGINE__CALENDARS`).
+pub fn shipped_calendars(name: &str, years: std::ops::RangeInclusive<i32>) -> PathBuf {
+    let dir = std::env::temp_dir().join(unique(name));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("calendar dir");
+    for year in years {
+        let file = format!("{year}.toml");
+        std::fs::copy(root().join("config/calendars").join(&file), dir.join(&file))
+            .expect("copying a calendar file");
+    }
+    dir
+}
+
 pub async fn create_topic(brokers: &str, topic: &str, partitions: i32) {
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
         .set("bootstrap.servers", brokers)
