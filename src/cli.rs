@@ -133,7 +133,9 @@ const UNKNOWN_TYPES_NAMED: usize = 10;
 const UNKNOWN_TYPES_KEPT: usize = 1000;
 
 /// Runs the engine over JSON Lines of CloudEvents. The clock is the event time: timers due
-/// before an event fire before it is applied; then the clock advances to `until` if given.
+/// before an event fire before it is applied (and what a late event set that the clock had
+/// passed, at the next event it passes or at the end); then the clock advances to `until` if
+/// given.
 /// Alerts go to `out` as JSON lines in the order they happen; bad lines are reported on
 /// `err` with their line number and skipped, and events of types no rule pack names are
 /// named there once, at the end.
@@ -238,12 +240,15 @@ pub fn replay(
         }
         Ok(())
     })?;
+    // What the clock has passed fires: a late event's deadlines wait for the clock to be
+    // driven again (`Engine::apply`), and the last lines may have been late.
+    alerts.clear();
+    engine.advance_before(engine.now(), &mut alerts);
     if let Some(until) = until {
-        alerts.clear();
         engine.advance(until, &mut alerts);
-        write_alerts(&mut out, &alerts)?;
-        summary.alerts += alerts.len() as u64;
     }
+    write_alerts(&mut out, &alerts)?;
+    summary.alerts += alerts.len() as u64;
     out.flush()?;
     if summary.unknown > 0 {
         // Not an error (a producer may send types no rule watches), but a misspelt type

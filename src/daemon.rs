@@ -2243,7 +2243,16 @@ impl Loop<'_> {
             if p.caught_up() {
                 let t0 = Instant::now();
                 let calendar_errors = p.engine.stats().calendar_errors;
-                done &= p.engine.advance_bounded(now, slice, alerts);
+                // Late events' deadlines wait for the clock to be driven again
+                // (`Engine::apply`): here, up to the wall clock, or up to the partition's own
+                // clock where an event dated ahead (within `future_tolerance_ms`) moved it
+                // past the wall clock, as replay fires them at the end of its input.
+                let engine_now = p.engine.now();
+                done &= if engine_now > now {
+                    p.engine.advance_before_bounded(engine_now, slice, alerts)
+                } else {
+                    p.engine.advance_bounded(now, slice, alerts)
+                };
                 // Periodic duties left pending for want of calendar data.
                 self.metrics
                     .calendar_errors

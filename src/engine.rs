@@ -1805,8 +1805,12 @@ impl Engine {
     }
 
     /// Applies one event to its case. Timers due before the event's time should have been
-    /// fired first (`advance_before`); timers that the event itself makes overdue (a late
-    /// event) fire at once. On error nothing changed.
+    /// fired first (`advance_before`). A late event (dated before the engine's clock) may set
+    /// deadlines that have already passed: they fire when the clock is next driven (the next
+    /// event's `advance_before`, or `advance`), not here. So history delivered after the
+    /// clock moved on is judged at its own times, as a replay of it in order would: a case
+    /// whose start and in-time stop both arrive late raises nothing (firing here raised a red
+    /// and its retraction at once, until 2026-12-06). On error nothing changed.
     pub fn apply(&mut self, ev: &Event, out: &mut Vec<Alert>) -> Result<Applied, EngineError> {
         let rules = self.core.rules.clone();
         let Some(info) = rules.type_info(&ev.kind) else {
@@ -1842,15 +1846,7 @@ impl Engine {
         };
         let result = self.core.apply(case, is_new, info, hash, ev, out);
         match result {
-            Ok(applied) => {
-                if applied == Applied::Applied {
-                    // A late event may have set deadlines that have already passed: fire
-                    // them now.
-                    let now = self.core.now;
-                    self.fire(|due| due < now, usize::MAX, out);
-                }
-                Ok(applied)
-            }
+            Ok(applied) => Ok(applied),
             Err((e, drop_case)) => {
                 if drop_case && let Ok(slot) = self.cases.find_entry(key, |(k, _)| k == subject) {
                     let ((_, case), _) = slot.remove();

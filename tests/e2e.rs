@@ -299,6 +299,66 @@ fn daemon_matches_replay() {
     eprintln!("[a] passed in {}", secs(t0));
 }
 
+/// a2. The same kind of history, fed to a daemon that started first and already follows the
+/// wall clock (its partitions caught up on an empty topic and quiet for `kafka.idle_ms`): a
+/// producer sending its past cases after redlight started, or its backlog after an outage.
+/// Every event is months behind the daemon's clock, and is judged at its own time all the
+/// same: the alerts are replay's (`at` aside: a resolution or violation is stamped with the
+/// engine's clock, here the wall clock). Until 2026-12-06 a late event's passed deadlines
+/// fired while it was applied: every case of the history that ended in time raised a red and
+/// had it retracted at once (a third of the quick start's alerts were such pairs).
+#[test]
+fn history_fed_to_a_daemon_on_the_wall_clock_gives_replays_alerts() {
+    let _serial = serial();
+    let t0 = Instant::now();
+    let b = broker();
+    let dir = TestDir::new("h");
+    let names = Names::new("h");
+    let _topics = Topics::create(&b.bootstrap, &[(&names.topic, 4), (&names.dead_letter, 1)]);
+    let port = free_port();
+    let config = write_config(&dir.path, &b.bootstrap, &names, port);
+    let mut d = Daemon::new(config.clone(), dir.path.join("daemon.log"), port);
+    d.start();
+    // Caught up on the empty topic; quiet for `idle_ms` (1 s), the wall clock drives every
+    // partition.
+    std::thread::sleep(Duration::from_secs(3));
+
+    let mut workload = Gen::new(0x5EED_4157, "H");
+    workload.full_cases(1000);
+    let lines = workload.finish();
+    let landed = Producer::new(&b.bootstrap).send_all(&names.topic, &msgs_of(&lines));
+    let ends = end_offsets(&landed);
+    eprintln!("[h] produced {} messages of 1000 cases", lines.len());
+    let (r, alerts) = replay_then_wait(&mut d, &config, &lines_of(&lines), &ends, &names.topic);
+    assert!(r.alerts.len() > 300, "the workload raises alerts");
+    let without_at = |alerts: &[Value]| -> Vec<Value> {
+        alerts
+            .iter()
+            .map(|a| {
+                let mut a = a.clone();
+                if let Some(o) = a.as_object_mut() {
+                    o.remove("at");
+                }
+                a
+            })
+            .collect()
+    };
+    let daemon = without_at(&values(&alerts));
+    assert_same_alerts(
+        &d,
+        &daemon,
+        &without_at(&r.alerts),
+        "history fed to a daemon on the wall clock",
+    );
+    let retracted = daemon.iter().filter(|a| a["reason"] == "retracted").count();
+    eprintln!(
+        "[h] {} alerts equal to replay's but for `at` ({retracted} retracted, as in replay)",
+        daemon.len()
+    );
+    d.stop_gracefully();
+    eprintln!("[h] passed in {}", secs(t0));
+}
+
 /// A broker as data centres run them: the daemon reads over TLS with a SASL (SCRAM)
 /// login, its password from the environment, from the SASL_SSL listener
 /// `scripts/kafka.sh` starts beside the plaintext one, and gives exactly the alerts replay

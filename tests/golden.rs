@@ -575,6 +575,80 @@ fn xk_decision_stop_delivered_late_retracts_the_red() {
     );
 }
 
+/// docs/rules.md, "Late events": history delivered after the engine's clock has moved on
+/// (a producer feeding its past cases to a daemon that already follows the wall clock, or its
+/// backlog after an outage). XK-HN accepted (11-05 09:00) moves the clock first. Then, late:
+/// - XK-HA accepted at the worked example's instant (yellow 10-29T00:00, red 10-31T00:00,
+///   both passed by the clock), reviewed 10-15 and decided (denied) 10-20, in time: no
+///   light at all. Its passed deadlines fire only when the clock is next driven (the next
+///   event's time, or `--until`), and its next events are dated before them.
+/// - XK-HB accepted at the same instant and never decided: its yellow and red fire at the
+///   next event dated after them, with their own instants as `at`: XK-HN's decision at
+///   11-05 10:00 (without a review: an `xz.stages` violation, raised as it is applied).
+///
+/// Until 2026-12-06 a late event's passed deadlines fired while it was applied: XK-HA's
+/// yellow and red fired, and its decision retracted them at once.
+#[test]
+fn history_delivered_after_the_clock_moved_on_raises_only_what_was_late() {
+    let hn = ev(
+        "n1",
+        "approval.accepted",
+        "2026-11-05T09:00:00+08:00",
+        "XK-HN",
+        plain(),
+    );
+    let hb = ev("b1", "approval.accepted", ACCEPTED, "XK-HB", plain());
+    let hb_lights = [
+        format!("xk.decision yellow firing approaching at={XK_YELLOW} deadline={XK_RED}"),
+        format!("xk.decision red firing overdue at={XK_RED} deadline={XK_RED}"),
+    ];
+    let r = replay(
+        &[
+            hn.clone(),
+            ev("a1", "approval.accepted", ACCEPTED, "XK-HA", plain()),
+            ev(
+                "a2",
+                "approval.reviewed",
+                "2026-10-15T10:00:00+08:00",
+                "XK-HA",
+                json!({}),
+            ),
+            ev(
+                "a3",
+                "approval.decided",
+                "2026-10-20T10:00:00+08:00",
+                "XK-HA",
+                json!({"outcome": "denied"}),
+            ),
+            hb.clone(),
+            ev(
+                "n2",
+                "approval.decided",
+                "2026-11-05T10:00:00+08:00",
+                "XK-HN",
+                json!({"outcome": "denied"}),
+            ),
+        ],
+        Some("2026-11-06T00:00:00+08:00"),
+    );
+    r.assert_clean();
+    assert_eq!(r.case("XK-HA"), Vec::<String>::new(), "decided in time");
+    assert_eq!(r.case("XK-HB"), hb_lights);
+    // In the order they happen: XK-HB's lights before the violation of the event that
+    // drove the clock past them.
+    let cases: Vec<&str> = r.alerts.iter().map(|a| field(a, "case")).collect();
+    assert_eq!(cases, ["XK-HB", "XK-HB", "XK-HN"], "{:?}", r.alerts);
+    assert_eq!(
+        r.case("XK-HN"),
+        ["xz.stages red firing violation at=2026-11-05T10:00:00+08:00 deadline=-"]
+    );
+    // Late at the very end, and no `--until`: what the clock (11-05 09:00) has passed fires
+    // at the end of the input all the same.
+    let r = replay(&[hn, hb], None);
+    r.assert_clean();
+    assert_eq!(r.case("XK-HB"), hb_lights);
+}
+
 /// docs/rules.md, "Late events": a pause or an extension that happened after the deadline
 /// leaves the breach on record. Every case is accepted as in the worked example (yellow
 /// 10-29T00:00, red 24:00 of 10-30 = 10-31T00:00); both fire before the later events.
