@@ -532,6 +532,27 @@ pub enum ConfigError {
     Rules(Vec<Problem>),
 }
 
+/// A value the file or the environment gives wrongly, as the operator reads it: the key as
+/// the rest of `check` names keys, what was wrong, and the variable when it came from the
+/// environment. (figment's own text names the key with its profile, as
+/// `default.engine.retention_days`, and an environment variable as `ENGINE.RETENTION_DAYS`.)
+fn describe(e: &figment::Error) -> String {
+    if e.path.is_empty() {
+        return e.kind.to_string();
+    }
+    let from_file = e
+        .metadata
+        .as_ref()
+        .is_some_and(|m| matches!(m.source, Some(figment::Source::File(_))));
+    let origin = if from_file || e.metadata.is_none() {
+        String::new()
+    } else {
+        let var: Vec<String> = e.path.iter().map(|k| k.to_ascii_uppercase()).collect();
+        format!(" (from REDLIGHT_{})", var.join("__"))
+    };
+    format!("`{}`: {}{origin}", e.path.join("."), e.kind)
+}
+
 impl Config {
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         // figment treats a missing file as empty: read it first for a clear error.
@@ -553,7 +574,7 @@ impl Config {
             .map_err(|e| {
                 invalid(
                     e.into_iter()
-                        .map(|e| e.to_string())
+                        .map(|e| describe(&e))
                         .collect::<Vec<_>>()
                         .join("; "),
                 )

@@ -1324,6 +1324,13 @@ fn configuration_mistakes_name_the_key() {
         // Appended after the test config's `[store]` header: a key of `[store]`.
         ("cache_mib = 0\n", "`store.cache_mib`"),
         ("checkpoint_cases = 0\n", "`store.checkpoint_cases`"),
+        // Values of the wrong type and keys no section has: the key as above, not as
+        // figment names it (`default.store.cache_mib`).
+        (
+            "cache_mib = \"lots\"\n",
+            "`store.cache_mib`: invalid type: found string \"lots\"",
+        ),
+        ("cache_mb = 32\n", "`store.cache_mb`: unknown field"),
     ];
     for (extra, key) in cases {
         let path = write_config(&dir, extra);
@@ -1336,6 +1343,22 @@ fn configuration_mistakes_name_the_key() {
     let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/redlight.toml");
     let c = redlight::config::Config::load(&shipped).expect("the shipped config loads");
     assert!(c.receivers.is_empty());
+    // A wrong value from the environment names its variable (`redlight check`, a process of
+    // its own: the environment is not this test's to change).
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_redlight"))
+        .args(["check", "--config"])
+        .arg(&shipped)
+        .env("REDLIGHT_ENGINE__RETENTION_DAYS", "soon")
+        .output()
+        .expect("running redlight check");
+    let said =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{said}");
+    assert!(
+        said.contains("`engine.retention_days`: invalid type: found string \"soon\"")
+            && said.contains("(from REDLIGHT_ENGINE__RETENTION_DAYS)"),
+        "{said}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 
