@@ -2934,3 +2934,156 @@ fn a_pending_deadline_is_computed_when_the_data_arrives() {
         ]
     );
 }
+
+/// What broke, as the chat robots' notices say it (`情形`): every `detail` the shipped packs'
+/// rules raise — a stage out of order and one skipped, a promise missing, above the
+/// statutory limit and not a whole number, extensions past their cap, a quarterly report
+/// missing, late and made in time but delivered late, a safety meeting missed, a check
+/// rule's own message — reads in Chinese, event types by their names; none is left in the
+/// engine's English (the alert JSON keeps that, SPEC §4).
+#[test]
+fn every_detail_reads_in_chinese_in_the_notices() {
+    let market = || json!({"outcome": "approved", "market": "新华农贸市场"});
+    let q3 = || json!({"period": "2026Q3"});
+    let r = replay(
+        &[
+            ev("s1", "approval.accepted", ACCEPTED, "XZ-DS", plain()),
+            ev(
+                "s2",
+                "approval.decided",
+                "2026-10-09T10:00:00+08:00",
+                "XZ-DS",
+                json!({"outcome": "denied"}),
+            ),
+            ev(
+                "s3",
+                "approval.reviewed",
+                "2026-10-12T10:00:00+08:00",
+                "XZ-DS",
+                json!({}),
+            ),
+            ev(
+                "p1",
+                "approval.accepted",
+                ACCEPTED,
+                "XZ-DP1",
+                promised(json!({})),
+            ),
+            ev(
+                "p2",
+                "approval.accepted",
+                ACCEPTED,
+                "XZ-DP2",
+                promised(json!({"promised_workdays": 25})),
+            ),
+            ev(
+                "p3",
+                "approval.accepted",
+                ACCEPTED,
+                "XZ-DP3",
+                promised(json!({"promised_workdays": 2.5})),
+            ),
+            ev("e0", "approval.accepted", ACCEPTED, "XK-DE", plain()),
+            ev(
+                "e1",
+                "approval.extended",
+                "2026-10-20T10:00:00+08:00",
+                "XK-DE",
+                json!({"extra_workdays": 6, "approved_by": "局长"}),
+            ),
+            ev(
+                "e2",
+                "approval.extended",
+                "2026-10-27T10:00:00+08:00",
+                "XK-DE",
+                json!({"extra_workdays": 5, "approved_by": "局长"}),
+            ),
+            ev(
+                "m1",
+                "market.registration_decided",
+                "2026-08-10T10:00:00+08:00",
+                "NX-DM",
+                market(),
+            ),
+            ev(
+                "l1",
+                "market.registration_decided",
+                "2026-08-10T10:00:00+08:00",
+                "NX-DL",
+                market(),
+            ),
+            ev(
+                "t1",
+                "market.registration_decided",
+                "2026-08-10T10:00:00+08:00",
+                "NX-DT",
+                market(),
+            ),
+            ev(
+                "h1",
+                "safety.meeting_held",
+                "2026-05-20T10:00:00+08:00",
+                "HZ-DD",
+                json!({"department": "市安委办"}),
+            ),
+            ev(
+                "a1",
+                "safety.accident_discovered",
+                "2026-10-10T10:00:00+08:00",
+                "HZ-DA",
+                json!({"department": "市应急管理局", "unit": "某厂", "grade": "一般", "by": "inspection"}),
+            ),
+            // 2026Q3 reports are due 10-16T00:00: NX-DL's comes after it, NX-DT's was made
+            // before it and arrives after the clock passed it.
+            ev(
+                "l2",
+                "market.report_submitted",
+                "2026-10-16T08:00:00+08:00",
+                "NX-DL",
+                q3(),
+            ),
+            ev(
+                "t2",
+                "market.report_submitted",
+                "2026-10-15T20:00:00+08:00",
+                "NX-DT",
+                q3(),
+            ),
+        ],
+        Some("2026-11-20T00:00:00+08:00"),
+    );
+    r.assert_clean();
+    let details: Vec<(String, String)> = r
+        .alerts
+        .iter()
+        .filter(|a| a["detail"].is_string())
+        .map(|a| {
+            let d = field(a, "detail");
+            (d.to_string(), redlight::formats::text::detail_text(d))
+        })
+        .collect();
+    let shown: Vec<&str> = details.iter().map(|(_, zh)| zh.as_str()).collect();
+    // Period labels (2026Q3), numbers and a value as given (2.5) are not English.
+    let english = |s: &str| {
+        s.split(|c: char| !c.is_ascii_alphabetic())
+            .any(|w| w.len() > 1 && w != "Q")
+    };
+    for (en, zh) in &details {
+        assert!(!english(zh), "left in English: {en} -> {zh}");
+    }
+    for expected in [
+        "「审核」在「审批决定」之后才办理（环节顺序颠倒）",
+        "未经「审核」即「审批决定」（跳过环节）",
+        "缺少承诺时限，未承诺办理时限",
+        "承诺时限为 25 个工作日，超过法定上限 20 个工作日",
+        "承诺时限「2.5」不是 1 至 20 的整数（个工作日）",
+        "延长期限累计 11 个工作日，超过允许的 10 个工作日",
+        "2026Q3 未报送统计报表",
+        "2026Q3 报送统计报表晚于期限",
+        "2026Q3 已按期报送统计报表，数据迟到送达",
+        "2026Q3 未召开安全生产工作会议",
+        "事故未经单位报告，由其他途径发现（瞒报）",
+    ] {
+        assert!(shown.contains(&expected), "{expected} in {shown:#?}");
+    }
+}

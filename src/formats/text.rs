@@ -302,7 +302,7 @@ pub fn message(ctx: &Context, n: &Notice) -> Message {
     }
     fields.push(("状态", reason_text(a.reason).to_string()));
     if let Some(d) = &a.detail {
-        fields.push(("情形", d.clone()));
+        fields.push(("情形", detail_text(d)));
     }
     if let Some(e) = &n.escalation {
         fields.push((
@@ -341,6 +341,155 @@ pub fn after_text(after: &str) -> String {
     format!("{digits} {word}")
 }
 
+/// An event type's name in Chinese (SPEC §1's catalogue), as a notice names a stage that
+/// was skipped or a periodic duty not met; `None` for a type a pack declared of its own.
+pub fn type_name(kind: &str) -> Option<&'static str> {
+    Some(match kind {
+        "approval.submitted" => "申办",
+        "approval.material_incomplete" => "补正告知",
+        "approval.accepted" => "受理",
+        "approval.reviewed" => "审核",
+        "approval.suspended" => "特别程序",
+        "approval.resumed" => "恢复办理",
+        "approval.extended" => "延长期限",
+        "approval.decided" => "审批决定",
+        "approval.certificate_issued" => "送达证件",
+        "approval.completed" => "办结",
+        "approval.withdrawn" => "撤回申请",
+        "approval.fee_charged" => "收费",
+        "market.registration_accepted" => "登记受理",
+        "market.registration_decided" => "登记决定",
+        "market.change_decided" => "作出变更决定",
+        "market.change_registered" => "变更登记",
+        "market.report_submitted" => "报送统计报表",
+        "market.reconsideration_requested" => "申请复议",
+        "market.reconsideration_decided" => "复议决定",
+        "safety.hazard_reported" => "报告重大隐患",
+        "safety.hazard_investigation_started" => "组织查处",
+        "safety.rectification_ordered" => "责令整改",
+        "safety.hazard_rectified" => "隐患整改完毕",
+        "safety.accident_occurred" => "发生事故",
+        "safety.accident_reported" => "单位报告事故",
+        "safety.accident_relayed" => "逐级上报",
+        "safety.accident_discovered" => "其他途径发现事故",
+        "safety.meeting_held" => "召开安全生产工作会议",
+        _ => return None,
+    })
+}
+
+/// A type in a notice: its Chinese name, or the type itself where it has none.
+fn type_text(kind: &str) -> String {
+    type_name(kind).map_or_else(|| format!("`{kind}`"), str::to_string)
+}
+
+/// A data field the rules read, in a notice.
+fn field_text(field: &str) -> String {
+    match field {
+        "promised_workdays" => "承诺时限".to_string(),
+        "extra_workdays" => "延长时限".to_string(),
+        _ => format!("`{field}`"),
+    }
+}
+
+/// A rule's unit after a number (`rules::Unit::name`).
+fn unit_text(unit: &str) -> &str {
+    match unit {
+        "minutes" => "分钟",
+        "hours" => "小时",
+        "days" => "日",
+        "workdays" => "个工作日",
+        other => other,
+    }
+}
+
+/// What broke, for people: the `detail` of a violation or of a missed, late or retracted
+/// period (in the alert JSON it stays the engine's English, part of its contract) in
+/// Chinese, with event types by their names (`stage `approval.decided` without
+/// `approval.reviewed`` → `未经「审核」即「审批决定」（跳过环节）`). A check rule's own
+/// `message` (the shipped packs' are Chinese) and any form not known here stay as they are.
+pub fn detail_text(detail: &str) -> String {
+    fn ticked(s: &str) -> Option<&str> {
+        s.strip_prefix('`')?.strip_suffix('`')
+    }
+    if let Some(rest) = detail.strip_prefix("stage `") {
+        if let Some((stage, before)) = rest.split_once("` came after `")
+            && let Some(before) = before.strip_suffix('`')
+        {
+            return format!(
+                "「{}」在「{}」之后才办理（环节顺序颠倒）",
+                type_text(stage),
+                type_text(before)
+            );
+        }
+        if let Some((stage, skipped)) = rest.split_once("` without ") {
+            let skipped: Option<Vec<String>> = skipped
+                .split(", ")
+                .map(|s| ticked(s).map(|s| format!("「{}」", type_text(s))))
+                .collect();
+            if let Some(skipped) = skipped {
+                return format!(
+                    "未经{}即「{}」（跳过环节）",
+                    skipped.concat(),
+                    type_text(stage)
+                );
+            }
+        }
+    }
+    if let Some(rest) = detail.strip_prefix("no `")
+        && let Some((kind, label)) = rest.split_once("` for ")
+    {
+        return format!("{label} 未{}", type_text(kind));
+    }
+    if let Some(rest) = detail.strip_prefix('`')
+        && let Some((kind, rest)) = rest.split_once("` for ")
+    {
+        if let Some(label) = rest.strip_suffix(" was made in time and delivered late") {
+            return format!("{label} 已按期{}，数据迟到送达", type_text(kind));
+        }
+        if let Some(label) = rest.strip_suffix(" came late") {
+            return format!("{label} {}晚于期限", type_text(kind));
+        }
+    }
+    if let Some(rest) = detail.strip_prefix('`')
+        && let Some((field, rest)) = rest.split_once("` is ")
+    {
+        if rest == "missing: no promised time limit" {
+            return format!("缺少{}，未承诺办理时限", field_text(field));
+        }
+        if let Some((amount, max)) = rest.split_once(", more than the statutory ")
+            && let Some((n, unit)) = amount.split_once(' ')
+        {
+            let unit = unit_text(unit);
+            return format!(
+                "{}为 {n} {unit}，超过法定上限 {max} {unit}",
+                field_text(field)
+            );
+        }
+        if let Some((value, range)) = rest.split_once(", not a whole number of ")
+            && let Some((unit, bounds)) = range.split_once(" from ")
+            && let Some((low, high)) = bounds.split_once(" to ")
+        {
+            return format!(
+                "{}「{value}」不是 {low} 至 {high} 的整数（{}）",
+                field_text(field),
+                unit_text(unit)
+            );
+        }
+    }
+    if let Some(rest) = detail.strip_prefix("extensions total ")
+        && let Some((total, cap)) = rest.split_once(", more than the ")
+        && let Some((n, unit)) = total.split_once(' ')
+        && let Some(cap) = cap.strip_suffix(" allowed")
+    {
+        let unit = unit_text(unit);
+        return format!("延长期限累计 {n} {unit}，超过允许的 {cap} {unit}");
+    }
+    if let Some(condition) = detail.strip_prefix("condition holds: ") {
+        return format!("条件成立：{condition}");
+    }
+    detail.to_string()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -356,6 +505,23 @@ mod tests {
             "2026-10-30 16:05"
         );
         assert_eq!(display_time("nonsense"), "nonsense");
+    }
+
+    #[test]
+    fn details_of_types_and_forms_no_table_names_stay_readable() {
+        // A pack's own event type keeps its name; a stage list of several.
+        assert_eq!(
+            detail_text("stage `permit.issued` without `approval.reviewed`, `permit.checked`"),
+            "未经「审核」「`permit.checked`」即「`permit.issued`」（跳过环节）"
+        );
+        // A check rule's own message, and a form not known here, as they are.
+        assert_eq!(detail_text("材料不全"), "材料不全");
+        assert_eq!(detail_text("something else"), "something else");
+        assert_eq!(detail_text("stage `a` without b"), "stage `a` without b");
+        assert_eq!(
+            detail_text("condition holds: data.fee > 100"),
+            "条件成立：data.fee > 100"
+        );
     }
 
     #[test]
