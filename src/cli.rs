@@ -324,6 +324,25 @@ fn write_alerts(out: &mut impl Write, alerts: &[Alert]) -> io::Result<()> {
     Ok(())
 }
 
+/// An error as the command line prints it: the message, then each cause the message does
+/// not already say. Most of our errors name their cause in their own text (`cannot read
+/// calendar data …: No such file or directory`) and keep it as their source too, so
+/// anyhow's `{:#}`, which prints every cause after its error, said it twice or three times.
+pub fn error_text(e: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in e.chain() {
+        let said = cause.to_string();
+        if text.contains(&said) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&said);
+    }
+    text
+}
+
 /// `redlight calendar list`: one line per date, `YYYY-MM-DD<TAB>kind`. A range that ends
 /// before it starts is an error saying so, not an empty list (a script would take that for
 /// "no days").
@@ -350,6 +369,28 @@ pub fn calendar_list(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_error_says_each_cause_once() {
+        let missing = || io::Error::new(io::ErrorKind::NotFound, "No such file or directory");
+        let calendar = crate::calendar::CalendarError::Io {
+            path: "/srv/nocal".into(),
+            source: missing(),
+        };
+        // The calendar error names the I/O error and keeps it as its source; the
+        // configuration error wraps it, saying only it.
+        let e = anyhow::Error::new(ConfigError::Calendar(calendar));
+        assert_eq!(
+            error_text(&e),
+            "cannot read calendar data /srv/nocal: No such file or directory"
+        );
+        // A context that does not say its cause is followed by it.
+        let e = anyhow::Error::new(missing()).context("reading the alert log");
+        assert_eq!(
+            error_text(&e),
+            "reading the alert log: No such file or directory"
+        );
+    }
 
     /// `check` passes the shipped configuration on any day: it warns from 60 days before
     /// the calendar data ends, and after the end says what waits, without failing (exit 0).

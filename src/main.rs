@@ -180,7 +180,7 @@ fn main() -> ExitCode {
     match run(args) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("redlight: {e:#}");
+            eprintln!("redlight: {}", redlight::cli::error_text(&e));
             ExitCode::from(2)
         }
     }
