@@ -342,6 +342,10 @@ fn json_kind(v: &Value) -> &'static str {
 impl Event {
     /// Parses one message (a Kafka value or a JSON Lines line).
     pub fn parse(bytes: &[u8]) -> Result<Event, EventError> {
+        // A UTF-8 byte order mark before the JSON is ignored, as RFC 8259 §8.1 lets a parser
+        // do: Windows tools write one at the start of a file ("UTF-8 with BOM"), and its
+        // first line was refused as not JSON at column 1, though it looks whole.
+        let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
         // UTF-8 checked once for the whole message, then parsed as text: parsed from bytes,
         // serde_json checks each string on its own, a call per string (an event has about
         // thirty-five, names included), which was a tenth of the daemon loop's parsing.
@@ -549,6 +553,24 @@ mod tests {
         assert_eq!(e.time.to_rfc3339(), "2026-09-28T10:00:00+08:00");
         assert_eq!(e.data_str("handler"), Some("张三"));
         assert_eq!(e.data["promised_workdays"], 15);
+    }
+
+    /// A file saved as "UTF-8 with BOM" (or a producer that writes one) starts its first
+    /// line with U+FEFF: the event is read as without it. Anywhere else it is not JSON.
+    #[test]
+    fn a_byte_order_mark_before_the_json_is_ignored() {
+        let bom = [b"\xEF\xBB\xBF".as_slice(), GOOD.as_bytes()].concat();
+        assert_eq!(
+            Event::parse(&bom).expect("valid with a BOM"),
+            Event::parse(GOOD.as_bytes()).expect("valid")
+        );
+        let inside = GOOD.replacen('{', "{\u{feff}", 1);
+        assert!(matches!(
+            Event::parse(inside.as_bytes()),
+            Err(EventError::NotJson(_))
+        ));
+        let twice = [b"\xEF\xBB\xBF\xEF\xBB\xBF".as_slice(), GOOD.as_bytes()].concat();
+        assert!(Event::parse(&twice).is_err());
     }
 
     fn with(field: &str, value: Option<&str>) -> String {
