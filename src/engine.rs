@@ -1691,7 +1691,9 @@ impl Engine {
 
     /// [`Engine::advance_before`] in slices, as [`Engine::advance_bounded`].
     pub fn advance_before_bounded(&mut self, t: i64, max: usize, out: &mut Vec<Alert>) -> bool {
-        self.core.now = self.core.now.max(t - 1);
+        // Saturating: `replay` settles to the engine's clock at its end, which is still
+        // `i64::MIN` when no line was applied.
+        self.core.now = self.core.now.max(t.saturating_sub(1));
         self.fire(|due| due < t, max, out)
     }
 

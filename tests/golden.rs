@@ -649,6 +649,18 @@ fn history_delivered_after_the_clock_moved_on_raises_only_what_was_late() {
     assert_eq!(r.case("XK-HB"), hb_lights);
 }
 
+/// An input with no event applied (empty, or every line refused) replays to nothing, with
+/// and without `--until`: the settling at its end starts from a clock no event has set.
+#[test]
+fn an_input_with_no_event_applied_replays_to_nothing() {
+    for until in [None, Some("2026-11-06T00:00:00+08:00")] {
+        let r = replay(&[], until);
+        assert!(r.alerts.is_empty() && r.summary.events == 0, "{until:?}");
+        let r = replay(&["not json".to_string()], until);
+        assert!(r.alerts.is_empty() && r.summary.rejected == 1, "{until:?}");
+    }
+}
+
 /// docs/rules.md, "Late events": a pause or an extension that happened after the deadline
 /// leaves the breach on record. Every case is accepted as in the worked example (yellow
 /// 10-29T00:00, red 24:00 of 10-30 = 10-31T00:00); both fire before the later events.
