@@ -330,20 +330,27 @@ pub fn message(ctx: &Context, n: &Notice) -> Message {
 pub fn after_text(after: &str) -> String {
     let s = after.trim();
     let digits: String = s.chars().take_while(|c| c.is_ascii_digit()).collect();
-    let unit = s[digits.len()..].trim();
-    let word = match unit {
+    match unit_word(s[digits.len()..].trim()) {
+        Some(word) => format!("{digits} {word}"),
+        None => s.to_string(),
+    }
+}
+
+/// A unit after a number, in Chinese: an escalation's `after` (`4h`, `2 workdays`) or a
+/// rule's unit as the engine names it in a detail (`rules::Unit::name`).
+fn unit_word(unit: &str) -> Option<&'static str> {
+    Some(match unit {
         "m" | "min" | "mins" | "minute" | "minutes" => "分钟",
         "h" | "hour" | "hours" => "小时",
         "d" | "day" | "days" => "天",
         "workday" | "workdays" => "个工作日",
-        _ => return s.to_string(),
-    };
-    format!("{digits} {word}")
+        _ => return None,
+    })
 }
 
 /// An event type's name in Chinese (SPEC §1's catalogue), as a notice names a stage that
 /// was skipped or a periodic duty not met; `None` for a type a pack declared of its own.
-pub fn type_name(kind: &str) -> Option<&'static str> {
+fn type_name(kind: &str) -> Option<&'static str> {
     Some(match kind {
         "approval.submitted" => "申办",
         "approval.material_incomplete" => "补正告知",
@@ -391,15 +398,9 @@ fn field_text(field: &str) -> String {
     }
 }
 
-/// A rule's unit after a number (`rules::Unit::name`).
+/// A rule's unit after a number in a detail ([`unit_word`]; as given if unknown).
 fn unit_text(unit: &str) -> &str {
-    match unit {
-        "minutes" => "分钟",
-        "hours" => "小时",
-        "days" => "日",
-        "workdays" => "个工作日",
-        other => other,
-    }
+    unit_word(unit).unwrap_or(unit)
 }
 
 /// What broke, for people: the `detail` of a violation or of a missed, late or retracted
