@@ -1846,17 +1846,15 @@ impl Engine {
                 )
             }
         };
-        let result = self.core.apply(case, is_new, info, hash, ev, out);
-        match result {
-            Ok(applied) => Ok(applied),
-            Err((e, drop_case)) => {
+        self.core
+            .apply(case, is_new, info, hash, ev, out)
+            .map_err(|(e, drop_case)| {
                 if drop_case && let Ok(slot) = self.cases.find_entry(key, |(k, _)| k == subject) {
                     let ((_, case), _) = slot.remove();
                     self.core.release(&case);
                 }
-                Err(e)
-            }
-        }
+                e
+            })
     }
 }
 

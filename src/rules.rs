@@ -504,8 +504,6 @@ pub struct RuleSet {
     /// timers due at one instant, in this order, so that the alerts are the same whatever
     /// the numbering.
     rank: Vec<u16>,
-    /// Whether any rule is retired (asked for every case restored).
-    retired: bool,
 }
 
 /// What the engine needs to know about one known event type, found with one lookup.
@@ -657,7 +655,6 @@ impl RuleSet {
             ));
         }
         let mut set = self.clone();
-        set.retired = rank.contains(&u16::MAX);
         set.rules = rules;
         set.rank = rank;
         set.index();
@@ -679,7 +676,9 @@ impl RuleSet {
     /// Whether any rule is retired (see [`RuleSet::with_rule_order`]).
     #[inline]
     pub fn any_retired(&self) -> bool {
-        self.retired
+        // A scan of one number per rule (a few dozen), for every case restored or viewed:
+        // derived rather than kept beside `rank`.
+        self.rank.contains(&u16::MAX)
     }
     /// The rule's position in the packs' order: the order the engine runs handlers and
     /// simultaneous timers in.
