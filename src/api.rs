@@ -20,7 +20,7 @@ use crate::daemon::Shared;
 use crate::engine::{Case, Clock, Datum, Duty, Light, Mode, Violation, period_label};
 use crate::rules::{Limit, RuleKind, RuleSet, Unit};
 use crate::scorecard::{NO_DEPARTMENT, ScorePeriod};
-use axum::extract::{MatchedPath, Path, Query, Request, State};
+use axum::extract::{MatchedPath, Path, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -242,6 +242,46 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         (self.status, axum::Json(json!({"error": self.message}))).into_response()
     }
+}
+
+/// The query string of an API request read into `T`, as axum's `Query` reads it, but every
+/// mistake answered as the API answers one (`{"error": …}`, 400) naming the parameter. The
+/// query types deny unknown fields: a misspelt or unsupported parameter (`?levle=red`,
+/// `?since=…`) is refused, never ignored, so that a filtered list is never taken for one
+/// that was not filtered.
+pub struct ApiQuery<T>(pub T);
+
+impl<T, S> axum::extract::FromRequestParts<S> for ApiQuery<T>
+where
+    T: serde::de::DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _: &S,
+    ) -> Result<Self, ApiError> {
+        let query = parts.uri.query().unwrap_or_default();
+        read_query(query).map(ApiQuery).map_err(ApiError::bad)
+    }
+}
+
+/// `query` read into `T`, or what was wrong with it.
+fn read_query<T: serde::de::DeserializeOwned>(query: &str) -> Result<T, String> {
+    let de = serde_urlencoded::Deserializer::new(form_urlencoded::parse(query.as_bytes()));
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        // serde's words for a struct's fields are the parameters here; its messages for an
+        // unknown or repeated field name the parameter themselves.
+        let inner = e.inner().to_string();
+        if let Some(rest) = inner.strip_prefix("unknown field") {
+            format!("unknown query parameter{rest}")
+        } else if let Some(name) = inner.strip_prefix("duplicate field ") {
+            format!("query parameter {name} is given twice")
+        } else {
+            format!("query parameter `{}`: {inner}", e.path())
+        }
+    })
 }
 
 /// Runs blocking store work off the async threads.
@@ -1081,6 +1121,7 @@ async fn recount(shared: &Arc<Shared>) -> Result<Arc<Snapshot>, ApiError> {
 // /api/v1/cases
 
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct CasesQuery {
     light: Option<String>,
     department: Option<String>,
@@ -1135,7 +1176,7 @@ fn parse_limit(s: Option<&str>, default: usize, max: usize) -> Result<usize, Api
 /// `/api/v1/cases?light=red&department=…&rule=…&open=true&limit=100&cursor=…`
 pub async fn cases(
     State(s): State<Arc<Shared>>,
-    Query(q): Query<CasesQuery>,
+    ApiQuery(q): ApiQuery<CasesQuery>,
 ) -> Result<Response, ApiError> {
     let light = q.light.as_deref().map(parse_light).transpose()?;
     let rule = match q.rule.as_deref() {
@@ -1441,6 +1482,7 @@ pub async fn case(
 // /api/v1/alerts
 
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct AlertsQuery {
     after: Option<String>,
     limit: Option<String>,
@@ -1461,7 +1503,7 @@ const ALERT_SCAN_MAX: u64 = 200_000;
 /// query comes back short, after scanning its share of the table).
 pub async fn alerts(
     State(s): State<Arc<Shared>>,
-    Query(q): Query<AlertsQuery>,
+    ApiQuery(q): ApiQuery<AlertsQuery>,
 ) -> Result<Response, ApiError> {
     let after = match q.after.as_deref() {
         None => 0,
@@ -1563,6 +1605,7 @@ pub async fn alerts(
 // /api/v1/scorecard
 
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ScorecardQuery {
     period: Option<String>,
 }
@@ -1570,7 +1613,7 @@ pub struct ScorecardQuery {
 /// `/api/v1/scorecard?period=2026Q3` (also `2026`, `2026-07`; default: the current quarter).
 pub async fn scorecard(
     State(s): State<Arc<Shared>>,
-    Query(q): Query<ScorecardQuery>,
+    ApiQuery(q): ApiQuery<ScorecardQuery>,
 ) -> Result<Response, ApiError> {
     let period = match q.period.as_deref() {
         None => ScorePeriod::containing(
@@ -1689,6 +1732,33 @@ pub fn refresh_gauges(s: &Shared) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Query strings are read as axum reads them (percent-decoding, `+` as a space), and
+    /// each mistake names the parameter: unknown, repeated, or not of its type.
+    #[test]
+    fn a_query_string_mistake_names_the_parameter() {
+        let q: CasesQuery =
+            read_query("light=red&department=%E5%B8%82+%E4%BD%8F%E5%BB%BA").expect("read");
+        assert_eq!(q.light.as_deref(), Some("red"));
+        assert_eq!(q.department.as_deref(), Some("市 住建"));
+        let q: CasesQuery = read_query("").expect("no parameters");
+        assert!(q.light.is_none() && q.cursor.is_none());
+        let e = read_query::<CasesQuery>("light=red&since=2026").expect_err("unknown");
+        assert!(
+            e.starts_with("unknown query parameter `since`, expected one of `light`"),
+            "{e}"
+        );
+        let e = read_query::<CasesQuery>("rule=a&rule=b").expect_err("twice");
+        assert_eq!(e, "query parameter `rule` is given twice");
+        #[derive(Debug, Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Numbered {
+            #[allow(dead_code)]
+            after: Option<u64>,
+        }
+        let e = read_query::<Numbered>("after=-1").expect_err("not a number");
+        assert!(e.starts_with("query parameter `after`: "), "{e}");
+    }
 
     /// A case's per-rule lights are listed in the packs' order, whatever numbers the store
     /// gives the rules (here the packs listed the other way round from when it was started).

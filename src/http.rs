@@ -39,6 +39,8 @@ pub async fn serve(
             "/api/v1/input/dead-letters/drop",
             post(drop_input_dead_letters),
         )
+        .fallback(no_such_path)
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(
             shared.clone(),
             crate::api::guard,
@@ -50,6 +52,30 @@ pub async fn serve(
     {
         tracing::error!(error = %e, "http server failed");
     }
+}
+
+/// A path nothing answers: the API's 404, in its JSON like its other errors.
+async fn no_such_path(uri: axum::http::Uri) -> Response {
+    (
+        StatusCode::NOT_FOUND,
+        axum::Json(json!({"error": format!(
+            "no such path `{}`; the API is under /api/v1/ (docs/operations.md)",
+            uri.path()
+        )})),
+    )
+        .into_response()
+}
+
+/// A path that exists with another method (`POST /api/v1/cases`): 405, in the API's JSON.
+async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> Response {
+    (
+        StatusCode::METHOD_NOT_ALLOWED,
+        axum::Json(json!({"error": format!(
+            "`{method}` is not allowed on `{}`",
+            uri.path()
+        )})),
+    )
+        .into_response()
 }
 
 async fn healthz() -> impl IntoResponse {
@@ -153,6 +179,7 @@ async fn deliveries(State(s): State<Arc<Shared>>) -> Response {
 }
 
 #[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 struct DeadQuery {
     #[serde(default)]
     after: u64,
@@ -166,7 +193,7 @@ struct DeadQuery {
 /// retries, with the reason (secrets removed), oldest first.
 async fn dead_letters(
     State(s): State<Arc<Shared>>,
-    axum::extract::Query(q): axum::extract::Query<DeadQuery>,
+    crate::api::ApiQuery(q): crate::api::ApiQuery<DeadQuery>,
 ) -> Response {
     delivery_page(&s, q, "dead_letters", crate::delivery::dead_letters).await
 }
@@ -175,7 +202,7 @@ async fn dead_letters(
 /// (not yet delivered, or retrying), with the next attempt and the last error.
 async fn waiting(
     State(s): State<Arc<Shared>>,
-    axum::extract::Query(q): axum::extract::Query<DeadQuery>,
+    crate::api::ApiQuery(q): crate::api::ApiQuery<DeadQuery>,
 ) -> Response {
     delivery_page(&s, q, "waiting", crate::delivery::waiting).await
 }
@@ -211,6 +238,7 @@ async fn delivery_page(
 }
 
 #[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 struct InputDeadQuery {
     /// Dead letters are numbered from 0: without `after`, the listing starts there.
     #[serde(default)]
@@ -225,7 +253,7 @@ struct InputDeadQuery {
 /// whether `after=NEXT` has more. Those the topic has are in the topic, not here.
 async fn input_dead_letters(
     State(s): State<Arc<Shared>>,
-    axum::extract::Query(q): axum::extract::Query<InputDeadQuery>,
+    crate::api::ApiQuery(q): crate::api::ApiQuery<InputDeadQuery>,
 ) -> Response {
     let limit = q.limit.unwrap_or(100).clamp(1, 1000);
     let shared = s.clone();

@@ -129,11 +129,42 @@ async fn cases_are_listed_filtered_and_paged() {
         ("/api/v1/cases?limit=abc", "limit"),
         ("/api/v1/cases?cursor=zzzz", "cursor"),
         ("/api/v1/cases?open=maybe", "open"),
+        // A parameter the endpoint does not take is refused, never ignored: an unfiltered
+        // list must not be taken for a filtered one.
+        ("/api/v1/cases?offset=5", "unknown query parameter `offset`"),
+        ("/api/v1/cases?lihgt=red", "`lihgt`"),
+        (
+            "/api/v1/cases?light=red&light=yellow",
+            "`light` is given twice",
+        ),
+        (
+            "/api/v1/deliveries/dead?after=abc",
+            "query parameter `after`",
+        ),
+        ("/api/v1/deliveries/waiting?reciever=x", "`reciever`"),
+        (
+            "/api/v1/input/dead-letters?limit=x",
+            "query parameter `limit`",
+        ),
+        ("/api/v1/scorecard?period=2026&department=x", "`department`"),
     ] {
         let r = d.get(path);
         assert_eq!(r.status, 400, "{path}: {}", r.body);
-        assert!(r.body.contains(word), "{path}: {}", r.body);
+        let v: serde_json::Value = serde_json::from_str(&r.body).expect("a JSON error");
+        let e = v["error"].as_str().expect("error");
+        assert!(e.contains(word), "{path}: {e}");
     }
+    // A path nothing answers, or a method a path does not take: the API's JSON errors too.
+    let r = d.get("/api/v1/case/XZ-1");
+    assert_eq!(r.status, 404, "{}", r.body);
+    assert!(
+        r.body.contains("no such path `/api/v1/case/XZ-1`"),
+        "{}",
+        r.body
+    );
+    let r = post(d.port, "/api/v1/cases", "", &[]).expect("POST");
+    assert_eq!(r.status, 405, "{}", r.body);
+    assert!(r.body.contains("`POST` is not allowed"), "{}", r.body);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -273,6 +304,7 @@ async fn alerts_are_filtered_by_case_rule_level_status_and_department() {
         ("/api/v1/alerts?status=open", "status"),
         ("/api/v1/alerts?after=x", "after"),
         ("/api/v1/alerts?reason=late", "reason"),
+        ("/api/v1/alerts?since=2026-11-01", "since"),
     ] {
         let r = d.get(path);
         assert_eq!(r.status, 400, "{path}");
