@@ -491,13 +491,24 @@ fn the_daemon_reads_a_kerberos_broker_with_a_keytab() {
         },
     );
     assert!(why.contains("GSSAPI"), "{why}");
-    // /readyz says why too: the Kafka client's last error.
-    let (status, body) = d.get("/readyz").expect("/readyz answers");
-    assert_eq!(status, 503, "unready without a login: {body}");
+    // /readyz says why too: the Kafka client's last error (kept just after it is logged).
+    let names_it = |status: u16, body: &str| {
+        status == 503
+            && body.contains("no Kafka partitions assigned (the Kafka client's last error")
+            && body.contains("No Kerberos credentials available")
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let (mut status, mut body) = (0, String::new());
+    while Instant::now() < deadline {
+        (status, body) = d.get("/readyz").unwrap_or_default();
+        if names_it(status, &body) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
     assert!(
-        body.contains("no Kafka partitions assigned (the Kafka client's last error")
-            && body.contains("No Kerberos credentials available"),
-        "/readyz names the login's failure: {body}"
+        names_it(status, &body),
+        "/readyz names the login's failure: {status} {body}"
     );
     let down = Instant::now();
     let out = kafka_sh(Some(b.port), &["start"]);
@@ -602,7 +613,16 @@ fn events_the_broker_deleted_unread_are_counted() {
             lost + behind
         ));
     }
-    let logged = d.log_lines("events deleted by the broker before redlight read them");
+    // The line is written just after the count: wait for it too.
+    let mut logged = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        logged = d.log_lines("events deleted by the broker before redlight read them");
+        if logged.len() >= 2 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
     if logged.len() != 2 || !logged[1].contains(&format!("lost={behind}")) {
         d.fail(&format!("the log lines for the lost events: {logged:?}"));
     }

@@ -307,14 +307,42 @@ impl Daemon {
                     .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
                     .sum();
                 if durable as u64 >= n {
-                    // idle_ms is 300: let the wall clock fire what fell due.
-                    std::thread::sleep(Duration::from_millis(1500));
+                    self.wait_wall_clock_turns();
                     return;
                 }
             }
             std::thread::sleep(Duration::from_millis(100));
         }
         panic!("{n} events were not consumed in time: {}", self.log_text());
+    }
+
+    /// Waits until the wall clock has driven every partition twice since now (each turn
+    /// observes `redlight_engine_advance_seconds` once per caught-up partition; the loop
+    /// turns at least every `idle_ms`, 300 here), then a second for the writer to commit
+    /// what those turns fired. On a loaded machine a fixed sleep alone could read the
+    /// lights before the wall clock had fired them.
+    fn wait_wall_clock_turns(&self) {
+        let read = |name: &str| -> Option<f64> {
+            let r = get(self.port, "/metrics", &[])?;
+            r.body
+                .lines()
+                .find(|l| l.starts_with(name) && l.as_bytes().get(name.len()) == Some(&b' '))
+                .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        };
+        let count = || read("redlight_engine_advance_seconds_count");
+        let partitions = read("redlight_partitions_assigned").unwrap_or(1.0).max(1.0);
+        let start = count().unwrap_or(0.0);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while count().unwrap_or(0.0) < start + 2.0 * partitions {
+            if Instant::now() >= deadline {
+                panic!(
+                    "the wall clock did not drive the partitions: {}",
+                    self.log_text()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        std::thread::sleep(Duration::from_millis(1000));
     }
 
     pub fn log_text(&self) -> String {
