@@ -730,7 +730,18 @@ cmd_delete_topic() {
   require_running
   run_class org.apache.kafka.tools.TopicCommand --bootstrap-server "127.0.0.1:$KAFKA_PORT" \
     --delete --if-exists --topic "$name" >&2
-  log "topic $name deleted"
+  # The deletion completes in the background: a topic created again before it is gone
+  # would be taken by `topic`'s --if-not-exists for the old one and then vanish.
+  local i
+  for i in $(seq 1 60); do
+    if ! run_class org.apache.kafka.tools.TopicCommand --bootstrap-server "127.0.0.1:$KAFKA_PORT" \
+      --list 2>/dev/null | grep -qxF -- "$name"; then
+      log "topic $name deleted"
+      return 0
+    fi
+    sleep 0.5
+  done
+  die "topic $name is still listed 30 s after its deletion"
 }
 
 cmd_produce() {

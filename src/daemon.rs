@@ -85,6 +85,12 @@ struct Ctx {
     unreadable_at: Mutex<Option<u64>>,
     /// For /readyz: `Shared::kafka_error`.
     shared: Arc<Shared>,
+    /// `kafka.group_id` and the store's folder, for [`Ctx::missing_state`]'s message.
+    group_id: String,
+    data_dir: std::path::PathBuf,
+    /// Set when a partition was assigned whose events the group has read but this store
+    /// holds nothing of ([`Ctx::missing_state`]): the loop stops with it.
+    missing: Mutex<Option<String>>,
 }
 
 enum Change {
@@ -161,6 +167,7 @@ impl ConsumerContext for Ctx {
                 if let Err(e) = self.pending.wait_idle() {
                     tracing::error!(error = %e, "the store writer failed; seeking to what is durable");
                 }
+                let mut unknown = Vec::new();
                 for (topic, partition) in &slots {
                     match self.store.offset(topic, *partition) {
                         Ok(Some(next)) => {
@@ -171,15 +178,32 @@ impl ConsumerContext for Ctx {
                                 tracing::error!(%topic, partition, error = %e, "cannot seek to the stored offset");
                             }
                         }
-                        Ok(None) => {}
+                        Ok(None) => unknown.push((topic.clone(), *partition)),
                         Err(e) => {
                             tracing::error!(%topic, partition, error = %e, "reading the stored offset")
                         }
                     }
                 }
-                if let Err(e) = base.assign(tpl) {
-                    tracing::error!(error = %e, "assigning partitions");
-                }
+                let refused = self.missing_state(base, &unknown);
+                let slots: Vec<Slot> = if refused.is_empty() {
+                    if let Err(e) = base.assign(tpl) {
+                        tracing::error!(error = %e, "assigning partitions");
+                    }
+                    slots
+                } else {
+                    // Not read at all: the loop stops (`Loop::check_fatal`).
+                    let mut kept = TopicPartitionList::new();
+                    for e in tpl.elements() {
+                        let slot = (e.topic().to_string(), e.partition() as u32);
+                        if !refused.contains(&slot) {
+                            let _ = kept.add_partition_offset(e.topic(), e.partition(), e.offset());
+                        }
+                    }
+                    if let Err(e) = base.assign(&kept) {
+                        tracing::error!(error = %e, "assigning partitions");
+                    }
+                    slots.into_iter().filter(|s| !refused.contains(s)).collect()
+                };
                 tracing::info!(partitions = ?slots, "partitions assigned");
                 self.push(Change::Assigned(slots));
             }
@@ -206,6 +230,80 @@ impl ConsumerContext for Ctx {
 }
 
 impl Ctx {
+    /// The partitions among `unknown` (assigned, with nothing of them in the store) whose
+    /// events the consumer group has read past the start of the log. redlight commits an
+    /// offset to the group only once the work up to it is durable in its store, so such a
+    /// partition's state was in another store: this one was lost or replaced, or another
+    /// instance of the group holds the partition. Reading on from the group's offset would
+    /// leave every case opened before it unwatched, without a word; reading from the start
+    /// would raise their alerts again. Neither is decided here: the partitions are refused
+    /// and the daemon stops, saying what to do (`missing`). A question the brokers do not
+    /// answer lets the partition through, as before this check, with a warning.
+    fn missing_state(&self, base: &BaseConsumer<Self>, unknown: &[Slot]) -> Vec<Slot> {
+        if unknown.is_empty() {
+            return Vec::new();
+        }
+        let mut asked = TopicPartitionList::new();
+        for (topic, partition) in unknown {
+            asked.add_partition(topic, *partition as i32);
+        }
+        let committed = match base.committed_offsets(asked, Duration::from_secs(10)) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(error = %e, partitions = ?unknown,
+                    "could not ask the group's offsets of partitions new to the store; \
+                     reading them from the group's offsets");
+                return Vec::new();
+            }
+        };
+        let mut refused = Vec::new();
+        let mut said = Vec::new();
+        for e in committed.elements() {
+            let Offset::Offset(read) = e.offset() else {
+                continue; // nothing committed: a partition new to the group
+            };
+            let (topic, partition) = (e.topic().to_string(), e.partition());
+            let low = match base.fetch_watermarks(&topic, partition, Duration::from_secs(10)) {
+                Ok((low, _)) => low,
+                Err(err) => {
+                    tracing::warn!(%topic, partition, error = %err,
+                        "could not ask where the log of a partition new to the store begins");
+                    continue;
+                }
+            };
+            if read <= low {
+                continue; // nothing the log still holds was read: from the start
+            }
+            tracing::error!(%topic, partition, group = %self.group_id, group_offset = read,
+                log_start = low, data_dir = %self.data_dir.display(),
+                "the group has read this partition, and the store holds nothing of it");
+            said.push(format!(
+                "{topic} partition {partition} (read to offset {read}, the log begins at {low})"
+            ));
+            refused.push((topic, partition as u32));
+        }
+        if !said.is_empty() {
+            let topic = refused.first().map(|s| s.0.as_str()).unwrap_or_default();
+            *self.missing.lock().unwrap_or_else(|p| p.into_inner()) = Some(format!(
+                "the store in {} holds nothing of {}, which consumer group `{}` has read: \
+                 this store is not the one that read them (it was lost or replaced), or \
+                 another instance of the group holds them (run one instance per group). \
+                 Reading on would leave every case opened before unwatched. Restore the \
+                 data directory; or, to rebuild the state from the events still in the \
+                 topic (their alerts are raised and delivered again), stop every instance \
+                 and reset the group's offsets to the start: kafka-consumer-groups.sh \
+                 --bootstrap-server … --group {} --topic {topic} --reset-offsets \
+                 --to-earliest --execute",
+                self.data_dir.display(),
+                said.join(", "),
+                self.group_id,
+                self.group_id,
+            ));
+            self.notify.notify_one();
+        }
+        refused
+    }
+
     fn push(&self, c: Change) {
         if let Ok(mut v) = self.changes.lock() {
             v.push(c);
@@ -353,6 +451,9 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         pending,
         unreadable_at: Mutex::new(None),
         shared: shared.clone(),
+        group_id: config.kafka.group_id.clone(),
+        data_dir: config.data_dir(),
+        missing: Mutex::new(None),
     };
     let k = &config.kafka;
     let cc = consumer_config(k);
@@ -1755,11 +1856,22 @@ impl Loop<'_> {
         });
     }
 
-    /// Stops the daemon when librdkafka reports a fatal error: the consumer can do nothing
-    /// more, and retrying would only log forever. The known cause is static group membership
-    /// (`group.instance.id` in `[kafka.librdkafka]`) with a second instance under the same id:
-    /// the broker fences the older one.
+    /// Stops the daemon when a partition was assigned whose state this store does not
+    /// have ([`Ctx::missing_state`]), or when librdkafka reports a fatal error: the
+    /// consumer can do nothing more, and retrying would only log forever. The known cause
+    /// is static group membership (`group.instance.id` in `[kafka.librdkafka]`) with a
+    /// second instance under the same id: the broker fences the older one.
     fn check_fatal(&self) -> anyhow::Result<()> {
+        if let Some(why) = self
+            .consumer
+            .context()
+            .missing
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+        {
+            anyhow::bail!(why);
+        }
         if let Some((code, reason)) = self.consumer.client().fatal_error() {
             anyhow::bail!(
                 "Kafka consumer stopped by a fatal error ({code:?}): {reason}. With \

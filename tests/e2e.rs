@@ -536,6 +536,84 @@ fn the_daemon_reads_a_kerberos_broker_with_a_keytab() {
     );
 }
 
+/// A store lost (a new data directory, or another instance's) while the consumer group
+/// has read its partitions: the daemon does not read on from the group's offsets, which
+/// would leave every case opened before unwatched without a word. It stops, naming the
+/// partitions, the group and the remedy, having applied nothing. After the group's offsets
+/// are reset to the start with the command it names, it rebuilds every case from the
+/// topic, and its alerts are replay's.
+#[test]
+fn a_lost_store_is_refused_not_read_on_from_the_groups_offsets() {
+    let _serial = serial();
+    let b = broker();
+    let dir = TestDir::new("lost");
+    let names = Names::new("lost");
+    let _topics = Topics::create(&b.bootstrap, &[(&names.topic, 2), (&names.dead_letter, 1)]);
+    let mut workload = Gen::new(0x5EED_10A7, "L");
+    workload.full_cases(400);
+    let lines = workload.finish();
+    let ends = end_offsets(&Producer::new(&b.bootstrap).send_all(&names.topic, &msgs_of(&lines)));
+    let port = free_port();
+    let config = write_config(&dir.path, &b.bootstrap, &names, port);
+    let mut d = Daemon::new(config.clone(), dir.path.join("daemon.log"), port);
+    d.start();
+    let first =
+        assert_gives_replays_alerts(&mut d, &config, &lines, &ends, &names.topic, "first run");
+    d.stop_gracefully();
+
+    std::fs::remove_dir_all(dir.path.join("data")).expect("losing the store");
+    d.start();
+    let Some(status) = d.wait_exit(Duration::from_secs(120)) else {
+        d.fail("the daemon read on without its store");
+    };
+    assert!(!status.success(), "{status}");
+    let said = d.log_tail();
+    for want in [
+        format!(
+            "holds nothing of {} partition 0 (read to offset {}",
+            names.topic, ends[&0]
+        ),
+        format!("{} partition 1 (read to offset {}", names.topic, ends[&1]),
+        format!("consumer group `{}`", names.group),
+        format!(
+            "--group {} --topic {} --reset-offsets --to-earliest",
+            names.group, names.topic
+        ),
+    ] {
+        assert!(said.contains(&want), "{want:?} in:\n{said}");
+    }
+    // Nothing was applied: the new store holds no alert.
+    let store = redlight::store::Store::open(&dir.path.join("data")).expect("the new store");
+    assert_eq!(store.alert_count().expect("alerts"), 0, "nothing applied");
+    drop(store);
+
+    let out = kafka_sh(
+        Some(b.port),
+        &[
+            "run",
+            "org.apache.kafka.tools.consumer.group.ConsumerGroupCommand",
+            "--bootstrap-server",
+            &b.bootstrap,
+            "--group",
+            &names.group,
+            "--topic",
+            &names.topic,
+            "--reset-offsets",
+            "--to-earliest",
+            "--execute",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "resetting the group's offsets: {out:?}"
+    );
+    d.start();
+    let rebuilt =
+        assert_gives_replays_alerts(&mut d, &config, &lines, &ends, &names.topic, "rebuilt");
+    assert_eq!(rebuilt, first);
+    d.stop_gracefully();
+}
+
 /// Events the broker deleted while the daemon was away (a retention shorter than the
 /// outage; here deleted records): counted and logged with the partition when it comes
 /// back, and the daemon goes on from where the log now begins. And the same while it runs
