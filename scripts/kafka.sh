@@ -11,6 +11,7 @@
 #   scripts/kafka.sh reset              stop and delete the data dir
 #   scripts/kafka.sh topic NAME [PARTS] create a topic if it does not exist (replication factor 1)
 #   scripts/kafka.sh delete-topic NAME  delete a topic if it exists
+#   scripts/kafka.sh delete-group NAME  delete a consumer group and its offsets if it exists (no member may be running)
 #   scripts/kafka.sh bootstrap          print 127.0.0.1:<port>
 #   scripts/kafka.sh tls-bootstrap      print 127.0.0.1:<TLS port> (the SASL_SSL listener)
 #   scripts/kafka.sh tls-ca             print the path of the certificate that listener's clients trust
@@ -744,6 +745,23 @@ cmd_delete_topic() {
   die "topic $name is still listed 30 s after its deletion"
 }
 
+cmd_delete_group() {
+  local name="${1:-}" out
+  [[ -n "$name" ]] || die "usage: $0 delete-group NAME"
+  require_running
+  # The tool exits 0 whether or not it deleted the group: its words say which.
+  out="$(run_class org.apache.kafka.tools.consumer.group.ConsumerGroupCommand \
+    --bootstrap-server "127.0.0.1:$KAFKA_PORT" --delete --group "$name" 2>&1)" || true
+  if grep -q "GroupIdNotFound" <<<"$out"; then
+    log "group $name did not exist"
+  elif grep -qi "error\|fail" <<<"$out"; then
+    printf '%s\n' "$out" >&2
+    die "could not delete group $name"
+  else
+    log "group $name deleted"
+  fi
+}
+
 cmd_produce() {
   local topic="${1:-}"
   [[ -n "$topic" ]] || die "usage: $0 produce TOPIC < lines"
@@ -800,6 +818,7 @@ main() {
     reset)     cmd_reset ;;
     topic)     cmd_topic "$@" ;;
     delete-topic) cmd_delete_topic "$@" ;;
+    delete-group) cmd_delete_group "$@" ;;
     bootstrap) echo "127.0.0.1:$KAFKA_PORT" ;;
     tls-bootstrap) echo "127.0.0.1:$KAFKA_TLS_PORT" ;;
     tls-ca)    cmd_tls_ca ;;

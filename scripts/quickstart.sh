@@ -26,6 +26,7 @@ PORT="${REDLIGHT_PORT:-9464}"
 TZ_NAME="${QUICKSTART_TZ:-Asia/Shanghai}"
 TOPIC="redlight.events"
 DEAD_LETTER="redlight.dead-letter"
+GROUP="redlight"                 # the shipped config's kafka.group_id
 PID_FILE="$DATA/redlight.pid"
 LOG_FILE="$DATA/redlight.log"
 
@@ -173,17 +174,22 @@ cmd_start() {
   say "starting a local Kafka (scripts/kafka.sh start) and its topics while redlight builds"
   local kafka_log; kafka_log="$(mktemp)"
   TEMP_FILES+=("$kafka_log")
-  # Our own earlier run: its store is removed below, so its topics go too. redlight refuses
-  # partitions its consumer group has read when its store holds nothing of them (a lost
-  # store), and a demo started afresh should show only this run's samples anyway.
+  # Our own earlier run: its store is removed below, so its topics and its consumer group's
+  # offsets go too (after it has stopped). redlight refuses partitions its group has read
+  # when its store holds nothing of them (a lost store), and a demo started afresh should
+  # show only this run's samples anyway.
   local again=""
-  [[ -f "$DATA/.quickstart" ]] && again=1
+  if [[ -f "$DATA/.quickstart" ]]; then
+    again=1
+    stop_redlight
+  fi
   nice -n 10 bash -c '
     if [[ -n "$3" ]]; then
-      scripts/kafka.sh start && scripts/kafka.sh delete-topic "$1" && scripts/kafka.sh delete-topic "$2" || exit 1
+      scripts/kafka.sh start && scripts/kafka.sh delete-group "$4" &&
+        scripts/kafka.sh delete-topic "$1" && scripts/kafka.sh delete-topic "$2" || exit 1
     fi
     scripts/kafka.sh start && scripts/kafka.sh topic "$1" 4 && scripts/kafka.sh topic "$2" 1
-  ' _ "$TOPIC" "$DEAD_LETTER" "$again" >"$kafka_log" 2>&1 &
+  ' _ "$TOPIC" "$DEAD_LETTER" "$again" "$GROUP" >"$kafka_log" 2>&1 &
   local kafka_pid=$!
   if [[ -z "${REDLIGHT_BIN:-}" ]]; then
     # The dev profile: it compiles in about half the time of a release build, and the demo
