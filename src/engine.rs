@@ -2593,7 +2593,7 @@ impl Core {
                     .or(ext.max)
                     .unwrap_or(u32::MAX);
                 let raw = ev.data.get(&ext.field);
-                let requested = raw.and_then(as_count);
+                let requested = raw.and_then(as_count).and_then(|n| u32::try_from(n).ok());
                 let Some(clock) = case.active_clock(r) else {
                     return Ok(());
                 };
@@ -3016,8 +3016,8 @@ impl Core {
                         .map(|d| std::borrow::Cow::Owned(d.to_value())),
                 };
                 let amount = match given.as_deref().map(|v| (v, as_count(v))) {
-                    Some((_, Some(n))) if n >= 1 && n <= *max => n,
-                    Some((_, Some(n))) if n > *max => {
+                    Some((_, Some(n))) if n >= 1 && n <= u64::from(*max) => n as u32,
+                    Some((_, Some(n))) if n > u64::from(*max) => {
                         violation = Some(format!(
                             "`{field}` is {n} {}, more than the statutory {max}",
                             unit.name()
@@ -3462,16 +3462,17 @@ fn variant_for<'r>(d: &'r DeadlineRule, case: &Case) -> Option<&'r crate::rules:
 }
 
 /// A whole, non-negative number of units from JSON (`15`, `15.0` or `"15"`).
-fn as_count(v: &Value) -> Option<u32> {
+/// A whole number of units given in data: an integer, a float without a fraction, or a
+/// string of digits. Any size a `u64` holds, so that a promise of 5,000,000,000 workdays is
+/// said to exceed the limit rather than not to be a whole number (floats from 2^64 on,
+/// which no longer hold every whole number, are not counts).
+fn as_count(v: &Value) -> Option<u64> {
     match v {
-        Value::Number(n) => n
-            .as_u64()
-            .or_else(|| {
-                n.as_f64()
-                    .filter(|f| f.fract() == 0.0 && *f >= 0.0)
-                    .map(|f| f as u64)
-            })
-            .and_then(|n| u32::try_from(n).ok()),
+        Value::Number(n) => n.as_u64().or_else(|| {
+            n.as_f64()
+                .filter(|f| f.fract() == 0.0 && *f >= 0.0 && *f < 18_446_744_073_709_551_616.0)
+                .map(|f| f as u64)
+        }),
         Value::String(s) => s.trim().parse().ok(),
         _ => None,
     }
@@ -4806,5 +4807,13 @@ mod tests {
         assert_eq!(as_count(&Value::from(1.5)), None);
         assert_eq!(as_count(&Value::from(-1)), None);
         assert_eq!(as_count(&Value::Null), None);
+        // Too many is still a count (it exceeds the limit), whatever its size.
+        assert_eq!(as_count(&Value::from(u64::MAX)), Some(u64::MAX));
+        assert_eq!(as_count(&Value::from("5000000000")), Some(5_000_000_000));
+        assert_eq!(
+            as_count(&Value::from(1e18)),
+            Some(1_000_000_000_000_000_000)
+        );
+        assert_eq!(as_count(&Value::from(1e20)), None);
     }
 }
