@@ -415,6 +415,11 @@ pub struct DeliveryConfig {
     /// This daemon's address as receivers should link to it (`http://redlight.example:9464`).
     #[serde(default)]
     pub external_url: Option<String>,
+    /// A PEM file of CA certificates that `https://` receivers' certificates may also be
+    /// issued by, besides the bundled Mozilla roots: a data centre's own CA (relative to
+    /// the configuration file).
+    #[serde(default)]
+    pub ca_file: Option<String>,
 }
 
 /// `[[receiver]]`: one webhook endpoint.

@@ -187,6 +187,9 @@ pub struct Settings {
     pub steps: Vec<StepSpec>,
     pub jitter: f64,
     pub external_url: Option<String>,
+    /// `delivery.ca_file`'s certificates (DER), trusted for `https://` receivers besides
+    /// the bundled Mozilla roots.
+    pub ca_certs: Vec<Vec<u8>>,
 }
 
 /// `500ms`, `10s`, `2m`, `1h`, `1d` (a space before the unit is allowed).
@@ -366,6 +369,10 @@ impl Settings {
                 "`delivery.external_url` is {u:?}; it must start with http:// or https://"
             ));
         }
+        let ca_certs = match &d.ca_file {
+            Some(file) => read_ca_file(&config.base, file)?,
+            None => Vec::new(),
+        };
         let mut receivers = Vec::with_capacity(config.receivers.len());
         let mut names: HashMap<String, usize> = HashMap::new();
         for (i, r) in config.receivers.iter().enumerate() {
@@ -459,8 +466,55 @@ impl Settings {
                 .external_url
                 .as_ref()
                 .map(|u| u.trim_end_matches('/').to_string()),
+            ca_certs,
         })
     }
+}
+
+/// `delivery.ca_file`: every certificate of the PEM file, each checked to be usable as a
+/// root (so that `redlight check` finds a wrong file, not the first delivery).
+#[cfg(feature = "https")]
+fn read_ca_file(base: &std::path::Path, file: &str) -> Result<Vec<Vec<u8>>, String> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let p = PathBuf::from(file.trim());
+    let p = if p.is_absolute() { p } else { base.join(p) };
+    let text = std::fs::read(&p)
+        .map_err(|e| format!("`delivery.ca_file`: cannot read {}: {e}", p.display()))?;
+    let mut certs = Vec::new();
+    for (i, c) in CertificateDer::pem_slice_iter(&text).enumerate() {
+        let c = c.map_err(|e| {
+            format!(
+                "`delivery.ca_file`: {}: certificate {} is not valid PEM: {e}",
+                p.display(),
+                i + 1
+            )
+        })?;
+        rustls::RootCertStore::empty().add(c.clone()).map_err(|e| {
+            format!(
+                "`delivery.ca_file`: {}: certificate {} cannot be a trusted root: {e}",
+                p.display(),
+                i + 1
+            )
+        })?;
+        certs.push(c.to_vec());
+    }
+    if certs.is_empty() {
+        return Err(format!(
+            "`delivery.ca_file`: {} holds no certificate (-----BEGIN CERTIFICATE-----)",
+            p.display()
+        ));
+    }
+    Ok(certs)
+}
+
+#[cfg(not(feature = "https"))]
+fn read_ca_file(_: &std::path::Path, _: &str) -> Result<Vec<Vec<u8>>, String> {
+    Err(
+        "`delivery.ca_file` is set, and this redlight was built without TLS: build it with \
+         the default features (`cargo build --release`)"
+            .to_string(),
+    )
 }
 
 fn receiver_spec(
@@ -1114,6 +1168,8 @@ struct Core {
     rate_window: Duration,
     /// Look for due escalation steps at the next turn (the clock or the engine moved).
     escalate_now: std::sync::atomic::AtomicBool,
+    /// `delivery.ca_file`'s certificates, for the client.
+    ca_certs: Vec<Vec<u8>>,
 }
 
 /// What an attempt came to.
@@ -1769,21 +1825,37 @@ type Connector = hyper_rustls::HttpsConnector<hyper_util::client::legacy::connec
 
 type Client = hyper_util::client::legacy::Client<Connector, Full<Bytes>>;
 
-fn client() -> Client {
+/// The HTTP client of every receiver; `https://` certificates are checked against the
+/// Mozilla roots and `ca_certs` (`delivery.ca_file`, already checked to be roots).
+fn client(ca_certs: &[Vec<u8>]) -> Client {
     let mut http = hyper_util::client::legacy::connect::HttpConnector::new();
     http.set_nodelay(true);
     http.set_keepalive(Some(Duration::from_secs(60)));
     #[cfg(feature = "https")]
     let connector = {
         http.enforce_http(false);
+        let mut roots = rustls::RootCertStore {
+            roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+        };
+        for der in ca_certs {
+            if let Err(e) = roots.add(rustls::pki_types::CertificateDer::from(der.clone())) {
+                tracing::error!(error = %e, "a certificate of delivery.ca_file is not usable");
+            }
+        }
+        let tls = rustls::ClientConfig::builder()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
         hyper_rustls::HttpsConnectorBuilder::new()
-            .with_webpki_roots()
+            .with_tls_config(tls)
             .https_or_http()
             .enable_http1()
             .wrap_connector(http)
     };
     #[cfg(not(feature = "https"))]
-    let connector = http;
+    let connector = {
+        let _ = ca_certs;
+        http
+    };
     hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
         .pool_idle_timeout(Duration::from_secs(90))
         .pool_max_idle_per_host(256)
@@ -2019,6 +2091,7 @@ impl Delivery {
             rng: AtomicU64::new(seed),
             rate_window: options.rate_window.unwrap_or(RATE_WINDOW),
             escalate_now: std::sync::atomic::AtomicBool::new(true),
+            ca_certs: settings.ca_certs,
         });
         core.startup()?;
         store.set_commit_hook(Arc::new(Hook(core.clone())));
@@ -2076,7 +2149,7 @@ impl Delivery {
 /// The dispatcher: picks due rows per receiver within its concurrency and rate limit, sends
 /// them, and hands the outcomes to the settler, which records them in batches.
 async fn run(core: Arc<Core>, mut stop: watch::Receiver<bool>) {
-    let client = client();
+    let client = client(&core.ca_certs);
     let mut lanes: Vec<Lane> = core
         .receivers
         .iter()

@@ -480,6 +480,192 @@ receivers = "xiaoneng-feishu"
     s.stop().await;
 }
 
+/// A CA of a data centre's own and a certificate it issued for 127.0.0.1, made with the
+/// `openssl` command: `ca.pem`, `server.pem` and `server.key` in `dir`.
+fn private_pki(dir: &Path) {
+    let openssl = |args: &[&str]| {
+        let out = std::process::Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("running openssl (Debian: openssl)");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    openssl(
+        &[
+            &[
+                "req", "-x509", "-days", "2", "-keyout", "ca.key", "-out", "ca.pem",
+            ][..],
+            &ec,
+            &[
+                "-subj",
+                "/CN=redlight test intranet CA",
+                "-addext",
+                "basicConstraints=critical,CA:TRUE",
+                "-addext",
+                "keyUsage=critical,keyCertSign,cRLSign",
+            ],
+        ]
+        .concat(),
+    );
+    openssl(
+        &[
+            &[
+                "req",
+                "-keyout",
+                "server.key",
+                "-out",
+                "server.csr",
+                "-subj",
+                "/CN=127.0.0.1",
+            ][..],
+            &ec,
+        ]
+        .concat(),
+    );
+    std::fs::write(
+        dir.join("server.ext"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+    )
+    .expect("extensions");
+    openssl(&[
+        "x509",
+        "-req",
+        "-days",
+        "2",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.pem",
+        "-extfile",
+        "server.ext",
+    ]);
+}
+
+/// An HTTPS receiver (Python's http.server behind its ssl module) answering 204 to every
+/// POST: its port, and the lines it prints (`POST <path>` per request).
+fn https_receiver(dir: &Path) -> (std::process::Child, u16, std::sync::mpsc::Receiver<String>) {
+    use std::io::BufRead;
+    let script = r#"
+import http.server, ssl, sys
+class H(http.server.BaseHTTPRequestHandler):
+    def do_POST(self):
+        self.rfile.read(int(self.headers.get("content-length", 0)))
+        print("POST", self.path, flush=True)
+        self.send_response(204)
+        self.end_headers()
+    def log_message(self, *args):
+        pass
+server = http.server.HTTPServer(("127.0.0.1", 0), H)
+tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+tls.load_cert_chain(sys.argv[1], sys.argv[2])
+server.socket = tls.wrap_socket(server.socket, server_side=True)
+print(server.server_address[1], flush=True)
+server.serve_forever()
+"#;
+    let mut child = std::process::Command::new("python3")
+        .args(["-c", script, "server.pem", "server.key"])
+        .current_dir(dir)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("python3");
+    let out = child.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let port = rx
+        .recv_timeout(Duration::from_secs(20))
+        .expect("the HTTPS receiver's port")
+        .trim()
+        .parse()
+        .expect("a port");
+    (child, port, rx)
+}
+
+/// An `https://` receiver whose certificate a data centre's own CA issued: the bundled
+/// Mozilla roots do not know that CA, so the delivery fails saying why, and is delivered
+/// once `delivery.ca_file` names the CA.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_receiver_of_a_private_ca_is_trusted_through_ca_file() {
+    let pki = tmp("pki");
+    private_pki(&pki);
+    let (mut server, port, said) = https_receiver(&pki);
+    let config = |ca: &str| {
+        format!(
+            r#"
+[delivery]
+retry = ["50ms"]
+jitter = 0.0
+{ca}
+
+[[receiver]]
+name = "intranet"
+format = "json"
+url = "https://127.0.0.1:{port}/hook"
+
+[[route]]
+receivers = "intranet"
+"#
+        )
+    };
+    let dead = |s: &Setup| delivery::dead_letters(&s.store, 0, 10, None).unwrap_or_default();
+
+    let s = Setup::start("tls-untrusted", &config(""));
+    s.commit(vec![red(&s.rules, 1)]);
+    assert!(eventually(WAIT, || dead(&s).len() == 1).await, "refused");
+    let error = dead(&s)[0].error.clone();
+    assert!(
+        error.contains("certificate") && error.contains("UnknownIssuer"),
+        "{error}"
+    );
+    assert!(said.try_recv().is_err(), "no request got through");
+    s.stop().await;
+
+    let ca = pki.join("ca.pem");
+    let s = Setup::start_with(
+        "tls-trusted",
+        &config(r#"ca_file = "intranet-ca.pem""#),
+        Options::default(),
+        |dir| {
+            std::fs::copy(&ca, dir.join("intranet-ca.pem")).expect("the CA file");
+        },
+    );
+    s.commit(vec![red(&s.rules, 2)]);
+    assert!(eventually(WAIT, || s.pending() == 0).await);
+    assert_eq!(s.count("intranet", "delivered"), 1);
+    assert!(dead(&s).is_empty());
+    assert_eq!(
+        said.recv_timeout(Duration::from_secs(5)).as_deref(),
+        Ok("POST /hook")
+    );
+    s.stop().await;
+    let _ = server.kill();
+    let _ = server.wait();
+    let _ = std::fs::remove_dir_all(&pki);
+}
+
 // ---------------------------------------------------------------------------------------
 // Faults.
 
@@ -1344,6 +1530,21 @@ fn configuration_mistakes_name_the_key() {
         ),
         ("cache_mb = 32\n", "`store.cache_mb`: unknown field"),
     ];
+    std::fs::write(dir.join("not-a-ca.pem"), "a certificate\n").expect("a file");
+    let cases = [
+        cases,
+        &[
+            (
+                "[delivery]\nca_file = \"missing-ca.pem\"\n",
+                "`delivery.ca_file`: cannot read",
+            ),
+            (
+                "[delivery]\nca_file = \"not-a-ca.pem\"\n",
+                "not-a-ca.pem holds no certificate (-----BEGIN CERTIFICATE-----)",
+            ),
+        ][..],
+    ]
+    .concat();
     for (extra, key) in cases {
         let path = write_config(&dir, extra);
         let err = redlight::config::Config::load(&path)
