@@ -420,6 +420,15 @@ pub struct DeliveryConfig {
     /// the configuration file).
     #[serde(default)]
     pub ca_file: Option<String>,
+    /// An HTTP proxy `https://` receivers are reached through (HTTP CONNECT):
+    /// `http://proxy.example:3128`, with `user:password@` for Basic authentication;
+    /// `env:VAR` or `file:/path`.
+    #[serde(default)]
+    pub proxy: Option<Secret>,
+    /// Hosts reached without the proxy: names (each with its subdomains), IP addresses
+    /// and CIDR ranges, as NO_PROXY lists them.
+    #[serde(default)]
+    pub no_proxy: Vec<String>,
 }
 
 /// `[[receiver]]`: one webhook endpoint.

@@ -190,6 +190,10 @@ pub struct Settings {
     /// `delivery.ca_file`'s certificates (DER), trusted for `https://` receivers besides
     /// the bundled Mozilla roots.
     pub ca_certs: Vec<Vec<u8>>,
+    /// `delivery.proxy` as written (read at start: it may be `env:` or `file:`) and
+    /// `delivery.no_proxy`.
+    pub proxy: Option<Secret>,
+    pub no_proxy: Vec<String>,
 }
 
 /// `500ms`, `10s`, `2m`, `1h`, `1d` (a space before the unit is allowed).
@@ -373,6 +377,23 @@ impl Settings {
             Some(file) => read_ca_file(&config.base, file)?,
             None => Vec::new(),
         };
+        if let Some(p) = &d.proxy {
+            check_secret_ref("delivery.proxy", p)?;
+            let v = p.expose();
+            if !(v.starts_with("env:") || v.starts_with("file:")) {
+                check_proxy(v)?;
+            }
+        }
+        for (i, host) in d.no_proxy.iter().enumerate() {
+            let bad = host.trim().is_empty()
+                || host.contains([',', ' '])
+                || (host.contains('/') && host.parse::<CidrLike>().is_err());
+            if bad {
+                return Err(format!(
+                    "`delivery.no_proxy[{i}]` is {host:?}; write a host name, an IP address or a CIDR range"
+                ));
+            }
+        }
         let mut receivers = Vec::with_capacity(config.receivers.len());
         let mut names: HashMap<String, usize> = HashMap::new();
         for (i, r) in config.receivers.iter().enumerate() {
@@ -467,8 +488,46 @@ impl Settings {
                 .as_ref()
                 .map(|u| u.trim_end_matches('/').to_string()),
             ca_certs,
+            proxy: d.proxy.clone(),
+            no_proxy: d.no_proxy.clone(),
         })
     }
+}
+
+/// A `no_proxy` entry with a slash must be a CIDR range (`10.0.0.0/8`).
+struct CidrLike;
+
+impl std::str::FromStr for CidrLike {
+    type Err = ();
+    fn from_str(s: &str) -> Result<CidrLike, ()> {
+        let (ip, bits) = s.split_once('/').ok_or(())?;
+        let ip: std::net::IpAddr = ip.parse().map_err(|_| ())?;
+        let bits: u8 = bits.parse().map_err(|_| ())?;
+        let max = if ip.is_ipv4() { 32 } else { 128 };
+        (bits <= max).then_some(CidrLike).ok_or(())
+    }
+}
+
+/// `delivery.proxy`'s value: `http://host:port`, credentials allowed (never shown).
+fn check_proxy(v: &str) -> Result<(), String> {
+    let uri = v.trim().parse::<http::Uri>().map_err(|_| {
+        "`delivery.proxy` is not a URL like \"http://proxy.example:3128\"".to_string()
+    })?;
+    if uri.scheme_str() != Some("http") || uri.host().is_none() {
+        return Err(
+            "`delivery.proxy` must be an http:// proxy URL with a host, like \
+             \"http://proxy.example:3128\" (the tunnel to an https receiver is TLS itself)"
+                .to_string(),
+        );
+    }
+    if !cfg!(feature = "https") {
+        return Err(
+            "`delivery.proxy` is set, and this redlight was built without TLS (a proxy \
+             serves https receivers): build it with the default features"
+                .to_string(),
+        );
+    }
+    Ok(())
 }
 
 /// `delivery.ca_file`: every certificate of the PEM file, each checked to be usable as a
@@ -1170,6 +1229,8 @@ struct Core {
     escalate_now: std::sync::atomic::AtomicBool,
     /// `delivery.ca_file`'s certificates, for the client.
     ca_certs: Vec<Vec<u8>>,
+    /// `delivery.proxy` read, and `delivery.no_proxy` joined as NO_PROXY lists them.
+    proxy: Option<(String, String)>,
 }
 
 /// What an attempt came to.
@@ -1821,13 +1882,71 @@ impl CommitHook for Hook {
 #[cfg(not(feature = "https"))]
 type Connector = hyper_util::client::legacy::connect::HttpConnector;
 #[cfg(feature = "https")]
-type Connector = hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>;
+type Connector = hyper_rustls::HttpsConnector<Proxied>;
+
+/// The TCP connection of a request: direct, or for an `https://` receiver not in
+/// `delivery.no_proxy`, a tunnel through `delivery.proxy` (HTTP CONNECT) that TLS then
+/// runs in, end to end with the receiver.
+#[cfg(feature = "https")]
+#[derive(Clone)]
+struct Proxied {
+    http: hyper_util::client::legacy::connect::HttpConnector,
+    matcher: Option<Arc<hyper_util::client::proxy::matcher::Matcher>>,
+}
+
+#[cfg(feature = "https")]
+impl tower_service::Service<http::Uri> for Proxied {
+    type Response = hyper_util::rt::TokioIo<tokio::net::TcpStream>;
+    type Error = BoxError;
+    type Future = std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<Self::Response, BoxError>> + Send>,
+    >;
+
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), BoxError>> {
+        // Both connectors are always ready: each call below waits for its own.
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, dst: http::Uri) -> Self::Future {
+        let http = self.http.clone();
+        let via = self.matcher.as_ref().and_then(|m| m.intercept(&dst));
+        Box::pin(async move {
+            let Some(via) = via else {
+                let mut http = http;
+                std::future::poll_fn(|cx| tower_service::Service::poll_ready(&mut http, cx))
+                    .await?;
+                return Ok(tower_service::Service::call(&mut http, dst).await?);
+            };
+            // The proxy's host and port only: its credentials are never shown.
+            let proxy = via
+                .uri()
+                .authority()
+                .map(|a| a.as_str().rsplit('@').next().unwrap_or("").to_string())
+                .unwrap_or_default();
+            let mut tunnel =
+                hyper_util::client::legacy::connect::proxy::Tunnel::new(via.uri().clone(), http);
+            if let Some(auth) = via.basic_auth() {
+                tunnel = tunnel.with_auth(auth.clone());
+            }
+            std::future::poll_fn(|cx| tower_service::Service::poll_ready(&mut tunnel, cx))
+                .await
+                .map_err(|e| format!("proxy {proxy}: {e}"))?;
+            tower_service::Service::call(&mut tunnel, dst)
+                .await
+                .map_err(|e| format!("proxy {proxy}: {e}").into())
+        })
+    }
+}
 
 type Client = hyper_util::client::legacy::Client<Connector, Full<Bytes>>;
 
 /// The HTTP client of every receiver; `https://` certificates are checked against the
-/// Mozilla roots and `ca_certs` (`delivery.ca_file`, already checked to be roots).
-fn client(ca_certs: &[Vec<u8>]) -> Client {
+/// Mozilla roots and `ca_certs` (`delivery.ca_file`, already checked to be roots), and
+/// `https://` receivers are reached through `proxy` (its URL and NO_PROXY list) if set.
+fn client(ca_certs: &[Vec<u8>], proxy: Option<&(String, String)>) -> Client {
     let mut http = hyper_util::client::legacy::connect::HttpConnector::new();
     http.set_nodelay(true);
     http.set_keepalive(Some(Duration::from_secs(60)));
@@ -1845,15 +1964,23 @@ fn client(ca_certs: &[Vec<u8>]) -> Client {
         let tls = rustls::ClientConfig::builder()
             .with_root_certificates(roots)
             .with_no_client_auth();
+        let matcher = proxy.map(|(url, no)| {
+            Arc::new(
+                hyper_util::client::proxy::matcher::Matcher::builder()
+                    .https(url.clone())
+                    .no(no.clone())
+                    .build(),
+            )
+        });
         hyper_rustls::HttpsConnectorBuilder::new()
             .with_tls_config(tls)
             .https_or_http()
             .enable_http1()
-            .wrap_connector(http)
+            .wrap_connector(Proxied { http, matcher })
     };
     #[cfg(not(feature = "https"))]
     let connector = {
-        let _ = ca_certs;
+        let _ = (ca_certs, proxy);
         http
     };
     hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
@@ -2058,6 +2185,15 @@ impl Delivery {
         let rules = Arc::new(config.load_rules()?);
         let calendar = Arc::new(config.load_calendar()?);
         let ctx = Context::new(rules, calendar, settings.external_url.clone());
+        let proxy = match &settings.proxy {
+            Some(p) => {
+                let url = resolve_secret("delivery.proxy", p, &config.base)
+                    .map_err(anyhow::Error::msg)?;
+                check_proxy(&url).map_err(anyhow::Error::msg)?;
+                Some((url, settings.no_proxy.join(",")))
+            }
+            None => None,
+        };
         let mut receivers = Vec::new();
         let mut by_name = HashMap::new();
         for (i, spec) in settings.receivers.iter().enumerate() {
@@ -2092,6 +2228,7 @@ impl Delivery {
             rate_window: options.rate_window.unwrap_or(RATE_WINDOW),
             escalate_now: std::sync::atomic::AtomicBool::new(true),
             ca_certs: settings.ca_certs,
+            proxy,
         });
         core.startup()?;
         store.set_commit_hook(Arc::new(Hook(core.clone())));
@@ -2149,7 +2286,7 @@ impl Delivery {
 /// The dispatcher: picks due rows per receiver within its concurrency and rate limit, sends
 /// them, and hands the outcomes to the settler, which records them in batches.
 async fn run(core: Arc<Core>, mut stop: watch::Receiver<bool>) {
-    let client = client(&core.ca_certs);
+    let client = client(&core.ca_certs, core.proxy.as_ref());
     let mut lanes: Vec<Lane> = core
         .receivers
         .iter()

@@ -558,10 +558,44 @@ fn private_pki(dir: &Path) {
     ]);
 }
 
+/// A server of Python's in `dir`, `script` run with `args`: it prints its port first, then
+/// a line per thing it saw. The port, and a channel of those lines.
+fn python_server(
+    dir: &Path,
+    script: &str,
+    args: &[&str],
+) -> (std::process::Child, u16, std::sync::mpsc::Receiver<String>) {
+    use std::io::BufRead;
+    let mut child = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .args(args)
+        .current_dir(dir)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("python3");
+    let out = child.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let port = rx
+        .recv_timeout(Duration::from_secs(20))
+        .expect("the server's port")
+        .trim()
+        .parse()
+        .expect("a port");
+    (child, port, rx)
+}
+
 /// An HTTPS receiver (Python's http.server behind its ssl module) answering 204 to every
 /// POST: its port, and the lines it prints (`POST <path>` per request).
 fn https_receiver(dir: &Path) -> (std::process::Child, u16, std::sync::mpsc::Receiver<String>) {
-    use std::io::BufRead;
     let script = r#"
 import http.server, ssl, sys
 class H(http.server.BaseHTTPRequestHandler):
@@ -579,29 +613,62 @@ server.socket = tls.wrap_socket(server.socket, server_side=True)
 print(server.server_address[1], flush=True)
 server.serve_forever()
 "#;
-    let mut child = std::process::Command::new("python3")
-        .args(["-c", script, "server.pem", "server.key"])
-        .current_dir(dir)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("python3");
-    let out = child.stdout.take().expect("stdout");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let port = rx
-        .recv_timeout(Duration::from_secs(20))
-        .expect("the HTTPS receiver's port")
-        .trim()
-        .parse()
-        .expect("a port");
-    (child, port, rx)
+    python_server(dir, script, &["server.pem", "server.key"])
+}
+
+/// An HTTP proxy that only tunnels (CONNECT), as a data centre's egress proxy: prints
+/// `CONNECT <host:port> <Proxy-Authorization or ->` for each tunnel asked for.
+fn connect_proxy(dir: &Path) -> (std::process::Child, u16, std::sync::mpsc::Receiver<String>) {
+    let script = r#"
+import socket, threading
+def pipe(a, b):
+    try:
+        while True:
+            d = a.recv(65536)
+            if not d:
+                break
+            b.sendall(d)
+    except OSError:
+        pass
+    finally:
+        for s in (a, b):
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+def handle(c):
+    buf = b""
+    while b"\r\n\r\n" not in buf:
+        d = c.recv(4096)
+        if not d:
+            return
+        buf += d
+    head, rest = buf.split(b"\r\n\r\n", 1)
+    lines = head.decode().split("\r\n")
+    method, target = lines[0].split(" ")[:2]
+    auth = [l.split(":", 1)[1].strip() for l in lines[1:] if l.lower().startswith("proxy-authorization:")]
+    print(method, target, auth[0] if auth else "-", flush=True)
+    if method != "CONNECT":
+        c.sendall(b"HTTP/1.1 405 Method Not Allowed\r\n\r\n")
+        c.close()
+        return
+    host, port = target.rsplit(":", 1)
+    u = socket.create_connection((host, int(port)))
+    c.sendall(b"HTTP/1.1 200 Connection established\r\n\r\n")
+    if rest:
+        u.sendall(rest)
+    threading.Thread(target=pipe, args=(c, u), daemon=True).start()
+    pipe(u, c)
+srv = socket.socket()
+srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+srv.bind(("127.0.0.1", 0))
+srv.listen(16)
+print(srv.getsockname()[1], flush=True)
+while True:
+    c, _ = srv.accept()
+    threading.Thread(target=handle, args=(c,), daemon=True).start()
+"#;
+    python_server(dir, script, &[])
 }
 
 /// An `https://` receiver whose certificate a data centre's own CA issued: the bundled
@@ -663,6 +730,100 @@ receivers = "intranet"
     s.stop().await;
     let _ = server.kill();
     let _ = server.wait();
+    let _ = std::fs::remove_dir_all(&pki);
+}
+
+/// `https://` receivers through a data centre's egress proxy (`delivery.proxy`): each
+/// delivery is a CONNECT tunnel with the proxy's Basic credentials, TLS end to end inside
+/// it; hosts in `delivery.no_proxy` are reached directly; a proxy that does not answer is
+/// named in the error, its credentials never.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_receivers_are_reached_through_the_proxy() {
+    let pki = tmp("proxy-pki");
+    private_pki(&pki);
+    let (mut server, port, received) = https_receiver(&pki);
+    let (mut proxy, proxy_port, tunnels) = connect_proxy(&pki);
+    let ca = pki.join("ca.pem");
+    let config = |delivery: &str| {
+        format!(
+            r#"
+[delivery]
+retry = ["50ms"]
+jitter = 0.0
+ca_file = "intranet-ca.pem"
+{delivery}
+
+[[receiver]]
+name = "robot"
+format = "json"
+url = "https://127.0.0.1:{port}/hook"
+
+[[route]]
+receivers = "robot"
+"#
+        )
+    };
+    let start = |name: &str, delivery: &str| {
+        Setup::start_with(name, &config(delivery), Options::default(), |dir| {
+            std::fs::copy(&ca, dir.join("intranet-ca.pem")).expect("the CA file");
+        })
+    };
+    let dead = |s: &Setup| delivery::dead_letters(&s.store, 0, 10, None).unwrap_or_default();
+
+    // Through the proxy, with its credentials.
+    let s = start(
+        "proxy",
+        &format!(r#"proxy = "http://redlight:s3cret-pass@127.0.0.1:{proxy_port}""#),
+    );
+    s.commit(vec![red(&s.rules, 1)]);
+    assert!(eventually(WAIT, || s.pending() == 0).await);
+    assert_eq!(s.count("robot", "delivered"), 1, "{:?}", dead(&s));
+    let basic = B64.encode("redlight:s3cret-pass");
+    assert_eq!(
+        tunnels.recv_timeout(Duration::from_secs(5)).as_deref(),
+        Ok(format!("CONNECT 127.0.0.1:{port} Basic {basic}").as_str())
+    );
+    assert_eq!(
+        received.recv_timeout(Duration::from_secs(5)).as_deref(),
+        Ok("POST /hook")
+    );
+    s.stop().await;
+
+    // The receiver's host in no_proxy: reached directly.
+    let s = start(
+        "no-proxy",
+        &format!(
+            r#"proxy = "http://127.0.0.1:{proxy_port}"
+no_proxy = ["intranet.example", "127.0.0.0/8"]"#
+        ),
+    );
+    s.commit(vec![red(&s.rules, 2)]);
+    assert!(eventually(WAIT, || s.pending() == 0).await);
+    assert_eq!(s.count("robot", "delivered"), 1, "{:?}", dead(&s));
+    assert_eq!(
+        received.recv_timeout(Duration::from_secs(5)).as_deref(),
+        Ok("POST /hook")
+    );
+    assert!(tunnels.try_recv().is_err(), "no tunnel for a no_proxy host");
+    s.stop().await;
+
+    // A proxy nobody answers on: the error names it, not its password.
+    let nobody = free_addr();
+    let s = start(
+        "proxy-down",
+        &format!(r#"proxy = "http://redlight:s3cret-pass@{nobody}""#),
+    );
+    s.commit(vec![red(&s.rules, 3)]);
+    assert!(eventually(WAIT, || dead(&s).len() == 1).await);
+    let error = dead(&s)[0].error.clone();
+    assert!(error.contains(&format!("proxy {nobody}")), "{error}");
+    assert!(!error.contains("s3cret"), "{error}");
+    s.stop().await;
+
+    for child in [&mut server, &mut proxy] {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
     let _ = std::fs::remove_dir_all(&pki);
 }
 
@@ -1541,6 +1702,14 @@ fn configuration_mistakes_name_the_key() {
             (
                 "[delivery]\nca_file = \"not-a-ca.pem\"\n",
                 "not-a-ca.pem holds no certificate (-----BEGIN CERTIFICATE-----)",
+            ),
+            (
+                "[delivery]\nproxy = \"socks5://127.0.0.1:1080\"\n",
+                "`delivery.proxy` must be an http:// proxy URL",
+            ),
+            (
+                "[delivery]\nno_proxy = [\"10.0.0.0/40\"]\n",
+                "`delivery.no_proxy[0]`",
             ),
         ][..],
     ]
