@@ -467,6 +467,14 @@ pub struct ReceiverConfig {
     /// Extra request headers (`Authorization = "env:TOKEN"`).
     #[serde(default)]
     pub headers: BTreeMap<String, Secret>,
+    /// Chat robots: the people its notices @-mention, so that their phones ring: DingTalk
+    /// mobile numbers, WeCom user ids, Feishu open ids (`ou_…`) or e-mail addresses;
+    /// `"all"` for everyone (DingTalk, Feishu).
+    #[serde(default)]
+    pub mention: StringList,
+    /// The levels whose firing notices mention them (default `["red"]`).
+    #[serde(default)]
+    pub mention_levels: Option<StringList>,
 }
 
 /// `[[route]]`: alerts matching every field given (an empty field matches all) go to the

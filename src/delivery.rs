@@ -157,6 +157,69 @@ pub struct ReceiverSpec {
     pub retry: Vec<Duration>,
     pub concurrency: usize,
     pub headers: Vec<(String, Secret)>,
+    /// Chat robots: who the firing notices of `mention_levels` @-mention (checked for the
+    /// platform).
+    pub mention: Vec<String>,
+    pub mention_levels: Vec<Level>,
+}
+
+impl ReceiverSpec {
+    /// Whom this notice @-mentions: firing notices of the mentioned levels only (a
+    /// resolved notice is news, not a call to act).
+    pub fn mentions(&self, notice: &Notice) -> &[String] {
+        let a = &notice.alert;
+        if a.status == Status::Firing && self.mention_levels.contains(&a.level) {
+            &self.mention
+        } else {
+            &[]
+        }
+    }
+}
+
+/// `receiver[i].mention`: each entry a way the platform names a person.
+fn check_mentions(key: &str, format: Format, list: &[String]) -> Result<(), String> {
+    for (j, m) in list.iter().enumerate() {
+        let ok = match format {
+            Format::Json | Format::Alertmanager => {
+                return Err(format!(
+                    "`{key}.mention`: only chat robots (dingtalk, wecom, feishu) mention people"
+                ));
+            }
+            // A mobile number (digits, a leading + and dashes allowed), or everyone.
+            Format::Dingtalk => {
+                m == "all"
+                    || (m.len() >= 5
+                        && m.len() <= 20
+                        && m.trim_start_matches('+')
+                            .chars()
+                            .all(|c| c.is_ascii_digit() || c == '-'))
+            }
+            // A user id; WeCom's markdown has no mention of everyone.
+            Format::Wecom => {
+                m != "all"
+                    && !m.is_empty()
+                    && m.len() <= 64
+                    && m.chars()
+                        .all(|c| c.is_ascii_alphanumeric() || "_.-@".contains(c))
+            }
+            // An open id, an e-mail address, or everyone.
+            Format::Feishu => {
+                !m.is_empty()
+                    && m.len() <= 128
+                    && m.chars()
+                        .all(|c| c.is_ascii_alphanumeric() || "_.-@+".contains(c))
+            }
+        };
+        if !ok {
+            let what = match format {
+                Format::Dingtalk => "a mobile number or \"all\"",
+                Format::Wecom => "a WeCom user id (its markdown cannot mention everyone)",
+                _ => "an open id (ou_…), an e-mail address or \"all\"",
+            };
+            return Err(format!("`{key}.mention[{j}]` is {m:?}; write {what}"));
+        }
+    }
+    Ok(())
 }
 
 #[derive(Debug, Clone)]
@@ -639,6 +702,11 @@ fn receiver_spec(
             .ok_or_else(|| format!("`{key}.timeout` is {t:?}, not a duration like \"10s\""))?,
         None => timeout,
     };
+    check_mentions(&key, format, &r.mention.0)?;
+    let mention_levels = match &r.mention_levels {
+        Some(l) => parse_levels(&format!("{key}.mention_levels"), l)?,
+        None => vec![Level::Red],
+    };
     let concurrency = match r.concurrency {
         Some(0) => return Err(format!("`{key}.concurrency` must be at least 1")),
         Some(c) => c.min(1024),
@@ -669,6 +737,8 @@ fn receiver_spec(
         retry,
         concurrency,
         headers,
+        mention: r.mention.0.clone(),
+        mention_levels,
     })
 }
 
@@ -2023,6 +2093,7 @@ async fn attempt(client: &Client, core: &Core, r: &Receiver, row: &Row) -> Outco
         r.name(),
         &r.url,
         &r.keys,
+        r.spec.mentions(&row.notice),
         wall_ms(),
     ) {
         Ok(req) => req,
@@ -2729,6 +2800,8 @@ mod tests {
             retry: vec![Duration::from_secs(1)],
             concurrency: 1,
             headers: Vec::new(),
+            mention: Vec::new(),
+            mention_levels: vec![Level::Red],
         };
         Receiver::new(0, spec, std::path::Path::new("/")).expect("receiver")
     }

@@ -827,6 +827,137 @@ no_proxy = ["intranet.example", "127.0.0.0/8"]"#
     let _ = std::fs::remove_dir_all(&pki);
 }
 
+/// A chat robot's firing red @-mentions the people its receiver names, each as its
+/// platform writes a mention (DingTalk `at.atMobiles` and `@mobile` in the text, WeCom
+/// `<@userid>`, Feishu `<at id=…>` / `<at email=…>`); a yellow and a resolved notice do
+/// not, unless `mention_levels` says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chat_robots_mention_the_people_named_on_a_red() {
+    let sink = Sink::start().await;
+    let s = Setup::start(
+        "mention",
+        &format!(
+            r#"
+[[receiver]]
+name = "ding"
+format = "dingtalk"
+url = "{}"
+send_resolved = true
+mention = ["13800000001", "+86-139-0000-0002"]
+
+[[receiver]]
+name = "wecom"
+format = "wecom"
+url = "{}"
+mention = "zhangsan"
+mention_levels = ["yellow", "red"]
+
+[[receiver]]
+name = "feishu"
+format = "feishu"
+url = "{}"
+mention = ["ou_7d8a6e6df7621556ce0d21922b676706", "chief@gov.example.cn", "all"]
+
+[[route]]
+receivers = ["ding", "wecom", "feishu"]
+"#,
+            sink.url("/ding"),
+            sink.url("/wecom"),
+            sink.url("/feishu"),
+        ),
+    );
+    let red_firing = red(&s.rules, 1);
+    s.commit(vec![red_firing.clone()]);
+    assert!(sink.wait_ok(3, WAIT).await);
+    let body = |path: &str, n: usize| -> serde_json::Value {
+        sink.hits()
+            .iter()
+            .filter(|h| h.path == path)
+            .nth(n)
+            .map(|h| h.json())
+            .unwrap_or_else(|| panic!("hit {n} of {path}"))
+    };
+    let ding = body("/ding", 0);
+    assert_eq!(
+        ding["at"]["atMobiles"],
+        serde_json::json!(["13800000001", "+86-139-0000-0002"])
+    );
+    assert_eq!(ding["at"]["isAtAll"], false);
+    let text = ding["markdown"]["text"].as_str().expect("text");
+    assert!(
+        text.contains("提醒：@13800000001 @+86-139-0000-0002"),
+        "{text}"
+    );
+    let content = body("/wecom", 0)["markdown"]["content"]
+        .as_str()
+        .expect("content")
+        .to_string();
+    assert!(content.contains("提醒：<@zhangsan>"), "{content}");
+    let card = body("/feishu", 0);
+    let md = card["card"]["elements"][0]["content"]
+        .as_str()
+        .expect("markdown");
+    assert!(
+        md.contains(
+            "提醒：<at id=ou_7d8a6e6df7621556ce0d21922b676706></at> \
+             <at email=chief@gov.example.cn></at> <at id=all></at>"
+        ),
+        "{md}"
+    );
+
+    // A yellow: only the receiver that asked for yellows mentions.
+    let mut yellow = red(&s.rules, 2);
+    yellow.level = Level::Yellow;
+    yellow.reason = Reason::Approaching;
+    yellow.id = redlight::alert::alert_id(
+        &yellow.case,
+        "xk.decision",
+        "1@0",
+        Level::Yellow,
+        Status::Firing,
+    );
+    s.commit(vec![yellow]);
+    assert!(sink.wait_ok(6, WAIT).await);
+    assert!(body("/ding", 1).get("at").is_none());
+    assert!(
+        !body("/ding", 1)["markdown"]["text"]
+            .as_str()
+            .unwrap_or("")
+            .contains("提醒")
+    );
+    assert!(
+        body("/wecom", 1)["markdown"]["content"]
+            .as_str()
+            .unwrap_or("")
+            .contains("<@zhangsan>")
+    );
+    assert!(
+        !body("/feishu", 1)["card"]["elements"][0]["content"]
+            .as_str()
+            .unwrap_or("")
+            .contains("<at ")
+    );
+
+    // The red resolved: news, not a call to act.
+    let mut resolved = red_firing;
+    resolved.status = Status::Resolved;
+    resolved.reason = Reason::CompletedLate;
+    resolved.id = redlight::alert::alert_id(
+        &resolved.case,
+        "xk.decision",
+        "1@0",
+        Level::Red,
+        Status::Resolved,
+    );
+    s.commit(vec![resolved]);
+    assert!(
+        sink.wait_ok(7, WAIT).await,
+        "to ding, the one sending resolved"
+    );
+    assert!(body("/ding", 2).get("at").is_none());
+    s.stop().await;
+}
+
 // ---------------------------------------------------------------------------------------
 // Faults.
 
@@ -1710,6 +1841,18 @@ fn configuration_mistakes_name_the_key() {
             (
                 "[delivery]\nno_proxy = [\"10.0.0.0/40\"]\n",
                 "`delivery.no_proxy[0]`",
+            ),
+            (
+                "[[receiver]]\nname = \"a\"\nformat = \"wecom\"\nurl = \"http://x/\"\nmention = \"all\"\n",
+                "`receiver[0].mention[0]` is \"all\"; write a WeCom user id",
+            ),
+            (
+                "[[receiver]]\nname = \"a\"\nformat = \"dingtalk\"\nurl = \"http://x/\"\nmention = \"张三\"\n",
+                "`receiver[0].mention[0]` is \"张三\"; write a mobile number",
+            ),
+            (
+                "[[receiver]]\nname = \"a\"\nformat = \"json\"\nurl = \"http://x/\"\nmention = \"13800000000\"\n",
+                "`receiver[0].mention`: only chat robots",
             ),
         ][..],
     ]

@@ -84,22 +84,45 @@ fn escape_md(s: &str) -> String {
         .collect()
 }
 
-/// The DingTalk custom robot markdown message.
-pub fn dingtalk_body(msg: &Message) -> Value {
+/// The line of @-mentions under a message's headline, as the platform writes each one.
+fn mention_line(mention: &[String], each: impl Fn(&str) -> String) -> String {
+    if mention.is_empty() {
+        return String::new();
+    }
+    let names: Vec<String> = mention.iter().map(|m| each(m)).collect();
+    format!("提醒：{}\n\n", names.join(" "))
+}
+
+/// The DingTalk custom robot markdown message. A mention is both in `at` and, as DingTalk
+/// asks for markdown, written `@mobile` in the text (`at.isAtAll` for `"all"`).
+pub fn dingtalk_body(msg: &Message, mention: &[String]) -> Value {
     let mut text = format!(
-        "#### {}\n\n**{}**\n\n{}",
+        "#### {}\n\n**{}**\n\n{}{}",
         msg.title,
         escape_md(&msg.headline),
+        mention_line(mention, |m| if m == "all" {
+            "@所有人".to_string()
+        } else {
+            format!("@{m}")
+        }),
         markdown_lines(msg, "- ")
     );
     if let Some(link) = &msg.link {
         text.push_str(&format!("\n[查看案件]({link})\n"));
     }
     text.push_str(&format!("\n> 告警编号 {}\n", msg.id));
-    json!({
+    let mut body = json!({
         "msgtype": "markdown",
         "markdown": { "title": msg.title, "text": text },
-    })
+    });
+    if !mention.is_empty() {
+        let mobiles: Vec<&String> = mention.iter().filter(|m| *m != "all").collect();
+        body["at"] = json!({
+            "atMobiles": mobiles,
+            "isAtAll": mention.iter().any(|m| m == "all"),
+        });
+    }
+    body
 }
 
 /// WeCom's markdown is at most 4096 bytes (UTF-8).
@@ -107,16 +130,22 @@ pub const WECOM_MAX_BYTES: usize = 4096;
 
 /// The WeCom group robot markdown message. Colours are WeCom's three: `warning` (red-orange),
 /// `info` (green), `comment` (grey).
-pub fn wecom_body(msg: &Message) -> Value {
+/// A mention is `<@userid>` in the markdown, right under the headline, so that a cut to
+/// 4096 bytes never takes it.
+pub fn wecom_body(msg: &Message, mention: &[String]) -> Value {
     let color = match msg.color {
         Color::Red | Color::Yellow => "warning",
         Color::Green => "info",
     };
     let mut content = format!(
-        "## {}\n<font color=\"{color}\">{}</font>\n",
+        "## {}\n<font color=\"{color}\">{}</font>\n{}",
         msg.title,
-        escape_md(&msg.headline)
+        escape_md(&msg.headline),
+        mention_line(mention, |m| format!("<@{m}>")).trim_end_matches('\n'),
     );
+    if !mention.is_empty() {
+        content.push('\n');
+    }
     for (label, value) in &msg.fields {
         content.push_str(&format!(
             "> {label}：<font color=\"comment\">{}</font>\n",
@@ -146,14 +175,28 @@ pub fn truncate_utf8(s: &str, max: usize) -> String {
     format!("{}{mark}", &s[..end])
 }
 
-/// The Feishu custom bot card; `sign` is `(timestamp in seconds, sign)` for signed bots.
-pub fn feishu_body(msg: &Message, sign: Option<(i64, String)>) -> Value {
+/// The Feishu custom bot card; `sign` is `(timestamp in seconds, sign)` for signed bots. A
+/// mention is `<at id=…></at>` in the card's markdown (`<at email=…>` for an address).
+pub fn feishu_body(msg: &Message, mention: &[String], sign: Option<(i64, String)>) -> Value {
     let template = match msg.color {
         Color::Red => "red",
         Color::Yellow => "yellow",
         Color::Green => "green",
     };
     let mut md = format!("**{}**\n", escape_md(&msg.headline));
+    md.push_str(
+        mention_line(mention, |m| {
+            if m.contains('@') {
+                format!("<at email={m}></at>")
+            } else {
+                format!("<at id={m}></at>")
+            }
+        })
+        .trim_end_matches('\n'),
+    );
+    if !mention.is_empty() {
+        md.push('\n');
+    }
     md.push_str(&markdown_lines(msg, ""));
     if let Some(link) = &msg.link {
         md.push_str(&format!("[查看案件]({link})\n"));

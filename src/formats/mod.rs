@@ -192,6 +192,8 @@ pub struct Request {
 
 /// Builds the request for one notice. `now_ms` is the send time (signature timestamps);
 /// `receiver` the receiver's name (Alertmanager's `receiver` field).
+/// `mention`: whom a chat robot's message @-mentions (`ReceiverSpec::mentions`).
+#[allow(clippy::too_many_arguments)]
 pub fn build(
     format: Format,
     ctx: &Context,
@@ -199,6 +201,7 @@ pub fn build(
     receiver: &str,
     url: &str,
     keys: &Keys,
+    mention: &[String],
     now_ms: i64,
 ) -> Result<Request, serde_json::Error> {
     let mut headers = vec![("content-type", "application/json".to_string())];
@@ -222,7 +225,7 @@ pub fn build(
         }
         Format::Dingtalk => {
             let msg = text::message(ctx, notice);
-            let body = serde_json::to_vec(&chat::dingtalk_body(&msg))?;
+            let body = serde_json::to_vec(&chat::dingtalk_body(&msg, mention))?;
             let url = match &keys.secret {
                 Some(secret) => chat::dingtalk_signed_url(url, secret, now_ms),
                 None => url.to_string(),
@@ -233,7 +236,7 @@ pub fn build(
             let msg = text::message(ctx, notice);
             (
                 url.to_string(),
-                serde_json::to_vec(&chat::wecom_body(&msg))?,
+                serde_json::to_vec(&chat::wecom_body(&msg, mention))?,
             )
         }
         Format::Feishu => {
@@ -244,7 +247,7 @@ pub fn build(
             });
             (
                 url.to_string(),
-                serde_json::to_vec(&chat::feishu_body(&msg, sign))?,
+                serde_json::to_vec(&chat::feishu_body(&msg, mention, sign))?,
             )
         }
     };
@@ -427,12 +430,37 @@ mod tests {
                 escalation,
             };
             let m = text::message(&c, &n);
-            let body = chat::dingtalk_body(&m);
+            let body = chat::dingtalk_body(&m, &[]);
             let text = body["markdown"]["text"].as_str().expect("text");
             println!("{}\n{text}\n", m.title);
             assert!(m.headline.contains(want), "{want} in {:?}", m.headline);
             assert!(text.contains("依据"));
         }
+    }
+
+    /// DingTalk's everyone: `at.isAtAll`, written 「@所有人」; no mention, no `at`.
+    #[test]
+    fn dingtalk_mentions_everyone_with_is_at_all() {
+        let c = ctx();
+        let n = Notice::of(alert(
+            "xk.decision",
+            Level::Red,
+            Status::Firing,
+            Reason::Overdue,
+            "2026-10-31T00:00:00+08:00",
+            Some("2026-10-31T00:00:00+08:00"),
+        ));
+        let m = text::message(&c, &n);
+        let all = chat::dingtalk_body(&m, &["all".to_string()]);
+        assert_eq!(all["at"]["isAtAll"], true);
+        assert_eq!(all["at"]["atMobiles"], serde_json::json!([]));
+        assert!(
+            all["markdown"]["text"]
+                .as_str()
+                .unwrap_or("")
+                .contains("提醒：@所有人")
+        );
+        assert!(chat::dingtalk_body(&m, &[]).get("at").is_none());
     }
 
     /// Every format builds for one notice; `cargo test every_format -- --nocapture` prints them.
@@ -459,6 +487,7 @@ mod tests {
                 "office",
                 "http://x/hook?a=1",
                 &keys,
+                &["13800000000".to_string()],
                 1_793_376_060_000,
             )
             .expect("builds");
