@@ -438,18 +438,23 @@ mod tests {
         }
     }
 
-    /// DingTalk's everyone: `at.isAtAll`, written 「@所有人」; no mention, no `at`.
-    #[test]
-    fn dingtalk_mentions_everyone_with_is_at_all() {
-        let c = ctx();
-        let n = Notice::of(alert(
+    /// The red of the SPEC §3 example, firing.
+    fn red_overdue() -> Notice {
+        Notice::of(alert(
             "xk.decision",
             Level::Red,
             Status::Firing,
             Reason::Overdue,
             "2026-10-31T00:00:00+08:00",
             Some("2026-10-31T00:00:00+08:00"),
-        ));
+        ))
+    }
+
+    /// DingTalk's everyone: `at.isAtAll`, written 「@所有人」; no mention, no `at`.
+    #[test]
+    fn dingtalk_mentions_everyone_with_is_at_all() {
+        let c = ctx();
+        let n = red_overdue();
         let m = text::message(&c, &n);
         let all = chat::dingtalk_body(&m, &["all".to_string()]);
         assert_eq!(all["at"]["isAtAll"], true);
@@ -467,14 +472,7 @@ mod tests {
     #[test]
     fn every_format_builds() {
         let c = ctx();
-        let n = Notice::of(alert(
-            "xk.decision",
-            Level::Red,
-            Status::Firing,
-            Reason::Overdue,
-            "2026-10-31T00:00:00+08:00",
-            Some("2026-10-31T00:00:00+08:00"),
-        ));
+        let n = red_overdue();
         let keys = Keys {
             webhook_keys: vec![b"k".to_vec()],
             secret: Some("SECxxxx".into()),
