@@ -54,6 +54,23 @@ pub async fn serve(
     }
 }
 
+/// A page's `limit`: `default` when not given, a 400 naming it outside 1 to `max` (as the
+/// cases and alerts endpoints answer), never quietly another number.
+fn page_limit(
+    given: Option<usize>,
+    default: usize,
+    max: usize,
+) -> Result<usize, crate::api::ApiError> {
+    match given {
+        None => Ok(default),
+        Some(n) if (1..=max).contains(&n) => Ok(n),
+        Some(n) => Err(crate::api::ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!("query parameter `limit` is \"{n}\"; expected a number from 1 to {max}"),
+        )),
+    }
+}
+
 /// A path nothing answers: the API's 404, in its JSON like its other errors.
 async fn no_such_path(uri: axum::http::Uri) -> Response {
     (
@@ -223,7 +240,10 @@ async fn delivery_page(
     list: ListDeliveries,
 ) -> Response {
     let store = s.store.clone();
-    let limit = q.limit.unwrap_or(1000).clamp(1, 10_000);
+    let limit = match page_limit(q.limit, 1000, 10_000) {
+        Ok(n) => n,
+        Err(e) => return e.into_response(),
+    };
     let result = store_call("deliveries", move || {
         list(&store, q.after, limit, q.receiver.as_deref())
     })
@@ -255,7 +275,10 @@ async fn input_dead_letters(
     State(s): State<Arc<Shared>>,
     crate::api::ApiQuery(q): crate::api::ApiQuery<InputDeadQuery>,
 ) -> Response {
-    let limit = q.limit.unwrap_or(100).clamp(1, 1000);
+    let limit = match page_limit(q.limit, 100, 1000) {
+        Ok(n) => n,
+        Err(e) => return e.into_response(),
+    };
     let shared = s.clone();
     let result = store_call("input dead letters", move || {
         Ok((

@@ -74,8 +74,9 @@ enum Command {
         /// Only those numbered after this (`seq` in the output), to page on.
         #[arg(long, conflicts_with = "drop")]
         after: Option<u64>,
-        #[arg(long, default_value_t = 100, conflicts_with = "drop")]
-        limit: usize,
+        #[arg(long, default_value_t = 100, conflicts_with = "drop",
+              value_parser = clap::value_parser!(u16).range(1..=1000))]
+        limit: u16,
         /// Drop this dead letter (its `seq`; repeatable): it is no longer offered to the
         /// dead-letter topic. For one the topic will never take. Each dropped one is
         /// written in full (key, payload and headers in base64) as a JSON line: keep it.
@@ -100,8 +101,8 @@ enum DeliveriesAction {
         /// Only this receiver's.
         #[arg(long)]
         receiver: Option<String>,
-        #[arg(long, default_value_t = 1000)]
-        limit: usize,
+        #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u16).range(1..=10_000))]
+        limit: u16,
     },
     /// Re-send dead letters with a fresh retry schedule: all of them, a receiver's
     /// (`--receiver`), or the given ones (`--seq N`, repeatable).
@@ -302,9 +303,10 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
             let config = Config::load(&config)?;
             let cmd = match action {
                 DeliveriesAction::Status => redlight::delivery::Command::Status,
-                DeliveriesAction::Dead { receiver, limit } => {
-                    redlight::delivery::Command::Dead { receiver, limit }
-                }
+                DeliveriesAction::Dead { receiver, limit } => redlight::delivery::Command::Dead {
+                    receiver,
+                    limit: usize::from(limit),
+                },
                 DeliveriesAction::Resend { receiver, seqs } => {
                     redlight::delivery::Command::Resend(redlight::delivery::Selection {
                         receiver,
@@ -347,7 +349,7 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
             runtime.block_on(redlight::daemon::dead_letters_command(
                 &config,
                 after,
-                limit.clamp(1, 1000),
+                usize::from(limit),
                 &mut out,
                 &mut err,
             ))?;

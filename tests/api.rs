@@ -146,6 +146,15 @@ async fn cases_are_listed_filtered_and_paged() {
             "/api/v1/input/dead-letters?limit=x",
             "query parameter `limit`",
         ),
+        // A page size out of range is refused as the cases endpoint refuses it, not clamped.
+        (
+            "/api/v1/deliveries/dead?limit=0",
+            "expected a number from 1 to 10000",
+        ),
+        (
+            "/api/v1/input/dead-letters?limit=5000",
+            "`limit` is \"5000\"",
+        ),
         ("/api/v1/scorecard?period=2026&department=x", "`department`"),
     ] {
         let r = d.get(path);
