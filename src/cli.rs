@@ -105,15 +105,44 @@ pub fn check(config_path: &Path, today: Option<NaiveDate>) -> CheckReport {
             n => format!(" ({n} more disabled)"),
         };
         report.summary = format!(
-            "ok: {} packs, {} rules{disabled}, calendar {}..={} ({})",
+            "ok: {} packs, {} rules{disabled}, calendar {}..={} ({}); {}",
             rules.packs.len(),
             rules.rules.len(),
             cal.first_day(),
             cal.last_day(),
-            cal.tz()
+            cal.tz(),
+            delivery_summary(&config)
         );
     }
     report
+}
+
+/// Where alerts go, in `check`'s summary: a configuration without receivers is valid, and
+/// an operator whose `[[receiver]]` sections went missing should see it before starting.
+fn delivery_summary(config: &Config) -> String {
+    let d = &config.delivery;
+    let plural =
+        |n: usize, one: &str, many: &str| format!("{n} {}", if n == 1 { one } else { many });
+    if config.receivers.is_empty() {
+        return "no receiver: alerts are kept and shown, sent nowhere".to_string();
+    }
+    let mut out = format!(
+        "alerts to {}, {}, {}",
+        plural(config.receivers.len(), "receiver", "receivers"),
+        plural(config.routes.len(), "route", "routes"),
+        plural(
+            config.escalations.len(),
+            "escalation step",
+            "escalation steps"
+        ),
+    );
+    if d.proxy.is_some() {
+        out.push_str(", https through a proxy");
+    }
+    if d.ca_file.is_some() {
+        out.push_str(", a CA of our own");
+    }
+    out
 }
 
 /// Counts from one `replay` run.
@@ -419,6 +448,13 @@ mod tests {
             let ended = check(&path, Some(day(after)));
             assert!(ended.problems.is_empty(), "{:?}", ended.problems);
             assert!(ended.summary.starts_with("ok: "), "{}", ended.summary);
+            assert!(
+                ended
+                    .summary
+                    .ends_with("; no receiver: alerts are kept and shown, sent nowhere"),
+                "{}",
+                ended.summary
+            );
             let next = chrono::Datelike::year(&day(1));
             assert!(
                 ended.warnings.len() == 1

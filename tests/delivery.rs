@@ -1911,8 +1911,16 @@ fn the_readme_and_the_shipped_examples_are_valid() {
         ("config/redlight.toml", examples.as_str()),
     ] {
         let dir = tmp("readme");
-        let config = redlight::config::Config::load(&write_config(&dir, text))
-            .unwrap_or_else(|e| panic!("{what}: {e}"));
+        let path = write_config(&dir, text);
+        let config =
+            redlight::config::Config::load(&path).unwrap_or_else(|e| panic!("{what}: {e}"));
+        // `check` says where alerts go.
+        let summary = redlight::cli::check(&path, None).summary;
+        assert!(
+            summary.contains("; alerts to 5 receivers, ")
+                && summary.contains(", 1 escalation step"),
+            "{what}: {summary}"
+        );
         let settings = delivery::Settings::from_config(&config).expect("settings");
         let mut formats: Vec<&str> = settings
             .receivers
