@@ -435,6 +435,8 @@ mod tests {
             println!("{}\n{text}\n", m.title);
             assert!(m.headline.contains(want), "{want} in {:?}", m.headline);
             assert!(text.contains("依据"));
+            // The word a robot's 自定义关键词 security can ask for (docs/webhooks.md).
+            assert!(text.contains("告警编号"), "{text}");
         }
     }
 
