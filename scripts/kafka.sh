@@ -749,9 +749,17 @@ cmd_delete_group() {
   local name="${1:-}" out
   [[ -n "$name" ]] || die "usage: $0 delete-group NAME"
   require_running
-  # The tool exits 0 whether or not it deleted the group: its words say which.
-  out="$(run_class org.apache.kafka.tools.consumer.group.ConsumerGroupCommand \
-    --bootstrap-server "127.0.0.1:$KAFKA_PORT" --delete --group "$name" 2>&1)" || true
+  # The tool exits 0 whether or not it deleted the group: its words say which. A member
+  # killed without leaving stays in the group until its session times out (10 s for
+  # redlight): wait for that rather than fail.
+  local i
+  for i in $(seq 1 20); do
+    out="$(run_class org.apache.kafka.tools.consumer.group.ConsumerGroupCommand \
+      --bootstrap-server "127.0.0.1:$KAFKA_PORT" --delete --group "$name" 2>&1)" || true
+    grep -q "GroupNotEmpty" <<<"$out" || break
+    (( i == 1 )) && log "group $name has a member still; waiting for its session to end"
+    sleep 2
+  done
   if grep -q "GroupIdNotFound" <<<"$out"; then
     log "group $name did not exist"
   elif grep -qi "error\|fail" <<<"$out"; then
