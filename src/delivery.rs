@@ -437,7 +437,7 @@ impl Settings {
             ));
         }
         let ca_certs = match &d.ca_file {
-            Some(file) => read_ca_file(&config.base, file)?,
+            Some(file) => read_ca_file(&config.resolve(std::path::Path::new(file.trim())))?,
             None => Vec::new(),
         };
         if let Some(p) = &d.proxy {
@@ -596,12 +596,10 @@ fn check_proxy(v: &str) -> Result<(), String> {
 /// `delivery.ca_file`: every certificate of the PEM file, each checked to be usable as a
 /// root (so that `redlight check` finds a wrong file, not the first delivery).
 #[cfg(feature = "https")]
-fn read_ca_file(base: &std::path::Path, file: &str) -> Result<Vec<Vec<u8>>, String> {
+fn read_ca_file(p: &std::path::Path) -> Result<Vec<Vec<u8>>, String> {
     use rustls::pki_types::CertificateDer;
     use rustls::pki_types::pem::PemObject;
-    let p = PathBuf::from(file.trim());
-    let p = if p.is_absolute() { p } else { base.join(p) };
-    let text = std::fs::read(&p)
+    let text = std::fs::read(p)
         .map_err(|e| format!("`delivery.ca_file`: cannot read {}: {e}", p.display()))?;
     let mut certs = Vec::new();
     for (i, c) in CertificateDer::pem_slice_iter(&text).enumerate() {
@@ -631,7 +629,7 @@ fn read_ca_file(base: &std::path::Path, file: &str) -> Result<Vec<Vec<u8>>, Stri
 }
 
 #[cfg(not(feature = "https"))]
-fn read_ca_file(_: &std::path::Path, _: &str) -> Result<Vec<Vec<u8>>, String> {
+fn read_ca_file(_: &std::path::Path) -> Result<Vec<Vec<u8>>, String> {
     Err(
         "`delivery.ca_file` is set, and this redlight was built without TLS: build it with \
          the default features (`cargo build --release`)"

@@ -72,27 +72,25 @@ fn page_limit(
 }
 
 /// A path nothing answers: the API's 404, in its JSON like its other errors.
-async fn no_such_path(uri: axum::http::Uri) -> Response {
-    (
+async fn no_such_path(uri: axum::http::Uri) -> crate::api::ApiError {
+    crate::api::ApiError::new(
         StatusCode::NOT_FOUND,
-        axum::Json(json!({"error": format!(
+        format!(
             "no such path `{}`; the API is under /api/v1/ (docs/operations.md)",
             uri.path()
-        )})),
+        ),
     )
-        .into_response()
 }
 
 /// A path that exists with another method (`POST /api/v1/cases`): 405, in the API's JSON.
-async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> Response {
-    (
+async fn method_not_allowed(
+    method: axum::http::Method,
+    uri: axum::http::Uri,
+) -> crate::api::ApiError {
+    crate::api::ApiError::new(
         StatusCode::METHOD_NOT_ALLOWED,
-        axum::Json(json!({"error": format!(
-            "`{method}` is not allowed on `{}`",
-            uri.path()
-        )})),
+        format!("`{method}` is not allowed on `{}`", uri.path()),
     )
-        .into_response()
 }
 
 async fn healthz() -> impl IntoResponse {

@@ -84,13 +84,14 @@ fn escape_md(s: &str) -> String {
         .collect()
 }
 
-/// The line of @-mentions under a message's headline, as the platform writes each one.
-fn mention_line(mention: &[String], each: impl Fn(&str) -> String) -> String {
+/// The line of @-mentions under a message's headline, as the platform writes each one,
+/// ended by `end`; nothing without mentions.
+fn mention_line(mention: &[String], end: &str, each: impl Fn(&str) -> String) -> String {
     if mention.is_empty() {
         return String::new();
     }
     let names: Vec<String> = mention.iter().map(|m| each(m)).collect();
-    format!("提醒：{}\n\n", names.join(" "))
+    format!("提醒：{}{end}", names.join(" "))
 }
 
 /// The DingTalk custom robot markdown message. A mention is both in `at` and, as DingTalk
@@ -100,7 +101,7 @@ pub fn dingtalk_body(msg: &Message, mention: &[String]) -> Value {
         "#### {}\n\n**{}**\n\n{}{}",
         msg.title,
         escape_md(&msg.headline),
-        mention_line(mention, |m| if m == "all" {
+        mention_line(mention, "\n\n", |m| if m == "all" {
             "@所有人".to_string()
         } else {
             format!("@{m}")
@@ -141,11 +142,8 @@ pub fn wecom_body(msg: &Message, mention: &[String]) -> Value {
         "## {}\n<font color=\"{color}\">{}</font>\n{}",
         msg.title,
         escape_md(&msg.headline),
-        mention_line(mention, |m| format!("<@{m}>")).trim_end_matches('\n'),
+        mention_line(mention, "\n", |m| format!("<@{m}>")),
     );
-    if !mention.is_empty() {
-        content.push('\n');
-    }
     for (label, value) in &msg.fields {
         content.push_str(&format!(
             "> {label}：<font color=\"comment\">{}</font>\n",
@@ -184,19 +182,13 @@ pub fn feishu_body(msg: &Message, mention: &[String], sign: Option<(i64, String)
         Color::Green => "green",
     };
     let mut md = format!("**{}**\n", escape_md(&msg.headline));
-    md.push_str(
-        mention_line(mention, |m| {
-            if m.contains('@') {
-                format!("<at email={m}></at>")
-            } else {
-                format!("<at id={m}></at>")
-            }
-        })
-        .trim_end_matches('\n'),
-    );
-    if !mention.is_empty() {
-        md.push('\n');
-    }
+    md.push_str(&mention_line(mention, "\n", |m| {
+        if m.contains('@') {
+            format!("<at email={m}></at>")
+        } else {
+            format!("<at id={m}></at>")
+        }
+    }));
     md.push_str(&markdown_lines(msg, ""));
     if let Some(link) = &msg.link {
         md.push_str(&format!("[查看案件]({link})\n"));
