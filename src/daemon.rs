@@ -13,6 +13,8 @@
 //! producer feeding history — gives exactly the alerts `redlight replay` gives, with no
 //! false red for a case whose stop event is still in the backlog, while a quiet live stream
 //! fires its timers on time.
+//! A case follows its events from one partition of a topic to another (partitions added to
+//! the topic, or a producer keying otherwise): see `Loop::follow_case`.
 //! Messages that cannot be applied are copied to the dead-letter topic (reason in headers)
 //! before their offset is committed; nothing on the input can stop the loop.
 
@@ -1459,6 +1461,10 @@ fn consumer_config(k: &crate::config::KafkaConfig) -> ClientConfig {
         .set("enable.partition.eof", "false")
         .set("session.timeout.ms", "10000")
         .set("statistics.interval.ms", "1000")
+        // Partitions added to an input topic (and topics matching a `^…` pattern) are seen
+        // at the next refresh of the metadata: librdkafka's 5 minutes would leave the
+        // events sent to them unread that long, the cases they stop running to red.
+        .set("topic.metadata.refresh.interval.ms", "30000")
         .set("client.id", "redlight");
     for (key, value) in FETCH_SETTINGS {
         cc.set(key, value);
@@ -2135,6 +2141,7 @@ impl Loop<'_> {
                          (logged at the 1st, 10th, 100th, ... such message)");
                 }
             }
+            self.follow_case(&slot, offset, ev);
             // The partition's state, looked up once for what follows (the map's key is
             // the topic's name: every lookup compares names).
             let Some(mut p) = self.partitions.get_mut(&slot) else {
@@ -2285,6 +2292,55 @@ impl Loop<'_> {
             tracing::debug!("catch-up continues in the next slice");
         }
         Ok(())
+    }
+
+    /// Brings the event's case to the event's partition when another partition of the topic
+    /// holds it. A case's events stay on one partition while the topic keeps its partitions
+    /// and producers key them by case id; when partitions are added to the topic, the
+    /// producers' partitioners send many keys elsewhere (and a producer that keys otherwise
+    /// spreads a case over partitions). Without the move, the partition the case was on
+    /// would run its clocks to red for want of the stop that went to the other, and the
+    /// other would open a case of its own, the stop a violation without its start.
+    ///
+    /// The case moves with its state and timers (its timers due before the event then fire
+    /// in the new partition, before the event); the batch that persists the event forgets
+    /// it in the old partition's rows and writes it in the new one's, in one transaction.
+    /// Only partitions this instance holds are looked in (one instance per consumer group:
+    /// all of them). Events of a case still unread in the old partition (a backlog across
+    /// the change) bring it back there when they come, applied as late events.
+    ///
+    /// What it costs: a look-up in the partition (the one `apply` makes next, so the case
+    /// is in cache for it), and for a case new to its partition one in each other partition
+    /// of the topic.
+    fn follow_case(&mut self, slot: &Slot, offset: i64, ev: &Event) {
+        let id = ev.subject.as_str();
+        match self.partitions.get(slot) {
+            Some(p) if p.engine.case(id).is_none() => {}
+            _ => return,
+        }
+        let holder = self.partitions.iter().find_map(|(s, p)| {
+            (s.1 != slot.1 && s.0 == slot.0 && p.engine.case(id).is_some()).then(|| s.clone())
+        });
+        let Some(from) = holder else {
+            return;
+        };
+        let Some(case) = self
+            .partitions
+            .get_mut(&from)
+            .and_then(|p| p.engine.take_case(id))
+        else {
+            return;
+        };
+        if let Some(p) = self.partitions.get_mut(slot) {
+            p.engine.adopt(case);
+        }
+        if let Some(n) = count_and_log(&self.metrics.cases_moved) {
+            tracing::warn!(topic = %slot.0, partition = slot.1, offset, event = %ev.id,
+                case = %id, from_partition = from.1, moved = n,
+                "case moved to the partition its event arrived on from the one that held \
+                 it: partitions were added to the topic, or its producer keys messages \
+                 otherwise than by case id (logged at the 1st, 10th, 100th, ... case moved)");
+        }
     }
 
     /// Marks a message as handled: the partition's next offset moves past it. Its

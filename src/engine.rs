@@ -1665,6 +1665,29 @@ impl Engine {
         }
     }
 
+    /// Takes a case out, for another engine that its events now reach (the daemon's
+    /// partitions of one topic: a case follows its events when partitions are added to the
+    /// topic, or a producer keys them otherwise). Its timer entries here turn obsolete, it
+    /// is marked changed (its owner forgets it in this engine's store), and its open-case
+    /// tag is released and cleared: the engine that adopts it counts it afresh.
+    pub fn take_case(&mut self, id: &str) -> Option<Case> {
+        let found = self.cases.find_entry(key_hash(id), |(k, _)| k == id).ok()?;
+        let ((_, case), _) = found.remove();
+        self.core.release(&case);
+        case.tag.set(0);
+        self.core.mark_changed(&case.id);
+        Some(*case)
+    }
+
+    /// Puts in a case another engine gave up ([`Engine::take_case`]): as
+    /// [`Engine::restore`], and marked changed, so that its owner writes it to this
+    /// engine's store. Its timers due before this engine's next event or advance fire then.
+    pub fn adopt(&mut self, case: Case) {
+        let id = case.id.clone();
+        self.restore(case);
+        self.core.mark_changed(&id);
+    }
+
     /// Moves the engine's clock to `now` (never back) and fires every timer due at or
     /// before it, in due order.
     pub fn advance(&mut self, now: i64, out: &mut Vec<Alert>) {
@@ -3914,6 +3937,85 @@ mod tests {
             quiet,
             "the retired rule raises nothing"
         );
+    }
+
+    /// A case taken from one engine and adopted by another (the daemon's partitions when a
+    /// case's events move) goes on there as in one engine: the same alerts, none from the
+    /// engine it left, whose store forgets it while the adopter's writes it.
+    #[test]
+    fn a_case_moved_to_another_engine_goes_on_there_as_in_one() {
+        let accepted = event(
+            "m1",
+            "XZ-1",
+            "approval.accepted",
+            "2026-09-28T10:00:00+08:00",
+            r#"{"department":"d","item":"i","handler":"h","kind":"promised","promised_workdays":15}"#,
+        );
+        let suspended = event(
+            "m2",
+            "XZ-1",
+            "approval.suspended",
+            "2026-10-12T09:00:00+08:00",
+            r#"{"procedure":"hearing"}"#,
+        );
+        let resumed = event(
+            "m3",
+            "XZ-1",
+            "approval.resumed",
+            "2026-10-20T09:00:00+08:00",
+            "{}",
+        );
+        let end = event(
+            "m9",
+            "OTHER",
+            "approval.resumed",
+            "2026-12-01T00:00:00+08:00",
+            "{}",
+        );
+        let run = |engine: &mut Engine, ev: &Event, out: &mut Vec<Alert>| {
+            engine.advance_before(ev.time_ms(), out);
+            engine.apply(ev, out).expect("apply");
+        };
+        let mut one = shipped_engine();
+        let mut want = Vec::new();
+        for ev in [&accepted, &suspended, &resumed] {
+            run(&mut one, ev, &mut want);
+        }
+        one.advance(end.time_ms(), &mut want);
+        assert!(
+            want.iter().any(|a| a.level == Level::Red),
+            "the case runs late: {want:?}"
+        );
+
+        let (mut a, mut b) = (shipped_engine(), shipped_engine());
+        a.track_changes();
+        b.track_changes();
+        let mut got = Vec::new();
+        run(&mut a, &accepted, &mut got);
+        run(&mut a, &suspended, &mut got);
+        a.case("XZ-1").expect("in a").tag.set(7);
+        a.take_changed();
+        let case = a.take_case("XZ-1").expect("taken");
+        assert!(a.take_case("XZ-1").is_none(), "taken once");
+        assert_eq!(a.take_released(), vec![7], "a's open-case count goes down");
+        assert_eq!(case.tag.get(), 0, "b counts it afresh");
+        b.adopt(case);
+        assert_eq!(
+            a.take_changed(),
+            vec![Arc::from("XZ-1")],
+            "a's store forgets it"
+        );
+        assert_eq!(
+            b.take_changed(),
+            vec![Arc::from("XZ-1")],
+            "b's store writes it"
+        );
+        run(&mut b, &resumed, &mut got);
+        let mut from_a = Vec::new();
+        a.advance(end.time_ms(), &mut from_a);
+        assert_eq!(from_a, vec![], "the engine it left raises nothing for it");
+        b.advance(end.time_ms(), &mut got);
+        assert_eq!(got, want);
     }
 
     /// A CloudEvent of `kind` for case `subject`, with `data` (a JSON object) as given.

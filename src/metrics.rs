@@ -16,6 +16,7 @@ pub struct Metrics {
     /// Events whose id was already applied to their case.
     pub events_duplicate: IntCounter,
     pub events_key_mismatch: IntCounter,
+    pub cases_moved: IntCounter,
     pub events_unknown_type: IntCounter,
     /// Events the broker deleted before redlight read them (see `Loop::load`).
     pub events_lost: IntCounter,
@@ -112,6 +113,13 @@ impl Metrics {
                 "Events whose Kafka message key is missing or is not their subject (the case \
                  id): a case's events may then be split across partitions, each seeing part \
                  of the case.",
+            )
+            .expect("valid metric"),
+            cases_moved: IntCounter::new(
+                "redlight_cases_moved_total",
+                "Cases moved to the partition their event arrived on from another partition \
+                 of the topic that held them: partitions were added to the topic, or a \
+                 producer keys messages otherwise than by case id.",
             )
             .expect("valid metric"),
             events_unknown_type: IntCounter::new(
@@ -336,6 +344,7 @@ impl Metrics {
             Box::new(m.events_rejected.clone()),
             Box::new(m.events_duplicate.clone()),
             Box::new(m.events_key_mismatch.clone()),
+            Box::new(m.cases_moved.clone()),
             Box::new(m.events_unknown_type.clone()),
             Box::new(m.events_lost.clone()),
             Box::new(m.alerts.clone()),

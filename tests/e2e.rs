@@ -22,10 +22,10 @@ mod harness;
 mod workload;
 
 use harness::{
-    Daemon, Landed, Msg, Names, Producer, TestDir, Topics, alert_census, broker, damage_gzip_batch,
-    delete_records_before, end_offsets, free_port, kafka_sh, kafka_sh_says, multiset_diff, now_ms,
-    poll_until, read_topic, replay, serial, set_config, set_librdkafka, set_topic_config,
-    write_config,
+    Daemon, Landed, Msg, Names, Producer, TestDir, Topics, add_partitions, alert_census, broker,
+    damage_gzip_batch, delete_records_before, end_offsets, free_port, kafka_sh, kafka_sh_says,
+    multiset_diff, now_ms, poll_until, read_topic, replay, serial, set_config, set_librdkafka,
+    set_topic_config, write_config,
 };
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -612,6 +612,122 @@ fn a_lost_store_is_refused_not_read_on_from_the_groups_offsets() {
         assert_gives_replays_alerts(&mut d, &config, &lines, &ends, &names.topic, "rebuilt");
     assert_eq!(rebuilt, first);
     d.stop_gracefully();
+}
+
+/// Partitions added to the input topic while the daemon runs (`kafka-topics.sh --alter
+/// --partitions`): the producers' partitioner then sends many case ids to a new partition.
+/// Each such case follows its first event there, with its clocks, and the daemon gives
+/// exactly replay's alerts. Before the cases followed, the old partition ran a moved
+/// case's clocks to red for want of the stop that went to the new one, and the new
+/// partition opened a case of its own whose stop was a violation without its start.
+///
+/// The daemon does not follow the wall clock between the two halves (`kafka.idle_ms` of an
+/// hour): the first half's cases stay at their events' time, as replay has them when the
+/// second half comes, which comes as a live stream (see below). It is restarted with the
+/// usual second before the comparison (the moved cases restored from their new
+/// partitions).
+#[test]
+fn cases_follow_their_events_to_partitions_added_to_the_topic() {
+    let _serial = serial();
+    let t0 = Instant::now();
+    let b = broker();
+    let dir = TestDir::new("grow");
+    let names = Names::new("grow");
+    let _topics = Topics::create(&b.bootstrap, &[(&names.topic, 2), (&names.dead_letter, 1)]);
+    let mut workload = Gen::new(0x5EED_6A0E, "G");
+    workload.full_cases(400);
+    let lines = workload.finish();
+    let (before, after) = lines.split_at(lines.len() / 2);
+    let port = free_port();
+    let config = write_config(&dir.path, &b.bootstrap, &names, port);
+    set_config(&config, &["kafka"], "idle_ms", 3_600_000.into());
+    // New partitions are seen at the next metadata refresh (30 s by default).
+    set_librdkafka(&config, "topic.metadata.refresh.interval.ms", "1000");
+    let mut d = Daemon::new(config.clone(), dir.path.join("daemon.log"), port);
+    d.start();
+    let first = end_offsets(&Producer::new(&b.bootstrap).send_all(&names.topic, &msgs_of(before)));
+    let durable = |d: &Daemon, ends: &BTreeMap<i32, i64>| {
+        poll_until(Duration::from_secs(120), "every offset durable", || {
+            let o = d.metrics()?.durable_offsets(&names.topic);
+            ends.iter()
+                .all(|(p, end)| o.get(p).is_some_and(|at| at >= end))
+                .then_some(())
+        });
+    };
+    durable(&d, &first);
+
+    add_partitions(&b.bootstrap, &names.topic, 4);
+    poll_until(
+        Duration::from_secs(60),
+        "the daemon holds the new partitions",
+        || {
+            let restored = d.log_lines("partition restored");
+            [2, 3]
+                .iter()
+                .all(|p| {
+                    restored
+                        .iter()
+                        .any(|l| l.contains(&format!(" partition={p} ")))
+                })
+                .then_some(())
+        },
+    );
+    // The second half one message at a time, as a live stream comes: each case of the
+    // first half that lands on a new partition is applied there (and moved) before the
+    // messages after it are sent. Sent as a burst, the old partitions would run on through
+    // the weeks of events after it while the new ones catch up, and fire that case's clocks
+    // before its stop is read (red, then retracted: Kafka orders a partition, not a topic).
+    // A new producer: the first one's metadata has two partitions until it refreshes.
+    let producer = Producer::new(&b.bootstrap);
+    let opened: HashSet<&str> = before.iter().map(|l| l.key.as_str()).collect();
+    let mut moved: HashSet<&str> = HashSet::new();
+    let mut landed = Vec::with_capacity(after.len());
+    for l in after {
+        let at = producer.send_all(&names.topic, &msgs_of(std::slice::from_ref(l)));
+        landed.extend(at);
+        let new_partition = landed.last().is_some_and(|at| at.partition >= 2);
+        if new_partition && opened.contains(l.key.as_str()) && moved.insert(l.key.as_str()) {
+            durable(&d, &end_offsets(&landed));
+        }
+    }
+    let mut ends = first.clone();
+    for (p, end) in end_offsets(&landed) {
+        ends.insert(p, end);
+    }
+    assert!(
+        moved.len() > 20,
+        "the new partitions take cases of the first half: {}",
+        moved.len()
+    );
+    durable(&d, &ends);
+    let counted = d
+        .metrics()
+        .map_or(0.0, |m| m.sum("redlight_cases_moved_total"));
+    if counted as usize != moved.len() {
+        d.fail(&format!(
+            "{counted} cases moved, where {} cases of the first half have events on a new \
+             partition",
+            moved.len()
+        ));
+    }
+    d.stop_gracefully();
+
+    set_config(&config, &["kafka"], "idle_ms", 1000.into());
+    d.start();
+    let n = assert_gives_replays_alerts(
+        &mut d,
+        &config,
+        &lines,
+        &ends,
+        &names.topic,
+        "partitions added to the topic",
+    );
+    d.stop_gracefully();
+    eprintln!(
+        "[grow] {} cases moved to new partitions; {n} alerts equal to replay's; passed in {}",
+        moved.len(),
+        secs(t0)
+    );
 }
 
 /// Events the broker deleted while the daemon was away (a retention shorter than the

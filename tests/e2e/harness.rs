@@ -2,7 +2,8 @@
 //! a minimal HTTP client for its API, a Kafka producer, and `redlight replay` in-process.
 
 use rdkafka::admin::{
-    AdminClient, AdminOptions, AlterConfig, NewTopic, ResourceSpecifier, TopicReplication,
+    AdminClient, AdminOptions, AlterConfig, NewPartitions, NewTopic, ResourceSpecifier,
+    TopicReplication,
 };
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
@@ -127,26 +128,47 @@ pub fn create_topics(bootstrap: &str, topics: &[(&str, i32)]) {
             Err((name, code)) => panic!("creating topic {name}: {code:?}"),
         }
     }
+    for (name, parts) in topics {
+        wait_partitions(bootstrap, name, *parts as usize);
+    }
+}
+
+/// Waits until the metadata of `topic` shows `parts` partitions, each with a leader.
+fn wait_partitions(bootstrap: &str, topic: &str, parts: usize) {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .create()
         .expect("metadata consumer");
-    for (name, parts) in topics {
-        poll_until(
-            Duration::from_secs(30),
-            &format!("topic {name} visible"),
-            || {
-                let md = consumer
-                    .fetch_metadata(Some(name), Duration::from_secs(5))
-                    .ok()?;
-                let t = md.topics().iter().find(|t| t.name() == *name)?;
-                (t.error().is_none()
-                    && t.partitions().len() == *parts as usize
-                    && t.partitions().iter().all(|p| p.leader() >= 0))
-                .then_some(())
-            },
-        );
+    poll_until(
+        Duration::from_secs(30),
+        &format!("{parts} partitions of {topic}"),
+        || {
+            let md = consumer
+                .fetch_metadata(Some(topic), Duration::from_secs(5))
+                .ok()?;
+            let t = md.topics().iter().find(|t| t.name() == topic)?;
+            (t.error().is_none()
+                && t.partitions().len() == parts
+                && t.partitions().iter().all(|p| p.leader() >= 0))
+            .then_some(())
+        },
+    );
+}
+
+/// Adds partitions to `topic` (`kafka-topics.sh --alter --partitions`) until it has
+/// `total`, and waits until its metadata shows them led.
+pub fn add_partitions(bootstrap: &str, topic: &str, total: usize) {
+    let admin = admin(bootstrap);
+    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+    let results = runtime()
+        .block_on(admin.create_partitions(&[NewPartitions::new(topic, total)], &opts))
+        .expect("create_partitions");
+    for r in results {
+        if let Err((name, code)) = r {
+            panic!("adding partitions to {name}: {code:?}");
+        }
     }
+    wait_partitions(bootstrap, topic, total);
 }
 
 /// The topics of one test, deleted when it ends (pass or fail) to keep the shared broker
