@@ -128,6 +128,41 @@ fn counts_kept_batch_by_batch_equal_a_recount_through_lights_closing_and_forgett
     );
 }
 
+/// A case moved to another engine (the daemon's partitions of one topic, when partitions
+/// are added to it or a producer keys otherwise: `Engine::take_case`, `Engine::adopt`) is
+/// counted out of the partition it leaves and into the one that takes it: each partition's
+/// counts equal a recount of its own cases, batch after batch.
+#[test]
+fn counts_follow_a_case_moved_to_another_partition() {
+    let mut parts = [engine(3), engine(3)];
+    let mut classifier = Classifier::default();
+    let mut counts = [Counts::default(), Counts::default()];
+    let events = samples();
+    let mut alerts = Vec::new();
+    let mut moved = 0usize;
+    for (i, batch) in events.chunks(3).enumerate() {
+        // A case's partition by its id, the other one from the second half on.
+        let shift = usize::from(i >= events.len() / 6);
+        for ev in batch {
+            let to = (ev.subject.len() + shift) % 2;
+            if parts[to].case(&ev.subject).is_none()
+                && let Some(case) = parts[1 - to].take_case(&ev.subject)
+            {
+                parts[to].adopt(case);
+                moved += 1;
+            }
+            let _ = parts[to].apply(ev, &mut alerts);
+        }
+        for (k, e) in parts.iter_mut().enumerate() {
+            persist(e, &mut classifier, &mut counts[k]);
+            assert_eq!(counts[k], recount(e, &mut classifier), "partition {k}");
+        }
+    }
+    assert!(moved > 3, "cases moved: {moved}");
+    let open: i64 = counts.iter().flat_map(|c| c.iter().map(|(_, n)| n)).sum();
+    assert!(open > 3, "the samples' open cases are counted: {open}");
+}
+
 #[test]
 fn a_forgotten_case_hands_its_tag_back() {
     let mut e = engine(1);
