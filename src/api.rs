@@ -1647,11 +1647,22 @@ pub async fn board(State(s): State<Arc<Shared>>) -> Result<Response, ApiError> {
         [
             (header::CONTENT_TYPE, "text/html; charset=utf-8"),
             (header::CACHE_CONTROL, "no-store"),
+            // The page is its own inline style and text, without any script, image or
+            // font to fetch: a browser is told to load nothing else, so that a case id or
+            // a department name that got past the escaping still could not run or fetch
+            // anything. Framing is left allowed (wall screens show it in a portal's frame).
+            (header::CONTENT_SECURITY_POLICY, BOARD_CSP),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+            (header::REFERRER_POLICY, "no-referrer"),
         ],
         html,
     )
         .into_response())
 }
+
+/// The board's `Content-Security-Policy`: its inline `<style>` and nothing else.
+pub const BOARD_CSP: &str = "default-src 'none'; style-src 'unsafe-inline'; base-uri 'none'; \
+                             form-action 'none'";
 
 /// The `department` label of the open-case metrics for departments beyond
 /// `board.metric_departments`.

@@ -150,6 +150,15 @@ async fn the_board_shows_every_colour_with_the_expected_counts() {
     // Let the board's counts (cached for a second in the test config) catch up.
     std::thread::sleep(std::time::Duration::from_millis(1200));
 
+    // A browser is told to load nothing but the page and its inline style (the
+    // screenshot below is taken under this policy: the board's colours show).
+    let page = d.get("/");
+    assert_eq!(
+        page.header("content-security-policy"),
+        Some(redlight::api::BOARD_CSP)
+    );
+    assert_eq!(page.header("x-content-type-options"), Some("nosniff"));
+
     let profile = d.dir.join("chromium-profile");
     let url = format!("http://127.0.0.1:{}/", d.port);
     let dom = chromium(&["--dump-dom", &url], &profile);
