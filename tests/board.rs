@@ -309,12 +309,32 @@ async fn the_board_fits_a_narrow_screen_with_the_calendars_warning() {
         &[("REDLIGHT_ENGINE__CALENDARS", cal_path.as_str())],
     )
     .await;
-    let lines = fixed_samples();
+    let mut lines = fixed_samples();
+    // Red cases with ids as long as registration numbers get, and longer: shown whole
+    // (wrapped inside the column), never cut.
+    let long_ids = [
+        "XZSP-140900-2026-06-01-000123456",
+        "忻州市行政审批服务管理局〔2026〕第000123号",
+        "X".repeat(90).as_str(),
+    ]
+    .map(String::from);
+    for (i, id) in long_ids.iter().enumerate() {
+        lines.push(format!(
+            r#"{{"specversion":"1.0","id":"long-{i}","source":"/t","type":"approval.accepted","time":"2026-06-01T09:00:00+08:00","subject":"{id}","data":{{"department":"市住建局","item":"建筑工程施工许可","handler":"张三","kind":"promised","promised_workdays":3}}}}"#
+        ));
+    }
     produce(&broker(), &d.topic, &lines).await;
     d.wait_consumed(lines.len() as u64);
     std::thread::sleep(std::time::Duration::from_millis(1200));
 
     let page = d.get("/");
+    for id in &long_ids {
+        assert!(
+            page.body.contains(&format!(">{id}<")),
+            "{id} listed: {}",
+            page.body
+        );
+    }
     assert!(
         page.body.contains("节假日数据"),
         "the header warns of the calendar's end: {}",
