@@ -93,6 +93,10 @@ struct Ctx {
     /// Set when a partition was assigned whose events the group has read but this store
     /// holds nothing of ([`Ctx::missing_state`]): the loop stops with it.
     missing: Mutex<Option<String>>,
+    /// Partitions assigned whose log ends before the offset the store holds, with that
+    /// offset and where the log begins and ends: read from the log's start
+    /// ([`Ctx::replaced_logs`]); the loop takes them as it restores the partitions.
+    replaced: Mutex<BTreeMap<Slot, (u64, u64, u64)>>,
 }
 
 enum Change {
@@ -170,9 +174,11 @@ impl ConsumerContext for Ctx {
                     tracing::error!(error = %e, "the store writer failed; seeking to what is durable");
                 }
                 let mut unknown = Vec::new();
+                let mut stored = Vec::new();
                 for (topic, partition) in &slots {
                     match self.store.offset(topic, *partition) {
                         Ok(Some(next)) => {
+                            stored.push(((topic.clone(), *partition), next));
                             let offset = Offset::Offset(i64::try_from(next).unwrap_or(i64::MAX));
                             if let Err(e) =
                                 tpl.set_partition_offset(topic, *partition as i32, offset)
@@ -184,6 +190,13 @@ impl ConsumerContext for Ctx {
                         Err(e) => {
                             tracing::error!(%topic, partition, error = %e, "reading the stored offset")
                         }
+                    }
+                }
+                for (slot, low) in self.replaced_logs(base, &stored) {
+                    let offset = Offset::Offset(i64::try_from(low).unwrap_or(0));
+                    if let Err(e) = tpl.set_partition_offset(&slot.0, slot.1 as i32, offset) {
+                        tracing::error!(topic = %slot.0, partition = slot.1, error = %e,
+                            "cannot seek to the start of a replaced log");
                     }
                 }
                 let refused = self.missing_state(base, &unknown);
@@ -241,6 +254,38 @@ impl Ctx {
     /// would raise their alerts again. Neither is decided here: the partitions are refused
     /// and the daemon stops, saying what to do (`missing`). A question the brokers do not
     /// answer lets the partition through, as before this check, with a warning.
+    /// The partitions among `stored` (each with the next offset the store holds) whose log
+    /// now ends before that offset, with where the log begins: this is not the log the
+    /// store read. The topic was deleted and created again, or moved to another cluster
+    /// (offsets begin again at 0), or an unclean leader election cut it short. Read from the
+    /// stored offset, librdkafka would find it out of range and start at the log's
+    /// beginning, and the loop would take every message below the stored offset for one
+    /// it has applied: the new log's events, dropped without a word until their offsets
+    /// passed the old ones. Such a partition is read from the log's start instead (events
+    /// already applied are recognised by their ids: duplicates change nothing), kept in
+    /// `replaced` for the loop to say so and to store the offset.
+    ///
+    /// A log replaced that has since grown past the stored offset cannot be told from the
+    /// one read by its offsets: the README says to start redlight on a new topic before
+    /// producing to it. A broker that does not answer leaves the partition as it was.
+    fn replaced_logs(&self, base: &BaseConsumer<Self>, stored: &[(Slot, u64)]) -> Vec<(Slot, u64)> {
+        let marks = watermarks(base, stored.iter().map(|(slot, _)| slot));
+        let mut found = Vec::new();
+        let mut replaced = self.replaced.lock().unwrap_or_else(|p| p.into_inner());
+        for ((slot, next), marks) in stored.iter().zip(marks) {
+            let Some((low, high)) = marks else { continue };
+            let (low, high) = (
+                u64::try_from(low).unwrap_or(0),
+                u64::try_from(high).unwrap_or(0),
+            );
+            if high < *next {
+                replaced.insert(slot.clone(), (*next, low, high));
+                found.push((slot.clone(), low));
+            }
+        }
+        found
+    }
+
     fn missing_state(&self, base: &BaseConsumer<Self>, unknown: &[Slot]) -> Vec<Slot> {
         if unknown.is_empty() {
             return Vec::new();
@@ -456,6 +501,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         group_id: config.kafka.group_id.clone(),
         data_dir: config.data_dir(),
         missing: Mutex::new(None),
+        replaced: Mutex::new(BTreeMap::new()),
     };
     let k = &config.kafka;
     let cc = consumer_config(k);
@@ -1450,6 +1496,26 @@ fn check_dead_letter_topic(consumer: Arc<StreamConsumer<Ctx>>, topic: String) {
     }
 }
 
+/// The low and high watermarks of each partition (`None` where the broker did not answer
+/// within 5 s), asked on a thread each.
+fn watermarks<'a, C: Consumer<Ctx> + Sync>(
+    consumer: &C,
+    slots: impl Iterator<Item = &'a Slot>,
+) -> Vec<Option<(i64, i64)>> {
+    std::thread::scope(|scope| {
+        let asks: Vec<_> = slots
+            .map(|(topic, partition)| {
+                scope.spawn(move || {
+                    consumer
+                        .fetch_watermarks(topic, *partition as i32, Duration::from_secs(5))
+                        .ok()
+                })
+            })
+            .collect();
+        asks.into_iter().map(|a| a.join().ok().flatten()).collect()
+    })
+}
+
 /// The consumer's settings: redlight's, then `[kafka.librdkafka]`.
 fn consumer_config(k: &crate::config::KafkaConfig) -> ClientConfig {
     let mut cc = ClientConfig::new();
@@ -1746,27 +1812,36 @@ impl Loop<'_> {
             restore_partitions(&store, &rules, &calendar, settings, &missing)
         })?);
         let consumer = &self.consumer;
-        let watermarks: Vec<Option<(i64, i64)>> = tokio::task::block_in_place(|| {
-            std::thread::scope(|scope| {
-                let asks: Vec<_> = restored
-                    .iter()
-                    .map(|r| {
-                        scope.spawn(|| {
-                            consumer
-                                .fetch_watermarks(
-                                    &r.slot.0,
-                                    r.slot.1 as i32,
-                                    Duration::from_secs(5),
-                                )
-                                .ok()
-                        })
-                    })
-                    .collect();
-                asks.into_iter().map(|a| a.join().ok().flatten()).collect()
-            })
+        let marks = tokio::task::block_in_place(|| {
+            watermarks(&**consumer, restored.iter().map(|r| &r.slot))
         });
-        for (r, marks) in restored.into_iter().zip(watermarks) {
+        for (mut r, marks) in restored.into_iter().zip(marks) {
             let high_watermark = marks.and_then(|(_, high)| u64::try_from(high).ok());
+            let replaced = self
+                .consumer
+                .context()
+                .replaced
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&r.slot);
+            if let Some((stored, low, high)) = replaced {
+                self.metrics.logs_replaced.inc();
+                tracing::error!(topic = %r.slot.0, partition = r.slot.1, stored_offset = stored,
+                    log_start_offset = low, log_end_offset = high,
+                    "the partition's log ends before the offset the store holds: it is not \
+                     the log redlight read (the topic deleted and created again, moved to \
+                     another cluster, or cut short by an unclean leader election); reading it \
+                     from its start: events already applied are recognised by their ids");
+                r.next_offset = Some(low);
+                // Stored at once: a restart before the partition's first batch would
+                // otherwise find the old offset, and a log grown past it by then could not
+                // be told apart.
+                let batch = WriteBatch {
+                    offsets: vec![(r.slot.0.clone(), r.slot.1, low)],
+                    ..WriteBatch::default()
+                };
+                self.writer.submit(batch, self.engine_time())?;
+            }
             // The log now begins after the offset the store holds: the broker deleted the
             // events between (its retention is shorter than this daemon was away, or
             // records were deleted), and the cases they belonged to may show wrong lights.

@@ -20,6 +20,7 @@ pub struct Metrics {
     pub events_unknown_type: IntCounter,
     /// Events the broker deleted before redlight read them (see `Loop::load`).
     pub events_lost: IntCounter,
+    pub logs_replaced: IntCounter,
     /// Alerts raised, by level, status and rule.
     pub alerts: IntCounterVec,
     /// Clocks that needed a calendar year without data.
@@ -132,6 +133,14 @@ impl Metrics {
                 "redlight_events_lost_total",
                 "Events the broker deleted (its retention) before redlight read them: a \
                  partition assigned whose log begins after the offset the store holds.",
+            )
+            .expect("valid metric"),
+            logs_replaced: IntCounter::new(
+                "redlight_partition_logs_replaced_total",
+                "Partitions assigned whose log ends before the offset the store holds: not \
+                 the log redlight read (the topic deleted and created again, moved to \
+                 another cluster, or cut short by an unclean leader election). Read again \
+                 from the log's start.",
             )
             .expect("valid metric"),
             alerts: IntCounterVec::new(
@@ -347,6 +356,7 @@ impl Metrics {
             Box::new(m.cases_moved.clone()),
             Box::new(m.events_unknown_type.clone()),
             Box::new(m.events_lost.clone()),
+            Box::new(m.logs_replaced.clone()),
             Box::new(m.alerts.clone()),
             Box::new(m.calendar_errors.clone()),
             Box::new(m.data_problems.clone()),

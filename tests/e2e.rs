@@ -23,9 +23,9 @@ mod workload;
 
 use harness::{
     Daemon, Landed, Msg, Names, Producer, TestDir, Topics, add_partitions, alert_census, broker,
-    damage_gzip_batch, delete_records_before, end_offsets, free_port, kafka_sh, kafka_sh_says,
-    multiset_diff, now_ms, poll_until, read_topic, replay, serial, set_config, set_librdkafka,
-    set_topic_config, write_config,
+    create_topics, damage_gzip_batch, delete_records_before, end_offsets, free_port, kafka_sh,
+    kafka_sh_says, multiset_diff, now_ms, poll_until, read_topic, replay, serial, set_config,
+    set_librdkafka, set_topic_config, write_config,
 };
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -97,6 +97,22 @@ fn assert_same_alerts_or(
             "{what}: the daemon's alerts differ from replay's\n{diff}{hint}"
         ));
     }
+}
+
+/// The alerts without their `at`: where a partition's clock (its own events' time) and
+/// replay's (every event's) differ, an alert raised by an event delivered late carries
+/// the clock's time.
+fn without_at(alerts: &[Value]) -> Vec<Value> {
+    alerts
+        .iter()
+        .map(|a| {
+            let mut a = a.clone();
+            if let Some(o) = a.as_object_mut() {
+                o.remove("at");
+            }
+            a
+        })
+        .collect()
 }
 
 /// Replay of `lines` as the reference (none rejected), then the daemon's alerts once it
@@ -331,18 +347,6 @@ fn history_fed_to_a_daemon_on_the_wall_clock_gives_replays_alerts() {
     eprintln!("[h] produced {} messages of 1000 cases", lines.len());
     let (r, alerts) = replay_then_wait(&mut d, &config, &lines_of(&lines), &ends, &names.topic);
     assert!(r.alerts.len() > 300, "the workload raises alerts");
-    let without_at = |alerts: &[Value]| -> Vec<Value> {
-        alerts
-            .iter()
-            .map(|a| {
-                let mut a = a.clone();
-                if let Some(o) = a.as_object_mut() {
-                    o.remove("at");
-                }
-                a
-            })
-            .collect()
-    };
     let daemon = without_at(&values(&alerts));
     assert_same_alerts(
         &d,
@@ -728,6 +732,85 @@ fn cases_follow_their_events_to_partitions_added_to_the_topic() {
         moved.len(),
         secs(t0)
     );
+}
+
+/// The input topic deleted and created again while the daemon was stopped (as when a
+/// topic is rebuilt, or moved to another cluster): its offsets begin again at 0, below the
+/// ones the store holds. The new log's events are applied (before, librdkafka found the
+/// stored offset out of range and started at the log's beginning, and the daemon took
+/// every message below the stored offset for one it had applied: all of them dropped
+/// without a word). The daemon says so, counts it, and gives replay's alerts for the old
+/// events and the new.
+#[test]
+fn a_topic_created_again_is_read_from_its_start() {
+    let _serial = serial();
+    let t0 = Instant::now();
+    let b = broker();
+    let dir = TestDir::new("again");
+    let names = Names::new("again");
+    let _topics = Topics::create(&b.bootstrap, &[(&names.topic, 2), (&names.dead_letter, 1)]);
+    let mut old = Gen::new(0x5EED_A6A1, "A1");
+    old.full_cases(300);
+    let old = old.finish();
+    let first = end_offsets(&Producer::new(&b.bootstrap).send_all(&names.topic, &msgs_of(&old)));
+    let port = free_port();
+    let config = write_config(&dir.path, &b.bootstrap, &names, port);
+    // The first run does not follow the wall clock (`kafka.idle_ms` of an hour): its
+    // partitions' clocks stay at their events' time, where replay has its clock when the
+    // new log's events come; the second run follows it as usual.
+    set_config(&config, &["kafka"], "idle_ms", 3_600_000.into());
+    let mut d = Daemon::new(config.clone(), dir.path.join("daemon.log"), port);
+    d.start();
+    poll_until(Duration::from_secs(120), "the first log durable", || {
+        let o = d.metrics()?.durable_offsets(&names.topic);
+        first
+            .iter()
+            .all(|(p, end)| o.get(p).is_some_and(|at| at >= end))
+            .then_some(())
+    });
+    d.stop_gracefully();
+    set_config(&config, &["kafka"], "idle_ms", 1000.into());
+
+    let out = kafka_sh(Some(b.port), &["delete-topic", &names.topic]);
+    assert!(out.status.success(), "deleting the topic: {out:?}");
+    create_topics(&b.bootstrap, &[(&names.topic, 2)]);
+    // Fewer events than before: every offset of the new log is below the stored ones.
+    let mut new = Gen::new(0x5EED_A6A2, "A2");
+    new.full_cases(40);
+    let new = new.finish();
+    let ends = end_offsets(&Producer::new(&b.bootstrap).send_all(&names.topic, &msgs_of(&new)));
+    assert!(
+        ends.iter()
+            .all(|(p, end)| first.get(p).is_some_and(|f| end < f)),
+        "the new log is shorter: {ends:?} against {first:?}"
+    );
+    d.start();
+    let all: Vec<Line> = old.iter().chain(&new).cloned().collect();
+    let (r, alerts) = replay_then_wait(&mut d, &config, &lines_of(&all), &ends, &names.topic);
+    // The new log's events are dated among the old ones: a resolution they bring is
+    // stamped with the clock, the partition's here and every event's in replay.
+    assert_same_alerts(
+        &d,
+        &without_at(&values(&alerts)),
+        &without_at(&r.alerts),
+        "log created again",
+    );
+    let new_cases = alerts
+        .iter()
+        .filter(|(_, a)| a["case"].as_str().is_some_and(|c| c.starts_with("A2-")))
+        .count();
+    assert!(
+        new_cases > 50,
+        "the new log's cases raise alerts: {new_cases}"
+    );
+    let said = d.log_lines("not the log redlight read");
+    assert_eq!(said.len(), 2, "said for both partitions: {said:?}");
+    let counted = d
+        .metrics()
+        .map_or(0.0, |m| m.sum("redlight_partition_logs_replaced_total"));
+    assert_eq!(counted, 2.0);
+    d.stop_gracefully();
+    eprintln!("[again] passed in {}", secs(t0));
 }
 
 /// Events the broker deleted while the daemon was away (a retention shorter than the
