@@ -61,6 +61,7 @@ pub fn check(config_path: &Path, today: Option<NaiveDate>) -> CheckReport {
             None
         }
     };
+    report.warnings.extend(crate::config::unread_env_vars());
     if let Some(cal) = &calendar {
         let today =
             today.unwrap_or_else(|| chrono::Utc::now().with_timezone(&cal.tz()).date_naive());

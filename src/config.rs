@@ -16,6 +16,48 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+/// The environment variables that look meant for the configuration but are not read:
+/// `REDLIGHT_` and a section's name with one underscore before the key
+/// (`REDLIGHT_KAFKA_BROKERS`), where the configuration takes two
+/// (`REDLIGHT_KAFKA__BROKERS`). Without a word, the daemon would run on the file's value.
+/// Said by `redlight check` and at the daemon's start.
+pub fn unread_env_vars() -> Vec<String> {
+    unread_env_keys(std::env::vars_os().filter_map(|(k, _)| k.into_string().ok()))
+}
+
+fn unread_env_keys(keys: impl Iterator<Item = String>) -> Vec<String> {
+    const SECTIONS: [&str; 7] = [
+        "engine",
+        "kafka",
+        "store",
+        "http",
+        "board",
+        "scorecard",
+        "delivery",
+    ];
+    let mut said: Vec<String> = keys
+        .filter_map(|key| {
+            let rest = key.strip_prefix("REDLIGHT_")?;
+            if rest.contains("__") {
+                return None;
+            }
+            let lower = rest.to_ascii_lowercase();
+            let section = SECTIONS.iter().find(|s| {
+                lower
+                    .strip_prefix(**s)
+                    .is_some_and(|r| r.len() > 1 && r.starts_with('_'))
+            })?;
+            let (head, tail) = rest.split_at(section.len());
+            Some(format!(
+                "environment variable {key} is not read: a section and its key are separated \
+                 by two underscores (REDLIGHT_{head}_{tail})"
+            ))
+        })
+        .collect();
+    said.sort();
+    said
+}
+
 /// The whole configuration.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -805,5 +847,36 @@ impl Config {
         let mut engine = Engine::new(Arc::new(rules), Arc::new(cal));
         engine.configure(self.engine.settings());
         Ok(engine)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A variable with one underscore between section and key is named with the spelling
+    /// that is read; others of the prefix (the tests' and benches' own, those read) are not.
+    #[test]
+    fn a_variable_with_one_underscore_after_its_section_is_named() {
+        let keys = [
+            "REDLIGHT_KAFKA_BROKERS",
+            "REDLIGHT_KAFKA__BROKERS",
+            "REDLIGHT_Store_Data_Dir",
+            "REDLIGHT_TEST_KAFKA",
+            "REDLIGHT_BENCH_BIN",
+            "REDLIGHT_HTTP_",
+            "PATH",
+        ];
+        assert_eq!(
+            unread_env_keys(keys.iter().map(|k| k.to_string())),
+            vec![
+                "environment variable REDLIGHT_KAFKA_BROKERS is not read: a section and its key \
+                 are separated by two underscores (REDLIGHT_KAFKA__BROKERS)"
+                    .to_string(),
+                "environment variable REDLIGHT_Store_Data_Dir is not read: a section and its \
+                 key are separated by two underscores (REDLIGHT_Store__Data_Dir)"
+                    .to_string(),
+            ]
+        );
     }
 }

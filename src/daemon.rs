@@ -391,6 +391,9 @@ impl PartitionState {
 
 /// The daemon. `shutdown` resolves when it should stop (SIGTERM/SIGINT in `main`).
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    for said in crate::config::unread_env_vars() {
+        tracing::warn!("{said}");
+    }
     let data_dir = config.data_dir();
     // Opening after a crash and the restore below read the whole file: have the kernel
     // read it ahead, front to back.
