@@ -245,15 +245,6 @@ impl ConsumerContext for Ctx {
 }
 
 impl Ctx {
-    /// The partitions among `unknown` (assigned, with nothing of them in the store) whose
-    /// events the consumer group has read past the start of the log. redlight commits an
-    /// offset to the group only once the work up to it is durable in its store, so such a
-    /// partition's state was in another store: this one was lost or replaced, or another
-    /// instance of the group holds the partition. Reading on from the group's offset would
-    /// leave every case opened before it unwatched, without a word; reading from the start
-    /// would raise their alerts again. Neither is decided here: the partitions are refused
-    /// and the daemon stops, saying what to do (`missing`). A question the brokers do not
-    /// answer lets the partition through, as before this check, with a warning.
     /// The partitions among `stored` (each with the next offset the store holds) whose log
     /// now ends before that offset, with where the log begins: this is not the log the
     /// store read. The topic was deleted and created again, or moved to another cluster
@@ -286,6 +277,15 @@ impl Ctx {
         found
     }
 
+    /// The partitions among `unknown` (assigned, with nothing of them in the store) whose
+    /// events the consumer group has read past the start of the log. redlight commits an
+    /// offset to the group only once the work up to it is durable in its store, so such a
+    /// partition's state was in another store: this one was lost or replaced, or another
+    /// instance of the group holds the partition. Reading on from the group's offset would
+    /// leave every case opened before it unwatched, without a word; reading from the start
+    /// would raise their alerts again. Neither is decided here: the partitions are refused
+    /// and the daemon stops, saying what to do (`missing`). A question the brokers do not
+    /// answer lets the partition through, as before this check, with a warning.
     fn missing_state(&self, base: &BaseConsumer<Self>, unknown: &[Slot]) -> Vec<Slot> {
         if unknown.is_empty() {
             return Vec::new();
