@@ -2409,7 +2409,13 @@ impl Loop<'_> {
         else {
             return;
         };
-        if let Some(p) = self.partitions.get_mut(slot) {
+        // The event's partition was looked up above; were it gone, the case goes back.
+        let to = if self.partitions.contains_key(slot) {
+            slot
+        } else {
+            &from
+        };
+        if let Some(p) = self.partitions.get_mut(to) {
             p.engine.adopt(case);
         }
         if let Some(n) = count_and_log(&self.metrics.cases_moved) {
