@@ -75,8 +75,9 @@ li { padding:8px 4px 8px 14px; border-bottom:1px solid var(--line); border-left:
 li.red { border-left-color:var(--red); } li.yellow { border-left-color:var(--yellow); }
 /* A case's id is what a supervisor looks for: it shows whole, and when the id and its time
    do not fit on one line, the time goes under it; an id longer than its column (a
-   registration number of thirty characters on a projector) wraps inside it, never cut. Likewise the header wraps on a narrow screen
-   rather than run off its right edge (tests/board.rs measures both in Chromium). */
+   registration number of thirty characters on a projector) wraps inside it, never cut.
+   Likewise the header wraps on a narrow screen rather than run off its right edge
+   (tests/board.rs measures both in Chromium). */
 .l1 { display:flex; flex-wrap:wrap; justify-content:space-between; column-gap:12px; align-items:baseline; }
 .case-id { flex:0 1 auto; min-width:0; font-weight:700; color:var(--text); font-size:22px; overflow-wrap:anywhere; }
 .time { flex:0 0 auto; margin-left:auto; font-weight:700; font-size:22px; white-space:nowrap; }
