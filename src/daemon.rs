@@ -558,6 +558,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     };
     let result = lp.run(shutdown, notify).await;
     lp.finish();
+    lp.release_partitions().await;
     // Dead letters the broker has not acknowledged yet stay in the store for the next start.
     let _ = dead_letters_stop.send(true);
     if tokio::time::timeout(DEAD_LETTERS_STOP_WAIT, dead_letters)
@@ -586,7 +587,42 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     }
     let _ = http_stop_tx.send(());
     let _ = http.await;
+    // The consumer closes as its last reference goes, below. librdkafka can hang in that
+    // close for good when it revokes an assignment there (its issue 4884: `rd_kafka_assign`
+    // from the rebalance callback of a closing consumer never returns); it was seen once,
+    // in a test that stopped the daemon a moment after its start, while the group was
+    // joining. Everything is durable by now: the process does not wait for it longer.
+    exit_if_stuck(CONSUMER_CLOSE_WAIT, &result);
     result
+}
+
+/// How long the consumer's close may take at the end of [`run`] before the process exits
+/// without it.
+const CONSUMER_CLOSE_WAIT: Duration = Duration::from_secs(5);
+
+/// Exits the process after `wait` unless it has exited by then, with the status and the
+/// message `main` would give for `result`.
+fn exit_if_stuck(wait: Duration, result: &anyhow::Result<()>) {
+    let said = result.as_ref().err().map(crate::cli::error_text);
+    let spawned = std::thread::Builder::new()
+        .name("exit-watchdog".into())
+        .spawn(move || {
+            std::thread::sleep(wait);
+            tracing::error!(
+                waited_ms = wait.as_millis() as u64,
+                "the Kafka consumer did not close in time (a librdkafka hang); exiting without \
+                 it: everything is durable, and the group hands the partitions on once the \
+                 session times out"
+            );
+            if let Some(said) = said {
+                eprintln!("redlight: {said}");
+                std::process::exit(2);
+            }
+            std::process::exit(0);
+        });
+    if let Err(e) = spawned {
+        tracing::warn!(error = %e, "could not start the exit watchdog");
+    }
 }
 
 /// One message in this many (by offset) is timed for `redlight_engine_apply_seconds` and
@@ -595,6 +631,9 @@ const TIMED_EVERY: u64 = 8;
 
 /// How long shutdown waits for the final offset commit to Kafka.
 const FINAL_COMMIT_WAIT: Duration = Duration::from_secs(3);
+
+/// How long shutdown serves the revocation of the partitions before the consumer closes.
+const REVOCATION_WAIT: Duration = Duration::from_secs(2);
 
 struct Loop<'c> {
     config: &'c Config,
@@ -1704,6 +1743,32 @@ impl Loop<'_> {
             }
         }
         self.consumer.unsubscribe();
+    }
+
+    /// After [`Loop::finish`] unsubscribed: serves the revocation that follows (the
+    /// rebalance callback unassigns the partitions), so that the consumer has nothing
+    /// assigned when it closes. A revocation served during the close can hang librdkafka
+    /// (see the end of [`run`]). Messages fetched meanwhile are dropped, not applied: the
+    /// store's offsets are where the next start reads. Waits at most
+    /// [`REVOCATION_WAIT`].
+    async fn release_partitions(&self) {
+        let deadline = tokio::time::Instant::now() + REVOCATION_WAIT;
+        loop {
+            let assigned = self.consumer.assignment().map_or(0, |a| a.count());
+            if assigned == 0 {
+                return;
+            }
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if left.is_zero() {
+                tracing::warn!(
+                    partitions = assigned,
+                    "partitions still assigned at shutdown; the consumer's close revokes them"
+                );
+                return;
+            }
+            let step = left.min(Duration::from_millis(100));
+            let _ = tokio::time::timeout(step, self.consumer.recv()).await;
+        }
     }
 
     /// How long the main loop may sleep: until the earliest timer of a partition the wall
