@@ -650,15 +650,8 @@ fn cases_follow_their_events_to_partitions_added_to_the_topic() {
     let mut d = Daemon::new(config.clone(), dir.path.join("daemon.log"), port);
     d.start();
     let first = end_offsets(&Producer::new(&b.bootstrap).send_all(&names.topic, &msgs_of(before)));
-    let durable = |d: &Daemon, ends: &BTreeMap<i32, i64>| {
-        poll_until(Duration::from_secs(120), "every offset durable", || {
-            let o = d.metrics()?.durable_offsets(&names.topic);
-            ends.iter()
-                .all(|(p, end)| o.get(p).is_some_and(|at| at >= end))
-                .then_some(())
-        });
-    };
-    durable(&d, &first);
+    let (wait, every) = (Duration::from_secs(120), Duration::from_millis(100));
+    d.wait_durable(&first, &names.topic, wait, every);
 
     add_partitions(&b.bootstrap, &names.topic, 4);
     poll_until(
@@ -691,7 +684,7 @@ fn cases_follow_their_events_to_partitions_added_to_the_topic() {
         landed.extend(at);
         let new_partition = landed.last().is_some_and(|at| at.partition >= 2);
         if new_partition && opened.contains(l.key.as_str()) && moved.insert(l.key.as_str()) {
-            durable(&d, &end_offsets(&landed));
+            d.wait_durable(&end_offsets(&landed), &names.topic, wait, every);
         }
     }
     let mut ends = first.clone();
@@ -703,7 +696,7 @@ fn cases_follow_their_events_to_partitions_added_to_the_topic() {
         "the new partitions take cases of the first half: {}",
         moved.len()
     );
-    durable(&d, &ends);
+    d.wait_durable(&ends, &names.topic, wait, every);
     let counted = d
         .metrics()
         .map_or(0.0, |m| m.sum("redlight_cases_moved_total"));
@@ -761,13 +754,12 @@ fn a_topic_created_again_is_read_from_its_start() {
     set_config(&config, &["kafka"], "idle_ms", 3_600_000.into());
     let mut d = Daemon::new(config.clone(), dir.path.join("daemon.log"), port);
     d.start();
-    poll_until(Duration::from_secs(120), "the first log durable", || {
-        let o = d.metrics()?.durable_offsets(&names.topic);
-        first
-            .iter()
-            .all(|(p, end)| o.get(p).is_some_and(|at| at >= end))
-            .then_some(())
-    });
+    d.wait_durable(
+        &first,
+        &names.topic,
+        Duration::from_secs(120),
+        Duration::from_millis(100),
+    );
     d.stop_gracefully();
     set_config(&config, &["kafka"], "idle_ms", 1000.into());
 

@@ -913,6 +913,39 @@ impl Daemon {
         }
     }
 
+    /// Waits until every offset up to `ends` of `topic` is durable (`/metrics`, asked
+    /// every `every`), failing with the daemon's log after `timeout`; returns the durable
+    /// offsets.
+    pub fn wait_durable(
+        &mut self,
+        ends: &BTreeMap<i32, i64>,
+        topic: &str,
+        timeout: Duration,
+        every: Duration,
+    ) -> BTreeMap<i32, i64> {
+        let deadline = Instant::now() + timeout;
+        let mut durable = BTreeMap::new();
+        loop {
+            self.assert_alive("waiting for the daemon to consume everything");
+            if let Some(m) = self.metrics() {
+                durable = m.durable_offsets(topic);
+                if ends
+                    .iter()
+                    .all(|(p, end)| durable.get(p).is_some_and(|d| d >= end))
+                {
+                    return durable;
+                }
+            }
+            if Instant::now() >= deadline {
+                self.fail(&format!(
+                    "the daemon did not make every offset durable within {timeout:?}: \
+                     durable {durable:?}, expected {ends:?}"
+                ));
+            }
+            std::thread::sleep(every);
+        }
+    }
+
     /// Waits until every partition's durable offset has reached `ends`, then until the
     /// store holds at least `expected` alerts (what replay gives: the idle partitions follow
     /// the wall clock a little after catching up), then until no alert was added for
@@ -928,26 +961,7 @@ impl Daemon {
     ) -> Vec<(u64, Value)> {
         let t = Instant::now();
         let deadline = t + timeout;
-        let mut durable = BTreeMap::new();
-        loop {
-            self.assert_alive("waiting for the daemon to consume everything");
-            if let Some(m) = self.metrics() {
-                durable = m.durable_offsets(topic);
-                if ends
-                    .iter()
-                    .all(|(p, end)| durable.get(p).is_some_and(|d| d >= end))
-                {
-                    break;
-                }
-            }
-            if Instant::now() >= deadline {
-                self.fail(&format!(
-                    "the daemon did not make every offset durable within {timeout:?}: \
-                     durable {durable:?}, expected {ends:?}"
-                ));
-            }
-            std::thread::sleep(Duration::from_millis(500));
-        }
+        let durable = self.wait_durable(ends, topic, timeout, Duration::from_millis(500));
         let consumed = t.elapsed();
         let (mut seq, mut count) = (0u64, 0usize);
         let mut since = Instant::now();
