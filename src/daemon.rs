@@ -555,6 +555,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
             })
             .ok(),
         spare_messages: Vec::new(),
+        topics_checked: HashSet::new(),
     };
     let result = lp.run(shutdown, notify).await;
     lp.finish();
@@ -670,6 +671,8 @@ struct Loop<'c> {
     /// then one too, 3% of the loop's samples in the whole-case bench; the events now come
     /// in a vector per chunk, [`ParsedEvents`]).
     spare_messages: Vec<Msg>,
+    /// Input topics whose configuration was asked for ([`check_input_topics`]).
+    topics_checked: HashSet<String>,
 }
 
 /// A message that cannot be applied, on its way to the dead-letter topic: written to the
@@ -1538,6 +1541,81 @@ fn check_dead_letter_topic(consumer: Arc<StreamConsumer<Ctx>>, topic: String) {
     }
 }
 
+/// The shortest input retention (`retention.ms`) not warned about: Kafka's own default, 7 days.
+const SHORT_RETENTION_MS: i64 = 7 * 24 * 3_600_000;
+
+/// What an input topic's configuration risks, in the words of a log line; empty when
+/// nothing. A compacted topic (`cleanup.policy` naming `compact`) lets the broker delete a
+/// case's earlier events, the case id being the key, once a later one is written: a daemon
+/// behind then never sees them (an acceptance gone leaves its decision a violation, a
+/// pause gone lets the clock run through it), and a rebuild from the topic sees each case's
+/// last event only. A retention shorter than Kafka's default deletes events redlight has
+/// not read if it is down that long (counted in `redlight_events_lost_total` then).
+fn input_topic_risks(cleanup_policy: Option<&str>, retention_ms: Option<&str>) -> Vec<String> {
+    let mut risks = Vec::new();
+    if let Some(policy) = cleanup_policy
+        && policy.split(',').any(|p| p.trim() == "compact")
+    {
+        risks.push(format!(
+            "cleanup.policy={policy}: the broker may delete a case's earlier events once a later \
+             one is written, so a daemon that falls behind misses them and a rebuild from the \
+             topic sees each case's last event only; use cleanup.policy=delete"
+        ));
+    }
+    if let Some(ms) = retention_ms.and_then(|v| v.trim().parse::<i64>().ok())
+        && (0..SHORT_RETENTION_MS).contains(&ms)
+    {
+        risks.push(format!(
+            "retention.ms={ms} ({:.1} hours): events are deleted unread if redlight is down \
+             longer than that; Kafka's default is 7 days",
+            ms as f64 / 3_600_000.0
+        ));
+    }
+    risks
+}
+
+/// Asks the brokers for the configuration of input topics seen for the first time and
+/// logs, at warning level, what [`input_topic_risks`] finds; on a task of its own, so a
+/// slow or refusing broker (an ACL without `DescribeConfigs`) delays nothing.
+fn check_input_topics(k: &crate::config::KafkaConfig, topics: Vec<String>) {
+    let admin: rdkafka::admin::AdminClient<rdkafka::client::DefaultClientContext> =
+        match admin_config(k).create() {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not create a client to read the input topics' configuration");
+                return;
+            }
+        };
+    tokio::spawn(async move {
+        use rdkafka::admin::{AdminOptions, ResourceSpecifier};
+        let specs: Vec<ResourceSpecifier> = topics
+            .iter()
+            .map(|t| ResourceSpecifier::Topic(t.as_str()))
+            .collect();
+        let opts = AdminOptions::new().request_timeout(Some(Duration::from_secs(30)));
+        let results = match admin.describe_configs(specs.iter(), &opts).await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(topics = ?topics, error = %e, "could not read the input topics' configuration");
+                return;
+            }
+        };
+        for (topic, result) in topics.iter().zip(results) {
+            match result {
+                Ok(resource) => {
+                    let value = |name: &str| resource.get(name).and_then(|e| e.value.as_deref());
+                    for risk in input_topic_risks(value("cleanup.policy"), value("retention.ms")) {
+                        tracing::warn!(topic = %topic, "the input topic's configuration can lose events: {risk}");
+                    }
+                }
+                Err(code) => {
+                    tracing::warn!(topic = %topic, error = ?code, "could not read the input topic's configuration");
+                }
+            }
+        }
+    });
+}
+
 /// The low and high watermarks of each partition (`None` where the broker did not answer
 /// within 5 s), asked on a thread each.
 fn watermarks<'a, C: Consumer<Ctx> + Sync>(
@@ -1581,6 +1659,18 @@ fn consumer_config(k: &crate::config::KafkaConfig) -> ClientConfig {
         cc.set(key, value.expose());
     }
     cc
+}
+
+/// The settings of the client that reads topic configurations: redlight's, then
+/// `[kafka.librdkafka]` (the brokers' security settings).
+fn admin_config(k: &crate::config::KafkaConfig) -> ClientConfig {
+    let mut ac = ClientConfig::new();
+    ac.set("bootstrap.servers", &k.brokers)
+        .set("client.id", "redlight-admin");
+    for (key, value) in &k.librdkafka {
+        ac.set(key, value.expose());
+    }
+    ac
 }
 
 /// The dead-letter producer's settings: redlight's, then `[kafka.librdkafka]`.
@@ -1850,6 +1940,15 @@ impl Loop<'_> {
             .collect();
         if slots.is_empty() {
             return Ok(());
+        }
+        let new_topics: Vec<String> = slots
+            .iter()
+            .map(|(topic, _)| topic)
+            .filter(|t| self.topics_checked.insert((*t).clone()))
+            .cloned()
+            .collect();
+        if !new_topics.is_empty() {
+            check_input_topics(&self.config.kafka, new_topics);
         }
         if let Some(preload) = self.preload.take() {
             match tokio::task::block_in_place(|| preload.join()) {
@@ -3318,6 +3417,33 @@ mod tests {
         assert_eq!((rows[0].attempts, rows[0].last_error.as_deref()), (0, None));
         drop(store);
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn compacted_or_short_lived_input_topics_are_named_as_risks() {
+        // Kafka's defaults: nothing to say.
+        assert!(input_topic_risks(Some("delete"), Some("604800000")).is_empty());
+        assert!(input_topic_risks(Some("delete"), Some("-1")).is_empty());
+        assert!(input_topic_risks(None, None).is_empty());
+        let compact = input_topic_risks(Some("compact"), Some("604800000"));
+        assert_eq!(compact.len(), 1, "{compact:?}");
+        assert!(
+            compact[0].starts_with("cleanup.policy=compact:"),
+            "{compact:?}"
+        );
+        let both = input_topic_risks(Some("compact,delete"), Some("3600000"));
+        assert_eq!(both.len(), 2, "{both:?}");
+        assert!(
+            both[0].starts_with("cleanup.policy=compact,delete:"),
+            "{both:?}"
+        );
+        assert!(
+            both[1].starts_with("retention.ms=3600000 (1.0 hours)"),
+            "{both:?}"
+        );
+        // A day short of the default is short; the default itself is not.
+        assert_eq!(input_topic_risks(None, Some("518400000")).len(), 1);
+        assert!(input_topic_risks(None, Some("not a number")).is_empty());
     }
 
     #[test]

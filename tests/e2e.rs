@@ -25,7 +25,7 @@ use harness::{
     Daemon, Landed, Msg, Names, Producer, TestDir, Topics, add_partitions, alert_census, broker,
     create_topics, damage_gzip_batch, delete_records_before, end_offsets, free_port, kafka_sh,
     kafka_sh_says, multiset_diff, now_ms, poll_until, read_topic, replay, serial, set_config,
-    set_librdkafka, set_topic_config, write_config,
+    set_librdkafka, set_topic_config, set_topic_configs, write_config,
 };
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -917,6 +917,42 @@ fn a_missing_dead_letter_topic_is_said_at_start() {
         || d.log_lines("dead-letter topic does not exist").pop(),
     );
     assert!(line.contains(&names.dead_letter), "{line}");
+    d.assert_alive("after saying so");
+    d.stop_gracefully();
+}
+
+/// An input topic that can lose events is named at start: compacted (the broker keeps only
+/// each case's last event) or keeping events less than Kafka's default week. Either looks
+/// fine until the daemon falls behind.
+#[test]
+fn an_input_topic_that_can_lose_events_is_named_at_start() {
+    let _serial = serial();
+    let b = broker();
+    let dir = TestDir::new("compacted");
+    let names = Names::new("compacted");
+    let _topics = Topics::create(&b.bootstrap, &[(&names.topic, 2)]);
+    set_topic_configs(
+        &b.bootstrap,
+        &names.topic,
+        &[("cleanup.policy", "compact"), ("retention.ms", "3600000")],
+    );
+    let port = free_port();
+    let config = write_config(&dir.path, &b.bootstrap, &names, port);
+    let mut d = Daemon::new(config, dir.path.join("daemon.log"), port);
+    d.start();
+    let said = |needle: &str| {
+        poll_until(Duration::from_secs(60), needle, || {
+            d.log_lines(needle).pop()
+        })
+    };
+    let compacted = said("cleanup.policy=compact:");
+    let short = said("retention.ms=3600000 (1.0 hours)");
+    for line in [&compacted, &short] {
+        assert!(line.contains(&names.topic), "{line}");
+        assert!(line.contains("WARN"), "{line}");
+    }
+    // Said once for the topic, not once per partition.
+    assert_eq!(d.log_lines("cleanup.policy=compact:").len(), 1);
     d.assert_alive("after saying so");
     d.stop_gracefully();
 }

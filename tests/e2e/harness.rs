@@ -344,15 +344,24 @@ impl Producer {
 
 /// Sets one setting of a topic (`kafka-configs --alter`), as the broker then applies it.
 pub fn set_topic_config(bootstrap: &str, topic: &str, key: &str, value: &str) {
+    set_topic_configs(bootstrap, topic, &[(key, value)]);
+}
+
+/// Sets several of a topic's settings in one request (`alter_configs` sets the others back
+/// to their defaults, so settings wanted together go together).
+pub fn set_topic_configs(bootstrap: &str, topic: &str, settings: &[(&str, &str)]) {
     let admin = admin(bootstrap);
-    let config = AlterConfig::new(ResourceSpecifier::Topic(topic)).set(key, value);
+    let config = settings.iter().fold(
+        AlterConfig::new(ResourceSpecifier::Topic(topic)),
+        |c, (k, v)| c.set(k, v),
+    );
     let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
     let results = runtime()
         .block_on(admin.alter_configs(&[config], &opts))
         .expect("alter_configs");
     for r in results {
         if let Err((resource, code)) = r {
-            panic!("setting {key} = {value} of {resource:?}: {code:?}");
+            panic!("setting {settings:?} of {resource:?}: {code:?}");
         }
     }
 }
