@@ -2536,33 +2536,39 @@ impl Loop<'_> {
         Ok(())
     }
 
-    /// Brings the event's case to the event's partition when another partition of the topic
-    /// holds it. A case's events stay on one partition while the topic keeps its partitions
-    /// and producers key them by case id; when partitions are added to the topic, the
-    /// producers' partitioners send many keys elsewhere (and a producer that keys otherwise
-    /// spreads a case over partitions). Without the move, the partition the case was on
-    /// would run its clocks to red for want of the stop that went to the other, and the
-    /// other would open a case of its own, the stop a violation without its start.
+    /// Brings the event's case to the event's partition when another partition holds it,
+    /// of the same topic or of another input topic: the subject is the case id for every
+    /// topic (as for the alerts' ids and the API), so a case is one case wherever its
+    /// events come from. A case's events stay on one partition while the topic keeps its
+    /// partitions and producers key them by case id; when partitions are added to the
+    /// topic, the producers' partitioners send many keys elsewhere (and a producer that
+    /// keys otherwise spreads a case over partitions); and two systems may publish a case's
+    /// events to topics of their own (the hall its acceptance, the department its
+    /// decision). Without the move, the partition the case was on would run its clocks to
+    /// red for want of the stop that went to the other, and the other would open a case of
+    /// its own, the stop a violation without its start.
     ///
     /// The case moves with its state and timers (its timers due before the event then fire
     /// in the new partition, before the event); the batch that persists the event forgets
     /// it in the old partition's rows and writes it in the new one's, in one transaction.
     /// Only partitions this instance holds are looked in (one instance per consumer group:
     /// all of them). Events of a case still unread in the old partition (a backlog across
-    /// the change) bring it back there when they come, applied as late events.
+    /// the change, or one topic read ahead of another) bring it back there when they come,
+    /// applied as late events.
     ///
     /// What it costs: a look-up in the partition (the one `apply` makes next, so the case
-    /// is in cache for it), and for a case new to its partition one in each other partition
-    /// of the topic.
+    /// is in cache for it), and for a case new to its partition one in each other
+    /// partition.
     fn follow_case(&mut self, slot: &Slot, offset: i64, ev: &Event) {
         let id = ev.subject.as_str();
         match self.partitions.get(slot) {
             Some(p) if p.engine.case(id).is_none() => {}
             _ => return,
         }
-        let holder = self.partitions.iter().find_map(|(s, p)| {
-            (s.1 != slot.1 && s.0 == slot.0 && p.engine.case(id).is_some()).then(|| s.clone())
-        });
+        let holder = self
+            .partitions
+            .iter()
+            .find_map(|(s, p)| (s != slot && p.engine.case(id).is_some()).then(|| s.clone()));
         let Some(from) = holder else {
             return;
         };
@@ -2584,10 +2590,11 @@ impl Loop<'_> {
         }
         if let Some(n) = count_and_log(&self.metrics.cases_moved) {
             tracing::warn!(topic = %slot.0, partition = slot.1, offset, event = %ev.id,
-                case = %id, from_partition = from.1, moved = n,
+                case = %id, from_topic = %from.0, from_partition = from.1, moved = n,
                 "case moved to the partition its event arrived on from the one that held \
-                 it: partitions were added to the topic, or its producer keys messages \
-                 otherwise than by case id (logged at the 1st, 10th, 100th, ... case moved)");
+                 it: partitions were added to the topic, its producer keys messages \
+                 otherwise than by case id, or its events come on more than one topic \
+                 (logged at the 1st, 10th, 100th, ... case moved)");
         }
     }
 

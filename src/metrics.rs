@@ -119,8 +119,9 @@ impl Metrics {
             cases_moved: IntCounter::new(
                 "redlight_cases_moved_total",
                 "Cases moved to the partition their event arrived on from another partition \
-                 of the topic that held them: partitions were added to the topic, or a \
-                 producer keys messages otherwise than by case id.",
+                 that held them: partitions were added to the topic, a producer keys \
+                 messages otherwise than by case id, or a case's events come on more than \
+                 one input topic.",
             )
             .expect("valid metric"),
             events_unknown_type: IntCounter::new(

@@ -669,24 +669,8 @@ fn cases_follow_their_events_to_partitions_added_to_the_topic() {
                 .then_some(())
         },
     );
-    // The second half one message at a time, as a live stream comes: each case of the
-    // first half that lands on a new partition is applied there (and moved) before the
-    // messages after it are sent. Sent as a burst, the old partitions would run on through
-    // the weeks of events after it while the new ones catch up, and fire that case's clocks
-    // before its stop is read (red, then retracted: Kafka orders a partition, not a topic).
     // A new producer: the first one's metadata has two partitions until it refreshes.
-    let producer = Producer::new(&b.bootstrap);
-    let opened: HashSet<&str> = before.iter().map(|l| l.key.as_str()).collect();
-    let mut moved: HashSet<&str> = HashSet::new();
-    let mut landed = Vec::with_capacity(after.len());
-    for l in after {
-        let at = producer.send_all(&names.topic, &msgs_of(std::slice::from_ref(l)));
-        landed.extend(at);
-        let new_partition = landed.last().is_some_and(|at| at.partition >= 2);
-        if new_partition && opened.contains(l.key.as_str()) && moved.insert(l.key.as_str()) {
-            d.wait_durable(&end_offsets(&landed), &names.topic, wait, every);
-        }
-    }
+    let (landed, moved) = send_as_live(&mut d, &names.topic, before, after, |at| at.partition >= 2);
     let mut ends = first.clone();
     for (p, end) in end_offsets(&landed) {
         ends.insert(p, end);
@@ -697,31 +681,122 @@ fn cases_follow_their_events_to_partitions_added_to_the_topic() {
         moved.len()
     );
     d.wait_durable(&ends, &names.topic, wait, every);
+    let n = assert_moved_then_replays(&mut d, &config, &lines, &ends, &names.topic, moved.len());
+    eprintln!(
+        "[grow] {} cases moved to new partitions; {n} alerts equal to replay's; passed in {}",
+        moved.len(),
+        secs(t0)
+    );
+}
+
+/// The end of a test of cases following their events: `moved` cases counted as moved;
+/// then, restarted with the wall clock driving the partitions (`idle_ms` 1 s), the alerts
+/// are replay's of `lines`. Returns how many.
+fn assert_moved_then_replays(
+    d: &mut Daemon,
+    config: &std::path::Path,
+    lines: &[Line],
+    ends: &BTreeMap<i32, i64>,
+    topic: &str,
+    moved: usize,
+) -> usize {
     let counted = d
         .metrics()
         .map_or(0.0, |m| m.sum("redlight_cases_moved_total"));
-    if counted as usize != moved.len() {
+    if counted as usize != moved {
         d.fail(&format!(
-            "{counted} cases moved, where {} cases of the first half have events on a new \
-             partition",
-            moved.len()
+            "{counted} cases moved, where {moved} cases have events where they were not"
         ));
     }
     d.stop_gracefully();
-
-    set_config(&config, &["kafka"], "idle_ms", 1000.into());
+    set_config(config, &["kafka"], "idle_ms", 1000.into());
     d.start();
-    let n = assert_gives_replays_alerts(
-        &mut d,
-        &config,
-        &lines,
-        &ends,
-        &names.topic,
-        "partitions added to the topic",
-    );
+    let n = assert_gives_replays_alerts(d, config, lines, ends, topic, "cases that moved");
     d.stop_gracefully();
+    n
+}
+
+/// Sends `after` to `topic` one message at a time, as a live stream comes, from a new
+/// producer: each case of `before` whose event lands where `elsewhere` says its case is
+/// not is applied there (and moved) before the messages after it are sent. Sent as a
+/// burst, the partitions holding the cases would run on through the weeks of events after
+/// it while the others catch up, and fire that case's clocks before its stop is read (red,
+/// then retracted: Kafka orders a partition, not a topic). Returns where the messages
+/// landed and the cases that moved.
+fn send_as_live<'a>(
+    d: &mut Daemon,
+    topic: &str,
+    before: &'a [Line],
+    after: &'a [Line],
+    elsewhere: impl Fn(&Landed) -> bool,
+) -> (Vec<Landed>, HashSet<&'a str>) {
+    let producer = Producer::new(&broker().bootstrap);
+    let (wait, every) = (Duration::from_secs(120), Duration::from_millis(100));
+    let opened: HashSet<&str> = before.iter().map(|l| l.key.as_str()).collect();
+    let mut moved: HashSet<&str> = HashSet::new();
+    let mut landed = Vec::with_capacity(after.len());
+    for l in after {
+        let at = producer.send_all(topic, &msgs_of(std::slice::from_ref(l)));
+        landed.extend(at);
+        let away = landed.last().is_some_and(&elsewhere);
+        if away && opened.contains(l.key.as_str()) && moved.insert(l.key.as_str()) {
+            d.wait_durable(&end_offsets(&landed), topic, wait, every);
+        }
+    }
+    (landed, moved)
+}
+
+/// Two systems publish a case's events to topics of their own (here the first half of
+/// every case's life to one, the rest to the other): the subject is the case id whatever
+/// the topic, so each case follows its events to the second topic and the alerts are
+/// replay's of all the events together. Before, each topic's partition kept a case of its
+/// own: the first ran its clocks to red, the second's stops were violations.
+#[test]
+fn a_case_whose_events_come_on_two_topics_is_one_case() {
+    let _serial = serial();
+    let t0 = Instant::now();
+    let b = broker();
+    let dir = TestDir::new("two-topics");
+    let names = Names::new("two-topics");
+    let second = format!("{}.decisions", names.topic);
+    let _topics = Topics::create(
+        &b.bootstrap,
+        &[(&names.topic, 2), (&second, 2), (&names.dead_letter, 1)],
+    );
+    let mut workload = Gen::new(0x7A0_70B1C, "T");
+    workload.full_cases(300);
+    let lines = workload.finish();
+    let (before, after) = lines.split_at(lines.len() / 2);
+    let port = free_port();
+    let config = write_config(&dir.path, &b.bootstrap, &names, port);
+    let topics = toml::Value::Array(vec![names.topic.clone().into(), second.clone().into()]);
+    set_config(&config, &["kafka"], "topics", topics);
+    set_config(&config, &["kafka"], "idle_ms", 3_600_000.into());
+    let mut d = Daemon::new(config.clone(), dir.path.join("daemon.log"), port);
+    d.start();
+    let first = end_offsets(&Producer::new(&b.bootstrap).send_all(&names.topic, &msgs_of(before)));
+    let (wait, every) = (Duration::from_secs(120), Duration::from_millis(100));
+    d.wait_durable(&first, &names.topic, wait, every);
+    let (landed, moved) = send_as_live(&mut d, &second, before, after, |_| true);
+    assert!(
+        moved.len() > 50,
+        "cases of the first half go on: {}",
+        moved.len()
+    );
+    let ends = end_offsets(&landed);
+    d.wait_durable(&ends, &second, wait, every);
+    let said = d.log_lines("case moved to the partition");
+    if !said
+        .first()
+        .is_some_and(|l| l.contains(&format!("from_topic={}", names.topic)))
+    {
+        d.fail(&format!(
+            "the first move's line names the topic it came from: {said:?}"
+        ));
+    }
+    let n = assert_moved_then_replays(&mut d, &config, &lines, &ends, &second, moved.len());
     eprintln!(
-        "[grow] {} cases moved to new partitions; {n} alerts equal to replay's; passed in {}",
+        "[two-topics] {} cases moved to the second topic; {n} alerts equal to replay's; passed in {}",
         moved.len(),
         secs(t0)
     );
