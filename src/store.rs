@@ -1984,6 +1984,75 @@ struct StoredAlertCase<'a>(
     serde::de::IgnoredAny,
 );
 
+/// The suffix of a store file being created, before the process's id.
+const CREATING: &str = ".creating-";
+
+/// Creates the store file `file` whole, if it does not exist: in a file of its own
+/// (`<name>.creating-<pid>`), synced, then linked to its name, so the name never stands for
+/// a file half created. redb writes a new file's header, with its magic number, last; a
+/// process killed before that (`kill -9`, a power cut in the first milliseconds of a first
+/// start) left a file redb refuses, "not a redb database", and every later start refused
+/// the store as corrupt. A hard link cannot replace a file another process created in the
+/// meantime (then that one is used, and redb's lock decides); where the file system has
+/// no hard links, the file is renamed.
+fn create_whole(file: &Path) -> Result<(), StoreError> {
+    if file.exists() {
+        return Ok(());
+    }
+    let io = |message: String| StoreError::Io {
+        file: file.to_path_buf(),
+        message,
+    };
+    let name = file
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let fresh = file.with_file_name(format!("{name}{CREATING}{}", std::process::id()));
+    let _ = std::fs::remove_file(&fresh);
+    let db = redb::Builder::new()
+        .create(&fresh)
+        .map_err(|e| io(format!("creating {}: {e}", fresh.display())))?;
+    drop(db);
+    std::fs::File::open(&fresh)
+        .and_then(|f| f.sync_all())
+        .map_err(|e| io(format!("syncing {}: {e}", fresh.display())))?;
+    match std::fs::hard_link(&fresh, file) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(_) => std::fs::rename(&fresh, file)
+            .map_err(|e| io(format!("renaming {} to it: {e}", fresh.display())))?,
+    }
+    let _ = std::fs::remove_file(&fresh);
+    if let Some(dir) = file.parent() {
+        std::fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| io(format!("syncing the directory {}: {e}", dir.display())))?;
+    }
+    Ok(())
+}
+
+/// Removes the files of creations killed half-way ([`create_whole`]) from `dir`.
+fn remove_unfinished(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if [FILE_NAME, BASE_FILE_NAME]
+            .iter()
+            .any(|f| name.starts_with(&format!("{f}{CREATING}")))
+        {
+            match std::fs::remove_file(entry.path()) {
+                Ok(()) => tracing::info!(file = %entry.path().display(),
+                    "removed a store file whose creation was cut short"),
+                Err(e) => tracing::warn!(file = %entry.path().display(), error = %e,
+                    "could not remove a store file whose creation was cut short"),
+            }
+        }
+    }
+}
+
 impl Store {
     /// Opens (or creates) the store in `dir`, with the default page cache.
     pub fn open(dir: &Path) -> Result<Store, StoreError> {
@@ -1997,23 +2066,29 @@ impl Store {
             dir: dir.to_path_buf(),
             source,
         })?;
-        let open = |file: &Path| match redb::Builder::new()
-            .set_cache_size(cache_mib.saturating_mul(1 << 20))
-            .create(file)
-        {
-            Ok(db) => Ok(Arc::new(db)),
-            Err(DatabaseError::DatabaseAlreadyOpen) => Err(StoreError::Locked {
-                file: file.to_path_buf(),
-            }),
-            Err(e) => Err(StoreError::Corrupt {
-                file: file.to_path_buf(),
-                message: e.to_string(),
-            }),
+        let open = |file: &Path| {
+            create_whole(file)?;
+            match redb::Builder::new()
+                .set_cache_size(cache_mib.saturating_mul(1 << 20))
+                .create(file)
+            {
+                Ok(db) => Ok(Arc::new(db)),
+                Err(DatabaseError::DatabaseAlreadyOpen) => Err(StoreError::Locked {
+                    file: file.to_path_buf(),
+                }),
+                Err(e) => Err(StoreError::Corrupt {
+                    file: file.to_path_buf(),
+                    message: e.to_string(),
+                }),
+            }
         };
         let file = dir.join(FILE_NAME);
         let base_file = dir.join(BASE_FILE_NAME);
         let db = open(&file)?;
         let base = open(&base_file)?;
+        // Both files are ours now (redb locks them): what a creation killed half-way left
+        // is no one's.
+        remove_unfinished(dir);
         let store = Store {
             db,
             file,
