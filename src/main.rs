@@ -187,6 +187,27 @@ fn main() -> ExitCode {
     }
 }
 
+/// Keeps the daemon running on SIGHUP, saying so. Its default action ends the process at
+/// once, and systemd does not restart a service ended by SIGHUP (`Restart=on-failure`
+/// counts it a clean exit): a `kill -HUP` sent from habit, as to daemons that reload their
+/// configuration on it, would have stopped the watch for good. redlight reads its
+/// configuration only at start.
+fn ignore_hangups() {
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(mut hup) => {
+            tokio::spawn(async move {
+                while hup.recv().await.is_some() {
+                    tracing::warn!(
+                        "SIGHUP received and ignored: redlight reads its configuration only \
+                         at start; restart it to apply changes (SIGTERM stops it gracefully)"
+                    );
+                }
+            });
+        }
+        Err(e) => tracing::warn!(error = %e, "cannot listen for SIGHUP; it would end the process"),
+    }
+}
+
 /// Resolves on SIGTERM or SIGINT.
 async fn shutdown_signal() {
     let ctrl_c = async {
@@ -221,7 +242,10 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
                 .enable_all()
                 .build()
                 .context("starting the async runtime")?;
-            runtime.block_on(redlight::daemon::run(config, shutdown_signal()))?;
+            runtime.block_on(async {
+                ignore_hangups();
+                redlight::daemon::run(config, shutdown_signal()).await
+            })?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Dump { config } => {

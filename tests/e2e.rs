@@ -1032,6 +1032,46 @@ fn an_input_topic_that_can_lose_events_is_named_at_start() {
     d.stop_gracefully();
 }
 
+/// A SIGHUP (sent from habit, as to daemons that reload on it) does not stop the daemon:
+/// its default action would end the process, and systemd does not restart a service ended
+/// by SIGHUP. The daemon says it ignored it and goes on consuming.
+#[test]
+fn a_hangup_signal_is_said_and_the_daemon_goes_on() {
+    let _serial = serial();
+    let b = broker();
+    let dir = TestDir::new("hangup");
+    let names = Names::new("hangup");
+    let _topics = Topics::create(&b.bootstrap, &[(&names.topic, 1), (&names.dead_letter, 1)]);
+    let port = free_port();
+    let config = write_config(&dir.path, &b.bootstrap, &names, port);
+    let mut d = Daemon::new(config, dir.path.join("daemon.log"), port);
+    d.start();
+    d.wait_ready(Duration::from_secs(60));
+    for _ in 0..2 {
+        let sent = std::process::Command::new("kill")
+            .args(["-HUP", &d.pid().to_string()])
+            .status()
+            .expect("kill -HUP");
+        assert!(sent.success(), "kill -HUP failed");
+    }
+    poll_until(Duration::from_secs(10), "the SIGHUP line", || {
+        (d.log_lines("SIGHUP received and ignored").len() == 2).then_some(())
+    });
+    d.assert_alive("after two SIGHUPs");
+    // Still consuming: a case sent after the hangups is applied.
+    let mut workload = Gen::new(0x4A_46_55_50, "H");
+    workload.full_cases(5);
+    let lines = workload.finish();
+    let ends = end_offsets(&Producer::new(&b.bootstrap).send_all(&names.topic, &msgs_of(&lines)));
+    d.wait_durable(
+        &ends,
+        &names.topic,
+        Duration::from_secs(60),
+        Duration::from_millis(100),
+    );
+    d.stop_gracefully();
+}
+
 /// j. Dead letters the topic refuses for good (larger than its `max.message.bytes`) do not
 /// hold the input up: the events after them are applied, the other dead letters go out, and
 /// the refused ones wait in the store, through a `kill -9`, until the topic takes them.
