@@ -14,13 +14,74 @@ use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-/// Serves until `shutdown` resolves.
+/// How long a client may take to send a request's head (its line and headers). Without
+/// it a connection that sent half a request held its task, its file descriptor and the
+/// daemon's shutdown for ever (axum's `serve` sets no timer, so hyper's own 30 s default
+/// never ran): a shutdown waited on it until systemd's `TimeoutStopSec` killed the process.
+pub const HEADER_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// How long shutdown waits for requests in flight once it stops accepting connections;
+/// then their connections are dropped (a client reading a response slowly, say).
+pub const DRAIN_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Serves until `shutdown` resolves, then lets requests in flight finish for at most
+/// [`DRAIN_WAIT`]. Connections are HTTP/1.1 with keep-alive, each on a task of its own;
+/// a request's head must arrive within [`HEADER_READ_TIMEOUT`].
 pub async fn serve(
     listener: tokio::net::TcpListener,
     shared: Arc<Shared>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) {
-    let app = Router::new()
+    let app = router(shared);
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT);
+    tokio::pin!(shutdown);
+    let mut accept_errors = 0u64;
+    loop {
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    // Out of file descriptors, mostly: said, and tried again shortly, as
+                    // a listener must not give up.
+                    accept_errors += 1;
+                    if accept_errors.is_power_of_two() {
+                        tracing::warn!(error = %e, errors = accept_errors,
+                            "http: cannot accept a connection (logged at the 1st, 2nd, 4th, ... error)");
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let service = hyper_util::service::TowerToHyperService::new(app.clone());
+        let connection =
+            graceful.watch(builder.serve_connection(hyper_util::rt::TokioIo::new(stream), service));
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(error = %e, "http connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    if tokio::time::timeout(DRAIN_WAIT, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            waited_ms = DRAIN_WAIT.as_millis() as u64,
+            "http: requests still in flight at shutdown were cut off"
+        );
+    }
+}
+
+/// Every route, behind the token guard.
+fn router(shared: Arc<Shared>) -> Router {
+    Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
@@ -45,13 +106,7 @@ pub async fn serve(
             shared.clone(),
             crate::api::guard,
         ))
-        .with_state(shared);
-    if let Err(e) = axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
-    {
-        tracing::error!(error = %e, "http server failed");
-    }
+        .with_state(shared)
 }
 
 /// A page's `limit`: `default` when not given, a 400 naming it outside 1 to `max` (as the

@@ -1032,6 +1032,39 @@ fn an_input_topic_that_can_lose_events_is_named_at_start() {
     d.stop_gracefully();
 }
 
+/// A daemon started and ready on topics of its own (one partition and the dead-letter
+/// topic), for tests of the process rather than of a stream. Dropped in this order: the
+/// daemon, then its topics and directory; so hold it whole (a pattern with `..` drops the
+/// rest at once: the topics deleted, the log gone).
+struct Ready {
+    d: Daemon,
+    names: Names,
+    port: u16,
+    _topics: Topics,
+    _dir: TestDir,
+}
+
+impl Ready {
+    fn start(test: &str) -> Ready {
+        let b = broker();
+        let dir = TestDir::new(test);
+        let names = Names::new(test);
+        let topics = Topics::create(&b.bootstrap, &[(&names.topic, 1), (&names.dead_letter, 1)]);
+        let port = free_port();
+        let config = write_config(&dir.path, &b.bootstrap, &names, port);
+        let mut d = Daemon::new(config, dir.path.join("daemon.log"), port);
+        d.start();
+        d.wait_ready(Duration::from_secs(60));
+        Ready {
+            d,
+            names,
+            port,
+            _topics: topics,
+            _dir: dir,
+        }
+    }
+}
+
 /// A SIGHUP (sent from habit, as to daemons that reload on it) does not stop the daemon:
 /// its default action would end the process, and systemd does not restart a service ended
 /// by SIGHUP. The daemon says it ignored it and goes on consuming.
@@ -1039,14 +1072,8 @@ fn an_input_topic_that_can_lose_events_is_named_at_start() {
 fn a_hangup_signal_is_said_and_the_daemon_goes_on() {
     let _serial = serial();
     let b = broker();
-    let dir = TestDir::new("hangup");
-    let names = Names::new("hangup");
-    let _topics = Topics::create(&b.bootstrap, &[(&names.topic, 1), (&names.dead_letter, 1)]);
-    let port = free_port();
-    let config = write_config(&dir.path, &b.bootstrap, &names, port);
-    let mut d = Daemon::new(config, dir.path.join("daemon.log"), port);
-    d.start();
-    d.wait_ready(Duration::from_secs(60));
+    let mut r = Ready::start("hangup");
+    let (d, names) = (&mut r.d, &r.names);
     for _ in 0..2 {
         let sent = std::process::Command::new("kill")
             .args(["-HUP", &d.pid().to_string()])
@@ -1069,6 +1096,44 @@ fn a_hangup_signal_is_said_and_the_daemon_goes_on() {
         Duration::from_secs(60),
         Duration::from_millis(100),
     );
+    d.stop_gracefully();
+}
+
+/// A client that sends half a request (a stalled proxy, a port scanner, a slowloris) holds
+/// neither a connection for ever nor the daemon's shutdown. Before, axum's server set no
+/// header timeout: such a connection stayed open for good, and SIGTERM waited on it until
+/// systemd killed the process (`TimeoutStopSec`).
+#[test]
+fn half_a_request_holds_neither_a_connection_nor_the_shutdown() {
+    use std::io::{Read, Write};
+    let _serial = serial();
+    let mut r = Ready::start("half-request");
+    let (d, port) = (&mut r.d, r.port);
+    let half = || {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        s.write_all(b"GET / HTTP/1.1\r\nHost: redlight\r\n")
+            .expect("half a request");
+        s
+    };
+    let mut stalled = half();
+    stalled
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .expect("read timeout");
+    // Meanwhile the daemon answers others.
+    let answer = d.get("/healthz");
+    assert_eq!(answer.map(|(status, _)| status), Some(200));
+    // The daemon ends the stalled connection by itself (its header timeout, 10 s).
+    let mut buf = [0u8; 1024];
+    match stalled.read(&mut buf) {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+        Err(e) => d.fail(&format!(
+            "the connection that sent half a request is still open after 60 s: {e}"
+        )),
+    }
+    // And one that stalls during shutdown does not keep the process (stop_gracefully
+    // fails unless it exits 0 within 10 s).
+    let _stalled = half();
     d.stop_gracefully();
 }
 
