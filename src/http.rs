@@ -24,9 +24,16 @@ pub const HEADER_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_s
 /// then their connections are dropped (a client reading a response slowly, say).
 pub const DRAIN_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
+/// Connections served at once; more wait in the kernel's listen queue until one closes.
+/// Each holds a file descriptor, and the daemon needs others (the brokers' sockets, the
+/// webhooks', the store's files): with a limit of 1,024 descriptors (a shell's default),
+/// a thousand clients would have left it none.
+pub const MAX_CONNECTIONS: usize = 512;
+
 /// Serves until `shutdown` resolves, then lets requests in flight finish for at most
-/// [`DRAIN_WAIT`]. Connections are HTTP/1.1 with keep-alive, each on a task of its own;
-/// a request's head must arrive within [`HEADER_READ_TIMEOUT`].
+/// [`DRAIN_WAIT`]. Connections are HTTP/1.1 with keep-alive, each on a task of its own, at
+/// most [`MAX_CONNECTIONS`] at once; a request's head must arrive within
+/// [`HEADER_READ_TIMEOUT`].
 pub async fn serve(
     listener: tokio::net::TcpListener,
     shared: Arc<Shared>,
@@ -40,7 +47,27 @@ pub async fn serve(
         .header_read_timeout(HEADER_READ_TIMEOUT);
     tokio::pin!(shutdown);
     let mut accept_errors = 0u64;
+    let mut full = 0u64;
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {
+        if slots.available_permits() == 0 {
+            full += 1;
+            if full.is_power_of_two() {
+                tracing::warn!(
+                    connections = MAX_CONNECTIONS,
+                    times = full,
+                    "http: as many connections open as served at once; new ones wait until \
+                     one closes (logged the 1st, 2nd, 4th, ... time)"
+                );
+            }
+        }
+        let slot = tokio::select! {
+            slot = slots.clone().acquire_owned() => match slot {
+                Ok(slot) => slot,
+                Err(_) => break, // never closed
+            },
+            () = &mut shutdown => break,
+        };
         let stream = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => stream,
@@ -65,6 +92,7 @@ pub async fn serve(
             if let Err(e) = connection.await {
                 tracing::debug!(error = %e, "http connection ended with an error");
             }
+            drop(slot);
         });
     }
     drop(listener);

@@ -1137,6 +1137,49 @@ fn half_a_request_holds_neither_a_connection_nor_the_shutdown() {
     d.stop_gracefully();
 }
 
+/// Hundreds of clients that connect and send nothing (a scan, a flood, a leak in a wall
+/// screen's browser) do not take every file descriptor the daemon has: it serves 512
+/// connections at once and leaves the rest in the kernel's listen queue, so its brokers',
+/// webhooks' and store's descriptors stay available. Once the idle ones time out, a request
+/// is answered.
+#[test]
+fn idle_connections_are_served_512_at_a_time() {
+    let _serial = serial();
+    let mut r = Ready::start("idle-connections");
+    let (d, port) = (&mut r.d, r.port);
+    let fds = |pid: u32| std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |e| e.count());
+    let before = fds(d.pid());
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let mut idle = Vec::new();
+    while idle.len() < 700 {
+        // 3 s: a connection refused for a moment (the queue full while the daemon accepts)
+        // is tried again by the kernel after 1 s.
+        match std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(3)) {
+            Ok(s) => idle.push(s),
+            Err(_) => break, // the listen queue is full too
+        }
+    }
+    assert!(idle.len() > 512, "only {} connections opened", idle.len());
+    let held = fds(d.pid());
+    if held > before + 512 {
+        d.fail(&format!(
+            "{} idle connections took {} file descriptors ({before} before)",
+            idle.len(),
+            held
+        ));
+    }
+    assert!(
+        !d.log_lines("as many connections open as served at once")
+            .is_empty()
+    );
+    // The idle ones time out (10 s) and a request gets through.
+    poll_until(Duration::from_secs(60), "/healthz answered", || {
+        d.get("/healthz").filter(|(status, _)| *status == 200)
+    });
+    drop(idle);
+    d.stop_gracefully();
+}
+
 /// j. Dead letters the topic refuses for good (larger than its `max.message.bytes`) do not
 /// hold the input up: the events after them are applied, the other dead letters go out, and
 /// the refused ones wait in the store, through a `kill -9`, until the topic takes them.
