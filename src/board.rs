@@ -64,10 +64,14 @@ section { background:var(--panel); border:1px solid var(--line); border-radius:1
 h2 { margin:0 0 10px; font-size:26px; display:flex; align-items:baseline; gap:12px; }
 h2 small { font-size:17px; color:var(--muted); font-weight:normal; }
 table { width:100%; border-collapse:collapse; }
-th { text-align:right; color:var(--muted); font-weight:normal; font-size:18px; padding:4px 8px; border-bottom:1px solid var(--line); }
+th { text-align:right; color:var(--muted); font-weight:normal; font-size:18px; padding:4px 8px; border-bottom:1px solid var(--line); white-space:nowrap; }
+/* The counts' headers in one character each, in their light's colour, and never broken
+   (at 1,280 px "红灯" stood as 红 over 灯): the departments' names get the room. */
+th.red { color:var(--red); } th.yellow { color:var(--yellow); } th.green { color:var(--green); }
 th:first-child, td:first-child { text-align:left; }
 td { padding:7px 8px; border-bottom:1px solid var(--line); font-size:22px; }
-td.n { text-align:right; font-weight:700; font-size:28px; font-variant-numeric:tabular-nums; }
+td.n { text-align:right; font-weight:700; font-size:28px; font-variant-numeric:tabular-nums; padding-left:5px; padding-right:5px; }
+th + th { padding-left:5px; padding-right:5px; }
 td.n.zero { color:#3d4b66; }
 td.all { color:var(--muted); }
 ol { list-style:none; margin:0; padding:0; }
@@ -168,7 +172,7 @@ fn departments(h: &mut String, snap: &Snapshot) {
     let _ = write!(
         h,
         r#"<section class="departments"><h2>各部门 <small>{n} 个部门</small></h2>
-<table><thead><tr><th>部门</th><th>红灯</th><th>黄灯</th><th>绿灯</th><th>在办</th></tr></thead><tbody>
+<table><thead><tr><th>部门</th><th class="red" title="红灯">红</th><th class="yellow" title="黄灯">黄</th><th class="green" title="绿灯">绿</th><th title="在办">在办</th></tr></thead><tbody>
 "#,
         n = rows.len()
     );

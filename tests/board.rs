@@ -259,7 +259,7 @@ async fn the_board_shows_every_colour_with_the_expected_counts() {
 }
 
 /// What is wrong with the board's layout in Chromium `width` px wide, as a JSON list: case
-/// ids cut short, and the page wider than the window. A copy of the page with a script that
+/// ids cut short, a table header broken over lines, and the page wider than the window. A copy of the page with a script that
 /// measures after layout and writes what it found into the DOM (the board has no script).
 fn layout_problems(d: &Daemon, profile: &Path, width: u32) -> String {
     let page = d.get("/");
@@ -267,6 +267,12 @@ fn layout_problems(d: &Daemon, profile: &Path, width: u32) -> String {
   const found = [];
   for (const e of document.querySelectorAll('.case-id')) {
     if (e.scrollWidth > e.clientWidth) found.push('case id cut: ' + e.textContent);
+  }
+  for (const e of document.querySelectorAll('th')) {
+    const text = document.createRange();
+    text.selectNodeContents(e);
+    const lines = new Set([...text.getClientRects()].map(r => Math.round(r.top))).size;
+    if (lines > 1) found.push('header broken over ' + lines + ' lines: ' + e.textContent);
   }
   const w = document.documentElement.scrollWidth;
   if (w > innerWidth) found.push('page ' + w + ' px wide in ' + innerWidth);
