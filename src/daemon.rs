@@ -13,8 +13,9 @@
 //! producer feeding history — gives exactly the alerts `redlight replay` gives, with no
 //! false red for a case whose stop event is still in the backlog, while a quiet live stream
 //! fires its timers on time.
-//! A case follows its events from one partition of a topic to another (partitions added to
-//! the topic, or a producer keying otherwise): see `Loop::follow_case`.
+//! A case follows its events from one partition to another, of its topic or of another
+//! input topic (partitions added to a topic, a producer keying otherwise, a case's events
+//! published to two topics): see `Loop::follow_case`.
 //! Messages that cannot be applied are copied to the dead-letter topic (reason in headers)
 //! before their offset is committed; nothing on the input can stop the loop.
 
@@ -1638,52 +1639,57 @@ fn watermarks<'a, C: Consumer<Ctx> + Sync>(
 
 /// The consumer's settings: redlight's, then `[kafka.librdkafka]`.
 fn consumer_config(k: &crate::config::KafkaConfig) -> ClientConfig {
-    let mut cc = ClientConfig::new();
-    cc.set("bootstrap.servers", &k.brokers)
-        .set("group.id", &k.group_id)
-        .set("enable.auto.commit", "false")
-        .set("enable.auto.offset.store", "false")
-        .set("auto.offset.reset", "earliest")
-        .set("enable.partition.eof", "false")
-        .set("session.timeout.ms", "10000")
-        .set("statistics.interval.ms", "1000")
+    let own = [
+        ("group.id", k.group_id.as_str()),
+        ("enable.auto.commit", "false"),
+        ("enable.auto.offset.store", "false"),
+        ("auto.offset.reset", "earliest"),
+        ("enable.partition.eof", "false"),
+        ("session.timeout.ms", "10000"),
+        ("statistics.interval.ms", "1000"),
         // Partitions added to an input topic (and topics matching a `^…` pattern) are seen
         // at the next refresh of the metadata: librdkafka's 5 minutes would leave the
         // events sent to them unread that long, the cases they stop running to red.
-        .set("topic.metadata.refresh.interval.ms", "30000")
-        .set("client.id", "redlight");
-    for (key, value) in FETCH_SETTINGS {
+        ("topic.metadata.refresh.interval.ms", "30000"),
+        ("client.id", "redlight"),
+    ];
+    client_config(k, own.into_iter().chain(FETCH_SETTINGS))
+}
+
+/// The settings of the client that reads topic configurations: redlight's, then
+/// `[kafka.librdkafka]` (the brokers' security settings).
+fn admin_config(k: &crate::config::KafkaConfig) -> ClientConfig {
+    client_config(k, [("client.id", "redlight-admin")])
+}
+
+/// The dead-letter producer's settings: redlight's, then `[kafka.librdkafka]`.
+fn producer_config(k: &crate::config::KafkaConfig) -> ClientConfig {
+    client_config(
+        k,
+        [
+            ("message.timeout.ms", "30000"),
+            ("acks", "all"),
+            ("client.id", "redlight-dead-letter"),
+        ],
+    )
+}
+
+/// A Kafka client's settings: the brokers, then the client's own `settings`, then
+/// `[kafka.librdkafka]`, which overrides both (the brokers' security settings, and any of
+/// redlight's an operator needs otherwise).
+fn client_config<'a>(
+    k: &crate::config::KafkaConfig,
+    settings: impl IntoIterator<Item = (&'a str, &'a str)>,
+) -> ClientConfig {
+    let mut cc = ClientConfig::new();
+    cc.set("bootstrap.servers", &k.brokers);
+    for (key, value) in settings {
         cc.set(key, value);
     }
     for (key, value) in &k.librdkafka {
         cc.set(key, value.expose());
     }
     cc
-}
-
-/// The settings of the client that reads topic configurations: redlight's, then
-/// `[kafka.librdkafka]` (the brokers' security settings).
-fn admin_config(k: &crate::config::KafkaConfig) -> ClientConfig {
-    let mut ac = ClientConfig::new();
-    ac.set("bootstrap.servers", &k.brokers)
-        .set("client.id", "redlight-admin");
-    for (key, value) in &k.librdkafka {
-        ac.set(key, value.expose());
-    }
-    ac
-}
-
-/// The dead-letter producer's settings: redlight's, then `[kafka.librdkafka]`.
-fn producer_config(k: &crate::config::KafkaConfig) -> ClientConfig {
-    let mut pc = ClientConfig::new();
-    pc.set("bootstrap.servers", &k.brokers)
-        .set("message.timeout.ms", "30000")
-        .set("acks", "all")
-        .set("client.id", "redlight-dead-letter");
-    for (key, value) in &k.librdkafka {
-        pc.set(key, value.expose());
-    }
-    pc
 }
 
 /// Whether librdkafka takes the Kafka settings, as the daemon would at start, without
@@ -2579,13 +2585,8 @@ impl Loop<'_> {
         else {
             return;
         };
-        // The event's partition was looked up above; were it gone, the case goes back.
-        let to = if self.partitions.contains_key(slot) {
-            slot
-        } else {
-            &from
-        };
-        if let Some(p) = self.partitions.get_mut(to) {
+        // The event's partition was found above, and the map has not changed since.
+        if let Some(p) = self.partitions.get_mut(slot) {
             p.engine.adopt(case);
         }
         if let Some(n) = count_and_log(&self.metrics.cases_moved) {

@@ -1666,8 +1666,8 @@ impl Engine {
     }
 
     /// Takes a case out, for another engine that its events now reach (the daemon's
-    /// partitions of one topic: a case follows its events when partitions are added to the
-    /// topic, or a producer keys them otherwise). Its timer entries here turn obsolete, it
+    /// partitions: a case follows its events when partitions are added to a topic, a
+    /// producer keys them otherwise, or they come on another input topic). Its timer entries here turn obsolete, it
     /// is marked changed (its owner forgets it in this engine's store), and its open-case
     /// tag is released and cleared: the engine that adopts it counts it afresh.
     pub fn take_case(&mut self, id: &str) -> Option<Case> {

@@ -259,8 +259,9 @@ async fn the_board_shows_every_colour_with_the_expected_counts() {
 }
 
 /// What is wrong with the board's layout in Chromium `width` px wide, as a JSON list: case
-/// ids cut short, a table header broken over lines, and the page wider than the window. A copy of the page with a script that
-/// measures after layout and writes what it found into the DOM (the board has no script).
+/// ids cut short, a table header broken over lines, and the page wider than the window. A
+/// copy of the page with a script that measures after layout and writes what it found into
+/// the DOM (the board has no script).
 fn layout_problems(d: &Daemon, profile: &Path, width: u32) -> String {
     let page = d.get("/");
     let measure = r#"<script>addEventListener('load', () => {

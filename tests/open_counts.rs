@@ -128,8 +128,9 @@ fn counts_kept_batch_by_batch_equal_a_recount_through_lights_closing_and_forgett
     );
 }
 
-/// A case moved to another engine (the daemon's partitions of one topic, when partitions
-/// are added to it or a producer keys otherwise: `Engine::take_case`, `Engine::adopt`) is
+/// A case moved to another engine (the daemon's partitions, when partitions are added to a
+/// topic, a producer keys otherwise or a case's events come on two topics:
+/// `Engine::take_case`, `Engine::adopt`) is
 /// counted out of the partition it leaves and into the one that takes it: each partition's
 /// counts equal a recount of its own cases, batch after batch.
 #[test]
