@@ -94,10 +94,78 @@ struct Ctx {
     /// Set when a partition was assigned whose events the group has read but this store
     /// holds nothing of ([`Ctx::missing_state`]): the loop stops with it.
     missing: Mutex<Option<String>>,
+    /// What the log has said of the client's errors ([`KafkaErrorLog`]).
+    errors: Mutex<KafkaErrorLog>,
     /// Partitions assigned whose log ends before the offset the store holds, with that
     /// offset and where the log begins and ends: read from the log's start
     /// ([`Ctx::replaced_logs`]); the loop takes them as it restores the partitions.
     replaced: Mutex<BTreeMap<Slot, (u64, u64, u64)>>,
+}
+
+/// How often the log says a Kafka client error that keeps coming.
+const KAFKA_ERROR_LOG_EVERY: Duration = Duration::from_secs(60);
+
+/// What the log has said of the Kafka client's errors: each kind (its error code) when it
+/// first comes, then at most once a [`KAFKA_ERROR_LOG_EVERY`] with how many of it were not
+/// said in between. With the brokers out of reach librdkafka reports an error about five
+/// times a second for as long as it lasts (measured: ten warning lines a second, 864,000 a
+/// day, with every error said twice); a night's outage would bury the log's other lines
+/// (and journald drops lines past its rate limit, whichever they are). The metric
+/// `redlight_kafka_errors_total` still counts every error, once.
+#[derive(Default)]
+struct KafkaErrorLog {
+    /// Per kind: when it was last said, and how many of it came since.
+    kinds: HashMap<String, (Instant, u64)>,
+    /// The code of the error the context was last given, and when. rust-rdkafka hands
+    /// each of librdkafka's error events to the context and then returns it from the
+    /// consumer's poll, on the same thread at once: that second sight is not a second error.
+    echo: Option<(Option<RDKafkaErrorCode>, Instant)>,
+}
+
+impl KafkaErrorLog {
+    /// Whether to say `error` now: `Some(n)` with the `n` errors of its kind left unsaid
+    /// since it was last said, or `None` to leave it unsaid (counted for the next time).
+    fn say(&mut self, error: &KafkaError, now: Instant) -> Option<u64> {
+        let kind = match error.rdkafka_error_code() {
+            Some(code) => format!("{code:?}"),
+            None => error.to_string(),
+        };
+        match self.kinds.get_mut(&kind) {
+            Some((said, unsaid)) if now.duration_since(*said) < KAFKA_ERROR_LOG_EVERY => {
+                *unsaid += 1;
+                None
+            }
+            Some((said, unsaid)) => {
+                *said = now;
+                Some(std::mem::take(unsaid))
+            }
+            None => {
+                self.kinds.insert(kind, (now, 0));
+                Some(0)
+            }
+        }
+    }
+
+    /// Whether the consumer's `error` is the one the context was given just before (taken:
+    /// the next one is not).
+    fn is_echo(&mut self, error: &KafkaError, now: Instant) -> bool {
+        match self.echo.take() {
+            Some((code, at)) => {
+                code == error.rdkafka_error_code()
+                    && now.duration_since(at) < Duration::from_secs(1)
+            }
+            None => false,
+        }
+    }
+}
+
+/// The end of a repeated error's log line: how many like it were not said.
+fn repeats(unsaid: u64) -> String {
+    if unsaid == 0 {
+        String::new()
+    } else {
+        format!(" ({unsaid} more like it since the last such line, not logged)")
+    }
 }
 
 enum Change {
@@ -108,6 +176,9 @@ enum Change {
 impl ClientContext for Ctx {
     fn error(&self, error: KafkaError, reason: &str) {
         self.metrics.kafka_errors.inc();
+        let mut errors = self.errors.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        errors.echo = Some((error.rdkafka_error_code(), now));
         if error.rdkafka_error_code() == Some(RDKafkaErrorCode::BadCompression) {
             // Said by the loop, with the partition, once a minute: librdkafka meets the
             // batch again at every fetch.
@@ -119,7 +190,10 @@ impl ClientContext for Ctx {
         // Most errors pass (librdkafka retries by itself); a fatal one leaves the consumer
         // unusable, and the callback gets the underlying code, not "fatal": the loop is
         // woken to ask the client (`check_fatal`) and stops if so.
-        tracing::warn!(%error, reason, "kafka client error");
+        if let Some(unsaid) = errors.say(&error, now) {
+            tracing::warn!(%error, reason, unsaid, "kafka client error{}", repeats(unsaid));
+        }
+        drop(errors);
         *self
             .shared
             .kafka_error
@@ -437,6 +511,10 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     });
     let calendar = Arc::new(template.calendar().clone());
     drop(template);
+    // The port before anything starts: one in use stops the start with nothing begun.
+    let listener = tokio::net::TcpListener::bind(&config.http.listen)
+        .await
+        .with_context(|| format!("http.listen {}: cannot bind", config.http.listen))?;
     // Alert delivery: the outbox is written with each batch (the store's commit hook), the
     // worker sends it; secrets are read here, and a missing one stops the start.
     let delivery = crate::delivery::Delivery::start(
@@ -449,9 +527,6 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         },
     )?;
 
-    let listener = tokio::net::TcpListener::bind(&config.http.listen)
-        .await
-        .with_context(|| format!("http.listen {}: cannot bind", config.http.listen))?;
     tracing::info!(address = %config.http.listen, "http listening");
     let (http_stop_tx, http_stop_rx) = tokio::sync::oneshot::channel::<()>();
     let http = tokio::spawn(crate::http::serve(listener, shared.clone(), async {
@@ -506,6 +581,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         data_dir: config.data_dir(),
         missing: Mutex::new(None),
         replaced: Mutex::new(BTreeMap::new()),
+        errors: Mutex::new(KafkaErrorLog::default()),
     };
     let k = &config.kafka;
     let cc = consumer_config(k);
@@ -2115,6 +2191,29 @@ impl Loop<'_> {
     /// consumer can do nothing more, and retrying would only log forever. The known cause
     /// is static group membership (`group.instance.id` in `[kafka.librdkafka]`) with a
     /// second instance under the same id: the broker fences the older one.
+    /// An error the consumer's poll gave instead of a message: counted and, with `say`,
+    /// said (as [`KafkaErrorLog`] allows), unless it is the echo of one the context was
+    /// just given.
+    fn consume_error(&self, e: &KafkaError, say: bool) {
+        let mut errors = self
+            .consumer
+            .context()
+            .errors
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        if errors.is_echo(e, now) {
+            return;
+        }
+        self.metrics.kafka_errors.inc();
+        if !say {
+            return;
+        }
+        if let Some(unsaid) = errors.say(e, now) {
+            tracing::warn!(error = %e, unsaid, "kafka error while consuming; retrying{}", repeats(unsaid));
+        }
+    }
+
     fn check_fatal(&self) -> anyhow::Result<()> {
         if let Some(why) = self
             .consumer
@@ -2224,12 +2323,11 @@ impl Loop<'_> {
         match first {
             Ok(m) => messages.push(m),
             Err(e) => {
-                self.metrics.kafka_errors.inc();
                 self.check_fatal()?;
-                if e.rdkafka_error_code() == Some(RDKafkaErrorCode::BadCompression) {
+                let unreadable = e.rdkafka_error_code() == Some(RDKafkaErrorCode::BadCompression);
+                self.consume_error(&e, !unreadable);
+                if unreadable {
                     self.unreadable_batch();
-                } else {
-                    tracing::warn!(error = %e, "kafka error while consuming; retrying");
                 }
                 tokio::time::sleep(Duration::from_millis(200)).await;
                 return Ok(());
@@ -2250,14 +2348,10 @@ impl Loop<'_> {
                     messages.push(m);
                 }
                 Ok(Some(Err(e))) => {
-                    self.metrics.kafka_errors.inc();
-                    if e.rdkafka_error_code() == Some(RDKafkaErrorCode::BadCompression) {
-                        // Said once the messages before it are applied: the partition's
-                        // next offset is then the batch's.
-                        unreadable = true;
-                    } else {
-                        tracing::warn!(error = %e, "kafka error while consuming; retrying");
-                    }
+                    // A batch that cannot be decompressed is said once the messages before
+                    // it are applied: the partition's next offset is then the batch's.
+                    unreadable = e.rdkafka_error_code() == Some(RDKafkaErrorCode::BadCompression);
+                    self.consume_error(&e, !unreadable);
                     break;
                 }
                 // rdkafka's streams never end; the deadline ends the batch.
@@ -3320,6 +3414,50 @@ mod tests {
             ),
             None,
         )
+    }
+
+    #[test]
+    fn a_kafka_error_that_keeps_coming_is_said_once_a_minute_with_its_count() {
+        let mut log = KafkaErrorLog::default();
+        let t0 = Instant::now();
+        let down = KafkaError::Global(RDKafkaErrorCode::AllBrokersDown);
+        let refused = KafkaError::Global(RDKafkaErrorCode::BrokerTransportFailure);
+        assert_eq!(log.say(&down, t0), Some(0), "the first is said");
+        // Five a second for a minute: none said, each counted.
+        for i in 1..300u64 {
+            let at = t0 + Duration::from_millis(200 * i);
+            assert_eq!(log.say(&down, at), None, "the {i}th within the minute");
+        }
+        // Another kind is said at once.
+        assert_eq!(log.say(&refused, t0 + Duration::from_secs(30)), Some(0));
+        // The first past the minute is said with the 299 left unsaid, and the count begins
+        // again.
+        let later = t0 + KAFKA_ERROR_LOG_EVERY;
+        assert_eq!(log.say(&down, later), Some(299));
+        assert_eq!(log.say(&down, later + Duration::from_secs(1)), None);
+        assert_eq!(log.say(&down, later + KAFKA_ERROR_LOG_EVERY), Some(1));
+        assert!(repeats(299).contains("299 more like it"));
+        assert_eq!(repeats(0), "");
+    }
+
+    #[test]
+    fn the_consumers_copy_of_the_contexts_error_is_not_a_second_error() {
+        let mut log = KafkaErrorLog::default();
+        let t0 = Instant::now();
+        let down = KafkaError::MessageConsumption(RDKafkaErrorCode::AllBrokersDown);
+        let other = KafkaError::MessageConsumption(RDKafkaErrorCode::UnknownTopicOrPartition);
+        // The context was given AllBrokersDown: the poll's copy of it is the echo, once.
+        log.echo = Some((Some(RDKafkaErrorCode::AllBrokersDown), t0));
+        assert!(log.is_echo(&down, t0));
+        assert!(
+            !log.is_echo(&down, t0),
+            "taken: a second one is an error of its own"
+        );
+        // An error of another code after it is not an echo, nor one long after.
+        log.echo = Some((Some(RDKafkaErrorCode::AllBrokersDown), t0));
+        assert!(!log.is_echo(&other, t0));
+        log.echo = Some((Some(RDKafkaErrorCode::AllBrokersDown), t0));
+        assert!(!log.is_echo(&down, t0 + Duration::from_secs(5)));
     }
 
     #[test]

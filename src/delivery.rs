@@ -2345,6 +2345,7 @@ impl Delivery {
         let task = self.task.lock().ok().and_then(|mut t| t.take());
         if let Some(task) = task
             && let Err(e) = task.await
+            && !e.is_cancelled()
         {
             tracing::error!(error = %e, "delivery worker ended abnormally");
         }
@@ -2471,7 +2472,11 @@ async fn run(core: Arc<Core>, mut stop: watch::Receiver<bool>) {
         }
     }
     drop(settle_tx);
-    if let Err(e) = settler.await {
+    // Cancelled: the runtime is ending (a start that failed after delivery began), not a
+    // fault of the settler's.
+    if let Err(e) = settler.await
+        && !e.is_cancelled()
+    {
         tracing::error!(error = %e, "delivery settler ended abnormally");
     }
     tracing::info!("alert delivery stopped");

@@ -184,7 +184,7 @@ impl Metrics {
             .expect("valid metric"),
             kafka_errors: IntCounter::new(
                 "redlight_kafka_errors_total",
-                "Kafka client errors; the consumer recovers by itself.",
+                "Kafka client errors, each once (the log says each kind at most once a minute); the consumer recovers by itself.",
             )
             .expect("valid metric"),
             commit_seconds: Histogram::with_opts(
