@@ -23,6 +23,7 @@ use crate::alert::Alert;
 use crate::config::Config;
 use crate::engine::{Applied, Case, Engine, EngineError};
 use crate::event::Event;
+use crate::log_throttle::{LogThrottle, unsaid_note};
 use crate::metrics::Metrics;
 use crate::store::{Store, WriteBatch};
 use anyhow::Context as _;
@@ -102,20 +103,15 @@ struct Ctx {
     replaced: Mutex<BTreeMap<Slot, (u64, u64, u64)>>,
 }
 
-/// How often the log says a Kafka client error that keeps coming.
-const KAFKA_ERROR_LOG_EVERY: Duration = Duration::from_secs(60);
-
 /// What the log has said of the Kafka client's errors: each kind (its error code) when it
-/// first comes, then at most once a [`KAFKA_ERROR_LOG_EVERY`] with how many of it were not
-/// said in between. With the brokers out of reach librdkafka reports an error about five
+/// first comes, then at most once a minute with how many of it were not said in between
+/// ([`LogThrottle`]). With the brokers out of reach librdkafka reports an error about five
 /// times a second for as long as it lasts (measured: ten warning lines a second, 864,000 a
-/// day, with every error said twice); a night's outage would bury the log's other lines
-/// (and journald drops lines past its rate limit, whichever they are). The metric
-/// `redlight_kafka_errors_total` still counts every error, once.
+/// day, with every error said twice). The metric `redlight_kafka_errors_total` still counts
+/// every error, once.
 #[derive(Default)]
 struct KafkaErrorLog {
-    /// Per kind: when it was last said, and how many of it came since.
-    kinds: HashMap<String, (Instant, u64)>,
+    said: LogThrottle<String>,
     /// The code of the error the context was last given, and when. rust-rdkafka hands
     /// each of librdkafka's error events to the context and then returns it from the
     /// consumer's poll, on the same thread at once: that second sight is not a second error.
@@ -124,26 +120,13 @@ struct KafkaErrorLog {
 
 impl KafkaErrorLog {
     /// Whether to say `error` now: `Some(n)` with the `n` errors of its kind left unsaid
-    /// since it was last said, or `None` to leave it unsaid (counted for the next time).
+    /// since it was last said, or `None` to leave it unsaid.
     fn say(&mut self, error: &KafkaError, now: Instant) -> Option<u64> {
         let kind = match error.rdkafka_error_code() {
             Some(code) => format!("{code:?}"),
             None => error.to_string(),
         };
-        match self.kinds.get_mut(&kind) {
-            Some((said, unsaid)) if now.duration_since(*said) < KAFKA_ERROR_LOG_EVERY => {
-                *unsaid += 1;
-                None
-            }
-            Some((said, unsaid)) => {
-                *said = now;
-                Some(std::mem::take(unsaid))
-            }
-            None => {
-                self.kinds.insert(kind, (now, 0));
-                Some(0)
-            }
-        }
+        self.said.say(kind, now)
     }
 
     /// Whether the consumer's `error` is the one the context was given just before (taken:
@@ -156,15 +139,6 @@ impl KafkaErrorLog {
             }
             None => false,
         }
-    }
-}
-
-/// The end of a repeated error's log line: how many like it were not said.
-fn repeats(unsaid: u64) -> String {
-    if unsaid == 0 {
-        String::new()
-    } else {
-        format!(" ({unsaid} more like it since the last such line, not logged)")
     }
 }
 
@@ -191,7 +165,7 @@ impl ClientContext for Ctx {
         // unusable, and the callback gets the underlying code, not "fatal": the loop is
         // woken to ask the client (`check_fatal`) and stops if so.
         if let Some(unsaid) = errors.say(&error, now) {
-            tracing::warn!(%error, reason, unsaid, "kafka client error{}", repeats(unsaid));
+            tracing::warn!(%error, reason, unsaid, "kafka client error{}", unsaid_note(unsaid));
         }
         drop(errors);
         *self
@@ -2210,7 +2184,7 @@ impl Loop<'_> {
             return;
         }
         if let Some(unsaid) = errors.say(e, now) {
-            tracing::warn!(error = %e, unsaid, "kafka error while consuming; retrying{}", repeats(unsaid));
+            tracing::warn!(error = %e, unsaid, "kafka error while consuming; retrying{}", unsaid_note(unsaid));
         }
     }
 
@@ -3417,30 +3391,6 @@ mod tests {
     }
 
     #[test]
-    fn a_kafka_error_that_keeps_coming_is_said_once_a_minute_with_its_count() {
-        let mut log = KafkaErrorLog::default();
-        let t0 = Instant::now();
-        let down = KafkaError::Global(RDKafkaErrorCode::AllBrokersDown);
-        let refused = KafkaError::Global(RDKafkaErrorCode::BrokerTransportFailure);
-        assert_eq!(log.say(&down, t0), Some(0), "the first is said");
-        // Five a second for a minute: none said, each counted.
-        for i in 1..300u64 {
-            let at = t0 + Duration::from_millis(200 * i);
-            assert_eq!(log.say(&down, at), None, "the {i}th within the minute");
-        }
-        // Another kind is said at once.
-        assert_eq!(log.say(&refused, t0 + Duration::from_secs(30)), Some(0));
-        // The first past the minute is said with the 299 left unsaid, and the count begins
-        // again.
-        let later = t0 + KAFKA_ERROR_LOG_EVERY;
-        assert_eq!(log.say(&down, later), Some(299));
-        assert_eq!(log.say(&down, later + Duration::from_secs(1)), None);
-        assert_eq!(log.say(&down, later + KAFKA_ERROR_LOG_EVERY), Some(1));
-        assert!(repeats(299).contains("299 more like it"));
-        assert_eq!(repeats(0), "");
-    }
-
-    #[test]
     fn the_consumers_copy_of_the_contexts_error_is_not_a_second_error() {
         let mut log = KafkaErrorLog::default();
         let t0 = Instant::now();
@@ -3458,6 +3408,11 @@ mod tests {
         assert!(!log.is_echo(&other, t0));
         log.echo = Some((Some(RDKafkaErrorCode::AllBrokersDown), t0));
         assert!(!log.is_echo(&down, t0 + Duration::from_secs(5)));
+        // The context's error and the poll's are one kind for the log: said once a minute.
+        let global = KafkaError::Global(RDKafkaErrorCode::AllBrokersDown);
+        assert_eq!(log.say(&global, t0), Some(0));
+        assert_eq!(log.say(&down, t0 + Duration::from_secs(1)), None);
+        assert_eq!(log.say(&other, t0 + Duration::from_secs(1)), Some(0));
     }
 
     #[test]

@@ -39,6 +39,7 @@ use crate::clock::{Counting, DAY};
 use crate::config::{Config, ReceiverConfig, Secret, StringList};
 use crate::formats::chat::{Reply, check_reply};
 use crate::formats::{self, Context, Escalation, Format, Keys, Notice};
+use crate::log_throttle::{LogThrottle, unsaid_note};
 use crate::metrics::Metrics;
 use crate::rules::Unit;
 use crate::store::{CommitHook, Store, StoreError};
@@ -1299,6 +1300,10 @@ struct Core {
     ca_certs: Vec<Vec<u8>>,
     /// `delivery.proxy` read, and `delivery.no_proxy` joined as NO_PROXY lists them.
     proxy: Option<(String, String)>,
+    /// Deliveries made dead letters, by receiver, as the log says them: once a minute past
+    /// the first (a receiver down through the retry schedule turns every alert of those
+    /// hours into one).
+    dead_said: Mutex<LogThrottle<usize>>,
 }
 
 /// What an attempt came to.
@@ -1800,8 +1805,16 @@ impl Core {
                         .map_err(|e| store_err(store, e))?;
                     *depth.entry(name).or_default() -= 1;
                     *dead_n.entry(name).or_default() += 1;
-                    tracing::warn!(receiver = name, notice = %row.notice.alert.id, seq = c.seq,
-                        attempts = row.attempts, reason = ?row.last_error, "delivery is a dead letter");
+                    let said = self
+                        .dead_said
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .say(c.receiver, Instant::now());
+                    if let Some(unsaid) = said {
+                        tracing::warn!(receiver = name, notice = %row.notice.alert.id, seq = c.seq,
+                            attempts = row.attempts, reason = ?row.last_error, unsaid,
+                            "delivery is a dead letter{}", unsaid_note(unsaid));
+                    }
                 } else {
                     due.remove(old_key).map_err(|e| store_err(store, e))?;
                     let json = serde_json::to_vec(&row).map_err(|e| store_err(store, e))?;
@@ -2198,7 +2211,22 @@ struct Lane {
     /// Start times of the sends in the rate window.
     window: VecDeque<Instant>,
     next_due: Option<i64>,
+    /// Failed attempts (retried or refused) since the receiver last took one, and when the
+    /// first of them came: the log says the failures once a minute
+    /// ([`LogThrottle`], by outcome), and says when the receiver takes deliveries again.
+    failed: u64,
+    failing_since: Option<Instant>,
+    said: LogThrottle<&'static str>,
+    /// Set when the receiver takes a delivery after failures: the deliveries waiting for
+    /// a retry are sent now, not at their retry's time (up to an hour away on the default
+    /// schedule), until none is left or one fails. At most once a [`CATCH_UP_EVERY`].
+    catch_up: bool,
+    caught_up_at: Option<Instant>,
 }
+
+/// How often a receiver's waiting retries may be sent early, on it taking deliveries again
+/// (a receiver that fails now and then would otherwise use its retries up fast).
+const CATCH_UP_EVERY: Duration = Duration::from_secs(60);
 
 impl Lane {
     fn room(&mut self, r: &Receiver, now: Instant, window: Duration) -> usize {
@@ -2298,6 +2326,7 @@ impl Delivery {
             escalate_now: std::sync::atomic::AtomicBool::new(true),
             ca_certs: settings.ca_certs,
             proxy,
+            dead_said: Mutex::default(),
         });
         core.startup()?;
         store.set_commit_hook(Arc::new(Hook(core.clone())));
@@ -2363,6 +2392,11 @@ async fn run(core: Arc<Core>, mut stop: watch::Receiver<bool>) {
         .map(|_| Lane {
             inflight: 0,
             paused_until: None,
+            failed: 0,
+            failing_since: None,
+            said: LogThrottle::default(),
+            catch_up: false,
+            caught_up_at: None,
             window: VecDeque::new(),
             next_due: None,
         })
@@ -2414,7 +2448,9 @@ async fn run(core: Arc<Core>, mut stop: watch::Receiver<bool>) {
                     continue;
                 }
                 let skip = busy.lock().map(|b| b.clone()).unwrap_or_default();
-                let rows = match core.due_rows(r.name(), now_ms, room, &skip) {
+                // Catching up after the receiver came back: every waiting delivery is due.
+                let horizon = if lane.catch_up { i64::MAX } else { now_ms };
+                let rows = match core.due_rows(r.name(), horizon, room, &skip) {
                     Ok(x) => x,
                     Err(e) => {
                         tracing::error!(receiver = %r.name(), error = %e, "reading the outbox");
@@ -2423,6 +2459,9 @@ async fn run(core: Arc<Core>, mut stop: watch::Receiver<bool>) {
                     }
                 };
                 let (rows, next) = rows;
+                if lane.catch_up && rows.len() < room {
+                    lane.catch_up = false; // all that waited is on its way
+                }
                 lane.next_due = next;
                 if let Some(n) = next {
                     let wait = (n - now_ms).clamp(0, 1000) as u64;
@@ -2491,23 +2530,56 @@ fn on_done(core: &Core, lanes: &mut [Lane], c: &Completion) {
         .deliveries
         .with_label_values(&[r.name(), label])
         .inc();
+    let now = Instant::now();
+    // A receiver down fails every attempt (thousands a minute after midnight's deadlines):
+    // each kind of failure is said when it first comes, then once a minute with how many
+    // were not said; each attempt is at debug level.
+    if matches!(c.outcome, Outcome::Retry { .. } | Outcome::Refused(_)) {
+        lane.failed += 1;
+        lane.failing_since.get_or_insert(now);
+    }
+    if !matches!(c.outcome, Outcome::Delivered) {
+        lane.catch_up = false;
+    }
     match &c.outcome {
         Outcome::Delivered => {
             tracing::debug!(receiver = %r.name(), notice = %c.row.notice.alert.id, seq = c.seq,
                 tries = c.row.tries + 1, "delivered");
+            if let Some(since) = lane.failing_since.take() {
+                lane.said.forget(|_| true);
+                lane.catch_up = lane
+                    .caught_up_at
+                    .is_none_or(|t| now.saturating_duration_since(t) >= CATCH_UP_EVERY);
+                if lane.catch_up {
+                    lane.caught_up_at = Some(now);
+                }
+                tracing::info!(receiver = %r.name(), failed = std::mem::take(&mut lane.failed),
+                    failing_s = now.saturating_duration_since(since).as_secs(),
+                    retries_sent_now = lane.catch_up,
+                    "the receiver takes deliveries again");
+            }
         }
         Outcome::Retry { error, .. } => {
-            tracing::warn!(receiver = %r.name(), notice = %c.row.notice.alert.id, seq = c.seq,
+            tracing::debug!(receiver = %r.name(), notice = %c.row.notice.alert.id, seq = c.seq,
                 attempt = c.row.attempts + 1, error = %error, "delivery failed; will retry");
+            if let Some(unsaid) = lane.said.say(label, now) {
+                tracing::warn!(receiver = %r.name(), notice = %c.row.notice.alert.id, seq = c.seq,
+                    attempt = c.row.attempts + 1, error = %error, unsaid,
+                    "delivery failed; will retry{}", unsaid_note(unsaid));
+            }
         }
         Outcome::Throttled { error, wait } => {
-            lane.paused_until = Some(Instant::now() + *wait);
+            lane.paused_until = Some(now + *wait);
             tracing::warn!(receiver = %r.name(), notice = %c.row.notice.alert.id, seq = c.seq,
                 wait_ms = wait.as_millis() as u64, error = %error, "receiver asks to wait; pausing it");
         }
         Outcome::Refused(why) => {
-            tracing::warn!(receiver = %r.name(), notice = %c.row.notice.alert.id, seq = c.seq,
+            tracing::debug!(receiver = %r.name(), notice = %c.row.notice.alert.id, seq = c.seq,
                 reason = %why, "receiver refused the delivery");
+            if let Some(unsaid) = lane.said.say(label, now) {
+                tracing::warn!(receiver = %r.name(), notice = %c.row.notice.alert.id, seq = c.seq,
+                    reason = %why, unsaid, "receiver refused the delivery{}", unsaid_note(unsaid));
+            }
         }
     }
 }
@@ -2866,6 +2938,11 @@ mod tests {
         let mut lane = Lane {
             inflight: 0,
             paused_until: None,
+            failed: 0,
+            failing_since: None,
+            said: LogThrottle::default(),
+            catch_up: false,
+            caught_up_at: None,
             window: VecDeque::new(),
             next_due: None,
         };

@@ -35,6 +35,7 @@ pub mod engine;
 pub mod event;
 pub mod formats;
 pub mod http;
+pub mod log_throttle;
 pub mod metrics;
 pub mod open_counts;
 pub mod rules;

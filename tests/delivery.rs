@@ -1335,6 +1335,94 @@ async fn a_receiver_down_for_a_while_gets_everything_when_back() {
     s.stop().await;
 }
 
+/// The receiver is down long enough that the waiting deliveries' next retries are a
+/// minute away; it comes back, and a new alert goes through at once. The receiver is
+/// taking deliveries again, so the waiting ones go now too, not a minute later at their
+/// retry's time (on the default schedule that is up to 10 minutes; one of `1h` an hour).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_receiver_back_gets_the_deliveries_waiting_for_a_retry_at_once() {
+    let addr = free_addr();
+    let s = Setup::start(
+        "back",
+        &json_receiver(
+            &format!("http://{addr}/h"),
+            r#"["50ms", "60s", "60s", "60s"]"#,
+            "",
+        ),
+    );
+    let waiting: Vec<Alert> = (0..20).map(|i| red(&s.rules, i)).collect();
+    s.commit(waiting.clone());
+    // Two failed attempts each: the next is a minute away.
+    assert!(
+        eventually(WAIT, || s.count("hook", "retry") >= 40).await,
+        "attempts failed: {}",
+        s.count("hook", "retry")
+    );
+    let sink = Sink::start_on(addr).await;
+    sink.set_plan(|_, _| Answer::ok(""));
+    let fresh = red(&s.rules, 20);
+    s.commit(vec![fresh.clone()]);
+    let t = Instant::now();
+    assert!(
+        sink.wait_ok(21, WAIT).await,
+        "the waiting deliveries went with the new one ({} of 21 within {WAIT:?})",
+        sink.ok_hits().len()
+    );
+    eprintln!(
+        "21 delivered {:?} after the receiver took one again",
+        t.elapsed()
+    );
+    let got = ids(&sink);
+    assert!(got.values().all(|&n| n == 1), "each id once: {got:?}");
+    for a in waiting.iter().chain([&fresh]) {
+        assert!(got.contains_key(&a.id), "{} delivered", a.id);
+    }
+    assert!(eventually(WAIT, || s.pending() == 0).await);
+    s.stop().await;
+}
+
+/// A receiver that fails now and then does not have its waiting retries sent early each
+/// time it takes one: at most once a minute.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flapping_receiver_catches_up_at_most_once_a_minute() {
+    let sink = Sink::start().await;
+    // The alerts of cases XZ-00010 and XZ-00020 are taken, the others answered 503.
+    sink.set_plan(|_, h| {
+        if h.json()["case"].as_str().is_some_and(|c| c.ends_with('0')) {
+            Answer::ok("")
+        } else {
+            Answer::status(503)
+        }
+    });
+    let s = Setup::start(
+        "flap",
+        &json_receiver(&sink.url("/h"), r#"["50ms", "60s", "60s", "60s"]"#, ""),
+    );
+    let mut alerts: Vec<Alert> = (1..10).map(|i| red(&s.rules, i)).collect();
+    s.commit(alerts.clone());
+    assert!(eventually(WAIT, || s.count("hook", "retry") >= 18).await);
+    // One goes through: the nine waiting are tried again at once (and fail again).
+    let first_ok = red(&s.rules, 10);
+    alerts.push(first_ok.clone());
+    s.commit(vec![first_ok]);
+    assert!(
+        eventually(WAIT, || s.count("hook", "retry") >= 27).await,
+        "the catch-up tried the waiting ones: {} retries",
+        s.count("hook", "retry")
+    );
+    // Another success within the minute: no second catch-up.
+    let second_ok = red(&s.rules, 20);
+    s.commit(vec![second_ok]);
+    assert!(eventually(WAIT, || s.count("hook", "delivered") >= 2).await);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(
+        s.count("hook", "retry"),
+        27,
+        "no second catch-up within the minute"
+    );
+    s.stop().await;
+}
+
 /// A robot's rate limit queues the rest, never drops them (the window is shortened here).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rate_limit_queues_and_never_drops() {
@@ -2436,6 +2524,31 @@ receivers = ["picky"]
             std::fs::read_to_string(&log).unwrap_or_default()
         );
     }
+    // The receiver being down fails every attempt; the log warns once, not each time (each
+    // attempt is at debug level, which this daemon logs).
+    let retries = || {
+        let text = get_text(http_addr, "/metrics");
+        text.lines()
+            .find(|l| {
+                l.starts_with("redlight_deliveries_total")
+                    && l.contains(r#"outcome="retry""#)
+                    && l.contains(r#"receiver="office""#)
+            })
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    let many = eventually(Duration::from_secs(30), || retries() >= 60.0).await;
+    let said = std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains(" WARN ") && l.contains("delivery failed"))
+        .count();
+    assert!(
+        many && said <= 2,
+        "{} failed attempts, {said} log lines saying them (at most 2: once a minute)",
+        retries()
+    );
     // 2. kill -9 with everything in the outbox.
     Daemon::kill_9(d);
 
