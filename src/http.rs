@@ -248,11 +248,33 @@ fn readiness(s: &Shared) -> (Vec<String>, usize) {
 async fn metrics(State(s): State<Arc<Shared>>) -> Response {
     s.metrics.ready.set(i64::from(readiness(&s).0.is_empty()));
     crate::api::refresh_gauges(&s);
+    store_sizes(&s);
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         s.metrics.render(),
     )
         .into_response()
+}
+
+/// The store's files' sizes and the space left beside them, read at each scrape (a few
+/// `stat` calls). A file that cannot be read keeps its last figure.
+fn store_sizes(s: &Shared) {
+    let files = s.store.files();
+    for file in files {
+        if let (Ok(meta), Some(name)) = (std::fs::metadata(file), file.file_name()) {
+            s.metrics
+                .store_file_bytes
+                .with_label_values(&[&*name.to_string_lossy()])
+                .set(i64::try_from(meta.len()).unwrap_or(i64::MAX));
+        }
+    }
+    if let Some(dir) = files[0].parent()
+        && let Ok(free) = crate::store::disk_free(dir)
+    {
+        s.metrics
+            .store_disk_free_bytes
+            .set(i64::try_from(free).unwrap_or(i64::MAX));
+    }
 }
 
 /// `/api/v1/deliveries`: per receiver, deliveries waiting in the outbox and dead letters;

@@ -41,6 +41,11 @@ pub struct Metrics {
     pub journal_bytes: IntGauge,
     /// Time of one store checkpoint (on a thread of its own, beside the batches' commits).
     pub checkpoint_seconds: Histogram,
+    /// The store's files' sizes, by file name, and the space left on their file system
+    /// (set at each scrape): the store grows with the alerts it keeps, and a full disk
+    /// stops the daemon.
+    pub store_file_bytes: IntGaugeVec,
+    pub store_disk_free_bytes: IntGauge,
     /// Open cases held in memory.
     pub cases: IntGauge,
     /// Partitions assigned to this instance.
@@ -203,6 +208,19 @@ impl Metrics {
             journal_bytes: IntGauge::new(
                 "redlight_store_journal_bytes",
                 "About the bytes of memory the store's journal holds until the next checkpoint (its cases packed, their keys, the alerts' index).",
+            )
+            .expect("valid metric"),
+            store_file_bytes: IntGaugeVec::new(
+                Opts::new(
+                    "redlight_store_file_bytes",
+                    "Size of each of the store's files (redlight.redb: alerts, journal, outbox; cases.redb: checkpoints). It grows with the alerts the store keeps.",
+                ),
+                &["file"],
+            )
+            .expect("valid metric"),
+            store_disk_free_bytes: IntGauge::new(
+                "redlight_store_disk_free_bytes",
+                "Space left for the store on the file system of store.data_dir; a full disk stops the daemon (exit 2) until there is room.",
             )
             .expect("valid metric"),
             checkpoint_seconds: Histogram::with_opts(
@@ -369,6 +387,8 @@ impl Metrics {
             Box::new(m.journal_entries.clone()),
             Box::new(m.journal_bytes.clone()),
             Box::new(m.checkpoint_seconds.clone()),
+            Box::new(m.store_file_bytes.clone()),
+            Box::new(m.store_disk_free_bytes.clone()),
             Box::new(m.cases.clone()),
             Box::new(m.partitions.clone()),
             Box::new(m.lag.clone()),

@@ -2053,7 +2053,28 @@ fn remove_unfinished(dir: &Path) {
     }
 }
 
+/// The bytes an unprivileged process may still write on the file system holding `path`
+/// (`statvfs`: available blocks times the fragment size).
+pub fn disk_free(path: &Path) -> std::io::Result<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+    // SAFETY: `statvfs` is plain data; the call only writes into it, and `c` is a valid
+    // NUL-terminated path for the duration of the call.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(st.f_bavail.saturating_mul(st.f_frsize))
+}
+
 impl Store {
+    /// The store's two files: the batches' (alerts, journal, offsets, outbox) and the
+    /// checkpoints'.
+    pub fn files(&self) -> [&Path; 2] {
+        [&self.file, &self.base_file]
+    }
+
     /// Opens (or creates) the store in `dir`, with the default page cache.
     pub fn open(dir: &Path) -> Result<Store, StoreError> {
         Store::open_with_cache(dir, DEFAULT_CACHE_MIB)
@@ -3491,6 +3512,38 @@ mod tests {
             std::env::temp_dir().join(format!("redlight-store-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         dir
+    }
+
+    #[test]
+    fn the_space_left_is_what_df_says() {
+        let dir = tmp("disk-free");
+        let store = Store::open(&dir).expect("open");
+        let free = disk_free(&dir).expect("statvfs");
+        let out = std::process::Command::new("df")
+            .args(["--output=avail", "-B1"])
+            .arg(&dir)
+            .output()
+            .expect("df");
+        let df: u64 = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .nth(1)
+            .and_then(|l| l.trim().parse().ok())
+            .expect("df's figure");
+        // Other tests write beside it meanwhile: within 64 MiB.
+        assert!(
+            free.abs_diff(df) < 64 << 20,
+            "statvfs {free} bytes free, df {df}"
+        );
+        assert!(
+            store
+                .files()
+                .iter()
+                .all(|f| f.starts_with(&dir) && f.exists())
+        );
+        let missing = disk_free(&dir.join("no-such-dir")).expect_err("a missing path");
+        assert_eq!(missing.kind(), std::io::ErrorKind::NotFound);
+        drop(store);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
