@@ -607,6 +607,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
             .ok(),
         spare_messages: Vec::new(),
         topics_checked: HashSet::new(),
+        refusals_said: LogThrottle::default(),
     };
     let result = lp.run(shutdown, notify).await;
     lp.finish();
@@ -724,6 +725,10 @@ struct Loop<'c> {
     spare_messages: Vec<Msg>,
     /// Input topics whose configuration was asked for ([`check_input_topics`]).
     topics_checked: HashSet<String>,
+    /// Refused messages as the log says them, by reason code: the first of each reason,
+    /// then once a minute with how many were not said (a producer gone wrong refuses every
+    /// message it sends; each is in the dead-letter topic and counted).
+    refusals_said: LogThrottle<&'static str>,
 }
 
 /// A message that cannot be applied, on its way to the dead-letter topic: written to the
@@ -2437,8 +2442,11 @@ impl Loop<'_> {
                         .events_rejected
                         .with_label_values(&[e.reason_code()])
                         .inc();
-                    tracing::warn!(topic = %slot.0, partition = slot.1, offset, reason = %e,
-                        "rejected message; copied to the dead-letter topic");
+                    if let Some(unsaid) = self.refusals_said.say(e.reason_code(), Instant::now()) {
+                        tracing::warn!(topic = %slot.0, partition = slot.1, offset, reason = %e,
+                            unsaid, "rejected message; copied to the dead-letter topic{}",
+                            unsaid_note(unsaid));
+                    }
                     dead.push(dead_letter(e.to_string(), e.reason_code()));
                     self.handled(&slot, offset_u, &mut touched);
                     continue;
@@ -2561,8 +2569,14 @@ impl Loop<'_> {
                         }
                     } else {
                         counter.inc();
-                        tracing::error!(topic = %slot.0, partition = slot.1, offset, error = %e,
-                            "event refused; copied to the dead-letter topic");
+                        if let Some(unsaid) =
+                            self.refusals_said.say(e.reason_code(), Instant::now())
+                        {
+                            tracing::error!(topic = %slot.0, partition = slot.1, offset,
+                                error = %e, unsaid,
+                                "event refused; copied to the dead-letter topic{}",
+                                unsaid_note(unsaid));
+                        }
                     }
                     dead.push(dead_letter(e.to_string(), e.reason_code()));
                 }

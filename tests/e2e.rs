@@ -2669,6 +2669,23 @@ fn bad_messages_go_to_dead_letters() {
         ));
     }
 
+    // The log says each reason when it first comes (all within the minute here), not every
+    // message: a producer gone wrong refuses all it sends.
+    let said: Vec<String> = ["rejected message", "event refused"]
+        .iter()
+        .flat_map(|needle| d.log_lines(needle))
+        .collect();
+    let reasons: HashSet<&str> = bads.iter().map(|b| b.code).collect();
+    if said.len() > reasons.len() || said.is_empty() {
+        d.fail(&format!(
+            "{} refusals of {} reasons took {} log lines (one per reason expected):\n{}",
+            bads.len(),
+            reasons.len(),
+            said.len(),
+            said.join("\n")
+        ));
+    }
+
     let daemon = values(&alerts);
     assert_same_alerts(&d, &daemon, &r.alerts, "bad_messages_go_to_dead_letters");
     eprintln!("[d] {} alerts equal to replay", daemon.len());
