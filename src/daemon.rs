@@ -2165,11 +2165,6 @@ impl Loop<'_> {
         });
     }
 
-    /// Stops the daemon when a partition was assigned whose state this store does not
-    /// have ([`Ctx::missing_state`]), or when librdkafka reports a fatal error: the
-    /// consumer can do nothing more, and retrying would only log forever. The known cause
-    /// is static group membership (`group.instance.id` in `[kafka.librdkafka]`) with a
-    /// second instance under the same id: the broker fences the older one.
     /// An error the consumer's poll gave instead of a message: counted and, with `say`,
     /// said (as [`KafkaErrorLog`] allows), unless it is the echo of one the context was
     /// just given.
@@ -2193,6 +2188,11 @@ impl Loop<'_> {
         }
     }
 
+    /// Stops the daemon when a partition was assigned whose state this store does not
+    /// have ([`Ctx::missing_state`]), or when librdkafka reports a fatal error: the
+    /// consumer can do nothing more, and retrying would only log forever. The known cause
+    /// is static group membership (`group.instance.id` in `[kafka.librdkafka]`) with a
+    /// second instance under the same id: the broker fences the older one.
     fn check_fatal(&self) -> anyhow::Result<()> {
         if let Some(why) = self
             .consumer

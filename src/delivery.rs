@@ -2211,8 +2211,8 @@ struct Lane {
     /// Start times of the sends in the rate window.
     window: VecDeque<Instant>,
     next_due: Option<i64>,
-    /// Failed attempts (retried or refused) since the receiver last took one, and when the
-    /// first of them came: the log says the failures once a minute
+    /// Failed attempts to be retried since the receiver last took one, and when the first
+    /// of them came: the log says the failures (and refusals) once a minute
     /// ([`LogThrottle`], by outcome), and says when the receiver takes deliveries again.
     failed: u64,
     failing_since: Option<Instant>,
@@ -2534,11 +2534,13 @@ fn on_done(core: &Core, lanes: &mut [Lane], c: &Completion) {
     // A receiver down fails every attempt (thousands a minute after midnight's deadlines):
     // each kind of failure is said when it first comes, then once a minute with how many
     // were not said; each attempt is at debug level.
-    if matches!(c.outcome, Outcome::Retry { .. } | Outcome::Refused(_)) {
+    // A refusal is of one message (a 4xx), not the receiver being away: it neither starts
+    // nor stops a catch-up.
+    if matches!(c.outcome, Outcome::Retry { .. }) {
         lane.failed += 1;
         lane.failing_since.get_or_insert(now);
     }
-    if !matches!(c.outcome, Outcome::Delivered) {
+    if matches!(c.outcome, Outcome::Retry { .. } | Outcome::Throttled { .. }) {
         lane.catch_up = false;
     }
     match &c.outcome {
@@ -2546,7 +2548,7 @@ fn on_done(core: &Core, lanes: &mut [Lane], c: &Completion) {
             tracing::debug!(receiver = %r.name(), notice = %c.row.notice.alert.id, seq = c.seq,
                 tries = c.row.tries + 1, "delivered");
             if let Some(since) = lane.failing_since.take() {
-                lane.said.forget(|_| true);
+                lane.said.forget(|k| *k == "retry");
                 lane.catch_up = lane
                     .caught_up_at
                     .is_none_or(|t| now.saturating_duration_since(t) >= CATCH_UP_EVERY);
