@@ -1735,6 +1735,21 @@ impl Core {
         Ok((out, next))
     }
 
+    /// Whether a delivery to `receiver` waits for a retry (its next attempt is after now).
+    fn waits_for_retry(&self, receiver: &str) -> Result<bool, StoreError> {
+        let store = &*self.store;
+        let tx = store
+            .database()
+            .begin_read()
+            .map_err(|e| store_err(store, e))?;
+        let due = tx.open_table(OUTBOX_DUE).map_err(|e| store_err(store, e))?;
+        let after = self.now().saturating_add(1);
+        let mut waiting = due
+            .range((receiver, after, 0)..=(receiver, i64::MAX, u64::MAX))
+            .map_err(|e| store_err(store, e))?;
+        Ok(waiting.next().is_some())
+    }
+
     /// Records outcomes in one transaction.
     fn settle(&self, done: &[Completion]) -> Result<(), StoreError> {
         let store = &*self.store;
@@ -2389,11 +2404,20 @@ async fn run(core: Arc<Core>, mut stop: watch::Receiver<bool>) {
     let mut lanes: Vec<Lane> = core
         .receivers
         .iter()
-        .map(|_| Lane {
+        .map(|r| Lane {
             inflight: 0,
             paused_until: None,
             failed: 0,
-            failing_since: None,
+            // Deliveries that failed before a restart and wait for their retry: the
+            // receiver's first success now sends them too, as if it had failed in this run.
+            failing_since: match core.waits_for_retry(r.name()) {
+                Ok(true) => Some(Instant::now()),
+                Ok(false) => None,
+                Err(e) => {
+                    tracing::warn!(receiver = %r.name(), error = %e, "reading the outbox");
+                    None
+                }
+            },
             said: LogThrottle::default(),
             catch_up: false,
             caught_up_at: None,

@@ -1381,6 +1381,60 @@ async fn a_receiver_back_gets_the_deliveries_waiting_for_a_retry_at_once() {
     s.stop().await;
 }
 
+/// Deliveries that failed before a restart and wait for their retry (a minute away) go
+/// with the receiver's first success after it, as within one run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_restart_the_receivers_first_success_sends_what_failed_before() {
+    let addr = free_addr();
+    let extra = json_receiver(
+        &format!("http://{addr}/h"),
+        r#"["50ms", "60s", "60s", "60s"]"#,
+        "",
+    );
+    let s = Setup::start("restart-back", &extra);
+    let waiting: Vec<Alert> = (0..10).map(|i| red(&s.rules, i)).collect();
+    s.commit(waiting.clone());
+    assert!(eventually(WAIT, || s.count("hook", "retry") >= 20).await);
+    // Stopped and started again on the same store, the receiver still down.
+    let Setup {
+        dir,
+        store,
+        delivery,
+        rules,
+        ..
+    } = s;
+    delivery.shutdown().await;
+    drop(delivery);
+    drop(store);
+    let config = load_config(&dir, &extra);
+    let store = Arc::new(Store::open(&config.data_dir()).expect("store"));
+    let metrics = Metrics::new();
+    let delivery = Delivery::start(&config, store.clone(), metrics.clone(), Options::default())
+        .expect("delivery starts");
+    let s = Setup {
+        dir,
+        store,
+        delivery,
+        metrics,
+        rules,
+    };
+    let sink = Sink::start_on(addr).await;
+    sink.set_plan(|_, _| Answer::ok(""));
+    let fresh = red(&s.rules, 10);
+    s.commit(vec![fresh.clone()]);
+    assert!(
+        sink.wait_ok(11, WAIT).await,
+        "the deliveries that failed before the restart went with the new one ({} of 11)",
+        sink.ok_hits().len()
+    );
+    let got = ids(&sink);
+    assert!(got.values().all(|&n| n == 1), "each id once: {got:?}");
+    for a in waiting.iter().chain([&fresh]) {
+        assert!(got.contains_key(&a.id), "{} delivered", a.id);
+    }
+    s.stop().await;
+}
+
 /// A receiver that fails now and then does not have its waiting retries sent early each
 /// time it takes one: at most once a minute.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
