@@ -122,9 +122,14 @@ impl KafkaErrorLog {
     /// Whether to say `error` now: `Some(n)` with the `n` errors of its kind left unsaid
     /// since it was last said, or `None` to leave it unsaid.
     fn say(&mut self, error: &KafkaError, now: Instant) -> Option<u64> {
+        // By code, else by variant (its text may vary, the set of kinds must not grow).
         let kind = match error.rdkafka_error_code() {
             Some(code) => format!("{code:?}"),
-            None => error.to_string(),
+            None => format!("{error:?}")
+                .split(['(', ' ', '{'])
+                .next()
+                .unwrap_or_default()
+                .to_string(),
         };
         self.said.say(kind, now)
     }
@@ -3427,6 +3432,10 @@ mod tests {
         assert_eq!(log.say(&global, t0), Some(0));
         assert_eq!(log.say(&down, t0 + Duration::from_secs(1)), None);
         assert_eq!(log.say(&other, t0 + Duration::from_secs(1)), Some(0));
+        // An error without a code is one kind per variant, whatever its text.
+        let refused = |why: &str| KafkaError::Subscription(why.to_string());
+        assert_eq!(log.say(&refused("topic a"), t0), Some(0));
+        assert_eq!(log.say(&refused("topic b"), t0), None);
     }
 
     #[test]

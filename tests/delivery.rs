@@ -2430,6 +2430,16 @@ impl Daemon {
     }
 }
 
+/// A daemon left running by a failed assertion would hold its port and data for good.
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
 /// A plain HTTP/1.0 GET.
 fn get_text(addr: std::net::SocketAddr, path: &str) -> String {
     use std::io::{Read, Write};
