@@ -18,6 +18,7 @@ use crate::clock::{Counting, Zone};
 use crate::config::{BoardConfig, Config, ScorecardConfig, Secret};
 use crate::daemon::Shared;
 use crate::engine::{Case, Clock, Datum, Duty, Light, Mode, Violation, period_label};
+use crate::log_throttle::{LogThrottle, unsaid_note};
 use crate::rules::{Limit, RuleKind, RuleSet, Unit};
 use crate::scorecard::{NO_DEPARTMENT, ScorePeriod};
 use axum::extract::{MatchedPath, Path, Request, State};
@@ -44,6 +45,10 @@ pub struct View {
     snapshot: std::sync::Mutex<Option<Arc<Snapshot>>>,
     /// Held while a snapshot is recomputed: one at a time, the others wait for its result.
     refresh: tokio::sync::Mutex<()>,
+    /// Requests refused for want of the token, as the log says them: the first, then once
+    /// a minute with how many were not said (a wall screen or a scraper with the wrong
+    /// token asks again and again; `redlight_http_requests_total{code="401"}` counts each).
+    refused_said: std::sync::Mutex<LogThrottle<()>>,
 }
 
 impl View {
@@ -58,6 +63,7 @@ impl View {
             scorecard: config.scorecard.clone(),
             snapshot: std::sync::Mutex::new(None),
             refresh: tokio::sync::Mutex::new(()),
+            refused_said: std::sync::Mutex::default(),
         }
     }
 
@@ -182,7 +188,16 @@ pub async fn guard(State(s): State<Arc<Shared>>, req: Request, next: Next) -> Re
         )
             .into_response()
     } else {
-        tracing::warn!(route = %route, "request without a valid bearer token refused");
+        let said = s
+            .view
+            .refused_said
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .say((), std::time::Instant::now());
+        if let Some(unsaid) = said {
+            tracing::warn!(route = %route, unsaid,
+                "request without a valid bearer token refused{}", unsaid_note(unsaid));
+        }
         let mut r = ApiError::new(
             StatusCode::UNAUTHORIZED,
             "this endpoint needs `Authorization: Bearer <http.token>`",

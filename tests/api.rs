@@ -636,6 +636,16 @@ async fn a_configured_token_guards_the_api_and_the_board_and_is_never_shown() {
     d.stop();
     let log = d.log_text();
     assert!(!log.contains(TOKEN), "the log shows the token");
+    // Seventeen refusals within about a minute: a line or two say them (the metric counts
+    // each).
+    let said = log
+        .lines()
+        .filter(|l| l.contains("without a valid bearer token refused"))
+        .count();
+    assert!(
+        (1..=2).contains(&said),
+        "{said} lines for 17 refusals (once a minute):\n{log}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
