@@ -2220,6 +2220,7 @@ async fn attempt(client: &Client, core: &Core, r: &Receiver, row: &Row) -> Outco
 }
 
 /// The dispatcher's view of one receiver.
+#[derive(Default)]
 struct Lane {
     inflight: usize,
     paused_until: Option<Instant>,
@@ -2405,9 +2406,6 @@ async fn run(core: Arc<Core>, mut stop: watch::Receiver<bool>) {
         .receivers
         .iter()
         .map(|r| Lane {
-            inflight: 0,
-            paused_until: None,
-            failed: 0,
             // Deliveries that failed before a restart and wait for their retry: the
             // receiver's first success now sends them too, as if it had failed in this run.
             failing_since: match core.waits_for_retry(r.name()) {
@@ -2418,11 +2416,7 @@ async fn run(core: Arc<Core>, mut stop: watch::Receiver<bool>) {
                     None
                 }
             },
-            said: LogThrottle::default(),
-            catch_up: false,
-            caught_up_at: None,
-            window: VecDeque::new(),
-            next_due: None,
+            ..Lane::default()
         })
         .collect();
     // Rows sent or being settled: not to be picked again until their outcome is durable.
@@ -2961,17 +2955,7 @@ mod tests {
         let mut r = receiver("http://x.example/h", None, Format::Wecom);
         r.spec.rate_per_minute = Some(2);
         r.spec.concurrency = 10;
-        let mut lane = Lane {
-            inflight: 0,
-            paused_until: None,
-            failed: 0,
-            failing_since: None,
-            said: LogThrottle::default(),
-            catch_up: false,
-            caught_up_at: None,
-            window: VecDeque::new(),
-            next_due: None,
-        };
+        let mut lane = Lane::default();
         let w = Duration::from_secs(60);
         let t0 = Instant::now();
         assert_eq!(lane.room(&r, t0, w), 2);

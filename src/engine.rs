@@ -1667,9 +1667,10 @@ impl Engine {
 
     /// Takes a case out, for another engine that its events now reach (the daemon's
     /// partitions: a case follows its events when partitions are added to a topic, a
-    /// producer keys them otherwise, or they come on another input topic). Its timer entries here turn obsolete, it
-    /// is marked changed (its owner forgets it in this engine's store), and its open-case
-    /// tag is released and cleared: the engine that adopts it counts it afresh.
+    /// producer keys them otherwise, or they come on another input topic). Its timer
+    /// entries here turn obsolete, it is marked changed (its owner forgets it in this
+    /// engine's store), and its open-case tag is released and cleared: the engine that
+    /// adopts it counts it afresh.
     pub fn take_case(&mut self, id: &str) -> Option<Case> {
         let found = self.cases.find_entry(key_hash(id), |(k, _)| k == id).ok()?;
         let ((_, case), _) = found.remove();
