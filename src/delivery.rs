@@ -1269,6 +1269,11 @@ pub struct Options {
     pub gate_on_engine_time: bool,
     /// The rate limits' window (default a minute plus a second of margin); tests shorten it.
     pub rate_window: Option<Duration>,
+    /// How often a failing receiver is probed (default [`PROBE_EVERY`]); tests shorten it.
+    pub probe_every: Option<Duration>,
+    /// How often a receiver's waiting retries may be sent early (default
+    /// [`CATCH_UP_EVERY`]); tests shorten it.
+    pub catch_up_every: Option<Duration>,
 }
 
 /// What one commit added, applied to the gauges once the commit is durable.
@@ -1294,6 +1299,8 @@ struct Core {
     stash: Mutex<Stash>,
     rng: AtomicU64,
     rate_window: Duration,
+    probe_every: Duration,
+    catch_up_every: Duration,
     /// Look for due escalation steps at the next turn (the clock or the engine moved).
     escalate_now: std::sync::atomic::AtomicBool,
     /// `delivery.ca_file`'s certificates, for the client.
@@ -1340,6 +1347,9 @@ struct Completion {
     row: Row,
     outcome: Outcome,
     receiver: usize,
+    /// Sent before its retry's time to learn whether a failing receiver is back
+    /// ([`PROBE_EVERY`]): a failure of it leaves the delivery's schedule as it was.
+    probe: bool,
 }
 
 impl Core {
@@ -1786,6 +1796,10 @@ impl Core {
                             .observe((now - row.created_ms).max(0) as f64 / 1000.0);
                         continue;
                     }
+                    Outcome::Retry { error, .. } if c.probe => {
+                        // A probe's failure: tried, but the schedule is as it was.
+                        row.last_error = Some(error.clone());
+                    }
                     Outcome::Retry { error, min_wait } => {
                         row.attempts += 1;
                         row.last_error = Some(error.clone());
@@ -1807,7 +1821,13 @@ impl Core {
                     }
                     Outcome::Throttled { error, wait } => {
                         row.last_error = Some(error.clone());
-                        row.next_ms = now + wait.as_millis() as i64;
+                        let after = now + wait.as_millis() as i64;
+                        // A probe's delivery keeps a later retry it had.
+                        row.next_ms = if c.probe {
+                            row.next_ms.max(after)
+                        } else {
+                            after
+                        };
                     }
                     Outcome::Refused(why) => kill = Some(why.clone()),
                 }
@@ -2238,11 +2258,24 @@ struct Lane {
     /// schedule), until none is left or one fails. At most once a [`CATCH_UP_EVERY`].
     catch_up: bool,
     caught_up_at: Option<Instant>,
+    /// A catch-up owed: the receiver came back within [`CATCH_UP_EVERY`] of the last one,
+    /// so it starts at this time, if the receiver still takes deliveries then.
+    catch_up_owed: Option<Instant>,
+    /// When the last failed attempt ended (probes are [`PROBE_EVERY`] after it).
+    failed_at: Option<Instant>,
 }
 
 /// How often a receiver's waiting retries may be sent early, on it taking deliveries again
 /// (a receiver that fails now and then would otherwise use its retries up fast).
 const CATCH_UP_EVERY: Duration = Duration::from_secs(60);
+
+/// How often a failing receiver whose deliveries all wait for a retry is probed: the
+/// delivery due soonest is sent before its time, so that a receiver back from an outage is
+/// noticed within this (and its waiting deliveries sent, the catch-up), not at the next
+/// retry of its schedule (10 minutes apart on the default schedule, an hour on one ending
+/// in `1h`) or the next new alert. A failed probe counts as a try, not as an attempt of the
+/// schedule: probing never brings a delivery nearer to a dead letter.
+const PROBE_EVERY: Duration = Duration::from_secs(30);
 
 impl Lane {
     fn room(&mut self, r: &Receiver, now: Instant, window: Duration) -> usize {
@@ -2339,6 +2372,8 @@ impl Delivery {
             stash: Mutex::new(Stash::default()),
             rng: AtomicU64::new(seed),
             rate_window: options.rate_window.unwrap_or(RATE_WINDOW),
+            probe_every: options.probe_every.unwrap_or(PROBE_EVERY),
+            catch_up_every: options.catch_up_every.unwrap_or(CATCH_UP_EVERY),
             escalate_now: std::sync::atomic::AtomicBool::new(true),
             ca_certs: settings.ca_certs,
             proxy,
@@ -2465,6 +2500,18 @@ async fn run(core: Arc<Core>, mut stop: watch::Receiver<bool>) {
                     }
                     continue;
                 }
+                // A catch-up owed since the receiver came back within a minute of the last.
+                if let Some(t) = lane.catch_up_owed {
+                    if lane.failing_since.is_some() {
+                        lane.catch_up_owed = None; // failing again: its next success decides
+                    } else if now >= t {
+                        lane.catch_up_owed = None;
+                        lane.catch_up = true;
+                        lane.caught_up_at = Some(now);
+                    } else {
+                        soonest(t);
+                    }
+                }
                 let skip = busy.lock().map(|b| b.clone()).unwrap_or_default();
                 // Catching up after the receiver came back: every waiting delivery is due.
                 let horizon = if lane.catch_up { i64::MAX } else { now_ms };
@@ -2476,7 +2523,7 @@ async fn run(core: Arc<Core>, mut stop: watch::Receiver<bool>) {
                         continue;
                     }
                 };
-                let (rows, next) = rows;
+                let (mut rows, next) = rows;
                 if lane.catch_up && rows.len() < room {
                     lane.catch_up = false; // all that waited is on its way
                 }
@@ -2484,6 +2531,28 @@ async fn run(core: Arc<Core>, mut stop: watch::Receiver<bool>) {
                 if let Some(n) = next {
                     let wait = (n - now_ms).clamp(0, 1000) as u64;
                     soonest(now + Duration::from_millis(wait));
+                }
+                // A failing receiver with nothing due and nothing in flight: probe it with the
+                // delivery due soonest, if that is not due within the probe's interval anyway.
+                let mut probe = false;
+                let probe_ms = i64::try_from(core.probe_every.as_millis()).unwrap_or(i64::MAX);
+                if rows.is_empty()
+                    && lane.inflight == 0
+                    && lane.failing_since.is_some()
+                    && next.is_some_and(|n| n.saturating_sub(now_ms) > probe_ms)
+                {
+                    match lane.failed_at.map(|t| t + core.probe_every) {
+                        Some(t) if t > now => soonest(t),
+                        _ => match core.due_rows(r.name(), i64::MAX, 1, &skip) {
+                            Ok((first, _)) => {
+                                probe = !first.is_empty();
+                                rows = first;
+                            }
+                            Err(e) => {
+                                tracing::error!(receiver = %r.name(), error = %e, "reading the outbox");
+                            }
+                        },
+                    }
                 }
                 for (seq, row) in rows {
                     if let Ok(mut b) = busy.lock() {
@@ -2502,6 +2571,7 @@ async fn run(core: Arc<Core>, mut stop: watch::Receiver<bool>) {
                             row,
                             outcome,
                             receiver: i,
+                            probe,
                         });
                     });
                 }
@@ -2557,6 +2627,7 @@ fn on_done(core: &Core, lanes: &mut [Lane], c: &Completion) {
     if matches!(c.outcome, Outcome::Retry { .. }) {
         lane.failed += 1;
         lane.failing_since.get_or_insert(now);
+        lane.failed_at = Some(now);
     }
     if matches!(c.outcome, Outcome::Retry { .. } | Outcome::Throttled { .. }) {
         lane.catch_up = false;
@@ -2569,13 +2640,16 @@ fn on_done(core: &Core, lanes: &mut [Lane], c: &Completion) {
                 lane.said.forget(|k| *k == "retry");
                 lane.catch_up = lane
                     .caught_up_at
-                    .is_none_or(|t| now.saturating_duration_since(t) >= CATCH_UP_EVERY);
+                    .is_none_or(|t| now.saturating_duration_since(t) >= core.catch_up_every);
                 if lane.catch_up {
                     lane.caught_up_at = Some(now);
+                } else {
+                    // Back within a minute of the last catch-up: the next one is then.
+                    lane.catch_up_owed = lane.caught_up_at.map(|t| t + core.catch_up_every);
                 }
                 tracing::info!(receiver = %r.name(), failed = std::mem::take(&mut lane.failed),
                     failing_s = now.saturating_duration_since(since).as_secs(),
-                    retries_sent_now = lane.catch_up,
+                    retries_sent_now = lane.catch_up, probe = c.probe,
                     "the receiver takes deliveries again");
             }
         }

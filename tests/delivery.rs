@@ -1477,6 +1477,110 @@ async fn a_flapping_receiver_catches_up_at_most_once_a_minute() {
     s.stop().await;
 }
 
+/// A receiver whose deliveries all wait for a retry an hour away is probed with the one due
+/// soonest (every 30 s; 300 ms here): while it is still down a failed probe uses up nothing of
+/// the schedule (a schedule of two attempts, each delivery failed twice already, would make
+/// every further counted failure a dead letter), and once it answers, every waiting delivery
+/// goes within a probe's interval, with no new alert to bring it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_receiver_is_probed_and_a_failed_probe_uses_nothing_up() {
+    let sink = Sink::start().await;
+    sink.set_plan(|_, _| Answer::status(503));
+    let extra = json_receiver(&sink.url("/h"), r#"["50ms", "1h"]"#, "");
+    let s = Setup::start_with(
+        "probe",
+        &extra,
+        Options {
+            probe_every: Some(Duration::from_millis(300)),
+            ..Default::default()
+        },
+        |_| {},
+    );
+    let alerts: Vec<Alert> = (0..5).map(|i| red(&s.rules, i)).collect();
+    s.commit(alerts.clone());
+    // Two attempts each: the first, and the retry 50 ms later; the next is an hour away.
+    assert!(eventually(WAIT, || s.count("hook", "retry") >= 10).await);
+    // Still down: probes fail, one at a time, and make no dead letter.
+    assert!(
+        eventually(WAIT, || s.count("hook", "retry") >= 14).await,
+        "probes sent while the receiver is down: {} failed attempts",
+        s.count("hook", "retry")
+    );
+    assert_eq!(
+        s.count("hook", "dead"),
+        0,
+        "a failed probe uses up no retry"
+    );
+    let dead = delivery::dead_letters(&s.store, 0, 10, None).expect("dead letters");
+    assert!(dead.is_empty(), "no dead letter: {dead:?}");
+    // Back: the next probe goes through, and the rest with it.
+    sink.set_plan(|_, _| Answer::ok(""));
+    assert!(
+        sink.wait_ok(5, WAIT).await,
+        "every waiting delivery sent once the receiver is back ({} of 5)",
+        sink.ok_hits().len()
+    );
+    let got = ids(&sink);
+    for a in &alerts {
+        assert!(got.contains_key(&a.id), "{} delivered", a.id);
+    }
+    s.stop().await;
+}
+
+/// A receiver back within a minute of its last catch-up (1.5 s here) gets its waiting
+/// retries when that minute is over, not at their retries' times an hour away.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_receiver_back_again_within_the_minute_catches_up_when_it_is_over() {
+    let sink = Sink::start().await;
+    sink.set_plan(|_, _| Answer::status(503));
+    let every = Duration::from_millis(1500);
+    let s = Setup::start_with(
+        "owed",
+        &json_receiver(&sink.url("/h"), r#"["50ms", "1h", "1h"]"#, ""),
+        Options {
+            probe_every: Some(Duration::from_secs(3600)),
+            catch_up_every: Some(every),
+            ..Default::default()
+        },
+        |_| {},
+    );
+    let first: Vec<Alert> = (1..6).map(|i| red(&s.rules, i)).collect();
+    s.commit(first.clone());
+    assert!(eventually(WAIT, || s.count("hook", "retry") >= 10).await);
+    // Back: a new alert goes through, and the five waiting with it (the first catch-up).
+    sink.set_plan(|_, _| Answer::ok(""));
+    s.commit(vec![red(&s.rules, 100)]);
+    assert!(sink.wait_ok(6, WAIT).await, "the first catch-up");
+    let caught_up = Instant::now();
+    // Down and back again at once: five more wait for a retry an hour away.
+    sink.set_plan(|_, _| Answer::status(503));
+    let second: Vec<Alert> = (11..16).map(|i| red(&s.rules, i)).collect();
+    s.commit(second.clone());
+    assert!(eventually(WAIT, || s.count("hook", "retry") >= 20).await);
+    sink.set_plan(|_, _| Answer::ok(""));
+    s.commit(vec![red(&s.rules, 200)]);
+    assert!(
+        sink.wait_ok(12, WAIT).await,
+        "the second five sent once the interval since the first catch-up is over ({} of 12)",
+        sink.ok_hits().len()
+    );
+    let got = ids(&sink);
+    for a in &second {
+        assert!(got.contains_key(&a.id), "{} delivered", a.id);
+        let hit = sink
+            .ok_hits()
+            .into_iter()
+            .find(|h| h.json()["id"] == a.id.as_str())
+            .expect("its hit");
+        assert!(
+            hit.at >= caught_up + every - Duration::from_millis(200),
+            "not before the interval is over: {:?} after the first catch-up",
+            hit.at.saturating_duration_since(caught_up)
+        );
+    }
+    s.stop().await;
+}
+
 /// A robot's rate limit queues the rest, never drops them (the window is shortened here).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rate_limit_queues_and_never_drops() {
