@@ -1657,7 +1657,7 @@ pub async fn scorecard(
 pub async fn board(State(s): State<Arc<Shared>>) -> Result<Response, ApiError> {
     let snap = snapshot(&s).await?;
     let now = chrono::Utc::now().timestamp_millis();
-    let html = crate::board::render(&s.view, &snap, now);
+    let html = crate::board::render(&s.view, &snap, now, s.input_notice().as_ref());
     Ok((
         [
             (header::CONTENT_TYPE, "text/html; charset=utf-8"),

@@ -9,6 +9,7 @@
 
 use crate::api::{Cause, Counts, Listed, Snapshot, View};
 use crate::clock::DAY;
+use crate::daemon::InputNotice;
 use crate::engine::Light;
 use crate::rules::Unit;
 use std::fmt::Write;
@@ -94,7 +95,7 @@ footer { color:#5d6d8c; font-size:15px; padding:0 28px 14px; }
 "#;
 
 /// Renders the board.
-pub fn render(view: &View, snap: &Snapshot, now: i64) -> String {
+pub fn render(view: &View, snap: &Snapshot, now: i64, input: Option<&InputNotice>) -> String {
     let tz = view.zone.tz();
     let local = |ms: i64| {
         chrono::DateTime::from_timestamp_millis(ms)
@@ -120,7 +121,7 @@ pub fn render(view: &View, snap: &Snapshot, now: i64) -> String {
 <div class="total yellow" id="total-yellow"><span class="dot"></span><span class="label">黄灯</span><span class="n">{y}</span></div>
 <div class="total green" id="total-green"><span class="dot"></span><span class="label">绿灯</span><span class="n">{g}</span></div>
 </div>
-<div class="meta">在办 <b id="total-open">{open}</b> 件<br>更新于 {updated}{stale}<br>每 {refresh} 秒自动刷新{calendar}</div>
+<div class="meta">在办 <b id="total-open">{open}</b> 件<br>更新于 {updated}{stale}<br>每 {refresh} 秒自动刷新{input}{calendar}</div>
 </header>
 <main>
 "#,
@@ -135,6 +136,12 @@ pub fn render(view: &View, snap: &Snapshot, now: i64) -> String {
         } else {
             ""
         },
+        input = input
+            .map(|n| format!(
+                r#"<br><span class="stale" id="input-notice">{}</span>"#,
+                input_notice(n)
+            ))
+            .unwrap_or_default(),
         calendar = calendar_notice(view.calendar.last_day(), view.zone.date_of(now))
             .map(|n| format!(r#"<br><span class="stale" id="calendar-notice">{n}</span>"#))
             .unwrap_or_default(),
@@ -332,9 +339,40 @@ fn coarse(ms: i64) -> String {
     }
 }
 
+/// The header's line when the lights may be behind the cases' real state: a supervisor
+/// must not read a quiet board as all being well while no event arrives.
+fn input_notice(n: &InputNotice) -> String {
+    match n {
+        InputNotice::BrokersDown(d) => format!(
+            "消息接入已中断{}：灯色为中断前收到的办理情况，到期照常亮灯",
+            human(i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        ),
+        InputNotice::Behind(n) => format!("正在处理积压消息{n}条，灯色随之更新"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_header_says_when_the_lights_may_be_behind() {
+        use std::time::Duration;
+        assert_eq!(
+            input_notice(&InputNotice::BrokersDown(Duration::from_secs(25))),
+            "消息接入已中断不到1分钟：灯色为中断前收到的办理情况，到期照常亮灯"
+        );
+        assert_eq!(
+            input_notice(&InputNotice::BrokersDown(Duration::from_secs(
+                2 * 3600 + 300
+            ))),
+            "消息接入已中断2小时5分：灯色为中断前收到的办理情况，到期照常亮灯"
+        );
+        assert_eq!(
+            input_notice(&InputNotice::Behind(12_345)),
+            "正在处理积压消息12345条，灯色随之更新"
+        );
+    }
 
     #[test]
     fn the_header_warns_when_the_calendar_data_ends_soon_or_has_ended() {

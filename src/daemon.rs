@@ -71,6 +71,58 @@ pub struct Shared {
     /// partition is assigned it says why (a broker out of reach, a refused login, "No
     /// Kerberos credentials available"), which otherwise only the log had.
     pub kafka_error: Mutex<Option<(std::time::Instant, String)>>,
+    /// Whether the input is flowing, from librdkafka's statistics (each second): since when
+    /// no connection to any broker has been up, and how many messages the partitions held
+    /// are behind the brokers. The board and /readyz say when the lights may be behind
+    /// ([`Shared::input_notice`]).
+    pub input: Mutex<InputState>,
+}
+
+/// See [`Shared::input`].
+#[derive(Debug, Default)]
+pub struct InputState {
+    pub brokers_down_since: Option<std::time::Instant>,
+    pub lag: i64,
+}
+
+/// Why the lights may be behind the cases' real state, for the board and /readyz.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InputNotice {
+    /// No connection to any broker for this long: events sent since are not read (the
+    /// deadlines still fire by the wall clock).
+    BrokersDown(std::time::Duration),
+    /// This many messages behind the brokers (a backlog after downtime or a burst).
+    Behind(i64),
+}
+
+/// No broker for this long before the board and /readyz say so: a broker's restart, or a
+/// reconnection, takes seconds.
+pub const BROKERS_DOWN_NOTICE_AFTER: std::time::Duration = std::time::Duration::from_secs(20);
+/// Messages behind the brokers from which the board and /readyz say so: two batches of
+/// the default `kafka.batch_max`, well above what a steady stream leaves unread between
+/// statistics.
+pub const BEHIND_NOTICE_FROM: i64 = 10_000;
+
+impl InputState {
+    /// Why the lights may be behind, if they may: no broker reachable for
+    /// [`BROKERS_DOWN_NOTICE_AFTER`], or [`BEHIND_NOTICE_FROM`] messages or more unread.
+    pub fn notice(&self) -> Option<InputNotice> {
+        match self.brokers_down_since.map(|t| t.elapsed()) {
+            Some(d) if d >= BROKERS_DOWN_NOTICE_AFTER => Some(InputNotice::BrokersDown(d)),
+            _ if self.lag >= BEHIND_NOTICE_FROM => Some(InputNotice::Behind(self.lag)),
+            _ => None,
+        }
+    }
+}
+
+impl Shared {
+    /// [`InputState::notice`] of the latest statistics.
+    pub fn input_notice(&self) -> Option<InputNotice> {
+        self.input
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .notice()
+    }
 }
 
 /// The consumer's context: applies stored offsets on assignment and tells the loop.
@@ -186,6 +238,13 @@ impl ClientContext for Ctx {
     /// high watermarks for the catch-up rule.
     fn stats(&self, statistics: rdkafka::Statistics) {
         let mut highs = Vec::new();
+        let mut lag = 0;
+        // The brokers it knows (not librdkafka's internal and logical ones): is any up?
+        let up = statistics
+            .brokers
+            .values()
+            .filter(|b| b.source == "learned" || b.source == "configured")
+            .any(|b| b.state == "UP");
         for (topic, t) in &statistics.topics {
             for (partition, p) in &t.partitions {
                 let Ok(partition) = u32::try_from(*partition) else {
@@ -195,6 +254,7 @@ impl ClientContext for Ctx {
                     highs.push(((topic.clone(), partition), p.hi_offset as u64));
                 }
                 if p.consumer_lag >= 0 {
+                    lag += p.consumer_lag;
                     self.metrics
                         .lag
                         .with_label_values(&[topic.as_str(), partition.to_string().as_str()])
@@ -205,6 +265,15 @@ impl ClientContext for Ctx {
         if let Ok(mut h) = self.highs.lock() {
             h.extend(highs);
         }
+        let mut input = self.shared.input.lock().unwrap_or_else(|p| p.into_inner());
+        if up {
+            input.brokers_down_since = None;
+        } else {
+            input
+                .brokers_down_since
+                .get_or_insert_with(std::time::Instant::now);
+        }
+        input.lag = lag;
     }
 }
 
@@ -487,6 +556,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         dead_letter_tries: Arc::default(),
         dead_letter_topic: config.kafka.dead_letter_topic.clone(),
         kafka_error: Mutex::new(None),
+        input: Mutex::new(InputState::default()),
     });
     let calendar = Arc::new(template.calendar().clone());
     drop(template);
@@ -3393,6 +3463,31 @@ mod tests {
     use super::*;
     use rdkafka::Timestamp;
     use rdkafka::message::OwnedMessage;
+
+    #[test]
+    fn the_lights_are_said_to_be_behind_after_20_s_without_brokers_or_from_10000_unread() {
+        let ago = |s: u64| std::time::Instant::now().checked_sub(Duration::from_secs(s));
+        let state = |down: Option<std::time::Instant>, lag: i64| InputState {
+            brokers_down_since: down,
+            lag,
+        };
+        assert_eq!(state(None, 0).notice(), None);
+        assert_eq!(state(None, 9_999).notice(), None);
+        assert_eq!(
+            state(None, 10_000).notice(),
+            Some(InputNotice::Behind(10_000))
+        );
+        // A broker's restart or a reconnection: not yet.
+        assert_eq!(state(ago(5), 0).notice(), None);
+        assert_eq!(
+            state(ago(5), 50_000).notice(),
+            Some(InputNotice::Behind(50_000))
+        );
+        match state(ago(25), 50_000).notice() {
+            Some(InputNotice::BrokersDown(d)) => assert!(d >= Duration::from_secs(25), "{d:?}"),
+            other => panic!("the brokers down 25 s come first: {other:?}"),
+        }
+    }
 
     fn message(offset: i64, payload: &str) -> Msg {
         Msg::copy(

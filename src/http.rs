@@ -197,6 +197,17 @@ async fn readyz(State(s): State<Arc<Shared>>) -> Response {
             s.calendar_last_day
         ));
     }
+    match s.input_notice() {
+        Some(crate::daemon::InputNotice::BrokersDown(d)) => warnings.push(format!(
+            "no connection to any Kafka broker for {} s: events sent since are not read, so \
+             the lights show the cases as of then (deadlines still fire)",
+            d.as_secs()
+        )),
+        Some(crate::daemon::InputNotice::Behind(n)) => warnings.push(format!(
+            "{n} messages behind the brokers (consumer lag): the lights catch up as they are read"
+        )),
+        None => {}
+    }
     let body = json!({
         "ready": reasons.is_empty(),
         "reasons": reasons,

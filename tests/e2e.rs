@@ -2029,6 +2029,20 @@ fn broker_outage_recovers() {
         }
         std::thread::sleep(Duration::from_secs(1));
     }
+    // The board and /readyz say the input is cut: a quiet board must not read as all well.
+    let board = match d.get("/") {
+        Some((200, body)) => body,
+        other => d.fail(&format!("the board with the broker down: {other:?}")),
+    };
+    assert!(
+        board.contains(r#"id="input-notice""#) && board.contains("消息接入已中断"),
+        "the board says the input is cut after 30 s without a broker: {}",
+        board.chars().take(1500).collect::<String>()
+    );
+    match d.get("/readyz") {
+        Some((_, body)) if body.contains("no connection to any Kafka broker") => {}
+        other => d.fail(&format!("/readyz warns of the broker down: {other:?}")),
+    }
     let errors = d
         .metrics()
         .map_or(0.0, |m| m.sum("redlight_kafka_errors_total"));
@@ -2092,6 +2106,14 @@ fn broker_outage_recovers() {
         daemon.len()
     );
     assert!(of_after > 0, "the events after the outage raised alerts");
+    // Caught up with the broker back: the board no longer says the input is cut.
+    match d.get("/") {
+        Some((200, body)) if !body.contains(r#"id="input-notice""#) => {}
+        other => d.fail(&format!(
+            "the board still says the input is cut once caught up: {:?}",
+            other.map(|(c, b)| (c, b.chars().take(1500).collect::<String>()))
+        )),
+    }
 
     // SIGTERM with the broker down again: the daemon still exits 0 within seconds (the
     // final offset commit to Kafka is not waited for; the store has the offsets).
