@@ -22,7 +22,11 @@ def main():
     base_days, speed, rate = float(sys.argv[1]), float(sys.argv[2]), float(sys.argv[3])
     tz = dt.timezone(dt.timedelta(hours=8))
     rnd = random.Random(7)
-    departments = [f"市局{i}" for i in range(30)]
+    # Names as long as real ones, for the board's layout (a department column squeezed by
+    # four-digit counts).
+    cities = ["银川市", "石嘴山市", "吴忠市", "固原市", "中卫市", "忻州市"]
+    offices = ["市场监督管理局", "住房和城乡建设局", "应急管理局", "自然资源局", "行政审批服务局"]
+    departments = [c + o for c in cities for o in offices]
     wall0 = time.time()
     base = dt.datetime.now(tz) - dt.timedelta(days=base_days)
     pending, opened, seq = [], 0, 0

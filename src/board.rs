@@ -62,7 +62,7 @@ h1 { font-size:34px; margin:0; letter-spacing:2px; white-space:nowrap; }
 .stale { color:var(--yellow); }
 main { display:grid; grid-template-columns:minmax(0,1fr) minmax(0,1.15fr) minmax(0,1.15fr); gap:18px; padding:18px 28px; }
 section { background:var(--panel); border:1px solid var(--line); border-radius:12px; padding:12px 16px; min-width:0; }
-h2 { margin:0 0 10px; font-size:26px; display:flex; align-items:baseline; gap:12px; }
+h2 { margin:0 0 10px; font-size:26px; display:flex; flex-wrap:wrap; align-items:baseline; column-gap:12px; }
 h2 small { font-size:17px; color:var(--muted); font-weight:normal; }
 table { width:100%; border-collapse:collapse; }
 th { text-align:right; color:var(--muted); font-weight:normal; font-size:18px; padding:4px 8px; border-bottom:1px solid var(--line); white-space:nowrap; }
@@ -92,6 +92,15 @@ li.red .time { color:var(--red); } li.yellow .time { color:var(--yellow); }
 .l2 { color:var(--muted); font-size:18px; overflow:hidden; text-overflow:ellipsis; white-space:nowrap; }
 .more, .none { color:var(--muted); padding:10px 4px; font-size:18px; }
 footer { color:#5d6d8c; font-size:15px; padding:0 28px 14px; }
+/* Narrower than a 1080p screen (a 1,280 px projector): a city's departments have names of
+   eight to ten characters and four-digit counts, which squeezed the names to three or four
+   characters a line. The departments get a larger share and the counts a smaller type, so
+   such a name takes one or two lines; the case lists move a case's time under its id. */
+@media (max-width: 1600px) {
+  main { grid-template-columns:minmax(0,1.3fr) minmax(0,1fr) minmax(0,1fr); }
+  td { font-size:19px; }
+  td.n { font-size:23px; }
+}
 "#;
 
 /// Renders the board.
