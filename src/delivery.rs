@@ -1720,6 +1720,7 @@ impl Core {
         let outbox = tx.open_table(OUTBOX).map_err(|e| store_err(store, e))?;
         let mut out = Vec::new();
         let mut next = None;
+        let mut passed = 0;
         for row in due
             .range((receiver, i64::MIN, 0)..=(receiver, i64::MAX, u64::MAX))
             .map_err(|e| store_err(store, e))?
@@ -1731,6 +1732,7 @@ impl Core {
                 break;
             }
             if busy.contains(&seq) {
+                passed += 1;
                 continue;
             }
             if out.len() >= limit {
@@ -1742,7 +1744,7 @@ impl Core {
                 out.push((seq, r));
             }
         }
-        Ok((out, next))
+        Ok((out, next, passed))
     }
 
     /// Whether a delivery to `receiver` waits for a retry (its next attempt is after now).
@@ -1962,8 +1964,9 @@ impl Fired {
     }
 }
 
-/// Due rows of a receiver, and when the next one after them is due.
-type DueRows = (Vec<(u64, Row)>, Option<i64>);
+/// Due rows of a receiver, when the next one after them is due, and how many due rows
+/// were passed over for being in flight or not yet settled.
+type DueRows = (Vec<(u64, Row)>, Option<i64>, usize);
 
 /// The hook the store calls inside each batch's transaction.
 struct Hook(Arc<Core>);
@@ -2523,9 +2526,11 @@ async fn run(core: Arc<Core>, mut stop: watch::Receiver<bool>) {
                         continue;
                     }
                 };
-                let (mut rows, next) = rows;
-                if lane.catch_up && rows.len() < room {
-                    lane.catch_up = false; // all that waited is on its way
+                let (mut rows, next, passed) = rows;
+                // All that waited is on its way. Not while some are still being settled (a
+                // failure just before the receiver came back): they are due once settled.
+                if lane.catch_up && rows.len() < room && passed == 0 {
+                    lane.catch_up = false;
                 }
                 lane.next_due = next;
                 if let Some(n) = next {
@@ -2544,7 +2549,7 @@ async fn run(core: Arc<Core>, mut stop: watch::Receiver<bool>) {
                     match lane.failed_at.map(|t| t + core.probe_every) {
                         Some(t) if t > now => soonest(t),
                         _ => match core.due_rows(r.name(), i64::MAX, 1, &skip) {
-                            Ok((first, _)) => {
+                            Ok((first, _, _)) => {
                                 probe = !first.is_empty();
                                 rows = first;
                             }
