@@ -77,6 +77,19 @@ impl Setup {
             .get()
     }
 
+    /// Waits until every delivery waiting in the outbox has had `attempts` attempts recorded:
+    /// an outcome is counted in the metrics when it comes back, its row is written (and free
+    /// to be sent again) only once the settler has recorded it, which in a debug build under
+    /// load takes a while. Tests that make a receiver come back right after failures wait for
+    /// this, so that what they see does not depend on the settler's pace.
+    async fn settled(&self, attempts: u32) -> bool {
+        eventually(WAIT, || {
+            delivery::waiting(&self.store, 0, 10_000, None)
+                .is_ok_and(|rows| rows.iter().all(|r| r.attempts >= attempts))
+        })
+        .await
+    }
+
     fn pending(&self) -> u64 {
         delivery::stats(&self.store)
             .expect("stats")
@@ -1358,6 +1371,7 @@ async fn a_receiver_back_gets_the_deliveries_waiting_for_a_retry_at_once() {
         "attempts failed: {}",
         s.count("hook", "retry")
     );
+    assert!(s.settled(2).await, "the failures recorded");
     let sink = Sink::start_on(addr).await;
     sink.set_plan(|_, _| Answer::ok(""));
     let fresh = red(&s.rules, 20);
@@ -1455,6 +1469,7 @@ async fn a_flapping_receiver_catches_up_at_most_once_a_minute() {
     let mut alerts: Vec<Alert> = (1..10).map(|i| red(&s.rules, i)).collect();
     s.commit(alerts.clone());
     assert!(eventually(WAIT, || s.count("hook", "retry") >= 18).await);
+    assert!(s.settled(2).await, "the failures recorded");
     // One goes through: the nine waiting are tried again at once (and fail again).
     let first_ok = red(&s.rules, 10);
     alerts.push(first_ok.clone());
@@ -1547,6 +1562,7 @@ async fn a_receiver_back_again_within_the_minute_catches_up_when_it_is_over() {
     let first: Vec<Alert> = (1..6).map(|i| red(&s.rules, i)).collect();
     s.commit(first.clone());
     assert!(eventually(WAIT, || s.count("hook", "retry") >= 10).await);
+    assert!(s.settled(2).await, "the failures recorded");
     // Back: a new alert goes through, and the five waiting with it (the first catch-up).
     sink.set_plan(|_, _| Answer::ok(""));
     s.commit(vec![red(&s.rules, 100)]);
@@ -1557,6 +1573,7 @@ async fn a_receiver_back_again_within_the_minute_catches_up_when_it_is_over() {
     let second: Vec<Alert> = (11..16).map(|i| red(&s.rules, i)).collect();
     s.commit(second.clone());
     assert!(eventually(WAIT, || s.count("hook", "retry") >= 20).await);
+    assert!(s.settled(2).await, "the failures recorded");
     sink.set_plan(|_, _| Answer::ok(""));
     s.commit(vec![red(&s.rules, 200)]);
     assert!(
