@@ -276,7 +276,7 @@ fn layout_problems(d: &Daemon, profile: &Path, width: u32) -> String {
     if (lines > 1) found.push('header broken over ' + lines + ' lines: ' + e.textContent);
   }
   // A department's name as long as a city bureau's, beside four-digit counts: at most two
-  // lines (it took four at 1,280 px when the counts had the same room as on a 1080p screen).
+  // lines (it took three at 1,280 px when the counts had the same room as on a 1080p screen).
   const lines = (node) => {
     const r = document.createRange();
     r.selectNodeContents(node);
