@@ -70,6 +70,8 @@ target/release/redlight calendar --config config/redlight.toml list --from 2020-
 
 step "benchmark smoke run (figures only; the full run is: cargo bench --bench engine)"
 cargo bench --quiet --bench engine -- --quick
+step "criterion micro-benchmarks, each run once as a check (the full run: cargo bench --bench micro)"
+cargo bench --quiet --bench micro -- --test
 
 # The closing line CI reads: the totals of every `cargo test` binary above.
 passed=$(grep -Eo '[0-9]+ passed' target/test-output.txt | awk '{s+=$1} END {print s+0}')
