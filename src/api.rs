@@ -78,6 +78,15 @@ impl View {
         self.zone.format(ms)
     }
 
+    /// An instant as a spreadsheet reads a date and time: `2026-10-31 00:00:00`, in the
+    /// configured zone (RFC 3339's `T` and offset make Excel keep it as text).
+    fn sheet_time(&self, ms: i64) -> String {
+        chrono::DateTime::from_timestamp_millis(self.zone.to_local(ms)).map_or_else(
+            || self.fmt(ms),
+            |t| t.naive_utc().format("%Y-%m-%d %H:%M:%S").to_string(),
+        )
+    }
+
     /// A case's lights per rule, in the packs' order (rules are numbered as the store
     /// numbers them, which after a reorder is not that order).
     fn rule_lights(&self, lights: &[(u16, Light)]) -> Vec<Value> {
@@ -1188,69 +1197,89 @@ fn parse_limit(s: Option<&str>, default: usize, max: usize) -> Result<usize, Api
     }
 }
 
-/// `/api/v1/cases?light=red&department=…&rule=…&open=true&limit=100&cursor=…`
-pub async fn cases(
-    State(s): State<Arc<Shared>>,
-    ApiQuery(q): ApiQuery<CasesQuery>,
-) -> Result<Response, ApiError> {
-    let light = q.light.as_deref().map(parse_light).transpose()?;
-    let rule = match q.rule.as_deref() {
-        None => None,
-        Some(r) => Some(s.view.rules.index_of(r).ok_or_else(|| {
-            ApiError::bad(format!(
-                "query parameter `rule`: no loaded rule has the id {r:?}"
-            ))
-        })?),
-    };
-    let open = match q.open.as_deref() {
-        None => None,
-        Some("true") | Some("1") => Some(true),
-        Some("false") | Some("0") => Some(false),
-        Some(x) => {
-            return Err(ApiError::bad(format!(
-                "query parameter `open` is {x:?}; expected true or false"
-            )));
-        }
-    };
-    let limit = parse_limit(q.limit.as_deref(), 100, 1000)?;
-    let cursor = q.cursor.as_deref().map(decode_cursor).transpose()?;
-    let department = q.department.clone();
-    let in_bytes = department.as_deref().and_then(department_bytes);
-    let s2 = s.clone();
-    let (items, next, scanned) = blocking(move || {
-        let view = &s2.view;
-        let mut items = Vec::new();
-        let mut next = None;
-        let mut last_key: Option<(String, u32, String)> = None;
+/// The filters of `/api/v1/cases` and `/api/v1/cases.csv`, checked.
+struct CaseFilter {
+    light: Option<Light>,
+    rule: Option<u16>,
+    open: Option<bool>,
+    department: Option<String>,
+    /// The department's bytes as stored, to skip other cases undecoded.
+    in_bytes: Option<memchr::memmem::Finder<'static>>,
+}
+
+impl CaseFilter {
+    fn new(view: &View, q: &CasesQuery) -> Result<CaseFilter, ApiError> {
+        let light = q.light.as_deref().map(parse_light).transpose()?;
+        let department = q.department.as_deref();
+        let rule = match q.rule.as_deref() {
+            None => None,
+            Some(r) => Some(view.rules.index_of(r).ok_or_else(|| {
+                ApiError::bad(format!(
+                    "query parameter `rule`: no loaded rule has the id {r:?}"
+                ))
+            })?),
+        };
+        let open = match q.open.as_deref() {
+            None => None,
+            Some("true") | Some("1") => Some(true),
+            Some("false") | Some("0") => Some(false),
+            Some(x) => {
+                return Err(ApiError::bad(format!(
+                    "query parameter `open` is {x:?}; expected true or false"
+                )));
+            }
+        };
+        Ok(CaseFilter {
+            light,
+            rule,
+            open,
+            department: department.map(str::to_string),
+            in_bytes: department.and_then(department_bytes),
+        })
+    }
+
+    /// Scans the stored cases after `after` in the store's order, giving `take` each case
+    /// the filters keep, judged, until it returns `false`. Returns how many were scanned.
+    fn scan(
+        &self,
+        store: &crate::store::Store,
+        rules: &RuleSet,
+        after: Option<(&str, u32, &str)>,
+        mut take: impl FnMut(&str, u32, &str, &CaseLite, &Judged) -> bool,
+    ) -> Result<u64, ApiError> {
         let mut scanned = 0u64;
-        let mut failure = None;
-        let after = cursor
-            .as_ref()
-            .map(|(t, p, i)| (t.as_str(), *p, i.as_str()));
-        s2.store
+        store
             .scan_cases(after, |topic, partition, id, bytes| {
                 scanned += 1;
-                if in_bytes.as_ref().is_some_and(|f| f.find(bytes).is_none()) {
+                if self
+                    .in_bytes
+                    .as_ref()
+                    .is_some_and(|f| f.find(bytes).is_none())
+                {
                     return true; // not of this department: skipped undecoded
                 }
-                let Some(c) = read_lite(&s2.view.rules, topic, partition, id, bytes) else {
+                let Some(c) = read_lite(rules, topic, partition, id, bytes) else {
                     return true;
                 };
-                if department.as_deref().is_some_and(|d| c.department() != d) {
+                if self
+                    .department
+                    .as_deref()
+                    .is_some_and(|d| c.department() != d)
+                {
                     return true;
                 }
                 let j = c.judge();
-                if open.is_some_and(|o| o != j.open) {
+                if self.open.is_some_and(|o| o != j.open) {
                     return true;
                 }
-                if let Some(r) = rule {
+                if let Some(r) = self.rule {
                     let in_case = c.clocks.iter().any(|x| x.rule == r)
                         || c.violations.iter().any(|x| x.rule == r)
                         || c.duties.iter().any(|x| x.rule == r);
                     if !in_case {
                         return true;
                     }
-                    if let Some(l) = light {
+                    if let Some(l) = self.light {
                         let rule_light = j
                             .rules
                             .iter()
@@ -1260,28 +1289,229 @@ pub async fn cases(
                             return true;
                         }
                     }
-                } else if light.is_some_and(|l| l != j.light) {
+                } else if self.light.is_some_and(|l| l != j.light) {
                     return true;
                 }
+                take(topic, partition, id, &c, &j)
+            })
+            .map_err(ApiError::internal)?;
+        Ok(scanned)
+    }
+}
+
+/// `/api/v1/cases?light=red&department=…&rule=…&open=true&limit=100&cursor=…`
+pub async fn cases(
+    State(s): State<Arc<Shared>>,
+    ApiQuery(q): ApiQuery<CasesQuery>,
+) -> Result<Response, ApiError> {
+    let filter = CaseFilter::new(&s.view, &q)?;
+    let limit = parse_limit(q.limit.as_deref(), 100, 1000)?;
+    let cursor = q.cursor.as_deref().map(decode_cursor).transpose()?;
+    let s2 = s.clone();
+    let (items, next, scanned) = blocking(move || {
+        let view = &s2.view;
+        let mut items = Vec::new();
+        let mut next = None;
+        let mut last_key: Option<(String, u32, String)> = None;
+        let after = cursor
+            .as_ref()
+            .map(|(t, p, i)| (t.as_str(), *p, i.as_str()));
+        let scanned = filter.scan(
+            &s2.store,
+            &view.rules,
+            after,
+            |topic, partition, id, c, j| {
                 if items.len() == limit {
                     next = last_key
                         .as_ref()
                         .map(|(t, p, i): &(String, u32, String)| encode_cursor(t, *p, i));
                     return false;
                 }
-                items.push(summary(view, topic, partition, &c, &j));
+                items.push(summary(view, topic, partition, c, j));
                 last_key = Some((topic.to_string(), partition, id.to_string()));
                 true
-            })
-            .map_err(|e| failure = Some(e))
-            .ok();
-        if let Some(e) = failure {
-            return Err(ApiError::internal(e));
-        }
+            },
+        )?;
         Ok((items, next, scanned))
     })
     .await?;
     Ok(axum::Json(json!({"cases": items, "next": next, "scanned": scanned})).into_response())
+}
+
+/// The most rows `/api/v1/cases.csv` answers: about 25 MB of text, built in memory.
+pub const CSV_MAX_ROWS: usize = 100_000;
+
+/// `/api/v1/cases.csv?light=red&department=…&rule=…&open=true`: every case the filters
+/// keep (as `/api/v1/cases`, without pages), as a spreadsheet for a supervisor's report
+/// (通报): UTF-8 with a byte order mark, which Excel and WPS need to read Chinese, and
+/// Chinese column names. More than [`CSV_MAX_ROWS`] cases is refused, naming the filters
+/// that narrow it.
+pub async fn cases_csv(
+    State(s): State<Arc<Shared>>,
+    ApiQuery(q): ApiQuery<CasesQuery>,
+) -> Result<Response, ApiError> {
+    for (name, given) in [("limit", &q.limit), ("cursor", &q.cursor)] {
+        if given.is_some() {
+            return Err(ApiError::bad(format!(
+                "query parameter `{name}` is not taken here: the export gives every case the \
+                 filters keep"
+            )));
+        }
+    }
+    let filter = CaseFilter::new(&s.view, &q)?;
+    let name = csv_file_name(&s.view, &q);
+    let s2 = s.clone();
+    let body = blocking(move || {
+        let view = &s2.view;
+        let mut out = Csv::new(&[
+            "案件编号",
+            "灯色",
+            "状态",
+            "部门",
+            "事项",
+            "经办人",
+            "最近期限",
+            "各规则灯色",
+            "首次事件",
+            "最近事件",
+        ]);
+        let mut rows = 0usize;
+        let mut too_many = false;
+        filter.scan(&s2.store, &view.rules, None, |_, _, _, c, j| {
+            if rows == CSV_MAX_ROWS {
+                too_many = true;
+                return false;
+            }
+            rows += 1;
+            let rules: Vec<String> = j
+                .rules
+                .iter()
+                .map(|(r, l)| {
+                    let rule = view.rules.rules.get(usize::from(*r));
+                    let title = rule.map_or("", |r| &*r.title);
+                    format!("{title}（{}）：{}", view.rule_id(*r), light_zh(*l))
+                })
+                .collect();
+            let state = if c.withdrawn {
+                "已撤回"
+            } else if j.open {
+                "在办"
+            } else {
+                "已办结"
+            };
+            out.row(&[
+                &c.id,
+                light_zh(j.light),
+                state,
+                c.department(),
+                c.data.item.as_deref().unwrap_or(""),
+                c.data.handler.as_deref().unwrap_or(""),
+                &j.next_deadline
+                    .map_or(String::new(), |d| view.sheet_time(d)),
+                &rules.join("；"),
+                &view.sheet_time(c.first_event),
+                &view.sheet_time(c.last_event),
+            ]);
+            true
+        })?;
+        if too_many {
+            return Err(ApiError::bad(format!(
+                "more than {CSV_MAX_ROWS} cases match; narrow the export with `light`, \
+                 `department`, `rule` or `open`, or page through /api/v1/cases"
+            )));
+        }
+        Ok(out.finish())
+    })
+    .await?;
+    Ok(csv_response(&name, body))
+}
+
+/// A download's file name: what was exported, the filters, the day (ASCII only, so that
+/// every browser keeps it; a department is not in it).
+fn csv_file_name(view: &View, q: &CasesQuery) -> String {
+    let mut name = String::from("redlight-cases");
+    for part in [q.light.as_deref(), q.rule.as_deref()]
+        .into_iter()
+        .flatten()
+    {
+        name.push('-');
+        name.extend(part.chars().map(|c| {
+            if c.is_ascii_alphanumeric() || c == '.' || c == '_' {
+                c
+            } else {
+                '-'
+            }
+        }));
+    }
+    match q.open.as_deref() {
+        Some("true") | Some("1") => name.push_str("-open"),
+        Some("false") | Some("0") => name.push_str("-closed"),
+        _ => {}
+    }
+    let today = chrono::Utc::now().with_timezone(&view.zone.tz());
+    format!("{name}-{}.csv", today.format("%Y%m%d"))
+}
+
+fn csv_response(name: &str, body: Vec<u8>) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/csv; charset=utf-8".to_string()),
+            (
+                header::CONTENT_DISPOSITION,
+                format!("attachment; filename=\"{name}\""),
+            ),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+/// A light in the words of the board.
+fn light_zh(l: Light) -> &'static str {
+    match l {
+        Light::Red => "红灯",
+        Light::Yellow => "黄灯",
+        Light::Green => "绿灯",
+    }
+}
+
+/// A spreadsheet of text cells: RFC 4180 quoting (the `csv` crate), after a UTF-8 byte
+/// order mark. A cell that a spreadsheet would take for a formula (starting with `=`, `+`,
+/// `-`, `@`, a tab or a carriage return) is written with a `'` before it: case ids,
+/// departments and handlers come from events, and a producer's `=HYPERLINK(…)` must stay
+/// text when a supervisor opens the file.
+struct Csv {
+    w: csv::Writer<Vec<u8>>,
+}
+
+impl Csv {
+    fn new(header: &[&str]) -> Csv {
+        let mut w = csv::WriterBuilder::new()
+            .terminator(csv::Terminator::CRLF)
+            .from_writer(b"\xEF\xBB\xBF".to_vec());
+        // Writing into memory cannot fail.
+        let _ = w.write_record(header);
+        Csv { w }
+    }
+
+    fn row(&mut self, cells: &[&str]) {
+        let _ = self
+            .w
+            .write_record(cells.iter().map(|c| inert(c).into_owned().into_bytes()));
+    }
+
+    fn finish(self) -> Vec<u8> {
+        // Into memory: flushing cannot fail.
+        self.w.into_inner().unwrap_or_default()
+    }
+}
+
+/// `cell`, or `'` and `cell` when a spreadsheet would read it as a formula.
+fn inert(cell: &str) -> std::borrow::Cow<'_, str> {
+    match cell.as_bytes().first() {
+        Some(b'=' | b'+' | b'-' | b'@' | b'\t' | b'\r') => format!("'{cell}").into(),
+        _ => cell.into(),
+    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1625,12 +1855,10 @@ pub struct ScorecardQuery {
     period: Option<String>,
 }
 
-/// `/api/v1/scorecard?period=2026Q3` (also `2026`, `2026-07`; default: the current quarter).
-pub async fn scorecard(
-    State(s): State<Arc<Shared>>,
-    ApiQuery(q): ApiQuery<ScorecardQuery>,
-) -> Result<Response, ApiError> {
-    let period = match q.period.as_deref() {
+/// The scorecard's `period` parameter: a year (`2026`), a quarter (`2026Q3`) or a month
+/// (`2026-07`); the current quarter without it.
+fn score_period(s: &Shared, period: Option<&str>) -> Result<ScorePeriod, ApiError> {
+    Ok(match period {
         None => ScorePeriod::containing(
             crate::rules::Period::Quarter,
             chrono::Utc::now().with_timezone(&s.view.zone.tz()).date_naive(),
@@ -1640,14 +1868,87 @@ pub async fn scorecard(
                 "query parameter `period` is {p:?}; expected a year (2026), a quarter (2026Q3) or a month (2026-07)"
             ))
         })?,
-    };
+    })
+}
+
+/// `/api/v1/scorecard?period=2026Q3` (also `2026`, `2026-07`; default: the current quarter).
+pub async fn scorecard(
+    State(s): State<Arc<Shared>>,
+    ApiQuery(q): ApiQuery<ScorecardQuery>,
+) -> Result<Response, ApiError> {
+    let (_, card) = card_of(&s, q.period.as_deref()).await?;
+    Ok(axum::Json(card).into_response())
+}
+
+/// The scorecard of the `period` parameter, computed off the async threads, with the
+/// period.
+async fn card_of(
+    s: &Arc<Shared>,
+    period: Option<&str>,
+) -> Result<(ScorePeriod, crate::scorecard::Scorecard), ApiError> {
+    let period = score_period(s, period)?;
     let s2 = s.clone();
     let card = blocking(move || {
         crate::scorecard::scorecard(&s2.store, &s2.view.zone, &s2.view.scorecard, period)
             .map_err(ApiError::internal)
     })
     .await?;
-    Ok(axum::Json(card).into_response())
+    Ok((period, card))
+}
+
+/// `/api/v1/scorecard.csv?period=2026Q3`: the scorecard as a spreadsheet, a department a
+/// row, in Chinese (as `/api/v1/cases.csv`). The on-time rate is a percentage with two
+/// decimals, which spreadsheets read as a number; empty when nothing was closed.
+pub async fn scorecard_csv(
+    State(s): State<Arc<Shared>>,
+    ApiQuery(q): ApiQuery<ScorecardQuery>,
+) -> Result<Response, ApiError> {
+    let (period, card) = card_of(&s, q.period.as_deref()).await?;
+    let year = period.year();
+    let (last_year, this_year) = ((year - 1).to_string(), year.to_string());
+    let mut out = Csv::new(&[
+        "部门",
+        "考核期",
+        "办结",
+        "按时办结",
+        "逾期办结",
+        "违规",
+        "按时办结率",
+        "等次",
+        &format!("{this_year}年等次"),
+        &format!("{last_year}年等次"),
+        "连续两年不合格",
+    ]);
+    let grade = |g: Option<&Option<crate::scorecard::Grade>>| {
+        g.copied()
+            .flatten()
+            .map_or("", crate::scorecard::Grade::as_str)
+    };
+    for l in &card.departments {
+        let t = &l.tally;
+        out.row(&[
+            &l.department,
+            &card.period,
+            &t.closed.to_string(),
+            &t.on_time.to_string(),
+            &t.late.to_string(),
+            &t.violations.to_string(),
+            &l.on_time_rate
+                .map_or(String::new(), |r| format!("{:.2}%", r * 100.0)),
+            l.grade.as_str(),
+            grade(l.year_grades.get(&this_year)),
+            grade(l.year_grades.get(&last_year)),
+            if l.unqualified_two_years {
+                "是"
+            } else {
+                "否"
+            },
+        ]);
+    }
+    Ok(csv_response(
+        &format!("redlight-scorecard-{}.csv", card.period),
+        out.finish(),
+    ))
 }
 
 // ---------------------------------------------------------------------------------------

@@ -64,6 +64,7 @@ main { display:grid; grid-template-columns:minmax(0,1fr) minmax(0,1.15fr) minmax
 section { background:var(--panel); border:1px solid var(--line); border-radius:12px; padding:12px 16px; min-width:0; }
 h2 { margin:0 0 10px; font-size:26px; display:flex; flex-wrap:wrap; align-items:baseline; column-gap:12px; }
 h2 small { font-size:17px; color:var(--muted); font-weight:normal; }
+h2 a.export { font-size:17px; font-weight:normal; color:var(--muted); text-decoration:none; border:1px solid var(--line); border-radius:6px; padding:0 8px; }
 table { width:100%; border-collapse:collapse; }
 th { text-align:right; color:var(--muted); font-weight:normal; font-size:18px; padding:4px 8px; border-bottom:1px solid var(--line); white-space:nowrap; }
 /* The counts' headers in one character each, in their light's colour, and never broken
@@ -92,6 +93,7 @@ li.red .time { color:var(--red); } li.yellow .time { color:var(--yellow); }
 .l2 { color:var(--muted); font-size:18px; overflow:hidden; text-overflow:ellipsis; white-space:nowrap; }
 .more, .none { color:var(--muted); padding:10px 4px; font-size:18px; }
 footer { color:#5d6d8c; font-size:15px; padding:0 28px 14px; }
+footer a.export { color:inherit; }
 /* Narrower than a 1080p screen (a 1,280 px projector): a city's departments have names of
    eight to ten characters and four-digit counts, which squeezed the names to three or four
    characters a line. The departments get a larger share and the counts a smaller type, so
@@ -169,7 +171,7 @@ pub fn render(view: &View, snap: &Snapshot, now: i64, input: Option<&InputNotice
     let _ = write!(
         h,
         r#"</main>
-<footer>红灯：已超期或违规；黄灯：临近期限；绿灯：在期限内。时限按法定工作日历计算（民法典第二百零一条、第二百零三条）。redlight {version} · 共 {scanned} 件案件记录</footer>
+<footer>红灯：已超期或违规；黄灯：临近期限；绿灯：在期限内。时限按法定工作日历计算（民法典第二百零一条、第二百零三条）。redlight {version} · 共 {scanned} 件案件记录 · <a class="export" href="api/v1/scorecard.csv" title="各部门本季度按时办结率、违规与等次，导出为表格（CSV）">本季度考核表</a></footer>
 </body></html>
 "#,
         version = env!("CARGO_PKG_VERSION"),
@@ -187,7 +189,7 @@ fn departments(h: &mut String, snap: &Snapshot) {
     });
     let _ = write!(
         h,
-        r#"<section class="departments"><h2>各部门 <small>{n} 个部门</small></h2>
+        r#"<section class="departments"><h2>各部门 <small>{n} 个部门</small><a class="export" href="api/v1/cases.csv?open=true" title="在办案件导出为表格（CSV）">导出在办案件</a></h2>
 <table><thead><tr><th>部门</th><th class="red" title="红灯">红</th><th class="yellow" title="黄灯">黄</th><th class="green" title="绿灯">绿</th><th title="在办">在办</th></tr></thead><tbody>
 "#,
         n = rows.len()
@@ -228,7 +230,7 @@ fn cases(
     };
     let _ = writeln!(
         h,
-        r#"<section class="cases-{class}"><h2 class="{class}">{name} <small>共 {total} 件 · {order}</small></h2><ol class="cases {class}" id="list-{class}">"#
+        r#"<section class="cases-{class}"><h2 class="{class}">{name} <small>共 {total} 件 · {order}</small><a class="export" href="api/v1/cases.csv?light={class}&amp;open=true" title="{name}全部导出为表格（CSV）">导出</a></h2><ol class="cases {class}" id="list-{class}">"#
     );
     for l in list {
         let rule = view.rules.rules.get(l.rule as usize);

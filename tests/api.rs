@@ -38,6 +38,209 @@ fn all_pages(d: &Daemon, query: &str, limit: usize) -> Vec<Value> {
     panic!("paging did not end");
 }
 
+/// The rows of a spreadsheet answer (`text/csv`, UTF-8 after a byte order mark), the
+/// column names first.
+fn sheet(r: &Resp) -> Vec<Vec<String>> {
+    assert_eq!(
+        r.header("content-type"),
+        Some("text/csv; charset=utf-8"),
+        "{}",
+        r.body
+    );
+    let text = r.body.strip_prefix('\u{feff}').unwrap_or_else(|| {
+        panic!(
+            "no byte order mark, which Excel needs for Chinese: {:?}",
+            r.body
+        )
+    });
+    csv::ReaderBuilder::new()
+        .has_headers(false)
+        .from_reader(text.as_bytes())
+        .records()
+        .map(|row| row.expect("a CSV row").iter().map(str::to_string).collect())
+        .collect()
+}
+
+/// An RFC 3339 instant as the spreadsheets write it.
+fn sheet_time(rfc3339: &Value) -> String {
+    rfc3339.as_str().map_or(String::new(), |t| {
+        chrono::DateTime::parse_from_rfc3339(t)
+            .expect("an RFC 3339 instant")
+            .format("%Y-%m-%d %H:%M:%S")
+            .to_string()
+    })
+}
+
+/// `/api/v1/cases.csv`: every case the filters keep, as `/api/v1/cases` lists them, in a
+/// spreadsheet with Chinese column names; the board links its lists' exports, and each
+/// holds as many cases as the board counts. A text from an event that a spreadsheet would
+/// run as a formula stays text.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cases_export_as_a_spreadsheet_as_the_api_lists_them() {
+    let stamp = "T9";
+    let mut d = fed_daemon("api-csv", stamp).await;
+    // A case whose handler and item a producer wrote as spreadsheet formulas.
+    let formula = [
+        r#"{"specversion":"1.0","id":"F-1","source":"/t","type":"approval.accepted","time":"2026-07-07T10:00:00+08:00","subject":"=1+1","data":{"department":"市住建局","item":"@SUM(A1)","handler":"=HYPERLINK(\"http://x\",\"点我\")","kind":"promised","promised_workdays":5}}"#.to_string(),
+    ];
+    produce(&broker(), &d.topic, &formula).await;
+    d.wait_consumed(1);
+
+    for query in [
+        "light=red&open=true",
+        "light=yellow&open=true",
+        "open=true",
+        "",
+    ] {
+        let path = format!("/api/v1/cases.csv?{query}");
+        let r = d.get(&path);
+        assert_eq!(r.status, 200, "{path}: {}", r.body);
+        let disposition = r.header("content-disposition").expect("a file name");
+        assert!(
+            disposition.starts_with("attachment; filename=\"redlight-cases")
+                && disposition.ends_with(".csv\""),
+            "{disposition}"
+        );
+        let rows = sheet(&r);
+        assert_eq!(
+            rows[0],
+            [
+                "案件编号",
+                "灯色",
+                "状态",
+                "部门",
+                "事项",
+                "经办人",
+                "最近期限",
+                "各规则灯色",
+                "首次事件",
+                "最近事件"
+            ],
+            "{path}"
+        );
+        let listed = all_pages(&d, query, 1000);
+        assert_eq!(
+            rows.len() - 1,
+            listed.len(),
+            "{path}: one row per listed case"
+        );
+        for (row, c) in rows[1..].iter().zip(&listed) {
+            let text = |k: &str| c[k].as_str().unwrap_or("").to_string();
+            let id = text("id");
+            let inert = |t: String| {
+                if t.starts_with(['=', '@', '+', '-']) {
+                    format!("'{t}")
+                } else {
+                    t
+                }
+            };
+            assert_eq!(
+                row[0],
+                inert(id.clone()),
+                "{path}: the same order as the API"
+            );
+            let light = match c["light"].as_str() {
+                Some("red") => "红灯",
+                Some("yellow") => "黄灯",
+                _ => "绿灯",
+            };
+            assert_eq!(row[1], light, "{id}");
+            let state = if c["withdrawn"] == true {
+                "已撤回"
+            } else if c["open"] == true {
+                "在办"
+            } else {
+                "已办结"
+            };
+            assert_eq!(row[2], state, "{id}");
+            assert_eq!(row[3], text("department"), "{id}");
+            assert_eq!(row[4], inert(text("item")), "{id}");
+            assert_eq!(row[5], inert(text("handler")), "{id}");
+            assert_eq!(row[6], sheet_time(&c["next_deadline"]), "{id}");
+            for r in c["rules"].as_array().expect("rules") {
+                let rule = r["rule"].as_str().expect("rule id");
+                assert!(
+                    row[7].contains(&format!("（{rule}）：")),
+                    "{id}: {rule} in {}",
+                    row[7]
+                );
+            }
+            assert_eq!(row[8], sheet_time(&c["first_event"]), "{id}");
+            assert_eq!(row[9], sheet_time(&c["last_event"]), "{id}");
+        }
+        if query.starts_with("light=red") {
+            assert!(
+                rows.iter().any(|r| r[0] == format!("XZ-{stamp}-03")),
+                "{path}"
+            );
+            assert!(rows[1..].iter().all(|r| r[1] == "红灯" && r[2] == "在办"));
+        }
+    }
+    // The formulas stay text.
+    let rows = sheet(&d.get("/api/v1/cases.csv?department=%E5%B8%82%E4%BD%8F%E5%BB%BA%E5%B1%80"));
+    let f = rows
+        .iter()
+        .find(|r| r[0] == "'=1+1")
+        .expect("the formula case, as text");
+    assert_eq!(f[4], "'@SUM(A1)");
+    assert_eq!(f[5], "'=HYPERLINK(\"http://x\",\"点我\")");
+
+    // The board's lists link their exports, which hold as many cases as the board counts.
+    let board = d.get("/").body;
+    for (light, title) in [("red", "红灯案件"), ("yellow", "黄灯案件")] {
+        let section = board
+            .split(&format!(r#"<section class="cases-{light}">"#))
+            .nth(1)
+            .unwrap_or_else(|| panic!("the {title} list"));
+        let total: usize = section
+            .split("共 ")
+            .nth(1)
+            .and_then(|t| t.split(' ').next())
+            .and_then(|n| n.parse().ok())
+            .expect("the list's count");
+        let href = section
+            .split(r#"<a class="export" href=""#)
+            .nth(1)
+            .and_then(|t| t.split('"').next())
+            .expect("the list's export link")
+            .replace("&amp;", "&");
+        assert_eq!(href, format!("api/v1/cases.csv?light={light}&open=true"));
+        let rows = sheet(&d.get(&format!("/{href}")));
+        assert_eq!(
+            rows.len() - 1,
+            total,
+            "{title}: the export holds what the board counts"
+        );
+    }
+
+    // The footer links this quarter's scorecard as a spreadsheet.
+    let href = board
+        .split("<footer>")
+        .nth(1)
+        .and_then(|f| f.split(r#"<a class="export" href=""#).nth(1))
+        .and_then(|t| t.split('"').next())
+        .expect("the footer's scorecard link");
+    assert_eq!(href, "api/v1/scorecard.csv");
+    let rows = sheet(&d.get(&format!("/{href}")));
+    assert_eq!(rows[0][..2], ["部门", "考核期"]);
+
+    // What /api/v1/cases refuses, the export refuses; paging is not its business.
+    for (path, word) in [
+        ("/api/v1/cases.csv?light=purple", "light"),
+        ("/api/v1/cases.csv?rule=xk.nonsense", "rule"),
+        ("/api/v1/cases.csv?open=maybe", "open"),
+        ("/api/v1/cases.csv?limit=5", "`limit` is not taken here"),
+        (
+            "/api/v1/cases.csv?lihgt=red",
+            "unknown query parameter `lihgt`",
+        ),
+    ] {
+        let r = d.get(path);
+        assert_eq!(r.status, 400, "{path}: {}", r.body);
+        assert!(r.body.contains(word), "{path}: {}", r.body);
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cases_are_listed_filtered_and_paged() {
     let stamp = "T1";
@@ -453,6 +656,78 @@ async fn the_scorecard_grades_departments_and_flags_two_unqualified_years() {
     let r = d.get("/api/v1/scorecard?period=2026Q5");
     assert_eq!(r.status, 400);
     assert!(r.body.contains("period"));
+
+    // The same card as a spreadsheet: a department a row, the figures the JSON has.
+    let r = d.get("/api/v1/scorecard.csv?period=2026Q3");
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(
+        r.header("content-disposition"),
+        Some("attachment; filename=\"redlight-scorecard-2026Q3.csv\"")
+    );
+    let rows = sheet(&r);
+    assert_eq!(
+        rows[0],
+        [
+            "部门",
+            "考核期",
+            "办结",
+            "按时办结",
+            "逾期办结",
+            "违规",
+            "按时办结率",
+            "等次",
+            "2026年等次",
+            "2025年等次",
+            "连续两年不合格"
+        ]
+    );
+    let want: Vec<Vec<String>> = card["departments"]
+        .as_array()
+        .expect("departments")
+        .iter()
+        .map(|l| {
+            let grade = |g: &serde_json::Value| g.as_str().unwrap_or("").to_string();
+            vec![
+                l["department"].as_str().expect("department").to_string(),
+                "2026Q3".to_string(),
+                l["closed"].to_string(),
+                l["on_time"].to_string(),
+                l["late"].to_string(),
+                l["violations"].to_string(),
+                l["on_time_rate"]
+                    .as_f64()
+                    .map_or(String::new(), |x| format!("{:.2}%", x * 100.0)),
+                grade(&l["grade"]),
+                grade(&l["year_grades"]["2026"]),
+                grade(&l["year_grades"]["2025"]),
+                if l["unqualified_two_years"] == true {
+                    "是"
+                } else {
+                    "否"
+                }
+                .to_string(),
+            ]
+        })
+        .collect();
+    assert_eq!(rows[1..], want[..]);
+    let yi = rows.iter().find(|r| r[0] == "乙局").expect("乙局's row");
+    assert_eq!(
+        yi[2..],
+        [
+            "3",
+            "1",
+            "2",
+            "1",
+            "33.33%",
+            "不合格",
+            "不合格",
+            "不合格",
+            "是"
+        ]
+    );
+    let r = d.get("/api/v1/scorecard.csv?period=2026Q5");
+    assert_eq!(r.status, 400);
+    assert!(r.body.contains("period"), "{}", r.body);
 
     // The ledger outlives the daemon: after a restart the same card.
     d.restart("redlight-2.log");
