@@ -43,6 +43,8 @@ pub struct View {
     pub scorecard: ScorecardConfig,
     /// The latest snapshot of the whole store.
     snapshot: std::sync::Mutex<Option<Arc<Snapshot>>>,
+    /// The latest snapshot of each department's own board (`/?department=…`).
+    department_snapshots: std::sync::Mutex<HashMap<String, Arc<Snapshot>>>,
     /// Held while a snapshot is recomputed: one at a time, the others wait for its result.
     refresh: tokio::sync::Mutex<()>,
     /// Requests refused for want of the token, as the log says them: the first, then once
@@ -62,6 +64,7 @@ impl View {
             board: config.board.clone(),
             scorecard: config.scorecard.clone(),
             snapshot: std::sync::Mutex::new(None),
+            department_snapshots: std::sync::Mutex::default(),
             refresh: tokio::sync::Mutex::new(()),
             refused_said: std::sync::Mutex::default(),
         }
@@ -185,10 +188,23 @@ pub async fn guard(State(s): State<Arc<Shared>>, req: Request, next: Next) -> Re
         // `/?token=…` from a wall screen's browser: remember it in a cookie and drop it from
         // the address bar.
         let cookie = s.view.token.as_ref().map(cookie_value).unwrap_or_default();
+        // The rest of the query stays (`department`: a department's own board).
+        let rest: Vec<&str> = req
+            .uri()
+            .query()
+            .unwrap_or_default()
+            .split('&')
+            .filter(|kv| !kv.is_empty() && !kv.starts_with("token="))
+            .collect();
+        let location = if rest.is_empty() {
+            "/".to_string()
+        } else {
+            format!("/?{}", rest.join("&"))
+        };
         (
             StatusCode::SEE_OTHER,
             [
-                (header::LOCATION, "/".to_string()),
+                (header::LOCATION, location),
                 (
                     header::SET_COOKIE,
                     format!("{COOKIE_NAME}={cookie}; Path=/; HttpOnly; SameSite=Strict"),
@@ -991,7 +1007,13 @@ impl Smallest {
     }
 }
 
-fn scan_snapshot(store: &crate::store::Store, view: &View) -> Result<Snapshot, ApiError> {
+/// Counts the store's open cases, or only `department`'s (its own board).
+fn scan_snapshot(
+    store: &crate::store::Store,
+    view: &View,
+    department: Option<&str>,
+) -> Result<Snapshot, ApiError> {
+    let in_bytes = department.and_then(department_bytes);
     let started = Instant::now();
     let mut totals = Counts::default();
     let mut departments: BTreeMap<String, Counts> = BTreeMap::new();
@@ -1001,11 +1023,18 @@ fn scan_snapshot(store: &crate::store::Store, view: &View) -> Result<Snapshot, A
     let mut yellow = Smallest::new(max);
     store
         .scan_cases(None, |topic, partition, id, bytes| {
-            scanned += 1;
+            if in_bytes.as_ref().is_some_and(|f| f.find(bytes).is_none()) {
+                return true; // not of this department: skipped undecoded
+            }
             let Some(case) = read_lite(&view.rules, topic, partition, id, bytes) else {
+                scanned += 1;
                 unreadable += 1;
                 return true;
             };
+            if department.is_some_and(|d| case.department() != d) {
+                return true;
+            }
+            scanned += 1;
             let j = case.judge();
             if !j.open {
                 return true;
@@ -1124,7 +1153,7 @@ const SLOW_RECOUNT: Duration = Duration::from_secs(1);
 async fn recount(shared: &Arc<Shared>) -> Result<Arc<Snapshot>, ApiError> {
     let view = &shared.view;
     let s2 = shared.clone();
-    let snap = Arc::new(blocking(move || scan_snapshot(&s2.store, &s2.view)).await?);
+    let snap = Arc::new(blocking(move || scan_snapshot(&s2.store, &s2.view, None)).await?);
     shared
         .metrics
         .view_refresh_seconds
@@ -1137,6 +1166,47 @@ async fn recount(shared: &Arc<Shared>) -> Result<Arc<Snapshot>, ApiError> {
     );
     if let Ok(mut slot) = view.snapshot.lock() {
         *slot = Some(snap.clone());
+    }
+    Ok(snap)
+}
+
+/// The most departments whose boards' snapshots are kept; past it they are dropped and
+/// counted again on their next request.
+const DEPARTMENT_SNAPSHOTS: usize = 1000;
+
+/// The snapshot of one department's own board (`/?department=…`), kept and recomputed as
+/// the whole board's is ([`snapshot`]), one recount at a time. It scans the whole store,
+/// but skips the other departments' cases undecoded, which is most of the cost.
+pub async fn department_snapshot(
+    shared: &Arc<Shared>,
+    department: &str,
+) -> Result<Arc<Snapshot>, ApiError> {
+    let view = &shared.view;
+    let current = || {
+        let s = view
+            .department_snapshots
+            .lock()
+            .ok()?
+            .get(department)
+            .cloned()?;
+        let age = Duration::from_secs(u64::from(view.board.cache_seconds)).max(s.took * 10);
+        (s.taken.elapsed() < age).then_some(s)
+    };
+    if let Some(s) = current() {
+        return Ok(s);
+    }
+    let _one_at_a_time = view.refresh.lock().await;
+    if let Some(s) = current() {
+        return Ok(s);
+    }
+    let s2 = shared.clone();
+    let dept = department.to_string();
+    let snap = Arc::new(blocking(move || scan_snapshot(&s2.store, &s2.view, Some(&dept))).await?);
+    if let Ok(mut kept) = view.department_snapshots.lock() {
+        if kept.len() >= DEPARTMENT_SNAPSHOTS {
+            kept.clear();
+        }
+        kept.insert(department.to_string(), snap.clone());
     }
     Ok(snap)
 }
@@ -1955,10 +2025,20 @@ pub async fn scorecard_csv(
 // The board
 
 /// `/`: the red-light board (see `src/board.rs`).
-pub async fn board(State(s): State<Arc<Shared>>) -> Result<Response, ApiError> {
-    let snap = snapshot(&s).await?;
+pub async fn board(State(s): State<Arc<Shared>>, req: Request) -> Result<Response, ApiError> {
+    let department = board_department(req.uri().query());
+    let snap = match &department {
+        Some(d) => department_snapshot(&s, d).await?,
+        None => snapshot(&s).await?,
+    };
     let now = chrono::Utc::now().timestamp_millis();
-    let html = crate::board::render(&s.view, &snap, now, s.input_notice().as_ref());
+    let html = crate::board::render(
+        &s.view,
+        &snap,
+        now,
+        s.input_notice().as_ref(),
+        department.as_deref(),
+    );
     Ok((
         [
             (header::CONTENT_TYPE, "text/html; charset=utf-8"),
@@ -1974,6 +2054,17 @@ pub async fn board(State(s): State<Arc<Shared>>) -> Result<Response, ApiError> {
         html,
     )
         .into_response())
+}
+
+/// The department of `/?department=…`, a department's own board (the last one given;
+/// none when empty). Other parameters are left alone: `token` is the guard's, and the
+/// board, a page for people, names its department in its title rather than refusing.
+fn board_department(query: Option<&str>) -> Option<String> {
+    form_urlencoded::parse(query.unwrap_or_default().as_bytes())
+        .filter(|(k, _)| k == "department")
+        .map(|(_, v)| v.trim().to_string())
+        .last()
+        .filter(|d| !d.is_empty())
 }
 
 /// The board's `Content-Security-Policy`: its inline `<style>` and nothing else.

@@ -76,6 +76,7 @@ td.n { text-align:right; font-weight:700; font-size:28px; font-variant-numeric:t
 th + th { padding-left:5px; padding-right:5px; }
 td.n.zero { color:#3d4b66; }
 td.all { color:var(--muted); }
+td a { color:inherit; text-decoration:none; }
 ol { list-style:none; margin:0; padding:0; }
 li { padding:8px 4px 8px 14px; border-bottom:1px solid var(--line); border-left:6px solid; margin-bottom:2px; }
 li.red { border-left-color:var(--red); } li.yellow { border-left-color:var(--yellow); }
@@ -105,15 +106,34 @@ footer a.export { color:inherit; }
 }
 "#;
 
-/// Renders the board.
-pub fn render(view: &View, snap: &Snapshot, now: i64, input: Option<&InputNotice>) -> String {
+/// `&department=…` for a link of a department's own board (nothing on the whole board),
+/// escaped for an HTML attribute.
+fn department_param(department: Option<&str>) -> String {
+    department.map_or(String::new(), |d| {
+        let d: String = form_urlencoded::byte_serialize(d.as_bytes()).collect();
+        format!("&amp;department={d}")
+    })
+}
+
+/// Renders the board: the whole board, or with `department` that department's own (its
+/// counts and lists only, its name in the title).
+pub fn render(
+    view: &View,
+    snap: &Snapshot,
+    now: i64,
+    input: Option<&InputNotice>,
+    department: Option<&str>,
+) -> String {
     let tz = view.zone.tz();
     let local = |ms: i64| {
         chrono::DateTime::from_timestamp_millis(ms)
             .map(|t| t.with_timezone(&tz).format("%Y-%m-%d %H:%M:%S").to_string())
             .unwrap_or_default()
     };
-    let title = esc(&view.board.title);
+    let title = match department {
+        Some(d) => esc(&format!("{} · {d}", view.board.title)),
+        None => esc(&view.board.title),
+    };
     let mut h = String::with_capacity(32 * 1024);
     let t = &snap.totals;
     let _ = write!(
@@ -157,17 +177,12 @@ pub fn render(view: &View, snap: &Snapshot, now: i64, input: Option<&InputNotice
             .map(|n| format!(r#"<br><span class="stale" id="calendar-notice">{n}</span>"#))
             .unwrap_or_default(),
     );
-    departments(&mut h, snap);
-    cases(&mut h, view, snap, Light::Red, &snap.red, t.red, now);
-    cases(
-        &mut h,
-        view,
-        snap,
-        Light::Yellow,
-        &snap.yellow,
-        t.yellow,
-        now,
-    );
+    departments(&mut h, snap, department);
+    let list = |h: &mut String, light, items: &[Listed], total| {
+        cases(h, view, light, items, total, now, department)
+    };
+    list(&mut h, Light::Red, &snap.red, t.red);
+    list(&mut h, Light::Yellow, &snap.yellow, t.yellow);
     let _ = write!(
         h,
         r#"</main>
@@ -180,7 +195,9 @@ pub fn render(view: &View, snap: &Snapshot, now: i64, input: Option<&InputNotice
     h
 }
 
-fn departments(h: &mut String, snap: &Snapshot) {
+/// The departments' table. On the whole board each name links its department's own
+/// board; on a department's own board the title links back to the whole one.
+fn departments(h: &mut String, snap: &Snapshot, department: Option<&str>) {
     let mut rows: Vec<(&String, &Counts)> = snap.departments.iter().collect();
     rows.sort_by(|a, b| {
         (b.1.red, b.1.yellow, b.1.total())
@@ -189,10 +206,16 @@ fn departments(h: &mut String, snap: &Snapshot) {
     });
     let _ = write!(
         h,
-        r#"<section class="departments"><h2>各部门 <small>{n} 个部门</small><a class="export" href="api/v1/cases.csv?open=true" title="在办案件导出为表格（CSV）">导出在办案件</a></h2>
+        r#"<section class="departments"><h2>各部门 <small>{n} 个部门</small>{back}<a class="export" href="api/v1/cases.csv?open=true{param}" title="在办案件导出为表格（CSV）">导出在办案件</a></h2>
 <table><thead><tr><th>部门</th><th class="red" title="红灯">红</th><th class="yellow" title="黄灯">黄</th><th class="green" title="绿灯">绿</th><th title="在办">在办</th></tr></thead><tbody>
 "#,
-        n = rows.len()
+        n = rows.len(),
+        back = if department.is_some() {
+            r#"<a class="export" href="./" title="回到全部部门的看板">全部部门</a>"#
+        } else {
+            ""
+        },
+        param = department_param(department),
     );
     let cell = |light: &str, n: u64| {
         let zero = if n == 0 { " zero" } else { "" };
@@ -200,9 +223,15 @@ fn departments(h: &mut String, snap: &Snapshot) {
     };
     for (dept, c) in rows {
         let d = esc(dept);
+        let name = if department.is_some() {
+            d.clone()
+        } else {
+            let q: String = form_urlencoded::byte_serialize(dept.as_bytes()).collect();
+            format!(r#"<a href="?department={q}" title="只看本部门的看板">{d}</a>"#)
+        };
         let _ = writeln!(
             h,
-            r#"<tr data-department="{d}"><td class="dept">{d}</td>{}{}{}<td class="n all">{}</td></tr>"#,
+            r#"<tr data-department="{d}"><td class="dept">{name}</td>{}{}{}<td class="n all">{}</td></tr>"#,
             cell("red", c.red),
             cell("yellow", c.yellow),
             cell("green", c.green),
@@ -218,11 +247,11 @@ fn departments(h: &mut String, snap: &Snapshot) {
 fn cases(
     h: &mut String,
     view: &View,
-    _snap: &Snapshot,
     light: Light,
     list: &[Listed],
     total: u64,
     now: i64,
+    department: Option<&str>,
 ) {
     let (class, name, order) = match light {
         Light::Red => ("red", "红灯案件", "超期最久的在前"),
@@ -230,7 +259,8 @@ fn cases(
     };
     let _ = writeln!(
         h,
-        r#"<section class="cases-{class}"><h2 class="{class}">{name} <small>共 {total} 件 · {order}</small><a class="export" href="api/v1/cases.csv?light={class}&amp;open=true" title="{name}全部导出为表格（CSV）">导出</a></h2><ol class="cases {class}" id="list-{class}">"#
+        r#"<section class="cases-{class}"><h2 class="{class}">{name} <small>共 {total} 件 · {order}</small><a class="export" href="api/v1/cases.csv?light={class}&amp;open=true{param}" title="{name}全部导出为表格（CSV）">导出</a></h2><ol class="cases {class}" id="list-{class}">"#,
+        param = department_param(department),
     );
     for l in list {
         let rule = view.rules.rules.get(l.rule as usize);

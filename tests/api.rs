@@ -241,6 +241,132 @@ async fn cases_export_as_a_spreadsheet_as_the_api_lists_them() {
     }
 }
 
+/// A number of the board's HTML: the text of the element after `marker` up to `<`.
+fn number_after(html: &str, marker: &str) -> u64 {
+    html.split(marker)
+        .nth(1)
+        .and_then(|t| t.split('>').nth(1))
+        .and_then(|t| t.split('<').next())
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("a number after {marker:?}"))
+}
+
+/// The board's counts of one department's row: red, yellow, green, open.
+fn department_row(html: &str, dept: &str) -> [u64; 4] {
+    let row = html
+        .split(&format!(r#"<tr data-department="{dept}">"#))
+        .nth(1)
+        .and_then(|t| t.split("</tr>").next())
+        .unwrap_or_else(|| panic!("{dept}'s row"));
+    let n = |m: &str| number_after(row, m);
+    [
+        n(r#"data-light="red""#),
+        n(r#"data-light="yellow""#),
+        n(r#"data-light="green""#),
+        n(r#"class="n all""#),
+    ]
+}
+
+/// `/?department=…`: a department's own board, for the screen in its hall. The whole
+/// board's department names link it; it counts and lists that department's open cases
+/// only, as the whole board counts them, names the department in its title, and its
+/// exports keep to the department.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_department_has_its_own_board() {
+    let d = fed_daemon("api-dept-board", "T8").await;
+    let dept = "杭州市应急管理局";
+    let whole = d.get("/").body;
+    let row = department_row(&whole, dept);
+    assert!(row[0] >= 2, "the samples give {dept} red cases: {row:?}");
+    let href = whole
+        .split(&format!(
+            r#"<tr data-department="{dept}"><td class="dept"><a href=""#
+        ))
+        .nth(1)
+        .and_then(|t| t.split('"').next())
+        .expect("the department's link");
+    assert_eq!(
+        href,
+        "?department=%E6%9D%AD%E5%B7%9E%E5%B8%82%E5%BA%94%E6%80%A5%E7%AE%A1%E7%90%86%E5%B1%80"
+    );
+
+    let own = d.get(&format!("/{href}"));
+    assert_eq!(own.status, 200);
+    let own = own.body;
+    assert!(own.contains(&format!("· {dept}</h1>")), "{own}");
+    let total = |light: &str| {
+        let header = own
+            .split(&format!(r#"id="total-{light}""#))
+            .nth(1)
+            .expect("the header's total");
+        number_after(header, r#"<span class="n""#)
+    };
+    let totals = [
+        total("red"),
+        total("yellow"),
+        total("green"),
+        number_after(&own, r#"id="total-open""#),
+    ];
+    assert_eq!(
+        totals, row,
+        "the department's board counts what its row counts"
+    );
+    assert_eq!(department_row(&own, dept), row);
+    assert_eq!(
+        own.matches("<tr data-department=").count(),
+        1,
+        "only its own row"
+    );
+    assert!(
+        own.contains(r#"<a class="export" href="./""#),
+        "a link back to the whole board"
+    );
+
+    // Its lists hold its own cases only, as many as it counts.
+    let by_id: BTreeMap<String, String> = all_pages(&d, "open=true", 1000)
+        .iter()
+        .map(|c| {
+            (
+                c["id"].as_str().expect("id").to_string(),
+                c["department"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect();
+    let listed: Vec<&str> = own
+        .split(r#"data-case=""#)
+        .skip(1)
+        .filter_map(|t| t.split('"').next())
+        .collect();
+    assert_eq!(listed.len() as u64, row[0] + row[1], "{listed:?}");
+    for id in &listed {
+        assert_eq!(
+            by_id.get(*id).map(String::as_str),
+            Some(dept),
+            "{id} on {dept}'s board"
+        );
+    }
+    // Its red list's export keeps to it.
+    let export = own
+        .split(r#"<section class="cases-red">"#)
+        .nth(1)
+        .and_then(|t| t.split(r#"<a class="export" href=""#).nth(1))
+        .and_then(|t| t.split('"').next())
+        .expect("the red list's export")
+        .replace("&amp;", "&");
+    let rows = sheet(&d.get(&format!("/{export}")));
+    assert_eq!(rows.len() as u64 - 1, row[0], "{export}");
+    assert!(
+        rows[1..].iter().all(|r| r[1] == "红灯" && r[3] == dept),
+        "{rows:?}"
+    );
+
+    // A department with nothing open: its board, empty.
+    let none = d.get("/?department=%E6%97%A0%E6%AD%A4%E5%B1%80").body;
+    assert!(none.contains("· 无此局</h1>"), "{none}");
+    assert_eq!(number_after(&none, r#"id="total-open""#), 0);
+    assert!(none.contains("暂无在办案件"));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cases_are_listed_filtered_and_paged() {
     let stamp = "T1";
@@ -907,6 +1033,14 @@ async fn a_configured_token_guards_the_api_and_the_board_and_is_never_shown() {
     assert!(r.body.contains("红灯"));
     let r = get(d.port, "/?token=wrong", &[]).expect("GET");
     assert_eq!(r.status, 401);
+    // A department's screen keeps its department through the login, the token dropped.
+    let dept = "department=%E5%B8%82%E4%BD%8F%E5%BB%BA%E5%B1%80";
+    let r = get(d.port, &format!("/?token={TOKEN}&{dept}"), &[]).expect("GET");
+    assert_eq!(r.status, 303);
+    assert_eq!(r.header("location"), Some(format!("/?{dept}").as_str()));
+    let r = get(d.port, &format!("/?{dept}"), &[("Cookie", &pair)]).expect("GET");
+    assert_eq!(r.status, 200);
+    assert!(r.body.contains("· 市住建局</h1>"), "{}", r.body);
 
     d.stop();
     let log = d.log_text();

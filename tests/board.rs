@@ -362,9 +362,9 @@ async fn the_board_fits_a_narrow_screen_with_the_calendars_warning() {
 
     let page = d.get("/");
     assert!(
-        page.body
-            .contains(&format!(r#"<td class="dept">{bureau}</td>"#))
-            && page.body.contains(">1200<"),
+        page.body.contains(&format!(
+            r#"<tr data-department="{bureau}"><td class="dept">"#
+        )) && page.body.contains(">1200<"),
         "{bureau} listed with its 1200 open cases: {}",
         page.body
     );
