@@ -43,8 +43,6 @@ pub struct View {
     pub scorecard: ScorecardConfig,
     /// The latest snapshot of the whole store.
     snapshot: std::sync::Mutex<Option<Arc<Snapshot>>>,
-    /// The latest snapshot of each department's own board (`/?department=…`).
-    department_snapshots: std::sync::Mutex<HashMap<String, Arc<Snapshot>>>,
     /// Held while a snapshot is recomputed: one at a time, the others wait for its result.
     refresh: tokio::sync::Mutex<()>,
     /// Requests refused for want of the token, as the log says them: the first, then once
@@ -64,7 +62,6 @@ impl View {
             board: config.board.clone(),
             scorecard: config.scorecard.clone(),
             snapshot: std::sync::Mutex::new(None),
-            department_snapshots: std::sync::Mutex::default(),
             refresh: tokio::sync::Mutex::new(()),
             refused_said: std::sync::Mutex::default(),
         }
@@ -965,6 +962,41 @@ pub struct Snapshot {
     pub red: Vec<Listed>,
     /// The yellow cases with the least time left, at most `board.list_max`.
     pub yellow: Vec<Listed>,
+    /// Per department, what its own board shows besides its counts (`/?department=…`).
+    pub lists: BTreeMap<String, DepartmentLists>,
+}
+
+/// A department's own lists, as [`Snapshot`]'s: its most urgent red and yellow cases and
+/// how many of its cases the store holds.
+#[derive(Debug, Default)]
+pub struct DepartmentLists {
+    pub scanned: u64,
+    pub red: Vec<Listed>,
+    pub yellow: Vec<Listed>,
+}
+
+impl Snapshot {
+    /// What `department`'s own board shows: its counts and lists only (nothing, for a
+    /// department without cases), taken with the whole board's.
+    pub fn of_department(&self, department: &str) -> Snapshot {
+        let counts = self.departments.get(department).copied();
+        let lists = self.lists.get(department);
+        Snapshot {
+            taken: self.taken,
+            taken_ms: self.taken_ms,
+            took: self.took,
+            scanned: lists.map_or(0, |l| l.scanned),
+            unreadable: 0,
+            totals: counts.unwrap_or_default(),
+            departments: counts
+                .map(|c| (department.to_string(), c))
+                .into_iter()
+                .collect(),
+            red: lists.map_or_else(Vec::new, |l| l.red.clone()),
+            yellow: lists.map_or_else(Vec::new, |l| l.yellow.clone()),
+            lists: BTreeMap::new(),
+        }
+    }
 }
 
 /// Keeps the `n` entries with the smallest key, cheaply: sorts and cuts when twice full.
@@ -1007,39 +1039,35 @@ impl Smallest {
     }
 }
 
-/// Counts the store's open cases, or only `department`'s (its own board).
-fn scan_snapshot(
-    store: &crate::store::Store,
-    view: &View,
-    department: Option<&str>,
-) -> Result<Snapshot, ApiError> {
-    let in_bytes = department.and_then(department_bytes);
+/// Counts the store's open cases: per department, and the most urgent red and yellow ones
+/// of each department (its own board's lists) and of all (the whole board's, the most
+/// urgent of the departments' lists).
+fn scan_snapshot(store: &crate::store::Store, view: &View) -> Result<Snapshot, ApiError> {
     let started = Instant::now();
     let mut totals = Counts::default();
     let mut departments: BTreeMap<String, Counts> = BTreeMap::new();
     let (mut scanned, mut unreadable) = (0u64, 0u64);
     let max = view.board.list_max;
-    let mut red = Smallest::new(max);
-    let mut yellow = Smallest::new(max);
+    let mut lists: BTreeMap<String, (u64, Smallest, Smallest)> = BTreeMap::new();
     store
         .scan_cases(None, |topic, partition, id, bytes| {
-            if in_bytes.as_ref().is_some_and(|f| f.find(bytes).is_none()) {
-                return true; // not of this department: skipped undecoded
-            }
+            scanned += 1;
             let Some(case) = read_lite(&view.rules, topic, partition, id, bytes) else {
-                scanned += 1;
                 unreadable += 1;
                 return true;
             };
-            if department.is_some_and(|d| case.department() != d) {
-                return true;
-            }
-            scanned += 1;
+            let dept = case.department();
+            let kept = match lists.get_mut(dept) {
+                Some(l) => l,
+                None => lists
+                    .entry(dept.to_string())
+                    .or_insert_with(|| (0, Smallest::new(max), Smallest::new(max))),
+            };
+            kept.0 += 1;
             let j = case.judge();
             if !j.open {
                 return true;
             }
-            let dept = case.department();
             totals.add(j.light);
             match departments.get_mut(dept) {
                 Some(c) => c.add(j.light),
@@ -1052,14 +1080,33 @@ fn scan_snapshot(
             if let Some((cause, rule, at)) = j.urgent {
                 let build = || listed(view, &case, j.light, cause, rule, at);
                 match j.light {
-                    Light::Red => red.offer(at, build),
-                    Light::Yellow => yellow.offer(at, build),
+                    Light::Red => kept.1.offer(at, build),
+                    Light::Yellow => kept.2.offer(at, build),
                     Light::Green => {}
                 }
             }
             true
         })
         .map_err(ApiError::internal)?;
+    let lists: BTreeMap<String, DepartmentLists> = lists
+        .into_iter()
+        .map(|(d, (scanned, red, yellow))| {
+            let l = DepartmentLists {
+                scanned,
+                red: red.done(),
+                yellow: yellow.done(),
+            };
+            (d, l)
+        })
+        .collect();
+    // The whole board's: the most urgent of all are among each department's most urgent.
+    let most_urgent = |pick: fn(&DepartmentLists) -> &Vec<Listed>| {
+        let mut all = Smallest::new(max);
+        for l in lists.values().flat_map(pick) {
+            all.offer(l.at, || l.clone());
+        }
+        all.done()
+    };
     Ok(Snapshot {
         taken: Instant::now(),
         taken_ms: chrono::Utc::now().timestamp_millis(),
@@ -1068,8 +1115,9 @@ fn scan_snapshot(
         unreadable,
         totals,
         departments,
-        red: red.done(),
-        yellow: yellow.done(),
+        red: most_urgent(|l| &l.red),
+        yellow: most_urgent(|l| &l.yellow),
+        lists,
     })
 }
 
@@ -1153,7 +1201,7 @@ const SLOW_RECOUNT: Duration = Duration::from_secs(1);
 async fn recount(shared: &Arc<Shared>) -> Result<Arc<Snapshot>, ApiError> {
     let view = &shared.view;
     let s2 = shared.clone();
-    let snap = Arc::new(blocking(move || scan_snapshot(&s2.store, &s2.view, None)).await?);
+    let snap = Arc::new(blocking(move || scan_snapshot(&s2.store, &s2.view)).await?);
     shared
         .metrics
         .view_refresh_seconds
@@ -1166,47 +1214,6 @@ async fn recount(shared: &Arc<Shared>) -> Result<Arc<Snapshot>, ApiError> {
     );
     if let Ok(mut slot) = view.snapshot.lock() {
         *slot = Some(snap.clone());
-    }
-    Ok(snap)
-}
-
-/// The most departments whose boards' snapshots are kept; past it they are dropped and
-/// counted again on their next request.
-const DEPARTMENT_SNAPSHOTS: usize = 1000;
-
-/// The snapshot of one department's own board (`/?department=…`), kept and recomputed as
-/// the whole board's is ([`snapshot`]), one recount at a time. It scans the whole store,
-/// but skips the other departments' cases undecoded, which is most of the cost.
-pub async fn department_snapshot(
-    shared: &Arc<Shared>,
-    department: &str,
-) -> Result<Arc<Snapshot>, ApiError> {
-    let view = &shared.view;
-    let current = || {
-        let s = view
-            .department_snapshots
-            .lock()
-            .ok()?
-            .get(department)
-            .cloned()?;
-        let age = Duration::from_secs(u64::from(view.board.cache_seconds)).max(s.took * 10);
-        (s.taken.elapsed() < age).then_some(s)
-    };
-    if let Some(s) = current() {
-        return Ok(s);
-    }
-    let _one_at_a_time = view.refresh.lock().await;
-    if let Some(s) = current() {
-        return Ok(s);
-    }
-    let s2 = shared.clone();
-    let dept = department.to_string();
-    let snap = Arc::new(blocking(move || scan_snapshot(&s2.store, &s2.view, Some(&dept))).await?);
-    if let Ok(mut kept) = view.department_snapshots.lock() {
-        if kept.len() >= DEPARTMENT_SNAPSHOTS {
-            kept.clear();
-        }
-        kept.insert(department.to_string(), snap.clone());
     }
     Ok(snap)
 }
@@ -2027,14 +2034,19 @@ pub async fn scorecard_csv(
 /// `/`: the red-light board (see `src/board.rs`).
 pub async fn board(State(s): State<Arc<Shared>>, req: Request) -> Result<Response, ApiError> {
     let department = board_department(req.uri().query());
+    let whole = snapshot(&s).await?;
+    let own;
     let snap = match &department {
-        Some(d) => department_snapshot(&s, d).await?,
-        None => snapshot(&s).await?,
+        Some(d) => {
+            own = whole.of_department(d);
+            &own
+        }
+        None => &*whole,
     };
     let now = chrono::Utc::now().timestamp_millis();
     let html = crate::board::render(
         &s.view,
-        &snap,
+        snap,
         now,
         s.input_notice().as_ref(),
         department.as_deref(),
