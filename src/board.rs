@@ -2,6 +2,8 @@
 //! Chinese, with no script. Per department its red, yellow and green open cases; the red
 //! cases, most overdue first, with how long overdue; the yellow cases, least time left
 //! first, with how much is left. The page reloads itself every `board.refresh_seconds`.
+//! `/?department=…` is one department's own board (the screen in its hall), cut from the
+//! same snapshot; the lists and the footer link their spreadsheet exports.
 //!
 //! The counts come from the shared [`Snapshot`] (at most a few seconds old); the times
 //! overdue and left are computed at render time against the wall clock. Every text that
