@@ -793,7 +793,9 @@ pub struct Judged {
     pub light: Light,
     /// Per rule index, the light of that rule's open items, sorted by rule.
     pub rules: Vec<(u16, Light)>,
-    /// The most urgent item of the case's colour: `(cause, rule, instant, detail index)`.
+    /// The most urgent item of the case's colour: `(cause, rule, instant, detail index)`;
+    /// for a green case its running clock with the nearest deadline (a duty alone gives
+    /// none).
     pub urgent: Option<(Cause, u16, i64)>,
     /// The earliest deadline of a running clock.
     pub next_deadline: Option<i64>,
@@ -832,6 +834,7 @@ fn judge(
     .into_vec();
     let mut red: Option<(Cause, u16, i64)> = None;
     let mut yellow: Option<(Cause, u16, i64)> = None;
+    let mut green: Option<(Cause, u16, i64)> = None;
     let earlier = |slot: &mut Option<(Cause, u16, i64)>, c: (Cause, u16, i64)| {
         if slot.is_none_or(|s| c.2 < s.2) {
             *slot = Some(c);
@@ -855,7 +858,7 @@ fn judge(
             match light {
                 Light::Red => earlier(&mut red, (Cause::Clock, c.rule, deadline)),
                 Light::Yellow => earlier(&mut yellow, (Cause::Clock, c.rule, deadline)),
-                Light::Green => {}
+                Light::Green => earlier(&mut green, (Cause::Clock, c.rule, deadline)),
             }
         }
         for v in violations.iter().filter(|v| !v.resolved) {
@@ -871,7 +874,7 @@ fn judge(
     let urgent = match light {
         Light::Red => red,
         Light::Yellow => yellow,
-        Light::Green => None,
+        Light::Green => green,
     };
     Judged {
         open: !rules.is_empty(),
@@ -1440,6 +1443,7 @@ pub async fn cases_csv(
     let s2 = s.clone();
     let body = blocking(move || {
         let view = &s2.view;
+        let now = chrono::Utc::now().timestamp_millis();
         let mut out = Csv::new(&[
             "案件编号",
             "灯色",
@@ -1447,6 +1451,8 @@ pub async fn cases_csv(
             "部门",
             "事项",
             "经办人",
+            "最紧迫规则",
+            "情况",
             "最近期限",
             "各规则灯色",
             "首次事件",
@@ -1469,6 +1475,18 @@ pub async fn cases_csv(
                     format!("{title}（{}）：{}", view.rule_id(*r), light_zh(*l))
                 })
                 .collect();
+            // What the board would say of it: its most urgent item's rule and time.
+            let (urgent_rule, situation) = match j.urgent {
+                Some((cause, rule, at)) => {
+                    let l = listed(view, c, j.light, cause, rule, at);
+                    let title = view.rules.rules.get(usize::from(rule));
+                    (
+                        title.map_or_else(String::new, |r| r.title.to_string()),
+                        crate::board::situation(view, &l, now),
+                    )
+                }
+                None => (String::new(), String::new()),
+            };
             let state = if c.withdrawn {
                 "已撤回"
             } else if j.open {
@@ -1483,6 +1501,8 @@ pub async fn cases_csv(
                 c.department(),
                 c.data.item.as_deref().unwrap_or(""),
                 c.data.handler.as_deref().unwrap_or(""),
+                &urgent_rule,
+                &situation,
                 &j.next_deadline
                     .map_or(String::new(), |d| view.sheet_time(d)),
                 &rules.join("；"),

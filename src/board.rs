@@ -330,6 +330,19 @@ fn calendar_notice(last: chrono::NaiveDate, today: chrono::NaiveDate) -> Option<
 
 /// How far overdue, or how much time is left, in Chinese; for workday clocks also the
 /// whole workdays; and a note on what broke (a period not met).
+/// What the board says of a listed case's time, on one line: `超期 37天4小时（25个工作日）`,
+/// `2026Q3 未履行 · 逾期 67天4小时`, `违规 · 47天前`, `剩余 19小时11分` (the spreadsheet's
+/// column 情况).
+pub fn situation(view: &View, l: &Listed, now: i64) -> String {
+    let (time, workdays, note) = time_text(view, l, now);
+    let mut out = note.map_or(String::new(), |n| format!("{n} · "));
+    out.push_str(&time);
+    if let Some(n) = workdays {
+        let _ = write!(out, "（{n}个工作日）");
+    }
+    out
+}
+
 fn time_text(view: &View, l: &Listed, now: i64) -> (String, Option<i64>, Option<String>) {
     let workdays = |from: i64, to: i64| -> Option<i64> {
         if l.unit != Some(Unit::Workdays) || to <= from {

@@ -111,6 +111,8 @@ async fn cases_export_as_a_spreadsheet_as_the_api_lists_them() {
                 "部门",
                 "事项",
                 "经办人",
+                "最紧迫规则",
+                "情况",
                 "最近期限",
                 "各规则灯色",
                 "首次事件",
@@ -156,17 +158,29 @@ async fn cases_export_as_a_spreadsheet_as_the_api_lists_them() {
             assert_eq!(row[3], text("department"), "{id}");
             assert_eq!(row[4], inert(text("item")), "{id}");
             assert_eq!(row[5], inert(text("handler")), "{id}");
-            assert_eq!(row[6], sheet_time(&c["next_deadline"]), "{id}");
+            assert_eq!(row[8], sheet_time(&c["next_deadline"]), "{id}");
             for r in c["rules"].as_array().expect("rules") {
                 let rule = r["rule"].as_str().expect("rule id");
                 assert!(
-                    row[7].contains(&format!("（{rule}）：")),
+                    row[9].contains(&format!("（{rule}）：")),
                     "{id}: {rule} in {}",
-                    row[7]
+                    row[9]
                 );
             }
-            assert_eq!(row[8], sheet_time(&c["first_event"]), "{id}");
-            assert_eq!(row[9], sheet_time(&c["last_event"]), "{id}");
+            // The most urgent rule is one of the case's; every red or yellow case has one.
+            if c["open"] == true && c["light"] != "green" {
+                assert!(!row[6].is_empty(), "{id}: no most urgent rule");
+            }
+            if !row[6].is_empty() {
+                assert!(
+                    row[9].contains(&format!("{}（", row[6])),
+                    "{id}: {} among {}",
+                    row[6],
+                    row[9]
+                );
+            }
+            assert_eq!(row[10], sheet_time(&c["first_event"]), "{id}");
+            assert_eq!(row[11], sheet_time(&c["last_event"]), "{id}");
         }
         if query.starts_with("light=red") {
             assert!(
@@ -187,6 +201,41 @@ async fn cases_export_as_a_spreadsheet_as_the_api_lists_them() {
 
     // The board's lists link their exports, which hold as many cases as the board counts.
     let board = d.get("/").body;
+    // Each listed case's rule and time say what the board says of it (the time's first
+    // word: the minutes may have moved on between the two requests).
+    let rows = sheet(&d.get("/api/v1/cases.csv?open=true"));
+    for item in board.split(r#"<li class=""#).skip(1) {
+        let field = |after: &str| {
+            item.split(after)
+                .nth(1)
+                .and_then(|t| t.split('<').next())
+                .unwrap_or_else(|| panic!("{after} in {item}"))
+                .to_string()
+        };
+        let id = field(r#"<span class="case-id">"#);
+        let time = field(r#"<span class="time">"#);
+        let l2 = item
+            .split(r#"<div class="l2">"#)
+            .nth(1)
+            .expect("the entry's second line");
+        let l2 = l2.split("</span> · ").last().unwrap_or(l2);
+        let rule_title = l2.split(" · ").next().expect("the rule's title");
+        let row = rows
+            .iter()
+            .find(|r| r[0] == id || r[0] == format!("'{id}"))
+            .unwrap_or_else(|| panic!("{id} in the export"));
+        assert_eq!(row[6], rule_title, "{id}");
+        let word = time.split([' ', '：']).next().expect("a word");
+        assert!(
+            row[7].contains(word),
+            "{id}: the board says {time:?}, the export {:?}",
+            row[7]
+        );
+        if let Some(wd) = item.split(r#"<span class="wd">"#).nth(1) {
+            let wd = wd.split('<').next().expect("workdays");
+            assert!(row[7].ends_with(wd), "{id}: {wd} in {:?}", row[7]);
+        }
+    }
     for (light, title) in [("red", "红灯案件"), ("yellow", "黄灯案件")] {
         let section = board
             .split(&format!(r#"<section class="cases-{light}">"#))
