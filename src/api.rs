@@ -105,6 +105,14 @@ impl View {
             .map_or_else(|| format!("#{idx}"), |r| r.id.to_string())
     }
 
+    /// A rule's title by index (empty for an index no pack defines).
+    fn rule_title(&self, idx: u16) -> &str {
+        self.rules
+            .rules
+            .get(usize::from(idx))
+            .map_or("", |r| &*r.title)
+    }
+
     /// Whether a request may see the API and the board.
     fn authorized(&self, headers: &HeaderMap) -> bool {
         let Some(token) = &self.token else {
@@ -1439,7 +1447,7 @@ pub async fn cases_csv(
         }
     }
     let filter = CaseFilter::new(&s.view, &q)?;
-    let name = csv_file_name(&s.view, &q);
+    let name = csv_file_name(&s.view, &filter, q.rule.as_deref());
     let s2 = s.clone();
     let body = blocking(move || {
         let view = &s2.view;
@@ -1470,22 +1478,20 @@ pub async fn cases_csv(
                 .rules
                 .iter()
                 .map(|(r, l)| {
-                    let rule = view.rules.rules.get(usize::from(*r));
-                    let title = rule.map_or("", |r| &*r.title);
-                    format!("{title}（{}）：{}", view.rule_id(*r), light_zh(*l))
+                    let (title, id) = (view.rule_title(*r), view.rule_id(*r));
+                    format!("{title}（{id}）：{}", light_zh(*l))
                 })
                 .collect();
             // What the board would say of it: its most urgent item's rule and time.
             let (urgent_rule, situation) = match j.urgent {
                 Some((cause, rule, at)) => {
                     let l = listed(view, c, j.light, cause, rule, at);
-                    let title = view.rules.rules.get(usize::from(rule));
                     (
-                        title.map_or_else(String::new, |r| r.title.to_string()),
+                        view.rule_title(rule),
                         crate::board::situation(view, &l, now),
                     )
                 }
-                None => (String::new(), String::new()),
+                None => ("", String::new()),
             };
             let state = if c.withdrawn {
                 "已撤回"
@@ -1501,7 +1507,7 @@ pub async fn cases_csv(
                 c.department(),
                 c.data.item.as_deref().unwrap_or(""),
                 c.data.handler.as_deref().unwrap_or(""),
-                &urgent_rule,
+                urgent_rule,
                 &situation,
                 &j.next_deadline
                     .map_or(String::new(), |d| view.sheet_time(d)),
@@ -1524,13 +1530,10 @@ pub async fn cases_csv(
 }
 
 /// A download's file name: what was exported, the filters, the day (ASCII only, so that
-/// every browser keeps it; a department is not in it).
-fn csv_file_name(view: &View, q: &CasesQuery) -> String {
+/// every browser keeps it; a department is not in it). `rule` is a checked rule id.
+fn csv_file_name(view: &View, filter: &CaseFilter, rule: Option<&str>) -> String {
     let mut name = String::from("redlight-cases");
-    for part in [q.light.as_deref(), q.rule.as_deref()]
-        .into_iter()
-        .flatten()
-    {
+    for part in [filter.light.map(light_str), rule].into_iter().flatten() {
         name.push('-');
         name.extend(part.chars().map(|c| {
             if c.is_ascii_alphanumeric() || c == '.' || c == '_' {
@@ -1540,10 +1543,10 @@ fn csv_file_name(view: &View, q: &CasesQuery) -> String {
             }
         }));
     }
-    match q.open.as_deref() {
-        Some("true") | Some("1") => name.push_str("-open"),
-        Some("false") | Some("0") => name.push_str("-closed"),
-        _ => {}
+    match filter.open {
+        Some(true) => name.push_str("-open"),
+        Some(false) => name.push_str("-closed"),
+        None => {}
     }
     let today = chrono::Utc::now().with_timezone(&view.zone.tz());
     format!("{name}-{}.csv", today.format("%Y%m%d"))
