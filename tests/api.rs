@@ -290,30 +290,21 @@ async fn cases_export_as_a_spreadsheet_as_the_api_lists_them() {
     }
 }
 
-/// A number of the board's HTML: the text of the element after `marker` up to `<`.
+/// The number in the first element after `marker` of the board's HTML.
 fn number_after(html: &str, marker: &str) -> u64 {
-    html.split(marker)
-        .nth(1)
-        .and_then(|t| t.split('>').nth(1))
-        .and_then(|t| t.split('<').next())
-        .and_then(|n| n.trim().parse().ok())
+    text_after(html, marker)
+        .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("a number after {marker:?}"))
 }
 
 /// The board's counts of one department's row: red, yellow, green, open.
 fn department_row(html: &str, dept: &str) -> [u64; 4] {
+    let (red, yellow, green) = department_rows(html)[dept];
     let row = html
         .split(&format!(r#"<tr data-department="{dept}">"#))
         .nth(1)
-        .and_then(|t| t.split("</tr>").next())
         .unwrap_or_else(|| panic!("{dept}'s row"));
-    let n = |m: &str| number_after(row, m);
-    [
-        n(r#"data-light="red""#),
-        n(r#"data-light="yellow""#),
-        n(r#"data-light="green""#),
-        n(r#"class="n all""#),
-    ]
+    [red, yellow, green, number_after(row, r#"class="n all""#)]
 }
 
 /// `/?department=…`: a department's own board, for the screen in its hall. The whole
@@ -381,15 +372,11 @@ async fn a_department_has_its_own_board() {
             )
         })
         .collect();
-    let listed: Vec<&str> = own
-        .split(r#"data-case=""#)
-        .skip(1)
-        .filter_map(|t| t.split('"').next())
-        .collect();
+    let listed = [listed(&own, "red"), listed(&own, "yellow")].concat();
     assert_eq!(listed.len() as u64, row[0] + row[1], "{listed:?}");
     for id in &listed {
         assert_eq!(
-            by_id.get(*id).map(String::as_str),
+            by_id.get(id).map(String::as_str),
             Some(dept),
             "{id} on {dept}'s board"
         );

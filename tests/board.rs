@@ -52,49 +52,6 @@ fn chromium(args: &[&str], profile: &Path) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// The text of the first element after `from` that carries `marker`, up to the next `<`.
-fn text_after<'a>(dom: &'a str, marker: &str) -> Option<&'a str> {
-    let i = dom.find(marker)?;
-    let rest = &dom[i + marker.len()..];
-    let rest = &rest[rest.find('>')? + 1..];
-    Some(rest[..rest.find('<')?].trim())
-}
-
-/// The department rows of the board: department → (red, yellow, green).
-fn department_rows(dom: &str) -> BTreeMap<String, (u64, u64, u64)> {
-    let mut out = BTreeMap::new();
-    for row in dom.split("<tr data-department=\"").skip(1) {
-        let Some((dept, rest)) = row.split_once('"') else {
-            continue;
-        };
-        let row_end = rest.find("</tr>").unwrap_or(rest.len());
-        let row = &rest[..row_end];
-        let cell = |light: &str| -> u64 {
-            text_after(row, &format!("data-light=\"{light}\""))
-                .and_then(|t| t.parse().ok())
-                .unwrap_or_else(|| panic!("{dept}: no {light} cell in {row}"))
-        };
-        out.insert(
-            dept.to_string(),
-            (cell("red"), cell("yellow"), cell("green")),
-        );
-    }
-    out
-}
-
-/// The case ids listed in `<ol id="list-{light}">`.
-fn listed(dom: &str, light: &str) -> Vec<String> {
-    let Some(i) = dom.find(&format!("id=\"list-{light}\"")) else {
-        return Vec::new();
-    };
-    let list = &dom[i..];
-    let list = &list[..list.find("</ol>").unwrap_or(list.len())];
-    list.split("data-case=\"")
-        .skip(1)
-        .filter_map(|s| s.split_once('"').map(|(id, _)| id.to_string()))
-        .collect()
-}
-
 fn unescape(s: &str) -> String {
     s.replace("&lt;", "<")
         .replace("&gt;", ">")
