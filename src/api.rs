@@ -80,7 +80,7 @@ impl View {
 
     /// An instant as a spreadsheet reads a date and time: `2026-10-31 00:00:00`, in the
     /// configured zone (RFC 3339's `T` and offset make Excel keep it as text).
-    fn sheet_time(&self, ms: i64) -> String {
+    pub(crate) fn sheet_time(&self, ms: i64) -> String {
         chrono::DateTime::from_timestamp_millis(self.zone.to_local(ms)).map_or_else(
             || self.fmt(ms),
             |t| t.naive_utc().format("%Y-%m-%d %H:%M:%S").to_string(),
@@ -1794,6 +1794,27 @@ fn case_json(
     })
 }
 
+/// A case's facts as `/api/v1/cases/{id}` gives them, read from the store: the case with
+/// its clocks, stages, violations, duties and alerts; for a case forgotten after its
+/// retention time, its kept alerts; `None` for an id never seen.
+fn case_facts(s: &Shared, id: &str) -> Result<Option<Value>, ApiError> {
+    let found = s.store.find_case(id).map_err(ApiError::internal)?;
+    let alerts = s.store.case_alerts(id).map_err(ApiError::internal)?;
+    Ok(match found {
+        Some((topic, partition, mut case)) => {
+            let _ = case.drop_retired(&s.view.rules);
+            Some(case_json(&s.view, &topic, partition, &case, alerts))
+        }
+        None if !alerts.is_empty() => {
+            // Forgotten after its retention time, but its alerts are kept.
+            Some(
+                json!({"id": id, "forgotten": true, "alerts": alerts.into_iter().map(|(seq, a)| json!({"seq": seq, "alert": a})).collect::<Vec<_>>()}),
+            )
+        }
+        None => None,
+    })
+}
+
 /// `/api/v1/cases/{id}`: the case with its clocks (deadline, time counted), stages,
 /// violations, duties and every alert it raised.
 pub async fn case(
@@ -1801,26 +1822,33 @@ pub async fn case(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let s2 = s.clone();
-    let found = blocking(move || {
-        let found = s2.store.find_case(&id).map_err(ApiError::internal)?;
-        let alerts = s2.store.case_alerts(&id).map_err(ApiError::internal)?;
-        Ok(match found {
-            Some((topic, partition, mut case)) => {
-                let _ = case.drop_retired(&s2.view.rules);
-                Some(case_json(&s2.view, &topic, partition, &case, alerts))
-            }
-            None if !alerts.is_empty() => {
-                // Forgotten after its retention time, but its alerts are kept.
-                Some(json!({"id": id, "forgotten": true, "alerts": alerts.into_iter().map(|(seq, a)| json!({"seq": seq, "alert": a})).collect::<Vec<_>>()}))
-            }
-            None => None,
-        })
-    })
-    .await?;
-    match found {
+    match blocking(move || case_facts(&s2, &id)).await? {
         Some(v) => Ok(axum::Json(v).into_response()),
         None => Err(ApiError::new(StatusCode::NOT_FOUND, "no case with this id")),
     }
+}
+
+/// `/case/{id}`: the case's own page for people (案件详情), linked from the board's lists:
+/// the same facts as `/api/v1/cases/{id}`, in Chinese. An id never seen gives a page that
+/// says so, with status 404.
+pub async fn case_page(
+    State(s): State<Arc<Shared>>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let s2 = s.clone();
+    let id2 = id.clone();
+    let found = blocking(move || case_facts(&s2, &id2)).await?;
+    let now = chrono::Utc::now().timestamp_millis();
+    Ok(match found {
+        Some(facts) => page(
+            StatusCode::OK,
+            crate::case_page::render(&s.view, &facts, now),
+        ),
+        None => page(
+            StatusCode::NOT_FOUND,
+            crate::case_page::not_found(&s.view, &id),
+        ),
+    })
 }
 
 // ---------------------------------------------------------------------------------------
@@ -2074,7 +2102,13 @@ pub async fn board(State(s): State<Arc<Shared>>, req: Request) -> Result<Respons
         s.input_notice().as_ref(),
         department.as_deref(),
     );
-    Ok((
+    Ok(page(StatusCode::OK, html))
+}
+
+/// A page for people (the board, a case's page) with the headers every such page has.
+fn page(status: StatusCode, html: String) -> Response {
+    (
+        status,
         [
             (header::CONTENT_TYPE, "text/html; charset=utf-8"),
             (header::CACHE_CONTROL, "no-store"),
@@ -2088,7 +2122,7 @@ pub async fn board(State(s): State<Arc<Shared>>, req: Request) -> Result<Respons
         ],
         html,
     )
-        .into_response())
+        .into_response()
 }
 
 /// The department of `/?department=…`, a department's own board (the last one given;

@@ -3,7 +3,8 @@
 //! cases, most overdue first, with how long overdue; the yellow cases, least time left
 //! first, with how much is left. The page reloads itself every `board.refresh_seconds`.
 //! `/?department=…` is one department's own board (the screen in its hall), cut from the
-//! same snapshot; the lists and the footer link their spreadsheet exports.
+//! same snapshot; the lists and the footer link their spreadsheet exports, and each listed
+//! case id its own page, `/case/{id}` ([`crate::case_page`]).
 //!
 //! The counts come from the shared [`Snapshot`] (at most a few seconds old); the times
 //! overdue and left are computed at render time against the wall clock. Every text that
@@ -46,7 +47,7 @@ pub fn human(ms: i64) -> String {
     }
 }
 
-const STYLE: &str = r#"
+pub(crate) const STYLE: &str = r#"
 :root { --red:#ff4d4f; --yellow:#fadb14; --green:#52c41a; --bg:#0b1220; --panel:#131c2e; --line:#24324d; --text:#e8eef8; --muted:#93a4c3; }
 * { box-sizing: border-box; }
 html, body { margin:0; background:var(--bg); color:var(--text);
@@ -88,7 +89,7 @@ li.red { border-left-color:var(--red); } li.yellow { border-left-color:var(--yel
    Likewise the header wraps on a narrow screen rather than run off its right edge
    (tests/board.rs measures both in Chromium). */
 .l1 { display:flex; flex-wrap:wrap; justify-content:space-between; column-gap:12px; align-items:baseline; }
-.case-id { flex:0 1 auto; min-width:0; font-weight:700; color:var(--text); font-size:22px; overflow-wrap:anywhere; }
+.case-id { flex:0 1 auto; min-width:0; font-weight:700; color:var(--text); font-size:22px; overflow-wrap:anywhere; text-decoration:none; }
 .time { flex:0 0 auto; margin-left:auto; font-weight:700; font-size:22px; white-space:nowrap; }
 .time .wd { font-size:16px; font-weight:normal; }
 .note { color:var(--text); }
@@ -289,8 +290,9 @@ fn cases(
         };
         let _ = writeln!(
             h,
-            r#"<li class="{class}" data-case="{id}" data-light="{class}" title="{tip}"><div class="l1"><span class="case-id">{id}</span><span class="time">{time}{workdays}</span></div><div class="l2">{note}{rule_title} · {who}</div></li>"#,
+            r#"<li class="{class}" data-case="{id}" data-light="{class}" title="{tip}"><div class="l1"><a class="case-id" href="case/{href}" title="案件详情">{id}</a><span class="time">{time}{workdays}</span></div><div class="l2">{note}{rule_title} · {who}</div></li>"#,
             id = esc(&l.id),
+            href = crate::case_page::path_segment(&l.id),
             tip = esc(&tip),
             time = esc(&time),
             rule_title = esc(&rule_title),
@@ -345,16 +347,10 @@ pub fn situation(view: &View, l: &Listed, now: i64) -> String {
 
 fn time_text(view: &View, l: &Listed, now: i64) -> (String, Option<i64>, Option<String>) {
     let workdays = |from: i64, to: i64| -> Option<i64> {
-        if l.unit != Some(Unit::Workdays) || to <= from {
+        if l.unit != Some(Unit::Workdays) {
             return None;
         }
-        let c = crate::clock::Counting {
-            cal: &view.calendar,
-            zone: &view.zone,
-        };
-        let m = |t| c.measure(Unit::Workdays, t).ok();
-        let n = (m(to)? - m(from)?) / DAY;
-        (n >= 1).then_some(n)
+        workdays_between(view, from, to)
     };
     match (l.cause, l.light) {
         (Cause::Clock, _) if l.at == crate::api::DEADLINE_PENDING => {
@@ -381,6 +377,21 @@ fn time_text(view: &View, l: &Listed, now: i64) -> (String, Option<i64>, Option<
             }),
         ),
     }
+}
+
+/// The whole workdays from `from` to `to` (the calendar's count, as a workday clock counts
+/// them); none under one.
+pub(crate) fn workdays_between(view: &View, from: i64, to: i64) -> Option<i64> {
+    if to <= from {
+        return None;
+    }
+    let c = crate::clock::Counting {
+        cal: &view.calendar,
+        zone: &view.zone,
+    };
+    let m = |t| c.measure(Unit::Workdays, t).ok();
+    let n = (m(to)? - m(from)?) / DAY;
+    (n >= 1).then_some(n)
 }
 
 /// A span in its largest unit: `37天`, `5小时`, `12分钟`.

@@ -15,6 +15,7 @@
 //! - [`http`]: `/metrics`, `/healthz`, `/readyz` and the read-only API.
 //! - [`api`]: the JSON API (`/api/v1/…`), the board's counts, the bearer-token check.
 //! - [`board`]: the red-light board at `/` (server-rendered HTML, in Chinese).
+//! - [`case_page`]: a case's own page at `/case/{id}` (案件详情), linked from the board.
 //! - [`scorecard`]: department scorecards (杭州 Arts. 20–26) from the store's ledger.
 //! - [`metrics`]: the Prometheus metrics.
 //! - [`open_counts`]: the open-case gauges, counted as cases change.
@@ -26,6 +27,7 @@ pub mod alert;
 pub mod api;
 pub mod board;
 pub mod calendar;
+pub mod case_page;
 pub mod cli;
 pub mod clock;
 pub mod config;

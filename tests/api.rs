@@ -212,7 +212,9 @@ async fn cases_export_as_a_spreadsheet_as_the_api_lists_them() {
                 .unwrap_or_else(|| panic!("{after} in {item}"))
                 .to_string()
         };
-        let id = field(r#"<span class="case-id">"#);
+        let id = text_after(item, r#"class="case-id""#)
+            .unwrap_or_else(|| panic!("a case id in {item}"))
+            .to_string();
         let time = field(r#"<span class="time">"#);
         let l2 = item
             .split(r#"<div class="l2">"#)

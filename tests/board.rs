@@ -3,8 +3,9 @@
 //! shows the counts the API gives, every red and yellow sample case where it belongs, no
 //! script and no unescaped event text; laid out 1280 and 1920 px wide, every case id whole
 //! and nothing past the right edge; and a screenshot is taken for people to look at
-//! (target/redlight-board.png). Also: the quick start's samples that feed it still come
-//! out once the shipped calendar data has ended.
+//! (target/redlight-board.png). Each listed case opens its own page, which says what the
+//! API says of it (target/redlight-case.png). Also: the quick start's samples that feed it
+//! still come out once the shipped calendar data has ended.
 
 mod view_support;
 
@@ -213,6 +214,208 @@ async fn the_board_shows_every_colour_with_the_expected_counts() {
     assert_eq!(r.status, 200);
     assert_eq!(r.header("content-type"), Some("text/html; charset=utf-8"));
     let _: Value = d.json("/readyz");
+}
+
+/// `2026-10-31 00:00:00`: an instant of the API's JSON as the case's page writes it.
+fn page_time(v: &Value) -> String {
+    v.as_str()
+        .map(|s| {
+            chrono::DateTime::parse_from_rfc3339(s)
+                .unwrap_or_else(|e| panic!("{s}: {e}"))
+                .format("%Y-%m-%d %H:%M:%S")
+                .to_string()
+        })
+        .unwrap_or_default()
+}
+
+/// Every red and yellow case on the board links its own page (案件详情), and the page, in
+/// Chromium, says what `/api/v1/cases/{id}` says: the case's light and state, each clock's
+/// deadline and yellow instant in order, every alert the case raised, the department (with
+/// a link to its board) and the JSON; event text stays text, an id with `/` and markup in
+/// it opens too, and an unknown id gets a page that says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listed_case_opens_on_its_own_page() {
+    let stamp = "B3";
+    let retention = [("REDLIGHT_ENGINE__RETENTION_DAYS", "36500")];
+    let mut d = Daemon::start_with("case-page", 2, "", "", &retention).await;
+    let mut lines = fixed_samples();
+    lines.extend(d.relative_samples(stamp));
+    // An immediate case (即办件) never decided: red since the end of its day.
+    let odd = format!("XZ/{stamp}/<b>斜杠</b>?#");
+    lines.push(
+        serde_json::json!({
+            "specversion": "1.0", "id": "odd-1", "source": "/t", "type": "approval.accepted",
+            "time": "2026-01-05T09:00:00+08:00", "subject": odd,
+            "data": {"department": "市住建局", "item": "<script>alert(1)</script>", "kind": "immediate"},
+        })
+        .to_string(),
+    );
+    let n = lines.len() as u64;
+    produce(&broker(), &d.topic, &lines).await;
+    d.wait_consumed(n);
+    std::thread::sleep(std::time::Duration::from_millis(1200));
+
+    let profile = d.dir.join("chromium-profile");
+    let base = format!("http://127.0.0.1:{}", d.port);
+    let board = chromium(&["--dump-dom", &format!("{base}/")], &profile);
+    // Every listed case links its page.
+    let api_lists: Vec<String> = ["red", "yellow"]
+        .iter()
+        .flat_map(|light| {
+            d.json(&format!("/api/v1/cases?light={light}&open=true&limit=1000"))["cases"]
+                .as_array()
+                .expect("cases")
+                .iter()
+                .map(|c| c["id"].as_str().expect("id").to_string())
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    assert!(api_lists.contains(&odd), "{odd} is red: {api_lists:?}");
+    for id in &api_lists {
+        let href = format!("href=\"case/{}\"", q(id));
+        assert!(board.contains(&href), "the board links {id} as {href}");
+    }
+
+    let ids = [
+        odd.clone(),
+        format!("XZ-{stamp}-03"),
+        format!("HZ-H-{stamp}-2"),
+        "XZ-2026-0001".to_string(),
+        "XZ-2026-0004".to_string(),
+    ];
+    for id in &ids {
+        let api = d.json(&format!("/api/v1/cases/{}", q(id)));
+        let url = format!("{base}/case/{}", q(id));
+        let page = chromium(&["--dump-dom", &url], &profile);
+        assert!(
+            !page.contains("<script"),
+            "{id}: no script, event text escaped"
+        );
+        assert_eq!(
+            text_after(&page, "id=\"case-id\"").map(unescape).as_deref(),
+            Some(id.as_str()),
+            "{id}: the page's case"
+        );
+        let light = api["light"].as_str().expect("light");
+        assert!(
+            page.contains(&format!("id=\"case-light\" data-light=\"{light}\"")),
+            "{id}: its light {light}"
+        );
+        let status = if api["withdrawn"] == true {
+            "已撤回"
+        } else if api["open"] == true {
+            "在办"
+        } else {
+            "已办结"
+        };
+        assert_eq!(
+            text_after(&page, "id=\"case-status\""),
+            Some(status),
+            "{id}"
+        );
+        // The clocks, in the API's order: rule, deadline, yellow instant, and what the
+        // page says of the time.
+        let clocks = api["clocks"].as_array().expect("clocks");
+        let rows: Vec<&str> = page.split("<tr data-rule=\"").skip(1).collect();
+        assert_eq!(rows.len(), clocks.len(), "{id}: a row per clock");
+        for (row, c) in rows.iter().zip(clocks) {
+            let row = &row[..row.find("</tr>").expect("row end")];
+            assert!(
+                row.starts_with(c["rule"].as_str().expect("rule")),
+                "{id}: {row}"
+            );
+            assert_eq!(
+                text_after(row, "class=\"when deadline\"").map(str::to_string),
+                Some(page_time(&c["deadline"])),
+                "{id}: the deadline of {row}"
+            );
+            let cells: Vec<&str> = row.split("<td class=\"when\">").skip(1).collect();
+            assert_eq!(
+                cells[1].split('<').next(),
+                Some(page_time(&c["yellow_at"]).as_str()),
+                "{id}: the yellow instant of {row}"
+            );
+            let situation = text_after(row, "class=\"situation\"").expect("situation");
+            let word = match (c["state"].as_str(), c["light"].as_str()) {
+                (Some("stopped"), _) if c["late"] == true => "超期办结",
+                (Some("stopped"), _) => "按时办结",
+                (Some("paused"), _) => "暂停计时",
+                (_, Some("red")) => "超期 ",
+                _ => "剩余 ",
+            };
+            assert!(
+                situation.starts_with(word),
+                "{id}: {situation:?}, want {word:?}"
+            );
+        }
+        // Every alert, in order.
+        let alerts: Vec<&str> = api["alerts"]
+            .as_array()
+            .expect("alerts")
+            .iter()
+            .map(|a| a["alert"]["id"].as_str().expect("alert id"))
+            .collect();
+        let shown: Vec<&str> = page
+            .split("data-alert=\"")
+            .skip(1)
+            .filter_map(|s| s.split('"').next())
+            .collect();
+        assert_eq!(shown, alerts, "{id}: its alerts");
+        if light == "red" {
+            assert!(!alerts.is_empty(), "{id}: a red case has alerts");
+        }
+        // The department's board and the JSON, linked relative to the page.
+        if let Some(dept) = api["department"].as_str() {
+            let href = format!("href=\"../?department={}\"", q(dept).replace("%20", "+"));
+            assert!(page.contains(&href), "{id}: {href}");
+            let own = d.get(&format!("/?department={}", q(dept))).body;
+            if api["open"] == true && light != "green" {
+                assert!(
+                    listed(&own, light).iter().any(|l| unescape(l) == *id),
+                    "{id} on its department's board"
+                );
+            }
+        }
+        assert!(
+            page.contains(&format!("href=\"../api/v1/cases/{}\"", q(id))),
+            "{id}: the JSON link"
+        );
+    }
+    let odd_page = d.get(&format!("/case/{}", q(&odd))).body;
+    assert!(
+        odd_page.contains("&lt;script&gt;alert(1)&lt;/script&gt;"),
+        "escaped: {odd_page}"
+    );
+    assert!(odd_page.contains("&lt;b&gt;斜杠&lt;/b&gt;"));
+    // The withdrawn sample is quiet, its state says so.
+    let unknown = d.get("/case/NO-SUCH-CASE");
+    assert_eq!(unknown.status, 404);
+    assert_eq!(
+        unknown.header("content-type"),
+        Some("text/html; charset=utf-8")
+    );
+    assert!(unknown.body.contains("未找到案件"), "{}", unknown.body);
+    assert_eq!(
+        d.get("/case/XZ-2026-0001")
+            .header("content-security-policy"),
+        Some(redlight::api::BOARD_CSP)
+    );
+
+    // A screenshot of a case with three clocks, an extension and four alerts, for people
+    // to look at.
+    let shot = root().join("target/redlight-case.png");
+    let _ = std::fs::remove_file(&shot);
+    chromium(
+        &[
+            &format!("--screenshot={}", shot.display()),
+            "--window-size=1600,1000",
+            &format!("{base}/case/XZ-2026-0001"),
+        ],
+        &profile,
+    );
+    let png = std::fs::read(&shot).expect("screenshot written");
+    assert_eq!(&png[1..4], b"PNG");
+    assert!(png.len() > 50_000, "a page, not a blank one");
 }
 
 /// What is wrong with the board's layout in Chromium `width` px wide, as a JSON list: case
