@@ -11,6 +11,7 @@
 
 use crate::api::View;
 use crate::board::{STYLE, esc, human, workdays_between};
+use crate::formats::text::{detail_text, display_time, type_name, unit_word};
 use chrono::DateTime;
 use serde_json::Value;
 use std::fmt::Write;
@@ -64,26 +65,17 @@ fn reason_text(reason: &str) -> &str {
     }
 }
 
-/// A unit of a limit, after its amount: `20个工作日`, `30日`, `4小时`.
+/// A unit of a limit, after its amount, as the chat messages write it: `20个工作日`,
+/// `30天`, `4小时`.
 fn unit_text(unit: &str) -> &str {
-    match unit {
-        "workdays" => "个工作日",
-        "days" => "日",
-        "hours" => "小时",
-        "minutes" => "分钟",
-        other => other,
-    }
+    unit_word(unit).unwrap_or(unit)
 }
 
-/// An instant of the facts (RFC 3339 in the configured zone) as people read it:
-/// `2026-10-31 00:00:00`; as given when it does not parse.
+/// An instant of the facts (RFC 3339 in the configured zone) as people write it, as the
+/// chat messages do: `2026-10-30 24:00` for the midnight that ends 10-30 (a deadline),
+/// `2026-09-28 10:00` otherwise.
 fn when(v: &Value) -> String {
-    match v.as_str() {
-        Some(s) => DateTime::parse_from_rfc3339(s)
-            .map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
-            .unwrap_or_else(|_| s.to_string()),
-        None => String::new(),
-    }
+    v.as_str().map(display_time).unwrap_or_default()
 }
 
 fn ms_of(v: &Value) -> Option<i64> {
@@ -198,7 +190,7 @@ pub fn render(view: &View, facts: &Value, now: i64) -> String {
         data(&mut h, view, facts);
     }
     h.push_str(
-        "</main>\n<footer>时限按法定工作日历计算（民法典第二百零一条、第二百零三条）；期限为该日 00:00，即前一日 24:00 届满。</footer>\n</body></html>\n",
+        "</main>\n<footer>时限按法定工作日历计算（民法典第二百零一条、第二百零三条）；24:00 即该日结束。</footer>\n</body></html>\n",
     );
     h
 }
@@ -350,7 +342,7 @@ fn violations(h: &mut String, facts: &Value) {
             basis = esc(v["basis"].as_str().unwrap_or_default()),
             rule = esc(v["rule"].as_str().unwrap_or_default()),
             at = when(&v["at"]),
-            detail = esc(v["detail"].as_str().unwrap_or_default()),
+            detail = esc(&detail_text(v["detail"].as_str().unwrap_or_default())),
             state = if v["resolved"].as_bool() == Some(true) {
                 r#"<span class="muted">已解除</span>"#
             } else {
@@ -440,7 +432,7 @@ fn alerts(h: &mut String, facts: &Value) {
             title = esc(a["title"].as_str().unwrap_or_default()),
             basis = esc(a["basis"].as_str().unwrap_or_default()),
             deadline = when(&a["deadline"]),
-            detail = esc(a["detail"].as_str().unwrap_or_default()),
+            detail = esc(&detail_text(a["detail"].as_str().unwrap_or_default())),
         );
     }
     h.push_str("</tbody></table></section>\n");
@@ -484,7 +476,11 @@ fn data(h: &mut String, view: &View, facts: &Value) {
     }
     let types: Vec<String> = rows(&facts["events"]["types"])
         .iter()
-        .filter_map(|t| t.as_str().map(esc))
+        .filter_map(|t| t.as_str())
+        .map(|t| match type_name(t) {
+            Some(name) => format!(r#"{name} <span class="muted">{}</span>"#, esc(t)),
+            None => esc(t),
+        })
         .collect();
     let _ = write!(
         h,

@@ -216,16 +216,22 @@ async fn the_board_shows_every_colour_with_the_expected_counts() {
     let _: Value = d.json("/readyz");
 }
 
-/// `2026-10-31 00:00:00`: an instant of the API's JSON as the case's page writes it.
+/// An instant of the API's JSON as the case's page writes it: `2026-10-30 24:00` for the
+/// midnight that ends 10-30, `2026-09-28 10:00` (seconds only when not zero).
 fn page_time(v: &Value) -> String {
-    v.as_str()
-        .map(|s| {
-            chrono::DateTime::parse_from_rfc3339(s)
-                .unwrap_or_else(|e| panic!("{s}: {e}"))
-                .format("%Y-%m-%d %H:%M:%S")
-                .to_string()
-        })
-        .unwrap_or_default()
+    let Some(s) = v.as_str() else {
+        return String::new();
+    };
+    let t = chrono::DateTime::parse_from_rfc3339(s).unwrap_or_else(|e| panic!("{s}: {e}"));
+    let day_start = t.date_naive().and_hms_opt(0, 0, 0).expect("midnight");
+    if t.naive_local() == day_start {
+        let before = t.date_naive().pred_opt().expect("a day before");
+        format!("{} 24:00", before.format("%Y-%m-%d"))
+    } else if t.format("%S").to_string() == "00" {
+        t.format("%Y-%m-%d %H:%M").to_string()
+    } else {
+        t.format("%Y-%m-%d %H:%M:%S").to_string()
+    }
 }
 
 /// Every red and yellow case on the board links its own page (案件详情), and the page, in
@@ -281,6 +287,7 @@ async fn a_listed_case_opens_on_its_own_page() {
         format!("XZ-{stamp}-03"),
         format!("HZ-H-{stamp}-2"),
         "XZ-2026-0001".to_string(),
+        "XZ-2026-0003".to_string(),
         "XZ-2026-0004".to_string(),
     ];
     for id in &ids {
@@ -346,6 +353,20 @@ async fn a_listed_case_opens_on_its_own_page() {
             assert!(
                 situation.starts_with(word),
                 "{id}: {situation:?}, want {word:?}"
+            );
+        }
+        // What broke, in Chinese as the chat messages say it, in the violations' table
+        // (and in the alerts' below).
+        let violations = page
+            .split("id=\"violations\"")
+            .nth(1)
+            .and_then(|s| s.split("</section>").next())
+            .unwrap_or_default();
+        for v in api["violations"].as_array().expect("violations") {
+            let detail = redlight::formats::text::detail_text(v["detail"].as_str().unwrap_or(""));
+            assert!(
+                violations.contains(&format!("<td>{detail}</td>")),
+                "{id}: the violation {detail:?} in {page}"
             );
         }
         // Every alert, in order.

@@ -268,7 +268,7 @@ receivers = ["am"]
         assert_eq!(a["labels"]["department"], "市住建局");
         assert_eq!(
             a["generatorURL"],
-            "http://redlight.example:9464/api/v1/cases/XZ-00007"
+            "http://redlight.example:9464/case/XZ-00007"
         );
         assert_eq!(a["fingerprint"].as_str().expect("fingerprint").len(), 16);
         for k in ["startsAt", "endsAt"] {

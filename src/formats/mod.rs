@@ -153,11 +153,12 @@ impl Context {
         }
     }
 
-    /// A link to the case in the daemon's API, when an external URL is configured.
+    /// A link to the case's own page (`/case/{id}`, 案件详情: its clocks, deadlines and
+    /// alerts, for people), when an external URL is configured.
     pub fn case_url(&self, case: &str) -> Option<String> {
         self.external_url.as_ref().map(|base| {
             format!(
-                "{base}/api/v1/cases/{}",
+                "{base}/case/{}",
                 percent_encoding::utf8_percent_encode(case, PATH_SEGMENT)
             )
         })

@@ -338,7 +338,7 @@ pub fn after_text(after: &str) -> String {
 
 /// A unit after a number, in Chinese: an escalation's `after` (`4h`, `2 workdays`) or a
 /// rule's unit as the engine names it in a detail (`rules::Unit::name`).
-fn unit_word(unit: &str) -> Option<&'static str> {
+pub(crate) fn unit_word(unit: &str) -> Option<&'static str> {
     Some(match unit {
         "m" | "min" | "mins" | "minute" | "minutes" => "分钟",
         "h" | "hour" | "hours" => "小时",
@@ -350,7 +350,7 @@ fn unit_word(unit: &str) -> Option<&'static str> {
 
 /// An event type's name in Chinese (SPEC §1's catalogue), as a notice names a stage that
 /// was skipped or a periodic duty not met; `None` for a type a pack declared of its own.
-fn type_name(kind: &str) -> Option<&'static str> {
+pub(crate) fn type_name(kind: &str) -> Option<&'static str> {
     Some(match kind {
         "approval.submitted" => "申办",
         "approval.material_incomplete" => "补正告知",
