@@ -187,11 +187,13 @@ pub async fn guard(State(s): State<Arc<Shared>>, req: Request, next: Next) -> Re
         .map_or("unmatched", |m| m.as_str())
         .to_string();
     let open = matches!(req.uri().path(), "/metrics" | "/healthz" | "/readyz");
+    // The pages for people: the board and a case's own page.
+    let page_path = req.uri().path() == "/" || req.uri().path().starts_with("/case/");
     let response = if open || s.view.authorized(req.headers()) {
         next.run(req).await
-    } else if req.uri().path() == "/" && board_login(&s.view, req.uri().query()) {
-        // `/?token=…` from a wall screen's browser: remember it in a cookie and drop it from
-        // the address bar.
+    } else if page_path && board_login(&s.view, req.uri().query()) {
+        // `?token=…` from a wall screen's browser (or a supervisor's, opening a case's
+        // page): remember it in a cookie and drop it from the address bar.
         let cookie = s.view.token.as_ref().map(cookie_value).unwrap_or_default();
         // The rest of the query stays (`department`: a department's own board).
         let rest: Vec<&str> = req
@@ -201,10 +203,18 @@ pub async fn guard(State(s): State<Arc<Shared>>, req: Request, next: Next) -> Re
             .split('&')
             .filter(|kv| !kv.is_empty() && !kv.starts_with("token="))
             .collect();
-        let location = if rest.is_empty() {
-            "/".to_string()
-        } else {
-            format!("/?{}", rest.join("&"))
+        // Relative to the page itself (`./` for the board, the id's segment for a case's
+        // page), so that the redirect stays under a reverse proxy's path prefix.
+        let path = req.uri().path();
+        let here = match path.rsplit_once('/') {
+            Some((_, "")) | None => ".",
+            Some((_, segment)) => segment,
+        };
+        let location = match (here, rest.is_empty()) {
+            (".", true) => "./".to_string(),
+            (".", false) => format!("./?{}", rest.join("&")),
+            (segment, true) => segment.to_string(),
+            (segment, false) => format!("{segment}?{}", rest.join("&")),
         };
         (
             StatusCode::SEE_OTHER,
@@ -228,11 +238,20 @@ pub async fn guard(State(s): State<Arc<Shared>>, req: Request, next: Next) -> Re
             tracing::warn!(route = %route, unsaid,
                 "request without a valid bearer token refused{}", unsaid_note(unsaid));
         }
-        let mut r = ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "this endpoint needs `Authorization: Bearer <http.token>`",
-        )
-        .into_response();
+        let mut r = if page_path {
+            // A person's browser (a case's link opened from a chat message): say in
+            // words how to log in, not in the API's JSON.
+            page(
+                StatusCode::UNAUTHORIZED,
+                crate::case_page::login_needed(&s.view),
+            )
+        } else {
+            ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "this endpoint needs `Authorization: Bearer <http.token>`",
+            )
+            .into_response()
+        };
         r.headers_mut().insert(
             header::WWW_AUTHENTICATE,
             header::HeaderValue::from_static("Bearer realm=\"redlight\""),

@@ -210,6 +210,20 @@ pub fn not_found(view: &View, id: &str) -> String {
     h
 }
 
+/// The page for a browser without the board's login where `http.token` guards the daemon
+/// (status 401): how to log in, in words.
+pub fn login_needed(view: &View) -> String {
+    let mut h = String::with_capacity(4 * 1024);
+    head(&mut h, view, "需要登录");
+    h.push_str(
+        r#"<header><h1>需要登录</h1></header>
+<main class="detail"><section><p id="login-needed">看板与案件详情需要访问令牌（<code>http.token</code>）。在本浏览器中用看板地址加 <code>?token=令牌</code> 打开一次（例如 <code>http://redlight.example:9464/?token=…</code>），浏览器即记住登录，之后看板和消息中的案件链接都可直接打开。令牌请向系统管理员索取。</p></section></main>
+</body></html>
+"#,
+    );
+    h
+}
+
 /// A case id as one segment of a path: everything but letters, digits and `-._~`
 /// percent-encoded (an id may hold `/`, `?`, `#` or Chinese).
 pub fn path_segment(id: &str) -> String {

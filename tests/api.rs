@@ -1062,7 +1062,7 @@ async fn a_configured_token_guards_the_api_and_the_board_and_is_never_shown() {
     // A wall screen logs in once with ?token=, then its cookie (not the token) carries on.
     let r = get(d.port, &format!("/?token={TOKEN}"), &[]).expect("GET");
     assert_eq!(r.status, 303);
-    assert_eq!(r.header("location"), Some("/"));
+    assert_eq!(r.header("location"), Some("./"));
     let cookie = r.header("set-cookie").expect("cookie").to_string();
     assert!(!cookie.contains(TOKEN), "the cookie is not the token");
     let pair = cookie.split(';').next().expect("pair").to_string();
@@ -1075,15 +1075,37 @@ async fn a_configured_token_guards_the_api_and_the_board_and_is_never_shown() {
     let dept = "department=%E5%B8%82%E4%BD%8F%E5%BB%BA%E5%B1%80";
     let r = get(d.port, &format!("/?token={TOKEN}&{dept}"), &[]).expect("GET");
     assert_eq!(r.status, 303);
-    assert_eq!(r.header("location"), Some(format!("/?{dept}").as_str()));
+    assert_eq!(r.header("location"), Some(format!("./?{dept}").as_str()));
     let r = get(d.port, &format!("/?{dept}"), &[("Cookie", &pair)]).expect("GET");
     assert_eq!(r.status, 200);
     assert!(r.body.contains("· 市住建局</h1>"), "{}", r.body);
+    // A case's page opened from a chat message: without the login a page says in words how
+    // to log in; `?token=` on the page itself logs in and comes back to it; the cookie
+    // opens it.
+    let case = "/case/XZ%2F9";
+    let r = get(d.port, case, &[]).expect("GET");
+    assert_eq!(r.status, 401);
+    assert_eq!(r.header("content-type"), Some("text/html; charset=utf-8"));
+    assert!(
+        r.body.contains("需要登录") && r.body.contains("?token="),
+        "{}",
+        r.body
+    );
+    assert!(!r.body.contains(TOKEN));
+    let r = get(d.port, &format!("{case}?token={TOKEN}"), &[]).expect("GET");
+    assert_eq!(r.status, 303);
+    assert_eq!(r.header("location"), Some("XZ%2F9"));
+    let r = get(d.port, case, &[("Cookie", &pair)]).expect("GET");
+    assert_eq!(r.status, 404, "no such case, but logged in: {}", r.body);
+    assert!(r.body.contains("未找到案件"), "{}", r.body);
+    // The API answers a browser without the token in JSON, as before.
+    let r = get(d.port, "/api/v1/cases", &[]).expect("GET");
+    assert!(r.body.starts_with('{'), "{}", r.body);
 
     d.stop();
     let log = d.log_text();
     assert!(!log.contains(TOKEN), "the log shows the token");
-    // Seventeen refusals within about a minute: a line or two say them (the metric counts
+    // Nineteen refusals within about a minute: a line or two say them (the metric counts
     // each).
     let said = log
         .lines()
@@ -1091,7 +1113,7 @@ async fn a_configured_token_guards_the_api_and_the_board_and_is_never_shown() {
         .count();
     assert!(
         (1..=2).contains(&said),
-        "{said} lines for 17 refusals (once a minute):\n{log}"
+        "{said} lines for 19 refusals (once a minute):\n{log}"
     );
 }
 
