@@ -96,6 +96,7 @@ li.red { border-left-color:var(--red); } li.yellow { border-left-color:var(--yel
 li.red .time { color:var(--red); } li.yellow .time { color:var(--yellow); }
 .l2 { color:var(--muted); font-size:18px; overflow:hidden; text-overflow:ellipsis; white-space:nowrap; }
 .more, .none { color:var(--muted); padding:10px 4px; font-size:18px; }
+.more a.export { color:inherit; }
 footer { color:#5d6d8c; font-size:15px; padding:0 28px 14px; }
 footer a.export { color:inherit; }
 /* Narrower than a 1080p screen (a 1,280 px projector): a city's departments have names of
@@ -305,8 +306,9 @@ fn cases(
     } else if total > list.len() as u64 {
         let _ = write!(
             h,
-            r#"<div class="more">另有 {} 件未列出（见 /api/v1/cases?light={class}）</div>"#,
-            total - list.len() as u64
+            r#"<div class="more">另有 {} 件未列出（<a class="export" href="api/v1/cases.csv?light={class}&amp;open=true{param}">导出</a>可得全部）</div>"#,
+            total - list.len() as u64,
+            param = department_param(department),
         );
     }
     h.push_str("</section>\n");

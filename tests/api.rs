@@ -624,6 +624,133 @@ async fn a_case_shows_its_clocks_deadlines_time_counted_and_alerts() {
     assert!(r.body.contains("error"));
 }
 
+/// With more red cases than `board.list_max`, the board says how many it leaves out and
+/// links the export that holds them all (on a department's board, the department's).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_board_links_the_whole_list_it_cuts_short() {
+    let stamp = "T9";
+    let env = [
+        ("REDLIGHT_ENGINE__RETENTION_DAYS", "36500"),
+        ("REDLIGHT_BOARD__LIST_MAX", "1"),
+    ];
+    let mut d = Daemon::start_with("api-more", 2, "", "", &env).await;
+    let mut lines = fixed_samples();
+    lines.extend(d.relative_samples(stamp));
+    let n = lines.len() as u64;
+    produce(&broker(), &d.topic, &lines).await;
+    d.wait_consumed(n);
+    std::thread::sleep(std::time::Duration::from_millis(1200));
+
+    for (board, query) in [
+        (d.get("/").body, String::new()),
+        (
+            d.get(&format!("/?department={}", q("杭州市应急管理局")))
+                .body,
+            format!("&department={}", q("杭州市应急管理局")),
+        ),
+    ] {
+        let total = board.find("id=\"total-red\"").expect("the red total");
+        let red = number_after(&board[total..], "class=\"n\"");
+        assert!(red > 1, "more reds than listed: {red}");
+        assert_eq!(listed(&board, "red").len(), 1, "list_max");
+        let section = board
+            .split("class=\"cases-red\"")
+            .nth(1)
+            .and_then(|s| s.split("</section>").next())
+            .expect("the red section");
+        let more = section
+            .split("<div class=\"more\">")
+            .nth(1)
+            .unwrap_or_else(|| panic!("a note of the cases left out: {section}"));
+        assert!(
+            more.starts_with(&format!("另有 {} 件未列出", red - 1)),
+            "{more}"
+        );
+        let href = more
+            .split("href=\"")
+            .nth(1)
+            .and_then(|h| h.split('"').next())
+            .expect("a link")
+            .replace("&amp;", "&");
+        assert_eq!(href, format!("api/v1/cases.csv?light=red&open=true{query}"));
+        let rows = sheet(&d.get(&format!("/{href}")));
+        assert_eq!(
+            rows.len() as u64 - 1,
+            red,
+            "the export holds every red case"
+        );
+    }
+}
+
+/// A case closed long ago is forgotten `engine.retention_days` (30) after its last event;
+/// its alerts are kept, and both the API and the case's page say so and list them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forgotten_case_keeps_its_alerts_in_the_api_and_on_its_page() {
+    let mut d = Daemon::start("api-forgotten", 1, "").await;
+    let id = "OLD-2025-0001";
+    let event = |n: u32, kind: &str, time: &str, data: &str| {
+        format!(
+            r#"{{"specversion":"1.0","id":"old-{n}","source":"/t","type":"{kind}","time":"{time}","subject":"{id}","data":{data}}}"#
+        )
+    };
+    // An immediate case (即办件) decided the next day: red at the end of its day, then
+    // resolved late; reviewed and its certificate issued in time, so that every clock
+    // stops. Everything in March 2025.
+    let lines = vec![
+        event(
+            1,
+            "approval.accepted",
+            "2025-03-03T09:00:00+08:00",
+            r#"{"department":"市住建局","item":"建筑工程施工许可","handler":"周九","kind":"immediate"}"#,
+        ),
+        event(2, "approval.reviewed", "2025-03-03T10:00:00+08:00", "{}"),
+        event(
+            3,
+            "approval.decided",
+            "2025-03-04T10:00:00+08:00",
+            r#"{"outcome":"approved"}"#,
+        ),
+        event(
+            4,
+            "approval.certificate_issued",
+            "2025-03-04T10:30:00+08:00",
+            "{}",
+        ),
+        event(5, "approval.completed", "2025-03-04T11:00:00+08:00", "{}"),
+    ];
+    produce(&broker(), &d.topic, &lines).await;
+    d.wait_consumed(5);
+    let mut c = Value::Null;
+    for _ in 0..100 {
+        c = d.json(&format!("/api/v1/cases/{id}"));
+        if c["forgotten"] == true {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert_eq!(c["forgotten"], true, "{c}");
+    let alerts: Vec<&str> = c["alerts"]
+        .as_array()
+        .expect("alerts")
+        .iter()
+        .map(|a| a["alert"]["id"].as_str().expect("id"))
+        .collect();
+    assert!(alerts.len() >= 2, "the red and its resolution: {c}");
+
+    let page = d.get(&format!("/case/{id}"));
+    assert_eq!(page.status, 200);
+    assert!(page.body.contains("id=\"forgotten\""), "{}", page.body);
+    let shown: Vec<&str> = page
+        .body
+        .split("data-alert=\"")
+        .skip(1)
+        .filter_map(|s| s.split('"').next())
+        .collect();
+    assert_eq!(shown, alerts, "the kept alerts, in order");
+    // The red resolved late: the page says so in words.
+    assert!(page.body.contains("超期办结"), "{}", page.body);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn alerts_are_filtered_by_case_rule_level_status_and_department() {
     let stamp = "T3";
