@@ -188,7 +188,8 @@ pub async fn guard(State(s): State<Arc<Shared>>, req: Request, next: Next) -> Re
         .to_string();
     let open = matches!(req.uri().path(), "/metrics" | "/healthz" | "/readyz");
     // The pages for people: the board and a case's own page.
-    let page_path = req.uri().path() == "/" || req.uri().path().starts_with("/case/");
+    let page_path =
+        matches!(req.uri().path(), "/" | "/case") || req.uri().path().starts_with("/case/");
     let response = if open || s.view.authorized(req.headers()) {
         next.run(req).await
     } else if page_path && board_login(&s.view, req.uri().query()) {
@@ -2124,6 +2125,24 @@ pub async fn board(State(s): State<Arc<Shared>>, req: Request) -> Result<Respons
     Ok(page(StatusCode::OK, html))
 }
 
+/// `/case?id=…`: the board's and the case pages' form to open a case by its number (a
+/// supervisor on the phone with an applicant): to the case's page, the number trimmed of
+/// the spaces a copy brings along. Relative, so it stays under a proxy's path prefix.
+pub async fn find_case(req: Request) -> Response {
+    let id = form_urlencoded::parse(req.uri().query().unwrap_or_default().as_bytes())
+        .filter(|(k, _)| k == "id")
+        .map(|(_, v)| v.trim().to_string())
+        .last()
+        .unwrap_or_default();
+    // Nothing to look up (the form requires a number): back to the board.
+    let location = if id.is_empty() {
+        "./".to_string()
+    } else {
+        format!("case/{}", crate::case_page::path_segment(&id))
+    };
+    (StatusCode::SEE_OTHER, [(header::LOCATION, location)]).into_response()
+}
+
 /// A page for people (the board, a case's page) with the headers every such page has.
 fn page(status: StatusCode, html: String) -> Response {
     (
@@ -2155,9 +2174,10 @@ fn board_department(query: Option<&str>) -> Option<String> {
         .filter(|d| !d.is_empty())
 }
 
-/// The board's `Content-Security-Policy`: its inline `<style>` and nothing else.
+/// The board's `Content-Security-Policy`: its inline `<style>` and nothing else; its one
+/// form (a case's number, to open its page) may only go to this daemon.
 pub const BOARD_CSP: &str = "default-src 'none'; style-src 'unsafe-inline'; base-uri 'none'; \
-                             form-action 'none'";
+                             form-action 'self'";
 
 /// The `department` label of the open-case metrics for departments beyond
 /// `board.metric_departments`.

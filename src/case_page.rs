@@ -189,10 +189,20 @@ pub fn render(view: &View, facts: &Value, now: i64) -> String {
     if !forgotten {
         data(&mut h, view, facts);
     }
-    h.push_str(
-        "</main>\n<footer>时限按法定工作日历计算（民法典第二百零一条、第二百零三条）；24:00 即该日结束。</footer>\n</body></html>\n",
+    let _ = write!(
+        h,
+        "</main>\n<footer>时限按法定工作日历计算（民法典第二百零一条、第二百零三条）；24:00 即该日结束。{}</footer>\n</body></html>\n",
+        find_form("../case"),
     );
     h
+}
+
+/// The form that opens a case's page by its number (`/case?id=…`); `action` is `case` from
+/// the board, `../case` from a case's page.
+pub(crate) fn find_form(action: &str) -> String {
+    format!(
+        r#"<form class="find" action="{action}" method="get" role="search"><input name="id" required placeholder="案件编号" aria-label="案件编号" autocomplete="off"><button type="submit">查看</button></form>"#
+    )
 }
 
 /// The page for an id no case and no alert has.
@@ -202,10 +212,11 @@ pub fn not_found(view: &View, id: &str) -> String {
     let _ = write!(
         h,
         r#"<header><a class="back" href="../" title="回到看板">← 看板</a><h1>未找到案件 <span id="case-id">{id}</span></h1></header>
-<main class="detail"><section><p id="not-found">没有编号为“{id}”的案件，也没有它的告警记录。案件编号即事件的 subject，须完全一致（区分大小写）；看板上的案件编号可直接点击打开。</p></section></main>
+<main class="detail"><section><p id="not-found">没有编号为“{id}”的案件，也没有它的告警记录。案件编号即事件的 subject，须完全一致（区分大小写）；看板上的案件编号可直接点击打开。</p>{form}</section></main>
 </body></html>
 "#,
         id = esc(id),
+        form = find_form("../case"),
     );
     h
 }

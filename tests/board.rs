@@ -402,6 +402,31 @@ async fn a_listed_case_opens_on_its_own_page() {
             "{id}: the JSON link"
         );
     }
+    // A case opened by its number, as a supervisor on the phone types it: the board's and
+    // the case pages' form goes to `case?id=…`, which sends the browser to the case's page
+    // (spaces a copy brings along trimmed).
+    assert!(
+        board.contains(r#"<form class="find" action="case" method="get""#),
+        "the board's form"
+    );
+    let found = chromium(
+        &["--dump-dom", &format!("{base}/case?id=%20XZ-2026-0001%20")],
+        &profile,
+    );
+    assert_eq!(
+        text_after(&found, "id=\"case-id\""),
+        Some("XZ-2026-0001"),
+        "{found}"
+    );
+    assert!(found.contains(r#"<form class="find" action="../case" method="get""#));
+    let r = d.get(&format!("/case?id={}", q(&odd)));
+    assert_eq!(r.status, 303);
+    assert_eq!(
+        r.header("location"),
+        Some(format!("case/{}", q(&odd)).as_str())
+    );
+    let r = d.get("/case?id=+");
+    assert_eq!((r.status, r.header("location")), (303, Some("./")));
     let odd_page = d.get(&format!("/case/{}", q(&odd))).body;
     assert!(
         odd_page.contains("&lt;script&gt;alert(1)&lt;/script&gt;"),
