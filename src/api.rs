@@ -1009,6 +1009,23 @@ pub struct DepartmentLists {
 impl Snapshot {
     /// What `department`'s own board shows: its counts and lists only (nothing, for a
     /// department without cases), taken with the whole board's.
+    /// For a department name no case in the store has (a mistyped `?department=`), the
+    /// known names it may have meant: those that contain it or that it contains
+    /// (`住建局` → `市住建局`), at most ten. `None` when some case has it.
+    pub fn unknown_department(&self, department: &str) -> Option<Vec<String>> {
+        if self.lists.contains_key(department) || self.departments.contains_key(department) {
+            return None;
+        }
+        Some(
+            self.lists
+                .keys()
+                .filter(|k| k.contains(department) || department.contains(k.as_str()))
+                .take(10)
+                .cloned()
+                .collect(),
+        )
+    }
+
     pub fn of_department(&self, department: &str) -> Snapshot {
         let counts = self.departments.get(department).copied();
         let lists = self.lists.get(department);
@@ -2115,12 +2132,16 @@ pub async fn board(State(s): State<Arc<Shared>>, req: Request) -> Result<Respons
         None => &*whole,
     };
     let now = chrono::Utc::now().timestamp_millis();
+    let unknown = department
+        .as_deref()
+        .and_then(|d| whole.unknown_department(d));
     let html = crate::board::render(
         &s.view,
         snap,
         now,
         s.input_notice().as_ref(),
         department.as_deref(),
+        unknown.as_deref(),
     );
     Ok(page(StatusCode::OK, html))
 }

@@ -123,13 +123,15 @@ fn department_param(department: Option<&str>) -> String {
 }
 
 /// Renders the board: the whole board, or with `department` that department's own (its
-/// counts and lists only, its name in the title).
+/// counts and lists only, its name in the title). `unknown`: the department is no case's,
+/// with the known names it may have meant.
 pub fn render(
     view: &View,
     snap: &Snapshot,
     now: i64,
     input: Option<&InputNotice>,
     department: Option<&str>,
+    unknown: Option<&[String]>,
 ) -> String {
     let tz = view.zone.tz();
     let local = |ms: i64| {
@@ -184,7 +186,7 @@ pub fn render(
             .map(|n| format!(r#"<br><span class="stale" id="calendar-notice">{n}</span>"#))
             .unwrap_or_default(),
     );
-    departments(&mut h, snap, department);
+    departments(&mut h, snap, department, unknown);
     let list = |h: &mut String, light, items: &[Listed], total| {
         cases(h, view, light, items, total, now, department)
     };
@@ -205,7 +207,12 @@ pub fn render(
 
 /// The departments' table. On the whole board each name links its department's own
 /// board; on a department's own board the title links back to the whole one.
-fn departments(h: &mut String, snap: &Snapshot, department: Option<&str>) {
+fn departments(
+    h: &mut String,
+    snap: &Snapshot,
+    department: Option<&str>,
+    unknown: Option<&[String]>,
+) {
     let mut rows: Vec<(&String, &Counts)> = snap.departments.iter().collect();
     rows.sort_by(|a, b| {
         (b.1.red, b.1.yellow, b.1.total())
@@ -246,8 +253,31 @@ fn departments(h: &mut String, snap: &Snapshot, department: Option<&str>) {
             c.total()
         );
     }
-    if snap.departments.is_empty() {
-        h.push_str(r#"<tr><td class="none" colspan="5">暂无在办案件</td></tr>"#);
+    match (department, unknown) {
+        // A name no case has: most likely mistyped; say so, with the names it may mean.
+        (Some(d), Some(similar)) => {
+            let mut note = format!("没有部门名为“{}”的案件", esc(d));
+            if similar.is_empty() {
+                note.push_str("；请从全部部门的看板点选部门");
+            } else {
+                let links: Vec<String> = similar
+                    .iter()
+                    .map(|s| {
+                        let q: String = form_urlencoded::byte_serialize(s.as_bytes()).collect();
+                        format!(r#"<a href="?department={q}">{}</a>"#, esc(s))
+                    })
+                    .collect();
+                let _ = write!(note, "。是否要找：{}", links.join("、"));
+            }
+            let _ = write!(
+                h,
+                r#"<tr><td class="none" colspan="5" id="unknown-department">{note}</td></tr>"#
+            );
+        }
+        _ if snap.departments.is_empty() => {
+            h.push_str(r#"<tr><td class="none" colspan="5">暂无在办案件</td></tr>"#);
+        }
+        _ => {}
     }
     h.push_str("</tbody></table></section>\n");
 }

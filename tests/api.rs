@@ -398,11 +398,32 @@ async fn a_department_has_its_own_board() {
         "{rows:?}"
     );
 
-    // A department with nothing open: its board, empty.
+    // A name no case has (mistyped): its board, empty, says so, with the names it may
+    // have meant.
     let none = d.get("/?department=%E6%97%A0%E6%AD%A4%E5%B1%80").body;
     assert!(none.contains("· 无此局</h1>"), "{none}");
     assert_eq!(number_after(&none, r#"id="total-open""#), 0);
-    assert!(none.contains("暂无在办案件"));
+    assert_eq!(
+        text_after(&none, r#"id="unknown-department""#),
+        Some("没有部门名为“无此局”的案件；请从全部部门的看板点选部门")
+    );
+    let short = d.get(&format!("/?department={}", q("住建局"))).body;
+    let note = short
+        .split(r#"id="unknown-department">"#)
+        .nth(1)
+        .and_then(|t| t.split("</td>").next())
+        .expect("the note");
+    assert!(
+        note.contains(&format!(
+            r#"<a href="?department={}">市住建局</a>"#,
+            q("市住建局")
+        )),
+        "{note}"
+    );
+    // A department that is known, with nothing open, is not told it is mistyped.
+    let closed = d.get(&format!("/?department={}", q("市交通局"))).body;
+    assert!(!closed.contains("unknown-department"), "{closed}");
+    assert!(closed.contains("暂无在办案件"), "{closed}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
