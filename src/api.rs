@@ -1007,8 +1007,6 @@ pub struct DepartmentLists {
 }
 
 impl Snapshot {
-    /// What `department`'s own board shows: its counts and lists only (nothing, for a
-    /// department without cases), taken with the whole board's.
     /// For a department name no case in the store has (a mistyped `?department=`), the
     /// known names it may have meant: those that contain it or that it contains
     /// (`住建局` → `市住建局`), at most ten. `None` when some case has it.
@@ -1026,6 +1024,8 @@ impl Snapshot {
         )
     }
 
+    /// What `department`'s own board shows: its counts and lists only (nothing, for a
+    /// department without cases), taken with the whole board's.
     pub fn of_department(&self, department: &str) -> Snapshot {
         let counts = self.departments.get(department).copied();
         let lists = self.lists.get(department);
