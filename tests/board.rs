@@ -237,8 +237,10 @@ fn page_time(v: &Value) -> String {
 /// Every red and yellow case on the board links its own page (案件详情), and the page, in
 /// Chromium, says what `/api/v1/cases/{id}` says: the case's light and state, each clock's
 /// deadline and yellow instant in order, every alert the case raised, the department (with
-/// a link to its board) and the JSON; event text stays text, an id with `/` and markup in
-/// it opens too, and an unknown id gets a page that says so.
+/// a link to its board) and the JSON, a violation's detail in Chinese; event text stays
+/// text, an id with `/` and markup in it opens too, a case opens by its number through the
+/// pages' form (`case?id=…`, followed in the browser), and an unknown id gets a page that
+/// says so.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_listed_case_opens_on_its_own_page() {
     let stamp = "B3";
