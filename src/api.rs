@@ -106,7 +106,7 @@ impl View {
     }
 
     /// A rule's title by index (empty for an index no pack defines).
-    fn rule_title(&self, idx: u16) -> &str {
+    pub(crate) fn rule_title(&self, idx: u16) -> &str {
         self.rules
             .rules
             .get(usize::from(idx))
@@ -921,7 +921,7 @@ fn light_str(l: Light) -> &'static str {
     }
 }
 
-fn parse_light(s: &str) -> Result<Light, ApiError> {
+pub(crate) fn parse_light(s: &str) -> Result<Light, ApiError> {
     match s {
         "red" => Ok(Light::Red),
         "yellow" => Ok(Light::Yellow),
@@ -1530,17 +1530,10 @@ pub async fn cases_csv(
                 }
                 None => ("", String::new()),
             };
-            let state = if c.withdrawn {
-                "已撤回"
-            } else if j.open {
-                "在办"
-            } else {
-                "已办结"
-            };
             out.row(&[
                 &c.id,
                 light_zh(j.light),
-                state,
+                state_zh(c.withdrawn, j.open),
                 c.department(),
                 c.data.item.as_deref().unwrap_or(""),
                 c.data.handler.as_deref().unwrap_or(""),
@@ -1603,8 +1596,19 @@ fn csv_response(name: &str, body: Vec<u8>) -> Response {
         .into_response()
 }
 
+/// A case's state in words (the export's 状态, a case's page): withdrawn, open or closed.
+pub(crate) fn state_zh(withdrawn: bool, open: bool) -> &'static str {
+    if withdrawn {
+        "已撤回"
+    } else if open {
+        "在办"
+    } else {
+        "已办结"
+    }
+}
+
 /// A light in the words of the board.
-fn light_zh(l: Light) -> &'static str {
+pub(crate) fn light_zh(l: Light) -> &'static str {
     match l {
         Light::Red => "红灯",
         Light::Yellow => "黄灯",
@@ -2121,7 +2125,7 @@ pub async fn scorecard_csv(
 
 /// `/`: the red-light board (see `src/board.rs`).
 pub async fn board(State(s): State<Arc<Shared>>, req: Request) -> Result<Response, ApiError> {
-    let department = board_department(req.uri().query());
+    let department = page_param(req.uri().query(), "department");
     let whole = snapshot(&s).await?;
     let own;
     let snap = match &department {
@@ -2150,16 +2154,10 @@ pub async fn board(State(s): State<Arc<Shared>>, req: Request) -> Result<Respons
 /// supervisor on the phone with an applicant): to the case's page, the number trimmed of
 /// the spaces a copy brings along. Relative, so it stays under a proxy's path prefix.
 pub async fn find_case(req: Request) -> Response {
-    let id = form_urlencoded::parse(req.uri().query().unwrap_or_default().as_bytes())
-        .filter(|(k, _)| k == "id")
-        .map(|(_, v)| v.trim().to_string())
-        .last()
-        .unwrap_or_default();
     // Nothing to look up (the form requires a number): back to the board.
-    let location = if id.is_empty() {
-        "./".to_string()
-    } else {
-        format!("case/{}", crate::case_page::path_segment(&id))
+    let location = match page_param(req.uri().query(), "id") {
+        Some(id) => format!("case/{}", crate::case_page::path_segment(&id)),
+        None => "./".to_string(),
     };
     (StatusCode::SEE_OTHER, [(header::LOCATION, location)]).into_response()
 }
@@ -2184,12 +2182,13 @@ fn page(status: StatusCode, html: String) -> Response {
         .into_response()
 }
 
-/// The department of `/?department=…`, a department's own board (the last one given;
-/// none when empty). Other parameters are left alone: `token` is the guard's, and the
-/// board, a page for people, names its department in its title rather than refusing.
-fn board_department(query: Option<&str>) -> Option<String> {
+/// The value of `key` in a page's query: `/?department=…` (a department's own board),
+/// `/case?id=…` (a case by its number). The last one given, trimmed; none when empty.
+/// Other parameters are left alone: `token` is the guard's, and a page for people names
+/// what it was given rather than refusing.
+fn page_param(query: Option<&str>, key: &str) -> Option<String> {
     form_urlencoded::parse(query.unwrap_or_default().as_bytes())
-        .filter(|(k, _)| k == "department")
+        .filter(|(k, _)| k == key)
         .map(|(_, v)| v.trim().to_string())
         .last()
         .filter(|d| !d.is_empty())

@@ -133,12 +133,6 @@ pub fn render(
     department: Option<&str>,
     unknown: Option<&[String]>,
 ) -> String {
-    let tz = view.zone.tz();
-    let local = |ms: i64| {
-        chrono::DateTime::from_timestamp_millis(ms)
-            .map(|t| t.with_timezone(&tz).format("%Y-%m-%d %H:%M:%S").to_string())
-            .unwrap_or_default()
-    };
     let title = match department {
         Some(d) => esc(&format!("{} · {d}", view.board.title)),
         None => esc(&view.board.title),
@@ -170,7 +164,7 @@ pub fn render(
         y = t.yellow,
         g = t.green,
         open = t.total(),
-        updated = local(snap.taken_ms),
+        updated = view.sheet_time(snap.taken_ms),
         stale = if now - snap.taken_ms > 120_000 {
             r#"<span class="stale">（数据较旧）</span>"#
         } else {

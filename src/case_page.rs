@@ -9,7 +9,7 @@
 //! script, every text from events escaped. Its links are relative (`../` is the board), so
 //! they work behind a proxy's path prefix. It does not reload itself: a person reads it.
 
-use crate::api::View;
+use crate::api::{View, light_zh, parse_light, state_zh};
 use crate::board::{STYLE, esc, human, workdays_between};
 use crate::formats::text::{detail_text, display_time, type_name, unit_word};
 use chrono::DateTime;
@@ -40,14 +40,9 @@ p.note { color:var(--yellow); font-size:18px; margin:4px 0 12px; }
 /// A deadline that falls in a year the calendar has no data for yet.
 const PENDING: &str = "待定（缺节假日数据）";
 
-/// A light's name in Chinese.
+/// A light's name in Chinese (`red` as the facts give it → 红灯).
 fn light_text(light: &str) -> &'static str {
-    match light {
-        "red" => "红灯",
-        "yellow" => "黄灯",
-        "green" => "绿灯",
-        _ => "—",
-    }
+    parse_light(light).map_or("—", light_zh)
 }
 
 /// An alert's reason (SPEC §4) as the page says it.
@@ -125,12 +120,11 @@ pub fn render(view: &View, facts: &Value, now: i64) -> String {
     let light = facts["light"].as_str().unwrap_or_default();
     let status = if forgotten {
         "已过保留期"
-    } else if facts["withdrawn"].as_bool() == Some(true) {
-        "已撤回"
-    } else if facts["open"].as_bool() == Some(true) {
-        "在办"
     } else {
-        "已办结"
+        state_zh(
+            facts["withdrawn"].as_bool() == Some(true),
+            facts["open"].as_bool() == Some(true),
+        )
     };
     let badge = if forgotten {
         r#"<div class="badge closed" id="case-light">—</div>"#.to_string()
@@ -481,10 +475,8 @@ fn data(h: &mut String, view: &View, facts: &Value) {
             let rule = s["rule"].as_str()?;
             let title = view
                 .rules
-                .rules
-                .iter()
-                .find(|r| &*r.id == rule)
-                .map_or(rule, |r| &*r.title);
+                .index_of(rule)
+                .map_or(rule, |i| view.rule_title(i));
             Some(format!(
                 "{}：{}",
                 esc(title),

@@ -147,14 +147,7 @@ async fn cases_export_as_a_spreadsheet_as_the_api_lists_them() {
                 _ => "绿灯",
             };
             assert_eq!(row[1], light, "{id}");
-            let state = if c["withdrawn"] == true {
-                "已撤回"
-            } else if c["open"] == true {
-                "在办"
-            } else {
-                "已办结"
-            };
-            assert_eq!(row[2], state, "{id}");
+            assert_eq!(row[2], case_state(c), "{id}");
             assert_eq!(row[3], text("department"), "{id}");
             assert_eq!(row[4], inert(text("item")), "{id}");
             assert_eq!(row[5], inert(text("handler")), "{id}");

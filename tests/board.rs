@@ -310,16 +310,9 @@ async fn a_listed_case_opens_on_its_own_page() {
             page.contains(&format!("id=\"case-light\" data-light=\"{light}\"")),
             "{id}: its light {light}"
         );
-        let status = if api["withdrawn"] == true {
-            "已撤回"
-        } else if api["open"] == true {
-            "在办"
-        } else {
-            "已办结"
-        };
         assert_eq!(
             text_after(&page, "id=\"case-status\""),
-            Some(status),
+            Some(case_state(&api)),
             "{id}"
         );
         // The clocks, in the API's order: rule, deadline, yellow instant, and what the

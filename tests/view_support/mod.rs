@@ -569,6 +569,18 @@ pub fn department_rows(dom: &str) -> std::collections::BTreeMap<String, (u64, u6
     out
 }
 
+/// What the export and a case's page call a case of the API's JSON: 已撤回, 在办 or 已办结.
+#[allow(dead_code)]
+pub fn case_state(c: &serde_json::Value) -> &'static str {
+    if c["withdrawn"] == true {
+        "已撤回"
+    } else if c["open"] == true {
+        "在办"
+    } else {
+        "已办结"
+    }
+}
+
 /// The case ids listed in `<ol id="list-{light}">`.
 #[allow(dead_code)]
 pub fn listed(dom: &str, light: &str) -> Vec<String> {
