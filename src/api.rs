@@ -2162,6 +2162,16 @@ pub async fn find_case(req: Request) -> Response {
     (StatusCode::SEE_OTHER, [(header::LOCATION, location)]).into_response()
 }
 
+/// `/case/` without an id (an address cut short, or typed): the board, or with `?id=…` the
+/// case, as `/case?id=…` does. Relative, from `/case/`.
+pub async fn case_index(req: Request) -> Response {
+    let location = match page_param(req.uri().query(), "id") {
+        Some(id) => crate::case_page::path_segment(&id),
+        None => "../".to_string(),
+    };
+    (StatusCode::SEE_OTHER, [(header::LOCATION, location)]).into_response()
+}
+
 /// A page for people (the board, a case's page) with the headers every such page has.
 fn page(status: StatusCode, html: String) -> Response {
     (

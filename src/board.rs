@@ -111,6 +111,39 @@ form.find button { font:inherit; font-size:15px; padding:1px 10px; background:va
   td { font-size:19px; }
   td.n { font-size:23px; }
 }
+/* A phone: a supervisor opening the board, or a case's link from a DingTalk, WeCom or
+   Feishu message, at 360-430 px. Three columns there left two or three characters a line
+   (红灯 as 红 over 灯, a case id one character a line). One column instead, the red cases
+   first, then the yellow, then the departments (on a wall screen the departments come
+   first, at the left); the header's counts in a row under the title, its notes under them;
+   smaller type; the form to open a case as wide as the screen (16 px: phones zoom in on
+   smaller inputs). A case's page lays its tables out as cards (case_page.rs). */
+@media (max-width: 760px) {
+  html, body { font-size:16px; }
+  header { gap:10px 16px; padding:12px 14px; }
+  h1 { font-size:24px; letter-spacing:1px; white-space:normal; }
+  .totals { flex:1 1 100%; justify-content:flex-start; flex-wrap:wrap; gap:8px; }
+  .total { gap:6px; padding:4px 10px; }
+  .total .label { font-size:16px; white-space:nowrap; }
+  .total .n { font-size:30px; }
+  .dot { width:18px; height:18px; }
+  .meta { flex:1 1 100%; margin-left:0; text-align:left; white-space:normal; font-size:14px; }
+  main { grid-template-columns:minmax(0,1fr); gap:12px; padding:12px 10px; }
+  section { padding:10px 12px; }
+  section.cases-red { order:1; } section.cases-yellow { order:2; } section.departments { order:3; }
+  h2 { font-size:21px; }
+  h2 small, h2 a.export { font-size:14px; }
+  th { font-size:15px; }
+  td { font-size:17px; padding:6px; }
+  td.n { font-size:20px; }
+  .case-id, .time { font-size:18px; }
+  .time .wd { font-size:14px; }
+  .l2, .more, .none { font-size:15px; }
+  footer { font-size:13px; padding:0 12px 12px; }
+  form.find { display:flex; margin:8px 0 0; }
+  form.find input { flex:1; width:auto; font-size:16px; }
+  form.find button { font-size:16px; }
+}
 "#;
 
 /// `&department=…` for a link of a department's own board (nothing on the whole board),

@@ -35,6 +35,29 @@ table.detail td.red { color:var(--red); font-weight:700; } table.detail td.yello
 table.detail td.red, table.detail td.yellow, table.detail td.green, table.detail td.muted, table.detail td.limit, table.detail td.word { white-space:nowrap; }
 td.muted, span.muted { color:var(--muted); }
 p.note { color:var(--yellow); font-size:18px; margin:4px 0 12px; }
+/* A phone (a case's link from a chat message opens here): the header's facts under the
+   title, and each row of the clocks, violations, duties and alerts a card of its own, one
+   field a line after its column's name (`data-label`), the rule's title heading it; empty
+   fields left out. As a table, seven columns overran the screen by half its width. The
+   data's two columns stay a table. */
+@media (max-width: 760px) {
+  header .back { font-size:15px; }
+  .badge { font-size:22px; }
+  .badge .dot { width:20px; height:20px; }
+  .facts { flex:1 1 100%; margin-left:0; text-align:left; font-size:15px; }
+  main.detail { padding:12px 10px; }
+  table.detail:not(.kv) thead { display:none; }
+  table.detail:not(.kv), table.detail:not(.kv) tbody, table.detail:not(.kv) tr, table.detail:not(.kv) td { display:block; }
+  table.detail:not(.kv) tr { padding:8px 0; border-bottom:1px solid var(--line); }
+  table.detail:not(.kv) td { border:0; padding:2px 0; font-size:16px; white-space:normal; }
+  table.detail td { overflow-wrap:anywhere; }
+  table.detail:not(.kv) td:empty { display:none; }
+  table.detail:not(.kv) td:not([data-label]) { font-weight:700; }
+  table.detail .basis { font-weight:normal; }
+  table.detail td[data-label]::before { content:attr(data-label) "："; color:var(--muted); font-weight:normal; }
+  table.detail.kv td { font-size:16px; }
+  table.detail.kv td:first-child { overflow-wrap:normal; white-space:nowrap; }
+}
 "#;
 
 /// A deadline that falls in a year the calendar has no data for yet.
@@ -282,7 +305,7 @@ fn clocks(h: &mut String, view: &View, facts: &Value, now: i64) {
         let situation = clock_situation(view, c, unit, now);
         let _ = write!(
             h,
-            r#"<tr data-rule="{rule}"><td>{title}<div class="basis">{basis} · {rule}</div></td><td class="{light}">{light_name}</td><td class="limit">{limit}</td><td class="when">{started}</td><td class="when deadline">{deadline}</td><td class="when">{yellow}</td><td class="situation">{situation}</td></tr>"#,
+            r#"<tr data-rule="{rule}"><td>{title}<div class="basis">{basis} · {rule}</div></td><td class="{light}" data-label="灯色">{light_name}</td><td class="limit" data-label="时限">{limit}</td><td class="when" data-label="开始">{started}</td><td class="when deadline" data-label="期限">{deadline}</td><td class="when" data-label="黄灯">{yellow}</td><td class="situation" data-label="情况">{situation}</td></tr>"#,
             rule = esc(c["rule"].as_str().unwrap_or_default()),
             title = esc(c["title"].as_str().unwrap_or_default()),
             basis = esc(c["basis"].as_str().unwrap_or_default()),
@@ -356,7 +379,7 @@ fn violations(h: &mut String, facts: &Value) {
     for v in list {
         let _ = write!(
             h,
-            r#"<tr><td>{title}<div class="basis">{basis} · {rule}</div></td><td class="when">{at}</td><td>{detail}</td><td>{state}</td></tr>"#,
+            r#"<tr><td>{title}<div class="basis">{basis} · {rule}</div></td><td class="when" data-label="时间">{at}</td><td data-label="说明">{detail}</td><td data-label="状态">{state}</td></tr>"#,
             title = esc(v["title"].as_str().unwrap_or_default()),
             basis = esc(v["basis"].as_str().unwrap_or_default()),
             rule = esc(v["rule"].as_str().unwrap_or_default()),
@@ -398,7 +421,7 @@ fn duties(h: &mut String, facts: &Value) {
             .collect();
         let _ = write!(
             h,
-            r#"<tr><td>{title}<div class="basis">{rule}</div></td><td>{period}</td><td class="when">{due}</td><td>{met}</td><td class="{miss_class}">{missing}</td></tr>"#,
+            r#"<tr><td>{title}<div class="basis">{rule}</div></td><td data-label="本期">{period}</td><td class="when" data-label="本期期限">{due}</td><td data-label="已履行">{met}</td><td class="{miss_class}" data-label="未履行">{missing}</td></tr>"#,
             title = esc(d["title"].as_str().unwrap_or_default()),
             rule = esc(d["rule"].as_str().unwrap_or_default()),
             period = esc(d["period"].as_str().unwrap_or_default()),
@@ -441,7 +464,7 @@ fn alerts(h: &mut String, facts: &Value) {
         let resolved = a["status"].as_str() == Some("resolved");
         let _ = write!(
             h,
-            r#"<tr data-alert="{id}"><td class="when">{at}</td><td class="{class}">{level_name}</td><td class="word">{status}</td><td class="word">{reason}</td><td>{title}<div class="basis">{basis}</div></td><td class="when">{deadline}</td><td>{detail}</td></tr>"#,
+            r#"<tr data-alert="{id}"><td class="when" data-label="时间">{at}</td><td class="{class}" data-label="灯色">{level_name}</td><td class="word" data-label="状态">{status}</td><td class="word" data-label="原因">{reason}</td><td data-label="规则">{title}<div class="basis">{basis}</div></td><td class="when" data-label="期限">{deadline}</td><td data-label="说明">{detail}</td></tr>"#,
             id = esc(a["id"].as_str().unwrap_or_default()),
             at = when(&a["at"]),
             class = if resolved { "muted" } else { level },
@@ -458,7 +481,7 @@ fn alerts(h: &mut String, facts: &Value) {
 }
 
 fn data(h: &mut String, view: &View, facts: &Value) {
-    h.push_str(r#"<section id="data"><h2>案件数据 <small>事件所带</small></h2><table class="detail"><tbody>"#);
+    h.push_str(r#"<section id="data"><h2>案件数据 <small>事件所带</small></h2><table class="detail kv"><tbody>"#);
     if let Some(map) = facts["data"].as_object() {
         for (k, v) in map {
             let _ = write!(

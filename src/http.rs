@@ -118,6 +118,7 @@ fn router(shared: Arc<Shared>) -> Router {
         .route("/api/v1/cases.csv", get(crate::api::cases_csv))
         .route("/api/v1/cases/{id}", get(crate::api::case))
         .route("/case", get(crate::api::find_case))
+        .route("/case/", get(crate::api::case_index))
         .route("/case/{id}", get(crate::api::case_page))
         .route("/api/v1/alerts", get(crate::api::alerts))
         .route("/api/v1/scorecard", get(crate::api::scorecard))
