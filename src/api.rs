@@ -187,9 +187,9 @@ pub async fn guard(State(s): State<Arc<Shared>>, req: Request, next: Next) -> Re
         .map_or("unmatched", |m| m.as_str())
         .to_string();
     let open = matches!(req.uri().path(), "/metrics" | "/healthz" | "/readyz");
-    // The pages for people: the board and a case's own page.
-    let page_path =
-        matches!(req.uri().path(), "/" | "/case") || req.uri().path().starts_with("/case/");
+    // The pages for people: the board, a case's own page, the scorecard.
+    let page_path = matches!(req.uri().path(), "/" | "/case" | "/scorecard")
+        || req.uri().path().starts_with("/case/");
     let response = if open || s.view.authorized(req.headers()) {
         next.run(req).await
     } else if page_path && board_login(&s.view, req.uri().query()) {
@@ -2056,13 +2056,49 @@ async fn card_of(
     period: Option<&str>,
 ) -> Result<(ScorePeriod, crate::scorecard::Scorecard), ApiError> {
     let period = score_period(s, period)?;
+    Ok((period, card_for(s, period).await?))
+}
+
+/// The scorecard of a period, computed off the async threads.
+async fn card_for(
+    s: &Arc<Shared>,
+    period: ScorePeriod,
+) -> Result<crate::scorecard::Scorecard, ApiError> {
     let s2 = s.clone();
     let card = blocking(move || {
         crate::scorecard::scorecard(&s2.store, &s2.view.zone, &s2.view.scorecard, period)
             .map_err(ApiError::internal)
     })
     .await?;
-    Ok((period, card))
+    Ok(card)
+}
+
+/// `/scorecard?period=2026Q3`: the scorecard as a page (see `src/scorecard_page.rs`); a
+/// period it cannot read gets a page saying how to write one (status 400).
+pub async fn scorecard_page(
+    State(s): State<Arc<Shared>>,
+    req: Request,
+) -> Result<Response, ApiError> {
+    let given = page_param(req.uri().query(), "period");
+    let this_quarter = score_period(&s, None)?;
+    let period = match given.as_deref() {
+        None => this_quarter,
+        Some(p) => match ScorePeriod::parse(p) {
+            Some(period) => period,
+            None => {
+                return Ok(page(
+                    StatusCode::BAD_REQUEST,
+                    crate::scorecard_page::bad_period(&s.view, p),
+                ));
+            }
+        },
+    };
+    let card = card_for(&s, period).await?;
+    let now = chrono::Utc::now().timestamp_millis();
+    Ok(page(
+        StatusCode::OK,
+        crate::scorecard_page::render(&s.view, &period, &card, &this_quarter, now),
+    ))
 }
 
 /// `/api/v1/scorecard.csv?period=2026Q3`: the scorecard as a spreadsheet, a department a

@@ -98,7 +98,7 @@ li.red .time { color:var(--red); } li.yellow .time { color:var(--yellow); }
 .more, .none { color:var(--muted); padding:10px 4px; font-size:18px; }
 .more a.export { color:inherit; }
 footer { color:#5d6d8c; font-size:15px; padding:0 28px 14px; }
-footer a.export { color:inherit; }
+footer a { color:inherit; }
 form.find { display:inline-flex; gap:6px; margin-left:12px; vertical-align:middle; }
 form.find input { font:inherit; font-size:15px; width:12em; padding:1px 6px; background:#0e1626; color:var(--text); border:1px solid var(--line); border-radius:6px; }
 form.find button { font:inherit; font-size:15px; padding:1px 10px; background:var(--panel); color:var(--muted); border:1px solid var(--line); border-radius:6px; cursor:pointer; }
@@ -222,7 +222,7 @@ pub fn render(
     let _ = write!(
         h,
         r#"</main>
-<footer>红灯：已超期或违规；黄灯：临近期限；绿灯：在期限内。时限按法定工作日历计算（民法典第二百零一条、第二百零三条）。redlight {version} · 共 {scanned} 件案件记录 · <a class="export" href="api/v1/scorecard.csv" title="各部门本季度按时办结率、违规与等次，导出为表格（CSV）">本季度考核表</a>{find}</footer>
+<footer>红灯：已超期或违规；黄灯：临近期限；绿灯：在期限内。时限按法定工作日历计算（民法典第二百零一条、第二百零三条）。redlight {version} · 共 {scanned} 件案件记录 · <a class="scorecard" href="scorecard" title="各部门本季度按时办结率、违规与等次">本季度考核</a>{find}</footer>
 </body></html>
 "#,
         version = env!("CARGO_PKG_VERSION"),

@@ -35,6 +35,11 @@ table.detail td.red { color:var(--red); font-weight:700; } table.detail td.yello
 table.detail td.red, table.detail td.yellow, table.detail td.green, table.detail td.muted, table.detail td.limit, table.detail td.word { white-space:nowrap; }
 td.muted, span.muted { color:var(--muted); }
 p.note { color:var(--yellow); font-size:18px; margin:4px 0 12px; }
+table.detail .basis.red { color:var(--red); }
+nav.periods { color:var(--muted); font-size:18px; margin:0 0 14px; line-height:1.8; }
+nav.periods a, nav.periods b { color:var(--text); }
+table.detail th.num, table.detail td.num { text-align:right; font-variant-numeric:tabular-nums; }
+p.rules { color:var(--muted); font-size:16px; margin:12px 0 0; }
 /* A phone (a case's link from a chat message opens here): the header's facts under the
    title, and each row of the clocks, violations, duties and alerts a card of its own, one
    field a line after its column's name (`data-label`), the rule's title heading it; empty
@@ -56,6 +61,7 @@ p.note { color:var(--yellow); font-size:18px; margin:4px 0 12px; }
   table.detail .basis { font-weight:normal; }
   table.detail td[data-label]::before { content:attr(data-label) "："; color:var(--muted); font-weight:normal; }
   table.detail.kv td { font-size:16px; }
+  table.detail:not(.kv) td.num { display:inline-block; margin-right:14px; text-align:left; }
   table.detail.kv td:first-child { overflow-wrap:normal; white-space:nowrap; }
 }
 "#;
@@ -119,7 +125,9 @@ fn value_text(v: &Value) -> String {
     }
 }
 
-fn head(h: &mut String, view: &View, title: &str) {
+/// The start of a page for people (a case's, the scorecard's): the board's style and the
+/// pages' own, the title after the board's.
+pub(crate) fn head(h: &mut String, view: &View, title: &str) {
     let _ = write!(
         h,
         r#"<!doctype html>

@@ -122,6 +122,7 @@ fn router(shared: Arc<Shared>) -> Router {
         .route("/case/{id}", get(crate::api::case_page))
         .route("/api/v1/alerts", get(crate::api::alerts))
         .route("/api/v1/scorecard", get(crate::api::scorecard))
+        .route("/scorecard", get(crate::api::scorecard_page))
         .route("/api/v1/scorecard.csv", get(crate::api::scorecard_csv))
         .route("/api/v1/deliveries", get(deliveries))
         .route("/api/v1/deliveries/waiting", get(waiting))

@@ -42,6 +42,7 @@ pub mod metrics;
 pub mod open_counts;
 pub mod rules;
 pub mod scorecard;
+pub mod scorecard_page;
 pub mod store;
 pub mod writer;
 

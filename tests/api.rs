@@ -257,14 +257,23 @@ async fn cases_export_as_a_spreadsheet_as_the_api_lists_them() {
         );
     }
 
-    // The footer links this quarter's scorecard as a spreadsheet.
+    // The footer links this quarter's scorecard, whose page links it as a spreadsheet.
     let href = board
         .split("<footer>")
         .nth(1)
-        .and_then(|f| f.split(r#"<a class="export" href=""#).nth(1))
+        .and_then(|f| f.split(r#"<a class="scorecard" href=""#).nth(1))
         .and_then(|t| t.split('"').next())
         .expect("the footer's scorecard link");
-    assert_eq!(href, "api/v1/scorecard.csv");
+    assert_eq!(href, "scorecard");
+    let page = d.get(&format!("/{href}"));
+    assert_eq!(page.status, 200, "{}", page.body);
+    let href = page
+        .body
+        .split(r#"id="export" href=""#)
+        .nth(1)
+        .and_then(|t| t.split('"').next())
+        .expect("the scorecard's export link");
+    assert!(href.starts_with("api/v1/scorecard.csv?period="), "{href}");
     let rows = sheet(&d.get(&format!("/{href}")));
     assert_eq!(rows[0][..2], ["部门", "考核期"]);
 
@@ -1034,6 +1043,96 @@ async fn the_scorecard_grades_departments_and_flags_two_unqualified_years() {
     assert_eq!(r.status, 400);
     assert!(r.body.contains("period"), "{}", r.body);
 
+    // The same card as a page (考核), the departments that need attention first: 乙局
+    // (不合格, two years running), 丙局 (合格), 甲局 (优秀); each row the JSON's figures.
+    let page = d.get("/scorecard?period=2026Q3");
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert_eq!(
+        page.header("content-type"),
+        Some("text/html; charset=utf-8")
+    );
+    assert_eq!(
+        text_after(&page.body, r#"id="period""#),
+        Some("2026年第三季度")
+    );
+    let rows: Vec<(&str, &str)> = page
+        .body
+        .split(r#"<tr data-department=""#)
+        .skip(1)
+        .map(|r| {
+            let (dept, rest) = r.split_once('"').expect("the department");
+            (dept, &rest[..rest.find("</tr>").expect("row end")])
+        })
+        .collect();
+    let order: Vec<&str> = rows.iter().map(|(dept, _)| *dept).collect();
+    assert_eq!(order, ["乙局", "丙局", "甲局"]);
+    for (dept, row) in &rows {
+        let l = department_line(&card, dept);
+        let cell = |label: &str| text_after(row, &format!(r#"data-label="{label}""#));
+        for (label, key) in [
+            ("办结", "closed"),
+            ("按时办结", "on_time"),
+            ("逾期办结", "late"),
+            ("违规", "violations"),
+        ] {
+            assert_eq!(
+                cell(label),
+                Some(l[key].to_string().as_str()),
+                "{dept}: {label}"
+            );
+        }
+        let rate = l["on_time_rate"]
+            .as_f64()
+            .map_or("—".to_string(), |x| format!("{:.2}%", x * 100.0));
+        assert_eq!(cell("按时办结率"), Some(rate.as_str()), "{dept}");
+        assert_eq!(cell("等次"), l["grade"].as_str(), "{dept}");
+        assert_eq!(
+            cell("2025年等次"),
+            Some(l["year_grades"]["2025"].as_str().unwrap_or("—")),
+            "{dept}"
+        );
+        assert_eq!(
+            row.contains("连续两年不合格"),
+            l["unqualified_two_years"] == true,
+            "{dept}: {row}"
+        );
+        assert!(
+            row.contains(&format!(r#"href="./?department={}""#, q(dept))),
+            "{dept} links its board: {row}"
+        );
+    }
+    let two = page
+        .body
+        .split(r#"id="two-years""#)
+        .nth(1)
+        .expect("the two years' section");
+    assert!(
+        two.contains("乙局：2025年、2026年两年等次均为不合格"),
+        "{two}"
+    );
+    for (href, why) in [
+        ("scorecard?period=2026Q2", "the quarter before"),
+        ("scorecard?period=2026Q4", "the quarter after"),
+        ("scorecard?period=2026", "the year"),
+        ("api/v1/scorecard.csv?period=2026Q3", "the spreadsheet"),
+    ] {
+        assert!(
+            page.body.contains(&format!(r#"href="{href}""#)),
+            "{why}: {}",
+            page.body
+        );
+    }
+    let year = d.get("/scorecard?period=2025").body;
+    assert_eq!(text_after(&year, r#"id="period""#), Some("2025年"));
+    assert!(year.contains(r#"<tr data-department="乙局">"#), "{year}");
+    let r = d.get("/scorecard?period=2026Q5");
+    assert_eq!(r.status, 400);
+    assert!(
+        text_after(&r.body, r#"id="bad-period""#).is_some_and(|t| t.contains("2026Q5")),
+        "{}",
+        r.body
+    );
+
     // The ledger outlives the daemon: after a restart the same card.
     d.restart("redlight-2.log");
     assert_eq!(
@@ -1239,6 +1338,21 @@ async fn a_configured_token_guards_the_api_and_the_board_and_is_never_shown() {
     let r = get(d.port, case, &[("Cookie", &pair)]).expect("GET");
     assert_eq!(r.status, 404, "no such case, but logged in: {}", r.body);
     assert!(r.body.contains("未找到案件"), "{}", r.body);
+    // The scorecard's page likewise, keeping its period.
+    let r = get(d.port, "/scorecard?period=2026", &[]).expect("GET");
+    assert_eq!(r.status, 401);
+    assert!(r.body.contains("需要登录"), "{}", r.body);
+    let r = get(
+        d.port,
+        &format!("/scorecard?token={TOKEN}&period=2026"),
+        &[],
+    )
+    .expect("GET");
+    assert_eq!(r.status, 303);
+    assert_eq!(r.header("location"), Some("scorecard?period=2026"));
+    let r = get(d.port, "/scorecard?period=2026", &[("Cookie", &pair)]).expect("GET");
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(r.body.contains("考核"), "{}", r.body);
     // The API answers a browser without the token in JSON, as before.
     let r = get(d.port, "/api/v1/cases", &[]).expect("GET");
     assert!(r.body.starts_with('{'), "{}", r.body);
@@ -1246,7 +1360,7 @@ async fn a_configured_token_guards_the_api_and_the_board_and_is_never_shown() {
     d.stop();
     let log = d.log_text();
     assert!(!log.contains(TOKEN), "the log shows the token");
-    // Nineteen refusals within about a minute: a line or two say them (the metric counts
+    // Twenty refusals within about a minute: a line or two say them (the metric counts
     // each).
     let said = log
         .lines()
@@ -1254,7 +1368,7 @@ async fn a_configured_token_guards_the_api_and_the_board_and_is_never_shown() {
         .count();
     assert!(
         (1..=2).contains(&said),
-        "{said} lines for 19 refusals (once a minute):\n{log}"
+        "{said} lines for 20 refusals (once a minute):\n{log}"
     );
 }
 

@@ -209,6 +209,19 @@ async fn the_board_shows_every_colour_with_the_expected_counts() {
             "at {width} px wide"
         );
     }
+    // The scorecard's page (the footer's 本季度考核) likewise, on a phone and a wall screen.
+    let card = d.get("/scorecard?period=2026").body;
+    assert!(
+        card.contains("<tr data-department="),
+        "departments scored: {card}"
+    );
+    for width in [390, 1600] {
+        assert_eq!(
+            page_layout_problems(&d, &profile, width, "/scorecard?period=2026"),
+            "[]",
+            "the scorecard at {width} px wide"
+        );
+    }
 
     // The same page is served to a wall screen without a token on loopback only.
     let r = d.get("/");
@@ -455,7 +468,7 @@ async fn a_listed_case_opens_on_its_own_page() {
     for id in [&ids[0], &ids[1], &ids[3], &ids[4]] {
         for width in [390, 1600] {
             assert_eq!(
-                case_layout_problems(&d, &profile, width, id),
+                page_layout_problems(&d, &profile, width, &format!("/case/{}", q(id))),
                 "[]",
                 "{id} at {width} px wide"
             );
@@ -564,10 +577,11 @@ fn layout_problems(d: &Daemon, profile: &Path, width: u32) -> String {
     measured_problems(d, profile, width, "/", checks)
 }
 
-/// What is wrong with a case's page in Chromium `width` px wide: a table wider than its
-/// section (cut at the section's edge), the page wider than the window; on a phone's
-/// width, a row's field without its column's name, or a table header shown over cards.
-fn case_layout_problems(d: &Daemon, profile: &Path, width: u32, id: &str) -> String {
+/// What is wrong with a page of tables (a case's, the scorecard's) in Chromium `width` px
+/// wide: a table wider than its section (cut at the section's edge), a cell cut, the page
+/// wider than the window; on a phone's width, a row's field without its column's name, or
+/// a table header shown over the cards.
+fn page_layout_problems(d: &Daemon, profile: &Path, width: u32, path: &str) -> String {
     let checks = r#"
   for (const t of document.querySelectorAll('table')) {
     const s = t.closest('section').getBoundingClientRect();
@@ -587,7 +601,7 @@ fn case_layout_problems(d: &Daemon, profile: &Path, width: u32, id: &str) -> Str
       if (h.getBoundingClientRect().height > 0) found.push(h.closest('section').id + ': column headers shown');
     }
   }"#;
-    measured_problems(d, profile, width, &format!("/case/{}", q(id)), checks)
+    measured_problems(d, profile, width, path, checks)
 }
 
 /// The board's header with the calendar's warning at its end (the shipped data alone, which
