@@ -307,6 +307,8 @@ cmd_start() {
       红灯 $(sum red) · 黄灯 $(sum yellow) · 绿灯 $(sum green)      (ready in $((SECONDS - t0)) s)
   案件详情 (a case's own page; every case id on the board links its own):
       http://127.0.0.1:$PORT/case/XZ-2026-0001
+  考核 (the departments' scorecard; the board's footer links it):
+      http://127.0.0.1:$PORT/scorecard?period=$(TZ="$TZ_NAME" date +%Y)
 
   JSON API:   curl -s 'http://127.0.0.1:$PORT/api/v1/cases?light=red'
               curl -s 'http://127.0.0.1:$PORT/api/v1/cases/$shown'
