@@ -7,7 +7,7 @@ use crate::calendar::Calendar;
 use crate::config::{Config, ConfigError};
 use crate::engine::Engine;
 use crate::event::Event;
-use chrono::NaiveDate;
+use chrono::{Datelike, NaiveDate};
 use std::io::{self, BufRead, Write};
 use std::path::Path;
 
@@ -394,6 +394,39 @@ pub fn calendar_list(
         };
     }
     Ok(())
+}
+
+/// `redlight calendar import FILE`: the year's calendar file from its notice's text on
+/// standard output (see `src/calendar_notice.rs`); days of another year named on standard
+/// error. Exit 2 with every problem, each naming the file, when it does not read.
+pub fn calendar_import(file: &Path) -> anyhow::Result<std::process::ExitCode> {
+    let text = if file == Path::new("-") {
+        io::read_to_string(io::stdin())
+            .map_err(|e| anyhow::anyhow!("reading standard input: {e}"))?
+    } else {
+        std::fs::read_to_string(file)
+            .map_err(|e| anyhow::anyhow!("reading {}: {e}", file.display()))?
+    };
+    match crate::calendar_notice::parse(&text) {
+        Ok(notice) => {
+            for (day, item, what) in &notice.elsewhere {
+                eprintln!(
+                    "{}: {day} ({item}, {what}) is in {}: put it in {}.toml",
+                    file.display(),
+                    day.year(),
+                    day.year()
+                );
+            }
+            print!("{}", crate::calendar_notice::to_toml(&notice));
+            Ok(std::process::ExitCode::SUCCESS)
+        }
+        Err(problems) => {
+            for p in problems {
+                eprintln!("{}: {p}", file.display());
+            }
+            Ok(std::process::ExitCode::from(2))
+        }
+    }
 }
 
 #[cfg(test)]

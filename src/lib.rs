@@ -27,6 +27,7 @@ pub mod alert;
 pub mod api;
 pub mod board;
 pub mod calendar;
+pub mod calendar_notice;
 pub mod case_page;
 pub mod cli;
 pub mod clock;

@@ -138,6 +138,11 @@ enum CalendarQuery {
         #[arg(long)]
         to: NaiveDate,
     },
+    /// A year's calendar file from the text of its State Council notice
+    /// (国务院办公厅关于YYYY年部分节假日安排的通知) in FILE (`-`: standard input), printed
+    /// to standard output; every date the notice gives with its day of the week is checked
+    /// against it. Exit 2 with the problems when it does not read.
+    Import { file: PathBuf },
 }
 
 fn default_filter(level: LevelFilter) -> Targets {
@@ -380,12 +385,13 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Calendar { config, query } => {
-            let config = Config::load(&config)?;
-            let cal: Calendar = config.load_calendar()?;
+            // The configured calendar; `import` needs none.
+            let load =
+                || -> anyhow::Result<Calendar> { Ok(Config::load(&config)?.load_calendar()?) };
             let stdout = io::stdout();
             match query {
                 CalendarQuery::IsWorkday { date } => {
-                    let kind = cal.day_kind(date)?;
+                    let kind = load()?.day_kind(date)?;
                     println!("{date}\t{kind}");
                     Ok(if kind.is_workday() {
                         ExitCode::SUCCESS
@@ -394,13 +400,14 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
                     })
                 }
                 CalendarQuery::Add { date, n } => {
-                    println!("{}", cal.add_workdays(date, n)?);
+                    println!("{}", load()?.add_workdays(date, n)?);
                     Ok(ExitCode::SUCCESS)
                 }
                 CalendarQuery::List { from, to } => {
-                    cli::calendar_list(&cal, from, to, BufWriter::new(stdout.lock()))?;
+                    cli::calendar_list(&load()?, from, to, BufWriter::new(stdout.lock()))?;
                     Ok(ExitCode::SUCCESS)
                 }
+                CalendarQuery::Import { file } => cli::calendar_import(&file),
             }
         }
     }
