@@ -76,14 +76,16 @@ pub fn check(config_path: &Path, today: Option<NaiveDate>) -> CheckReport {
             report.warnings.push(format!(
                 "{}: calendar data ended on {last}; deadlines after it wait, and events that \
                  need a day after it go to the dead-letter topic, until the State Council's \
-                 notice for {} is added (see config/calendars/README.md)",
+                 notice for {} is added (`redlight calendar import NOTICE.txt` writes \
+                 the file from its text; see config/calendars/README.md)",
                 config.calendar_dir().display(),
                 last.succ_opt().map_or(0, |d| chrono::Datelike::year(&d))
             ));
         } else if left <= CALENDAR_WARN_DAYS {
             report.warnings.push(format!(
                 "{}: calendar data ends on {last}, in {left} days; add the State Council's \
-                 holiday notice for {} when it is published (see config/calendars/README.md)",
+                 holiday notice for {} when it is published (`redlight calendar import \
+                 NOTICE.txt` writes the file from its text; see config/calendars/README.md)",
                 config.calendar_dir().display(),
                 chrono::Datelike::year(&last) + 1
             ));
