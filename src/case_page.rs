@@ -11,7 +11,9 @@
 
 use crate::api::{View, light_zh, parse_light, state_zh};
 use crate::board::{STYLE, esc, human, workdays_between};
-use crate::formats::text::{detail_text, display_time, type_name, unit_word};
+use crate::formats::text::{
+    detail_text, display_time, field_name, type_name, unit_word, value_name,
+};
 use chrono::DateTime;
 use serde_json::Value;
 use std::fmt::Write;
@@ -492,11 +494,27 @@ fn data(h: &mut String, view: &View, facts: &Value) {
     h.push_str(r#"<section id="data"><h2>案件数据 <small>事件所带</small></h2><table class="detail kv"><tbody>"#);
     if let Some(map) = facts["data"].as_object() {
         for (k, v) in map {
+            // The catalogue's fields by their Chinese names, the field itself beside (a
+            // rule's condition names it); coded values and yes-or-no likewise.
+            let key = match field_name(k) {
+                Some(name) => format!(r#"{name} <span class="muted">{}</span>"#, esc(k)),
+                None => esc(k),
+            };
+            let value = match v {
+                Value::Bool(b) => format!(
+                    r#"{} <span class="muted">{b}</span>"#,
+                    if *b { "是" } else { "否" }
+                ),
+                Value::String(s) => match value_name(k, s) {
+                    Some(name) => format!(r#"{name} <span class="muted">{}</span>"#, esc(s)),
+                    None => esc(s),
+                },
+                other => esc(&value_text(other)),
+            };
             let _ = write!(
                 h,
-                "<tr><td>{}</td><td>{}</td></tr>",
-                esc(k),
-                esc(&value_text(v))
+                r#"<tr data-key="{}"><td>{key}</td><td>{value}</td></tr>"#,
+                esc(k)
             );
         }
     }
@@ -508,11 +526,14 @@ fn data(h: &mut String, view: &View, facts: &Value) {
                 .rules
                 .index_of(rule)
                 .map_or(rule, |i| view.rule_title(i));
-            Some(format!(
-                "{}：{}",
-                esc(title),
-                esc(s["reached"].as_str().unwrap_or("未开始"))
-            ))
+            let reached = match s["reached"].as_str() {
+                Some(t) => match type_name(t) {
+                    Some(name) => format!(r#"已到{name} <span class="muted">{}</span>"#, esc(t)),
+                    None => format!("已到{}", esc(t)),
+                },
+                None => "未开始".to_string(),
+            };
+            Some(format!("{}：{reached}", esc(title)))
         })
         .collect();
     if !stages.is_empty() {

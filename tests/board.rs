@@ -449,6 +449,20 @@ async fn a_listed_case_opens_on_its_own_page() {
         "escaped: {odd_page}"
     );
     assert!(odd_page.contains("&lt;b&gt;斜杠&lt;/b&gt;"));
+    // The data by the catalogue's Chinese names with each field beside; coded values and
+    // yes-or-no likewise; the stage reached by its name.
+    let sample = d.get("/case/XZ-2026-0001").body;
+    for row in [
+        r#"<tr data-key="promised_workdays"><td>承诺时限（工作日） <span class="muted">promised_workdays</span></td><td>15</td></tr>"#,
+        r#"<tr data-key="kind"><td>办件类型 <span class="muted">kind</span></td><td>承诺件 <span class="muted">promised</span></td></tr>"#,
+        r#"<tr data-key="procedure"><td>特别程序 <span class="muted">procedure</span></td><td>专家评审 <span class="muted">expert_review</span></td></tr>"#,
+        r#"审批四个环节顺序：已到审核 <span class="muted">approval.reviewed</span>"#,
+    ] {
+        assert!(sample.contains(row), "{row} in {sample}");
+    }
+    let hazard = d.get(&format!("/case/HZ-H-{stamp}-2")).body;
+    let row = r#"<tr data-key="major"><td>重大隐患 <span class="muted">major</span></td><td>是 <span class="muted">true</span></td></tr>"#;
+    assert!(hazard.contains(row), "{row} in {hazard}");
     // The withdrawn sample is quiet, its state says so.
     let unknown = d.get("/case/NO-SUCH-CASE");
     assert_eq!(unknown.status, 404);

@@ -384,6 +384,58 @@ pub(crate) fn type_name(kind: &str) -> Option<&'static str> {
     })
 }
 
+/// A data field of SPEC §1's catalogue in Chinese, as a case's page labels the data its
+/// events carried; `None` for a field of a producer's own.
+pub(crate) fn field_name(field: &str) -> Option<&'static str> {
+    Some(match field {
+        "department" => "部门",
+        "item" => "事项",
+        "handler" => "经办人",
+        "kind" => "办件类型",
+        "promised_workdays" => "承诺时限（工作日）",
+        "joint" => "并联审批",
+        "missing" => "缺少的材料",
+        "procedure" => "特别程序",
+        "extra_workdays" => "延长时限（工作日）",
+        "approved_by" => "延长批准人",
+        "outcome" => "决定结果",
+        "reason" => "理由",
+        "amount_yuan" => "收费金额（元）",
+        "fee_code" => "收费项目代码",
+        "market" => "市场",
+        "change" => "变更事项",
+        "period" => "报告期",
+        "location" => "地点",
+        "major" => "重大隐患",
+        "reporter" => "报告人",
+        "due" => "整改期限",
+        "unit" => "事故单位",
+        "grade" => "事故等级",
+        "deaths" => "死亡人数",
+        "injuries" => "受伤人数",
+        "to" => "报告对象",
+        "by" => "发现途径",
+        _ => return None,
+    })
+}
+
+/// A coded value of a catalogue field in Chinese (`kind` = `promised` → 承诺件); `None`
+/// where the value is not one of the codes.
+pub(crate) fn value_name(field: &str, value: &str) -> Option<&'static str> {
+    Some(match (field, value) {
+        ("kind", "promised") => "承诺件",
+        ("kind", "immediate") => "即办件",
+        ("outcome", "approved") => "准予许可",
+        ("outcome", "denied") => "不予许可",
+        ("procedure", "hearing") => "听证",
+        ("procedure", "expert_review") => "专家评审",
+        ("procedure", "inspection") => "现场核查",
+        ("procedure", "testing") => "检验检测",
+        ("procedure", "supplement") => "补正材料",
+        _ => return None,
+    })
+}
+
 /// A type in a notice: its Chinese name, or the type itself where it has none.
 fn type_text(kind: &str) -> String {
     type_name(kind).map_or_else(|| format!("`{kind}`"), str::to_string)
