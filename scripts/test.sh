@@ -39,7 +39,7 @@ fi
 REDLIGHT_TEST_KAFKA="$(scripts/kafka.sh bootstrap)"
 export REDLIGHT_TEST_KAFKA
 
-step "headless Chromium and a CJK font for the board test (Debian's chromium)"
+step "headless Chromium, a CJK font and pdftoppm for the board test (Debian's chromium, poppler-utils)"
 if ! command -v chromium >/dev/null 2>&1; then
   as_root apt-get update -qq
   as_root apt-get install -y -qq chromium >/dev/null
@@ -47,6 +47,11 @@ fi
 if ! fc-list :lang=zh 2>/dev/null | grep -q .; then
   as_root apt-get install -y -qq fonts-wqy-zenhei >/dev/null \
     || { as_root apt-get update -qq && as_root apt-get install -y -qq fonts-wqy-zenhei >/dev/null; }
+fi
+# pdftoppm renders the board's pages printed to PDF, to check they print black on white.
+if ! command -v pdftoppm >/dev/null 2>&1; then
+  as_root apt-get install -y -qq poppler-utils >/dev/null \
+    || { as_root apt-get update -qq && as_root apt-get install -y -qq poppler-utils >/dev/null; }
 fi
 chromium --version
 

@@ -118,7 +118,7 @@ form.find button { font:inherit; font-size:15px; padding:1px 10px; background:va
    first, at the left); the header's counts in a row under the title, its notes under them;
    smaller type; the form to open a case as wide as the screen (16 px: phones zoom in on
    smaller inputs). A case's page lays its tables out as cards (case_page.rs). */
-@media (max-width: 760px) {
+@media screen and (max-width: 760px) {
   html, body { font-size:16px; }
   header { gap:10px 16px; padding:12px 14px; }
   h1 { font-size:24px; letter-spacing:1px; white-space:normal; }
@@ -143,6 +143,33 @@ form.find button { font:inherit; font-size:15px; padding:1px 10px; background:va
   form.find { display:flex; margin:8px 0 0; }
   form.find input { flex:1; width:auto; font-size:16px; }
   form.find button { font-size:16px; }
+}
+/* On paper (a case's page kept with its file, the scorecard taken to the assessment
+   meeting, the board for a report): black on white, whatever the browser does with
+   backgrounds (the dark theme printed either as a sheet of ink or, without backgrounds,
+   as near-white text on white paper); the lights' dots still in colour; the lists one
+   under another; the forms, the periods' links and the back link left out; type in
+   points. */
+@media print {
+  :root { --bg:#fff; --panel:#fff; --line:#999; --text:#000; --muted:#444; --red:#c00000; --yellow:#9a6700; --green:#1a7f37; }
+  html, body { background:#fff; color:#000; font-size:10pt; }
+  header { background:#fff; padding:0 0 8px; gap:8px 24px; }
+  h1 { font-size:18pt; }
+  h2 { font-size:13pt; }
+  h2 small, h2 a.export, .meta, footer { font-size:9pt; }
+  .total { background:#fff; border:1px solid var(--line); padding:2px 10px; }
+  .total .label { font-size:11pt; }
+  .total .n { font-size:18pt; }
+  .dot { width:12px; height:12px; box-shadow:none; -webkit-print-color-adjust:exact; print-color-adjust:exact; }
+  main { display:block; padding:8px 0; }
+  section { margin-bottom:10px; padding:6px 8px; }
+  th, td, .case-id, .time { font-size:10pt; }
+  td.n { font-size:11pt; }
+  .l2, .more, .none, .time .wd { font-size:9pt; }
+  tr, li { break-inside:avoid; }
+  a { color:inherit; text-decoration:none; }
+  form.find, nav.periods, header .back { display:none; }
+  footer { padding:0; }
 }
 "#;
 

@@ -47,7 +47,7 @@ p.rules { color:var(--muted); font-size:16px; margin:12px 0 0; }
    field a line after its column's name (`data-label`), the rule's title heading it; empty
    fields left out. As a table, seven columns overran the screen by half its width. The
    data's two columns stay a table. */
-@media (max-width: 760px) {
+@media screen and (max-width: 760px) {
   header .back { font-size:15px; }
   .badge { font-size:22px; }
   .badge .dot { width:20px; height:20px; }
@@ -65,6 +65,14 @@ p.rules { color:var(--muted); font-size:16px; margin:12px 0 0; }
   table.detail.kv td { font-size:16px; }
   table.detail:not(.kv) td.num { display:inline-block; margin-right:14px; text-align:left; }
   table.detail.kv td:first-child { overflow-wrap:normal; white-space:nowrap; }
+}
+@media print {
+  .badge { font-size:14pt; }
+  .badge .dot { width:12px; height:12px; }
+  .facts { font-size:9pt; }
+  main.detail { max-width:none; }
+  table.detail th, table.detail td { font-size:9pt; }
+  table.detail .basis, p.rules { font-size:8pt; }
 }
 "#;
 

@@ -53,6 +53,55 @@ fn chromium(args: &[&str], profile: &Path) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// The page at `url` printed by Chromium (to PDF, as Ctrl+P would) and its first sheet
+/// rendered in grey at 100 dpi (`pdftoppm`, Debian's poppler-utils; scripts/test.sh installs
+/// it): the sheet's mean brightness (255 is blank paper) and the share of its pixels dark
+/// enough to be read as print (below 128).
+fn printed(profile: &Path, url: &str, name: &str) -> (f64, f64) {
+    let dir = profile.with_file_name(format!("printed-{name}"));
+    std::fs::create_dir_all(&dir).expect("print dir");
+    let pdf = dir.join("page.pdf");
+    chromium(
+        &[
+            &format!("--print-to-pdf={}", pdf.display()),
+            "--no-pdf-header-footer",
+            url,
+        ],
+        profile,
+    );
+    let prefix = dir.join("sheet");
+    let out = Command::new("pdftoppm")
+        .args(["-gray", "-r", "100", "-f", "1", "-l", "1"])
+        .arg(&pdf)
+        .arg(&prefix)
+        .output()
+        .expect("pdftoppm is needed: apt-get install -y poppler-utils (scripts/test.sh does)");
+    assert!(
+        out.status.success(),
+        "pdftoppm: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let pgm = std::fs::read(dir.join("sheet-1.pgm")).expect("the sheet rendered");
+    // A binary PGM: "P5", width, height, the maximum (255), each after whitespace, then
+    // a byte per pixel.
+    let mut fields = 0;
+    let mut at = 0;
+    while fields < 4 {
+        while pgm[at].is_ascii_whitespace() {
+            at += 1;
+        }
+        while !pgm[at].is_ascii_whitespace() {
+            at += 1;
+        }
+        fields += 1;
+    }
+    let pixels = &pgm[at + 1..];
+    let n = pixels.len() as f64;
+    let mean = pixels.iter().map(|&p| f64::from(p)).sum::<f64>() / n;
+    let dark = pixels.iter().filter(|&&p| p < 128).count() as f64 / n;
+    (mean, dark)
+}
+
 fn unescape(s: &str) -> String {
     s.replace("&lt;", "<")
         .replace("&gt;", ">")
@@ -209,6 +258,23 @@ async fn the_board_shows_every_colour_with_the_expected_counts() {
             "at {width} px wide"
         );
     }
+    // On paper (a report, the assessment meeting, a case's file) the pages print black on
+    // white: the dark theme printed as a sheet of ink (or, without backgrounds, as
+    // near-white text on white paper).
+    let base = format!("http://127.0.0.1:{}", d.port);
+    for (path, name) in [
+        ("/", "board"),
+        ("/scorecard?period=2026", "scorecard"),
+        ("/case/XZ-2026-0001", "case"),
+    ] {
+        let (mean, dark) = printed(&profile, &format!("{base}{path}"), name);
+        assert!(
+            mean > 200.0 && dark > 0.003,
+            "{path} printed: mean brightness {mean:.0} of 255, {:.2}% of the sheet dark",
+            dark * 100.0
+        );
+    }
+
     // The scorecard's page (the footer's 本季度考核) likewise, on a phone and a wall screen.
     let card = d.get("/scorecard?period=2026").body;
     assert!(
