@@ -2138,8 +2138,7 @@ pub async fn scorecard_csv(
             &t.on_time.to_string(),
             &t.late.to_string(),
             &t.violations.to_string(),
-            &l.on_time_rate
-                .map_or(String::new(), |r| format!("{:.2}%", r * 100.0)),
+            &l.on_time_percent().unwrap_or_default(),
             l.grade.as_str(),
             grade(l.year_grades.get(&this_year)),
             grade(l.year_grades.get(&last_year)),

@@ -127,14 +127,6 @@ fn amount(v: &Value) -> String {
     }
 }
 
-/// A data value as text: strings as they are, anything else as JSON.
-fn value_text(v: &Value) -> String {
-    match v {
-        Value::String(s) => s.clone(),
-        other => other.to_string(),
-    }
-}
-
 /// The start of a page for people (a case's, the scorecard's): the board's style and the
 /// pages' own, the title after the board's.
 pub(crate) fn head(h: &mut String, view: &View, title: &str) {
@@ -517,7 +509,8 @@ fn data(h: &mut String, view: &View, facts: &Value) {
                     Some(name) => format!(r#"{name} <span class="muted">{}</span>"#, esc(s)),
                     None => esc(s),
                 },
-                other => esc(&value_text(other)),
+                // Numbers, null, arrays and objects as JSON.
+                other => esc(&other.to_string()),
             };
             let _ = write!(
                 h,

@@ -339,6 +339,14 @@ pub struct Line {
     pub unqualified_two_years: bool,
 }
 
+impl Line {
+    /// The on-time rate as the spreadsheet and the page write it, `95.00%`; `None` when
+    /// nothing was closed.
+    pub fn on_time_percent(&self) -> Option<String> {
+        self.on_time_rate.map(|r| format!("{:.2}%", r * 100.0))
+    }
+}
+
 /// The whole scorecard of a period.
 #[derive(Debug, Clone, Serialize)]
 pub struct Scorecard {

@@ -194,9 +194,7 @@ pub fn render(
                 late = t.late,
                 vclass = if t.violations > 0 { "red" } else { "" },
                 violations = t.violations,
-                rate = l
-                    .on_time_rate
-                    .map_or("—".to_string(), |r| format!("{:.2}%", r * 100.0)),
+                rate = l.on_time_percent().unwrap_or_else(|| "—".to_string()),
                 gclass = grade_class(l.grade),
                 grade = l.grade.as_str(),
                 this_year = year_grade(year),
