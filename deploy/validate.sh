@@ -36,10 +36,12 @@ echo "validate: JSON and YAML parse" >&2
 tmp="$(mktemp -d)"
 trap 'rm -rf -- "$tmp"' EXIT
 if command -v systemd-analyze >/dev/null 2>&1; then
-  sed "s|/usr/local/bin/redlight|$PWD/$BIN|g" deploy/systemd/redlight.service >"$tmp/redlight.service"
-  out="$(systemd-analyze verify "$tmp/redlight.service" 2>&1 || true)"
-  if grep -q "redlight.service" <<<"$out"; then fail "systemd unit: $out"; fi
-  echo "validate: systemd unit verified" >&2
+  for unit in redlight.service redlight-backup.service redlight-backup.timer; do
+    sed "s|/usr/local/bin/redlight|$PWD/$BIN|g" "deploy/systemd/$unit" >"$tmp/$unit"
+  done
+  out="$(cd "$tmp" && systemd-analyze verify redlight.service redlight-backup.service redlight-backup.timer 2>&1 || true)"
+  if grep -q "redlight" <<<"$out"; then fail "systemd units: $out"; fi
+  echo "validate: systemd units verified" >&2
 fi
 
 # The Docker image's layout: /etc/redlight/{redlight.toml,calendars,rules}.

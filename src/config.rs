@@ -233,6 +233,15 @@ pub struct StoreConfig {
     /// memory (about 500 bytes each).
     #[serde(default = "default_checkpoint_cases")]
     pub checkpoint_cases: usize,
+    /// Where `redlight backup` (and `POST /api/v1/backup`) writes backups, each a directory
+    /// `redlight-backup-<UTC time>` (relative to the configuration file's folder). Default:
+    /// `backups` in the data directory; put it on another disk to survive the data disk.
+    #[serde(default)]
+    pub backup_dir: Option<PathBuf>,
+    /// Backups kept in `backup_dir`: a new one removes the oldest beyond this many. 0 keeps
+    /// them all.
+    #[serde(default = "default_backups_keep")]
+    pub backups_keep: usize,
 }
 
 impl Default for StoreConfig {
@@ -243,6 +252,8 @@ impl Default for StoreConfig {
             sync_ms: default_sync_ms(),
             cache_mib: default_cache_mib(),
             checkpoint_cases: default_checkpoint_cases(),
+            backup_dir: None,
+            backups_keep: default_backups_keep(),
         }
     }
 }
@@ -261,6 +272,10 @@ const fn default_cache_mib() -> usize {
 
 const fn default_checkpoint_cases() -> usize {
     crate::store::DEFAULT_CHECKPOINT_CASES
+}
+
+const fn default_backups_keep() -> usize {
+    7
 }
 
 fn default_data_dir() -> PathBuf {
@@ -794,6 +809,15 @@ impl Config {
     /// The data directory, resolved.
     pub fn data_dir(&self) -> PathBuf {
         self.resolve(&self.store.data_dir)
+    }
+
+    /// Where backups go (`store.backup_dir`, resolved; `backups` in the data directory
+    /// when not set).
+    pub fn backup_dir(&self) -> PathBuf {
+        match &self.store.backup_dir {
+            Some(d) => self.resolve(d),
+            None => self.data_dir().join("backups"),
+        }
     }
 
     /// Opens the store in the data directory with the `[store]` settings (page cache,

@@ -76,6 +76,11 @@ pub struct Shared {
     /// are behind the brokers. The board and /readyz say when the lights may be behind
     /// ([`Shared::input_notice`]).
     pub input: Mutex<InputState>,
+    /// `store.backup_dir` resolved and `store.backups_keep`, for `POST /api/v1/backup`.
+    pub backup_dir: std::path::PathBuf,
+    pub backups_keep: usize,
+    /// Held while a backup is written: one at a time.
+    pub backup_running: tokio::sync::Mutex<()>,
 }
 
 /// See [`Shared::input`].
@@ -557,7 +562,18 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         dead_letter_topic: config.kafka.dead_letter_topic.clone(),
         kafka_error: Mutex::new(None),
         input: Mutex::new(InputState::default()),
+        backup_dir: config.backup_dir(),
+        backups_keep: config.store.backups_keep,
+        backup_running: tokio::sync::Mutex::new(()),
     });
+    for result in ["ok", "failed"] {
+        metrics.backups.with_label_values(&[result]);
+    }
+    // The last backup as its manifest says, so that a restart does not reset the gauge
+    // (and silence `RedlightBackupsStopped`).
+    if let Some(t) = crate::store::backup::newest_created(&shared.backup_dir) {
+        metrics.backup_last_success.set(t);
+    }
     let calendar = Arc::new(template.calendar().clone());
     drop(template);
     // The port before anything starts: one in use stops the start with nothing begun.

@@ -2734,6 +2734,24 @@ pub async fn call_daemon(
     path_and_query: &str,
     body: Option<serde_json::Value>,
 ) -> anyhow::Result<Option<serde_json::Value>> {
+    call_daemon_waiting(
+        config,
+        method,
+        path_and_query,
+        body,
+        Duration::from_secs(30),
+    )
+    .await
+}
+
+/// [`call_daemon`], waiting up to `wait` for the answer.
+pub async fn call_daemon_waiting(
+    config: &Config,
+    method: http::Method,
+    path_and_query: &str,
+    body: Option<serde_json::Value>,
+    wait: Duration,
+) -> anyhow::Result<Option<serde_json::Value>> {
     let addr = config.http.listen.clone();
     let uri = format!("http://{addr}{path_and_query}");
     let client: hyper_util::client::legacy::Client<_, Full<Bytes>> =
@@ -2751,8 +2769,11 @@ pub async fn call_daemon(
     }
     let body = body.map(|v| v.to_string()).unwrap_or_default();
     let req = b.body(Full::new(Bytes::from(body)))?;
-    let resp = match tokio::time::timeout(Duration::from_secs(30), client.request(req)).await {
-        Err(_) => anyhow::bail!("the daemon at {addr} did not answer within 30s"),
+    let resp = match tokio::time::timeout(wait, client.request(req)).await {
+        Err(_) => anyhow::bail!(
+            "the daemon at {addr} did not answer within {}s",
+            wait.as_secs()
+        ),
         Ok(Err(e)) if e.is_connect() => return Ok(None),
         Ok(Err(e)) => anyhow::bail!("calling the daemon at {addr}: {e}"),
         Ok(Ok(r)) => r,

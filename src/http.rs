@@ -134,6 +134,7 @@ fn router(shared: Arc<Shared>) -> Router {
             "/api/v1/input/dead-letters/drop",
             post(drop_input_dead_letters),
         )
+        .route("/api/v1/backup", post(backup))
         .fallback(no_such_path)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(
@@ -433,6 +434,50 @@ async fn input_dead_letters(
 /// letters (no longer offered to the dead-letter topic) and answers with each in full
 /// (`dropped`) and the numbers the store did not hold (`not_found`). Never all at once:
 /// the numbers are required, from `GET /api/v1/input/dead-letters`.
+/// `POST /api/v1/backup`: writes a consistent copy of the store into a new directory under
+/// `store.backup_dir` while the daemon goes on (`src/store/backup.rs`), and answers with
+/// what it wrote. One at a time: a request while one runs gets 409.
+async fn backup(State(s): State<Arc<Shared>>) -> Response {
+    let Ok(running) = s.backup_running.try_lock() else {
+        return (
+            StatusCode::CONFLICT,
+            axum::Json(json!({"error": "a backup is being written; ask again when it is done"})),
+        )
+            .into_response();
+    };
+    let shared = s.clone();
+    let result = tokio::task::spawn_blocking(move || {
+        shared.store.backup(&shared.backup_dir, shared.backups_keep)
+    })
+    .await;
+    drop(running);
+    let result = match result {
+        Ok(r) => r.map_err(|e| e.to_string()),
+        Err(e) => Err(e.to_string()),
+    };
+    match result {
+        Ok(report) => {
+            s.metrics.backups.with_label_values(&["ok"]).inc();
+            s.metrics
+                .backup_last_success
+                .set(chrono::Utc::now().timestamp());
+            tracing::info!(backup = %report.directory.display(), rows = report.rows,
+                seconds = report.seconds, "store backed up");
+            axum::Json(report).into_response()
+        }
+        Err(message) => {
+            s.metrics.backups.with_label_values(&["failed"]).inc();
+            tracing::error!(error = %message, dir = %s.backup_dir.display(),
+                "a backup of the store failed; the store itself is unaffected");
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                axum::Json(json!({"error": message})),
+            )
+                .into_response()
+        }
+    }
+}
+
 async fn drop_input_dead_letters(
     State(s): State<Arc<Shared>>,
     body: axum::body::Bytes,

@@ -25,6 +25,7 @@
 //!   Alertmanager, DingTalk, WeCom, Feishu) and the Chinese message text.
 pub mod alert;
 pub mod api;
+pub mod backup_cmd;
 pub mod board;
 pub mod calendar;
 pub mod calendar_notice;

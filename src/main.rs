@@ -34,6 +34,21 @@ enum Command {
         #[arg(long, default_value = "config/redlight.toml")]
         config: PathBuf,
     },
+    /// Write a consistent copy of the store into a new directory under `store.backup_dir`
+    /// (printed as JSON), while the daemon runs: asks the running daemon's HTTP port
+    /// (`http.listen`); with no daemon running it copies the store itself.
+    Backup {
+        #[arg(long, default_value = "config/redlight.toml")]
+        config: PathBuf,
+    },
+    /// Put a backup in place of the data directory's store (the daemon must be stopped). The
+    /// files it replaces are moved aside into `replaced-<time>/` in the data directory.
+    Restore {
+        #[arg(long, default_value = "config/redlight.toml")]
+        config: PathBuf,
+        /// The backup's directory (`redlight-backup-…`, as `redlight backup` printed it).
+        backup: PathBuf,
+    },
     /// Validate the configuration, rule packs and calendars; exit 0, or print every problem
     /// and exit 2.
     Check {
@@ -264,6 +279,21 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
                 std::io::Write::write_all(&mut out, b"\n")?;
             }
             std::io::Write::flush(&mut out)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Backup { config } => {
+            let config = Config::load(&config)?;
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("starting the async runtime")?;
+            let mut out = io::stdout();
+            runtime.block_on(redlight::backup_cmd::backup(&config, &mut out))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Restore { config, backup } => {
+            let config = Config::load(&config)?;
+            redlight::backup_cmd::restore(&config, &backup, &mut io::stdout())?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Check { config, today } => {

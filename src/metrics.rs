@@ -46,6 +46,10 @@ pub struct Metrics {
     /// stops the daemon.
     pub store_file_bytes: IntGaugeVec,
     pub store_disk_free_bytes: IntGauge,
+    /// The last backup written (`POST /api/v1/backup`, `redlight backup`), as a Unix time,
+    /// and the backups by result.
+    pub backup_last_success: IntGauge,
+    pub backups: IntCounterVec,
     /// Open cases held in memory.
     pub cases: IntGauge,
     /// Partitions assigned to this instance.
@@ -223,6 +227,19 @@ impl Metrics {
                 "Space left for the store on the file system of store.data_dir; a full disk stops the daemon (exit 2) until there is room.",
             )
             .expect("valid metric"),
+            backup_last_success: IntGauge::new(
+                "redlight_store_backup_last_success_timestamp_seconds",
+                "When this daemon last wrote a backup of its store (Unix time); 0 until it has written one.",
+            )
+            .expect("valid metric"),
+            backups: IntCounterVec::new(
+                Opts::new(
+                    "redlight_store_backups_total",
+                    "Backups of the store this daemon was asked for, by result (ok, failed).",
+                ),
+                &["result"],
+            )
+            .expect("valid metric"),
             checkpoint_seconds: Histogram::with_opts(
                 HistogramOpts::new(
                     "redlight_store_checkpoint_seconds",
@@ -389,6 +406,8 @@ impl Metrics {
             Box::new(m.checkpoint_seconds.clone()),
             Box::new(m.store_file_bytes.clone()),
             Box::new(m.store_disk_free_bytes.clone()),
+            Box::new(m.backups.clone()),
+            Box::new(m.backup_last_success.clone()),
             Box::new(m.cases.clone()),
             Box::new(m.partitions.clone()),
             Box::new(m.lag.clone()),

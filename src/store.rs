@@ -84,6 +84,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 mod alert_runs;
+pub mod backup;
 mod case_bytes;
 mod runs;
 

@@ -1287,6 +1287,21 @@ async fn a_configured_token_guards_the_api_and_the_board_and_is_never_shown() {
     let answer: Value = serde_json::from_str(&r.body).expect("JSON");
     assert_eq!(answer["dropped"], serde_json::json!([]), "{answer}");
     assert_eq!(answer["not_found"], serde_json::json!([41, 42]), "{answer}");
+    // A backup writes the store's data to disk: the token too, and then it is written.
+    let r = post(d.port, "/api/v1/backup", "", &[]).expect("POST");
+    assert_eq!(r.status, 401, "/api/v1/backup without a token");
+    let r = post(d.port, "/api/v1/backup", "", &[("Authorization", &bearer)]).expect("POST");
+    assert_eq!(r.status, 200, "{}", r.body);
+    let report: Value = serde_json::from_str(&r.body).expect("JSON");
+    let dir = std::path::PathBuf::from(report["directory"].as_str().expect("directory"));
+    assert!(
+        dir.join("redlight.redb").is_file() && dir.join("backup.json").is_file(),
+        "{report}"
+    );
+    assert!(
+        !r.body.contains(TOKEN),
+        "the backup's report shows the token"
+    );
     // Prometheus and the probes need no token.
     for path in ["/metrics", "/healthz", "/readyz"] {
         let r = get(d.port, path, &[]).expect("GET");

@@ -1696,39 +1696,13 @@ fn kill_minus_nine_loses_nothing() {
     // being killed, four times faster once that is over.
     let produced = Arc::new(AtomicUsize::new(0));
     let kills_done = Arc::new(AtomicBool::new(false));
-    let producer = {
-        let (produced, kills_done) = (produced.clone(), kills_done.clone());
-        let (bootstrap, topic) = (b.bootstrap.clone(), names.topic.clone());
-        std::thread::spawn(move || {
-            let p = Producer::new(&bootstrap);
-            let slow = n.div_ceil(1600).max(1);
-            let start = Instant::now();
-            let tick = Duration::from_millis(50);
-            let mut futures = Vec::with_capacity(n);
-            let (mut sent, mut ticks, mut max_gap) = (0usize, 0u32, Duration::ZERO);
-            let mut last = Instant::now();
-            while sent < n {
-                let k = if kills_done.load(Ordering::SeqCst) {
-                    4 * slow
-                } else {
-                    slow
-                };
-                let end = (sent + k).min(n);
-                futures.extend(p.enqueue(&topic, &msgs[sent..end]));
-                sent = end;
-                produced.store(sent, Ordering::SeqCst);
-                max_gap = max_gap.max(last.elapsed());
-                last = Instant::now();
-                ticks += 1;
-                let next = start + tick * ticks;
-                if let Some(wait) = next.checked_duration_since(Instant::now()) {
-                    std::thread::sleep(wait);
-                }
-            }
-            let landed = p.delivered(futures);
-            (landed, max_gap, start.elapsed())
-        })
-    };
+    let producer = produce_steadily(
+        &b.bootstrap,
+        &names.topic,
+        msgs,
+        produced.clone(),
+        kills_done.clone(),
+    );
 
     let port = free_port();
     let config = write_config(&dir.path, &b.bootstrap, &names, port);
@@ -1801,12 +1775,212 @@ fn kill_minus_nine_loses_nothing() {
             "kill -9 ({what}) happened mid-stream: {p}/{n} produced (kills: {kills:?})"
         );
     }
-    // The comparison with replay needs every partition to see a message at least every
-    // `kafka.idle_ms` (1 s) until the stream ends; otherwise the daemon rightly lets an
-    // idle partition follow the wall clock mid-stream. The producer aims at a batch every
-    // 50 ms; a loaded machine can stall it now and then.
+    assert_steady(max_gap, "b");
+    assert_stored_as_replay(
+        &mut d,
+        &config,
+        &lines,
+        &landed,
+        &names.topic,
+        "b",
+        "kill_minus_nine_loses_nothing",
+    );
+    restored(&d);
+    eprintln!(
+        "[b] restarts resumed partitions at {:?}{}",
+        restore_points(&d),
+        out_of_order_resumes(&d, &lines, &landed)
+    );
+    eprintln!("[b] passed in {}", secs(t0));
+}
+
+/// Runs `redlight backup` against the running daemon of `config`; its report.
+fn backup_of(d: &Daemon, config: &std::path::Path) -> Value {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_redlight"))
+        .args(["backup", "--config"])
+        .arg(config)
+        .output()
+        .expect("redlight backup");
+    if !out.status.success() {
+        d.fail(&format!(
+            "redlight backup failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    serde_json::from_slice(&out.stdout).expect("redlight backup prints its report as JSON")
+}
+
+/// The offsets of a backup's report, summed over partitions.
+fn backup_offsets(report: &Value) -> i64 {
+    report["offsets"]
+        .as_array()
+        .expect("offsets")
+        .iter()
+        .map(|o| o["next_offset"].as_i64().expect("next_offset"))
+        .sum()
+}
+
+/// Backups taken while the daemon reads a stream: `redlight restore` refuses while the
+/// daemon runs; with it stopped, restoring the first backup (older than the state the
+/// daemon stopped with) and starting again, the daemon reads on from the backup's offsets
+/// and ends with exactly replay's alerts, each once by id, and replay's cases.
+#[test]
+fn a_backup_taken_while_running_restores_and_loses_nothing() {
+    let _serial = serial();
+    let t0 = Instant::now();
+    let b = broker();
+    let dir = TestDir::new("backup");
+    let names = Names::new("backup");
+    let _topics = Topics::create(&b.bootstrap, &[(&names.topic, 4), (&names.dead_letter, 1)]);
+    let mut workload = Gen::new(0x5EED_BAC0, "K");
+    workload.full_cases(1200);
+    let lines = workload.finish();
+    let n = lines.len();
+    let produced = Arc::new(AtomicUsize::new(0));
+    let faster = Arc::new(AtomicBool::new(false));
+    let producer = produce_steadily(
+        &b.bootstrap,
+        &names.topic,
+        msgs_of(&lines),
+        produced.clone(),
+        faster.clone(),
+    );
+    let port = free_port();
+    let config = write_config(&dir.path, &b.bootstrap, &names, port);
+    let mut d = Daemon::new(config.clone(), dir.path.join("daemon.log"), port);
+    poll_until(Duration::from_secs(60), "the first messages", || {
+        (produced.load(Ordering::SeqCst) >= n / 80).then_some(())
+    });
+    d.start();
+    d.wait_ready(Duration::from_secs(60));
+    poll_until(Duration::from_secs(60), "a first durable batch", || {
+        let o = d.metrics()?.durable_offsets(&names.topic);
+        (!o.is_empty()).then_some(())
+    });
+    let first = backup_of(&d, &config);
+    std::thread::sleep(Duration::from_secs(3));
+    let second = backup_of(&d, &config);
+    let at = produced.load(Ordering::SeqCst);
+    eprintln!(
+        "[k] backups at offsets {} and {} (of {n} messages, {at} produced): {} and {}",
+        backup_offsets(&first),
+        backup_offsets(&second),
+        first["directory"],
+        second["directory"]
+    );
+    assert!(
+        0 < backup_offsets(&first) && backup_offsets(&first) < backup_offsets(&second),
+        "the backups hold the stream as it grew: {first}\n{second}"
+    );
+    assert!(
+        at < n,
+        "the backups were taken mid-stream ({at}/{n} produced)"
+    );
+    let metrics = d.metrics().expect("metrics");
+    assert_eq!(
+        metrics.sum_where("redlight_store_backups_total", "result", "ok"),
+        2.0
+    );
+    assert!(metrics.sum("redlight_store_backup_last_success_timestamp_seconds") > 0.0);
+    let first_dir = first["directory"].as_str().expect("directory").to_string();
+    let restore = |d: &Daemon| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_redlight"))
+            .args(["restore", "--config"])
+            .arg(&config)
+            .arg(&first_dir)
+            .output()
+            .unwrap_or_else(|e| d.fail(&format!("running redlight restore: {e}")))
+    };
+    let refused = restore(&d);
+    let said = String::from_utf8_lossy(&refused.stderr).to_string();
+    assert!(
+        !refused.status.success() && said.contains("stop the daemon"),
+        "restore while the daemon runs must be refused: {said}"
+    );
+    d.stop_gracefully();
+    let restored = restore(&d);
+    let said = String::from_utf8_lossy(&restored.stdout).to_string();
+    if !restored.status.success() {
+        d.fail(&format!(
+            "redlight restore failed: {}",
+            String::from_utf8_lossy(&restored.stderr)
+        ));
+    }
+    eprintln!("[k] {}", said.trim_end().replace('\n', "\n[k] "));
+    assert!(
+        said.contains("replaced-"),
+        "where the replaced files went: {said}"
+    );
+    d.start();
+    faster.store(true, Ordering::SeqCst);
+    let (landed, max_gap, _) = producer.join().expect("the producer thread");
+    assert_steady(max_gap, "k");
+    let resumed = restore_points(&d);
+    eprintln!("[k] the restored daemon resumed partitions at {resumed:?}");
+    assert_stored_as_replay(
+        &mut d,
+        &config,
+        &lines,
+        &landed,
+        &names.topic,
+        "k",
+        "a_backup_taken_while_running_restores_and_loses_nothing",
+    );
+    eprintln!("[k] passed in {}", secs(t0));
+}
+
+/// Produces `msgs` to `topic` in a thread, a batch every 50 ms and never a longer pause
+/// (so no partition of a daemon reading them goes idle and follows the wall clock
+/// mid-stream): slowly (the stream takes about 80 s) until `faster` is set, then four times
+/// as fast. `produced` counts the messages handed to the producer. The thread gives where
+/// each landed, the longest pause between two batches and how long it took.
+fn produce_steadily(
+    bootstrap: &str,
+    topic: &str,
+    msgs: Vec<Msg>,
+    produced: Arc<AtomicUsize>,
+    faster: Arc<AtomicBool>,
+) -> std::thread::JoinHandle<(Vec<Landed>, Duration, Duration)> {
+    let (bootstrap, topic) = (bootstrap.to_string(), topic.to_string());
+    std::thread::spawn(move || {
+        let n = msgs.len();
+        let p = Producer::new(&bootstrap);
+        let slow = n.div_ceil(1600).max(1);
+        let start = Instant::now();
+        let tick = Duration::from_millis(50);
+        let mut futures = Vec::with_capacity(n);
+        let (mut sent, mut ticks, mut max_gap) = (0usize, 0u32, Duration::ZERO);
+        let mut last = Instant::now();
+        while sent < n {
+            let k = if faster.load(Ordering::SeqCst) {
+                4 * slow
+            } else {
+                slow
+            };
+            let end = (sent + k).min(n);
+            futures.extend(p.enqueue(&topic, &msgs[sent..end]));
+            sent = end;
+            produced.store(sent, Ordering::SeqCst);
+            max_gap = max_gap.max(last.elapsed());
+            last = Instant::now();
+            ticks += 1;
+            let next = start + tick * ticks;
+            if let Some(wait) = next.checked_duration_since(Instant::now()) {
+                std::thread::sleep(wait);
+            }
+        }
+        let landed = p.delivered(futures);
+        (landed, max_gap, start.elapsed())
+    })
+}
+
+/// The comparison with replay needs every partition to see a message at least every
+/// `kafka.idle_ms` (1 s) until the stream ends; otherwise the daemon rightly lets an idle
+/// partition follow the wall clock mid-stream. [`produce_steadily`] aims at a batch every
+/// 50 ms; a loaded machine can stall it now and then.
+fn assert_steady(max_gap: Duration, tag: &str) {
     if max_gap > Duration::from_millis(300) {
-        eprintln!("[b] warning: the producer paused {max_gap:?} once (machine load)");
+        eprintln!("[{tag}] warning: the producer paused {max_gap:?} once (machine load)");
     }
     assert!(
         max_gap < Duration::from_millis(700),
@@ -1814,9 +1988,22 @@ fn kill_minus_nine_loses_nothing() {
          run cannot tell the daemon's replay equivalence apart from a legitimate wall-clock \
          advance mid-stream; run it again on a less loaded machine"
     );
-    let ends = end_offsets(&landed);
-    let (r, alerts) = replay_then_wait(&mut d, &config, &lines_of(&lines), &ends, &names.topic);
-    restored(&d);
+}
+
+/// After a stream of `lines` (landed at `landed`) that a test interrupted (kill -9,
+/// restarts, a restore), the daemon's stored alerts are replay's, each exactly once by id
+/// and field for field, and once it is stopped its stored cases are replay's engine's.
+fn assert_stored_as_replay(
+    d: &mut Daemon,
+    config: &std::path::Path,
+    lines: &[Line],
+    landed: &[Landed],
+    topic: &str,
+    tag: &str,
+    what: &str,
+) {
+    let ends = end_offsets(landed);
+    let (r, alerts) = replay_then_wait(d, config, &lines_of(lines), &ends, topic);
     let daemon = values(&alerts);
     // Every alert of replay exactly once by id, no id twice, nothing extra.
     let mut by_id: HashMap<&str, usize> = HashMap::new();
@@ -1864,22 +2051,22 @@ fn kill_minus_nine_loses_nothing() {
         ));
     }
     eprintln!(
-        "[b] all {} alerts of replay present exactly once by id, none extra",
+        "[{tag}] all {} alerts of replay present exactly once by id, none extra",
         r.alerts.len()
     );
     assert_same_alerts_or(
-        &d,
+        d,
         &daemon,
         &r.alerts,
-        "kill_minus_nine_loses_nothing",
-        &out_of_order_resumes(&d, &lines, &landed),
+        what,
+        &out_of_order_resumes(d, lines, landed),
     );
-    eprintln!("[b] and equal field for field");
+    eprintln!("[{tag}] and equal field for field");
 
     d.stop_gracefully();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_redlight"))
         .args(["dump", "--config"])
-        .arg(&config)
+        .arg(config)
         .output()
         .expect("redlight dump");
     assert!(
@@ -1918,16 +2105,13 @@ fn kill_minus_nine_loses_nothing() {
         d.fail(&format!(
             "{} stored case(s) differ from replay's; the first:\nstored: {x}\nreplay: {y}{}",
             differing.len(),
-            out_of_order_resumes(&d, &lines, &landed)
+            out_of_order_resumes(d, lines, landed)
         ));
     }
-    eprintln!("[b] {} stored cases equal replay's engine", dumped.len());
     eprintln!(
-        "[b] restarts resumed partitions at {:?}{}",
-        restore_points(&d),
-        out_of_order_resumes(&d, &lines, &landed)
+        "[{tag}] {} stored cases equal replay's engine",
+        dumped.len()
     );
-    eprintln!("[b] passed in {}", secs(t0));
 }
 
 /// Starts the broker again if a test stopped it and failed before starting it.
