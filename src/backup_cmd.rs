@@ -66,6 +66,9 @@ pub fn restore(
     let data = config.data_dir();
     std::fs::create_dir_all(&data)
         .with_context(|| format!("{}: cannot create the data directory", data.display()))?;
+    // Said as absolute paths, wherever the command was run from.
+    let data = std::fs::canonicalize(&data).unwrap_or(data);
+    let from = &std::fs::canonicalize(from).unwrap_or_else(|_| from.to_path_buf());
     // The daemon must be stopped: a process holding the store's files is found by their
     // locks, and held off by a read-only open of each kept until the files are swapped.
     let mut held = Vec::new();

@@ -7,8 +7,8 @@
 //! batches' file, under the overlay's lock, so that no batch commits and no journal row is
 //! deleted between the two: the batches' snapshot holds every journal row the checkpoint
 //! does not). It writes every table of each into a new redb file of the same name in a
-//! directory of its own, opens that directory as a store (its format, the journal read
-//! back), and only then gives it its name: a directory named `redlight-backup-*` is a
+//! directory of its own, reads each file back (every table there with its rows), and only
+//! then gives the directory its name: a directory named `redlight-backup-*` is a
 //! whole store, never a half-written one. The batches and checkpoints go on meanwhile; the
 //! snapshot keeps the pages it reads from being reused until the copy is done, so the live
 //! files may grow by what is written in the meantime.
@@ -19,10 +19,10 @@
 //! applied again and their alerts raised again under the same ids (receivers drop
 //! duplicates by id), and deliveries sent since the backup may be sent again.
 
-use super::{BASE_FILE_NAME, FILE_NAME, META, OFFSETS, SCHEMA_VERSION, Store, StoreError};
+use super::{BASE_FILE_NAME, FILE_NAME, OFFSETS, SCHEMA_VERSION, Store, StoreError};
 use redb::{
-    Key, MultimapTableHandle, ReadableDatabase, ReadableTable, TableDefinition, TableError,
-    TableHandle, Value,
+    Key, MultimapTableHandle, ReadableDatabase, ReadableTable, ReadableTableMetadata,
+    TableDefinition, TableError, TableHandle, Value,
 };
 use std::path::{Path, PathBuf};
 
@@ -69,9 +69,14 @@ pub struct BackupOffset {
 }
 
 /// A write transaction is committed (without waiting for the disk) once it holds this
-/// many bytes of rows, so that a large store's copy does not build one transaction of its
-/// whole size in memory. The last commit is durable.
-const STEP_BYTES: usize = 64 << 20;
+/// many bytes of rows, within the copy's write buffer (half its page cache), so that a
+/// large store's copy does not build one transaction of its whole size in memory. The
+/// last commit is durable.
+const STEP_BYTES: usize = 8 << 20;
+
+/// The copy's page cache, as the store's own default: redb's default (1 GiB) grew the
+/// daemon by 257 MiB while a store of a million cases was copied.
+const CACHE_BYTES: usize = super::DEFAULT_CACHE_MIB << 20;
 
 impl Store {
     /// Writes a consistent copy of the store into a new directory `dir/redlight-backup-
@@ -105,9 +110,6 @@ impl Store {
             )?;
             let offsets = snapshot_offsets(&snapshot.tx, &self.file)?;
             drop(snapshot);
-            // Opened as a store, the copy proves itself: its format, both files, the
-            // journal after its checkpoint read back.
-            drop(Store::open(&partial)?);
             let mut files = Vec::new();
             for f in [FILE_NAME, BASE_FILE_NAME] {
                 let path = partial.join(f);
@@ -242,7 +244,10 @@ fn snapshot_offsets(
 /// Copies every table of the snapshot `src` (of the store file `from`) into a new redb
 /// file `to`; returns the rows copied.
 fn copy_file(src: &redb::ReadTransaction, to: &Path, from: &Path) -> Result<u64, StoreError> {
-    let db = redb::Builder::new().create(to).map_err(|e| io_err(to, e))?;
+    let db = redb::Builder::new()
+        .set_cache_size(CACHE_BYTES)
+        .create(to)
+        .map_err(|e| io_err(to, e))?;
     let mut copier = Copier {
         db: &db,
         tx: None,
@@ -267,9 +272,9 @@ fn copy_file(src: &redb::ReadTransaction, to: &Path, from: &Path) -> Result<u64,
             ),
         });
     }
-    let mut rows = 0;
+    let mut copied = Vec::new();
     for name in &names {
-        rows += copier.table(src, name, from)?;
+        copied.push((name.clone(), copier.table(src, name, from)?));
     }
     // The last commit waits for the disk: the file is whole once it returns.
     let mut tx = match copier.tx.take() {
@@ -279,7 +284,47 @@ fn copy_file(src: &redb::ReadTransaction, to: &Path, from: &Path) -> Result<u64,
     tx.set_durability(redb::Durability::Immediate)
         .map_err(|e| io_err(to, e))?;
     tx.commit().map_err(|e| io_err(to, e))?;
-    Ok(rows)
+    drop(db);
+    verify(to, &copied)?;
+    Ok(copied.iter().map(|(_, n)| n).sum())
+}
+
+/// Reads the copy back as redb opens it: a file redb takes, holding exactly the tables
+/// copied, each with its rows. (Not opened as a store, which reads the journal into memory:
+/// `redlight restore` does that, before it moves anything.)
+fn verify(file: &Path, copied: &[(String, u64)]) -> Result<(), StoreError> {
+    let db = redb::Builder::new()
+        .set_cache_size(CACHE_BYTES)
+        .open(file)
+        .map_err(|e| io_err(file, e))?;
+    let tx = db.begin_read().map_err(|e| io_err(file, e))?;
+    let mut names: Vec<String> = tx
+        .list_tables()
+        .map_err(|e| io_err(file, e))?
+        .map(|t| t.name().to_string())
+        .collect();
+    names.sort();
+    let mut want: Vec<String> = copied.iter().map(|(n, _)| n.clone()).collect();
+    want.sort();
+    if names != want {
+        return Err(io_err(
+            file,
+            format!("the copy holds the tables {names:?}, not {want:?}"),
+        ));
+    }
+    for (name, rows) in copied {
+        let t = tx
+            .open_untyped_table(redb::TableDefinition::<(), ()>::new(name))
+            .map_err(|e| io_err(file, e))?;
+        let len = t.len().map_err(|e| io_err(file, e))?;
+        if len != *rows {
+            return Err(io_err(
+                file,
+                format!("table `{name}` of the copy has {len} rows, not the {rows} copied"),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Writes tables into the backup's file in transactions of about [`STEP_BYTES`].
@@ -392,21 +437,6 @@ impl Copier<'_> {
 /// Whether `dir` holds a backup's files (both store files).
 pub fn is_store_dir(dir: &Path) -> bool {
     dir.join(FILE_NAME).is_file() && dir.join(BASE_FILE_NAME).is_file()
-}
-
-/// The format of a store file's `meta`, read without opening it as a store.
-pub fn file_format(file: &Path) -> Result<Option<String>, StoreError> {
-    let db = redb::Builder::new()
-        .open_read_only(file)
-        .map_err(|e| io_err(file, e))?;
-    let tx = db.begin_read().map_err(|e| io_err(file, e))?;
-    let meta = match tx.open_table(META) {
-        Ok(m) => m,
-        Err(TableError::TableDoesNotExist(_)) => return Ok(None),
-        Err(e) => return Err(io_err(file, e)),
-    };
-    let v = meta.get("schema").map_err(|e| io_err(file, e))?;
-    Ok(v.map(|v| String::from_utf8_lossy(v.value()).into_owned()))
 }
 
 #[cfg(test)]
