@@ -242,6 +242,21 @@ pub struct StoreConfig {
     /// them all.
     #[serde(default = "default_backups_keep")]
     pub backups_keep: usize,
+    /// The daemon writes a backup this often (`24h`, `6h`, `30m`): the first at start when
+    /// `backup_dir` holds none, then this long after the newest. Not set: only when asked
+    /// (`redlight backup`, `POST /api/v1/backup`).
+    #[serde(default)]
+    pub backup_every: Option<String>,
+}
+
+impl StoreConfig {
+    /// `backup_every` read; `None` when not set or not a duration of a second or more.
+    pub fn backup_interval(&self) -> Option<std::time::Duration> {
+        self.backup_every
+            .as_deref()
+            .and_then(crate::delivery::parse_duration)
+            .filter(|d| d.as_secs() >= 1)
+    }
 }
 
 impl Default for StoreConfig {
@@ -254,6 +269,7 @@ impl Default for StoreConfig {
             checkpoint_cases: default_checkpoint_cases(),
             backup_dir: None,
             backups_keep: default_backups_keep(),
+            backup_every: None,
         }
     }
 }
@@ -731,6 +747,14 @@ impl Config {
                 config.store.cache_mib
             )));
         }
+        if let Some(every) = &config.store.backup_every
+            && config.store.backup_interval().is_none()
+        {
+            return Err(invalid(format!(
+                "`store.backup_every` is {every:?}; expected a duration of at least a second, \
+                 such as \"24h\", \"6h\" or \"30m\""
+            )));
+        }
         if config.store.checkpoint_cases == 0 {
             return Err(invalid(
                 "`store.checkpoint_cases` must be at least 1".into(),
@@ -877,6 +901,38 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `store.backup_every` is read as a duration of a second or more; anything else is
+    /// refused at start, naming the key and what it was.
+    #[test]
+    fn the_backup_interval_is_a_duration() {
+        let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/redlight.toml");
+        let text = std::fs::read_to_string(&shipped).expect("the shipped config");
+        let dir = std::env::temp_dir().join(format!("redlight-cfg-backup-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let with = |every: &str| {
+            let path = dir.join("redlight.toml");
+            let t = text.replace(
+                "[store]\n",
+                &format!("[store]\nbackup_every = \"{every}\"\n"),
+            );
+            std::fs::write(&path, t).expect("config written");
+            Config::load(&path)
+        };
+        let c = with("6h").expect("6h is read");
+        assert_eq!(
+            c.store.backup_interval(),
+            Some(std::time::Duration::from_secs(6 * 3600))
+        );
+        for bad in ["soon", "0s", "500ms", ""] {
+            let e = with(bad).err().map(|e| e.to_string()).unwrap_or_default();
+            assert!(
+                e.contains("store.backup_every") && e.contains(&format!("{bad:?}")),
+                "{bad:?}: {e}"
+            );
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     /// A variable with one underscore between section and key is named with the spelling
     /// that is read; others of the prefix (the tests' and benches' own, those read) are not.

@@ -83,6 +83,79 @@ pub struct Shared {
     pub backup_running: tokio::sync::Mutex<()>,
 }
 
+/// Why [`Shared::backup_now`] wrote no backup.
+#[derive(Debug)]
+pub enum BackupRefused {
+    /// Another backup is being written.
+    Busy,
+    /// It failed: the reason (logged and counted).
+    Failed(String),
+}
+
+impl Shared {
+    /// Writes a backup of the store into `store.backup_dir` now (`src/store/backup.rs`),
+    /// unless one is being written: counted, logged, and the last success's gauge set.
+    pub async fn backup_now(
+        self: &Arc<Self>,
+    ) -> Result<crate::store::backup::BackupReport, BackupRefused> {
+        let Ok(running) = self.backup_running.try_lock() else {
+            return Err(BackupRefused::Busy);
+        };
+        let shared = self.clone();
+        let result = tokio::task::spawn_blocking(move || {
+            shared.store.backup(&shared.backup_dir, shared.backups_keep)
+        })
+        .await;
+        drop(running);
+        let result = match result {
+            Ok(r) => r.map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        match result {
+            Ok(report) => {
+                self.metrics.backups.with_label_values(&["ok"]).inc();
+                self.metrics
+                    .backup_last_success
+                    .set(chrono::Utc::now().timestamp());
+                tracing::info!(backup = %report.directory.display(), rows = report.rows,
+                    seconds = report.seconds, "store backed up");
+                Ok(report)
+            }
+            Err(message) => {
+                self.metrics.backups.with_label_values(&["failed"]).inc();
+                tracing::error!(error = %message, dir = %self.backup_dir.display(),
+                    "a backup of the store failed; the store itself is unaffected");
+                Err(BackupRefused::Failed(message))
+            }
+        }
+    }
+}
+
+/// How long a scheduled backup that failed waits before it is tried again (or the
+/// interval, when shorter).
+const BACKUP_RETRY: Duration = Duration::from_secs(600);
+
+/// `store.backup_every`: the first backup this long after the newest in
+/// `store.backup_dir` (at once when there is none), then one every interval, for as long as
+/// the daemon runs; one that failed is tried again after [`BACKUP_RETRY`].
+async fn scheduled_backups(shared: Arc<Shared>, every: Duration) {
+    let newest = crate::store::backup::newest_created(&shared.backup_dir);
+    let mut wait = newest.map_or(Duration::ZERO, |t| {
+        let due = t.saturating_add(i64::try_from(every.as_secs()).unwrap_or(i64::MAX));
+        let left = due.saturating_sub(chrono::Utc::now().timestamp());
+        // A newest backup dated ahead (the clock set back) waits one interval at most.
+        Duration::from_secs(u64::try_from(left).unwrap_or(0)).min(every)
+    });
+    loop {
+        tokio::time::sleep(wait).await;
+        wait = match shared.backup_now().await {
+            // One asked for by hand is being written: it counts as this one.
+            Ok(_) | Err(BackupRefused::Busy) => every,
+            Err(BackupRefused::Failed(_)) => BACKUP_RETRY.min(every),
+        };
+    }
+}
+
 /// See [`Shared::input`].
 #[derive(Debug, Default)]
 pub struct InputState {
@@ -592,6 +665,11 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         },
     )?;
 
+    let backups = config.store.backup_interval().map(|every| {
+        tracing::info!(every_s = every.as_secs(), dir = %shared.backup_dir.display(),
+            keep = shared.backups_keep, "scheduled backups of the store");
+        tokio::spawn(scheduled_backups(shared.clone(), every))
+    });
     tracing::info!(address = %config.http.listen, "http listening");
     let (http_stop_tx, http_stop_rx) = tokio::sync::oneshot::channel::<()>();
     let http = tokio::spawn(crate::http::serve(listener, shared.clone(), async {
@@ -701,6 +779,11 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         refusals_said: LogThrottle::default(),
     };
     let result = lp.run(shutdown, notify).await;
+    // A scheduled backup being written is cut off with the process: its directory keeps its
+    // hidden partial name and the next backup clears it away.
+    if let Some(b) = backups {
+        b.abort();
+    }
     lp.finish();
     lp.release_partitions().await;
     // Dead letters the broker has not acknowledged yet stay in the store for the next start.

@@ -438,43 +438,18 @@ async fn input_dead_letters(
 /// `store.backup_dir` while the daemon goes on (`src/store/backup.rs`), and answers with
 /// what it wrote. One at a time: a request while one runs gets 409.
 async fn backup(State(s): State<Arc<Shared>>) -> Response {
-    let Ok(running) = s.backup_running.try_lock() else {
-        return (
+    match s.backup_now().await {
+        Ok(report) => axum::Json(report).into_response(),
+        Err(crate::daemon::BackupRefused::Busy) => (
             StatusCode::CONFLICT,
             axum::Json(json!({"error": "a backup is being written; ask again when it is done"})),
         )
-            .into_response();
-    };
-    let shared = s.clone();
-    let result = tokio::task::spawn_blocking(move || {
-        shared.store.backup(&shared.backup_dir, shared.backups_keep)
-    })
-    .await;
-    drop(running);
-    let result = match result {
-        Ok(r) => r.map_err(|e| e.to_string()),
-        Err(e) => Err(e.to_string()),
-    };
-    match result {
-        Ok(report) => {
-            s.metrics.backups.with_label_values(&["ok"]).inc();
-            s.metrics
-                .backup_last_success
-                .set(chrono::Utc::now().timestamp());
-            tracing::info!(backup = %report.directory.display(), rows = report.rows,
-                seconds = report.seconds, "store backed up");
-            axum::Json(report).into_response()
-        }
-        Err(message) => {
-            s.metrics.backups.with_label_values(&["failed"]).inc();
-            tracing::error!(error = %message, dir = %s.backup_dir.display(),
-                "a backup of the store failed; the store itself is unaffected");
-            (
-                StatusCode::INTERNAL_SERVER_ERROR,
-                axum::Json(json!({"error": message})),
-            )
-                .into_response()
-        }
+            .into_response(),
+        Err(crate::daemon::BackupRefused::Failed(message)) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            axum::Json(json!({"error": message})),
+        )
+            .into_response(),
     }
 }
 

@@ -1849,3 +1849,48 @@ fn a_start_keeps_the_stored_rule_numbers_whatever_the_packs_order() {
     drop(store);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `store.backup_every`: the daemon writes backups by itself, one each interval, and keeps
+/// `store.backups_keep` of them; the metrics count them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scheduled_backups_are_written_and_the_oldest_removed() {
+    let env = [
+        ("REDLIGHT_STORE__BACKUP_EVERY", "1s"),
+        ("REDLIGHT_STORE__BACKUPS_KEEP", "2"),
+    ];
+    let mut d = Daemon::start_with("api-backups", 1, "", "", &env).await;
+    produce(&broker(), &d.topic, &fixed_samples()).await;
+    d.wait_consumed(fixed_samples().len() as u64);
+    let ok = |d: &Daemon| -> f64 {
+        d.get("/metrics")
+            .body
+            .lines()
+            .find_map(|l| l.strip_prefix(r#"redlight_store_backups_total{result="ok"} "#))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0.0)
+    };
+    let started = std::time::Instant::now();
+    while ok(&d) < 4.0 {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(30),
+            "four scheduled backups within 30 s; metrics:\n{}\nlog:\n{}",
+            d.get("/metrics").body,
+            d.log_text()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let backups = d.dir.join("data").join("backups");
+    let kept: Vec<String> = std::fs::read_dir(&backups)
+        .expect("backups dir")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("redlight-backup-"))
+        .collect();
+    assert_eq!(kept.len(), 2, "{kept:?}");
+    assert!(
+        d.log_text().contains("scheduled backups of the store"),
+        "{}",
+        d.log_text()
+    );
+    d.stop();
+}
