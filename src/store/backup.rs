@@ -2,8 +2,8 @@
 //!
 //! Copying the files themselves while the daemon writes them gives a torn copy: redb writes
 //! pages and its header at different times, and a checkpoint writes the other file on a
-//! thread of its own. A backup instead reads the two files through one [`Store::read`]
-//! snapshot, the pair every reader of the store gets (the checkpoints' file first, then the
+//! thread of its own. A backup instead reads the two files through the pair of snapshots
+//! every reader of the store gets ([`Store::read`]: the checkpoints' file first, then the
 //! batches' file, under the overlay's lock, so that no batch commits and no journal row is
 //! deleted between the two: the batches' snapshot holds every journal row the checkpoint
 //! does not). It writes every table of each into a new redb file of the same name in a
@@ -91,7 +91,19 @@ impl Store {
         })?;
         // Said as an absolute path: the report goes to whoever asked, wherever they are.
         let dir = &std::fs::canonicalize(dir).map_err(|e| io_err(dir, e))?;
-        let snapshot = self.read()?;
+        // The pair of snapshots `Store::read` takes, without the overlay's generations: the
+        // journal rows are in the batches' file, and holding the generations would keep
+        // those a checkpoint drops meanwhile in memory until the copy is done.
+        let snapshot = {
+            let _overlay = self.overlay_read();
+            let base = self.base.begin_read().map_err(|e| self.base_err(e))?;
+            let tx = self.db.begin_read().map_err(|e| self.err(e))?;
+            super::Snapshot {
+                tx,
+                base,
+                generations: Vec::new(),
+            }
+        };
         let now = chrono::Utc::now();
         let name = format!("{PREFIX}{}", now.format("%Y%m%dT%H%M%S%.3fZ"));
         let target = dir.join(&name);
