@@ -34,8 +34,8 @@ pub async fn backup(config: &Config, out: &mut (dyn Write + Send)) -> anyhow::Re
             .with_context(|| format!("the daemon's answer is not a backup's report: {answer}"))?,
         None => {
             let store = crate::delivery::open_store_without_daemon(config)?;
-            let dir = config.backup_dir();
-            tokio::task::spawn_blocking(move || store.backup(&dir, 0))
+            let (dir, keep) = (config.backup_dir(), config.store.backups_keep);
+            tokio::task::spawn_blocking(move || store.backup(&dir, keep))
                 .await
                 .context("the backup's thread")??
         }

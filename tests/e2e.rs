@@ -1862,7 +1862,7 @@ fn a_backup_taken_while_running_restores_and_loses_nothing() {
     let second = backup_of(&d, &config);
     let at = produced.load(Ordering::SeqCst);
     eprintln!(
-        "[k] backups at offsets {} and {} (of {n} messages, {at} produced): {} and {}",
+        "[backup] backups at offsets {} and {} (of {n} messages, {at} produced): {} and {}",
         backup_offsets(&first),
         backup_offsets(&second),
         first["directory"],
@@ -1906,7 +1906,7 @@ fn a_backup_taken_while_running_restores_and_loses_nothing() {
             String::from_utf8_lossy(&restored.stderr)
         ));
     }
-    eprintln!("[k] {}", said.trim_end().replace('\n', "\n[k] "));
+    eprintln!("[backup] {}", said.trim_end().replace('\n', "\n[backup] "));
     assert!(
         said.contains("replaced-"),
         "where the replaced files went: {said}"
@@ -1914,19 +1914,19 @@ fn a_backup_taken_while_running_restores_and_loses_nothing() {
     d.start();
     faster.store(true, Ordering::SeqCst);
     let (landed, max_gap, _) = producer.join().expect("the producer thread");
-    assert_steady(max_gap, "k");
+    assert_steady(max_gap, "backup");
     let resumed = restore_points(&d);
-    eprintln!("[k] the restored daemon resumed partitions at {resumed:?}");
+    eprintln!("[backup] the restored daemon resumed partitions at {resumed:?}");
     assert_stored_as_replay(
         &mut d,
         &config,
         &lines,
         &landed,
         &names.topic,
-        "k",
+        "backup",
         "a_backup_taken_while_running_restores_and_loses_nothing",
     );
-    eprintln!("[k] passed in {}", secs(t0));
+    eprintln!("[backup] passed in {}", secs(t0));
 }
 
 /// Produces `msgs` to `topic` in a thread, a batch every 50 ms and never a longer pause

@@ -81,8 +81,8 @@ const CACHE_BYTES: usize = super::DEFAULT_CACHE_MIB << 20;
 impl Store {
     /// Writes a consistent copy of the store into a new directory `dir/redlight-backup-
     /// <UTC time>` (see the module's documentation), then removes the oldest backups in
-    /// `dir` beyond the newest `keep` (0 keeps all). Batches go on being committed while it
-    /// copies.
+    /// `dir` beyond the newest `keep` (0 keeps all) and what backups cut short left. Batches
+    /// go on being committed while it copies.
     pub fn backup(&self, dir: &Path, keep: usize) -> Result<BackupReport, StoreError> {
         let started = std::time::Instant::now();
         std::fs::create_dir_all(dir).map_err(|source| StoreError::CreateDir {
@@ -154,9 +154,7 @@ impl Store {
             let _ = std::fs::remove_dir_all(&partial);
         }
         let report = result?;
-        if keep > 0 {
-            prune(dir, keep);
-        }
+        prune(dir, keep);
         Ok(report)
     }
 }
@@ -186,11 +184,15 @@ pub fn newest_created(dir: &Path) -> Option<i64> {
         .map(|t| t.timestamp())
 }
 
-/// Removes the oldest backups in `dir` beyond the newest `keep`, and what backups cut
-/// short left (a process killed while copying).
+/// Removes the oldest backups in `dir` beyond the newest `keep` (0 keeps all), and what
+/// backups cut short left (a process killed while copying).
 fn prune(dir: &Path, keep: usize) {
     let all = list(dir);
-    let old = all.len().saturating_sub(keep);
+    let old = if keep == 0 {
+        0
+    } else {
+        all.len().saturating_sub(keep)
+    };
     for path in &all[..old] {
         match std::fs::remove_dir_all(path) {
             Ok(()) => tracing::info!(backup = %path.display(), keep, "removed an old backup"),
