@@ -430,10 +430,6 @@ async fn input_dead_letters(
     }
 }
 
-/// `POST /api/v1/input/dead-letters/drop` with `{"seqs": [3, 4]}`: drops those input dead
-/// letters (no longer offered to the dead-letter topic) and answers with each in full
-/// (`dropped`) and the numbers the store did not hold (`not_found`). Never all at once:
-/// the numbers are required, from `GET /api/v1/input/dead-letters`.
 /// `POST /api/v1/backup`: writes a consistent copy of the store into a new directory under
 /// `store.backup_dir` while the daemon goes on (`src/store/backup.rs`), and answers with
 /// what it wrote. One at a time: a request while one runs gets 409.
@@ -453,6 +449,10 @@ async fn backup(State(s): State<Arc<Shared>>) -> Response {
     }
 }
 
+/// `POST /api/v1/input/dead-letters/drop` with `{"seqs": [3, 4]}`: drops those input dead
+/// letters (no longer offered to the dead-letter topic) and answers with each in full
+/// (`dropped`) and the numbers the store did not hold (`not_found`). Never all at once:
+/// the numbers are required, from `GET /api/v1/input/dead-letters`.
 async fn drop_input_dead_letters(
     State(s): State<Arc<Shared>>,
     body: axum::body::Bytes,
