@@ -242,8 +242,8 @@ pub struct StoreConfig {
     /// them all.
     #[serde(default = "default_backups_keep")]
     pub backups_keep: usize,
-    /// The daemon writes a backup this often (`24h`, `6h`, `30m`): the first at start when
-    /// `backup_dir` holds none, then this long after the newest. Not set: only when asked
+    /// The daemon writes a backup this often (`24h`, `6h`, `30m`): the first a minute after
+    /// the start when `backup_dir` holds none, then this long after the newest. Not set: only when asked
     /// (`redlight backup`, `POST /api/v1/backup`).
     #[serde(default)]
     pub backup_every: Option<String>,

@@ -135,17 +135,24 @@ impl Shared {
 /// interval, when shorter).
 const BACKUP_RETRY: Duration = Duration::from_secs(600);
 
+/// The first scheduled backup waits at least this long after the start (or the interval,
+/// when shorter), so that it does not take a core from restoring the partitions.
+const FIRST_BACKUP_AFTER: Duration = Duration::from_secs(60);
+
 /// `store.backup_every`: the first backup this long after the newest in
-/// `store.backup_dir` (at once when there is none), then one every interval, for as long as
-/// the daemon runs; one that failed is tried again after [`BACKUP_RETRY`].
+/// `store.backup_dir` (a minute after the start when there is none, or it is overdue), then
+/// one every interval, for as long as the daemon runs; one that failed is tried again after
+/// [`BACKUP_RETRY`].
 async fn scheduled_backups(shared: Arc<Shared>, every: Duration) {
     let newest = crate::store::backup::newest_created(&shared.backup_dir);
-    let mut wait = newest.map_or(Duration::ZERO, |t| {
-        let due = t.saturating_add(i64::try_from(every.as_secs()).unwrap_or(i64::MAX));
-        let left = due.saturating_sub(chrono::Utc::now().timestamp());
-        // A newest backup dated ahead (the clock set back) waits one interval at most.
-        Duration::from_secs(u64::try_from(left).unwrap_or(0)).min(every)
-    });
+    let mut wait = newest
+        .map_or(Duration::ZERO, |t| {
+            let due = t.saturating_add(i64::try_from(every.as_secs()).unwrap_or(i64::MAX));
+            let left = due.saturating_sub(chrono::Utc::now().timestamp());
+            // A newest backup dated ahead (the clock set back) waits one interval at most.
+            Duration::from_secs(u64::try_from(left).unwrap_or(0)).min(every)
+        })
+        .max(FIRST_BACKUP_AFTER.min(every));
     loop {
         tokio::time::sleep(wait).await;
         wait = match shared.backup_now().await {
