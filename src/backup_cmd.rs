@@ -99,9 +99,7 @@ pub fn restore(
             let (src, dst) = (from.join(name), staging.join(name));
             std::fs::copy(&src, &dst)
                 .with_context(|| format!("copying {} to {}", src.display(), dst.display()))?;
-            std::fs::File::open(&dst)
-                .and_then(|f| f.sync_all())
-                .with_context(|| format!("{}: syncing", dst.display()))?;
+            crate::store::sync_path(&dst).with_context(|| format!("{}: syncing", dst.display()))?;
         }
         // Opened as the daemon opens it: a backup this redlight cannot read is refused here,
         // with the store's own error, before anything is moved.
@@ -131,8 +129,7 @@ pub fn restore(
     }
     drop(held);
     let _ = std::fs::remove_dir_all(&staging);
-    std::fs::File::open(&data)
-        .and_then(|d| d.sync_all())
+    crate::store::sync_path(&data)
         .with_context(|| format!("{}: syncing the directory", data.display()))?;
     writeln!(out, "restored {} into {}", from.display(), data.display())?;
     if let Some(m) = &manifest {

@@ -2014,9 +2014,7 @@ fn create_whole(file: &Path) -> Result<(), StoreError> {
         .create(&fresh)
         .map_err(|e| io(format!("creating {}: {e}", fresh.display())))?;
     drop(db);
-    std::fs::File::open(&fresh)
-        .and_then(|f| f.sync_all())
-        .map_err(|e| io(format!("syncing {}: {e}", fresh.display())))?;
+    sync_path(&fresh).map_err(|e| io(format!("syncing {}: {e}", fresh.display())))?;
     match std::fs::hard_link(&fresh, file) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
@@ -2025,9 +2023,7 @@ fn create_whole(file: &Path) -> Result<(), StoreError> {
     }
     let _ = std::fs::remove_file(&fresh);
     if let Some(dir) = file.parent() {
-        std::fs::File::open(dir)
-            .and_then(|d| d.sync_all())
-            .map_err(|e| io(format!("syncing the directory {}: {e}", dir.display())))?;
+        sync_path(dir).map_err(|e| io(format!("syncing the directory {}: {e}", dir.display())))?;
     }
     Ok(())
 }
@@ -2052,6 +2048,27 @@ fn remove_unfinished(dir: &Path) {
             }
         }
     }
+}
+
+/// `(topic, partition, next offset)` of every partition in a read transaction of the
+/// batches' file `file`.
+fn offsets_in(
+    tx: &redb::ReadTransaction,
+    file: &Path,
+) -> Result<Vec<(String, u32, u64)>, StoreError> {
+    let t = tx.open_table(OFFSETS).map_err(|e| file_err(file, e))?;
+    let mut out = Vec::new();
+    for row in t.iter().map_err(|e| file_err(file, e))? {
+        let (k, v) = row.map_err(|e| file_err(file, e))?;
+        let (topic, partition) = k.value();
+        out.push((topic.to_string(), partition, v.value()));
+    }
+    Ok(out)
+}
+
+/// Waits until what was written to `path` (a file, or a directory's entries) is on disk.
+pub(crate) fn sync_path(path: &Path) -> std::io::Result<()> {
+    std::fs::File::open(path)?.sync_all()
 }
 
 /// The bytes an unprivileged process may still write on the file system holding `path`
@@ -3097,14 +3114,7 @@ impl Store {
     /// Every stored offset.
     pub fn offsets(&self) -> Result<Vec<(String, u32, u64)>, StoreError> {
         let tx = self.db.begin_read().map_err(|e| self.err(e))?;
-        let t = tx.open_table(OFFSETS).map_err(|e| self.err(e))?;
-        let mut out = Vec::new();
-        for row in t.iter().map_err(|e| self.err(e))? {
-            let (k, v) = row.map_err(|e| self.err(e))?;
-            let (topic, partition) = k.value();
-            out.push((topic.to_string(), partition, v.value()));
-        }
-        Ok(out)
+        offsets_in(&tx, &self.file)
     }
 
     /// Dead letters not yet acknowledged by the broker, from number `from` on, with their

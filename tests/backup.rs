@@ -4,49 +4,19 @@
 //! restored brings the store back to its state, the files it replaces are kept aside, and
 //! whatever is not a readable backup is refused with nothing moved.
 
+mod view_support;
+
 use redlight::store::{Store, WriteBatch};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// A configuration like the shipped one, its data in `dir/data`, its HTTP port one nothing
-/// listens on (so the commands find no daemon).
+/// A test daemon's configuration (the shipped rules and calendars), its data in
+/// `dir/data`, its HTTP port one nothing listens on (so the commands find no daemon) and a
+/// broker never asked.
 fn config_in(dir: &Path) -> PathBuf {
-    let shipped = root().join("config/redlight.toml");
-    let text = std::fs::read_to_string(&shipped).expect("config/redlight.toml");
-    let mut doc: toml::Table = toml::from_str(&text).expect("TOML");
-    let base = shipped.parent().expect("config dir");
-    let engine = doc["engine"].as_table_mut().expect("[engine]");
-    let calendars = base.join(engine["calendars"].as_str().expect("calendars"));
-    engine.insert("calendars".into(), calendars.display().to_string().into());
-    let packs: Vec<toml::Value> = engine["rule_packs"]
-        .as_array()
-        .expect("rule_packs")
-        .iter()
-        .map(|p| {
-            let p = base.join(p.as_str().expect("a path"));
-            toml::Value::from(p.display().to_string())
-        })
-        .collect();
-    engine.insert("rule_packs".into(), packs.into());
-    let store = doc["store"].as_table_mut().expect("[store]");
-    store.insert(
-        "data_dir".into(),
-        dir.join("data").display().to_string().into(),
-    );
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port();
-    let http = doc["http"].as_table_mut().expect("[http]");
-    http.insert("listen".into(), format!("127.0.0.1:{port}").into());
-    let path = dir.join("redlight.toml");
-    std::fs::write(&path, toml::to_string(&doc).expect("TOML")).expect("config written");
-    path
+    let listen = format!("127.0.0.1:{}", view_support::free_port());
+    view_support::write_config(dir, "127.0.0.1:9", "unused", &listen, "", "")
 }
 
 fn redlight(args: &[&str], config: &Path, extra: Option<&Path>) -> Output {

@@ -19,7 +19,7 @@
 //! applied again and their alerts raised again under the same ids (receivers drop
 //! duplicates by id), and deliveries sent since the backup may be sent again.
 
-use super::{BASE_FILE_NAME, FILE_NAME, OFFSETS, SCHEMA_VERSION, Store, StoreError};
+use super::{BASE_FILE_NAME, FILE_NAME, SCHEMA_VERSION, Store, StoreError};
 use redb::{
     Key, MultimapTableHandle, ReadableDatabase, ReadableTable, ReadableTableMetadata,
     TableDefinition, TableError, TableHandle, Value,
@@ -120,7 +120,14 @@ impl Store {
                 &partial.join(BASE_FILE_NAME),
                 &self.base_file,
             )?;
-            let offsets = snapshot_offsets(&snapshot.tx, &self.file)?;
+            let offsets = super::offsets_in(&snapshot.tx, &self.file)?
+                .into_iter()
+                .map(|(topic, partition, next_offset)| BackupOffset {
+                    topic,
+                    partition,
+                    next_offset,
+                })
+                .collect();
             drop(snapshot);
             let mut files = Vec::new();
             for f in [FILE_NAME, BASE_FILE_NAME] {
@@ -226,33 +233,7 @@ fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
 }
 
 fn sync_dir(dir: &Path) -> Result<(), StoreError> {
-    std::fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| io_err(dir, e))
-}
-
-/// The offsets of the snapshot of the batches' file.
-fn snapshot_offsets(
-    tx: &redb::ReadTransaction,
-    file: &Path,
-) -> Result<Vec<BackupOffset>, StoreError> {
-    let err = |e: &dyn std::fmt::Display| super::file_err(file, e);
-    let table = match tx.open_table(OFFSETS) {
-        Ok(t) => t,
-        Err(TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
-        Err(e) => return Err(err(&e)),
-    };
-    let mut out = Vec::new();
-    for row in table.iter().map_err(|e| err(&e))? {
-        let (k, v) = row.map_err(|e| err(&e))?;
-        let (topic, partition) = k.value();
-        out.push(BackupOffset {
-            topic: topic.to_string(),
-            partition,
-            next_offset: v.value(),
-        });
-    }
-    Ok(out)
+    super::sync_path(dir).map_err(|e| io_err(dir, e))
 }
 
 /// Copies every table of the snapshot `src` (of the store file `from`) into a new redb

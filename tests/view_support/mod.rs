@@ -1,6 +1,6 @@
-//! Shared by tests/api.rs, tests/board.rs and tests/metrics_names.rs: a real broker, a
-//! real `redlight run` with its own topic, group, data directory and port, the sample
-//! events, and a small HTTP client.
+//! Shared by tests/api.rs, tests/board.rs, tests/metrics_names.rs and tests/backup.rs: a
+//! real broker, a real `redlight run` with its own topic, group, data directory and port,
+//! the sample events, and a small HTTP client.
 #![allow(dead_code)]
 
 #[path = "../common/calendar.rs"]
