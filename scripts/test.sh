@@ -10,6 +10,10 @@ step() { printf '\n==> %s\n' "$*" >&2; }
 step "cargo fmt --check"
 cargo fmt --all -- --check
 
+step "scripts/*.sh parse (bash -n); scripts/pgo-build.sh --help"
+for f in scripts/*.sh deploy/validate.sh; do bash -n "$f"; done
+scripts/pgo-build.sh --help >/dev/null
+
 as_root() { if [[ $(id -u) -eq 0 ]]; then "$@"; else sudo "$@"; fi; }
 
 step "Debian packages: Cyrus SASL (the kafka-gssapi feature), MIT Kerberos (the test broker's KDC)"
