@@ -72,7 +72,7 @@ fi
 
 pgo="$root/target/pgo"
 profiles="$pgo/profiles"
-rm -rf "$profiles" "$pgo/redlight.profdata"
+rm -rf "$profiles" "$pgo/redlight.profdata" "$pgo/train-engine.txt" "$pgo/train-daemon.txt"
 mkdir -p "$profiles"
 base_flags="${RUSTFLAGS:-}"
 
