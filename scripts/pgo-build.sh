@@ -50,13 +50,14 @@ done
 say() { echo "pgo-build.sh: $*" >&2; }
 
 # llvm-profdata must read what rustc's LLVM writes: the same major version.
-major="$(rustc -vV | sed -n 's/^LLVM version: \([0-9]*\).*/\1/p')"
+rustc_version="$(rustc -vV)"
+major="$(sed -n 's/^LLVM version: \([0-9]*\).*/\1/p' <<<"$rustc_version")"
 if [[ -z "$major" ]]; then
   say "cannot tell rustc's LLVM version from \`rustc -vV\`"
   exit 2
 fi
 profdata=""
-sysroot_tool="$(rustc --print sysroot)/lib/rustlib/$(rustc -vV | sed -n 's/^host: //p')/bin/llvm-profdata"
+sysroot_tool="$(rustc --print sysroot)/lib/rustlib/$(sed -n 's/^host: //p' <<<"$rustc_version")/bin/llvm-profdata"
 for candidate in "llvm-profdata-$major" "$sysroot_tool" llvm-profdata; do
   path="$(command -v "$candidate" 2>/dev/null || true)"
   [[ -n "$path" && -x "$path" ]] || continue
@@ -89,21 +90,28 @@ for line in sys.stdin:
         print(m["executable"])' "$1"
 }
 
-build() { # build STAGE FLAGS: prints cargo's JSON messages
+build() { # build STAGE FLAGS [TARGET ...]: redlight and the engine bench (and the targets
+  # given); prints cargo's JSON messages
   local stage="$1" flags="$2"
-  RUSTFLAGS="$base_flags $flags" cargo build --release --locked --bins --bench engine --bench daemon \
+  shift 2
+  RUSTFLAGS="$base_flags $flags" cargo build --release --locked --bins --bench engine "$@" \
     --target-dir "$pgo/$stage" --message-format=json-render-diagnostics
 }
 
 start=$SECONDS
 say "1/3 building instrumented (target/pgo/gen)"
+# The daemon bench only to train the daemon with.
+daemon_bench=()
+[[ "$engine_only" == 1 ]] || daemon_bench=(--bench daemon)
 # Build scripts run instrumented too and write profiles of their own: they go elsewhere.
-messages="$(LLVM_PROFILE_FILE="$pgo/build-scripts-%p.profraw" build gen "-Cprofile-generate=$profiles")"
+messages="$(LLVM_PROFILE_FILE="$pgo/build-scripts-%p.profraw" build gen "-Cprofile-generate=$profiles" "${daemon_bench[@]}")"
 gen_redlight="$pgo/gen/release/redlight"
 gen_engine="$(executable engine <<<"$messages" | tail -1)"
 gen_daemon="$(executable daemon <<<"$messages" | tail -1)"
 rm -f "$pgo"/build-scripts-*.profraw
-for f in "$gen_redlight" "$gen_engine" "$gen_daemon"; do
+gen_built=("$gen_redlight" "$gen_engine")
+[[ "$engine_only" == 1 ]] || gen_built+=("$gen_daemon")
+for f in "${gen_built[@]}"; do
   [[ -x "$f" ]] || { say "the instrumented build made no ${f:-executable}"; exit 1; }
 done
 
