@@ -247,6 +247,13 @@ pub struct StoreConfig {
     /// (`redlight backup`, `POST /api/v1/backup`).
     #[serde(default)]
     pub backup_every: Option<String>,
+    /// Alerts committed more than this many days ago are deleted from the alert log (the
+    /// store's `alerts` table, which `/api/v1/alerts` and a case's page read), so that the
+    /// store stops growing with them; 0, the default, keeps every alert (a supervision
+    /// record). At least 7 when set. The scorecard's records, the cases and deliveries are
+    /// not touched (see `Store::set_alerts_keep_days`).
+    #[serde(default)]
+    pub alerts_keep_days: u32,
 }
 
 impl StoreConfig {
@@ -270,6 +277,7 @@ impl Default for StoreConfig {
             backup_dir: None,
             backups_keep: default_backups_keep(),
             backup_every: None,
+            alerts_keep_days: 0,
         }
     }
 }
@@ -755,6 +763,15 @@ impl Config {
                  such as \"24h\", \"6h\" or \"30m\""
             )));
         }
+        if config.store.alerts_keep_days != 0
+            && !(7..=36_500).contains(&config.store.alerts_keep_days)
+        {
+            return Err(invalid(format!(
+                "`store.alerts_keep_days` is {}; 0 keeps every alert, otherwise between 7 and \
+                 36500 (days)",
+                config.store.alerts_keep_days
+            )));
+        }
         if config.store.checkpoint_cases == 0 {
             return Err(invalid(
                 "`store.checkpoint_cases` must be at least 1".into(),
@@ -849,6 +866,7 @@ impl Config {
     pub fn open_store(&self) -> Result<crate::store::Store, crate::store::StoreError> {
         let store = crate::store::Store::open_with_cache(&self.data_dir(), self.store.cache_mib)?;
         store.set_checkpoint_cases(self.store.checkpoint_cases);
+        store.set_alerts_keep_days(self.store.alerts_keep_days);
         Ok(store)
     }
 
@@ -902,23 +920,26 @@ impl Config {
 mod tests {
     use super::*;
 
+    /// The shipped config with `lines` added to its `[store]` section and the store in
+    /// `dir/data`, written into `dir` and loaded.
+    fn shipped_store_with(dir: &Path, lines: &str) -> Result<Config, ConfigError> {
+        let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/redlight.toml");
+        let text = std::fs::read_to_string(&shipped).expect("the shipped config");
+        std::fs::create_dir_all(dir).expect("temp dir");
+        let path = dir.join("redlight.toml");
+        let t = text
+            .replace("[store]\n", &format!("[store]\n{lines}"))
+            .replace("data_dir = \"../data\"", "data_dir = \"data\"");
+        std::fs::write(&path, t).expect("config written");
+        Config::load(&path)
+    }
+
     /// `store.backup_every` is read as a duration of a second or more; anything else is
     /// refused at start, naming the key and what it was.
     #[test]
     fn the_backup_interval_is_a_duration() {
-        let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/redlight.toml");
-        let text = std::fs::read_to_string(&shipped).expect("the shipped config");
         let dir = std::env::temp_dir().join(format!("redlight-cfg-backup-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("temp dir");
-        let with = |every: &str| {
-            let path = dir.join("redlight.toml");
-            let t = text.replace(
-                "[store]\n",
-                &format!("[store]\nbackup_every = \"{every}\"\n"),
-            );
-            std::fs::write(&path, t).expect("config written");
-            Config::load(&path)
-        };
+        let with = |every: &str| shipped_store_with(&dir, &format!("backup_every = \"{every}\"\n"));
         let c = with("6h").expect("6h is read");
         assert_eq!(
             c.store.backup_interval(),
@@ -929,6 +950,30 @@ mod tests {
             assert!(
                 e.contains("store.backup_every") && e.contains(&format!("{bad:?}")),
                 "{bad:?}: {e}"
+            );
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// `store.alerts_keep_days`: 0 (every alert kept) by default; a week to a century when
+    /// set, anything else refused at start naming the key and the value; and the store
+    /// opened from the config carries it.
+    #[test]
+    fn alerts_are_kept_unless_a_number_of_days_is_set() {
+        let dir = std::env::temp_dir().join(format!("redlight-cfg-keep-{}", std::process::id()));
+        let with = |lines: &str| shipped_store_with(&dir, lines);
+        assert_eq!(with("").expect("shipped").store.alerts_keep_days, 0);
+        let year = with("alerts_keep_days = 365\n").expect("a year");
+        assert_eq!(year.store.alerts_keep_days, 365);
+        assert_eq!(year.open_store().expect("store").alerts_keep_days(), 365);
+        for bad in [1, 6, 36_501] {
+            let e = with(&format!("alerts_keep_days = {bad}\n"))
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
+            assert!(
+                e.contains("store.alerts_keep_days") && e.contains(&format!("is {bad};")),
+                "{bad}: {e}"
             );
         }
         let _ = std::fs::remove_dir_all(&dir);

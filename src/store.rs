@@ -19,7 +19,10 @@
 //!   from format 6; a batch's alerts in rows of up to 60 KiB, packed from format 7), or
 //!   one alert as formats 4 and 5 stored it ([`encode_alert`]; JSON up to format 4): every
 //!   alert in the order it happened (the source for delivery and the API), read one by
-//!   one ([`RowAlerts`]).
+//!   one ([`RowAlerts`]); all kept unless `store.alerts_keep_days` is set
+//!   ([`Store::set_alerts_keep_days`]);
+//! - `alert_days`: a day of the wall clock (UTC, days since 1970) → the first alert
+//!   committed that day, for `store.alerts_keep_days`;
 //! - `ledger`: `(instant, case id, record key)` → JSON: what the scorecard counts (a case
 //!   closed on time or late, a violation), kept after the case itself is forgotten; written
 //!   with the case in the same transaction (see `src/scorecard.rs`).
@@ -80,7 +83,7 @@ use redb::{
 };
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 mod alert_runs;
@@ -104,6 +107,16 @@ const LEDGER: TableDefinition<(i64, &str, &str), &[u8]> = TableDefinition::new("
 /// batch that refused them, deleted once the broker has acknowledged them (the daemon's
 /// encoding, `src/daemon.rs`). Numbered in the order they were refused.
 const DEAD_LETTERS: TableDefinition<u64, &[u8]> = TableDefinition::new("input_dead_letters");
+/// The first alert committed on each day of the wall clock (UTC days since 1970 → sequence
+/// number), written by the batch that commits it: what [`Store::set_alerts_keep_days`]
+/// reads the alerts' age from. Only a day later than the last one marked is marked, so
+/// that a clock set back never makes newer alerts look older.
+const ALERT_DAYS: TableDefinition<i64, u64> = TableDefinition::new("alert_days");
+/// Alert rows (each a batch's alerts, or up to 60 KiB of them) a batch deletes at most
+/// once they are older than `store.alerts_keep_days`: redb reads every row it deletes, and
+/// a year's alerts deleted at once would hold a batch up.
+const PRUNE_ALERT_ROWS: usize = 64;
+const DAY_MS: i64 = 86_400_000;
 /// Cases changed since the last checkpoint: one row per batch, numbered in commit order,
 /// holding the batch's changed cases in one value (see [`CaseChanges`]). One insert of a
 /// few MiB instead of thousands of small ones.
@@ -598,6 +611,14 @@ pub struct Store {
     scratch: Mutex<WriterScratch>,
     /// Woken when a commit has written dead letters ([`Store::dead_letters_written`]).
     dead_letters_written: tokio::sync::Notify,
+    /// Alerts committed more than this many days ago are deleted (0: all kept).
+    alerts_keep_days: AtomicU32,
+    /// The last day whose first alert the batches have seen marked in `alert_days`.
+    alert_day_seen: AtomicI64,
+    /// Alert rows deleted by the deletion under way (logged when it is done).
+    alerts_pruned: AtomicU64,
+    /// The wall clock in ms since 1970 as the batches read it; 0: the system's (tests fix it).
+    clock_ms: AtomicI64,
 }
 
 /// What a checkpoint thread hands back to the store.
@@ -1581,6 +1602,22 @@ impl CheckpointJob {
         file_err(&self.base_file, e)
     }
 
+    /// The first alert the log still holds (0: none): those before it were deleted
+    /// (`store.alerts_keep_days` deletes the oldest rows first), so the runs of the alert
+    /// index leave their pairs out as they are merged. Read after the lazily committed
+    /// batches were made durable; a later batch's deletion a crash undid would leave alerts
+    /// that are already older than the days kept, deleted again by the next batches.
+    fn first_alert_kept(&self) -> Result<u64, StoreError> {
+        let rtx = self.db.begin_read().map_err(|e| file_err(&self.file, e))?;
+        let alerts = match rtx.open_table(ALERTS) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(0),
+            Err(e) => return Err(file_err(&self.file, e)),
+        };
+        let first = alerts.first().map_err(|e| file_err(&self.file, e))?;
+        Ok(first.map_or(0, |(k, _)| k.value()))
+    }
+
     /// Writes the overlay as it is now into the checkpoints' file, a run of cases and a run
     /// of the alert index, each in key order, with the journal row and the alert it got to; then drops those
     /// generations from the overlay and lets the next batch delete their journal rows.
@@ -1694,6 +1731,7 @@ impl CheckpointJob {
                 n,
                 merged,
                 &index,
+                self.first_alert_kept()?,
                 &self.base_file,
                 self.chunk_bytes,
             )? {
@@ -2148,6 +2186,10 @@ impl Store {
             step_bytes: AtomicUsize::new((cache_mib.saturating_mul(1 << 20) / 4).max(1 << 20)),
             scratch: Mutex::new(WriterScratch::default()),
             dead_letters_written: tokio::sync::Notify::new(),
+            alerts_keep_days: AtomicU32::new(0),
+            alert_day_seen: AtomicI64::new(i64::MIN),
+            alerts_pruned: AtomicU64::new(0),
+            clock_ms: AtomicI64::new(0),
         };
         store.check_schema()?;
         store.load_overlay()?;
@@ -2157,6 +2199,101 @@ impl Store {
     /// Sets how many overlay entries trigger a checkpoint (at least 1).
     pub fn set_checkpoint_cases(&self, n: usize) {
         self.checkpoint_every.store(n.max(1), Ordering::Relaxed);
+    }
+
+    /// Deletes the alerts committed more than `days` days ago from the alert log (`alerts`;
+    /// 0, the default, keeps every alert). Counted in whole days of the wall clock (UTC) by
+    /// the day each batch was committed (`alert_days`); the batches that follow delete them,
+    /// [`PRUNE_ALERT_ROWS`] rows at a time, oldest first. The newest row always stays (the
+    /// next sequence number follows it), and alerts stored before the store kept days count
+    /// as of the first day it marked. The API, a case's page and `/api/v1/alerts` then
+    /// show what is left; deliveries (the outbox holds its own copy), the scorecard's
+    /// records (`ledger`) and the cases' state are untouched. The alert index by case leaves
+    /// the deleted alerts out as its runs merge; readers skip those it still holds.
+    pub fn set_alerts_keep_days(&self, days: u32) {
+        self.alerts_keep_days.store(days, Ordering::Relaxed);
+    }
+
+    /// The days alerts are kept ([`Store::set_alerts_keep_days`]; 0: all).
+    pub fn alerts_keep_days(&self) -> u32 {
+        self.alerts_keep_days.load(Ordering::Relaxed)
+    }
+
+    /// Fixes the wall clock the batches read (ms since 1970; tests).
+    #[cfg(test)]
+    fn set_clock_ms(&self, ms: i64) {
+        self.clock_ms.store(ms, Ordering::Relaxed);
+    }
+
+    fn now_ms(&self) -> i64 {
+        match self.clock_ms.load(Ordering::Relaxed) {
+            0 => std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX)),
+            ms => ms,
+        }
+    }
+
+    /// Marks `today`'s first alert (`first`) unless a day as late is marked, and deletes
+    /// up to [`PRUNE_ALERT_ROWS`] of the oldest alert rows committed before `keep_from`
+    /// (a day; `None`: all alerts kept). Returns the rows deleted and whether the
+    /// deletion is done (no older row is left).
+    fn mark_and_prune_alerts(
+        &self,
+        alerts: &mut redb::Table<'_, u64, &'static [u8]>,
+        days: &mut redb::Table<'_, i64, u64>,
+        mark: Option<(i64, u64)>,
+        keep_from: Option<i64>,
+    ) -> Result<(usize, bool), StoreError> {
+        if let Some((today, first)) = mark {
+            let last_day = days
+                .last()
+                .map_err(|e| self.err(e))?
+                .map(|(d, _)| d.value());
+            if last_day.is_none_or(|d| d < today) {
+                days.insert(today, first).map_err(|e| self.err(e))?;
+            }
+        }
+        let Some(keep_from) = keep_from else {
+            return Ok((0, true));
+        };
+        // Alerts below the first mark were stored before marks were kept, or their day's
+        // mark went with the rows before them: they count as of the first mark's day.
+        match days.first().map_err(|e| self.err(e))? {
+            Some((d, _)) if d.value() < keep_from => {}
+            _ => return Ok((0, true)),
+        }
+        // The first alert committed on or after `keep_from`; none: every alert is older.
+        let young = match days.range(keep_from..).map_err(|e| self.err(e))?.next() {
+            Some(row) => row.map_err(|e| self.err(e))?.1.value(),
+            None => u64::MAX,
+        };
+        // The row holding it stays (a row's key is its first alert's: a mark is a batch's
+        // first alert, so that row holds none older), and so does the newest row.
+        let keep_key = match self.row_holding(alerts, young)? {
+            Some((k, _)) => k.value(),
+            None => 0,
+        };
+        let mut keys = Vec::with_capacity(PRUNE_ALERT_ROWS);
+        for row in alerts
+            .range(..keep_key)
+            .map_err(|e| self.err(e))?
+            .take(PRUNE_ALERT_ROWS)
+        {
+            keys.push(row.map_err(|e| self.err(e))?.0.value());
+        }
+        if let (Some(&first), Some(&last)) = (keys.first(), keys.last()) {
+            alerts
+                .retain_in(first..=last, |_, _| false)
+                .map_err(|e| self.err(e))?;
+        }
+        let done = keys.len() < PRUNE_ALERT_ROWS;
+        if done {
+            // Their rows gone, the marks before `keep_from` have served.
+            days.retain_in(..keep_from, |_, _| false)
+                .map_err(|e| self.err(e))?;
+        }
+        Ok((keys.len(), done))
     }
 
     /// Sets the size at which the chunks of the checkpoint's runs are cut (tests cut them
@@ -2889,6 +3026,8 @@ impl Store {
         let truncate_below = self.checkpoints.journal_next.load(Ordering::Acquire);
         // Journal rows below this are deleted once this batch commits.
         let mut truncated = 0;
+        let mut pruned = (0, true);
+        let mut marked = None;
         let mut seqs = Vec::with_capacity(batch.alerts.len());
         let mut generation = Generation::default();
         {
@@ -2899,6 +3038,17 @@ impl Store {
                 Ok(())
             })?;
             seqs.extend((first..).take(batch.alerts.len()));
+            let today = self.now_ms().div_euclid(DAY_MS);
+            let mark = (!batch.alerts.is_empty()
+                && self.alert_day_seen.load(Ordering::Relaxed) != today)
+                .then_some((today, first));
+            let keep_days = self.alerts_keep_days.load(Ordering::Relaxed);
+            let keep_from = (keep_days > 0).then(|| today - i64::from(keep_days));
+            if mark.is_some() || keep_from.is_some() {
+                let mut days = tx.open_table(ALERT_DAYS).map_err(|e| self.err(e))?;
+                pruned = self.mark_and_prune_alerts(&mut alerts, &mut days, mark, keep_from)?;
+                marked = mark.map(|(d, _)| d);
+            }
             drop(alerts);
             let mut journal = tx.open_table(JOURNAL).map_err(|e| self.err(e))?;
             if truncate_below > self.truncated_below.load(Ordering::Relaxed) {
@@ -3008,6 +3158,21 @@ impl Store {
             }
         }
         self.truncated_below.fetch_max(truncated, Ordering::Relaxed);
+        if let Some(day) = marked {
+            self.alert_day_seen.store(day, Ordering::Relaxed);
+        }
+        if pruned.0 > 0 {
+            self.alerts_pruned
+                .fetch_add(pruned.0 as u64, Ordering::Relaxed);
+        }
+        if pruned.1 {
+            let rows = self.alerts_pruned.swap(0, Ordering::Relaxed);
+            if rows > 0 {
+                tracing::info!(file = %self.file.display(), rows,
+                    keep_days = self.alerts_keep_days.load(Ordering::Relaxed),
+                    "alerts older than store.alerts_keep_days deleted");
+            }
+        }
         if durable {
             self.sync()?;
         }
@@ -5321,6 +5486,142 @@ mod tests {
         // A row of one alert, as formats 4 and 5 stored it.
         let read: Vec<_> = RowAlerts::of(9, &one).expect("one").collect();
         assert_eq!(read, [(9, one.as_slice())]);
+    }
+
+    /// The alerts' sequence numbers `alerts(0, …)` gives.
+    fn alert_seqs(store: &Store) -> Vec<u64> {
+        let all = store.alerts(0, usize::MAX).expect("alerts");
+        all.into_iter().map(|(seq, _)| seq).collect()
+    }
+
+    /// Commits a batch of alerts for `cases` on `day` (days since 1970, at noon UTC);
+    /// returns their sequence numbers.
+    fn alerts_on(store: &Store, day: i64, cases: &[&str]) -> Vec<u64> {
+        store.set_clock_ms(day * DAY_MS + DAY_MS / 2);
+        let mut b = WriteBatch::default();
+        for (i, c) in cases.iter().enumerate() {
+            b.alerts.push(alert_of(c, i as u64));
+        }
+        store.commit(&b).expect("commit")
+    }
+
+    /// `store.alerts_keep_days`: alerts committed more than that many days ago leave the
+    /// log (`alerts`, a case's alerts through the index and the overlay, the count); newer
+    /// ones stay, and the numbering goes on after them, also after a reopen. With 0 (the
+    /// default) nothing is ever deleted.
+    #[test]
+    fn alerts_older_than_the_days_kept_are_deleted() {
+        let dir = tmp("alerts-keep");
+        let day = 20_000; // 2024-10-04
+        let store = Store::open(&dir).expect("open");
+        // Day 0: three batches (rows 1, 3 and 4); day 3: one (row 5), indexed by case by a
+        // checkpoint; day 100: one more, with every alert still kept.
+        assert_eq!(alerts_on(&store, day, &["C1", "C2"]), [1, 2]);
+        assert_eq!(alerts_on(&store, day, &["C1"]), [3]);
+        assert_eq!(alerts_on(&store, day, &["C3"]), [4]);
+        store.set_checkpoint_cases(1);
+        assert_eq!(alerts_on(&store, day + 3, &["C1", "C3"]), [5, 6]);
+        store.finish_checkpoint().expect("checkpoint");
+        store.set_checkpoint_cases(1_000_000);
+        assert_eq!(alerts_on(&store, day + 100, &["C3"]), [7]);
+        assert_eq!(alert_seqs(&store), [1, 2, 3, 4, 5, 6, 7]);
+        drop(store);
+
+        // Kept for 7 days, on day 104: what came before day 97 goes with the next batch.
+        let store = Store::open(&dir).expect("reopen");
+        store.set_alerts_keep_days(7);
+        assert_eq!(
+            alerts_on(&store, day + 104, &["C2"]),
+            [8],
+            "numbering goes on"
+        );
+        assert_eq!(alert_seqs(&store), [7, 8]);
+        assert_eq!(store.alert_count().expect("count"), 2);
+        assert!(store.case_alerts("C1").expect("C1").is_empty());
+        let c3: Vec<u64> = store
+            .case_alerts("C3")
+            .expect("C3")
+            .iter()
+            .map(|(s, _)| *s)
+            .collect();
+        assert_eq!(c3, [7]);
+        assert_eq!(store.alerts(0, 1).expect("first")[0].0, 7);
+        drop(store);
+        let store = Store::open(&dir).expect("reopen");
+        assert_eq!(alert_seqs(&store), [7, 8]);
+        assert_eq!(alerts_on(&store, day + 105, &["C1"]), [9]);
+        // The next checkpoint big enough to merge the index's run of days 0 and 3 leaves
+        // the deleted alerts' pairs out: the index holds the alerts kept, no more.
+        assert_eq!(store.alert_runs().iter().map(|r| r.entries).sum::<u64>(), 6);
+        store.set_checkpoint_cases(1);
+        let many: Vec<String> = (10..30).map(|i| format!("C{i}")).collect();
+        let many: Vec<&str> = many.iter().map(String::as_str).collect();
+        assert_eq!(
+            alerts_on(&store, day + 105, &many),
+            (10..30).collect::<Vec<u64>>()
+        );
+        store.finish_checkpoint().expect("checkpoint");
+        let runs = store.alert_runs();
+        assert_eq!(runs.len(), 1, "merged: {runs:?}");
+        assert_eq!(runs[0].entries, alert_seqs(&store).len() as u64);
+        assert_eq!(alert_seqs(&store), (7..30).collect::<Vec<u64>>());
+        drop(store);
+        let _ = std::fs::remove_dir_all(&dir);
+
+        // Never deleted with 0.
+        let dir = tmp("alerts-keep-all");
+        let store = Store::open(&dir).expect("open");
+        alerts_on(&store, day, &["C1"]);
+        alerts_on(&store, day + 3650, &["C1"]);
+        alerts_on(&store, day + 3651, &["C1"]);
+        assert_eq!(alert_seqs(&store), [1, 2, 3]);
+        drop(store);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// The deletion takes at most [`PRUNE_ALERT_ROWS`] rows a batch, oldest first; alerts
+    /// stored before the store marked days (or with the clock set back) count as of the
+    /// next day marked, never as older; and the newest row stays, however old.
+    #[test]
+    fn alerts_are_deleted_in_steps_and_never_early() {
+        let dir = tmp("alerts-keep-steps");
+        let day = 20_000;
+        let store = Store::open(&dir).expect("open");
+        for _ in 0..70 {
+            alerts_on(&store, day, &["C1"]);
+        }
+        // As a store from before the days were marked.
+        {
+            let tx = store.db.begin_write().expect("write");
+            tx.delete_table(ALERT_DAYS).expect("delete");
+            tx.commit().expect("commit");
+        }
+        drop(store);
+        let store = Store::open(&dir).expect("reopen");
+        store.set_alerts_keep_days(7);
+        // Day 10 is the first marked: the 70 count as of it, so nothing goes yet; nor
+        // with the clock set back to day 2 (not marked: those count as of day 10 too).
+        assert_eq!(alerts_on(&store, day + 10, &["C2"]), [71]);
+        store.set_clock_ms(0);
+        assert_eq!(alerts_on(&store, day + 2, &["C2"]), [72]);
+        assert_eq!(alert_seqs(&store).len(), 72);
+        assert_eq!(alerts_on(&store, day + 17, &["C3"]), [73]);
+        assert_eq!(alert_seqs(&store).len(), 73);
+        // Day 18: everything before day 11 is older. 64 rows with this batch, the rest with
+        // the next.
+        assert_eq!(alerts_on(&store, day + 18, &["C3"]), [74]);
+        let left = alert_seqs(&store);
+        assert_eq!(left.first(), Some(&65), "{left:?}");
+        assert_eq!(alerts_on(&store, day + 18, &["C3"]), [75]);
+        assert_eq!(alert_seqs(&store), [73, 74, 75]);
+        // A year later, a batch without alerts: only the newest row stays, and counts as
+        // of the next day marked.
+        assert!(alerts_on(&store, day + 400, &[]).is_empty());
+        assert_eq!(alert_seqs(&store), [75]);
+        assert_eq!(alerts_on(&store, day + 401, &["C4", "C4"]), [76, 77]);
+        assert_eq!(alert_seqs(&store), [75, 76, 77]);
+        drop(store);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

@@ -7,8 +7,9 @@
 //! first row at or after `(case, 0)`. A chunk: the number of its pairs (u32), then each
 //! pair as the case id's length (u32), its bytes and the sequence number (u64), all
 //! little-endian. Chunks are cut as the cases' are (`super::runs::CHUNK_BYTES`). The checkpoints' `meta` lists the runs, oldest first
-//! (`case_alert_runs`). A pair is never removed: alerts are kept after their case is
-//! forgotten. Up to format `redlight-cases-2` the index was one table, `case_alerts`, a row
+//! (`case_alert_runs`). Alerts are kept after their case is forgotten, and so are their
+//! pairs; a pair goes only when a merge finds its alert deleted from the log
+//! (`store.alerts_keep_days`). Up to format `redlight-cases-2` the index was one table, `case_alerts`, a row
 //! per pair; what it holds is still read, and nothing is added to it.
 //!
 //! Why runs: a checkpoint inserted its alerts pair by pair into that table, its cases
@@ -160,15 +161,18 @@ impl<'f> Cursor<'f> {
 }
 
 /// Writes run `n` into `tx`: the pairs of `merged` (older runs, read from `rtx`) and of
-/// `new` (in key order), each pair once, in chunks cut before they pass `chunk_bytes`
-/// (unless one pair is bigger). Returns the run as `meta` lists it, or `None`
+/// `new` (in key order), each pair once and none of an alert numbered below `kept_from`
+/// (deleted from the log, `store.alerts_keep_days`), in chunks cut before they pass
+/// `chunk_bytes` (unless one pair is bigger). Returns the run as `meta` lists it, or `None`
 /// when it holds no pair (its table is not created).
+#[allow(clippy::too_many_arguments)]
 pub(super) fn write(
     tx: &redb::WriteTransaction,
     rtx: &redb::ReadTransaction,
     n: u64,
     merged: &[RunInfo],
     new: &[(&str, u64)],
+    kept_from: u64,
     file: &Path,
     chunk_bytes: usize,
 ) -> Result<Option<RunInfo>, StoreError> {
@@ -198,6 +202,8 @@ pub(super) fn write(
         entries: 0,
     };
     let mut next = 0;
+    // The last pair left out (an alert deleted from the log).
+    let mut dropped = (String::new(), 0);
     loop {
         // The smallest pair of the cursors and the new ones.
         let mut best: Option<(&str, u64)> = new.get(next).copied();
@@ -209,9 +215,16 @@ pub(super) fn write(
             }
         }
         let Some((case, seq)) = best else { break };
-        w.push(case, seq)?;
+        let key = if seq >= kept_from {
+            w.push(case, seq)?;
+            (w.last.0.as_str(), w.last.1)
+        } else {
+            dropped.0.clear();
+            dropped.0.push_str(case);
+            dropped.1 = seq;
+            (dropped.0.as_str(), dropped.1)
+        };
         // Every source past it: a pair in two sources is written once.
-        let key = (w.last.0.as_str(), w.last.1);
         while new.get(next) == Some(&key) {
             next += 1;
         }

@@ -365,6 +365,7 @@ impl Copier<'_> {
             ((&str, i64, u64), ()),
             ((&str, &str), &[u8]),
             ((i64, &str), &str),
+            (i64, u64),
         );
         Err(StoreError::Corrupt {
             file: from.to_path_buf(),
