@@ -227,10 +227,45 @@ pub async fn eventually(timeout: Duration, mut cond: impl FnMut() -> bool) -> bo
     }
 }
 
-/// An address nobody listens on (yet): bound, then released.
+/// An address nobody listens on (yet): bound, then released, so another test may take it
+/// before it is used. For the address a daemon then listens on; a receiver meant to be
+/// down takes a [`Silent`] one.
 pub fn free_addr() -> SocketAddr {
     let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     l.local_addr().expect("addr")
+}
+
+/// An address on 127.0.0.1 that nobody answers on (a connection to it is refused) and that
+/// no other test can take meanwhile: its port stays bound, not listened on, until
+/// [`Silent::open`] starts a [`Sink`] there. A port merely found free ([`free_addr`]) was
+/// once taken by another test's sink before the receiver meant to be down came up there,
+/// and that receiver took deliveries it should have refused.
+pub struct Silent {
+    addr: SocketAddr,
+    socket: tokio::net::TcpSocket,
+}
+
+impl Silent {
+    pub fn new() -> Silent {
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        socket
+            .bind("127.0.0.1:0".parse().expect("addr"))
+            .expect("bind");
+        let addr = socket.local_addr().expect("addr");
+        Silent { addr, socket }
+    }
+
+    /// A receiver at this address from now on.
+    pub async fn open(self) -> Sink {
+        drop(self.socket);
+        Sink::start_on(self.addr).await
+    }
+}
+
+impl std::fmt::Display for Silent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.addr.fmt(f)
+    }
 }
 
 /// A fresh temporary folder.
