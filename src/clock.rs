@@ -24,6 +24,11 @@ use chrono_tz::Tz;
 /// One day in milliseconds.
 pub const DAY: i64 = 86_400_000;
 
+/// The wall clock: milliseconds since the Unix epoch.
+pub fn wall_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
 /// Local-time conversions for the calendar's zone, with a fast path for zones whose offset
 /// is the same over the whole calendar range (Asia/Shanghai has had no DST since 1991).
 #[derive(Debug, Clone, Copy)]

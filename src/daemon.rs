@@ -20,6 +20,7 @@
 //! before their offset is committed; nothing on the input can stop the loop.
 
 use crate::alert::Alert;
+use crate::clock::wall_ms;
 use crate::config::Config;
 use crate::engine::{Applied, Case, Engine, EngineError};
 use crate::event::Event;
@@ -1994,10 +1995,6 @@ fn unreadable_offset(reason: &str) -> Option<u64> {
         .find(|c: char| !c.is_ascii_digit())
         .unwrap_or(rest.len());
     rest[..end].parse().ok()
-}
-
-fn wall_ms() -> i64 {
-    chrono::Utc::now().timestamp_millis()
 }
 
 impl Loop<'_> {

@@ -35,7 +35,7 @@
 //! stayed open.
 
 use crate::alert::{Alert, Level, Status, alert_id, format_instant};
-use crate::clock::{Counting, DAY};
+use crate::clock::{Counting, DAY, wall_ms};
 use crate::config::{Config, ReceiverConfig, Secret, StringList};
 use crate::formats::chat::{Reply, check_reply};
 use crate::formats::{self, Context, Escalation, Format, Keys, Notice};
@@ -1254,10 +1254,6 @@ pub fn pending_escalations(store: &Store) -> Result<u64, StoreError> {
 
 /// Milliseconds since the epoch; the worker's notion of now (tests may fake it).
 pub type Clock = Arc<dyn Fn() -> i64 + Send + Sync>;
-
-fn wall_ms() -> i64 {
-    chrono::Utc::now().timestamp_millis()
-}
 
 /// Options of [`Delivery::start`].
 #[derive(Clone, Default)]

@@ -116,7 +116,6 @@ const ALERT_DAYS: TableDefinition<i64, u64> = TableDefinition::new("alert_days")
 /// once they are older than `store.alerts_keep_days`: redb reads every row it deletes, and
 /// a year's alerts deleted at once would hold a batch up.
 const PRUNE_ALERT_ROWS: usize = 64;
-const DAY_MS: i64 = 86_400_000;
 /// Cases changed since the last checkpoint: one row per batch, numbered in commit order,
 /// holding the batch's changed cases in one value (see [`CaseChanges`]). One insert of a
 /// few MiB instead of thousands of small ones.
@@ -2227,9 +2226,7 @@ impl Store {
 
     fn now_ms(&self) -> i64 {
         match self.clock_ms.load(Ordering::Relaxed) {
-            0 => std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX)),
+            0 => crate::clock::wall_ms(),
             ms => ms,
         }
     }
@@ -3038,7 +3035,7 @@ impl Store {
                 Ok(())
             })?;
             seqs.extend((first..).take(batch.alerts.len()));
-            let today = self.now_ms().div_euclid(DAY_MS);
+            let today = self.now_ms().div_euclid(crate::clock::DAY);
             let mark = (!batch.alerts.is_empty()
                 && self.alert_day_seen.load(Ordering::Relaxed) != today)
                 .then_some((today, first));
@@ -5497,7 +5494,7 @@ mod tests {
     /// Commits a batch of alerts for `cases` on `day` (days since 1970, at noon UTC);
     /// returns their sequence numbers.
     fn alerts_on(store: &Store, day: i64, cases: &[&str]) -> Vec<u64> {
-        store.set_clock_ms(day * DAY_MS + DAY_MS / 2);
+        store.set_clock_ms(day * crate::clock::DAY + crate::clock::DAY / 2);
         let mut b = WriteBatch::default();
         for (i, c) in cases.iter().enumerate() {
             b.alerts.push(alert_of(c, i as u64));
