@@ -18,6 +18,8 @@
 mod calendar;
 #[path = "e2e/harness.rs"]
 mod harness;
+#[path = "common/ports.rs"]
+mod ports;
 #[path = "e2e/workload.rs"]
 mod workload;
 

@@ -4,6 +4,8 @@
 
 #[path = "../common/calendar.rs"]
 mod calendar;
+#[path = "../common/ports.rs"]
+mod ports;
 
 use axum::Router;
 use axum::body::Bytes;
@@ -227,19 +229,19 @@ pub async fn eventually(timeout: Duration, mut cond: impl FnMut() -> bool) -> bo
     }
 }
 
-/// An address nobody listens on (yet): bound, then released, so another test may take it
-/// before it is used. For the address a daemon then listens on; a receiver meant to be
-/// down takes a [`Silent`] one.
+/// An address nobody listens on, for a daemon to listen on: see `common/ports.rs`.
 pub fn free_addr() -> SocketAddr {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("addr")
+    SocketAddr::from(([127, 0, 0, 1], ports::free_port()))
 }
 
 /// An address on 127.0.0.1 that nobody answers on (a connection to it is refused) and that
 /// no other test can take meanwhile: its port stays bound, not listened on, until
-/// [`Silent::open`] starts a [`Sink`] there. A port merely found free ([`free_addr`]) was
-/// once taken by another test's sink before the receiver meant to be down came up there,
-/// and that receiver took deliveries it should have refused.
+/// [`Silent::open`] starts a [`Sink`] there. A port merely found free by binding port 0
+/// and releasing it was once taken by another test's sink (bound to port 0) before the
+/// receiver meant to be down came up there, and that receiver took deliveries it should
+/// have refused. The port comes from below the kernel's ephemeral range (`common/ports.rs`),
+/// so no socket bound to port 0 can take it either in the moment between the two binds of
+/// [`Silent::open`].
 pub struct Silent {
     addr: SocketAddr,
     socket: tokio::net::TcpSocket,
@@ -249,7 +251,7 @@ impl Silent {
     pub fn new() -> Silent {
         let socket = tokio::net::TcpSocket::new_v4().expect("socket");
         socket
-            .bind("127.0.0.1:0".parse().expect("addr"))
+            .bind(SocketAddr::from(([127, 0, 0, 1], ports::free_port())))
             .expect("bind");
         let addr = socket.local_addr().expect("addr");
         Silent { addr, socket }

@@ -532,11 +532,7 @@ impl Drop for TestDir {
     }
 }
 
-/// A port nobody listens on right now.
-pub fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-    l.local_addr().expect("local addr").port()
-}
+pub use crate::ports::free_port;
 
 /// The names one test uses.
 pub struct Names {

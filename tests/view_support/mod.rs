@@ -157,10 +157,9 @@ pub fn quickstart_events(config: &Path, stamp: &str, now: Option<i64>) -> std::p
     cmd.output().expect("scripts/quickstart.sh events")
 }
 
-pub fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("addr").port()
-}
+#[path = "../common/ports.rs"]
+mod ports;
+pub use ports::free_port;
 
 /// A running `redlight run` with its own topic, group, data dir and port.
 pub struct Daemon {
