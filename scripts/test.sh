@@ -5,7 +5,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-step() { printf '\n==> %s\n' "$*" >&2; }
+# Each step says how far into the run it starts (bash's SECONDS), so a slow step shows.
+step() { printf '\n==> [%ss] %s\n' "$SECONDS" "$*" >&2; }
 
 step "cargo fmt --check"
 cargo fmt --all -- --check
@@ -85,4 +86,5 @@ cargo bench --quiet --bench micro -- --test
 # The closing line CI reads: the totals of every `cargo test` binary above.
 passed=$(grep -Eo '[0-9]+ passed' target/test-output.txt | awk '{s+=$1} END {print s+0}')
 failed=$(grep -Eo '[0-9]+ failed' target/test-output.txt | awk '{s+=$1} END {print s+0}')
+step "done"
 printf '\ntests: %s passed, %s failed\n' "$passed" "$failed"
