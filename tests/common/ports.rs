@@ -27,9 +27,9 @@ pub fn free_port() -> u16 {
         return l.local_addr().expect("local addr").port();
     }
     let span = end - FIRST;
-    // Test binaries run one after another; a start of their own keeps one from trying
-    // the ports a daemon of the one before may still be closing.
-    let start = std::process::id() % span;
+    // Test binaries run one after another; a start of their own (their process ids
+    // spread over the range) keeps one from trying the ports the one before used.
+    let start = std::process::id().wrapping_mul(997) % span;
     for _ in 0..span {
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
         let port = u16::try_from(FIRST + (start + n) % span).expect("below 65536");

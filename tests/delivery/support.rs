@@ -250,6 +250,9 @@ pub struct Silent {
 impl Silent {
     pub fn new() -> Silent {
         let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        // As a listener binds (std's and tokio's set it): connections an earlier test closed
+        // on this port, waiting out TIME_WAIT, do not refuse the bind.
+        socket.set_reuseaddr(true).expect("SO_REUSEADDR");
         socket
             .bind(SocketAddr::from(([127, 0, 0, 1], ports::free_port())))
             .expect("bind");
