@@ -821,7 +821,7 @@ no_proxy = ["intranet.example", "127.0.0.0/8"]"#
     s.stop().await;
 
     // A proxy nobody answers on: the error names it, not its password.
-    let nobody = Silent::new();
+    let nobody = free_addr();
     let s = start(
         "proxy-down",
         &format!(r#"proxy = "http://redlight:s3cret-pass@{nobody}""#),
@@ -1317,7 +1317,7 @@ async fn an_exhausted_schedule_is_a_dead_letter() {
 /// each once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_receiver_down_for_a_while_gets_everything_when_back() {
-    let addr = Silent::new();
+    let addr = free_addr();
     let s = Setup::start(
         "down",
         &json_receiver(
@@ -1334,7 +1334,7 @@ async fn a_receiver_down_for_a_while_gets_everything_when_back() {
     );
     tokio::time::sleep(Duration::from_millis(800)).await;
     assert_eq!(s.pending(), 20, "queued, none lost");
-    let sink = addr.open().await;
+    let sink = Sink::start_on(addr).await;
     sink.set_plan(|_, _| Answer::ok(""));
     assert!(sink.wait_ok(20, WAIT).await, "all delivered once back");
     assert!(eventually(WAIT, || s.pending() == 0).await);
@@ -1354,7 +1354,7 @@ async fn a_receiver_down_for_a_while_gets_everything_when_back() {
 /// retry's time (on the default schedule that is up to 10 minutes; one of `1h` an hour).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_receiver_back_gets_the_deliveries_waiting_for_a_retry_at_once() {
-    let addr = Silent::new();
+    let addr = free_addr();
     let s = Setup::start(
         "back",
         &json_receiver(
@@ -1372,7 +1372,7 @@ async fn a_receiver_back_gets_the_deliveries_waiting_for_a_retry_at_once() {
         s.count("hook", "retry")
     );
     assert!(s.settled(2).await, "the failures recorded");
-    let sink = addr.open().await;
+    let sink = Sink::start_on(addr).await;
     sink.set_plan(|_, _| Answer::ok(""));
     let fresh = red(&s.rules, 20);
     s.commit(vec![fresh.clone()]);
@@ -1399,7 +1399,7 @@ async fn a_receiver_back_gets_the_deliveries_waiting_for_a_retry_at_once() {
 /// with the receiver's first success after it, as within one run.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_a_restart_the_receivers_first_success_sends_what_failed_before() {
-    let addr = Silent::new();
+    let addr = free_addr();
     let extra = json_receiver(
         &format!("http://{addr}/h"),
         r#"["50ms", "60s", "60s", "60s"]"#,
@@ -1432,7 +1432,7 @@ async fn after_a_restart_the_receivers_first_success_sends_what_failed_before() 
         metrics,
         rules,
     };
-    let sink = addr.open().await;
+    let sink = Sink::start_on(addr).await;
     sink.set_plan(|_, _| Answer::ok(""));
     let fresh = red(&s.rules, 10);
     s.commit(vec![fresh.clone()]);
@@ -2389,7 +2389,7 @@ fn spawn_child(config: &Path, alerts: Option<usize>) -> std::process::Child {
 /// delivery still in the outbox; the next process delivers all of them, each once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_with_a_full_outbox_loses_nothing() {
-    let addr = Silent::new();
+    let addr = free_addr();
     let dir = tmp("kill-full");
     let config = write_config(
         &dir,
@@ -2408,7 +2408,7 @@ async fn kill_9_with_a_full_outbox_loses_nothing() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     child.kill().expect("kill -9");
     let _ = child.wait();
-    let sink = addr.open().await;
+    let sink = Sink::start_on(addr).await;
     sink.set_plan(|_, _| Answer::ok(""));
     let mut child = spawn_child(&config, None);
     let all = sink.wait_ok(50, Duration::from_secs(30)).await;
@@ -2624,7 +2624,7 @@ async fn the_daemon_delivers_everything_after_kill_9() {
             .expect("topic created");
     }
 
-    let hook = Silent::new();
+    let hook = free_addr();
     let http_addr = free_addr();
     let secret = "whsec_ZGFlbW9uLXRlc3Qtc2VjcmV0LTAxMjM0NTY3ODk=";
     let dir = tmp("daemon");
@@ -2738,7 +2738,7 @@ receivers = ["picky"]
     Daemon::kill_9(d);
 
     // 3. The receiver comes up (the robot refuses at first); the daemon restarts.
-    let sink = hook.open().await;
+    let sink = Sink::start_on(hook).await;
     sink.set_plan(|_, h| {
         if h.path.starts_with("/picky") {
             Answer::ok(r#"{"errcode":93000,"errmsg":"invalid webhook url"}"#)

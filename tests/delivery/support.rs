@@ -229,48 +229,14 @@ pub async fn eventually(timeout: Duration, mut cond: impl FnMut() -> bool) -> bo
     }
 }
 
-/// An address nobody listens on, for a daemon to listen on: see `common/ports.rs`.
+/// An address on 127.0.0.1 nobody listens on (a connection to it is refused) until the
+/// test starts something there: a daemon, or a [`Sink`] for a receiver meant to be down
+/// for a while. Its port is one no other test of this binary is given and no socket bound
+/// to port 0 can get (`common/ports.rs`): a port found by binding port 0 and releasing it
+/// was once taken by another test's sink before the receiver meant to be down came up
+/// there, and that receiver took deliveries it should have refused.
 pub fn free_addr() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], ports::free_port()))
-}
-
-/// An address on 127.0.0.1 that nobody answers on (a connection to it is refused) and that
-/// no other test can take meanwhile: its port stays bound, not listened on, until
-/// [`Silent::open`] starts a [`Sink`] there. A port merely found free by binding port 0
-/// and releasing it was once taken by another test's sink (bound to port 0) before the
-/// receiver meant to be down came up there, and that receiver took deliveries it should
-/// have refused. The port comes from below the kernel's ephemeral range (`common/ports.rs`),
-/// so no socket bound to port 0 can take it either in the moment between the two binds of
-/// [`Silent::open`].
-pub struct Silent {
-    addr: SocketAddr,
-    socket: tokio::net::TcpSocket,
-}
-
-impl Silent {
-    pub fn new() -> Silent {
-        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
-        // As a listener binds (std's and tokio's set it): connections an earlier test closed
-        // on this port, waiting out TIME_WAIT, do not refuse the bind.
-        socket.set_reuseaddr(true).expect("SO_REUSEADDR");
-        socket
-            .bind(SocketAddr::from(([127, 0, 0, 1], ports::free_port())))
-            .expect("bind");
-        let addr = socket.local_addr().expect("addr");
-        Silent { addr, socket }
-    }
-
-    /// A receiver at this address from now on.
-    pub async fn open(self) -> Sink {
-        drop(self.socket);
-        Sink::start_on(self.addr).await
-    }
-}
-
-impl std::fmt::Display for Silent {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        self.addr.fmt(f)
-    }
 }
 
 /// A fresh temporary folder.
