@@ -1024,6 +1024,35 @@ struct RuleDef {
     grace: Option<LimitDef>,
 }
 
+/// See [`RuleDef::kind_fields`].
+type KindFields = [(&'static str, bool); 16];
+
+impl RuleDef {
+    /// The fields that belong to one kind of rule or another (`when` and `values` serve
+    /// every kind), and whether this rule sets each; in the order `redlight check` names
+    /// them.
+    fn kind_fields(&self) -> KindFields {
+        [
+            ("message", self.message.is_some()),
+            ("start", self.start.is_some()),
+            ("stop", self.stop.is_some()),
+            ("pause", self.pause.is_some()),
+            ("resume", self.resume.is_some()),
+            ("limit", self.limit.is_some()),
+            ("variant", self.variant.is_some()),
+            ("extend", self.extend.is_some()),
+            ("warn", self.warn.is_some()),
+            ("stages", self.stages.is_some()),
+            ("on", self.on.is_some()),
+            ("condition", self.condition.is_some()),
+            ("fulfil", self.fulfil.is_some()),
+            ("period", self.period.is_some()),
+            ("period_field", self.period_field.is_some()),
+            ("grace", self.grace.is_some()),
+        ]
+    }
+}
+
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct LimitDef {
@@ -1313,9 +1342,11 @@ impl Cx<'_> {
         Some(limit)
     }
 
-    fn forbid(&mut self, kind: &str, fields: &[(&str, bool)]) {
-        for (name, present) in fields {
-            if *present {
+    /// A problem for each field the rule sets that its kind does not take (of the fields
+    /// that belong to one kind or another, [`RuleDef::kind_fields`]).
+    fn takes_only(&mut self, kind: &str, fields: &KindFields, takes: &[&str]) {
+        for &(name, set) in fields {
+            if set && !takes.contains(&name) {
                 self.problem(Some(name), format!("does not apply to a {kind} rule"));
             }
         }
@@ -1367,19 +1398,23 @@ fn compile_rule(cx: &mut Cx<'_>, raw: toml::Table, meta: &PackMeta) -> Option<Ru
         );
     }
     let pack_share = meta.warn_share.unwrap_or(DEFAULT_WARN_SHARE);
+    let fields = def.kind_fields();
     let values = cx.values(def.values);
     let kind = match def.kind {
         KindName::Deadline => {
-            cx.forbid(
+            cx.takes_only(
                 "deadline",
+                &fields,
                 &[
-                    ("message", def.message.is_some()),
-                    ("stages", def.stages.is_some()),
-                    ("on", def.on.is_some()),
-                    ("fulfil", def.fulfil.is_some()),
-                    ("period", def.period.is_some()),
-                    ("period_field", def.period_field.is_some()),
-                    ("grace", def.grace.is_some()),
+                    "start",
+                    "stop",
+                    "pause",
+                    "resume",
+                    "limit",
+                    "variant",
+                    "extend",
+                    "warn",
+                    "condition",
                 ],
             );
             let start = cx.types("start", def.start, true);
@@ -1487,26 +1522,7 @@ fn compile_rule(cx: &mut Cx<'_>, raw: toml::Table, meta: &PackMeta) -> Option<Ru
             })
         }
         KindName::Sequence => {
-            cx.forbid(
-                "sequence",
-                &[
-                    ("message", def.message.is_some()),
-                    ("start", def.start.is_some()),
-                    ("stop", def.stop.is_some()),
-                    ("pause", def.pause.is_some()),
-                    ("resume", def.resume.is_some()),
-                    ("limit", def.limit.is_some()),
-                    ("variant", def.variant.is_some()),
-                    ("extend", def.extend.is_some()),
-                    ("warn", def.warn.is_some()),
-                    ("on", def.on.is_some()),
-                    ("condition", def.condition.is_some()),
-                    ("fulfil", def.fulfil.is_some()),
-                    ("period", def.period.is_some()),
-                    ("period_field", def.period_field.is_some()),
-                    ("grace", def.grace.is_some()),
-                ],
-            );
+            cx.takes_only("sequence", &fields, &["stages"]);
             let stages = def.stages.unwrap_or_default();
             if stages.len() < 2 || stages.len() > 64 {
                 cx.problem(Some("stages"), "list between 2 and 64 event types".into());
@@ -1524,24 +1540,7 @@ fn compile_rule(cx: &mut Cx<'_>, raw: toml::Table, meta: &PackMeta) -> Option<Ru
             })
         }
         KindName::Check => {
-            cx.forbid(
-                "check",
-                &[
-                    ("start", def.start.is_some()),
-                    ("stop", def.stop.is_some()),
-                    ("pause", def.pause.is_some()),
-                    ("resume", def.resume.is_some()),
-                    ("limit", def.limit.is_some()),
-                    ("variant", def.variant.is_some()),
-                    ("extend", def.extend.is_some()),
-                    ("warn", def.warn.is_some()),
-                    ("stages", def.stages.is_some()),
-                    ("fulfil", def.fulfil.is_some()),
-                    ("period", def.period.is_some()),
-                    ("period_field", def.period_field.is_some()),
-                    ("grace", def.grace.is_some()),
-                ],
-            );
+            cx.takes_only("check", &fields, &["on", "condition", "message"]);
             let on = cx.types("on", def.on, true);
             let when = cx.matcher("when", def.when);
             let condition = match def.condition {
@@ -1563,21 +1562,10 @@ fn compile_rule(cx: &mut Cx<'_>, raw: toml::Table, meta: &PackMeta) -> Option<Ru
             })
         }
         KindName::Periodic => {
-            cx.forbid(
+            cx.takes_only(
                 "periodic",
-                &[
-                    ("message", def.message.is_some()),
-                    ("stop", def.stop.is_some()),
-                    ("pause", def.pause.is_some()),
-                    ("resume", def.resume.is_some()),
-                    ("limit", def.limit.is_some()),
-                    ("variant", def.variant.is_some()),
-                    ("extend", def.extend.is_some()),
-                    ("warn", def.warn.is_some()),
-                    ("stages", def.stages.is_some()),
-                    ("on", def.on.is_some()),
-                    ("condition", def.condition.is_some()),
-                ],
+                &fields,
+                &["start", "fulfil", "period", "period_field", "grace"],
             );
             let start = cx.types("start", def.start, true);
             let fulfil = match def.fulfil {
@@ -1886,6 +1874,65 @@ strat = \"approval.accepted\"
             joined.contains("rule `t.c`: field `strat`: unknown field `strat`"),
             "{joined}"
         );
+    }
+
+    /// A field of another kind of rule (a `limit` on a check, `stages` on a deadline) is
+    /// named as not applying to the rule's kind, each one, and nothing else is said of the
+    /// fields each kind takes.
+    #[test]
+    fn a_field_of_another_kind_of_rule_is_named() {
+        let rule = |id: &str, kind: &str, fields: &str| {
+            format!(
+                "\n[[rule]]\nid = \"{id}\"\nkind = \"{kind}\"\ntitle = \"t\"\nbasis = \"b\"\n{fields}\n"
+            )
+        };
+        let deadline = "start = \"approval.accepted\"\nstop = \"approval.decided\"\n\
+                        limit = { workdays = 20 }\ncondition = \"true\"";
+        let check = "on = \"safety.accident_discovered\"\ncondition = \"true\"\nmessage = \"m\"";
+        let sequence = "stages = [\"approval.accepted\", \"approval.decided\"]";
+        let periodic = "start = \"market.registration_decided\"\n\
+                        fulfil = \"market.report_submitted\"\nperiod = \"quarter\"\n\
+                        grace = { days = 15 }";
+        let good = [
+            rule("t.d", "deadline", deadline),
+            rule("t.c", "check", check),
+            rule("t.s", "sequence", sequence),
+            rule("t.p", "periodic", periodic),
+        ];
+        load(&format!("{HEAD}{}", good.concat())).expect("each kind with the fields it takes");
+        let bad = [
+            rule(
+                "t.d",
+                "deadline",
+                &format!("{deadline}\nstages = [\"approval.accepted\"]"),
+            ),
+            rule("t.c", "check", &format!("{check}\nlimit = {{ hours = 1 }}")),
+            rule(
+                "t.s",
+                "sequence",
+                &format!("{sequence}\ncondition = \"true\""),
+            ),
+            rule(
+                "t.p",
+                "periodic",
+                &format!("{periodic}\nstop = \"approval.decided\""),
+            ),
+        ];
+        let errs = load(&format!("{HEAD}{}", bad.concat())).expect_err("bad");
+        let text: Vec<String> = errs.iter().map(|p| p.to_string()).collect();
+        for want in [
+            "rule `t.d`: field `stages`: does not apply to a deadline rule",
+            "rule `t.c`: field `limit`: does not apply to a check rule",
+            "rule `t.s`: field `condition`: does not apply to a sequence rule",
+            "rule `t.p`: field `stop`: does not apply to a periodic rule",
+        ] {
+            assert_eq!(
+                text.iter().filter(|t| t.contains(want)).count(),
+                1,
+                "{want}: {text:#?}"
+            );
+        }
+        assert_eq!(text.len(), 4, "{text:#?}");
     }
 
     /// Every place a rule names a field of events' data is checked against SPEC §1's
