@@ -24,10 +24,10 @@ mod ports;
 mod workload;
 
 use harness::{
-    Daemon, Landed, Msg, Names, Producer, TestDir, Topics, add_partitions, alert_census, broker,
-    create_topics, damage_gzip_batch, delete_records_before, end_offsets, free_port, kafka_sh,
-    kafka_sh_says, multiset_diff, now_ms, poll_until, read_topic, replay, serial, set_config,
-    set_librdkafka, set_topic_config, set_topic_configs, write_config,
+    Broker, Daemon, Landed, Msg, Names, Producer, TestDir, Topics, add_partitions, alert_census,
+    broker, create_topics, damage_gzip_batch, delete_records_before, end_offsets, free_port,
+    kafka_sh, kafka_sh_says, multiset_diff, now_ms, poll_until, read_topic, replay, serial,
+    set_config, set_librdkafka, set_topic_config, set_topic_configs, write_config,
 };
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -40,6 +40,36 @@ use workload::{Gen, Line};
 /// come before its alerts are compared (so that extra or repeated ones show): well over
 /// `kafka.idle_ms` (1 s), after which caught-up partitions follow the wall clock.
 const QUIET: Duration = Duration::from_secs(3);
+
+/// What a test starts from: the shared broker, a data directory, and the input topic of
+/// `partitions` partitions with the dead-letter topic of one, all named after the test
+/// (removed and deleted when the last two are dropped).
+fn bed(test: &str, partitions: i32) -> (&'static Broker, TestDir, Names, Topics) {
+    bed_with(test, partitions, true)
+}
+
+/// [`bed`] with no dead-letter topic.
+fn bed_without_dead_letters(
+    test: &str,
+    partitions: i32,
+) -> (&'static Broker, TestDir, Names, Topics) {
+    bed_with(test, partitions, false)
+}
+
+fn bed_with(
+    test: &str,
+    partitions: i32,
+    dead_letters: bool,
+) -> (&'static Broker, TestDir, Names, Topics) {
+    let b = broker();
+    let names = Names::new(test);
+    let mut topics = vec![(names.topic.as_str(), partitions)];
+    if dead_letters {
+        topics.push((names.dead_letter.as_str(), 1));
+    }
+    let topics = Topics::create(&b.bootstrap, &topics);
+    (b, TestDir::new(test), names, topics)
+}
 
 fn lines_of(lines: &[Line]) -> Vec<&str> {
     lines.iter().map(|l| l.line.as_str()).collect()
@@ -198,10 +228,7 @@ fn out_of_order_resumes(d: &Daemon, lines: &[Line], landed: &[Landed]) -> String
 fn daemon_matches_replay() {
     let _serial = serial();
     let t0 = Instant::now();
-    let b = broker();
-    let dir = TestDir::new("a");
-    let names = Names::new("a");
-    let _topics = Topics::create(&b.bootstrap, &[(&names.topic, 4), (&names.dead_letter, 1)]);
+    let (b, dir, names, _topics) = bed("a", 4);
 
     let mut workload = Gen::new(0x5EED_A11C, "A");
     workload.full_cases(3000);
@@ -329,10 +356,7 @@ fn daemon_matches_replay() {
 fn history_fed_to_a_daemon_on_the_wall_clock_gives_replays_alerts() {
     let _serial = serial();
     let t0 = Instant::now();
-    let b = broker();
-    let dir = TestDir::new("h");
-    let names = Names::new("h");
-    let _topics = Topics::create(&b.bootstrap, &[(&names.topic, 4), (&names.dead_letter, 1)]);
+    let (b, dir, names, _topics) = bed("h", 4);
     let port = free_port();
     let config = write_config(&dir.path, &b.bootstrap, &names, port);
     let mut d = Daemon::new(config.clone(), dir.path.join("daemon.log"), port);
@@ -382,9 +406,7 @@ fn the_daemon_reads_a_broker_over_tls_with_a_sasl_login() {
     let env_or = |key: &str, default: &str| std::env::var(key).unwrap_or(default.to_string());
     let user = env_or("KAFKA_SASL_USER", "redlight");
     let password = env_or("KAFKA_SASL_PASSWORD", "redlight-secret");
-    let dir = TestDir::new("g");
-    let names = Names::new("g");
-    let _topics = Topics::create(&b.bootstrap, &[(&names.topic, 2), (&names.dead_letter, 1)]);
+    let (_, dir, names, _topics) = bed("g", 2);
     let mut workload = Gen::new(0x5EED_7150, "G");
     workload.full_cases(300);
     let lines = workload.finish();
@@ -448,9 +470,7 @@ fn the_daemon_reads_a_kerberos_broker_with_a_keytab() {
     let (krb5_conf, keytab, principal) =
         (field("KRB5_CONFIG"), field("keytab"), field("principal"));
     let bootstrap = kafka_sh_says(b.port, "gssapi-bootstrap");
-    let dir = TestDir::new("m");
-    let names = Names::new("m");
-    let _topics = Topics::create(&b.bootstrap, &[(&names.topic, 2), (&names.dead_letter, 1)]);
+    let (_, dir, names, _topics) = bed("m", 2);
     let mut workload = Gen::new(0x5EED_6551, "M");
     workload.full_cases(300);
     let lines = workload.finish();
@@ -551,10 +571,7 @@ fn the_daemon_reads_a_kerberos_broker_with_a_keytab() {
 #[test]
 fn a_lost_store_is_refused_not_read_on_from_the_groups_offsets() {
     let _serial = serial();
-    let b = broker();
-    let dir = TestDir::new("lost");
-    let names = Names::new("lost");
-    let _topics = Topics::create(&b.bootstrap, &[(&names.topic, 2), (&names.dead_letter, 1)]);
+    let (b, dir, names, _topics) = bed("lost", 2);
     let mut workload = Gen::new(0x5EED_10A7, "L");
     workload.full_cases(400);
     let lines = workload.finish();
@@ -636,10 +653,7 @@ fn a_lost_store_is_refused_not_read_on_from_the_groups_offsets() {
 fn cases_follow_their_events_to_partitions_added_to_the_topic() {
     let _serial = serial();
     let t0 = Instant::now();
-    let b = broker();
-    let dir = TestDir::new("grow");
-    let names = Names::new("grow");
-    let _topics = Topics::create(&b.bootstrap, &[(&names.topic, 2), (&names.dead_letter, 1)]);
+    let (b, dir, names, _topics) = bed("grow", 2);
     let mut workload = Gen::new(0x5EED_6A0E, "G");
     workload.full_cases(400);
     let lines = workload.finish();
@@ -815,10 +829,7 @@ fn a_case_whose_events_come_on_two_topics_is_one_case() {
 fn a_topic_created_again_is_read_from_its_start() {
     let _serial = serial();
     let t0 = Instant::now();
-    let b = broker();
-    let dir = TestDir::new("again");
-    let names = Names::new("again");
-    let _topics = Topics::create(&b.bootstrap, &[(&names.topic, 2), (&names.dead_letter, 1)]);
+    let (b, dir, names, _topics) = bed("again", 2);
     let mut old = Gen::new(0x5EED_A6A1, "A1");
     old.full_cases(300);
     let old = old.finish();
@@ -889,10 +900,7 @@ fn a_topic_created_again_is_read_from_its_start() {
 #[test]
 fn events_the_broker_deleted_unread_are_counted() {
     let _serial = serial();
-    let b = broker();
-    let dir = TestDir::new("h");
-    let names = Names::new("h");
-    let _topics = Topics::create(&b.bootstrap, &[(&names.topic, 1), (&names.dead_letter, 1)]);
+    let (b, dir, names, _topics) = bed("h", 1);
     let mut workload = Gen::new(0x5EED_1057, "H");
     workload.full_cases(60);
     let lines = workload.finish();
@@ -980,10 +988,7 @@ fn events_the_broker_deleted_unread_are_counted() {
 #[test]
 fn a_missing_dead_letter_topic_is_said_at_start() {
     let _serial = serial();
-    let b = broker();
-    let dir = TestDir::new("i");
-    let names = Names::new("i");
-    let _topics = Topics::create(&b.bootstrap, &[(&names.topic, 1)]);
+    let (b, dir, names, _topics) = bed_without_dead_letters("i", 1);
     let port = free_port();
     let config = write_config(&dir.path, &b.bootstrap, &names, port);
     let mut d = Daemon::new(config, dir.path.join("daemon.log"), port);
@@ -1004,10 +1009,7 @@ fn a_missing_dead_letter_topic_is_said_at_start() {
 #[test]
 fn an_input_topic_that_can_lose_events_is_named_at_start() {
     let _serial = serial();
-    let b = broker();
-    let dir = TestDir::new("compacted");
-    let names = Names::new("compacted");
-    let _topics = Topics::create(&b.bootstrap, &[(&names.topic, 2)]);
+    let (b, dir, names, _topics) = bed_without_dead_letters("compacted", 2);
     set_topic_configs(
         &b.bootstrap,
         &names.topic,
@@ -1048,10 +1050,7 @@ struct Ready {
 
 impl Ready {
     fn start(test: &str) -> Ready {
-        let b = broker();
-        let dir = TestDir::new(test);
-        let names = Names::new(test);
-        let topics = Topics::create(&b.bootstrap, &[(&names.topic, 1), (&names.dead_letter, 1)]);
+        let (b, dir, names, topics) = bed(test, 1);
         let port = free_port();
         let config = write_config(&dir.path, &b.bootstrap, &names, port);
         let mut d = Daemon::new(config, dir.path.join("daemon.log"), port);
@@ -1189,10 +1188,7 @@ fn idle_connections_are_served_512_at_a_time() {
 fn dead_letters_the_topic_refuses_wait_in_the_store() {
     let _serial = serial();
     let t0 = Instant::now();
-    let b = broker();
-    let dir = TestDir::new("j");
-    let names = Names::new("j");
-    let _topics = Topics::create(&b.bootstrap, &[(&names.topic, 1), (&names.dead_letter, 1)]);
+    let (b, dir, names, _topics) = bed("j", 1);
     set_topic_config(
         &b.bootstrap,
         &names.dead_letter,
@@ -1510,10 +1506,7 @@ fn dead_letters_the_topic_refuses_wait_in_the_store() {
 fn a_damaged_batch_on_the_broker_stops_its_partition_until_deleted() {
     let _serial = serial();
     let t0 = Instant::now();
-    let b = broker();
-    let dir = TestDir::new("l");
-    let names = Names::new("l");
-    let _topics = Topics::create(&b.bootstrap, &[(&names.topic, 2), (&names.dead_letter, 1)]);
+    let (b, dir, names, _topics) = bed("l", 2);
     // One stream in time order (each partition's clock is then replay's), its middle third
     // sent in gzip batches.
     let mut workload = Gen::new(0x5EED_0BAD, "L");
@@ -1606,10 +1599,7 @@ fn a_damaged_batch_on_the_broker_stops_its_partition_until_deleted() {
 #[test]
 fn a_pattern_that_matches_the_dead_letter_topic_does_not_loop() {
     let _serial = serial();
-    let b = broker();
-    let dir = TestDir::new("k");
-    let names = Names::new("k");
-    let _topics = Topics::create(&b.bootstrap, &[(&names.topic, 1), (&names.dead_letter, 1)]);
+    let (b, dir, names, _topics) = bed("k", 1);
     let base = names.topic.trim_end_matches(".events");
     let mut workload = Gen::new(0x5EED_600D, "K");
     workload.full_cases(30);
@@ -1682,10 +1672,7 @@ fn a_pattern_that_matches_the_dead_letter_topic_does_not_loop() {
 fn kill_minus_nine_loses_nothing() {
     let _serial = serial();
     let t0 = Instant::now();
-    let b = broker();
-    let dir = TestDir::new("b");
-    let names = Names::new("b");
-    let _topics = Topics::create(&b.bootstrap, &[(&names.topic, 4), (&names.dead_letter, 1)]);
+    let (b, dir, names, _topics) = bed("b", 4);
 
     let mut workload = Gen::new(0x5EED_B0B0, "B");
     workload.full_cases(2000);
@@ -1830,10 +1817,7 @@ fn backup_offsets(report: &Value) -> i64 {
 fn a_backup_taken_while_running_restores_and_loses_nothing() {
     let _serial = serial();
     let t0 = Instant::now();
-    let b = broker();
-    let dir = TestDir::new("backup");
-    let names = Names::new("backup");
-    let _topics = Topics::create(&b.bootstrap, &[(&names.topic, 4), (&names.dead_letter, 1)]);
+    let (b, dir, names, _topics) = bed("backup", 4);
     let mut workload = Gen::new(0x5EED_BAC0, "K");
     workload.full_cases(1200);
     let lines = workload.finish();
@@ -2158,9 +2142,7 @@ fn broker_outage_recovers() {
         b.bootstrap,
         String::from_utf8_lossy(&status.stdout)
     );
-    let dir = TestDir::new("c");
-    let names = Names::new("c");
-    let _topics = Topics::create(&b.bootstrap, &[(&names.topic, 4), (&names.dead_letter, 1)]);
+    let (_, dir, names, _topics) = bed("c", 4);
 
     // Before the outage: a full workload, as a backlog.
     let mut workload = Gen::new(0x5EED_C0FE, "C");
@@ -2388,10 +2370,7 @@ fn event_json(id: &str, kind: &str, time: &str, subject: &str, data: Value) -> V
 fn bad_messages_go_to_dead_letters() {
     let _serial = serial();
     let t0 = Instant::now();
-    let b = broker();
-    let dir = TestDir::new("d");
-    let names = Names::new("d");
-    let _topics = Topics::create(&b.bootstrap, &[(&names.topic, 4), (&names.dead_letter, 1)]);
+    let (b, dir, names, _topics) = bed("d", 4);
 
     let mut workload = Gen::new(0x5EED_D00D, "D");
     workload.full_cases(600);
@@ -3118,10 +3097,7 @@ const FULL_DISK: &str = "3m";
 #[test]
 fn a_pending_deadline_is_computed_after_a_restart_with_next_years_calendar() {
     let _serial = serial();
-    let b = broker();
-    let dir = TestDir::new("p");
-    let names = Names::new("p");
-    let _topics = Topics::create(&b.bootstrap, &[(&names.topic, 1), (&names.dead_letter, 1)]);
+    let (b, dir, names, _topics) = bed("p", 1);
     // The test calendar covers up to next year (shipped data, then placeholders); a case
     // accepted on December 24 of that year with 15 workdays needs the year after.
     let last_year = chrono::Datelike::year(&chrono::Utc::now()) + 1;
