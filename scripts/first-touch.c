@@ -8,7 +8,7 @@
  * the next round's pages come back from the kernel); then writes a file of that size into
  * the page cache three times (the file deleted in between). A virtual machine whose host
  * backs guest memory lazily and takes freed memory back (free page reporting) shows a
- * slow first round and fast later ones: see "Fresh memory on this machine" in
+ * slow first round and fast later ones: see "Measuring on this machine" in
  * docs/performance.md. A fast first round means memory is not the bottleneck there.
  */
 #define _GNU_SOURCE

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # A profile-guided (PGO) release build of redlight: 5-10% less CPU than
-# `cargo build --release` on the benchmarks (docs/performance.md, "What the late morning
+# `cargo build --release` on the benchmarks (docs/performance-log.md, "What the late morning
 # of 2026-12-07 adds"), for the cost of building twice.
 #
 #   scripts/pgo-build.sh                 build, train on the benchmarks' workloads, rebuild

@@ -14,7 +14,7 @@
 //! Before, the gauges came from the board's recount of the whole store: with a million
 //! cases about 2 s of CPU at most every 20 s while anything scraped `/metrics`, a tenth of
 //! a core (and 1.4–4.2 µs of CPU per event of the daemon benchmark, which polls `/metrics`
-//! while it consumes a backlog: docs/performance.md).
+//! while it consumes a backlog: docs/performance-log.md).
 //!
 //! They count the cases of the partitions this instance holds; the board's counts come
 //! from the store (`board.cache_seconds`), so for a moment after a change the two may

@@ -688,7 +688,7 @@ struct Generation {
     /// ([`runs::pack`]; as it is where packing would not make it smaller). Kept packed: a
     /// stream of new cases' overlay took 424 MB unpacked at its peak, fresh memory that
     /// cost this machine's kernel about a second of a 1M-event run to back (see
-    /// `docs/performance.md`); packed it is about a fifth. Readers unpack a piece to read
+    /// `docs/performance-log.md`); packed it is about a fifth. Readers unpack a piece to read
     /// its cases ([`OverlaySource`]); in key order, each piece once.
     journal: Vec<Vec<u8>>,
     /// The pieces' bytes unpacked: what a checkpoint writes of them.
