@@ -15,6 +15,9 @@ step "scripts/*.sh parse (bash -n); scripts/pgo-build.sh --help"
 for f in scripts/*.sh deploy/validate.sh; do bash -n "$f"; done
 scripts/pgo-build.sh --help >/dev/null
 
+step "Markdown: every relative link names a file, and every anchor a heading (scripts/check-links.py)"
+python3 scripts/check-links.py
+
 as_root() { if [[ $(id -u) -eq 0 ]]; then "$@"; else sudo "$@"; fi; }
 
 step "Debian packages: Cyrus SASL (the kafka-gssapi feature), MIT Kerberos (the test broker's KDC)"

@@ -1,0 +1,97 @@
+#!/usr/bin/env python3
+"""Checks the relative links of the repository's Markdown files: every `[text](path)` and
+`[text](path#anchor)` must name a file that exists, and an anchor a heading of that file
+(GitHub's way of making anchors from headings). Links to other sites are not followed.
+
+    scripts/check-links.py [FILE.md ...]     (default: every tracked *.md)
+
+Prints each broken link with its file and line and exits 1 when there is one.
+"""
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)\)")
+FENCE = re.compile(r"^\s*(```|~~~)")
+
+
+def slug(heading: str) -> str:
+    """GitHub's anchor for a heading: lower case, code marks and punctuation other than
+    hyphens and underscores dropped, spaces made hyphens."""
+    text = heading.strip().lower().replace("`", "")
+    text = re.sub(r"\[([^\]]*)\]\([^)]*\)", r"\1", text)  # a link in a heading: its text
+    text = "".join(c for c in text if c.isalnum() or c in " -_")
+    return text.replace(" ", "-")
+
+
+def anchors(path: Path) -> set:
+    seen = {}
+    out = set()
+    in_fence = False
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if FENCE.match(line):
+            in_fence = not in_fence
+            continue
+        if in_fence:
+            continue
+        m = re.match(r"^(#{1,6})\s+(.*?)\s*#*\s*$", line)
+        if not m:
+            continue
+        base = slug(m.group(2))
+        n = seen.get(base, 0)
+        seen[base] = n + 1
+        out.add(base if n == 0 else f"{base}-{n}")
+    return out
+
+
+def links(path: Path):
+    in_fence = False
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if FENCE.match(line):
+            in_fence = not in_fence
+            continue
+        if in_fence:
+            continue
+        # Inline code is not a link.
+        for target in LINK.findall(re.sub(r"`[^`]*`", "", line)):
+            yield number, target
+
+
+def main(argv) -> int:
+    if argv:
+        files = [Path(a).resolve() for a in argv]
+    else:
+        listed = subprocess.run(
+            ["git", "ls-files", "*.md"], cwd=ROOT, capture_output=True, text=True, check=True
+        ).stdout.split()
+        files = [ROOT / f for f in listed]
+    cache = {}
+    broken = 0
+    for md in files:
+        for number, target in links(md):
+            if re.match(r"^[a-z][a-z0-9+.-]*:", target):  # http:, https:, mailto:, …
+                continue
+            file_part, _, anchor = target.partition("#")
+            dest = (md.parent / file_part).resolve() if file_part else md
+            where = f"{md.relative_to(ROOT)}:{number}"
+            if not dest.exists():
+                print(f"{where}: link to {target}: no file {dest.relative_to(ROOT) if dest.is_relative_to(ROOT) else dest}")
+                broken += 1
+                continue
+            if anchor and dest.suffix == ".md":
+                if dest not in cache:
+                    cache[dest] = anchors(dest)
+                if anchor not in cache[dest]:
+                    print(f"{where}: link to {target}: no heading gives #{anchor}")
+                    broken += 1
+    if broken:
+        print(f"check-links.py: {broken} broken link(s)")
+        return 1
+    print(f"check-links.py: the relative links of {len(files)} Markdown files resolve")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
