@@ -27,16 +27,20 @@ def slug(heading: str) -> str:
     return text.replace(" ", "-")
 
 
+def prose(path: Path):
+    """The file's lines outside fenced code blocks, with their numbers."""
+    in_fence = False
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if FENCE.match(line):
+            in_fence = not in_fence
+        elif not in_fence:
+            yield number, line
+
+
 def anchors(path: Path) -> set:
     seen = {}
     out = set()
-    in_fence = False
-    for line in path.read_text(encoding="utf-8").splitlines():
-        if FENCE.match(line):
-            in_fence = not in_fence
-            continue
-        if in_fence:
-            continue
+    for _, line in prose(path):
         m = re.match(r"^(#{1,6})\s+(.*?)\s*#*\s*$", line)
         if not m:
             continue
@@ -48,13 +52,7 @@ def anchors(path: Path) -> set:
 
 
 def links(path: Path):
-    in_fence = False
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if FENCE.match(line):
-            in_fence = not in_fence
-            continue
-        if in_fence:
-            continue
+    for number, line in prose(path):
         # Inline code is not a link.
         for target in LINK.findall(re.sub(r"`[^`]*`", "", line)):
             yield number, target
