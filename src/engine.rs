@@ -1244,6 +1244,37 @@ fn key_hash(id: &str) -> u64 {
     rustc_hash::FxBuildHasher.hash_one(id)
 }
 
+/// Whether two case ids are the same, compared inline for ids of 8 to 32 bytes (a case
+/// map lookup compares one id, and the library's compare costs more to call than to run).
+#[inline(always)]
+fn same_id(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    if a.len() != b.len() {
+        return false;
+    }
+    if let (Some(a0), Some(a1), Some(b0), Some(b1)) = (
+        a.first_chunk::<16>(),
+        a.last_chunk::<16>(),
+        b.first_chunk::<16>(),
+        b.last_chunk::<16>(),
+    ) && a.len() <= 32
+    {
+        return u128::from_ne_bytes(*a0) == u128::from_ne_bytes(*b0)
+            && u128::from_ne_bytes(*a1) == u128::from_ne_bytes(*b1);
+    }
+    if let (Some(a0), Some(a1), Some(b0), Some(b1)) = (
+        a.first_chunk::<8>(),
+        a.last_chunk::<8>(),
+        b.first_chunk::<8>(),
+        b.last_chunk::<8>(),
+    ) && a.len() <= 16
+    {
+        return u64::from_ne_bytes(*a0) == u64::from_ne_bytes(*b0)
+            && u64::from_ne_bytes(*a1) == u64::from_ne_bytes(*b1);
+    }
+    a == b
+}
+
 /// The case map's hasher, for when it grows.
 fn slot_hash(slot: &Slot) -> u64 {
     key_hash(slot.0.as_str())
@@ -1644,7 +1675,7 @@ impl Engine {
     }
     pub fn case(&self, id: &str) -> Option<&Case> {
         self.cases
-            .find(key_hash(id), |(k, _)| k == id)
+            .find(key_hash(id), |(k, _)| same_id(k, id))
             .map(|(_, b)| &**b)
     }
     pub fn cases(&self) -> impl Iterator<Item = &Case> {
@@ -1793,7 +1824,9 @@ impl Engine {
             for j in 0..bucket.len() {
                 self.prefetch(|k| bucket.get(j + k).map(|t| t.1.as_str()));
                 let timer = std::mem::take(&mut bucket[j]);
-                let found = self.cases.find_entry(timer.0, |(k, _)| *k == timer.1);
+                let found = self
+                    .cases
+                    .find_entry(timer.0, |(k, _)| same_id(k, &timer.1));
                 self.core.stats.timer_entries_due += 1;
                 let Ok(mut slot) = found else {
                     self.core.stats.timer_entries_obsolete += 1;
@@ -1831,7 +1864,9 @@ impl Engine {
         }
         let mut ctrl = None;
         if let Some(id) = ahead(PREFETCH_CASE)
-            && let Some(index) = self.cases.find_bucket_index(key_hash(id), |(k, _)| k == id)
+            && let Some(index) = self
+                .cases
+                .find_bucket_index(key_hash(id), |(k, _)| same_id(k, id))
             && let Some((_, case)) = self.cases.get_bucket(index)
         {
             prefetch_bytes(&**case as *const Case as usize, std::mem::size_of::<Case>());
@@ -1900,7 +1935,10 @@ impl Engine {
         let hash = id_hash(&ev.id);
         let subject = ev.subject.as_str();
         let key = key_hash(subject);
-        let (is_new, case) = match self.cases.entry(key, |(k, _)| k == subject, slot_hash) {
+        let (is_new, case) = match self
+            .cases
+            .entry(key, |(k, _)| same_id(k, subject), slot_hash)
+        {
             hashbrown::hash_table::Entry::Occupied(o) => (false, &mut o.into_mut().1),
             hashbrown::hash_table::Entry::Vacant(v) => {
                 if info.handlers.is_empty() {
@@ -4347,6 +4385,30 @@ mod tests {
         );
         assert_eq!(decision_deadline(&engine), ms("2026-11-07T00:00:00+08:00"));
         assert_eq!(engine.stats().data_problems, bad.len() as u64);
+    }
+
+    /// Case ids compared inline are equal exactly when they are equal strings: every
+    /// length up to past the inline compares, a difference at every position.
+    #[test]
+    fn case_ids_compare_as_strings() {
+        for len in 0..=40usize {
+            let id: String = (0..len)
+                .map(|i| char::from(b'a' + (i % 26) as u8))
+                .collect();
+            assert!(same_id(&id, &id.clone()), "{len} bytes, equal");
+            for at in 0..len {
+                let mut other = id.clone().into_bytes();
+                other[at] = b'-';
+                let other = String::from_utf8(other).expect("ascii");
+                assert!(!same_id(&id, &other), "{len} bytes, differing at {at}");
+                assert!(!same_id(&other, &id), "{len} bytes, differing at {at}");
+            }
+            let longer = format!("{id}x");
+            assert!(!same_id(&id, &longer), "{len} and {} bytes", len + 1);
+            assert!(!same_id(&longer, &id), "{} and {len} bytes", len + 1);
+        }
+        assert!(same_id("受理-2026-0001", "受理-2026-0001"));
+        assert!(!same_id("受理-2026-0001", "受理-2026-0002"));
     }
 
     /// Event ids are found at every size: inline, listed, and indexed past 64; a case read
