@@ -1252,27 +1252,18 @@ fn same_id(a: &str, b: &str) -> bool {
     if a.len() != b.len() {
         return false;
     }
-    if let (Some(a0), Some(a1), Some(b0), Some(b1)) = (
-        a.first_chunk::<16>(),
-        a.last_chunk::<16>(),
-        b.first_chunk::<16>(),
-        b.last_chunk::<16>(),
-    ) && a.len() <= 32
-    {
-        return u128::from_ne_bytes(*a0) == u128::from_ne_bytes(*b0)
-            && u128::from_ne_bytes(*a1) == u128::from_ne_bytes(*b1);
+    match a.len() {
+        8..=16 => ends_equal::<8>(a, b),
+        17..=32 => ends_equal::<16>(a, b),
+        _ => a == b,
     }
-    if let (Some(a0), Some(a1), Some(b0), Some(b1)) = (
-        a.first_chunk::<8>(),
-        a.last_chunk::<8>(),
-        b.first_chunk::<8>(),
-        b.last_chunk::<8>(),
-    ) && a.len() <= 16
-    {
-        return u64::from_ne_bytes(*a0) == u64::from_ne_bytes(*b0)
-            && u64::from_ne_bytes(*a1) == u64::from_ne_bytes(*b1);
-    }
-    a == b
+}
+
+/// Whether the first `N` and the last `N` bytes of `a` and `b` are equal: all their bytes,
+/// for slices of one length from `N` to `2N`. Arrays of a constant size compare inline.
+#[inline(always)]
+fn ends_equal<const N: usize>(a: &[u8], b: &[u8]) -> bool {
+    a.first_chunk::<N>() == b.first_chunk::<N>() && a.last_chunk::<N>() == b.last_chunk::<N>()
 }
 
 /// The case map's hasher, for when it grows.
