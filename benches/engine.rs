@@ -694,7 +694,7 @@ fn memory_breakdown(engine: &Engine, grown: u64) {
         (&*format!("cases HashMap ({buckets} buckets)"), map),
         (
             &*format!(
-                "timer BTreeSet ({:.2} timers/case) and the rest: RSS growth minus the above",
+                "timer index ({:.2} timers/case) and the rest: RSS growth minus the above",
                 engine.timer_count() as f64 / n as f64
             ),
             timers,
