@@ -1363,18 +1363,20 @@ fn toml_to_json(v: &toml::Value) -> Option<Value> {
     })
 }
 
+/// The field a rule's deserialisation error is about: the path to the value serde refused
+/// (`kind`, `limit.hours`, `variant[0].limit`, or an unknown field: `strat`), from
+/// `serde_path_to_error`. `None` for the rule's table as a whole.
+fn error_field(path: &str) -> Option<String> {
+    let path = path.trim_start_matches('.');
+    (!path.is_empty()).then(|| path.to_string())
+}
+
 fn compile_rule(cx: &mut Cx<'_>, raw: toml::Table, meta: &PackMeta) -> Option<Rule> {
-    let def = match RuleDef::deserialize(toml::Value::Table(raw)) {
+    let def = match serde_path_to_error::deserialize::<_, RuleDef>(toml::Value::Table(raw)) {
         Ok(d) => d,
         Err(e) => {
-            let msg = e.message().to_string();
-            // serde names the offending field in its message ("unknown field `strat`").
-            let field = msg
-                .split('`')
-                .nth(1)
-                .filter(|_| msg.contains("field"))
-                .map(str::to_string);
-            cx.problem(field.as_deref(), msg);
+            let msg = e.inner().message().to_string();
+            cx.problem(error_field(&e.path().to_string()).as_deref(), msg);
             return None;
         }
     };
@@ -1849,6 +1851,33 @@ kind = \"deadline\"
 title = \"c\"
 basis = \"b\"
 strat = \"approval.accepted\"
+
+[[rule]]
+id = \"t.d\"
+kind = \"deadlin\"
+title = \"d\"
+basis = \"b\"
+
+[[rule]]
+id = \"t.e\"
+kind = \"deadline\"
+title = \"e\"
+basis = \"b\"
+start = \"approval.accepted\"
+stop = \"approval.decided\"
+limit = {{ hours = \"24\" }}
+
+[[rule]]
+id = \"t.f\"
+kind = \"deadline\"
+title = \"f\"
+basis = \"b\"
+start = \"approval.accepted\"
+stop = \"approval.decided\"
+limit = {{ hours = 24 }}
+[[rule.variant]]
+when = {{ joint = true }}
+limit = {{ hours = 48, minuts = 5 }}
 "
         ))
         .expect_err("bad");
@@ -1872,6 +1901,19 @@ strat = \"approval.accepted\"
         );
         assert!(
             joined.contains("rule `t.c`: field `strat`: unknown field `strat`"),
+            "{joined}"
+        );
+        // A value serde refuses is named by its path, nested ones too.
+        assert!(
+            joined.contains("rule `t.d`: field `kind`: unknown variant `deadlin`"),
+            "{joined}"
+        );
+        assert!(
+            joined.contains("rule `t.e`: field `limit.hours`: invalid type: string \"24\""),
+            "{joined}"
+        );
+        assert!(
+            joined.contains("rule `t.f`: field `variant[0].limit.minuts`: unknown field `minuts`"),
             "{joined}"
         );
     }
