@@ -1762,6 +1762,14 @@ impl Engine {
         self.advance_bounded(now, usize::MAX, out);
     }
 
+    /// Whether the event type is one the engine knows (the catalogue's or a pack's). An
+    /// event of another type is counted and otherwise ignored (SPEC §1): `apply` does
+    /// nothing with it, and its drivers (`replay`, the daemon) do not move the clock to its
+    /// time either, so a misspelt type's time fires nothing.
+    pub fn knows_type(&self, kind: &str) -> bool {
+        self.core.rules.type_info(kind).is_some()
+    }
+
     /// Fires timers due strictly before `t`: what replay does before applying an event at
     /// `t`, so that an event exactly at a deadline counts as in time.
     pub fn advance_before(&mut self, t: i64, out: &mut Vec<Alert>) {

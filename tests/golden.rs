@@ -2695,6 +2695,48 @@ fn bad_lines_are_reported_and_skipped() {
     }
 }
 
+/// SPEC §1: an event of an unknown type is counted and otherwise ignored, its time too. A
+/// misspelt type dated the day after an accident, delivered between the accident and its
+/// report in time, fires nothing: the report's yellow (00:24) and red (00:30) are not raised
+/// on the misspelt event's word, and then retracted by the report.
+#[test]
+fn an_unknown_type_does_not_move_the_clock() {
+    let lines = vec![
+        ev(
+            "u1",
+            "safety.accident_occurred",
+            "2026-10-02T23:30:00+08:00",
+            "AQ-U1",
+            accident(),
+        ),
+        ev(
+            "u2",
+            "approval.acepted",
+            "2026-10-04T09:00:00+08:00",
+            "XZ-U2",
+            plain(),
+        ),
+        ev(
+            "u3",
+            "safety.accident_reported",
+            "2026-10-03T00:10:00+08:00",
+            "AQ-U1",
+            json!({"to": "区应急管理局"}),
+        ),
+        ev(
+            "u4",
+            "safety.accident_relayed",
+            "2026-10-03T00:50:00+08:00",
+            "AQ-U1",
+            json!({"to": "市应急管理局"}),
+        ),
+    ];
+    let r = replay(&lines, None);
+    assert!(r.alerts.is_empty(), "{}", r.stdout);
+    assert_eq!(r.summary.unknown, 1);
+    assert_eq!(r.summary.rejected, 0);
+}
+
 /// A report without a `period` label counts for the oldest period still open: the quarter
 /// that already went red, not the quarter being watched now.
 #[test]
