@@ -257,7 +257,23 @@ impl Counting<'_> {
     ) -> Result<(i64, i64), CalendarError> {
         let reached = self.reach(span.unit, span.origin, since, counted, span.limit)?;
         let deadline = self.day_end(span.unit, reached)?;
-        let warn_at = span.warn_threshold();
+        let warn_at = match span.warn {
+            Warn::Share(_) => span.warn_threshold(),
+            // SPEC §3: a fixed span before the deadline. Art. 203 may have moved the deadline
+            // past the instant the count was reached (to 24:00 of that day; for calendar days
+            // past the holiday the period ended in): the span is counted back from the
+            // deadline itself, in the clock's counted time. Counted from where the count ran
+            // out, a 30-day period ending in the National Day holiday turned yellow a week
+            // before its deadline, not two days.
+            Warn::Before { unit, amount } => {
+                let moved = if span.unit.is_day_unit() && deadline > reached {
+                    self.measure(span.unit, deadline - 1)? + 1 - self.measure(span.unit, reached)?
+                } else {
+                    0
+                };
+                (span.limit + moved - i64::from(amount) * unit.ms()).max(0)
+            }
+        };
         let yellow = self.reach(span.unit, span.origin, since, counted, warn_at)?;
         Ok((deadline, yellow.min(deadline)))
     }
@@ -406,6 +422,51 @@ mod tests {
         assert_eq!(show(deadline, &zone), "2026-10-09T00:00:00+08:00");
         // 27 days after 09-04 00:00 is 10-01 00:00: yellow is not moved.
         assert_eq!(show(yellow, &zone), "2026-10-01T00:00:00+08:00");
+    }
+
+    /// SPEC §3: a yellow "a fixed span before the deadline" is before the deadline as
+    /// Art. 203 moved it, not before the day the count ran out.
+    #[test]
+    fn a_span_before_the_deadline_counts_back_from_the_moved_deadline() {
+        let cal = cal();
+        let zone = Zone::new(&cal);
+        let c = Counting {
+            cal: &cal,
+            zone: &zone,
+        };
+        // As above: 30 days from 09-04 run out on 10-03, in the holiday; deadline 10-09.
+        let s = t("2026-09-03T15:00:00+08:00");
+        let before = |unit, amount| Span {
+            unit: Unit::Days,
+            origin: c.origin(Unit::Days, s),
+            limit: 30 * DAY,
+            warn: Warn::Before { unit, amount },
+        };
+        let (deadline, yellow) = c
+            .schedule_span(&before(Unit::Days, 2), s, 0)
+            .expect("in data");
+        assert_eq!(show(deadline, &zone), "2026-10-09T00:00:00+08:00");
+        assert_eq!(show(yellow, &zone), "2026-10-07T00:00:00+08:00");
+        let (_, yellow) = c
+            .schedule_span(&before(Unit::Hours, 8), s, 0)
+            .expect("in data");
+        assert_eq!(show(yellow, &zone), "2026-10-08T16:00:00+08:00");
+        // A workday count ends at 24:00 of a workday: nothing moves. The worked example's
+        // deadline 10-31 00:00; two workdays before it is 10-29 00:00 (10-29 and 10-30 are
+        // workdays).
+        let s = t("2026-09-28T10:00:00+08:00");
+        let span = Span {
+            unit: Unit::Workdays,
+            origin: c.origin(Unit::Workdays, s),
+            limit: 20 * DAY,
+            warn: Warn::Before {
+                unit: Unit::Workdays,
+                amount: 2,
+            },
+        };
+        let (deadline, yellow) = c.schedule_span(&span, s, 0).expect("in data");
+        assert_eq!(show(deadline, &zone), "2026-10-31T00:00:00+08:00");
+        assert_eq!(show(yellow, &zone), "2026-10-29T00:00:00+08:00");
     }
 
     #[test]

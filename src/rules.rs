@@ -112,8 +112,9 @@ impl Limit {
 pub enum Warn {
     /// At this share of the limit (plus extensions) of counted time.
     Share(f64),
-    /// This many units of counted time before the limit runs out (in the limit's unit), or
-    /// for fixed-instant limits, this span of wall time before the deadline.
+    /// This many units of counted time before the deadline (as Art. 203 moved it: see
+    /// `Counting::schedule_span`), or for fixed-instant limits, this span of wall time
+    /// before the deadline.
     Before { unit: Unit, amount: u32 },
 }
 
