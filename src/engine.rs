@@ -2522,16 +2522,8 @@ impl Core {
                     // before the acceptance it decides, so one dated so is a wrong time (or
                     // a case's events in the wrong order), and the clock runs on. Counted
                     // and logged for the producer.
-                    if clock.cycle == 1
-                        && let Some(problems) = self.data_problem(r)
-                    {
-                        let started = zone.format(clock.started);
-                        tracing::warn!(rule = %rules.rule(r).id, event = %ev.id,
-                            case = %ev.subject, time = %ev.time.to_rfc3339(), started,
-                            problems,
-                            "a stop dated before its clock's start stops nothing; the clock \
-                             runs on (logged at the 1st, 10th, 100th, ... data problem of \
-                             the rule)");
+                    if clock.cycle == 1 {
+                        self.before_start(r, ev, clock.started, "stop");
                     }
                     return Ok(());
                 }
@@ -2622,6 +2614,16 @@ impl Core {
                 let Some(clock) = case.active_clock(r) else {
                     return Ok(());
                 };
+                if t < clock.started {
+                    // As a stop (above): a pause of an earlier cycle, delivered late, leaves
+                    // this one running; with no earlier cycle it is a wrong time. Taken as a
+                    // pause at the start, it held the clock at its start for good unless a
+                    // resume came, and the case never went yellow or red.
+                    if clock.cycle == 1 {
+                        self.before_start(r, ev, clock.started, "pause");
+                    }
+                    return Ok(());
+                }
                 let (Mode::Span(s), Some(since)) = (clock.mode, clock.since.get()) else {
                     return Ok(());
                 };
@@ -2702,6 +2704,14 @@ impl Core {
                 let Some(clock) = case.active_clock(r) else {
                     return Ok(());
                 };
+                if t < clock.started {
+                    // As a stop (above): an extension of an earlier cycle, delivered late,
+                    // gives this one no time, nor counts against its cap.
+                    if clock.cycle == 1 {
+                        self.before_start(r, ev, clock.started, "extension");
+                    }
+                    return Ok(());
+                }
                 let Mode::Span(mut s) = clock.mode else {
                     return Ok(());
                 };
@@ -3028,6 +3038,18 @@ impl Core {
     /// 0`), or a producer that sends every extension in words, makes one on every event of
     /// its type, and a line each would bury the log; every one is counted in
     /// [`Stats::data_problems`] (`redlight_data_problems_total`).
+    /// Counts and logs (at the 1st, 10th, 100th, …) an event of a rule's clock dated before
+    /// the clock's first start: a stop, pause or extension that does nothing.
+    fn before_start(&mut self, r: u16, ev: &Event, started: i64, what: &str) {
+        if let Some(problems) = self.data_problem(r) {
+            let started = self.zone.format(started);
+            tracing::warn!(rule = %self.rules.rule(r).id, event = %ev.id,
+                case = %ev.subject, time = %ev.time.to_rfc3339(), started, problems,
+                "a {what} dated before its clock's start does nothing; the clock runs on \
+                 (logged at the 1st, 10th, 100th, ... data problem of the rule)");
+        }
+    }
+
     fn data_problem(&mut self, r: u16) -> Option<u64> {
         self.stats.data_problems += 1;
         let i = usize::from(r);
@@ -4699,6 +4721,117 @@ mod tests {
         );
         assert_eq!(engine.stats().data_problems, 1);
         assert_eq!(decision(&engine), Some((2, None)));
+    }
+
+    /// A pause or an extension dated before its clock's start does nothing, as a stop (above):
+    /// with no earlier cycle it is a data problem, and a late one of an earlier cycle is no
+    /// problem. Taken as a pause at the start, it held the new cycle at its start for good
+    /// (no resume came), and the case never went yellow or red; an earlier cycle's extension
+    /// gave the new cycle time it was never granted.
+    #[test]
+    fn a_pause_or_extension_dated_before_its_start_does_nothing() {
+        let mut engine = shipped_engine();
+        let mut alerts = Vec::new();
+        let mut apply = |engine: &mut Engine, id: &str, kind: &str, time: &str, data: &str| {
+            let ev = event(id, "BACKPAUSED", kind, time, data);
+            engine.apply(&ev, &mut alerts).expect("applied");
+        };
+        let accepted = r#"{"kind":"promised","promised_workdays":20}"#;
+        let decided = r#"{"outcome":"denied"}"#;
+        // First cycle: accepted 09-01, decided 09-10. Second: accepted 09-28.
+        apply(
+            &mut engine,
+            "c1",
+            "approval.accepted",
+            "2026-09-01T10:00:00+08:00",
+            accepted,
+        );
+        apply(
+            &mut engine,
+            "c2",
+            "approval.decided",
+            "2026-09-10T10:00:00+08:00",
+            decided,
+        );
+        apply(
+            &mut engine,
+            "c3",
+            "approval.accepted",
+            "2026-09-28T10:00:00+08:00",
+            accepted,
+        );
+        // The first cycle's pause and extension, delivered late.
+        let extended = r#"{"extra_workdays":10}"#;
+        apply(
+            &mut engine,
+            "c4",
+            "approval.suspended",
+            "2026-09-05T10:00:00+08:00",
+            "{}",
+        );
+        apply(
+            &mut engine,
+            "c5",
+            "approval.extended",
+            "2026-09-05T11:00:00+08:00",
+            extended,
+        );
+        let rule = engine.rules().index_of("xk.decision").expect("rule");
+        let clock = |engine: &Engine| {
+            let case = engine.case("BACKPAUSED").expect("case");
+            let c = case.clocks.iter().rev().find(|c| c.rule == rule).cloned();
+            c.expect("clock")
+        };
+        let c = clock(&engine);
+        assert_eq!(c.cycle, 2);
+        assert!(c.paused_at.is_none(), "{c:?}");
+        assert_eq!(c.extended, 0, "{c:?}");
+        // The SPEC §3 worked example's deadline, untouched.
+        let ms = |t: &str| {
+            chrono::DateTime::parse_from_rfc3339(t)
+                .expect("time")
+                .timestamp_millis()
+        };
+        assert_eq!(c.deadline.get(), Some(ms("2026-10-31T00:00:00+08:00")));
+        assert_eq!(engine.stats().data_problems, 0);
+        // With no earlier cycle: a data problem each, and the clock runs on.
+        let mut fresh = shipped_engine();
+        let mut alerts = Vec::new();
+        for (id, kind, time, data) in [
+            (
+                "d1",
+                "approval.accepted",
+                "2026-09-28T10:00:00+08:00",
+                accepted,
+            ),
+            (
+                "d2",
+                "approval.suspended",
+                "2026-09-05T10:00:00+08:00",
+                "{}",
+            ),
+            (
+                "d3",
+                "approval.extended",
+                "2026-09-05T11:00:00+08:00",
+                extended,
+            ),
+        ] {
+            let ev = event(id, "BACKPAUSED", kind, time, data);
+            fresh.apply(&ev, &mut alerts).expect("applied");
+        }
+        // The pause for each of the two rules it pauses (`xk.decision`, `xz.promised`), the
+        // extension for `xk.decision`.
+        assert_eq!(fresh.stats().data_problems, 3);
+        let c = clock(&fresh);
+        assert!(c.paused_at.is_none() && c.extended == 0, "{c:?}");
+        fresh.advance(ms("2026-10-31T00:00:00+08:00"), &mut alerts);
+        assert!(
+            alerts
+                .iter()
+                .any(|a| a.rule.as_ref() == "xk.decision" && a.reason == Reason::Overdue),
+            "{alerts:?}"
+        );
     }
 
     /// An event rejected for want of calendar data counts once among the calendar errors
