@@ -203,7 +203,8 @@ receivers = "office"
 }
 
 /// `alertmanager`: the webhook payload of version 4; the firing and the resolved notice of
-/// one alert share the fingerprint, as Alertmanager receivers expect.
+/// one alert share the fingerprint, as Alertmanager receivers expect, also when the case
+/// changed hands in between (the handler is an annotation, not a label).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn alertmanager_payload_is_version_4() {
     let sink = Sink::start().await;
@@ -239,6 +240,8 @@ receivers = ["am"]
         Some("2026-10-31T00:00:00+08:00"),
     );
     resolved.detail = None;
+    // Reviewed by another handler after the red fired.
+    resolved.handler = Some("李四".into());
     s.commit(vec![firing.clone()]);
     assert!(sink.wait_ok(1, WAIT).await);
     s.commit(vec![resolved.clone()]);
@@ -266,6 +269,7 @@ receivers = ["am"]
         assert_eq!(a["labels"]["case"], "XZ-00007");
         assert_eq!(a["labels"]["severity"], "critical");
         assert_eq!(a["labels"]["department"], "市住建局");
+        assert!(a["labels"].get("handler").is_none(), "{a}");
         assert_eq!(
             a["generatorURL"],
             "http://redlight.example:9464/case/XZ-00007"
@@ -290,6 +294,8 @@ receivers = ["am"]
         "firing and resolved pair up"
     );
     assert_eq!(r["alerts"][0]["annotations"]["alert_id"], resolved.id);
+    assert_eq!(f["alerts"][0]["annotations"]["handler"], "张三");
+    assert_eq!(r["alerts"][0]["annotations"]["handler"], "李四");
     s.stop().await;
 }
 

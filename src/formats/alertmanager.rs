@@ -3,10 +3,14 @@
 //!
 //! Labels identify the alert and are the same for its firing and its resolution, so the
 //! `fingerprint` (a hash of the labels) pairs them: `alertname` (the rule id), `rule`, `case`,
-//! `level`, `severity` (`critical` for red, `warning` for yellow), `department`, `item`,
-//! `handler` where known, and `escalation` (the step's name) on escalation steps. Everything
-//! else is in the annotations: `summary` and `description` in Chinese, `title`, `basis`,
-//! `reason`, `deadline`, `detail`, `alert_id`.
+//! `level`, `severity` (`critical` for red, `warning` for yellow), `department` and `item`
+//! where known, and `escalation` (the step's name) on escalation steps. Everything else is in
+//! the annotations: `summary` and `description` in Chinese, `title`, `basis`, `reason`,
+//! `deadline`, `detail`, `alert_id`, and `handler`. The handler is not a label: an alert names
+//! the case's handler when it is raised, and a case changes hands between stages (accepted by
+//! one, reviewed by another), so a red raised under the first and resolved under the second
+//! would have had two label sets, and its resolution would not have closed it (until
+//! 2026-12-07). A case's department and item are set when it is submitted or accepted.
 
 use super::text::{display_time, message};
 use super::{Context, Notice};
@@ -31,11 +35,7 @@ pub fn labels(n: &Notice) -> BTreeMap<&'static str, String> {
         }
         .to_string(),
     );
-    for (k, v) in [
-        ("department", &a.department),
-        ("item", &a.item),
-        ("handler", &a.handler),
-    ] {
+    for (k, v) in [("department", &a.department), ("item", &a.item)] {
         if let Some(v) = v {
             l.insert(k, v.clone());
         }
@@ -85,6 +85,9 @@ pub fn payload(ctx: &Context, n: &Notice, receiver: &str) -> Value {
         serde_json::to_value(a.reason).unwrap_or(Value::Null),
     );
     annotations.insert("alert_id".into(), Value::String(a.id.clone()));
+    if let Some(h) = &a.handler {
+        annotations.insert("handler".into(), Value::String(h.clone()));
+    }
     if let Some(d) = &a.deadline {
         annotations.insert("deadline".into(), Value::String(d.clone()));
         annotations.insert("deadline_text".into(), Value::String(display_time(d)));
