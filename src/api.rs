@@ -21,6 +21,7 @@ use crate::engine::{Case, Clock, Datum, Duty, Light, Mode, Violation, period_lab
 use crate::log_throttle::{LogThrottle, unsaid_note};
 use crate::rules::{Limit, RuleKind, RuleSet, Unit};
 use crate::scorecard::{NO_DEPARTMENT, ScorePeriod};
+use axum::extract::rejection::PathRejection;
 use axum::extract::{MatchedPath, Path, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::Next;
@@ -330,6 +331,17 @@ where
         let query = parts.uri.query().unwrap_or_default();
         read_query(query).map(ApiQuery).map_err(ApiError::bad)
     }
+}
+
+/// The query of an endpoint that takes no parameters: any is refused, naming it.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NoQuery {}
+
+/// A path that cannot be read (an id that is not UTF-8 once percent-decoded): a 400 in
+/// JSON like every other refusal, not axum's plain-text one.
+fn path_error(e: PathRejection) -> ApiError {
+    ApiError::bad(e.body_text())
 }
 
 /// `query` read into `T`, or what was wrong with it.
@@ -1825,7 +1837,9 @@ fn case_json(
                 "rule": view.rule_id(d.rule),
                 "title": r.map(|r| r.title.to_string()),
                 "period": label(d.period),
-                "due": view.fmt(d.due),
+                // While pending, `d.due` is only when the engine tries again (the calendar
+                // data does not reach the period's due time): not a due time to show.
+                "due": (!d.pending).then(|| view.fmt(d.due)),
                 "pending": d.pending,
                 "met": d.met.iter().map(|m| label(*m)).collect::<Vec<_>>(),
                 "missing": d.missing.iter().map(|(m, due)| json!({"period": label(*m), "due": view.fmt(*due)})).collect::<Vec<_>>(),
@@ -1860,8 +1874,10 @@ fn case_facts(s: &Shared, id: &str) -> Result<Option<Value>, ApiError> {
 /// violations, duties and every alert it raised.
 pub async fn case(
     State(s): State<Arc<Shared>>,
-    Path(id): Path<String>,
+    id: Result<Path<String>, PathRejection>,
+    ApiQuery(NoQuery {}): ApiQuery<NoQuery>,
 ) -> Result<Response, ApiError> {
+    let Path(id) = id.map_err(path_error)?;
     let s2 = s.clone();
     match blocking(move || case_facts(&s2, &id)).await? {
         Some(v) => Ok(axum::Json(v).into_response()),
@@ -1874,8 +1890,9 @@ pub async fn case(
 /// says so, with status 404.
 pub async fn case_page(
     State(s): State<Arc<Shared>>,
-    Path(id): Path<String>,
+    id: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
+    let Path(id) = id.map_err(path_error)?;
     let s2 = s.clone();
     let id2 = id.clone();
     let found = blocking(move || case_facts(&s2, &id2)).await?;

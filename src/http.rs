@@ -297,7 +297,10 @@ fn store_sizes(s: &Shared) {
 
 /// `/api/v1/deliveries`: per receiver, deliveries waiting in the outbox and dead letters;
 /// escalation steps waiting.
-async fn deliveries(State(s): State<Arc<Shared>>) -> Response {
+async fn deliveries(
+    State(s): State<Arc<Shared>>,
+    crate::api::ApiQuery(crate::api::NoQuery {}): crate::api::ApiQuery<crate::api::NoQuery>,
+) -> Response {
     let store = s.store.clone();
     let result = store_call("deliveries", move || {
         Ok((

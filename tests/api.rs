@@ -546,6 +546,14 @@ async fn cases_are_listed_filtered_and_paged() {
             "`limit` is \"5000\"",
         ),
         ("/api/v1/scorecard?period=2026&department=x", "`department`"),
+        // Endpoints that take no parameters refuse them too.
+        (
+            "/api/v1/cases/XZ-2026-0001?x=1",
+            "unknown query parameter `x`",
+        ),
+        ("/api/v1/deliveries?x=1", "unknown query parameter `x`"),
+        // An id that is not UTF-8 once decoded: refused in JSON, as everything else.
+        ("/api/v1/cases/%FF", "UTF-8"),
     ] {
         let r = d.get(path);
         assert_eq!(r.status, 400, "{path}: {}", r.body);
@@ -1667,6 +1675,21 @@ async fn a_calendar_that_has_ended_is_a_warning_not_unreadiness() {
     );
     let metrics = d.get("/metrics").body;
     assert!(metrics.contains("\nredlight_ready 1\n"), "{metrics}");
+    // A market registered in November 2022: its report for 2022Q4 is due 15 days after the
+    // quarter, in 2023, beyond the data. The duty waits pending, and the case shows no due
+    // time for it (`due` null), not the instant the engine tries again.
+    let market = [
+        r#"{"specversion":"1.0","id":"OLD-1","source":"/t","type":"market.registration_accepted","time":"2022-11-01T10:00:00+08:00","subject":"NX-OLD","data":{"department":"银川市市场监管局","market":"旧市场"}}"#.to_string(),
+        r#"{"specversion":"1.0","id":"OLD-2","source":"/t","type":"market.registration_decided","time":"2022-11-10T10:00:00+08:00","subject":"NX-OLD","data":{"outcome":"approved"}}"#.to_string(),
+    ];
+    produce(&broker(), &d.topic, &market).await;
+    d.wait_consumed(2);
+    let c = d.json("/api/v1/cases/NX-OLD");
+    let duty = &c["duties"][0];
+    assert_eq!(duty["rule"], "nx.quarterly_report", "{c}");
+    assert_eq!(duty["period"], "2022Q4", "{c}");
+    assert_eq!(duty["pending"], true, "{c}");
+    assert!(duty["due"].is_null(), "{c}");
     d.stop();
     let _ = std::fs::remove_dir_all(&old);
 }
