@@ -192,6 +192,9 @@ fn default_dead_letter_topic() -> String {
 const fn default_batch_max() -> usize {
     5000
 }
+/// The longest `kafka.batch_wait_ms` taken: a SIGTERM waits for the batch being gathered.
+const MAX_BATCH_WAIT_MS: u64 = 5_000;
+
 const fn default_batch_wait_ms() -> u64 {
     20
 }
@@ -702,6 +705,18 @@ impl Config {
         if k.brokers.trim().is_empty() {
             return Err(invalid("`kafka.brokers` is empty".into()));
         }
+        if k.group_id.trim().is_empty() {
+            return Err(invalid(
+                "`kafka.group_id` is empty; name the consumer group (e.g. \"redlight\")".into(),
+            ));
+        }
+        if config.store.data_dir.as_os_str().is_empty() {
+            // An empty path resolves to the configuration's own folder: the store would
+            // land beside the config by accident.
+            return Err(invalid(
+                "`store.data_dir` is empty; name the directory for the store".into(),
+            ));
+        }
         if k.topics.is_empty() || k.topics.iter().any(|t| t.trim().is_empty()) {
             return Err(invalid(
                 "`kafka.topics` must list at least one topic name".into(),
@@ -737,6 +752,15 @@ impl Config {
         }
         if k.batch_max == 0 {
             return Err(invalid("`kafka.batch_max` must be at least 1".into()));
+        }
+        // A batch gathering its messages hears no SIGTERM until it closes: the wait is
+        // bounded so that a shutdown takes seconds, as it must.
+        if k.batch_wait_ms > MAX_BATCH_WAIT_MS {
+            return Err(invalid(format!(
+                "`kafka.batch_wait_ms` is {}; at most {MAX_BATCH_WAIT_MS} (a shutdown waits \
+                 for the batch being gathered)",
+                k.batch_wait_ms
+            )));
         }
         if config.store.timers_per_commit == 0 {
             return Err(invalid(
@@ -932,6 +956,51 @@ mod tests {
             .replace("data_dir = \"../data\"", "data_dir = \"data\"");
         std::fs::write(&path, t).expect("config written");
         Config::load(&path)
+    }
+
+    /// Values that would leave the daemon wrong or deaf are refused at start, naming the
+    /// key: an empty consumer group (librdkafka's error named none), an empty data
+    /// directory (the store landed beside the config), and a batch wait so long that a
+    /// SIGTERM went unheard (the gathering batch hears none until it closes).
+    #[test]
+    fn empty_names_and_an_endless_batch_wait_are_refused() {
+        let dir = std::env::temp_dir().join(format!("redlight-cfg-empty-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/redlight.toml");
+        let text = std::fs::read_to_string(&shipped).expect("the shipped config");
+        for (from, to, key) in [
+            (
+                "group_id = \"redlight\"",
+                "group_id = \" \"",
+                "`kafka.group_id` is empty",
+            ),
+            (
+                "data_dir = \"../data\"",
+                "data_dir = \"\"",
+                "`store.data_dir` is empty",
+            ),
+            (
+                "batch_wait_ms = 20",
+                "batch_wait_ms = 99999999",
+                "`kafka.batch_wait_ms` is 99999999; at most 5000",
+            ),
+        ] {
+            assert!(text.contains(from), "{from}");
+            let path = dir.join("redlight.toml");
+            std::fs::write(&path, text.replace(from, to)).expect("config written");
+            let e = Config::load(&path)
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
+            assert!(e.contains(key), "{to}: {e}");
+        }
+        std::fs::write(
+            dir.join("redlight.toml"),
+            text.replace("batch_wait_ms = 20", "batch_wait_ms = 5000"),
+        )
+        .expect("config written");
+        assert!(Config::load(&dir.join("redlight.toml")).is_ok());
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     /// `store.backup_every` is read as a duration of a second or more; anything else is

@@ -228,28 +228,30 @@ fn ignore_hangups() {
     }
 }
 
-/// Resolves on SIGTERM or SIGINT.
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        if let Err(e) = tokio::signal::ctrl_c().await {
-            tracing::error!(error = %e, "cannot listen for SIGINT");
-            std::future::pending::<()>().await;
-        }
-    };
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
+/// Resolves on SIGTERM or SIGINT. Both are listened for from the call on (it must be made
+/// inside the runtime), not from the future's first poll: the daemon's loop first polls it
+/// after the store is opened and its cases are read, and until 2026-12-07 a SIGTERM in that
+/// time ended the process at once (exit 143) instead of shutting it down.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let term = signal(SignalKind::terminate());
+    let int = signal(SignalKind::interrupt());
+    async move {
+        let wait = |s: io::Result<tokio::signal::unix::Signal>, name: &'static str| async move {
+            match s {
+                Ok(mut s) => {
+                    s.recv().await;
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, signal = name, "cannot listen for the signal");
+                    std::future::pending::<()>().await;
+                }
             }
-            Err(e) => {
-                tracing::error!(error = %e, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
-            }
+        };
+        tokio::select! {
+            _ = wait(int, "SIGINT") => tracing::info!("SIGINT received"),
+            _ = wait(term, "SIGTERM") => tracing::info!("SIGTERM received"),
         }
-    };
-    tokio::select! {
-        _ = ctrl_c => tracing::info!("SIGINT received"),
-        _ = term => tracing::info!("SIGTERM received"),
     }
 }
 
@@ -263,8 +265,9 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
                 .build()
                 .context("starting the async runtime")?;
             runtime.block_on(async {
+                let shutdown = shutdown_signal();
                 ignore_hangups();
-                redlight::daemon::run(config, shutdown_signal()).await
+                redlight::daemon::run(config, shutdown).await
             })?;
             Ok(ExitCode::SUCCESS)
         }
