@@ -753,6 +753,27 @@ impl Config {
         if k.batch_max == 0 {
             return Err(invalid("`kafka.batch_max` must be at least 1".into()));
         }
+        // The raw settings may change anything but what the promise of no lost effect rests
+        // on: offsets stored and committed by redlight alone, once the work is durable, for
+        // the group and brokers the rest of the configuration (and its logs) names.
+        for (key, value) in &k.librdkafka {
+            let refused = match key.as_str() {
+                "group.id" => Some("set `kafka.group_id` instead"),
+                "bootstrap.servers" | "metadata.broker.list" => Some("set `kafka.brokers` instead"),
+                "enable.auto.commit" | "enable.auto.offset.store"
+                    if value.expose().trim() != "false" =>
+                {
+                    Some(
+                        "redlight stores and commits offsets itself, only once the work they \
+                         cover is durable; librdkafka's own would commit work a crash loses",
+                    )
+                }
+                _ => None,
+            };
+            if let Some(why) = refused {
+                return Err(invalid(format!("`kafka.librdkafka.\"{key}\"`: {why}")));
+            }
+        }
         // A batch gathering its messages hears no SIGTERM until it closes: the wait is
         // bounded so that a shutdown takes seconds, as it must.
         if k.batch_wait_ms > MAX_BATCH_WAIT_MS {
@@ -960,8 +981,10 @@ mod tests {
 
     /// Values that would leave the daemon wrong or deaf are refused at start, naming the
     /// key: an empty consumer group (librdkafka's error named none), an empty data
-    /// directory (the store landed beside the config), and a batch wait so long that a
-    /// SIGTERM went unheard (the gathering batch hears none until it closes).
+    /// directory (the store landed beside the config), a batch wait so long that a
+    /// SIGTERM went unheard (the gathering batch hears none until it closes), and raw
+    /// librdkafka settings that would commit offsets of work not yet durable or read
+    /// another group than the one configured.
     #[test]
     fn empty_names_and_an_endless_batch_wait_are_refused() {
         let dir = std::env::temp_dir().join(format!("redlight-cfg-empty-{}", std::process::id()));
@@ -983,6 +1006,16 @@ mod tests {
                 "batch_wait_ms = 20",
                 "batch_wait_ms = 99999999",
                 "`kafka.batch_wait_ms` is 99999999; at most 5000",
+            ),
+            (
+                "[kafka.librdkafka]",
+                "[kafka.librdkafka]\n\"enable.auto.commit\" = \"true\"",
+                "`kafka.librdkafka.\"enable.auto.commit\"`: redlight stores and commits",
+            ),
+            (
+                "[kafka.librdkafka]",
+                "[kafka.librdkafka]\n\"group.id\" = \"other\"",
+                "`kafka.librdkafka.\"group.id\"`: set `kafka.group_id` instead",
             ),
         ] {
             assert!(text.contains(from), "{from}");
