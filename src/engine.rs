@@ -3031,13 +3031,6 @@ impl Core {
         }
     }
 
-    /// Counts a data problem of rule `r` (a condition that failed to evaluate, an extension
-    /// that is not a whole number, a due time that is not one), and gives the rule's count
-    /// of them when it is one to log: the 1st, the 10th, the 100th, and so on. A condition
-    /// on a field most events lack (`data.fee > 0` rather than `has(data.fee) && data.fee >
-    /// 0`), or a producer that sends every extension in words, makes one on every event of
-    /// its type, and a line each would bury the log; every one is counted in
-    /// [`Stats::data_problems`] (`redlight_data_problems_total`).
     /// Counts and logs (at the 1st, 10th, 100th, …) an event of a rule's clock dated before
     /// the clock's first start: a stop, pause or extension that does nothing.
     fn before_start(&mut self, r: u16, ev: &Event, started: i64, what: &str) {
@@ -3050,6 +3043,13 @@ impl Core {
         }
     }
 
+    /// Counts a data problem of rule `r` (a condition that failed to evaluate, an extension
+    /// that is not a whole number, a due time that is not one), and gives the rule's count
+    /// of them when it is one to log: the 1st, the 10th, the 100th, and so on. A condition
+    /// on a field most events lack (`data.fee > 0` rather than `has(data.fee) && data.fee >
+    /// 0`), or a producer that sends every extension in words, makes one on every event of
+    /// its type, and a line each would bury the log; every one is counted in
+    /// [`Stats::data_problems`] (`redlight_data_problems_total`).
     fn data_problem(&mut self, r: u16) -> Option<u64> {
         self.stats.data_problems += 1;
         let i = usize::from(r);
