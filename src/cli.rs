@@ -244,10 +244,7 @@ pub fn replay(
                     }
                 };
                 alerts.clear();
-                // An event of an unknown type is ignored, its time too (SPEC §1).
-                if engine.knows_type(&ev.kind) {
-                    engine.advance_before(ev.time_ms(), &mut alerts);
-                }
+                engine.advance_before_event(ev, usize::MAX, &mut alerts);
                 let applied = engine.apply(ev, &mut alerts);
                 write_alerts(&mut out, &alerts)?;
                 summary.alerts += alerts.len() as u64;

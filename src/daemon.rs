@@ -2675,13 +2675,7 @@ impl Loop<'_> {
                 let s = p.engine.stats();
                 (s.calendar_errors, s.data_problems)
             };
-            // An event of an unknown type is ignored, its time too (SPEC §1), as in replay.
-            let known = p.engine.knows_type(&ev.kind);
-            while known
-                && !p
-                    .engine
-                    .advance_before_bounded(ev.time_ms(), slice, &mut alerts)
-            {
+            while !p.engine.advance_before_event(ev, slice, &mut alerts) {
                 self.keep_dead_letters(std::mem::take(&mut dead))?;
                 let written = std::mem::replace(&mut alerts, self.writer.alert_vec());
                 self.persist(written, &touched)?;

@@ -1762,12 +1762,15 @@ impl Engine {
         self.advance_bounded(now, usize::MAX, out);
     }
 
-    /// Whether the event type is one the engine knows (the catalogue's or a pack's). An
-    /// event of another type is counted and otherwise ignored (SPEC §1): `apply` does
-    /// nothing with it, and its drivers (`replay`, the daemon) do not move the clock to its
-    /// time either, so a misspelt type's time fires nothing.
-    pub fn knows_type(&self, kind: &str) -> bool {
-        self.core.rules.type_info(kind).is_some()
+    /// What `replay` and the daemon do before applying an event: fire the timers due before
+    /// its time, at most `max` ([`Engine::advance_before_bounded`]); true when none is left.
+    /// An event of a type the engine does not know is counted and otherwise ignored (SPEC
+    /// §1), its time too: nothing fires for it, so a misspelt type's time raises no red.
+    pub fn advance_before_event(&mut self, ev: &Event, max: usize, out: &mut Vec<Alert>) -> bool {
+        if self.core.rules.type_info(&ev.kind).is_none() {
+            return true;
+        }
+        self.advance_before_bounded(ev.time_ms(), max, out)
     }
 
     /// Fires timers due strictly before `t`: what replay does before applying an event at
