@@ -2525,9 +2525,7 @@ impl Core {
                     // before the acceptance it decides, so one dated so is a wrong time (or
                     // a case's events in the wrong order), and the clock runs on. Counted
                     // and logged for the producer.
-                    if clock.cycle == 1 {
-                        self.before_start(r, ev, clock.started, "stop");
-                    }
+                    self.before_start(r, ev, clock, "stop");
                     return Ok(());
                 }
                 if clock.deadline_pending() {
@@ -2622,9 +2620,7 @@ impl Core {
                     // this one running; with no earlier cycle it is a wrong time. Taken as a
                     // pause at the start, it held the clock at its start for good unless a
                     // resume came, and the case never went yellow or red.
-                    if clock.cycle == 1 {
-                        self.before_start(r, ev, clock.started, "pause");
-                    }
+                    self.before_start(r, ev, clock, "pause");
                     return Ok(());
                 }
                 let (Mode::Span(s), Some(since)) = (clock.mode, clock.since.get()) else {
@@ -2710,9 +2706,7 @@ impl Core {
                 if t < clock.started {
                     // As a stop (above): an extension of an earlier cycle, delivered late,
                     // gives this one no time, nor counts against its cap.
-                    if clock.cycle == 1 {
-                        self.before_start(r, ev, clock.started, "extension");
-                    }
+                    self.before_start(r, ev, clock, "extension");
                     return Ok(());
                 }
                 let Mode::Span(mut s) = clock.mode else {
@@ -3034,11 +3028,15 @@ impl Core {
         }
     }
 
-    /// Counts and logs (at the 1st, 10th, 100th, …) an event of a rule's clock dated before
-    /// the clock's first start: a stop, pause or extension that does nothing.
-    fn before_start(&mut self, r: u16, ev: &Event, started: i64, what: &str) {
+    /// For a stop, pause or extension dated before `clock`'s start, which does nothing: with
+    /// no earlier cycle of the rule it is a wrong time, counted and logged (at the 1st, 10th,
+    /// 100th, …); a late one of an earlier cycle is no problem.
+    fn before_start(&mut self, r: u16, ev: &Event, clock: &Clock, what: &str) {
+        if clock.cycle != 1 {
+            return;
+        }
         if let Some(problems) = self.data_problem(r) {
-            let started = self.zone.format(started);
+            let started = self.zone.format(clock.started);
             tracing::warn!(rule = %self.rules.rule(r).id, event = %ev.id,
                 case = %ev.subject, time = %ev.time.to_rfc3339(), started, problems,
                 "a {what} dated before its clock's start does nothing; the clock runs on \
