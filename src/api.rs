@@ -642,7 +642,9 @@ mod stored {
         stopped: OptMs,
         _late: IgnoredAny,
         #[serde(default)]
-        _retractions: IgnoredAny,
+        _yellow_retractions: IgnoredAny,
+        #[serde(default)]
+        _red_retractions: IgnoredAny,
     }
 
     impl From<StoredClock> for LiteClock {

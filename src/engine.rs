@@ -190,32 +190,70 @@ pub struct Clock {
     pub stopped: OptMs,
     /// Stopped after its deadline: the breach stays on record for scorecards.
     pub late: bool,
-    /// How many times a late-arriving event retracted this clock's lights.
-    #[serde(default)]
-    pub retractions: u32,
+    /// How many times a late-arriving event retracted this clock's yellow (the red's count
+    /// is [`Clock::red_retractions`]). Stores before format 9 kept one count for both lights
+    /// here, which is why the yellow's has the old field's name and place.
+    #[serde(default, alias = "retractions")]
+    pub yellow_retractions: u32,
+    /// How many times a late-arriving event retracted this clock's red, or
+    /// [`SAME_AS_YELLOW`] for a clock stored before format 9, whose one count was both
+    /// lights' (read it with [`Clock::retractions`]).
+    #[serde(default = "same_as_yellow")]
+    pub red_retractions: u32,
+}
+
+/// [`Clock::red_retractions`] of a clock stored before format 9: the red's count is the
+/// yellow's, as the one count then was both lights'. Read, that clock's lights keep the ids
+/// they had.
+pub const SAME_AS_YELLOW: u32 = u32::MAX;
+
+fn same_as_yellow() -> u32 {
+    SAME_AS_YELLOW
 }
 
 impl Clock {
-    /// The clock cycle as it enters alert ids: the cycle number and the start instant, so
-    /// that a case forgotten after its retention time and started again by a later event
-    /// cannot reuse the ids of its first life.
-    /// After a retraction the lights may fire again; `retractions` then makes those new
-    /// alerts with ids of their own, so receivers that drop duplicates do not drop them.
+    /// A light's occurrence as it enters its alert ids: the cycle number and the start
+    /// instant, so that a case forgotten after its retention time and started again by a
+    /// later event cannot reuse the ids of its first life.
+    /// After a late event retracted the light it may fire again; the light's own count of
+    /// retractions then gives those new alerts ids of their own, so receivers that drop
+    /// duplicates do not drop them. The other light, not retracted, keeps its ids: they do not
+    /// depend on the order the events were delivered in (SPEC §4).
     ///
     /// `{cycle}@{started}`, or `{cycle}@{started}#{retractions}`: written digit by digit into
     /// a string that holds it inline (every alert a clock raises computes one, and `format!`
     /// was 2% of the daemon's consumer loop).
-    pub fn occurrence(&self) -> CompactString {
+    pub fn occurrence(&self, level: Level) -> CompactString {
         let mut digits = itoa::Buffer::new();
         let mut s = CompactString::const_new("");
         s.push_str(digits.format(self.cycle));
         s.push('@');
         s.push_str(digits.format(self.started));
-        if self.retractions != 0 {
+        let retractions = self.retractions(level);
+        if retractions != 0 {
             s.push('#');
-            s.push_str(digits.format(self.retractions));
+            s.push_str(digits.format(retractions));
         }
         s
+    }
+
+    /// How many times a late event retracted the light.
+    pub fn retractions(&self, level: Level) -> u32 {
+        match level {
+            Level::Red if self.red_retractions != SAME_AS_YELLOW => self.red_retractions,
+            _ => self.yellow_retractions,
+        }
+    }
+
+    /// Counts a retraction of the light.
+    fn retracted(&mut self, level: Level) {
+        // A clock stored before format 9 first gets a count of its own for its red.
+        self.red_retractions = self.retractions(Level::Red);
+        let count = match level {
+            Level::Yellow => &mut self.yellow_retractions,
+            Level::Red => &mut self.red_retractions,
+        };
+        *count = count.saturating_add(1).min(SAME_AS_YELLOW - 1);
     }
 
     pub fn active(&self) -> bool {
@@ -2258,7 +2296,7 @@ impl Core {
                     clock.red_fired = true;
                     (Level::Red, Reason::Overdue)
                 };
-                let (occ, deadline) = (clock.occurrence(), clock.deadline.get());
+                let (occ, deadline) = (clock.occurrence(level), clock.deadline.get());
                 out.push(make_alert(
                     &rules,
                     &zone,
@@ -2546,13 +2584,17 @@ impl Core {
                     clock.last_deadline = clock.deadline.get().into();
                 }
                 let (yf, rf) = (clock.yellow_fired, clock.red_fired);
-                // Written out only for the alerts it goes into: most clocks stop without
+                // Written out only for the alerts they go into: most clocks stop without
                 // having fired.
-                let occ = if yf || rf {
-                    clock.occurrence()
-                } else {
-                    CompactString::const_new("")
+                let occurrence = |fired: bool, level| {
+                    if fired {
+                        clock.occurrence(level)
+                    } else {
+                        CompactString::const_new("")
+                    }
                 };
+                let (yellow_occ, red_occ) =
+                    (occurrence(yf, Level::Yellow), occurrence(rf, Level::Red));
                 let deadline = clock.last_deadline.get();
                 let at = self.now;
                 let yellow_reason = if late {
@@ -2582,7 +2624,7 @@ impl Core {
                         &zone,
                         case,
                         r,
-                        &occ,
+                        &yellow_occ,
                         Level::Yellow,
                         Status::Resolved,
                         yellow_reason,
@@ -2597,7 +2639,7 @@ impl Core {
                         &zone,
                         case,
                         r,
-                        &occ,
+                        &red_occ,
                         Level::Red,
                         Status::Resolved,
                         red_reason,
@@ -3249,7 +3291,8 @@ impl Core {
             red_fired: false,
             stopped: OptMs::NONE,
             late: false,
-            retractions: 0,
+            yellow_retractions: 0,
+            red_retractions: 0,
         });
         if let Some(e) = pending {
             self.clock_pending(&case.id, r, ev, &e);
@@ -3296,12 +3339,16 @@ impl Core {
         if retract.is_empty() {
             return;
         }
-        let (occ, deadline) = (
-            clock.occurrence(),
-            clock.deadline.get().or(clock.last_deadline.get()),
-        );
-        clock.retractions += 1;
-        for level in retract {
+        let deadline = clock.deadline.get().or(clock.last_deadline.get());
+        let retract: Vec<(Level, CompactString)> = retract
+            .into_iter()
+            .map(|level| {
+                let occ = clock.occurrence(level);
+                clock.retracted(level);
+                (level, occ)
+            })
+            .collect();
+        for (level, occ) in retract {
             out.push(make_alert(
                 &rules,
                 &zone,
@@ -3382,7 +3429,7 @@ impl Core {
                     };
                     resolved.push((
                         c.rule,
-                        c.occurrence().to_string(),
+                        c.occurrence(level).to_string(),
                         level,
                         c.last_deadline.get(),
                         reason,
@@ -4163,7 +4210,8 @@ mod tests {
             red_fired: n % 2 == 1,
             stopped: OptMs::NONE,
             late: false,
-            retractions: 0,
+            yellow_retractions: 0,
+            red_retractions: 0,
         }
     }
 
@@ -4285,13 +4333,14 @@ mod tests {
             (1u32, 1_767_225_600_000i64, 0u32),
             (3, 0, 0),
             (12, -86_400_000, 2),
-            (u32::MAX, i64::MIN, u32::MAX),
+            (u32::MAX, i64::MIN, u32::MAX - 1),
             (7, i64::MAX, 1),
         ] {
             let c = Clock {
                 cycle,
                 started,
-                retractions,
+                yellow_retractions: retractions,
+                red_retractions: retractions,
                 ..numbered_clock(0)
             };
             let before = if retractions == 0 {
@@ -4299,8 +4348,38 @@ mod tests {
             } else {
                 format!("{cycle}@{started}#{retractions}")
             };
-            assert_eq!(c.occurrence(), before);
+            assert_eq!(c.occurrence(Level::Yellow), before);
+            assert_eq!(c.occurrence(Level::Red), before);
         }
+    }
+
+    /// Each light counts its own retractions, so one retracted leaves the other's ids as
+    /// they were. A clock stored before format 9 had one count for both lights: read, it
+    /// gives both lights the ids they had, and its first retraction after that counts on
+    /// from there for the light retracted only.
+    #[test]
+    fn each_light_counts_its_own_retractions() {
+        let mut c = numbered_clock(1);
+        c.retracted(Level::Red);
+        assert_eq!(c.occurrence(Level::Yellow), "1@1000");
+        assert_eq!(c.occurrence(Level::Red), "1@1000#1");
+        c.retracted(Level::Yellow);
+        c.retracted(Level::Yellow);
+        assert_eq!(c.occurrence(Level::Yellow), "1@1000#2");
+        assert_eq!(c.occurrence(Level::Red), "1@1000#1");
+
+        let mut stored: Value = serde_json::to_value(numbered_clock(1)).expect("json");
+        let fields = stored.as_object_mut().expect("an object");
+        fields.remove("yellow_retractions");
+        fields.remove("red_retractions");
+        fields.insert("retractions".into(), 3.into());
+        let mut old: Clock = serde_json::from_value(stored).expect("a clock of format 8");
+        assert_eq!(old.red_retractions, SAME_AS_YELLOW);
+        assert_eq!(old.occurrence(Level::Yellow), "1@1000#3");
+        assert_eq!(old.occurrence(Level::Red), "1@1000#3");
+        old.retracted(Level::Yellow);
+        assert_eq!(old.occurrence(Level::Yellow), "1@1000#4");
+        assert_eq!(old.occurrence(Level::Red), "1@1000#3");
     }
 
     /// A condition that fails to evaluate (a field the event lacks) skips its rule for that

@@ -163,7 +163,15 @@ const META_TYPE_ORDER: &str = "type_order";
 /// Format 8 adds `input_dead_letters` (messages refused as input, until the dead-letter
 /// topic has them): a store of formats 4 to 7 is marked format 8 when opened, so that an
 /// older redlight, which would leave such dead letters unsent, refuses it.
-pub const SCHEMA_VERSION: &str = "redlight-store-8";
+/// Format 9 adds a field to each stored clock: its red's count of retractions, which format
+/// 8 kept in one count with its yellow's (`Clock::red_retractions`). A clock without it is
+/// read as it is, both lights keeping the ids they had; a store of formats 4 to 8 is marked
+/// format 9 when opened (and its checkpoints' file [`BASE_SCHEMA_VERSION`]), so that an older
+/// redlight, which cannot read the new field, refuses it rather than take it for damage.
+pub const SCHEMA_VERSION: &str = "redlight-store-9";
+
+/// Format 8: one count of retractions for both lights of a clock.
+const SCHEMA_ONE_COUNT: &str = "redlight-store-8";
 
 /// Format 7: no `input_dead_letters` (dead letters were sent before their batch committed).
 const SCHEMA_NO_DEAD_LETTERS: &str = "redlight-store-7";
@@ -193,8 +201,13 @@ const ALERT_GROUP_BYTES: usize = 60 << 10;
 const SCHEMA_JSON_ALERTS: &str = "redlight-store-4";
 
 /// The format of the checkpoints' file (`cases.redb`). Format 4 packs the runs' chunks
-/// (see [`runs::pack`]).
-pub const BASE_SCHEMA_VERSION: &str = "redlight-cases-4";
+/// (see [`runs::pack`]); format 5 stores a clock's red's count of retractions (see
+/// [`SCHEMA_VERSION`], format 9).
+pub const BASE_SCHEMA_VERSION: &str = "redlight-cases-5";
+
+/// Format 4: one count of retractions for both lights of a clock. Read as it is and marked
+/// format 5 when opened.
+const BASE_SCHEMA_ONE_COUNT: &str = "redlight-cases-4";
 
 /// Format 3: the runs' chunks as they are. Read as they are (a packed chunk is told apart by
 /// its first bytes) and marked format 4 when opened.
@@ -2644,16 +2657,18 @@ impl Store {
                     || f == SCHEMA_ALERT_ROWS
                     || f == SCHEMA_UNPACKED
                     || f == SCHEMA_NO_DEAD_LETTERS
+                    || f == SCHEMA_ONE_COUNT
             }) {
-                // Formats 4 to 7 are format 8 without dead letters kept, formats 4 to 6
-                // with rows not packed, and formats 4 and 5 with an alert per row (in JSON
-                // in format 4): all stay readable.
+                // Formats 4 to 8 are format 9 with one count of retractions per clock,
+                // formats 4 to 7 without dead letters kept, formats 4 to 6 with rows not
+                // packed, and formats 4 and 5 with an alert per row (in JSON in format 4):
+                // all stay readable.
                 meta.insert("schema", SCHEMA_VERSION.as_bytes())
                     .map_err(|e| self.err(e))?;
                 tracing::info!(file = %self.file.display(), from = %from, to = SCHEMA_VERSION,
                     "store format upgraded: its rows stay as they are; new ones are packed, \
                      new alerts stored in groups, refused messages kept until the \
-                     dead-letter topic has them");
+                     dead-letter topic has them, each light's retractions counted apart");
                 found = Some(SCHEMA_VERSION.to_string());
             }
             let upgrade = match found.as_deref() {
@@ -2713,9 +2728,11 @@ impl Store {
                 }
                 match base_schema.as_deref() {
                     Some(BASE_SCHEMA_ONE_TABLE) => self.convert_base_one_table()?,
-                    Some(from @ (BASE_SCHEMA_ONE_INDEX | BASE_SCHEMA_UNPACKED)) => {
-                        self.mark_base(from)?
-                    }
+                    Some(
+                        from @ (BASE_SCHEMA_ONE_INDEX
+                        | BASE_SCHEMA_UNPACKED
+                        | BASE_SCHEMA_ONE_COUNT),
+                    ) => self.mark_base(from)?,
                     _ => {}
                 }
                 Ok(())
@@ -2760,6 +2777,7 @@ impl Store {
             Some(v)
                 if v != BASE_SCHEMA_VERSION
                     && v != BASE_SCHEMA_UNPACKED
+                    && v != BASE_SCHEMA_ONE_COUNT
                     && v != BASE_SCHEMA_ONE_INDEX
                     && v != BASE_SCHEMA_ONE_TABLE =>
             {
@@ -3906,8 +3924,46 @@ mod tests {
         let meta = tx.open_table(META).expect("meta");
         let v = meta.get("schema").expect("get").expect("schema");
         assert_eq!(v.value(), SCHEMA_VERSION.as_bytes());
-        assert_eq!(SCHEMA_VERSION, "redlight-store-8");
+        assert_eq!(SCHEMA_VERSION, "redlight-store-9");
         drop((meta, tx, store));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A store of format 8 (one count of retractions for both lights of a clock) opens with
+    /// its cases as they were, and both files are marked with the new formats, which a
+    /// redlight of format 8 refuses rather than take the new clocks for damage.
+    #[test]
+    fn a_store_with_one_count_of_retractions_opens_and_is_marked() {
+        let dir = tmp("format-8");
+        let (mut model, mut alerts) = (Model::new(), BTreeMap::new());
+        {
+            let store = Store::open(&dir).expect("open");
+            commit_cases(&store, (0..20).map(|i| (i, 1)), &mut model, &mut alerts);
+        }
+        for (file, old) in [
+            (FILE_NAME, SCHEMA_ONE_COUNT),
+            (BASE_FILE_NAME, BASE_SCHEMA_ONE_COUNT),
+        ] {
+            let db = Database::open(dir.join(file)).expect("file");
+            let tx = db.begin_write().expect("tx");
+            tx.open_table(META)
+                .expect("meta")
+                .insert("schema", old.as_bytes())
+                .expect("schema");
+            tx.commit().expect("commit");
+        }
+        let store = Store::open(&dir).expect("open format 8");
+        assert_reads(&store, &model, &alerts, "format 8 opened");
+        for (db, want) in [
+            (&store.db, "redlight-store-9"),
+            (&store.base, "redlight-cases-5"),
+        ] {
+            let tx = db.begin_read().expect("tx");
+            let meta = tx.open_table(META).expect("meta");
+            let v = meta.get("schema").expect("get").expect("schema");
+            assert_eq!(v.value(), want.as_bytes(), "marked {want}");
+        }
+        drop(store);
         let _ = std::fs::remove_dir_all(&dir);
     }
 

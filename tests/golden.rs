@@ -1126,6 +1126,115 @@ fn a_withdrawal_delivered_late_retracts_the_lights_it_came_before() {
     }
 }
 
+/// SPEC §4: "the same case, rule, clock cycle, level and status always give the same id".
+/// A light that a late event retracted gets ids of its own when it fires again (so that a
+/// receiver dropping duplicates does not drop the new firing); the other light of the
+/// clock, which was not retracted, keeps its ids whatever order the events came in.
+/// Each case is replayed twice, its events in time order and with one delivered late:
+/// - XK-OR, accepted as in the worked example (yellow 10-29T00:00, red 10-31T00:00), is
+///   suspended on 10-30 10:00, after the yellow and before the red, and decided on 11-02
+///   10:00 while suspended. Delivered after an event of another case at 10-31 10:00, the
+///   suspension retracts the red that fired at 10-31T00:00 and leaves the yellow: the
+///   yellow's firing and its resolution (`completed`) have the same ids in both orders.
+/// - XK-OY, accepted the same way, is extended by 5 workdays on 10-28 19:30: 25 workdays,
+///   #21–#25 are 11-02..06, red 11-07T00:00; yellow 22.5 workdays = 12:00 of #23, 11-04.
+///   Delivered after an event of another case at 10-29 10:00, the extension retracts the
+///   yellow that fired at 10-29T00:00. The red at 11-07T00:00 has the same id in both
+///   orders; the yellow at 11-04 12:00 has a new one in the late order.
+#[test]
+fn a_light_not_retracted_keeps_its_ids_whatever_the_delivery_order() {
+    // A case's alerts of xk.decision in each order, as `(shown, id)`.
+    let both_orders = |case: &str, in_time: &[String], late: &[String], until| {
+        let ids = |r: Replay| -> Vec<(String, String)> {
+            r.assert_clean();
+            r.of(case, "xk.decision")
+                .into_iter()
+                .map(|a| (show(a), field(a, "id").to_string()))
+                .collect()
+        };
+        (ids(replay(in_time, until)), ids(replay(late, until)))
+    };
+    let shown = |v: &[(String, String)]| v.iter().map(|(s, _)| s.clone()).collect::<Vec<_>>();
+    let other = |time: &str| ev("o-a", "approval.accepted", time, "XK-OO", plain());
+    let first_yellow = format!("yellow firing approaching at={XK_YELLOW} deadline={XK_RED}");
+
+    let accepted = ev("or-a", "approval.accepted", ACCEPTED, "XK-OR", plain());
+    let suspended = ev(
+        "or-s",
+        "approval.suspended",
+        "2026-10-30T10:00:00+08:00",
+        "XK-OR",
+        json!({"procedure": "expert_review"}),
+    );
+    let decided = ev(
+        "or-d",
+        "approval.decided",
+        "2026-11-02T10:00:00+08:00",
+        "XK-OR",
+        json!({"outcome": "denied"}),
+    );
+    let moved_on = other("2026-10-31T10:00:00+08:00");
+    let (in_time, late) = both_orders(
+        "XK-OR",
+        &[
+            accepted.clone(),
+            suspended.clone(),
+            moved_on.clone(),
+            decided.clone(),
+        ],
+        &[accepted, moved_on, suspended, decided],
+        None,
+    );
+    let completed =
+        "yellow resolved completed at=2026-11-02T10:00:00+08:00 deadline=2026-10-31T00:00:00+08:00";
+    assert_eq!(shown(&in_time), [first_yellow.as_str(), completed]);
+    assert_eq!(
+        shown(&late),
+        [
+            first_yellow.as_str(),
+            &format!("red firing overdue at={XK_RED} deadline={XK_RED}"),
+            "red resolved retracted at=2026-10-31T10:00:00+08:00 deadline=2026-10-31T00:00:00+08:00",
+            completed,
+        ]
+    );
+    assert_eq!(late[0].1, in_time[0].1, "the yellow's firing");
+    assert_eq!(late[3].1, in_time[1].1, "the yellow's resolution");
+
+    let accepted = ev("oy-a", "approval.accepted", ACCEPTED, "XK-OY", plain());
+    let extended = ev(
+        "oy-x",
+        "approval.extended",
+        "2026-10-28T19:30:00+08:00",
+        "XK-OY",
+        json!({"extra_workdays": 5, "approved_by": "局长"}),
+    );
+    let moved_on = other("2026-10-29T10:00:00+08:00");
+    let (in_time, late) = both_orders(
+        "XK-OY",
+        &[accepted.clone(), extended.clone(), moved_on.clone()],
+        &[accepted, moved_on, extended],
+        Some("2026-11-20T00:00:00+08:00"),
+    );
+    let new_yellow =
+        "yellow firing approaching at=2026-11-04T12:00:00+08:00 deadline=2026-11-07T00:00:00+08:00";
+    let red = "red firing overdue at=2026-11-07T00:00:00+08:00 deadline=2026-11-07T00:00:00+08:00";
+    assert_eq!(shown(&in_time), [new_yellow, red]);
+    assert_eq!(
+        shown(&late),
+        [
+            first_yellow.as_str(),
+            "yellow resolved retracted at=2026-10-29T10:00:00+08:00 deadline=2026-11-07T00:00:00+08:00",
+            new_yellow,
+            red,
+        ]
+    );
+    assert_eq!(late[3].1, in_time[1].1, "the red's firing");
+    assert_ne!(
+        late[2].1, late[0].1,
+        "the yellow firing again after its retraction has an id of its own"
+    );
+}
+
 /// SPEC §1: a repeated id is a duplicate and changes nothing — not even when the repeated
 /// message carries different data. Without the guard the repeated extension would total 20
 /// workdays (a violation) and move the deadline.

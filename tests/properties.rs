@@ -905,7 +905,8 @@ fn case_facts(engine: &Engine) -> Vec<serde_json::Value> {
             if let Some(clocks) = v.get_mut("clocks").and_then(|c| c.as_array_mut()) {
                 for k in clocks {
                     if let Some(k) = k.as_object_mut() {
-                        k.remove("retractions");
+                        k.remove("yellow_retractions");
+                        k.remove("red_retractions");
                     }
                 }
             }
@@ -1007,6 +1008,44 @@ fn resolutions(
     out
 }
 
+/// The ids of every light's alerts, keyed as [`resolutions`] keys them, less the lights that
+/// a late event retracted in `retracted_in` (their alerts after a retraction have ids of
+/// their own, SPEC §4).
+fn ids_of_lights_not_retracted(
+    alerts: &[Alert],
+    retracted_in: &[Alert],
+) -> std::collections::BTreeMap<(String, String, String, String), std::collections::BTreeSet<String>>
+{
+    use redlight::alert::Reason;
+    let key = |a: &Alert| {
+        let due = if periodic_rule(&a.rule) {
+            a.deadline.clone().unwrap_or_default()
+        } else {
+            String::new()
+        };
+        (
+            a.case.to_string(),
+            a.rule.to_string(),
+            a.level.as_str().to_string(),
+            due,
+        )
+    };
+    let retracted: std::collections::BTreeSet<_> = retracted_in
+        .iter()
+        .filter(|a| a.reason == Reason::Retracted)
+        .map(key)
+        .collect();
+    let mut out: std::collections::BTreeMap<_, std::collections::BTreeSet<String>> =
+        Default::default();
+    for a in alerts {
+        let k = key(a);
+        if !retracted.contains(&k) {
+            out.entry(k).or_default().insert(a.id.to_string());
+        }
+    }
+    out
+}
+
 /// Where two JSON values differ, as `path: left / right` lines.
 fn json_diff(path: &str, a: &serde_json::Value, b: &serde_json::Value, out: &mut Vec<String>) {
     use serde_json::Value;
@@ -1070,6 +1109,7 @@ fn late_delivery_leaves_the_same(events: &[Event], delays: &[usize]) -> Result<(
         .timestamp_millis();
     let mut facts = Vec::new();
     let mut ended = Vec::new();
+    let mut alerts = Vec::new();
     for (k, order) in [events, &delivered].into_iter().enumerate() {
         let mut e = engine();
         // Forgetting a quiet case goes by the engine's clock, so an event delivered after its
@@ -1106,7 +1146,16 @@ fn late_delivery_leaves_the_same(events: &[Event], delays: &[usize]) -> Result<(
         }
         facts.push(case_facts(&e));
         ended.push(resolutions(&out));
+        alerts.push(out);
     }
+    // A light that no late event retracted has the same alerts with the same ids in both
+    // orders (SPEC §4: the same case, rule, cycle, level and status give the same id).
+    prop_assert_eq!(
+        ids_of_lights_not_retracted(&alerts[0], &alerts[1]),
+        ids_of_lights_not_retracted(&alerts[1], &alerts[1]),
+        "in time order / delivered late, delivered as\n{}",
+        brief(&delivered)
+    );
     // Every light that was not a false alarm ended the same way: completed in time, late,
     // or withdrawn.
     prop_assert_eq!(

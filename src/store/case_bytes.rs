@@ -73,7 +73,7 @@ pub(super) fn write_case(out: &mut Vec<u8>, case: &Case) -> Result<(), rmp_serde
 }
 
 fn clock(out: &mut Vec<u8>, c: &Clock) {
-    array_len(out, 16);
+    array_len(out, 17);
     uint(out, u64::from(c.rule));
     uint(out, u64::from(c.cycle));
     sint(out, c.started);
@@ -129,7 +129,8 @@ fn clock(out: &mut Vec<u8>, c: &Clock) {
         None => out.push(0xc0),
     }
     bool(out, c.late);
-    uint(out, u64::from(c.retractions));
+    uint(out, u64::from(c.yellow_retractions));
+    uint(out, u64::from(c.red_retractions));
 }
 
 /// Appends an alert's stored bytes: exactly what `rmp_serde` writes for the stored tuple
@@ -375,7 +376,8 @@ mod tests {
                 "started": n, "mode": mode, "extended": (n.unsigned_abs() % 1000) as u32,
                 "counted": n, "since": t, "paused_at": t, "deadline": t, "yellow_at": t,
                 "last_deadline": t, "yellow_fired": n % 2 == 0, "red_fired": n % 3 == 0,
-                "stopped": t, "late": n < 0, "retractions": (n.unsigned_abs() % 300) as u32,
+                "stopped": t, "late": n < 0, "yellow_retractions": (n.unsigned_abs() % 300) as u32,
+                "red_retractions": ([0, 1, 300, u32::MAX])[(n.unsigned_abs() % 4) as usize],
             })
         };
         for (i, &n) in ints.iter().enumerate() {
@@ -458,5 +460,48 @@ mod tests {
         let bytes = rmp_serde::to_vec(&now).expect("encode");
         let back: Vec<crate::engine::Duty> = rmp_serde::from_slice(&bytes).expect("decode");
         assert_eq!(back, now);
+    }
+
+    /// A clock stored before format 9 had one count of retractions for both its lights
+    /// (sixteen fields): it reads back with the red's count "as the yellow's", so that both
+    /// lights keep the alert ids they had, and is written back as it reads.
+    #[test]
+    fn a_clock_stored_with_one_count_of_retractions_keeps_its_ids() {
+        use crate::engine::{Clock, SAME_AS_YELLOW};
+        let started = 1_790_560_800_000i64;
+        let mode = Mode::Fixed {
+            deadline: started + 86_400_000,
+            warn_at: started + 43_200_000,
+        };
+        let old = rmp_serde::to_vec(&[(
+            6u16,
+            1u32,
+            started,
+            mode,
+            0u32,
+            0i64,
+            Some(started),
+            None::<i64>,
+            Some(started + 86_400_000),
+            Some(started + 43_200_000),
+            Some(started + 86_400_000),
+            true,
+            true,
+            None::<i64>,
+            false,
+            2u32,
+        )])
+        .expect("encode");
+        let clocks: Vec<Clock> = rmp_serde::from_slice(&old).expect("decode");
+        assert_eq!(clocks[0].red_retractions, SAME_AS_YELLOW);
+        let before = format!("1@{started}#2");
+        assert_eq!(clocks[0].occurrence(Level::Yellow), before);
+        assert_eq!(clocks[0].occurrence(Level::Red), before);
+        let mut case: Case = serde_json::from_str(
+            r#"{"id":"A","data":[],"seen":[],"types":0,"first_event":0,"last_event":0,"withdrawn":false,"clocks":[],"stages":[],"violations":[],"duties":[]}"#,
+        )
+        .expect("parse");
+        case.clocks = clocks.into_iter().collect();
+        same_bytes(&case);
     }
 }
