@@ -2099,6 +2099,7 @@ pub async fn scorecard_page(
     req: Request,
 ) -> Result<Response, ApiError> {
     let given = page_param(req.uri().query(), "period");
+    let ignored = ignored_params(req.uri().query(), &["period"]);
     let this_quarter = score_period(&s, None)?;
     let period = match given.as_deref() {
         None => this_quarter,
@@ -2116,7 +2117,14 @@ pub async fn scorecard_page(
     let now = chrono::Utc::now().timestamp_millis();
     Ok(page(
         StatusCode::OK,
-        crate::scorecard_page::render(&s.view, &period, &card, &this_quarter, now),
+        crate::scorecard_page::render(
+            &s.view,
+            &period,
+            &card,
+            &this_quarter,
+            now,
+            ignored.as_deref(),
+        ),
     ))
 }
 
@@ -2180,6 +2188,7 @@ pub async fn scorecard_csv(
 /// `/`: the red-light board (see `src/board.rs`).
 pub async fn board(State(s): State<Arc<Shared>>, req: Request) -> Result<Response, ApiError> {
     let department = page_param(req.uri().query(), "department");
+    let ignored = ignored_params(req.uri().query(), &["department"]);
     let whole = snapshot(&s).await?;
     let own;
     let snap = match &department {
@@ -2200,6 +2209,7 @@ pub async fn board(State(s): State<Arc<Shared>>, req: Request) -> Result<Respons
         s.input_notice().as_ref(),
         department.as_deref(),
         unknown.as_deref(),
+        ignored.as_deref(),
     );
     Ok(page(StatusCode::OK, html))
 }
@@ -2246,10 +2256,37 @@ fn page(status: StatusCode, html: String) -> Response {
         .into_response()
 }
 
+/// A page's note on the parameters of its query that it does not take (`/?departmnt=…`,
+/// mistyped): a page for people does not refuse them as the API does, but says they were
+/// ignored and names the ones it takes, so that a mistyped bookmark is not taken for a
+/// filtered page. `token` is the guard's.
+fn ignored_params(query: Option<&str>, takes: &[&str]) -> Option<String> {
+    let mut ignored: Vec<String> = Vec::new();
+    for (k, _) in form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
+        if k != "token" && !takes.contains(&k.as_ref()) && !ignored.iter().any(|i| *i == k) {
+            ignored.push(k.into_owned());
+        }
+    }
+    if ignored.is_empty() {
+        return None;
+    }
+    let quoted = |names: &mut dyn Iterator<Item = &str>| {
+        names
+            .map(|n| format!("“{n}”"))
+            .collect::<Vec<_>>()
+            .join("、")
+    };
+    Some(format!(
+        "已忽略本页不认识的参数 {}；本页的参数：{}",
+        quoted(&mut ignored.iter().map(String::as_str)),
+        quoted(&mut takes.iter().copied()),
+    ))
+}
+
 /// The value of `key` in a page's query: `/?department=…` (a department's own board),
 /// `/case?id=…` (a case by its number). The last one given, trimmed; none when empty.
 /// Other parameters are left alone: `token` is the guard's, and a page for people names
-/// what it was given rather than refusing.
+/// what it was given rather than refusing (see [`ignored_params`]).
 fn page_param(query: Option<&str>, key: &str) -> Option<String> {
     form_urlencoded::parse(query.unwrap_or_default().as_bytes())
         .filter(|(k, _)| k == key)

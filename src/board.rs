@@ -184,7 +184,8 @@ fn department_param(department: Option<&str>) -> String {
 
 /// Renders the board: the whole board, or with `department` that department's own (its
 /// counts and lists only, its name in the title). `unknown`: the department is no case's,
-/// with the known names it may have meant.
+/// with the known names it may have meant. `ignored`: a note on the query's parameters the
+/// board does not take.
 pub fn render(
     view: &View,
     snap: &Snapshot,
@@ -192,6 +193,7 @@ pub fn render(
     input: Option<&InputNotice>,
     department: Option<&str>,
     unknown: Option<&[String]>,
+    ignored: Option<&str>,
 ) -> String {
     let title = match department {
         Some(d) => esc(&format!("{} · {d}", view.board.title)),
@@ -215,7 +217,7 @@ pub fn render(
 <div class="total yellow" id="total-yellow"><span class="dot"></span><span class="label">黄灯</span><span class="n">{y}</span></div>
 <div class="total green" id="total-green"><span class="dot"></span><span class="label">绿灯</span><span class="n">{g}</span></div>
 </div>
-<div class="meta">在办 <b id="total-open">{open}</b> 件<br>更新于 {updated}{stale}<br>每 {refresh} 秒自动刷新{input}{calendar}</div>
+<div class="meta">在办 <b id="total-open">{open}</b> 件<br>更新于 {updated}{stale}<br>每 {refresh} 秒自动刷新{input}{calendar}{ignored}</div>
 </header>
 <main>
 "#,
@@ -238,6 +240,12 @@ pub fn render(
             .unwrap_or_default(),
         calendar = calendar_notice(view.calendar.last_day(), view.zone.date_of(now))
             .map(|n| format!(r#"<br><span class="stale" id="calendar-notice">{n}</span>"#))
+            .unwrap_or_default(),
+        ignored = ignored
+            .map(|n| format!(
+                r#"<br><span class="stale" id="ignored-params">{}</span>"#,
+                esc(n)
+            ))
             .unwrap_or_default(),
     );
     departments(&mut h, snap, department, unknown);

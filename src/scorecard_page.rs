@@ -134,6 +134,7 @@ pub fn render(
     card: &Scorecard,
     this_quarter: &ScorePeriod,
     now: i64,
+    ignored: Option<&str>,
 ) -> String {
     let name = period_name(period);
     let mut h = String::with_capacity(16 * 1024);
@@ -145,7 +146,7 @@ pub fn render(
         r#"<header>
 <a class="back" href="./" title="回到看板">← 看板</a>
 <h1>考核 · <span id="period">{name}</span></h1>
-<div class="facts">考核期 <b>{first}</b> 至 <b>{last}</b> · {n} 个部门<br><a class="export" id="export" href="api/v1/scorecard.csv?period={label}" title="本考核表导出为表格（CSV）">导出表格</a> · <a href="api/v1/scorecard?period={label}">JSON</a> · 查看于 {now}</div>
+<div class="facts">考核期 <b>{first}</b> 至 <b>{last}</b> · {n} 个部门<br><a class="export" id="export" href="api/v1/scorecard.csv?period={label}" title="本考核表导出为表格（CSV）">导出表格</a> · <a href="api/v1/scorecard?period={label}">JSON</a> · 查看于 {now}{ignored}</div>
 </header>
 <main class="detail">
 {nav}
@@ -154,6 +155,12 @@ pub fn render(
         label = period.label(),
         now = view.sheet_time(now),
         nav = periods_nav(period, this_quarter),
+        ignored = ignored
+            .map(|n| format!(
+                r#"<br><span class="stale" id="ignored-params">{}</span>"#,
+                esc(n)
+            ))
+            .unwrap_or_default(),
     );
     let mut lines: Vec<&Line> = card.departments.iter().collect();
     lines.sort_by_cached_key(|l| attention(l));

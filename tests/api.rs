@@ -426,6 +426,20 @@ async fn a_department_has_its_own_board() {
     let closed = d.get(&format!("/?department={}", q("市交通局"))).body;
     assert!(!closed.contains("unknown-department"), "{closed}");
     assert!(closed.contains("暂无在办案件"), "{closed}");
+    assert!(!closed.contains("ignored-params"), "{closed}");
+    // A parameter the board does not take (a mistyped bookmark) shows the whole board, as
+    // a page for people does not refuse, but the board says it ignored it.
+    let mistyped = d
+        .get(&format!("/?departmnt={}&x=1&x=2", q("市住建局")))
+        .body;
+    assert_eq!(
+        number_after(&mistyped, r#"id="total-open""#),
+        number_after(&d.get("/").body, r#"id="total-open""#)
+    );
+    assert_eq!(
+        text_after(&mistyped, r#"id="ignored-params""#),
+        Some("已忽略本页不认识的参数 “departmnt”、“x”；本页的参数：“department”")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1055,6 +1069,12 @@ async fn the_scorecard_grades_departments_and_flags_two_unqualified_years() {
     // (不合格, two years running), 丙局 (合格), 甲局 (优秀); each row the JSON's figures.
     let page = d.get("/scorecard?period=2026Q3");
     assert_eq!(page.status, 200, "{}", page.body);
+    assert!(!page.body.contains("ignored-params"), "{}", page.body);
+    let mistyped = d.get("/scorecard?period=2026Q3&departement=x").body;
+    assert_eq!(
+        text_after(&mistyped, r#"id="ignored-params""#),
+        Some("已忽略本页不认识的参数 “departement”；本页的参数：“period”")
+    );
     assert_eq!(
         page.header("content-type"),
         Some("text/html; charset=utf-8")
