@@ -218,6 +218,12 @@ pub enum EventError {
         ahead_s: i64,
         tolerance_ms: u64,
     },
+    #[error(
+        "attribute `subject` is {0:?}, which an address cannot hold as one path segment \
+         (a browser or proxy takes it for the directory itself or its parent): the case \
+         could be neither opened on the board nor asked of the API"
+    )]
+    DotSubject(String),
     #[error("attribute `data` must be a JSON object, found {0}")]
     DataNotObject(&'static str),
     #[error("attribute `datacontenttype` is {0:?}; structured mode needs JSON data")]
@@ -244,6 +250,7 @@ impl EventError {
             EventError::SpecVersion(_) => "bad_specversion",
             EventError::BadTime { .. } => "bad_time",
             EventError::InFuture { .. } => "time_in_future",
+            EventError::DotSubject(_) => "bad_subject",
             EventError::DataNotObject(_) => "data_not_object",
             EventError::ContentType(_) => "bad_datacontenttype",
             EventError::BinaryMode => "binary_content_mode",
@@ -314,10 +321,18 @@ impl Borrowed<'_> {
             source: present(self.source)?,
             kind: present(self.kind)?,
             time,
-            subject: present(self.subject)?,
+            subject: present(self.subject).filter(|s| !dot_segment(s))?,
             data: self.data.unwrap_or_default(),
         })
     }
+}
+
+/// `.` or `..`: a case id that a URL cannot carry as a path segment (WHATWG's URL parser,
+/// as browsers, curl and proxies resolve it, takes it, or its `%2E` spelling, for the
+/// directory itself or its parent), so `/case/{id}` and `/api/v1/cases/{id}` could never
+/// show that case. No case number is one; such a subject is refused as bad input.
+fn dot_segment(subject: &str) -> bool {
+    subject == "." || subject == ".."
 }
 
 fn required(value: Option<Value>, attribute: &'static str) -> Result<String, EventError> {
@@ -391,6 +406,9 @@ impl Event {
         let source = required(wire.source, "source")?;
         let kind = required(wire.kind, "type")?;
         let subject = required(wire.subject, "subject")?;
+        if dot_segment(&subject) {
+            return Err(EventError::DotSubject(subject));
+        }
         let time_text = required(wire.time, "time")?;
         let time = DateTime::parse_from_rfc3339(&time_text).map_err(|e| EventError::BadTime {
             value: time_text.clone(),
@@ -653,6 +671,23 @@ mod tests {
         );
         let err = Event::parse(with("id", Some("\"\"")).as_bytes()).expect_err("empty");
         assert_eq!(err, EventError::NotString { attribute: "id" });
+        // A subject that no address can carry as a path segment, plain or escaped (which
+        // takes the general path); one with more dots than two, or other text, is a case id.
+        let escaped = GOOD.replace("\"XZ-2026-0001\"", "\"\\u002e.\"");
+        assert_ne!(escaped, GOOD);
+        for text in [
+            with("subject", Some("\".\"")),
+            with("subject", Some("\"..\"")),
+            escaped,
+        ] {
+            let err = Event::parse(text.as_bytes()).expect_err(&text);
+            assert!(matches!(err, EventError::DotSubject(_)), "{text}: {err}");
+            assert!(err.to_string().contains("`subject`"), "{err}");
+            assert_eq!(err.reason_code(), "bad_subject");
+        }
+        for fine in ["\"...\"", "\".a\"", "\"a/..\""] {
+            Event::parse(with("subject", Some(fine)).as_bytes()).expect(fine);
+        }
     }
 
     #[test]
