@@ -41,6 +41,11 @@ pub fn check(config_path: &Path, today: Option<NaiveDate>) -> CheckReport {
             config_path.display()
         ));
     }
+    report.problems.extend(
+        crate::delivery::secret_problems(&config)
+            .into_iter()
+            .map(|e| format!("{}: {e}", config_path.display())),
+    );
     let calendar = match config.load_calendar() {
         Ok(cal) => Some(cal),
         Err(e) => {

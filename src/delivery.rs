@@ -2317,6 +2317,39 @@ pub struct Delivery {
     task: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
+/// The egress proxy's URL (read, and checked) and the hosts that bypass it.
+fn proxy_of(config: &Config, settings: &Settings) -> Result<Option<(String, String)>, String> {
+    match &settings.proxy {
+        Some(p) => {
+            let url = resolve_secret("delivery.proxy", p, &config.base)?;
+            check_proxy(&url)?;
+            Ok(Some((url, settings.no_proxy.join(","))))
+        }
+        None => Ok(None),
+    }
+}
+
+/// What the start would refuse in the receivers' and the proxy's secrets (`env:VAR` not set,
+/// `file:/path` unreadable, a `whsec_` key that does not decode), each naming its key: for
+/// `redlight check`, which reads them as the start does, so that a check run with the
+/// daemon's environment (the systemd unit's `ExecStartPre`) fails where the start would.
+pub fn secret_problems(config: &Config) -> Vec<String> {
+    let settings = match Settings::from_config(config) {
+        Ok(s) => s,
+        Err(e) => return vec![e],
+    };
+    let mut problems = Vec::new();
+    if let Err(e) = proxy_of(config, &settings) {
+        problems.push(e);
+    }
+    for (i, spec) in settings.receivers.iter().enumerate() {
+        if let Err(e) = Receiver::new(i, spec.clone(), &config.base) {
+            problems.push(e);
+        }
+    }
+    problems
+}
+
 impl Delivery {
     /// Reads the receivers' secrets (an error names the key), attaches the outbox to the
     /// store's commits, and starts the worker on the current tokio runtime.
@@ -2330,15 +2363,7 @@ impl Delivery {
         let rules = Arc::new(config.load_rules()?);
         let calendar = Arc::new(config.load_calendar()?);
         let ctx = Context::new(rules, calendar, settings.external_url.clone());
-        let proxy = match &settings.proxy {
-            Some(p) => {
-                let url = resolve_secret("delivery.proxy", p, &config.base)
-                    .map_err(anyhow::Error::msg)?;
-                check_proxy(&url).map_err(anyhow::Error::msg)?;
-                Some((url, settings.no_proxy.join(",")))
-            }
-            None => None,
-        };
+        let proxy = proxy_of(config, &settings).map_err(anyhow::Error::msg)?;
         let mut receivers = Vec::new();
         let mut by_name = HashMap::new();
         for (i, spec) in settings.receivers.iter().enumerate() {

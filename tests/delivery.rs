@@ -2222,6 +2222,43 @@ async fn a_missing_secret_stops_the_start_naming_the_key() {
     let msg = err.to_string();
     assert!(msg.contains("`receiver[0].secret`"), "{msg}");
     assert!(msg.contains("REDLIGHT_TEST_SURELY_UNSET_4242"), "{msg}");
+
+    // `redlight check` reads the secrets as the start does, and names every one it cannot
+    // read (before 2026-12-08 it passed a configuration the start then refused).
+    let missing = dir.join("no-such-secret");
+    let whsec = dir.join("whsec");
+    std::fs::write(&whsec, "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\n").expect("secret file");
+    let receivers = |second: &std::path::Path| {
+        format!(
+            "[[receiver]]\nname = \"a\"\nformat = \"dingtalk\"\nurl = \"http://127.0.0.1:9/x\"\n\
+             secret = \"env:REDLIGHT_TEST_SURELY_UNSET_4242\"\n\
+             [[receiver]]\nname = \"b\"\nformat = \"json\"\nurl = \"http://127.0.0.1:9/y\"\n\
+             secrets = [\"file:{}\"]\n",
+            second.display()
+        )
+    };
+    let path = write_config(&dir, &receivers(&missing));
+    let report = redlight::cli::check(&path, None);
+    let problems = report.problems.join("\n");
+    assert_eq!(report.problems.len(), 2, "{problems}");
+    assert!(
+        problems.contains(
+            "`receiver[0].secret`: environment variable REDLIGHT_TEST_SURELY_UNSET_4242 is not set"
+        ),
+        "{problems}"
+    );
+    assert!(
+        problems.contains(&format!(
+            "`receiver[1].secrets[0]`: cannot read {}",
+            missing.display()
+        )),
+        "{problems}"
+    );
+    // The second read from a file that holds a key: only the first is named.
+    let path = write_config(&dir, &receivers(&whsec));
+    let report = redlight::cli::check(&path, None);
+    assert_eq!(report.problems.len(), 1, "{:?}", report.problems);
+    assert!(report.problems[0].contains("`receiver[0].secret`"));
     let _ = std::fs::remove_dir_all(&dir);
 }
 
