@@ -6,10 +6,14 @@
 # alert rules query exists is tests/metrics_names.rs.)
 #   deploy/validate.sh [path/to/redlight]
 set -euo pipefail
+# A binary given is taken from where the command was run, absolute or relative.
+BIN="${1:+$(realpath -- "$1")}"
 cd "$(dirname "$0")/.."
-BIN="${1:-target/release/redlight}"
-[[ -x "$BIN" ]] || BIN=target/debug/redlight
-[[ -x "$BIN" ]] || { echo "validate: no redlight binary (cargo build)" >&2; exit 1; }
+if [[ -z "$BIN" ]]; then
+  BIN="$PWD/target/release/redlight"
+  [[ -x "$BIN" ]] || BIN="$PWD/target/debug/redlight"
+fi
+[[ -x "$BIN" ]] || { echo "validate: no redlight binary at $BIN (cargo build)" >&2; exit 1; }
 fail() { echo "validate: $*" >&2; exit 1; }
 
 python3 -c 'import yaml' 2>/dev/null \
@@ -37,7 +41,7 @@ tmp="$(mktemp -d)"
 trap 'rm -rf -- "$tmp"' EXIT
 if command -v systemd-analyze >/dev/null 2>&1; then
   for unit in redlight.service redlight-backup.service redlight-backup.timer; do
-    sed "s|/usr/local/bin/redlight|$PWD/$BIN|g" "deploy/systemd/$unit" >"$tmp/$unit"
+    sed "s|/usr/local/bin/redlight|$BIN|g" "deploy/systemd/$unit" >"$tmp/$unit"
   done
   out="$(cd "$tmp" && systemd-analyze verify redlight.service redlight-backup.service redlight-backup.timer 2>&1 || true)"
   if grep -q "redlight" <<<"$out"; then fail "systemd units: $out"; fi

@@ -2,7 +2,7 @@
 """Checks the relative links of the repository's Markdown files: every `[text](path)` and
 `[text](path#anchor)` must name a file that exists, and an anchor a heading of that file
 (GitHub's way of making anchors from headings). Links to other sites, and to files beside
-the repository rather than in it (`../shared/SPEC.md`), are not followed.
+the repository rather than in it, are not followed.
 
     scripts/check-links.py [FILE.md ...]     (default: every tracked *.md)
 

@@ -2805,6 +2805,20 @@ pub async fn call_daemon_waiting(
         .await
         .map_err(|e| anyhow::anyhow!("reading the daemon's answer: {e}"))?
         .to_bytes();
+    if status == http::StatusCode::UNAUTHORIZED {
+        // The daemon has a token and this command was given none, or another: it reads the
+        // token as the daemon does, from the configuration and its environment.
+        anyhow::bail!(
+            "the daemon at {addr} answered {status}: it wants its bearer token, {}; run this \
+             command with the daemon's own `http.token` (REDLIGHT_HTTP__TOKEN in its \
+             environment, as in the daemon's, or `http.token_file` in the configuration)",
+            if config.http.token.is_some() {
+                "and the one this command has is not it"
+            } else {
+                "and this command has none"
+            }
+        );
+    }
     if !status.is_success() {
         anyhow::bail!(
             "the daemon at {addr} answered {status}: {}",

@@ -232,10 +232,11 @@ const SCHEMA_JSON_CASES: &str = "redlight-store-1";
 const SCHEMA_NO_JOURNAL: &str = "redlight-store-2";
 
 /// How many overlay entries (changed cases plus alerts not yet in the alert index) a store
-/// keeps before a checkpoint, unless configured (`store.checkpoint_cases`). About 250 MB of
-/// memory with cases of a few hundred bytes (about 500 bytes per entry). The 1M-event
-/// benchmark ran at about 27,000 events/s with 200,000 and 35,000–43,000 with 500,000;
-/// 1,000,000 was no faster and costs twice the memory.
+/// keeps before a checkpoint, unless configured (`store.checkpoint_cases`). About 50–100 MB
+/// of memory, the journal's rows being kept packed (100–200 bytes per entry; about 500 when
+/// they were kept unpacked, when this was chosen). The 1M-event benchmark ran at about
+/// 27,000 events/s with 200,000 and 35,000–43,000 with 500,000; 1,000,000 was no faster and
+/// costs twice the memory.
 pub const DEFAULT_CHECKPOINT_CASES: usize = 500_000;
 
 /// A case as stored: MessagePack with each struct as an array of its fields in declaration

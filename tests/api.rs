@@ -1330,6 +1330,34 @@ async fn a_configured_token_guards_the_api_and_the_board_and_is_never_shown() {
         !r.body.contains(TOKEN),
         "the backup's report shows the token"
     );
+    // A command that talks to the daemon reads the token as the daemon does: with the
+    // daemon's configuration it gets in; without the token it is told what it lacks.
+    let cli = |config: &std::path::Path| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_redlight"))
+            .args(["deliveries", "--config"])
+            .arg(config)
+            .arg("status")
+            .env_remove("REDLIGHT_HTTP__TOKEN")
+            .output()
+            .expect("redlight deliveries status");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let config = d.dir.join("redlight.toml");
+    let (code, err) = cli(&config);
+    assert_eq!(code, Some(0), "{err}");
+    let without = d.dir.join("without-token.toml");
+    let text = std::fs::read_to_string(&config).expect("config");
+    std::fs::write(&without, text.replace(&format!("token = \"{TOKEN}\""), "")).expect("write");
+    let (code, err) = cli(&without);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains("401 Unauthorized: it wants its bearer token, and this command has none")
+            && err.contains("REDLIGHT_HTTP__TOKEN"),
+        "{err}"
+    );
     // Prometheus and the probes need no token.
     for path in ["/metrics", "/healthz", "/readyz"] {
         let r = get(d.port, path, &[]).expect("GET");

@@ -168,6 +168,35 @@ const XK_RED: &str = "2026-10-31T00:00:00+08:00";
 // SPEC §3 worked example
 // ---------------------------------------------------------------------------------------------
 
+/// The README's example alert ("Alerts out") is the red that `replay` prints for the
+/// README's worked example (its `echo '…' | … replay … --until 2026-11-01…` command), id
+/// and all: a newcomer who runs the one and reads the other sees the same.
+#[test]
+fn the_readmes_example_alert_is_what_replay_prints() {
+    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md"))
+        .expect("README.md");
+    let event = readme
+        .split("echo '")
+        .nth(1)
+        .and_then(|t| t.split('\'').next())
+        .expect("the README's worked example event");
+    let section = &readme[readme.find("## Alerts out").expect("an Alerts out section")..];
+    let block = section
+        .split("```json\n")
+        .nth(1)
+        .and_then(|t| t.split("```").next())
+        .expect("its JSON block");
+    let shown: Value = serde_json::from_str(block).expect("the example alert is JSON");
+    let r = replay(&[event.to_string()], Some("2026-11-01T00:00:00+08:00"));
+    r.assert_clean();
+    let red = r
+        .alerts
+        .iter()
+        .find(|a| a["level"] == "red")
+        .expect("a red");
+    assert_eq!(red, &shown);
+}
+
 /// SPEC §3, verbatim: accepted 2026-09-28 10:00 (+08:00), 20 workdays. Counting starts
 /// 2026-09-29; 10-01..10-07 are the National Day holiday; 2026-10-10 (Saturday) is a make-up
 /// workday. The 20th workday is 2026-10-30, so the deadline is 2026-10-31T00:00:00+08:00, and
