@@ -2,8 +2,8 @@
 //! "{webhook-id}.{webhook-timestamp}.{body}">`, one entry per key, space separated, so a
 //! receiver can rotate its secret without losing a message.
 //!
-//! Secrets are written `whsec_<base64 of the key bytes>` (the spec's form); a secret without
-//! the prefix is used as its own UTF-8 bytes.
+//! Secrets are written `whsec_<base64 of the key bytes>` (the spec's form); the prefix may be
+//! left out, the rest is base64 all the same, as the Standard Webhooks libraries read it.
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
@@ -12,19 +12,31 @@ use sha2::Sha256;
 
 type HmacSha256 = Hmac<Sha256>;
 
-/// The HMAC key of a secret: `whsec_…` is base64-decoded, anything else used as it is.
+/// The HMAC key of a secret: the base64 after `whsec_`, or the whole secret as base64
+/// when it has no prefix, as the Standard Webhooks libraries read a secret (their
+/// `Webhook(secret)` strips the prefix if there is one and decodes the rest). Until
+/// 2026-12-08 a secret without the prefix was used as its own bytes, which no receiver
+/// using such a library could verify; one that is not base64 is now refused at start and
+/// by `redlight check`, naming the key.
 pub fn decode_secret(secret: &str) -> Result<Vec<u8>, String> {
     let secret = secret.trim();
     if secret.is_empty() {
         return Err("the secret is empty".into());
     }
-    match secret.strip_prefix("whsec_") {
-        Some(b64) => match B64.decode(b64) {
-            Ok(key) if !key.is_empty() => Ok(key),
-            Ok(_) => Err("`whsec_` is followed by nothing".into()),
-            Err(e) => Err(format!("the part after `whsec_` is not base64 ({e})")),
-        },
-        None => Ok(secret.as_bytes().to_vec()),
+    let (b64, what) = match secret.strip_prefix("whsec_") {
+        Some(b64) => (b64, "the part after `whsec_`"),
+        None => (
+            secret,
+            "the secret (`whsec_` and the base64 of the key, or the base64 alone)",
+        ),
+    };
+    match B64.decode(b64) {
+        Ok(key) if !key.is_empty() => Ok(key),
+        Ok(_) => Err("`whsec_` is followed by nothing".into()),
+        Err(e) => Err(format!(
+            "{what} is not base64 ({e}); the Standard Webhooks libraries receivers verify with \
+             read a secret so"
+        )),
     }
 }
 
@@ -173,6 +185,13 @@ mod tests {
                 .unwrap_err()
                 .contains("not base64")
         );
-        assert_eq!(decode_secret("plain").expect("plain"), b"plain".to_vec());
+        // Without the prefix the secret is base64 all the same, as the libraries read it:
+        // the same key as with it; text that is not base64 is refused.
+        assert_eq!(
+            decode_secret("MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").expect("unprefixed"),
+            decode_secret("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").expect("prefixed")
+        );
+        let err = decode_secret("plain text!").expect_err("not base64");
+        assert!(err.contains("not base64"), "{err}");
     }
 }
