@@ -47,7 +47,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -1699,13 +1699,16 @@ impl Core {
         Ok(fired_count)
     }
 
-    /// Due rows of one receiver, in due order, skipping those in flight.
+    /// Due rows of one receiver, in due order, skipping those in flight and those `held`
+    /// back (a resolution whose firing is not delivered yet, [`Lane::unsettled`]; counted in
+    /// the third number with those in flight).
     fn due_rows(
         &self,
         receiver: &str,
         now: i64,
         limit: usize,
         busy: &HashSet<u64>,
+        held: &dyn Fn(u64, &Row) -> bool,
     ) -> Result<DueRows, StoreError> {
         let store = &*self.store;
         let tx = store
@@ -1737,25 +1740,40 @@ impl Core {
             }
             if let Some(v) = outbox.get(seq).map_err(|e| store_err(store, e))? {
                 let r: Row = decode(store, &format!("delivery {seq}"), v.value())?;
+                if held(seq, &r) {
+                    passed += 1;
+                    continue;
+                }
                 out.push((seq, r));
             }
         }
         Ok((out, next, passed))
     }
 
-    /// Whether a delivery to `receiver` waits for a retry (its next attempt is after now).
-    fn waits_for_retry(&self, receiver: &str) -> Result<bool, StoreError> {
+    /// The deliveries to `receiver` that wait for a retry (their next attempt is after now),
+    /// by the light they are of ([`Lane::unsettled`]).
+    fn waiting_for_retry(&self, receiver: &str) -> Result<Unsettled, StoreError> {
         let store = &*self.store;
         let tx = store
             .database()
             .begin_read()
             .map_err(|e| store_err(store, e))?;
         let due = tx.open_table(OUTBOX_DUE).map_err(|e| store_err(store, e))?;
+        let outbox = tx.open_table(OUTBOX).map_err(|e| store_err(store, e))?;
         let after = self.now().saturating_add(1);
-        let mut waiting = due
+        let mut waiting = Unsettled::default();
+        for row in due
             .range((receiver, after, 0)..=(receiver, i64::MAX, u64::MAX))
-            .map_err(|e| store_err(store, e))?;
-        Ok(waiting.next().is_some())
+            .map_err(|e| store_err(store, e))?
+        {
+            let (k, _) = row.map_err(|e| store_err(store, e))?;
+            let seq = k.value().2;
+            if let Some(v) = outbox.get(seq).map_err(|e| store_err(store, e))? {
+                let r: Row = decode(store, &format!("delivery {seq}"), v.value())?;
+                waiting.add(seq, &r);
+            }
+        }
+        Ok(waiting)
     }
 
     /// Records outcomes in one transaction.
@@ -1963,6 +1981,51 @@ impl Fired {
 /// Due rows of a receiver, when the next one after them is due, and how many due rows
 /// were passed over for being in flight or not yet settled.
 type DueRows = (Vec<(u64, Row)>, Option<i64>, usize);
+
+/// A light as a receiver sees it: case, rule and level.
+type LightKey = (String, String, Level);
+
+fn light_key(row: &Row) -> LightKey {
+    let a = &row.notice.alert;
+    (a.case.to_string(), a.rule.to_string(), a.level)
+}
+
+/// A receiver's deliveries sent and not yet delivered (in flight, or waiting for a retry),
+/// by light: a resolution waits while a delivery of its light that came before it (its
+/// firing) is here, so that it never overtakes it. Without this a firing that failed once
+/// was retried after its resolution had gone, and a chat group read `红灯解除` before
+/// `红灯告警`, and an Alertmanager receiver, taking the later firing as the news, showed
+/// the red for good.
+#[derive(Default)]
+struct Unsettled {
+    by_light: HashMap<LightKey, BTreeSet<u64>>,
+}
+
+impl Unsettled {
+    fn add(&mut self, seq: u64, row: &Row) {
+        self.by_light.entry(light_key(row)).or_default().insert(seq);
+    }
+
+    fn settled(&mut self, seq: u64, row: &Row) {
+        let key = light_key(row);
+        if let Some(seqs) = self.by_light.get_mut(&key) {
+            seqs.remove(&seq);
+            if seqs.is_empty() {
+                self.by_light.remove(&key);
+            }
+        }
+    }
+
+    /// A resolution with a delivery of its light before it still unsettled.
+    fn holds(&self, seq: u64, row: &Row) -> bool {
+        row.notice.alert.status == Status::Resolved
+            && self
+                .by_light
+                .get(&light_key(row))
+                .and_then(|seqs| seqs.first())
+                .is_some_and(|&first| first < seq)
+    }
+}
 
 /// The hook the store calls inside each batch's transaction.
 struct Hook(Arc<Core>);
@@ -2262,6 +2325,8 @@ struct Lane {
     catch_up_owed: Option<Instant>,
     /// When the last failed attempt ended (probes are [`PROBE_EVERY`] after it).
     failed_at: Option<Instant>,
+    /// The deliveries in flight or waiting for a retry, by light.
+    unsettled: Unsettled,
 }
 
 /// How often a receiver's waiting retries may be sent early, on it taking deliveries again
@@ -2467,17 +2532,18 @@ async fn run(core: Arc<Core>, mut stop: watch::Receiver<bool>) {
         .map(|r| Lane {
             // Deliveries that failed before a restart and wait for their retry: the
             // receiver's first success now sends them too, as if it had failed in this run.
-            failing_since: match core.waits_for_retry(r.name()) {
-                Ok(true) => Some(Instant::now()),
-                Ok(false) => None,
-                Err(e) => {
-                    tracing::warn!(receiver = %r.name(), error = %e, "reading the outbox");
-                    None
-                }
-            },
+            unsettled: core.waiting_for_retry(r.name()).unwrap_or_else(|e| {
+                tracing::warn!(receiver = %r.name(), error = %e, "reading the outbox");
+                Unsettled::default()
+            }),
             ..Lane::default()
         })
         .collect();
+    for lane in &mut lanes {
+        if !lane.unsettled.by_light.is_empty() {
+            lane.failing_since = Some(Instant::now());
+        }
+    }
     // Rows sent or being settled: not to be picked again until their outcome is durable.
     let busy: Arc<Mutex<HashSet<u64>>> = Arc::new(Mutex::new(HashSet::new()));
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Completion>();
@@ -2539,7 +2605,8 @@ async fn run(core: Arc<Core>, mut stop: watch::Receiver<bool>) {
                 let skip = busy.lock().map(|b| b.clone()).unwrap_or_default();
                 // Catching up after the receiver came back: every waiting delivery is due.
                 let horizon = if lane.catch_up { i64::MAX } else { now_ms };
-                let rows = match core.due_rows(r.name(), horizon, room, &skip) {
+                let held = |seq: u64, row: &Row| lane.unsettled.holds(seq, row);
+                let rows = match core.due_rows(r.name(), horizon, room, &skip, &held) {
                     Ok(x) => x,
                     Err(e) => {
                         tracing::error!(receiver = %r.name(), error = %e, "reading the outbox");
@@ -2569,7 +2636,9 @@ async fn run(core: Arc<Core>, mut stop: watch::Receiver<bool>) {
                 {
                     match lane.failed_at.map(|t| t + core.probe_every) {
                         Some(t) if t > now => soonest(t),
-                        _ => match core.due_rows(r.name(), i64::MAX, 1, &skip) {
+                        _ => match core.due_rows(r.name(), i64::MAX, 1, &skip, &|seq, row| {
+                            lane.unsettled.holds(seq, row)
+                        }) {
                             Ok((first, _, _)) => {
                                 probe = !first.is_empty();
                                 rows = first;
@@ -2584,6 +2653,7 @@ async fn run(core: Arc<Core>, mut stop: watch::Receiver<bool>) {
                     if let Ok(mut b) = busy.lock() {
                         b.insert(seq);
                     }
+                    lane.unsettled.add(seq, &row);
                     lane.inflight += 1;
                     if r.spec.rate_per_minute.is_some() {
                         lane.window.push_back(now);
@@ -2657,6 +2727,16 @@ fn on_done(core: &Core, lanes: &mut [Lane], c: &Completion) {
     }
     if matches!(c.outcome, Outcome::Retry { .. } | Outcome::Throttled { .. }) {
         lane.catch_up = false;
+    }
+    // As the settler records it: tried again later, it stays unsettled; delivered or a dead
+    // letter, what waited behind it may go.
+    let again = match &c.outcome {
+        Outcome::Delivered | Outcome::Refused(_) => false,
+        Outcome::Throttled { .. } => true,
+        Outcome::Retry { .. } => c.probe || r.spec.retry.get(c.row.attempts as usize).is_some(),
+    };
+    if !again {
+        lane.unsettled.settled(c.seq, &c.row);
     }
     match &c.outcome {
         Outcome::Delivered => {

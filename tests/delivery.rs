@@ -1354,6 +1354,70 @@ async fn a_receiver_down_for_a_while_gets_everything_when_back() {
     s.stop().await;
 }
 
+/// A resolution never overtakes its firing: the firing fails once and waits for its retry,
+/// and the resolution, committed after it, waits behind it (before 2026-12-08 it went at
+/// once, and a chat group read the red's resolution before the red; an Alertmanager
+/// receiver then showed the red for good). Other alerts are not held back. The receiver has
+/// the default concurrency, so without the hold both would be sent at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resolution_waits_for_its_firing_that_failed() {
+    let sink = Sink::start().await;
+    let s = Setup::start(
+        "in-order",
+        &json_receiver(
+            &sink.url("/h"),
+            r#"["400ms", "400ms", "400ms"]"#,
+            "send_resolved = true",
+        ),
+    );
+    // The first request fails: it is the firing's.
+    sink.set_plan(|n, _| {
+        if n == 0 {
+            Answer::status(500)
+        } else {
+            Answer::ok("")
+        }
+    });
+    let firing = red(&s.rules, 1);
+    let resolved = alert(
+        &s.rules,
+        &firing.case,
+        "xk.decision",
+        "1@0",
+        Level::Red,
+        Status::Resolved,
+        Reason::CompletedLate,
+        "2026-11-03T10:00:00+08:00",
+        Some("2026-10-31T00:00:00+08:00"),
+    );
+    let other = red(&s.rules, 2);
+    s.commit(vec![firing.clone()]);
+    assert!(
+        eventually(WAIT, || s.count("hook", "retry") >= 1).await,
+        "the firing failed"
+    );
+    assert!(s.settled(1).await, "its failure recorded");
+    s.commit(vec![resolved.clone(), other.clone()]);
+    assert!(sink.wait_ok(3, WAIT).await, "all three delivered");
+    let order: Vec<String> = sink
+        .ok_hits()
+        .iter()
+        .map(|h| h.header("webhook-id").unwrap_or("").to_string())
+        .collect();
+    let at = |id: &str| order.iter().position(|x| x == id).expect("delivered");
+    assert_eq!(order.len(), 3, "each once: {order:?}");
+    assert!(
+        at(&firing.id) < at(&resolved.id),
+        "the firing before its resolution: {order:?}"
+    );
+    // Another case's alert did not wait for the retry.
+    assert!(
+        at(&other.id) < at(&firing.id),
+        "the other case's red went before the retry: {order:?}"
+    );
+    s.stop().await;
+}
+
 /// The receiver is down long enough that the waiting deliveries' next retries are a
 /// minute away; it comes back, and a new alert goes through at once. The receiver is
 /// taking deliveries again, so the waiting ones go now too, not a minute later at their
