@@ -150,10 +150,19 @@ pub fn wecom_body(msg: &Message, mention: &[String]) -> Value {
             escape_md(value)
         ));
     }
+    // The link and the id close the message whatever its length: a message over WeCom's
+    // limit is cut in its fields (a very long handler or item), never in the id the group
+    // tells a repeated delivery by, or the link to the case.
+    let mut tail = String::new();
     if let Some(link) = &msg.link {
-        content.push_str(&format!("[查看案件]({link})\n"));
+        tail.push_str(&format!("[查看案件]({link})\n"));
     }
-    content.push_str(&format!("告警编号 {}", msg.id));
+    tail.push_str(&format!("告警编号 {}", msg.id));
+    let mut content = truncate_utf8(&content, WECOM_MAX_BYTES.saturating_sub(tail.len() + 1));
+    if !content.ends_with('\n') {
+        content.push('\n');
+    }
+    content.push_str(&tail);
     json!({
         "msgtype": "markdown",
         "markdown": { "content": truncate_utf8(&content, WECOM_MAX_BYTES) },
@@ -348,6 +357,48 @@ mod tests {
         ));
         assert_eq!(check_reply(Format::Feishu, b"not json"), Reply::Ok);
         assert_eq!(check_reply(Format::Json, b"{\"errcode\":5}"), Reply::Ok);
+    }
+
+    /// A message over WeCom's limit (a handler's name a thousand times long) is cut in its
+    /// fields and still ends with the link to the case and the id.
+    #[test]
+    fn a_long_wecom_message_keeps_its_link_and_id() {
+        let msg = Message {
+            color: Color::Red,
+            title: "🔴 红灯告警 · 行政许可决定期限".into(),
+            headline: "XZ-2026-0001 已超期 2 个工作日".into(),
+            fields: vec![
+                ("承办人", "承办人".repeat(1000)),
+                ("事项", "建筑工程施工许可".into()),
+            ],
+            id: "0123456789abcdef0123456789abcdef".into(),
+            link: Some("https://redlight.example.gov.cn/case/XZ-2026-0001".into()),
+        };
+        let body = wecom_body(&msg, &["zhangsan".to_string()]);
+        let content = body["markdown"]["content"].as_str().expect("content");
+        assert!(content.len() <= WECOM_MAX_BYTES, "{} bytes", content.len());
+        assert!(
+            content.ends_with(
+                "…\n[查看案件](https://redlight.example.gov.cn/case/XZ-2026-0001)\n告警编号 0123456789abcdef0123456789abcdef"
+            ),
+            "{}",
+            &content[content.len() - 200..]
+        );
+        assert!(content.contains("<@zhangsan>"), "the mention is kept");
+        // A short one is whole.
+        let short = Message {
+            fields: vec![("承办人", "张三".into())],
+            ..msg
+        };
+        let content = wecom_body(&short, &[])["markdown"]["content"]
+            .as_str()
+            .expect("content")
+            .to_string();
+        assert!(!content.contains('…'), "{content}");
+        assert!(
+            content.contains("> 承办人：<font color=\"comment\">张三</font>\n[查看案件]"),
+            "{content}"
+        );
     }
 
     #[test]
