@@ -1701,14 +1701,16 @@ impl Core {
 
     /// Due rows of one receiver, in due order, skipping those in flight and those `held`
     /// back (a resolution whose firing is not delivered yet, [`Lane::unsettled`]; counted in
-    /// the third number with those in flight).
+    /// the third number with those in flight). `held` is asked about each row in order, and
+    /// learns of those it lets through: a firing and its resolution due together are not
+    /// sent together.
     fn due_rows(
         &self,
         receiver: &str,
         now: i64,
         limit: usize,
         busy: &HashSet<u64>,
-        held: &dyn Fn(u64, &Row) -> bool,
+        held: &mut dyn FnMut(u64, &Row) -> bool,
     ) -> Result<DueRows, StoreError> {
         let store = &*self.store;
         let tx = store
@@ -1750,9 +1752,11 @@ impl Core {
         Ok((out, next, passed))
     }
 
-    /// The deliveries to `receiver` that wait for a retry (their next attempt is after now),
-    /// by the light they are of ([`Lane::unsettled`]).
-    fn waiting_for_retry(&self, receiver: &str) -> Result<Unsettled, StoreError> {
+    /// The deliveries to `receiver` in the outbox, by the light they are of
+    /// ([`Lane::unsettled`]: after a restart a resolution waits for its firing, whether that
+    /// waits for a retry or is due), and whether one waits for a retry (its next attempt
+    /// after now).
+    fn outbox_of(&self, receiver: &str) -> Result<(Unsettled, bool), StoreError> {
         let store = &*self.store;
         let tx = store
             .database()
@@ -1760,20 +1764,22 @@ impl Core {
             .map_err(|e| store_err(store, e))?;
         let due = tx.open_table(OUTBOX_DUE).map_err(|e| store_err(store, e))?;
         let outbox = tx.open_table(OUTBOX).map_err(|e| store_err(store, e))?;
-        let after = self.now().saturating_add(1);
-        let mut waiting = Unsettled::default();
+        let now = self.now();
+        let mut pending = Unsettled::default();
+        let mut retrying = false;
         for row in due
-            .range((receiver, after, 0)..=(receiver, i64::MAX, u64::MAX))
+            .range((receiver, i64::MIN, 0)..=(receiver, i64::MAX, u64::MAX))
             .map_err(|e| store_err(store, e))?
         {
             let (k, _) = row.map_err(|e| store_err(store, e))?;
-            let seq = k.value().2;
+            let (_, next_ms, seq) = k.value();
+            retrying |= next_ms > now;
             if let Some(v) = outbox.get(seq).map_err(|e| store_err(store, e))? {
                 let r: Row = decode(store, &format!("delivery {seq}"), v.value())?;
-                waiting.add(seq, &r);
+                pending.add(seq, &r);
             }
         }
-        Ok(waiting)
+        Ok((pending, retrying))
     }
 
     /// Records outcomes in one transaction.
@@ -2016,14 +2022,17 @@ impl Unsettled {
         }
     }
 
-    /// A resolution with a delivery of its light before it still unsettled.
-    fn holds(&self, seq: u64, row: &Row) -> bool {
-        row.notice.alert.status == Status::Resolved
-            && self
-                .by_light
-                .get(&light_key(row))
-                .and_then(|seqs| seqs.first())
-                .is_some_and(|&first| first < seq)
+    /// Whether the delivery waits: a resolution with a delivery of its light before it
+    /// still unsettled. One that does not wait is taken as on its way.
+    fn hold_or_send(&mut self, seq: u64, row: &Row) -> bool {
+        let seqs = self.by_light.entry(light_key(row)).or_default();
+        if row.notice.alert.status == Status::Resolved
+            && seqs.first().is_some_and(|&first| first < seq)
+        {
+            return true;
+        }
+        seqs.insert(seq);
+        false
     }
 }
 
@@ -2529,21 +2538,20 @@ async fn run(core: Arc<Core>, mut stop: watch::Receiver<bool>) {
     let mut lanes: Vec<Lane> = core
         .receivers
         .iter()
-        .map(|r| Lane {
-            // Deliveries that failed before a restart and wait for their retry: the
-            // receiver's first success now sends them too, as if it had failed in this run.
-            unsettled: core.waiting_for_retry(r.name()).unwrap_or_else(|e| {
+        .map(|r| {
+            let (unsettled, retrying) = core.outbox_of(r.name()).unwrap_or_else(|e| {
                 tracing::warn!(receiver = %r.name(), error = %e, "reading the outbox");
-                Unsettled::default()
-            }),
-            ..Lane::default()
+                (Unsettled::default(), false)
+            });
+            Lane {
+                // Deliveries that failed before a restart and wait for their retry: the
+                // receiver's first success now sends them too, as if it had failed in this run.
+                failing_since: retrying.then(Instant::now),
+                unsettled,
+                ..Lane::default()
+            }
         })
         .collect();
-    for lane in &mut lanes {
-        if !lane.unsettled.by_light.is_empty() {
-            lane.failing_since = Some(Instant::now());
-        }
-    }
     // Rows sent or being settled: not to be picked again until their outcome is durable.
     let busy: Arc<Mutex<HashSet<u64>>> = Arc::new(Mutex::new(HashSet::new()));
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Completion>();
@@ -2605,8 +2613,9 @@ async fn run(core: Arc<Core>, mut stop: watch::Receiver<bool>) {
                 let skip = busy.lock().map(|b| b.clone()).unwrap_or_default();
                 // Catching up after the receiver came back: every waiting delivery is due.
                 let horizon = if lane.catch_up { i64::MAX } else { now_ms };
-                let held = |seq: u64, row: &Row| lane.unsettled.holds(seq, row);
-                let rows = match core.due_rows(r.name(), horizon, room, &skip, &held) {
+                let rows = match core.due_rows(r.name(), horizon, room, &skip, &mut |seq, row| {
+                    lane.unsettled.hold_or_send(seq, row)
+                }) {
                     Ok(x) => x,
                     Err(e) => {
                         tracing::error!(receiver = %r.name(), error = %e, "reading the outbox");
@@ -2636,8 +2645,8 @@ async fn run(core: Arc<Core>, mut stop: watch::Receiver<bool>) {
                 {
                     match lane.failed_at.map(|t| t + core.probe_every) {
                         Some(t) if t > now => soonest(t),
-                        _ => match core.due_rows(r.name(), i64::MAX, 1, &skip, &|seq, row| {
-                            lane.unsettled.holds(seq, row)
+                        _ => match core.due_rows(r.name(), i64::MAX, 1, &skip, &mut |seq, row| {
+                            lane.unsettled.hold_or_send(seq, row)
                         }) {
                             Ok((first, _, _)) => {
                                 probe = !first.is_empty();
@@ -2653,7 +2662,6 @@ async fn run(core: Arc<Core>, mut stop: watch::Receiver<bool>) {
                     if let Ok(mut b) = busy.lock() {
                         b.insert(seq);
                     }
-                    lane.unsettled.add(seq, &row);
                     lane.inflight += 1;
                     if r.spec.rate_per_minute.is_some() {
                         lane.window.push_back(now);
