@@ -1996,9 +1996,10 @@ fn light_key(row: &Row) -> LightKey {
     (a.case.to_string(), a.rule.to_string(), a.level)
 }
 
-/// A receiver's deliveries sent and not yet delivered (in flight, or waiting for a retry),
-/// by light: a resolution waits while a delivery of its light that came before it (its
-/// firing) is here, so that it never overtakes it. Without this a firing that failed once
+/// A receiver's deliveries on their way and not yet delivered or dead (in flight, or waiting
+/// for a retry; after a restart every one the outbox holds), by light: a resolution waits
+/// while a delivery of its light that came before it (its firing) is here, so that it never
+/// overtakes it. Without this a firing that failed once
 /// was retried after its resolution had gone, and a chat group read `红灯解除` before
 /// `红灯告警`, and an Alertmanager receiver, taking the later firing as the news, showed
 /// the red for good.
@@ -2334,7 +2335,8 @@ struct Lane {
     catch_up_owed: Option<Instant>,
     /// When the last failed attempt ended (probes are [`PROBE_EVERY`] after it).
     failed_at: Option<Instant>,
-    /// The deliveries in flight or waiting for a retry, by light.
+    /// The deliveries in flight or waiting for a retry (after a restart, every one in the
+    /// outbox), by light.
     unsettled: Unsettled,
 }
 
