@@ -1418,6 +1418,70 @@ async fn a_resolution_waits_for_its_firing_that_failed() {
     s.stop().await;
 }
 
+/// After a restart too: a firing that failed and waits for its retry (a minute away) holds
+/// back its resolution, committed while the receiver was down. The receiver is back at
+/// the restart; the firing goes first (as the probe of a receiver that was failing), then
+/// its resolution. Without the outbox read in at the start, the resolution, due, went first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_restart_a_resolution_still_waits_for_its_firing() {
+    let addr = free_addr();
+    let extra = json_receiver(
+        &format!("http://{addr}/h"),
+        r#"["50ms", "60s", "60s", "60s"]"#,
+        "send_resolved = true",
+    );
+    let s = Setup::start("restart-order", &extra);
+    let firing = red(&s.rules, 1);
+    let resolved = alert(
+        &s.rules,
+        &firing.case,
+        "xk.decision",
+        "1@0",
+        Level::Red,
+        Status::Resolved,
+        Reason::Completed,
+        "2026-10-30T10:00:00+08:00",
+        Some("2026-10-31T00:00:00+08:00"),
+    );
+    s.commit(vec![firing.clone()]);
+    assert!(eventually(WAIT, || s.count("hook", "retry") >= 2).await);
+    assert!(s.settled(2).await, "the failures recorded");
+    s.commit(vec![resolved.clone()]);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let Setup {
+        dir,
+        store,
+        delivery,
+        rules,
+        ..
+    } = s;
+    delivery.shutdown().await;
+    drop(delivery);
+    drop(store);
+    let sink = Sink::start_on(addr).await;
+    sink.set_plan(|_, _| Answer::ok(""));
+    let config = load_config(&dir, &extra);
+    let store = Arc::new(Store::open(&config.data_dir()).expect("store"));
+    let metrics = Metrics::new();
+    let delivery = Delivery::start(&config, store.clone(), metrics.clone(), Options::default())
+        .expect("delivery starts");
+    let s = Setup {
+        dir,
+        store,
+        delivery,
+        metrics,
+        rules,
+    };
+    assert!(sink.wait_ok(2, WAIT).await, "both delivered");
+    let order: Vec<String> = sink
+        .ok_hits()
+        .iter()
+        .map(|h| h.header("webhook-id").unwrap_or("").to_string())
+        .collect();
+    assert_eq!(order, [firing.id.to_string(), resolved.id.to_string()]);
+    s.stop().await;
+}
+
 /// The receiver is down long enough that the waiting deliveries' next retries are a
 /// minute away; it comes back, and a new alert goes through at once. The receiver is
 /// taking deliveries again, so the waiting ones go now too, not a minute later at their
