@@ -45,6 +45,11 @@ impl Setup {
     fn start_with(name: &str, extra: &str, options: Options, prepare: impl FnOnce(&Path)) -> Setup {
         let dir = tmp(name);
         prepare(&dir);
+        Setup::on(dir, extra, options)
+    }
+
+    /// Delivery started on the store in `dir`, with the configuration `extra` gives.
+    fn on(dir: PathBuf, extra: &str, options: Options) -> Setup {
         let config = load_config(&dir, extra);
         let rules = config.load_rules().expect("rules");
         let store = Arc::new(Store::open(&config.data_dir()).expect("store"));
@@ -102,6 +107,20 @@ impl Setup {
         self.delivery.shutdown().await;
         drop(self.store);
         let _ = std::fs::remove_dir_all(&self.dir);
+    }
+
+    /// Stopped and started again on the same store, with the configuration `extra` gives.
+    async fn restart(self, extra: &str) -> Setup {
+        let Setup {
+            dir,
+            store,
+            delivery,
+            ..
+        } = self;
+        delivery.shutdown().await;
+        drop(delivery);
+        drop(store);
+        Setup::on(dir, extra, Options::default())
     }
 }
 
@@ -1448,30 +1467,9 @@ async fn after_a_restart_a_resolution_still_waits_for_its_firing() {
     assert!(s.settled(2).await, "the failures recorded");
     s.commit(vec![resolved.clone()]);
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let Setup {
-        dir,
-        store,
-        delivery,
-        rules,
-        ..
-    } = s;
-    delivery.shutdown().await;
-    drop(delivery);
-    drop(store);
     let sink = Sink::start_on(addr).await;
     sink.set_plan(|_, _| Answer::ok(""));
-    let config = load_config(&dir, &extra);
-    let store = Arc::new(Store::open(&config.data_dir()).expect("store"));
-    let metrics = Metrics::new();
-    let delivery = Delivery::start(&config, store.clone(), metrics.clone(), Options::default())
-        .expect("delivery starts");
-    let s = Setup {
-        dir,
-        store,
-        delivery,
-        metrics,
-        rules,
-    };
+    let s = s.restart(&extra).await;
     assert!(sink.wait_ok(2, WAIT).await, "both delivered");
     let order: Vec<String> = sink
         .ok_hits()
@@ -1544,28 +1542,7 @@ async fn after_a_restart_the_receivers_first_success_sends_what_failed_before() 
     s.commit(waiting.clone());
     assert!(eventually(WAIT, || s.count("hook", "retry") >= 20).await);
     // Stopped and started again on the same store, the receiver still down.
-    let Setup {
-        dir,
-        store,
-        delivery,
-        rules,
-        ..
-    } = s;
-    delivery.shutdown().await;
-    drop(delivery);
-    drop(store);
-    let config = load_config(&dir, &extra);
-    let store = Arc::new(Store::open(&config.data_dir()).expect("store"));
-    let metrics = Metrics::new();
-    let delivery = Delivery::start(&config, store.clone(), metrics.clone(), Options::default())
-        .expect("delivery starts");
-    let s = Setup {
-        dir,
-        store,
-        delivery,
-        metrics,
-        rules,
-    };
+    let s = s.restart(&extra).await;
     let sink = Sink::start_on(addr).await;
     sink.set_plan(|_, _| Answer::ok(""));
     let fresh = red(&s.rules, 10);
