@@ -165,6 +165,15 @@ pub struct ReceiverSpec {
 }
 
 impl ReceiverSpec {
+    /// The wait before the next attempt of a delivery that has failed `failed` attempts of
+    /// its schedule (this one included); `None`: the schedule is exhausted, a dead letter.
+    fn retry_after(&self, failed: u32) -> Option<Duration> {
+        (failed as usize)
+            .checked_sub(1)
+            .and_then(|i| self.retry.get(i))
+            .copied()
+    }
+
     /// Whom this notice @-mentions: firing notices of the mentioned levels only (a
     /// resolved notice is news, not a call to act).
     pub fn mentions(&self, notice: &Notice) -> &[String] {
@@ -1825,9 +1834,9 @@ impl Core {
                     Outcome::Retry { error, min_wait } => {
                         row.attempts += 1;
                         row.last_error = Some(error.clone());
-                        match r.spec.retry.get(row.attempts as usize - 1) {
+                        match r.spec.retry_after(row.attempts) {
                             Some(wait) => {
-                                let mut wait = self.jittered(*wait);
+                                let mut wait = self.jittered(wait);
                                 if let Some(m) = min_wait {
                                     wait = wait.max(*m);
                                 }
@@ -2743,7 +2752,7 @@ fn on_done(core: &Core, lanes: &mut [Lane], c: &Completion) {
     let again = match &c.outcome {
         Outcome::Delivered | Outcome::Refused(_) => false,
         Outcome::Throttled { .. } => true,
-        Outcome::Retry { .. } => c.probe || r.spec.retry.get(c.row.attempts as usize).is_some(),
+        Outcome::Retry { .. } => c.probe || r.spec.retry_after(c.row.attempts + 1).is_some(),
     };
     if !again {
         lane.unsettled.settled(c.seq, &c.row);

@@ -1022,11 +1022,18 @@ receivers = "hook"
 /// Each id in the 2xx answers, counted.
 fn ids(sink: &Sink) -> BTreeMap<String, usize> {
     let mut m = BTreeMap::new();
-    for h in sink.ok_hits() {
-        *m.entry(h.header("webhook-id").unwrap_or("").to_string())
-            .or_default() += 1;
+    for id in delivered(sink) {
+        *m.entry(id).or_default() += 1;
     }
     m
+}
+
+/// The ids of the 2xx answers, in the order the receiver took them.
+fn delivered(sink: &Sink) -> Vec<String> {
+    sink.ok_hits()
+        .iter()
+        .map(|h| h.header("webhook-id").unwrap_or("").to_string())
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1418,11 +1425,7 @@ async fn a_resolution_waits_for_its_firing_that_failed() {
     assert!(s.settled(1).await, "its failure recorded");
     s.commit(vec![resolved.clone(), other.clone()]);
     assert!(sink.wait_ok(3, WAIT).await, "all three delivered");
-    let order: Vec<String> = sink
-        .ok_hits()
-        .iter()
-        .map(|h| h.header("webhook-id").unwrap_or("").to_string())
-        .collect();
+    let order = delivered(&sink);
     let at = |id: &str| order.iter().position(|x| x == id).expect("delivered");
     assert_eq!(order.len(), 3, "each once: {order:?}");
     assert!(
@@ -1471,11 +1474,7 @@ async fn after_a_restart_a_resolution_still_waits_for_its_firing() {
     sink.set_plan(|_, _| Answer::ok(""));
     let s = s.restart(&extra).await;
     assert!(sink.wait_ok(2, WAIT).await, "both delivered");
-    let order: Vec<String> = sink
-        .ok_hits()
-        .iter()
-        .map(|h| h.header("webhook-id").unwrap_or("").to_string())
-        .collect();
+    let order = delivered(&sink);
     assert_eq!(order, [firing.id.to_string(), resolved.id.to_string()]);
     s.stop().await;
 }
